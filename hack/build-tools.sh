@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Builds the local control plane's binaries from Go modules into a cache keyed by version.
+#
+# Usage: hack/build-tools.sh [kubernetes|etcd|kwok|helm ...]   (default: all four)
+#
+# Each component is a small wrapper module in hack/tools/<component>/ (go.mod + go.sum pin every
+# dependency; the Kubernetes one `replace`s each staging module k8s.io/<name> with v0.36.x, because
+# k8s.io/kubernetes itself requires them at v0.0.0). Binaries land in
+#   ${TRAINPIPE_TOOLS:-$HOME/.cache/trainpipe/tools}/<component>-<version>/bin/
+# outside the repository, so fresh clones (CI) on the same machine reuse them. A component is rebuilt
+# only when its stamp (version + wrapper go.mod/go.sum + this script's build recipe) changes.
+set -euo pipefail
+
+HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "$HACK/versions.env"
+TOOLS="${TRAINPIPE_TOOLS:-$HOME/.cache/trainpipe/tools}"
+JOBS="${TRAINPIPE_BUILD_JOBS:-$(nproc)}"
+# Bump when the recipe below changes in a way that must invalidate cached binaries.
+RECIPE=1
+
+export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
+
+log() { printf '[build-tools] %s\n' "$*" >&2; }
+
+version_of() {
+  case "$1" in
+    kubernetes) echo "$KUBERNETES_VERSION" ;;
+    etcd) echo "$ETCD_VERSION" ;;
+    kwok) echo "$KWOK_VERSION" ;;
+    helm) echo "$HELM_VERSION" ;;
+    *) log "unknown component '$1' (expected kubernetes, etcd, kwok or helm)"; exit 2 ;;
+  esac
+}
+
+module_of() {
+  case "$1" in
+    kubernetes) echo k8s.io/kubernetes ;;
+    etcd) echo go.etcd.io/etcd/server/v3 ;;
+    kwok) echo sigs.k8s.io/kwok ;;
+    helm) echo helm.sh/helm/v3 ;;
+  esac
+}
+
+# Prints the directory holding the component's binaries (whether or not it is built yet).
+tool_dir() { echo "$TOOLS/$1-$(version_of "$1")"; }
+
+stamp_of() {
+  local dir="$HACK/tools/$1"
+  { echo "recipe=$RECIPE version=$(version_of "$1") go=$(go env GOVERSION)"; cat "$dir/go.mod" "$dir/go.sum"; } \
+    | sha256sum | cut -d' ' -f1
+}
+
+# The cluster runs kwok with only these upstream stages: nodes come up Ready and keep heartbeating,
+# deleted pods are removed. The pod lifecycle itself (Running -> Succeeded/Failed) belongs to
+# tests/cluster/executor.py, so kwok's pod-ready/pod-complete stages must not race it.
+copy_kwok_stages() {
+  local dest="$1/stages" src
+  [[ -f "$dest/pod-delete.yaml" ]] && return 0
+  src="$(cd "$HACK/tools/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)/kustomize/stage"
+  mkdir -p "$dest"
+  cp "$src/node/fast/node-initialize.yaml" "$src/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml" \
+     "$src/pod/fast/pod-delete.yaml" "$dest/"
+  chmod u+w "$dest"/*.yaml
+}
+
+build_one() {
+  local comp="$1" ver mod src out tmp start ldflags pkgs=()
+  ver="$(version_of "$comp")"; mod="$(module_of "$comp")"; src="$HACK/tools/$comp"
+  out="$(tool_dir "$comp")"
+  if ! grep -qE "^[[:space:]]*(require[[:space:]]+)?${mod//./\\.} ${ver//./\\.}( |$)" "$src/go.mod"; then
+    log "$src/go.mod does not require $mod $ver (hack/versions.env says so): update one to match the other"
+    exit 1
+  fi
+  if [[ -f "$out/.stamp" && "$(cat "$out/.stamp")" == "$(stamp_of "$comp")" ]]; then
+    log "$comp $ver: cached in $out"
+    [[ "$comp" != kwok ]] || copy_kwok_stages "$out"
+    return 0
+  fi
+  case "$comp" in
+    kubernetes)
+      local v=k8s.io/component-base/version c=k8s.io/client-go/pkg/version minor
+      minor="${ver#v1.}"; minor="${minor%%.*}"
+      ldflags="-s -w"
+      for p in "$v" "$c"; do
+        ldflags+=" -X $p.gitVersion=$ver -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+        ldflags+=" -X $p.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+      done
+      pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+            k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl) ;;
+    etcd)
+      # etcd's version string is compiled into go.etcd.io/etcd/api/v3/version; nothing to stamp.
+      ldflags="-s -w"; pkgs=(go.etcd.io/etcd/server/v3) ;;
+    kwok)
+      ldflags="-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${ver#v} -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=${KUBERNETES_VERSION#v}"
+      pkgs=(sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl) ;;
+    helm)
+      ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$ver -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+      pkgs=(helm.sh/helm/v3/cmd/helm) ;;
+  esac
+  tmp="$out.tmp.$$"
+  rm -rf "$tmp"; mkdir -p "$tmp/bin"
+  log "$comp $ver: building ${pkgs[*]} (-p $JOBS) into $out"
+  start=$(date +%s)
+  (cd "$src" && go mod download && go build -p "$JOBS" -trimpath -ldflags "$ldflags" -o "$tmp/bin/" "${pkgs[@]}")
+  # `go build` names the etcd binary after its module path (".../server/v3"): give it its real name.
+  if [[ "$comp" == etcd ]]; then
+    for n in server v3; do [[ -f "$tmp/bin/$n" ]] && mv "$tmp/bin/$n" "$tmp/bin/etcd"; done
+  fi
+  [[ "$comp" != kwok ]] || copy_kwok_stages "$tmp"
+  echo "$(( $(date +%s) - start ))" > "$tmp/build-seconds"
+  stamp_of "$comp" > "$tmp/.stamp"
+  rm -rf "$out"; mv "$tmp" "$out"
+  log "$comp $ver: built in $(cat "$out/build-seconds")s"
+}
+
+if [[ "${1:-}" == "--dir" ]]; then tool_dir "$2"; exit 0; fi
+mkdir -p "$TOOLS"
+for comp in "${@:-kubernetes etcd kwok helm}"; do
+  for c in $comp; do build_one "$c"; done
+done

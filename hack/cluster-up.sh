@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Starts the local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+# kwok) from the binaries hack/build-tools.sh built, then the simulated node pool, the default
+# StorageClass and the pod executor. Reuses a cluster that is already up.
+#
+# Prints the kubeconfig path on stdout: `export KUBECONFIG=$(hack/cluster-up.sh)`.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
+
+for bin in "$K8S_DIR/bin/kube-apiserver" "$ETCD_DIR/bin/etcd" "$KWOK_DIR/bin/kwokctl" "$KWOK_DIR/stages/pod-delete.yaml"; do
+  if [[ ! -e "$bin" ]]; then
+    log "missing $bin: run 'make cluster-build' (or hack/build-tools.sh) first"
+    exit 1
+  fi
+done
+if [[ ! -x "$VENV/bin/python" ]]; then
+  log "no Python venv at $VENV (the executor runs there): create it, or set VENV=/path/to/venv"
+  exit 1
+fi
+
+start=$(date +%s%N)
+mkdir -p "$STATE"
+
+if apiserver_ready && pid_alive "$EXECUTOR_PID"; then
+  log "already up (state in $STATE)"
+  echo "$KUBECONFIG_FILE"
+  exit 0
+fi
+
+if ! apiserver_ready; then
+  # A half-started or stopped cluster from an earlier run: start from a clean slate, since tests
+  # expect only the bootstrap objects to exist.
+  if [[ -d "$KWOK_WORKDIR/clusters/$CLUSTER_NAME" ]]; then
+    log "removing a stale cluster in $KWOK_WORKDIR"
+    "$HACK/cluster-down.sh" >/dev/null 2>&1 || true
+  fi
+  config="$STATE/kwokctl.yaml"
+  sed -e "s|@K8S@|$K8S_DIR|g" -e "s|@ETCD@|$ETCD_DIR|g" -e "s|@KWOK@|$KWOK_DIR|g" \
+    "$HACK/cluster/kwokctl.yaml.in" > "$config"
+  for stage in "$KWOK_DIR"/stages/*.yaml; do
+    printf -- '---\n' >> "$config"
+    cat "$stage" >> "$config"
+  done
+  log "starting kube-apiserver $KUBERNETES_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION (state in $STATE)"
+  # PATH: kwokctl calls `kubectl` to wait for the cluster; make sure it finds ours, not a download.
+  if ! PATH="$K8S_DIR/bin:$PATH" kwokctl create cluster --config "$config" \
+      --kubeconfig "$KUBECONFIG_FILE" --wait 180s > "$STATE/kwokctl-create.log" 2>&1; then
+    log "kwokctl create cluster failed; its output ($STATE/kwokctl-create.log) ends with:"
+    tail -n 30 "$STATE/kwokctl-create.log" >&2
+    log "component logs: $KWOK_WORKDIR/clusters/$CLUSTER_NAME/logs/"
+    exit 1
+  fi
+  kubectl apply -f "$HACK/cluster/bootstrap.yaml" >/dev/null
+fi
+
+if ! pid_alive "$EXECUTOR_PID"; then
+  mkdir -p "$STATE/executor"
+  log "starting the pod executor (log: $STATE/executor.log)"
+  # setsid: the executor outlives this shell (make returns) and is stopped by its pidfile.
+  setsid "$VENV/bin/python" "$REPO/tests/cluster/executor.py" --kubeconfig "$KUBECONFIG_FILE" \
+    --state-dir "$STATE/executor" --pidfile "$EXECUTOR_PID" \
+    >> "$STATE/executor.log" 2>&1 < /dev/null &
+  for _ in $(seq 50); do pid_alive "$EXECUTOR_PID" && break; sleep 0.1; done
+  pid_alive "$EXECUTOR_PID" || { log "executor did not start; see $STATE/executor.log"; tail -n 20 "$STATE/executor.log" >&2; exit 1; }
+fi
+
+kubectl wait --for=condition=Ready node --all --timeout=60s >/dev/null
+kubectl wait --for=jsonpath='{.metadata.name}'=default serviceaccount/default -n default --timeout=60s >/dev/null
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+printf '%d.%01d\n' $((ms / 1000)) $((ms % 1000 / 100)) > "$STATE/last-start-seconds"
+log "up in $(cat "$STATE/last-start-seconds")s: export KUBECONFIG=$KUBECONFIG_FILE"
+echo "$KUBECONFIG_FILE"

@@ -1,0 +1,159 @@
+"""The `TrainingPipeline` spec: the typed model behind `trainpipe run -f` and the CRD (generated from it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from trainpipe.contract.base import Contract
+from trainpipe.contract.names import API_GROUP, API_VERSION, KIND
+
+SelectionMethod = Literal["lightgbm_gain", "xgboost_gain", "catboost", "permutation", "mutual_info"]
+ALL_SELECTION_METHODS: tuple[SelectionMethod, ...] = (
+    "lightgbm_gain",
+    "xgboost_gain",
+    "catboost",
+    "permutation",
+    "mutual_info",
+)
+BothStrongBehavior = Literal["ROUTE_BOTH", "PREFER_CS", "PREFER_SYMBOL"]
+ModelTypes = Literal["all", "sequential", "cross_sectional", "cpu", "gpu"]
+
+Symbol = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+class DataSpec(Contract):
+    """Where the bars live and which part of them to read."""
+
+    dir: str = Field("data", description="Data directory: <dir>/[interval=<I>/]symbol=<SYM>/<SYM>.parquet, or one long-format parquet/CSV file with a symbol column.")
+    symbols: list[Symbol] = Field(default_factory=list, description="Symbols to load; empty means every symbol found.")
+    interval: str | None = Field(None, pattern=r"^[0-9]+[mhd]$", description="Interval partition to read (e.g. 5m, 1d) when the directory has interval=<I> folders.")
+    max_rows_per_symbol: int | None = Field(None, ge=100, description="Keep only the most recent N rows of each symbol.")
+    min_rows_per_symbol: int = Field(200, ge=20, description="A symbol with fewer usable rows is an error.")
+
+
+class TargetsSpec(Contract):
+    model_config = Contract.model_config | {
+        "json_schema_extra": {"x-kubernetes-validations": [{"rule": "self.auto || size(self.include) > 0", "message": "targets.include must name targets when targets.auto is false"}]}
+    }
+    auto: bool = Field(True, description="Discover every fwd_ret_*/y_* column and rank them.")
+    include: list[str] = Field(default_factory=list, description="Targets to consider; with auto=false exactly these are ranked.")
+    top_n: int = Field(5, ge=1, le=200, description="How many ranked targets go on to feature selection.")
+
+    @model_validator(mode="after")
+    def _explicit_needs_names(self) -> TargetsSpec:
+        if not self.auto and not self.include:
+            raise ValueError("targets.auto is false but targets.include is empty: name the targets to train, or set auto: true")
+        return self
+
+
+class FeaturesSpec(Contract):
+    model_config = Contract.model_config | {
+        "json_schema_extra": {"x-kubernetes-validations": [{"rule": "self.auto || size(self.include) > 0", "message": "features.include must list features when features.auto is false"}]}
+    }
+    auto: bool = Field(True, description="Select features by consensus of several importance methods.")
+    include: list[str] = Field(default_factory=list, description="Candidate features; with auto=false exactly these are used, in this order.")
+    exclude: list[str] = Field(default_factory=list, description="Features never used.")
+    top_m: int = Field(50, ge=1, le=2000, description="How many features each target keeps.")
+
+    @model_validator(mode="after")
+    def _explicit_needs_names(self) -> FeaturesSpec:
+        if not self.auto and not self.include:
+            raise ValueError("features.auto is false but features.include is empty: list the features, or set auto: true")
+        return self
+
+
+class RankingSpec(Contract):
+    folds: int = Field(4, ge=2, le=20, description="Walk-forward test folds.")
+    embargo_bars: int = Field(5, ge=0, le=10_000, description="Extra bars purged beyond the target horizon between train and test.")
+    max_rows: int = Field(200_000, ge=1_000, description="Rows sampled (most recent first kept in time order) for ranking and selection.")
+    leak_correlation: float = Field(0.97, gt=0, le=1, description="A feature whose |correlation| with the target (or a shifted copy) exceeds this is a leak.")
+    max_r2: float = Field(0.5, gt=0, le=1, description="Out-of-sample R² above this is too good to be true for returns.")
+    max_auc: float = Field(0.9, gt=0.5, le=1, description="Out-of-sample AUC above this is too good to be true.")
+
+
+class SelectionSpec(Contract):
+    methods: list[SelectionMethod] = Field(default_factory=lambda: list(ALL_SELECTION_METHODS), min_length=4, description="Importance methods in the consensus (at least four).")
+    min_support: int = Field(2, ge=1, le=5, description="A feature needs a positive score from at least this many methods.")
+
+    @field_validator("methods")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("selection.methods lists a method twice")
+        return value
+
+
+class RoutingSpec(Contract):
+    min_sample_size_cs: int = Field(1_000, ge=1, description="Fewest out-of-sample rows for a cross-sectional route.")
+    min_sample_size_symbol: int = Field(250, ge=1, description="Fewest out-of-sample rows for a symbol-specific route.")
+    both_strong_behavior: BothStrongBehavior = "ROUTE_BOTH"
+    enable_experimental_lane: bool = True
+    max_fraction_symbols_per_target: float = Field(0.5, gt=0, le=1, description="Experimental symbol routes per target, as a fraction of its symbols.")
+    block_on_leakage: bool = True
+
+
+class TrainingSpec(Contract):
+    families: list[str] = Field(default_factory=lambda: ["lightgbm", "xgboost", "catboost"], description="Model families to train (snake_case names).")
+    model_types: ModelTypes | None = Field(None, description="Seed-compatible selector: sequential/all = every family in CPU→GPU order.")
+    holdout_fraction: float = Field(0.2, gt=0.05, lt=0.6, description="Most recent share of rows held out (after a purge) for honest metrics.")
+    allow_empty_plan: bool = Field(False, description="Treat a plan with zero jobs as success instead of an error.")
+
+
+class PipelineSpec(Contract):
+    """Everything a run needs; the same object in the CR's spec and in `trainpipe run -f`."""
+
+    data: DataSpec = Field(default_factory=DataSpec)
+    targets: TargetsSpec = Field(default_factory=TargetsSpec)
+    features: FeaturesSpec = Field(default_factory=FeaturesSpec)
+    ranking: RankingSpec = Field(default_factory=RankingSpec)
+    selection: SelectionSpec = Field(default_factory=SelectionSpec)
+    routing: RoutingSpec = Field(default_factory=RoutingSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed for every sampler and model.")
+
+
+class ObjectMeta(Contract):
+    model_config = Contract.model_config | {"extra": "allow"}
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    namespace: str | None = None
+
+
+class TrainingPipeline(Contract):
+    api_version: Literal["trainpipe.io/v1alpha1"] = Field(f"{API_GROUP}/{API_VERSION}")
+    kind: Literal["TrainingPipeline"] = KIND
+    metadata: ObjectMeta
+    spec: PipelineSpec = Field(default_factory=PipelineSpec)
+    status: dict[str, Any] | None = None
+
+
+class ManifestError(ValueError):
+    """A pipeline file that cannot be used; the message names the file and the field."""
+
+
+def load_manifest(path: Path) -> TrainingPipeline:
+    """Read a `TrainingPipeline` manifest (YAML or JSON); errors name the file and the offending field."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: no such file; pass the path of a TrainingPipeline manifest") from None
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{path}: expected a TrainingPipeline mapping with apiVersion, kind, metadata, spec")
+    try:
+        return TrainingPipeline.model_validate(raw)
+    except ValidationError as exc:
+        raise ManifestError(f"{path}: {format_validation_error(exc)}") from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the dotted field path the user wrote."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"field '{where}': {err['msg']}")
+    return "; ".join(lines)

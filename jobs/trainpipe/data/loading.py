@@ -1,0 +1,523 @@
+"""Read the input bars into one long, validated `Panel`; every stage CLI and the cache digests call it.
+
+Accepted layouts (FoxML compatible, see spec/seed-system.md §2):
+
+* ``<data_dir>/[interval=<I>/]symbol=<SYM>/<SYM>.parquet`` — one file per symbol. With ``interval``
+  given, ``<data_dir>/interval=<I>/`` is read (or ``data_dir`` itself when it is that folder). With
+  ``interval`` unset, a directory holding exactly one ``interval=…`` folder uses it; several are an
+  error that lists them.
+* ``data_dir`` is one long-format ``.parquet`` or ``.csv`` file with a ``symbol`` column, or a
+  directory (or interval folder) that holds exactly one such file and no ``symbol=`` folders.
+  Rows whose ``symbol`` is empty are ignored.
+
+Columns: ``ts`` is the timestamp (naive timestamps are read as UTC; dates and ISO 8601 text are
+parsed); ``symbol`` names the instrument; columns starting with ``fwd_ret_`` or ``y_`` are targets;
+every other column is a feature and must be numeric. Features are held as float32 (they dominate the
+memory of a panel, and every model family trains on float32 anyway); targets stay float64 so that
+returns and labels keep their exact values. Integer features above 2**24 lose their last digits.
+
+Only the requested symbols and columns are read (pyarrow column projection and, for a long parquet
+file, a row filter on ``symbol``), the parts are concatenated once and sorted once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from trainpipe.contract.names import SYMBOL_COLUMN, TARGET_PREFIXES, TIMESTAMP_COLUMN
+from trainpipe.contract.targets import is_target
+from trainpipe.data.errors import DataError
+
+FEATURE_TYPE = pa.float32()
+TARGET_TYPE = pa.float64()
+_TS_TYPE = pa.timestamp("ns", tz="UTC")
+_NS_PER_MINUTE = 60 * 1_000_000_000
+_LONG_SUFFIXES = (".parquet", ".csv")
+
+EXPECTED_LAYOUT = (
+    "expected <dir>/[interval=<I>/]symbol=<SYM>/<SYM>.parquet folders, or one long-format .parquet/.csv "
+    "file with 'ts' and 'symbol' columns (build a real example with `make example-data`)"
+)
+
+
+@dataclass(frozen=True)
+class Panel:
+    """The loaded bars of every selected symbol, long format, ready for the stages.
+
+    `frame` has columns ts (datetime64[ns, UTC]), symbol (str), the features (float32) and the
+    targets (float64), in that order, sorted by (ts, symbol), with a RangeIndex.
+    """
+
+    frame: pd.DataFrame
+    features: tuple[str, ...]
+    targets: tuple[str, ...]
+    symbols: tuple[str, ...]
+    interval_minutes: float
+    files: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where the selected symbols live: one parquet file each, or one long file for all of them."""
+
+    files_by_symbol: dict[str, Path]  # per-symbol layout only
+    long_file: Path | None
+    requested: tuple[str, ...] | None  # long layout: the symbols asked for, None for all
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        if self.long_file is not None:
+            return (self.long_file,)
+        return tuple(sorted(self.files_by_symbol.values()))
+
+
+def find_files(data_dir: Path, symbols: Sequence[str] | None = None, interval: str | None = None) -> tuple[Path, ...]:
+    """The files `load_panel` would read for these arguments, sorted, without reading their data."""
+    return _resolve(Path(data_dir), symbols, interval).files
+
+
+def schema_columns(
+    data_dir: Path, symbols: Sequence[str] | None = None, interval: str | None = None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(features, targets) in file order, from the parquet footers or a CSV's first block.
+
+    Data is read only to quote a bad value in an error, and, for a long file, to check `symbols`.
+    """
+    return _columns(_resolve(Path(data_dir), symbols, interval))
+
+
+def load_panel(
+    data_dir: Path,
+    symbols: Sequence[str] | None = None,
+    *,
+    interval: str | None = None,
+    columns: Sequence[str] | None = None,
+    max_rows_per_symbol: int | None = None,
+    min_rows_per_symbol: int = 200,
+) -> Panel:
+    """Read, validate and stack the bars; `columns` limits the features/targets read (ts and symbol always are).
+
+    `max_rows_per_symbol` keeps each symbol's most recent rows; `min_rows_per_symbol` is checked
+    against the rows each symbol has in its file, before that cut.
+    """
+    source = _resolve(Path(data_dir), symbols, interval)
+    features, targets = _columns(source)
+    if columns is not None:
+        features, targets = _project(features, targets, columns, source.files[0])
+    wanted = [TIMESTAMP_COLUMN, *features, *targets]
+
+    # One file at a time: each file's raw table is released once it has been checked and cast.
+    parts = _parts(source, wanted, min_rows_per_symbol)
+    prepared = [_prepare(part, features, targets, max_rows_per_symbol) for part in parts]
+
+    # One namespace of symbol codes, in sorted symbol order, so sorting by code sorts by name.
+    loaded = tuple(sorted({s for p in prepared for s in p.symbols}))
+    code_of = {s: i for i, s in enumerate(loaded)}
+    code = np.concatenate([np.array([code_of[s] for s in p.symbols], dtype=np.int32)[p.codes] for p in prepared])
+    ts = np.concatenate([p.ts for p in prepared])
+    names = [TIMESTAMP_COLUMN, *features, *targets]
+    stacked = pa.concat_tables([p.table for p in prepared])  # zero-copy: the chunks are kept as they are
+    chunks = {name: stacked.column(name) for name in names}
+    del prepared, stacked
+    # Sorted column by column, each source column freed once its sorted copy exists, so the data is
+    # held about once (plus one column) rather than twice.
+    order = pa.array(np.lexsort((code, ts)))  # by ts, then symbol
+    sorted_columns = [chunks.pop(name).take(order) for name in names]
+    frame = pa.table(sorted_columns, names=names).to_pandas(split_blocks=True, self_destruct=True)
+    del sorted_columns
+    frame.insert(1, SYMBOL_COLUMN, np.asarray(loaded, dtype=object)[code[order.to_numpy()]])
+    return Panel(
+        frame=frame,
+        features=features,
+        targets=targets,
+        symbols=loaded,
+        interval_minutes=_interval_minutes(ts),
+        files=source.files,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the data is
+
+
+def _resolve(data_dir: Path, symbols: Sequence[str] | None, interval: str | None) -> _Source:
+    requested = tuple(sorted(set(symbols))) if symbols else None
+    if data_dir.is_file():
+        return _long_source(data_dir, requested)
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: no such file or directory; {EXPECTED_LAYOUT}")
+    root = _partition(data_dir, interval)
+    symbol_dirs = {
+        d.name.removeprefix("symbol="): d for d in sorted(root.iterdir()) if d.is_dir() and d.name.startswith("symbol=")
+    }
+    if symbol_dirs:
+        return _per_symbol_source(root, symbol_dirs, requested)
+    long_files = sorted(
+        p for p in root.iterdir() if p.is_file() and p.suffix.lower() in _LONG_SUFFIXES and not p.name.startswith(".")
+    )
+    if len(long_files) == 1:
+        return _long_source(long_files[0], requested)
+    if long_files:
+        names = ", ".join(p.name for p in long_files)
+        raise DataError(
+            f"{root}: holds several data files ({names}) and no symbol=<SYM> folders; pass one file as the "
+            f"data dir, or arrange them as symbol=<SYM>/<SYM>.parquet"
+        )
+    raise DataError(f"{root}: no data found; {EXPECTED_LAYOUT}")
+
+
+def _partition(data_dir: Path, interval: str | None) -> Path:
+    """The folder that holds the symbols: `data_dir` itself or its one (or chosen) interval=<I> folder."""
+    intervals = sorted(
+        d.name.removeprefix("interval=") for d in data_dir.iterdir() if d.is_dir() and d.name.startswith("interval=")
+    )
+    if interval is not None:
+        if data_dir.name == f"interval={interval}":
+            return data_dir
+        if interval in intervals:
+            return data_dir / f"interval={interval}"
+        available = ", ".join(intervals) or "none (the data is not split by interval: leave interval unset)"
+        raise DataError(f"{data_dir}: no interval={interval} folder; available intervals: {available}")
+    if len(intervals) == 1:
+        return data_dir / f"interval={intervals[0]}"
+    if len(intervals) > 1:
+        raise DataError(
+            f"{data_dir}: holds several interval folders ({', '.join('interval=' + i for i in intervals)}); "
+            f"choose one with data.interval (e.g. interval: {intervals[0]})"
+        )
+    return data_dir
+
+
+def _per_symbol_source(root: Path, symbol_dirs: dict[str, Path], requested: tuple[str, ...] | None) -> _Source:
+    selected = _select(tuple(symbol_dirs), requested, root)
+    files = {}
+    for symbol in selected:
+        path = symbol_dirs[symbol] / f"{symbol}.parquet"
+        if not path.is_file():
+            others = sorted(p.name for p in symbol_dirs[symbol].glob("*.parquet"))
+            hint = f" (found {', '.join(others)}: rename it to {symbol}.parquet)" if others else ""
+            raise DataError(
+                f"{path}: missing; the folder symbol={symbol} must hold {symbol}.parquet{hint}, "
+                f"or remove the folder"
+            )
+        files[symbol] = path
+    return _Source(files_by_symbol=files, long_file=None, requested=None)
+
+
+def _long_source(path: Path, requested: tuple[str, ...] | None) -> _Source:
+    if path.suffix.lower() not in _LONG_SUFFIXES:
+        raise DataError(f"{path}: not a .parquet or .csv file; {EXPECTED_LAYOUT}")
+    if SYMBOL_COLUMN not in _schema(path).names:
+        raise DataError(
+            f"{path}: no '{SYMBOL_COLUMN}' column; a single data file must be long format with a "
+            f"'{SYMBOL_COLUMN}' column, otherwise use symbol=<SYM>/<SYM>.parquet folders"
+        )
+    if requested is not None:
+        _select(_symbols_in(path), requested, path)
+    return _Source(files_by_symbol={}, long_file=path, requested=requested)
+
+
+def _select(available: tuple[str, ...], requested: tuple[str, ...] | None, where: Path) -> tuple[str, ...]:
+    available = tuple(sorted(available))
+    if requested is None:
+        return available
+    unknown = [s for s in requested if s not in set(available)]
+    if unknown:
+        raise DataError(
+            f"{where}: no data for symbol(s) {', '.join(unknown)}; available: {_preview(available)}. "
+            f"Fix data.symbols or add the missing data"
+        )
+    return requested
+
+
+def _symbols_in(path: Path) -> tuple[str, ...]:
+    column = _read(path, [SYMBOL_COLUMN]).column(SYMBOL_COLUMN)
+    return tuple(sorted(s for s in pc.unique(column.cast(pa.string())).to_pylist() if s))
+
+
+# ---------------------------------------------------------------------------------------------
+# Which columns
+
+
+def _columns(source: _Source) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(features, targets) in file order; every file must have the same columns, all of them numeric."""
+    schemas = {path: _schema(path) for path in source.files}
+    if source.long_file is None:
+        _check_same_columns({symbol: (path, schemas[path]) for symbol, path in sorted(source.files_by_symbol.items())})
+    path, schema = next(iter(schemas.items()))
+    names = schema.names
+    if TIMESTAMP_COLUMN not in names:
+        look_alike = [n for n in names if n.lower() in ("timestamp", "time", "date", "datetime")]
+        hint = f" (rename '{look_alike[0]}' to '{TIMESTAMP_COLUMN}')" if look_alike else ""
+        raise DataError(
+            f"{path}: no '{TIMESTAMP_COLUMN}' column; every file needs a '{TIMESTAMP_COLUMN}' timestamp column{hint}"
+        )
+    data = [n for n in names if n not in (TIMESTAMP_COLUMN, SYMBOL_COLUMN)]
+    targets = tuple(n for n in data if is_target(n))
+    if not targets:
+        raise DataError(
+            f"{path}: no target columns; target names start with {' or '.join(repr(p) for p in TARGET_PREFIXES)} "
+            f"(e.g. fwd_ret_5d, y_up_5d): add or rename the label columns"
+        )
+    # Every file's types are checked from its schema, so a text column fails before any data is read.
+    for file, file_schema in schemas.items():
+        for name in data:
+            if not _is_numeric(file_schema.field(name).type):
+                raise _not_numeric(file, name, _read(file, [name]).column(name))
+    return tuple(n for n in data if not is_target(n)), targets
+
+
+def _check_same_columns(schemas: dict[str, tuple[Path, pa.Schema]]) -> None:
+    first_holder: dict[str, str] = {}  # column -> first symbol whose file has it
+    for symbol, (_, schema) in schemas.items():
+        for name in schema.names:
+            first_holder.setdefault(name, symbol)
+    for symbol, (path, schema) in schemas.items():
+        have = set(schema.names) | {SYMBOL_COLUMN}  # a symbol column inside a per-symbol file is ignored
+        missing = [name for name in first_holder if name not in have]
+        if missing:
+            raise DataError(
+                f"{path}: symbol {symbol} lacks column(s) {_preview(missing)} that {first_holder[missing[0]]} has; "
+                f"every symbol needs the same columns: add them to {symbol} or remove them from the other symbols"
+            )
+
+
+def _project(
+    features: tuple[str, ...], targets: tuple[str, ...], columns: Sequence[str], path: Path
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    wanted = {c for c in columns if c not in (TIMESTAMP_COLUMN, SYMBOL_COLUMN)}
+    unknown = sorted(wanted - set(features) - set(targets))
+    if unknown:
+        raise DataError(
+            f"{path}: no column(s) {', '.join(unknown)}; available features: {_preview(features)}; "
+            f"targets: {_preview(targets)}. Fix the requested column names"
+        )
+    return tuple(c for c in features if c in wanted), tuple(c for c in targets if c in wanted)
+
+
+def _is_numeric(kind: pa.DataType) -> bool:
+    # A column that is empty throughout is read as type null: all-NaN, not a type error.
+    return (
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_decimal(kind)
+        or pa.types.is_null(kind)
+    )
+
+
+def _not_numeric(path: Path, name: str, values: pa.ChunkedArray) -> DataError:
+    """The error for a non-numeric column, quoting its first value that is not a number."""
+    sample = _first_non_number(values)
+    if sample is None:  # numbers stored as text: quote one so the user sees it is text
+        present = values.drop_null()
+        sample = str(present[0].as_py()) if len(present) else None
+    return DataError(
+        f"{path}: column '{name}' is not numeric (type {values.type}, e.g. value {sample!r}); "
+        f"features and targets must be numbers: fix the values or drop the column"
+    )
+
+
+def _first_non_number(values: pa.ChunkedArray) -> str | None:
+    series = values.to_pandas()
+    present = series[series.notna()]
+    if present.empty:
+        return None
+    if values.type != pa.string() and values.type != pa.large_string():
+        return str(present.iloc[0])  # timestamps, lists, ...: no value of such a type is a number
+    bad = present[pd.to_numeric(present, errors="coerce").isna()]
+    return str(bad.iloc[0]) if len(bad) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass
+class _Part:
+    """The rows read from one file: the data columns, and each row's symbol as a code into `symbols`."""
+
+    path: Path
+    table: pa.Table
+    symbols: tuple[str, ...]
+    codes: np.ndarray  # row -> index into `symbols`
+    ts: np.ndarray | None = None  # row -> ts in int64 nanoseconds, once parsed
+
+
+def _parts(source: _Source, wanted: list[str], min_rows: int) -> Iterator[_Part]:
+    if source.long_file is not None:
+        yield _read_long(source.long_file, source.requested, wanted, min_rows)
+        return
+    for symbol, path in sorted(source.files_by_symbol.items()):
+        yield _read_symbol_file(path, symbol, wanted, min_rows)
+
+
+def _prepare(part: _Part, features: tuple[str, ...], targets: tuple[str, ...], max_rows: int | None) -> _Part:
+    """The part checked (timestamps, types), cut to its latest rows and cast to the panel's schema."""
+    table, codes, ts = _check_rows_in_time(part, max_rows)
+    return _Part(part.path, _normalise(table, part.path, features, targets), part.symbols, codes, ts)
+
+
+def _read_symbol_file(path: Path, symbol: str, wanted: list[str], min_rows: int) -> _Part:
+    file = pq.ParquetFile(path)
+    # Counted from the footer, so a short symbol fails before its data is read.
+    _check_rows(path, symbol, file.metadata.num_rows, min_rows)
+    table = file.read(columns=wanted)
+    return _Part(path, table, (symbol,), np.zeros(table.num_rows, dtype=np.int32))
+
+
+def _read_long(path: Path, requested: tuple[str, ...] | None, wanted: list[str], min_rows: int) -> _Part:
+    row_filter = [(SYMBOL_COLUMN, "in", list(requested))] if requested is not None else None
+    table = _read(path, [*wanted, SYMBOL_COLUMN], row_filter=row_filter)
+    names = table.column(SYMBOL_COLUMN).cast(pa.string())
+    keep = pc.and_(pc.is_valid(names), pc.not_equal(names, ""))
+    if requested is not None and path.suffix.lower() == ".csv":
+        keep = pc.and_(keep, pc.is_in(names, value_set=pa.array(requested)))
+    if not pc.all(keep).as_py():
+        table, names = table.filter(keep), names.filter(keep)
+    symbols = tuple(sorted(pc.unique(names).to_pylist()))
+    if not symbols:
+        raise DataError(f"{path}: no row has a '{SYMBOL_COLUMN}'; fill in the symbol of every row")
+    codes = pc.index_in(names, value_set=pa.array(symbols, pa.string())).to_numpy().astype(np.int32)
+    counts = np.bincount(codes, minlength=len(symbols))
+    for symbol, count in zip(symbols, counts, strict=True):
+        _check_rows(path, symbol, int(count), min_rows)
+    return _Part(path, table.drop_columns([SYMBOL_COLUMN]), symbols, codes)
+
+
+def _check_rows(path: Path, symbol: str, rows: int, min_rows: int) -> None:
+    if rows < min_rows:
+        raise DataError(
+            f"{path}: symbol {symbol} has {rows} rows, fewer than the minimum of {min_rows}; add history, "
+            f"drop {symbol} from data.symbols, or lower data.min_rows_per_symbol"
+        )
+
+
+def _check_rows_in_time(part: _Part, max_rows: int | None) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """Parse ts, reject duplicate timestamps within a symbol, keep each symbol's `max_rows` latest rows.
+
+    Returns the table, each row's symbol code and its ts as int64 nanoseconds, row-aligned.
+    """
+    ts_column = _utc_timestamps(part.path, part.table.column(TIMESTAMP_COLUMN))
+    table = part.table.set_column(part.table.schema.get_field_index(TIMESTAMP_COLUMN), TIMESTAMP_COLUMN, ts_column)
+    codes = part.codes
+    ts = ts_column.cast(pa.int64()).to_numpy()
+    order = np.lexsort((ts, codes))  # by symbol, then time
+    sorted_codes, sorted_ts = codes[order], ts[order]
+    repeated = (sorted_codes[1:] == sorted_codes[:-1]) & (sorted_ts[1:] == sorted_ts[:-1])
+    if repeated.any():
+        first = int(np.argmax(repeated))
+        symbol = part.symbols[sorted_codes[first]]
+        count = int(repeated[sorted_codes[1:] == sorted_codes[first]].sum())
+        stamp = pd.Timestamp(int(sorted_ts[first]), tz="UTC").isoformat()
+        raise DataError(
+            f"{part.path}: symbol {symbol} has duplicate timestamps in column '{TIMESTAMP_COLUMN}', the first "
+            f"at {stamp} ({count} repeated rows in all); keep one row per timestamp and symbol"
+        )
+    if max_rows is None:
+        return table, codes, ts
+    counts = np.bincount(sorted_codes, minlength=len(part.symbols))
+    group_end = np.cumsum(counts)[sorted_codes]  # one past the last row of each row's symbol
+    rows_from_end = group_end - np.arange(len(order))  # 1 for a symbol's latest row
+    kept = order[rows_from_end <= max_rows]
+    if len(kept) == len(order):
+        return table, codes, ts
+    return table.take(pa.array(kept)), codes[kept], ts[kept]
+
+
+def _utc_timestamps(path: Path, column: pa.ChunkedArray) -> pa.ChunkedArray:
+    kind = column.type
+    if column.null_count:
+        raise DataError(
+            f"{path}: column '{TIMESTAMP_COLUMN}' has {column.null_count} empty values; every row needs a timestamp"
+        )
+    try:
+        if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+            # Arrow stores instants as UTC already: a naive timestamp is read as UTC, a zoned one keeps its instant.
+            return column.cast(_TS_TYPE)
+    except pa.ArrowInvalid as exc:
+        raise DataError(f"{path}: column '{TIMESTAMP_COLUMN}' cannot be held in nanoseconds: {exc}") from None
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        text = column.to_pandas()
+        parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+        if parsed.isna().any():
+            sample = text[parsed.isna()].iloc[0]
+            raise DataError(
+                f"{path}: column '{TIMESTAMP_COLUMN}' has a value that is not a timestamp: {sample!r}; "
+                f"write ISO 8601 timestamps such as 2024-01-02T14:30:00Z"
+            )
+        return pa.chunked_array([pa.array(parsed.astype("datetime64[ns, UTC]"), type=_TS_TYPE)])
+    raise DataError(
+        f"{path}: column '{TIMESTAMP_COLUMN}' has type {kind}, not a timestamp; write it as a timestamp "
+        f"(UTC) or as ISO 8601 text"
+    )
+
+
+def _normalise(table: pa.Table, path: Path, features: tuple[str, ...], targets: tuple[str, ...]) -> pa.Table:
+    """Cast to the panel's types so that every part has one schema and concatenation copies nothing."""
+    arrays = [table.column(TIMESTAMP_COLUMN)]
+    for names, kind in ((features, FEATURE_TYPE), (targets, TARGET_TYPE)):
+        for name in names:
+            column = table.column(name)
+            if not _is_numeric(column.type):  # a CSV can show numbers in its header block and text below it
+                raise _not_numeric(path, name, column)
+            arrays.append(column.cast(kind))
+    return pa.table(arrays, names=[TIMESTAMP_COLUMN, *features, *targets])
+
+
+def _interval_minutes(ts: np.ndarray) -> float:
+    """Median gap between distinct timestamps in minutes; 0.0 when there is a single timestamp."""
+    unique = np.unique(ts)
+    if len(unique) < 2:
+        return 0.0
+    return float(np.median(np.diff(unique))) / _NS_PER_MINUTE
+
+
+# ---------------------------------------------------------------------------------------------
+# File access: the only place that opens a parquet or CSV file
+
+
+def _schema(path: Path) -> pa.Schema:
+    try:
+        if path.suffix.lower() == ".csv":
+            # The schema pyarrow infers from the first block; a non-numeric value further down is caught on read.
+            reader = pacsv.open_csv(path, convert_options=_csv_options())
+            schema = reader.schema
+            reader.close()
+            return schema
+        return pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        kind = path.suffix[1:]
+        raise DataError(f"{path}: cannot be read ({exc}); check that the file is a complete {kind} file") from None
+
+
+def _read(path: Path, columns: list[str], row_filter: list | None = None) -> pa.Table:
+    if path.suffix.lower() != ".csv":
+        try:
+            return pq.read_table(path, columns=columns, filters=row_filter)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{path}: cannot be read ({exc}); check that the file is a complete parquet file") from None
+    try:
+        # pyarrow widens a column's guessed type (to text) when a later block needs it; `_normalise` reports that.
+        return pacsv.read_csv(path, convert_options=_csv_options(columns))
+    except pa.ArrowInvalid as exc:
+        raise DataError(f"{path}: cannot be read as CSV ({exc}); check the file") from None
+
+
+def _csv_options(columns: list[str] | None = None) -> pacsv.ConvertOptions:
+    # Symbols such as "1301" must stay text.
+    return pacsv.ConvertOptions(include_columns=columns or [], column_types={SYMBOL_COLUMN: pa.string()})
+
+
+def _preview(names: Sequence[str], limit: int = 20) -> str:
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown}, … ({len(names)} in all)"

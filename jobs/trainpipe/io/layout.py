@@ -1,0 +1,111 @@
+"""Every path of the output layout, in one place; stages, the runner, the report and the operator use it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The output folder of one pipeline; all artefact paths derive from `root`."""
+
+    root: Path
+
+    # ranking
+    @property
+    def ranking_dir(self) -> Path:
+        return self.root / "ranking"
+
+    @property
+    def rankings_parquet(self) -> Path:
+        return self.ranking_dir / "target_rankings.parquet"
+
+    @property
+    def rankings_json(self) -> Path:
+        return self.ranking_dir / "target_rankings.json"
+
+    @property
+    def oos_scores_parquet(self) -> Path:
+        """Per-target, per-symbol out-of-sample scores from ranking; `plan` builds routing candidates from it."""
+        return self.ranking_dir / "oos_scores.parquet"
+
+    # selection
+    @property
+    def selection_dir(self) -> Path:
+        return self.root / "selection"
+
+    def selected_features(self, target: str) -> Path:
+        return self.selection_dir / target / "selected_features.json"
+
+    def feature_scores(self, target: str) -> Path:
+        return self.selection_dir / target / "feature_scores.parquet"
+
+    @property
+    def selection_summary(self) -> Path:
+        return self.selection_dir / "selection_summary.json"
+
+    # plan
+    @property
+    def metrics_dir(self) -> Path:
+        return self.root / "METRICS"
+
+    @property
+    def routing_candidates(self) -> Path:
+        return self.metrics_dir / "routing_candidates.parquet"
+
+    @property
+    def routing_plan_dir(self) -> Path:
+        return self.metrics_dir / "routing_plan"
+
+    @property
+    def routing_plan_json(self) -> Path:
+        return self.routing_plan_dir / "routing_plan.json"
+
+    @property
+    def routing_plan_md(self) -> Path:
+        return self.routing_plan_dir / "routing_plan.md"
+
+    @property
+    def training_plan_dir(self) -> Path:
+        return self.root / "globals" / "training_plan"
+
+    @property
+    def master_training_plan(self) -> Path:
+        return self.training_plan_dir / "master_training_plan.json"
+
+    @property
+    def training_plan_mirror(self) -> Path:
+        return self.training_plan_dir / "training_plan.json"
+
+    @property
+    def training_plan_md(self) -> Path:
+        return self.training_plan_dir / "training_plan.md"
+
+    # training
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    def model_dir(self, job_id: str, family: str) -> Path:
+        return self.models_dir / job_id / family
+
+    # run bookkeeping
+    @property
+    def state_dir(self) -> Path:
+        """Stage completion records (digest of inputs) used by the cache."""
+        return self.root / ".trainpipe"
+
+    def stage_record(self, stage: str) -> Path:
+        return self.state_dir / f"{stage}.json"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def run_summary(self) -> Path:
+        return self.root / "run_summary.json"
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()

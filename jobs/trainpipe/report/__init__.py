@@ -1,0 +1,1 @@
+"""The run report (report.html): what was ranked, selected, planned and trained, with charts."""

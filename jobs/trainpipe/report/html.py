@@ -1,0 +1,220 @@
+"""Builds report.html from an output folder's artefacts; called at the end of `trainpipe run` and by `trainpipe report`."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from trainpipe import __version__
+from trainpipe.io.atomic import write_text
+from trainpipe.io.layout import Layout
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#1d2330;padding:0 1rem}
+h1{font-size:1.6rem;margin-bottom:.2rem} h2{margin-top:2.2rem;border-bottom:1px solid #dde2ea;padding-bottom:.3rem}
+.meta{color:#5b6475;font-size:.9rem}
+table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0;width:100%}
+th,td{border-bottom:1px solid #e8ebf0;padding:.3rem .5rem;text-align:left;vertical-align:top}
+th{background:#f4f6f9;position:sticky;top:0} td.num{text-align:right;font-variant-numeric:tabular-nums}
+.ok{color:#137333}.bad{color:#b3261e}.muted{color:#7a8496}
+.cards{display:flex;gap:1rem;flex-wrap:wrap}.card{background:#f4f6f9;border-radius:8px;padding:.7rem 1rem;min-width:9rem}
+.card b{display:block;font-size:1.4rem}
+details{margin:.4rem 0} summary{cursor:pointer}
+img.chart{max-width:100%;border:1px solid #e8ebf0;border-radius:6px;margin:.5rem 0}
+"""
+
+
+def write_report(layout: Layout) -> Path:
+    write_text(layout.report_html, render(layout))
+    return layout.report_html
+
+
+def render(layout: Layout) -> str:
+    ranking = _read_json(layout.rankings_json) or {}
+    plan = _read_json(layout.master_training_plan)
+    metrics = model_metrics_frame(layout)
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>trainpipe report — {html.escape(str(layout.root))}</title><style>{_CSS}</style></head><body>",
+        "<h1>trainpipe run report</h1>",
+        f"<p class='meta'>{html.escape(str(layout.root))} · trainpipe {__version__} · written {datetime.now(UTC).isoformat(timespec='seconds')}</p>",
+        _cards(ranking, plan, metrics),
+        _ranking_section(ranking),
+        _selection_section(layout, ranking),
+        _plan_section(plan),
+        _models_section(metrics),
+        "</body></html>",
+    ]
+    return "\n".join(p for p in parts if p)
+
+
+def model_metrics_frame(layout: Layout) -> pd.DataFrame:
+    """One row per trained model from models/<job>/<family>/metrics.json, metrics and backtest flattened."""
+    rows = []
+    for path in sorted(layout.models_dir.glob("*/*/metrics.json")):
+        raw = _read_json(path)
+        if not isinstance(raw, dict):
+            continue
+        row = {k: v for k, v in raw.items() if not isinstance(v, (dict, list))}
+        for section in ("metrics", "backtest"):
+            for k, v in (raw.get(section) or {}).items():
+                if not isinstance(v, (dict, list)):
+                    row[k if section == "metrics" else f"bt_{k}"] = v
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "<span class='muted'>–</span>"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:,.0f}"
+    if isinstance(value, bool):
+        return "✓" if value else ""
+    return html.escape(str(value))
+
+
+def _table(frame: pd.DataFrame, columns: list[str]) -> str:
+    columns = [c for c in columns if c in frame.columns]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for _, row in frame.iterrows():
+        cells = []
+        for c in columns:
+            v = row[c]
+            cls = " class='num'" if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
+            cells.append(f"<td{cls}>{_fmt(v)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _cards(ranking, plan, metrics: pd.DataFrame) -> str:
+    cards = [
+        ("targets ranked", len(ranking.get("targets", []))),
+        ("targets kept", len(ranking.get("selected", []))),
+        ("symbols", len(ranking.get("symbols", []))),
+        ("plan jobs", len(plan["jobs"]) if plan else 0),
+        ("models trained", len(metrics)),
+    ]
+    return "<div class='cards'>" + "".join(f"<div class='card'><b>{v}</b>{html.escape(k)}</div>" for k, v in cards) + "</div>"
+
+
+def _ranking_section(ranking) -> str:
+    if not ranking:
+        return "<h2>Target ranking</h2><p class='muted'>Ranking has not run.</p>"
+    table = pd.DataFrame(ranking["targets"])
+    cols = ["rank", "target", "task", "metric_name", "score", "ic", "rank_ic", "r2", "auc", "lgbm_score", "linear_score",
+            "consistency", "composite", "n_samples", "n_folds", "status", "reason", "selected"]
+    chart = _chart_ranking(table)
+    return ("<h2>Target ranking</h2><p>Purged walk-forward out-of-sample scores (LightGBM and a linear baseline); "
+            "composite = mean skill × (0.5 + 0.5 × share of folds with positive skill).</p>" + chart + _table(table, cols))
+
+
+def _selection_section(layout: Layout, ranking) -> str:
+    out = ["<h2>Selected features</h2>"]
+    for target in ranking.get("selected", []) if ranking else []:
+        sel = _read_json(layout.selected_features(target))
+        if not sel:
+            continue
+        stab = sel.get("stability", {})
+        try:
+            scores = pd.read_parquet(layout.feature_scores(target))
+        except (FileNotFoundError, OSError):
+            scores = pd.DataFrame()
+        out.append(f"<details><summary><b>{html.escape(target)}</b> — {len(sel['features'])} features; stability "
+                   f"{html.escape(str(stab.get('state')))} (overlap {_fmt(stab.get('overlap'))}, τ {_fmt(stab.get('kendall_tau'))})</summary>")
+        out.append("<p>" + ", ".join(html.escape(f) for f in sel["features"]) + "</p>")
+        if not scores.empty:
+            out.append(_table(scores.head(25), list(scores.columns)))
+        out.append("</details>")
+    return "".join(out)
+
+
+def _plan_section(plan) -> str:
+    if not plan:
+        return "<h2>Training plan</h2><p class='muted'>No plan yet.</p>"
+    jobs = pd.DataFrame(plan["jobs"])
+    if jobs.empty:
+        return "<h2>Training plan</h2><p>The plan has no jobs.</p>"
+    jobs = jobs.rename(columns={"jobId": "job_id", "trainingType": "training_type", "modelFamilies": "model_families", "estimatedSamples": "estimated_samples"})
+    jobs["model_families"] = jobs["model_families"].map(lambda fams: ", ".join(fams))
+    jobs["features"] = jobs["features"].map(len)
+    summary = plan.get("summary", {})
+    routes = ", ".join(f"{html.escape(k)}: {v}" for k, v in (summary.get("byRoute") or {}).items())
+    return (f"<h2>Training plan</h2><p>{len(jobs)} jobs — {routes}</p>"
+            + _table(jobs, ["job_id", "target", "symbol", "route", "training_type", "priority", "estimated_samples", "features", "model_families", "reason"]))
+
+
+def _models_section(metrics: pd.DataFrame) -> str:
+    if metrics.empty:
+        return "<h2>Models</h2><p class='muted'>No model trained yet.</p>"
+    metrics = metrics.sort_values([c for c in ("target", "job_id", "family") if c in metrics.columns])
+    chart = _chart_families(metrics)
+    cols = ["job_id", "target", "symbol", "family", "stage", "device", "n_train", "n_test", "ic", "rank_ic", "r2", "auc", "hit_rate",
+            "bt_sharpe", "bt_mean_return", "bt_turnover", "train_seconds", "peak_rss_mb"]
+    return ("<h2>Models</h2><p>Metrics on the purged, time-ordered holdout (never a shuffled split); "
+            "backtest: long/short on the predictions, with turnover.</p>" + chart + _table(metrics, cols))
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return f"<img class='chart' alt='chart' src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
+
+
+def _chart_ranking(table: pd.DataFrame) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = table.dropna(subset=["composite"])
+    if data.empty:
+        return ""
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(data) + 1.2))
+    colors = ["#1a73e8" if s else "#9aa0a6" for s in data["selected"]]
+    ax.barh(data["target"], data["composite"], color=colors)
+    ax.invert_yaxis()
+    ax.axvline(0, color="#333", lw=0.8)
+    ax.set_xlabel("composite out-of-sample skill (blue = kept)")
+    ax.set_title("Target ranking")
+    return _png(fig)
+
+
+def _chart_families(metrics: pd.DataFrame) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    score = "rank_ic" if "rank_ic" in metrics.columns else None
+    if score is None or "family" not in metrics.columns:
+        return ""
+    fig, axes = plt.subplots(1, 2 if "bt_sharpe" in metrics.columns else 1, figsize=(11, 3.8), squeeze=False)
+    by_family = metrics.groupby("family")[score].mean().sort_values()
+    axes[0][0].barh(by_family.index, by_family.to_numpy(), color="#1a73e8")
+    axes[0][0].axvline(0, color="#333", lw=0.8)
+    axes[0][0].set_title("Mean holdout rank IC per family")
+    if "bt_sharpe" in metrics.columns:
+        sharpe = metrics.groupby("family")["bt_sharpe"].mean().reindex(by_family.index)
+        axes[0][1].barh(sharpe.index, sharpe.to_numpy(), color="#188038")
+        axes[0][1].axvline(0, color="#333", lw=0.8)
+        axes[0][1].set_title("Mean long/short backtest Sharpe per family")
+    fig.tight_layout()
+    return _png(fig)

@@ -1,0 +1,25 @@
+"""Cache keys per stage: each stage's key chains its upstream key with the settings it reads (pure)."""
+
+from __future__ import annotations
+
+from trainpipe.contract.names import Stage
+from trainpipe.contract.pipeline import PipelineSpec
+from trainpipe.runner.digests import digest_json
+
+
+def stage_keys(spec: PipelineSpec, data_digest: str, code: str) -> dict[Stage, str]:
+    """Changing a setting changes the key of the stage that reads it and of every stage downstream, nothing else."""
+    s = spec.to_wire()
+    rank = digest_json({
+        "stage": Stage.RANK, "code": code, "data": data_digest, "dataSpec": s["data"], "seed": s["seed"],
+        "targets": s["targets"], "candidates": {"include": s["features"]["include"], "exclude": s["features"]["exclude"]},
+        "ranking": s["ranking"],
+    })
+    select = digest_json({"stage": Stage.SELECT, "up": rank, "selection": s["selection"], "features": s["features"]})
+    plan = digest_json({
+        "stage": Stage.PLAN, "up": select, "routing": s["routing"],
+        "families": s["training"]["families"], "modelTypes": s["training"]["modelTypes"], "allowEmptyPlan": s["training"]["allowEmptyPlan"],
+    })
+    train_cpu = digest_json({"stage": Stage.TRAIN_CPU, "up": plan, "holdout": s["training"]["holdoutFraction"]})
+    train_gpu = digest_json({"stage": Stage.TRAIN_GPU, "up": train_cpu})
+    return {Stage.RANK: rank, Stage.SELECT: select, Stage.PLAN: plan, Stage.TRAIN_CPU: train_cpu, Stage.TRAIN_GPU: train_gpu}

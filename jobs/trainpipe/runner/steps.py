@@ -1,0 +1,300 @@
+"""The stage steps behind `trainpipe rank|select|plan|train`: load inputs, call the pure stage, write artefacts.
+
+Each step is idempotent: it writes every artefact atomically and only then records its cache key, so an
+interrupted run resumes at the first stage whose record is missing or stale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from trainpipe.contract.names import Leakage, Stability, Stage, TargetStatus, TaskType
+from trainpipe.contract.pipeline import PipelineSpec
+from trainpipe.contract.plan import PlanMetadata, TrainingPlanMetadata
+from trainpipe.contract.targets import horizon_bars
+from trainpipe.io.atomic import write_json, write_parquet
+from trainpipe.io.layout import Layout
+from trainpipe.runner import records
+from trainpipe.runner.digests import code_version, digest_files, digest_json
+from trainpipe.runner.keys import stage_keys
+
+Progress = Callable[[str, str, int | None], None]  # (stage, item label or "", total when starting)
+
+
+class StageInputError(RuntimeError):
+    """A stage was asked to run before the stage it depends on produced its artefacts."""
+
+
+@dataclass
+class RunContext:
+    spec: PipelineSpec
+    layout: Layout
+    threads: int = field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 4)))
+    progress: Progress | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.spec.data.dir)
+
+    @cached_property
+    def data_files(self) -> tuple[Path, ...]:
+        from trainpipe.data.loading import find_files
+
+        return find_files(self.data_dir, self.spec.data.symbols or None, self.spec.data.interval)
+
+    @cached_property
+    def data_digest(self) -> str:
+        return digest_files(self.data_files)
+
+    @cached_property
+    def keys(self) -> dict[Stage, str]:
+        return stage_keys(self.spec, self.data_digest, code_version())
+
+    def tick(self, stage: Stage, item: str = "", total: int | None = None) -> None:
+        if self.progress is not None:
+            self.progress(stage.value, item, total)
+
+    def plan_metadata(self) -> dict:
+        return {
+            "generated_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "run_id": "run-" + self.keys[Stage.PLAN][:16],
+            "code_version": code_version(),
+            "config_digest": digest_json(self.spec.to_wire())[:16],
+            "data_digest": self.data_digest[:16],
+        }
+
+
+# ---------------------------------------------------------------- rank
+
+
+def candidate_columns(ctx: RunContext) -> tuple[list[str], list[str]]:
+    """(features, targets) to rank, from the data's schema and the spec's include/exclude lists."""
+    from trainpipe.data.loading import schema_columns
+
+    features, targets = schema_columns(ctx.data_dir, ctx.spec.data.symbols or None, ctx.spec.data.interval)
+    spec = ctx.spec
+    if spec.targets.include:
+        unknown = [t for t in spec.targets.include if t not in targets]
+        if unknown:
+            raise StageInputError(f"targets.include names {unknown} which are not target columns of {ctx.data_dir}; available: {list(targets)}")
+        targets = [t for t in targets if t in set(spec.targets.include)]
+    if spec.features.include:
+        unknown = [f for f in spec.features.include if f not in features]
+        if unknown:
+            raise StageInputError(f"features.include names {unknown} which are not feature columns of {ctx.data_dir}")
+        features = list(spec.features.include)
+    features = [f for f in features if f not in set(spec.features.exclude)]
+    if not features:
+        raise StageInputError("no feature columns are left after features.include/exclude; loosen the lists")
+    return list(features), list(targets)
+
+
+def load(ctx: RunContext, columns: list[str]):
+    from trainpipe.data.loading import load_panel
+
+    d = ctx.spec.data
+    return load_panel(ctx.data_dir, d.symbols or None, interval=d.interval, columns=columns,
+                      max_rows_per_symbol=d.max_rows_per_symbol, min_rows_per_symbol=d.min_rows_per_symbol)
+
+
+def rank_step(ctx: RunContext) -> dict:
+    from trainpipe.stages.rank import RankParams, rank_targets
+
+    features, targets = candidate_columns(ctx)
+    panel = load(ctx, features + targets)
+    ctx.tick(Stage.RANK, total=len(targets))
+    result = rank_targets(panel.frame, features, targets, panel.interval_minutes, RankParams.from_spec(ctx.spec, ctx.threads),
+                          on_target=lambda t: ctx.tick(Stage.RANK, t))
+    layout = ctx.layout
+    write_parquet(layout.oos_scores_parquet, result.oos_scores)
+    write_parquet(layout.rankings_parquet, result.table)
+    write_json(layout.rankings_json, {
+        "interval_minutes": panel.interval_minutes,
+        "symbols": list(panel.symbols),
+        "features": features,
+        "selected": list(result.selected),
+        "targets": json.loads(result.table.to_json(orient="records")),
+    })
+    if not result.selected:
+        reasons = "; ".join(f"{r.target}: {r.status} {r.reason}".strip() for r in result.table.itertuples())
+        raise StageInputError(f"no target passed ranking, so there is nothing to select or train. Per target: {reasons}")
+    return {"targets_ranked": len(targets), "selected": list(result.selected), "rows": len(panel.frame)}
+
+
+def read_rankings(layout: Layout) -> dict:
+    try:
+        return json.loads(layout.rankings_json.read_text())
+    except FileNotFoundError:
+        raise StageInputError(f"{layout.rankings_json} is missing: run `trainpipe rank` first") from None
+
+
+# ---------------------------------------------------------------- select
+
+
+def select_step(ctx: RunContext) -> dict:
+    from trainpipe.stages.select import SelectParams, select_features, stability
+
+    ranking = read_rankings(ctx.layout)
+    selected = ranking["selected"]
+    by_target = {row["target"]: row for row in ranking["targets"]}
+    features = ranking["features"]
+    panel = load(ctx, features + selected)
+    params = SelectParams.from_spec(ctx.spec, ctx.threads)
+    ctx.tick(Stage.SELECT, total=len(selected))
+    summary = {}
+    for target in selected:
+        task = TaskType(by_target[target]["task"])
+        path = ctx.layout.selected_features(target)
+        previous = _previous_selection(path)
+        if ctx.spec.features.auto:
+            sel = select_features(panel.frame, target, task, features, horizon_bars(target, panel.interval_minutes), params)
+            chosen, scores = list(sel.features), sel.scores
+        else:
+            chosen = list(ctx.spec.features.include)
+            scores = pd.DataFrame({"feature": chosen, "consensus": float("nan"), "support": 0, "selected": True})
+        stab = stability(chosen, previous)
+        write_parquet(ctx.layout.feature_scores(target), scores)
+        write_json(path, {
+            "target": target,
+            "task": task.value,
+            "features": chosen,
+            "stability": {"state": stab.stability.value, "overlap": stab.overlap, "kendall_tau": stab.kendall_tau,
+                          "previous_features": list(stab.previous) if stab.previous else None},
+        })
+        summary[target] = {"n_features": len(chosen), "stability": stab.stability.value}
+        ctx.tick(Stage.SELECT, target)
+    write_json(ctx.layout.selection_summary, {"targets": summary})
+    return {"targets": summary}
+
+
+def _previous_selection(path: Path) -> list[str] | None:
+    try:
+        return list(json.loads(path.read_text())["features"])
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
+
+
+def read_selection(layout: Layout, target: str) -> dict:
+    path = layout.selected_features(target)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StageInputError(f"{path} is missing: run `trainpipe select` first") from None
+
+
+# ---------------------------------------------------------------- plan
+
+
+def plan_step(ctx: RunContext) -> dict:
+    from trainpipe.families.catalogue import resolve_families
+    from trainpipe.io.plan_files import write_routing, write_training_plan
+    from trainpipe.stages.candidates import build_candidates, candidates_frame
+    from trainpipe.stages.planning import build_training_plan
+    from trainpipe.stages.routing import build_routing_plan
+
+    ranking = read_rankings(ctx.layout)
+    selected = ranking["selected"]
+    by_target = {row["target"]: row for row in ranking["targets"]}
+    selections = {t: read_selection(ctx.layout, t) for t in selected}
+    try:
+        oos = pd.read_parquet(ctx.layout.oos_scores_parquet)
+    except FileNotFoundError:
+        raise StageInputError(f"{ctx.layout.oos_scores_parquet} is missing: run `trainpipe rank` first") from None
+    oos = oos[oos["target"].isin(selected)]
+    stab = {t: Stability(s["stability"]["state"]) for t, s in selections.items()}
+    leakage = {t: Leakage.SAFE if by_target[t]["status"] == TargetStatus.OK.value else Leakage.BLOCKED for t in selected}
+    candidates = build_candidates(oos, stab, leakage)
+    meta = ctx.plan_metadata()
+    routing = build_routing_plan(candidates, ranking["symbols"], ctx.spec.routing, PlanMetadata(**meta),
+                                 ctx.layout.relative(ctx.layout.routing_candidates))
+    write_routing(ctx.layout, candidates_frame(candidates), routing)
+    training = ctx.spec.training
+    families = resolve_families(training.families or None, training.model_types)
+    plan = build_training_plan(
+        routing,
+        {t: s["features"] for t, s in selections.items()},
+        {t: TaskType(by_target[t]["task"]) for t in selected},
+        families,
+        list(training.families) if training.families else None,
+        TrainingPlanMetadata(**meta, routing_plan_path=ctx.layout.relative(ctx.layout.routing_plan_json),
+                             model_families=families, model_families_requested=list(training.families) or None),
+        allow_empty=training.allow_empty_plan,
+    )
+    write_training_plan(ctx.layout, plan)
+    return {"jobs": len(plan.jobs), "by_route": dict(plan.summary.by_route), "families": families}
+
+
+# ---------------------------------------------------------------- train
+
+
+def train_step(ctx: RunContext, stage: Stage) -> dict:
+    from trainpipe.io.plan_files import read_training_plan
+    from trainpipe.training import run_training_stage
+
+    plan = read_training_plan(ctx.layout)
+    which = "cpu" if stage is Stage.TRAIN_CPU else "gpu"
+    result = run_training_stage(
+        plan, which, ctx.layout, ctx.data_dir,
+        interval=ctx.spec.data.interval,
+        families=None,
+        holdout_fraction=ctx.spec.training.holdout_fraction,
+        embargo_bars=ctx.spec.ranking.embargo_bars,
+        seed=ctx.spec.seed,
+        on_progress=lambda label, total=None: ctx.tick(stage, label, total),
+    )
+    return result.summary() if hasattr(result, "summary") else {"result": str(result)}
+
+
+STEPS: dict[Stage, Callable[[RunContext], dict]] = {
+    Stage.RANK: rank_step,
+    Stage.SELECT: select_step,
+    Stage.PLAN: plan_step,
+    Stage.TRAIN_CPU: lambda ctx: train_step(ctx, Stage.TRAIN_CPU),
+    Stage.TRAIN_GPU: lambda ctx: train_step(ctx, Stage.TRAIN_GPU),
+}
+
+# What each stage leaves behind, relative to the output dir; a cached stage is reused only if these still exist.
+OUTPUTS: dict[Stage, Callable[[Layout], list[Path]]] = {
+    Stage.RANK: lambda lay: [lay.rankings_parquet, lay.rankings_json, lay.oos_scores_parquet],
+    Stage.SELECT: lambda lay: [lay.selection_summary],
+    Stage.PLAN: lambda lay: [lay.routing_candidates, lay.routing_plan_json, lay.master_training_plan],
+    Stage.TRAIN_CPU: lambda lay: [lay.models_dir],
+    Stage.TRAIN_GPU: lambda lay: [lay.models_dir],
+}
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    stage: Stage
+    cached: bool
+    seconds: float
+    summary: dict
+
+
+def run_stage(ctx: RunContext, stage: Stage, force: bool = False) -> StageOutcome:
+    """Run one stage unless its record matches the current inputs (then reuse it and say so)."""
+    import time
+
+    key = ctx.keys[stage]
+    if not force and records.is_fresh(ctx.layout, stage.value, key):
+        record = records.read_record(ctx.layout, stage.value)
+        return StageOutcome(stage, True, 0.0, record.summary if record else {})
+    records.clear_record(ctx.layout, stage.value)
+    # Downstream records are stale once this stage reruns, whatever their keys say.
+    from trainpipe.contract.names import STAGE_ORDER
+
+    for later in STAGE_ORDER[STAGE_ORDER.index(stage) + 1:]:
+        records.clear_record(ctx.layout, later.value)
+    start = time.perf_counter()
+    summary = STEPS[stage](ctx)
+    outputs = [ctx.layout.relative(p) for p in OUTPUTS[stage](ctx.layout)]
+    records.write_record(ctx.layout, stage.value, key, outputs, summary)
+    return StageOutcome(stage, False, time.perf_counter() - start, summary)

@@ -1,0 +1,1 @@
+"""Stage functions: pure decisions over data, called by the thin CLI commands."""

@@ -1,0 +1,297 @@
+"""Target ranking: purged walk-forward out-of-sample scores per target, leakage guards, composite, top-N.
+
+Called by `trainpipe rank` (and the local runner). Pure over a loaded frame: no file I/O here.
+One LightGBM dataset is binned once for all rows; every target and fold trains on a subset of it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from trainpipe.contract.names import SYMBOL_COLUMN, TIMESTAMP_COLUMN, TargetStatus, TaskType
+from trainpipe.contract.pipeline import PipelineSpec
+from trainpipe.contract.targets import horizon_bars, horizon_minutes, task_type
+from trainpipe.cv import purged_walk_forward
+from trainpipe.stages import metrics
+from trainpipe.stages.leakage import find_leaks, too_good
+
+# Small, regularised boosters: ranking compares targets, it does not need the best model of each.
+LGBM_RANK_PARAMS = {
+    "learning_rate": 0.05,
+    "num_leaves": 15,
+    "min_data_in_leaf": 50,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "verbose": -1,
+    "deterministic": True,
+    "force_row_wise": True,
+}
+LGBM_RANK_ROUNDS = 120
+MAX_BIN = 63
+MIN_TARGET_ROWS = 200
+
+
+@dataclass(frozen=True)
+class RankParams:
+    folds: int = 4
+    embargo_bars: int = 5
+    max_rows: int = 200_000
+    leak_correlation: float = 0.97
+    max_r2: float = 0.5
+    max_auc: float = 0.9
+    top_n: int = 5
+    seed: int = 42
+    threads: int = 2
+
+    @classmethod
+    def from_spec(cls, spec: PipelineSpec, threads: int = 2) -> RankParams:
+        r = spec.ranking
+        return cls(r.folds, r.embargo_bars, r.max_rows, r.leak_correlation, r.max_r2, r.max_auc, spec.targets.top_n, spec.seed, threads)
+
+
+@dataclass(frozen=True)
+class Rankings:
+    table: pd.DataFrame  # one row per target, best first (see RANKING_COLUMNS)
+    oos_scores: pd.DataFrame  # per target × fold × (pooled | symbol): the evidence routing uses
+    selected: tuple[str, ...]
+
+
+RANKING_COLUMNS = [
+    "rank", "target", "task", "horizon_minutes", "metric_name", "score", "ic", "rank_ic", "r2", "auc",
+    "lgbm_score", "linear_score", "consistency", "composite", "n_samples", "n_folds", "status", "reason", "selected",
+]
+
+
+def sample_recent(frame: pd.DataFrame, max_rows: int) -> pd.DataFrame:
+    """Keep the most recent whole timestamps so that at most `max_rows` rows remain (time order kept)."""
+    if len(frame) <= max_rows:
+        return frame
+    ts = frame[TIMESTAMP_COLUMN].to_numpy()
+    cutoff = ts[len(ts) - max_rows]
+    return frame.loc[frame[TIMESTAMP_COLUMN] > cutoff].reset_index(drop=True)
+
+
+def infer_task(values: pd.Series, target: str) -> TaskType:
+    clean = values.dropna()
+    distinct = clean.nunique()
+    integer_like = bool(np.all(np.mod(clean.to_numpy(dtype=float), 1) == 0)) if distinct else True
+    return task_type(target, distinct, integer_like)
+
+
+def skill(task: TaskType, rank_ic: float, auc: float) -> float:
+    """Predictive skill on one scale: rank IC for regression, 2·(AUC − 0.5) for classification."""
+    return rank_ic if task is TaskType.REGRESSION else 2 * (auc - 0.5)
+
+
+def composite_score(fold_skills: Sequence[float]) -> tuple[float, float]:
+    """(composite, consistency): mean skill scaled by the share of folds with positive skill.
+
+    A target that is good on average but only in one fold ranks below one that is steadily good.
+    """
+    s = np.asarray([v for v in fold_skills if np.isfinite(v)])
+    if len(s) == 0:
+        return float("nan"), float("nan")
+    consistency = float((s > 0).mean())
+    return float(s.mean() * (0.5 + 0.5 * consistency)), consistency
+
+
+def rank_targets(
+    frame: pd.DataFrame,
+    features: Sequence[str],
+    targets: Sequence[str],
+    interval_minutes: float,
+    params: RankParams,
+    on_target: Callable[[str], None] | None = None,
+) -> Rankings:
+    import lightgbm as lgb
+
+    frame = sample_recent(frame, params.max_rows)
+    features = list(features)
+    x = frame[features].to_numpy(dtype=np.float32)
+    base = lgb.Dataset(
+        x, label=np.zeros(len(frame)), feature_name=features, free_raw_data=False,
+        params={"max_bin": MAX_BIN, "verbose": -1, "seed": params.seed},
+    ).construct()
+    rows, oos_rows = [], []
+    for target in targets:
+        row, oos = _rank_one(frame, x, base, features, target, interval_minutes, params)
+        rows.append(row)
+        oos_rows.extend(oos)
+        if on_target is not None:
+            on_target(target)
+    table = _finish_table(pd.DataFrame(rows), params.top_n)
+    oos_frame = pd.DataFrame(oos_rows, columns=["target", "symbol", "fold", "task", "metric_name", "score", "n_samples", "horizon_minutes"])
+    selected = tuple(table.loc[table["selected"], "target"])
+    return Rankings(table=table, oos_scores=oos_frame, selected=selected)
+
+
+def _finish_table(table: pd.DataFrame, top_n: int) -> pd.DataFrame:
+    ok = table["status"] == TargetStatus.OK.value
+    order = table.assign(_ok=~ok, _c=-table["composite"].fillna(-np.inf)).sort_values(["_ok", "_c", "target"], kind="stable")
+    order = order.drop(columns=["_ok", "_c"]).reset_index(drop=True)
+    order.insert(0, "rank", np.arange(1, len(order) + 1))
+    n_ok = int((order["status"] == TargetStatus.OK.value).sum())
+    order["selected"] = (order["status"] == TargetStatus.OK.value) & (order["rank"] <= min(top_n, n_ok))
+    return order[RANKING_COLUMNS]
+
+
+def _empty_row(target: str, task: TaskType, hmin: int | None, n: int, status: TargetStatus, reason: str) -> dict:
+    nan = float("nan")
+    return {
+        "target": target, "task": task.value, "horizon_minutes": hmin, "metric_name": _metric_name(task),
+        "score": nan, "ic": nan, "rank_ic": nan, "r2": nan, "auc": nan, "lgbm_score": nan, "linear_score": nan,
+        "consistency": nan, "composite": nan, "n_samples": n, "n_folds": 0, "status": status.value, "reason": reason,
+    }
+
+
+def _metric_name(task: TaskType) -> str:
+    return "ic" if task is TaskType.REGRESSION else "auc"
+
+
+def _rank_one(frame, x, base, features, target, interval_minutes, params):
+    y_all = frame[target].to_numpy(dtype=np.float64)
+    task = infer_task(frame[target], target)
+    hmin = horizon_minutes(target)
+    mask = np.isfinite(y_all)
+    n = int(mask.sum())
+    if n < MIN_TARGET_ROWS:
+        return _empty_row(target, task, hmin, n, TargetStatus.TOO_FEW_ROWS, f"only {n} labelled rows (need {MIN_TARGET_ROWS})"), []
+    if np.unique(y_all[mask]).size < 2:
+        return _empty_row(target, task, hmin, n, TargetStatus.DEGENERATE, "the target has a single value"), []
+    if task is TaskType.REGRESSION and np.nanstd(y_all) < 1e-9:
+        return _empty_row(target, task, hmin, n, TargetStatus.DEGENERATE, "the target has (near) zero variance"), []
+
+    bars = horizon_bars(target, interval_minutes)
+    leaks = find_leaks(frame.loc[mask], features, target, bars, params.leak_correlation)
+    if leaks:
+        return _empty_row(target, task, hmin, n, TargetStatus.LEAKAGE, "; ".join(leak.describe() for leak in leaks[:3])), []
+
+    idx = np.flatnonzero(mask)
+    ts = frame[TIMESTAMP_COLUMN].to_numpy()[idx]
+    symbols = frame[SYMBOL_COLUMN].to_numpy()[idx]
+    classes = np.unique(y_all[idx]) if task is not TaskType.REGRESSION else None
+    fold_metrics, oos = [], []
+    for fold in purged_walk_forward(ts, params.folds, purge=bars + params.embargo_bars, min_train=max(20, bars)):
+        train, test = idx[fold.train], idx[fold.test]
+        y_train, y_test = y_all[train], y_all[test]
+        if task is not TaskType.REGRESSION and np.unique(y_train).size < len(classes):
+            continue
+        p_lgbm = _fit_lgbm(base, train, test, y_train, x, task, classes, params)
+        p_lin = _fit_linear(x[train], y_train, x[test], task, classes, params.seed)
+        blended = _blend(task, p_lgbm, p_lin)
+        per_model = {name: _score(task, y_test, p, classes) for name, p in (("lgbm", p_lgbm), ("linear", p_lin))}
+        fold_metrics.append(per_model)
+        oos.extend(_oos_rows(target, task, hmin, fold.index, y_test, blended, symbols[fold.test], classes))
+    if not fold_metrics:
+        return _empty_row(target, task, hmin, n, TargetStatus.DEGENERATE, "no walk-forward fold had enough history after the purge"), []
+
+    def mean_of(key: str) -> float:
+        vals = [fm[m][key] for fm in fold_metrics for m in fm if np.isfinite(fm[m][key])]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    ic, rank_ic, r2, auc = mean_of("ic"), mean_of("rank_ic"), mean_of("r2"), mean_of("auc")
+    fold_skills = [np.nanmean([skill(task, fm[m]["rank_ic"], fm[m]["auc"]) for m in fm]) for fm in fold_metrics]
+    composite, consistency = composite_score(fold_skills)
+    score = rank_ic if task is TaskType.REGRESSION else auc
+    model_score = {m: float(np.nanmean([fm[m]["rank_ic" if task is TaskType.REGRESSION else "auc"] for fm in fold_metrics])) for m in ("lgbm", "linear")}
+    row = {
+        "target": target, "task": task.value, "horizon_minutes": hmin, "metric_name": _metric_name(task),
+        "score": score, "ic": ic, "rank_ic": rank_ic, "r2": r2, "auc": auc,
+        "lgbm_score": model_score["lgbm"], "linear_score": model_score["linear"],
+        "consistency": consistency, "composite": composite, "n_samples": n, "n_folds": len(fold_metrics),
+        "status": TargetStatus.OK.value, "reason": "",
+    }
+    reason = too_good(task, r2, ic, auc, params.max_r2, params.max_auc)
+    if reason:
+        row.update(status=TargetStatus.TOO_GOOD.value, reason=reason)
+        return row, []
+    return row, oos
+
+
+def _fit_lgbm(base, train, test, y_train, x, task, classes, params) -> np.ndarray:
+    import lightgbm as lgb
+
+    p = dict(LGBM_RANK_PARAMS, seed=params.seed, num_threads=params.threads)
+    label = y_train
+    if task is TaskType.REGRESSION:
+        p["objective"] = "regression"
+    elif task is TaskType.BINARY:
+        p["objective"] = "binary"
+        label = (y_train == classes[-1]).astype(np.float64)
+    else:
+        p.update(objective="multiclass", num_class=len(classes))
+        label = np.searchsorted(classes, y_train).astype(np.float64)
+    ds = base.subset(train).construct()
+    ds.set_label(label)
+    booster = lgb.train(p, ds, num_boost_round=LGBM_RANK_ROUNDS)
+    return booster.predict(x[test])
+
+
+def _fit_linear(x_train, y_train, x_test, task, classes, seed) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    med = np.nanmedian(x_train, axis=0)
+    med = np.where(np.isfinite(med), med, 0.0)
+    xt = np.where(np.isfinite(x_train), x_train, med)
+    xs = np.where(np.isfinite(x_test), x_test, med)
+    mu, sd = xt.mean(axis=0), xt.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    xt, xs = (xt - mu) / sd, (xs - mu) / sd
+    if task is TaskType.REGRESSION:
+        return Ridge(alpha=10.0).fit(xt, y_train).predict(xs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = LogisticRegression(C=0.1, max_iter=300, random_state=seed).fit(xt, y_train)
+    proba = model.predict_proba(xs)
+    return proba[:, -1] if task is TaskType.BINARY else proba
+
+
+def _blend(task, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if task is TaskType.REGRESSION:
+        return _z(a) + _z(b)
+    return (a + b) / 2
+
+
+def _z(v: np.ndarray) -> np.ndarray:
+    sd = v.std()
+    return (v - v.mean()) / sd if sd > 0 else v - v.mean()
+
+
+def _score(task, y, pred, classes) -> dict[str, float]:
+    nan = float("nan")
+    if task is TaskType.REGRESSION:
+        return {"ic": metrics.pearson(y, pred), "rank_ic": metrics.spearman(y, pred), "r2": metrics.r2(y, pred), "auc": nan}
+    if task is TaskType.BINARY:
+        yb = (y == classes[-1]).astype(float)
+        return {"ic": metrics.pearson(yb, pred), "rank_ic": metrics.spearman(yb, pred), "r2": nan, "auc": metrics.auc(yb, pred)}
+    return {"ic": nan, "rank_ic": nan, "r2": nan, "auc": _macro_auc(y, pred, classes)}
+
+
+def _macro_auc(y, proba, classes) -> float:
+    vals = [metrics.auc((y == c).astype(float), proba[:, i]) for i, c in enumerate(classes)]
+    vals = [v for v in vals if np.isfinite(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def _oos_rows(target, task, hmin, fold, y, pred, symbols, classes) -> list[tuple]:
+    """Evidence rows for routing: the pooled (cross-sectional) score and one per symbol."""
+    def one(yy, pp):
+        if task is TaskType.REGRESSION:
+            return metrics.spearman(yy, pp)
+        if task is TaskType.BINARY:
+            return metrics.auc((yy == classes[-1]).astype(float), pp)
+        return _macro_auc(yy, pp, classes)
+
+    metric = _metric_name(task)
+    rows = [(target, None, fold, task.value, metric, one(y, pred), len(y), hmin)]
+    for sym in sorted(set(symbols)):
+        m = symbols == sym
+        rows.append((target, str(sym), fold, task.value, metric, one(y[m], pred[m]), int(m.sum()), hmin))
+    return rows

@@ -1,0 +1,50 @@
+"""The schema of each model's `metrics.json` and `read_all_metrics(layout)`; written by the stage worker, read by the report.
+
+Field notes: `peak_rss_mb` is the peak resident memory of the family's worker process up to the end of
+this unit (one process trains every job of a family, so later units report a running maximum);
+`device` is the device that trained the model ("cpu" or "cuda:0 (<card>)").
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trainpipe.io.layout import Layout
+
+METRICS_FILE = "metrics.json"
+METRICS_SCHEMA = "trainpipe.io/model-metrics/v1"
+
+
+class ModelMetrics(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: str = METRICS_SCHEMA
+    job_id: str
+    target: str
+    symbol: str | None
+    family: str
+    stage: str
+    task: str
+    device: str
+    n_train: int = Field(ge=0)
+    n_test: int = Field(ge=0)
+    train_seconds: float = Field(ge=0)
+    peak_rss_mb: float = Field(ge=0)
+    metrics: dict[str, Any] = Field(description="Holdout metrics: ic, rank_ic(+method), r2 or auc, hit_rate, …")
+    backtest: dict[str, Any] = Field(description="Long/short backtest of the holdout predictions, or {'available': false, 'reason': …}")
+    fingerprint: str = Field(description="Digest of job, family, params, split and data; a rerun with the same one is skipped")
+    holdout: dict[str, Any] = Field(default_factory=dict, description="Split facts: fraction, horizon/embargo/purge bars, train end, test start")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+def read_all_metrics(layout: Layout) -> list[ModelMetrics]:
+    """Every `models/<job_id>/<family>/metrics.json` under the layout, sorted by (job_id, family)."""
+    out = []
+    for path in sorted(layout.models_dir.glob(f"*/*/{METRICS_FILE}")):
+        if path.parent.name.startswith("."):
+            continue  # an atomic_dir temp folder of a unit in progress
+        out.append(ModelMetrics.model_validate(json.loads(path.read_text())))
+    return sorted(out, key=lambda m: (m.job_id, m.family))

@@ -1,0 +1,185 @@
+"""Subprocess entry of the training stages: `python -m trainpipe.training.worker --request <request.json>`.
+
+Started by `trainpipe.training.stage` once per family and stage, in a fresh interpreter with that
+family's thread environment. It loads the panel once, trains every unit (plan job) of its family in
+order, and appends one JSON line per unit to the request's `results_path` as soon as the unit ends,
+so a crash later never loses earlier units. A failing unit writes `<job>/<family>.error.txt` and the
+worker goes on with the next one. Exit code: 0 when every unit trained, 1 when some failed, 2 when
+the request itself was unusable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_BLOCKED = ("tensorflow", "torch", "keras", "jax")
+
+
+class _FrameworkBlocker:
+    """Meta-path finder that refuses TensorFlow/Torch in CPU-stage workers (they must not share the process)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name.split(".")[0] in _BLOCKED:
+            raise ImportError(f"{name} is blocked in CPU-stage training workers (TRAINPIPE_BLOCK_FRAMEWORKS=1); GPU families run in the gpu stage")
+        return None
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def _load_callable(spec: str) -> Callable[..., Any]:
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise ValueError(f"panel loader {spec!r} must look like 'package.module:function'")
+    return getattr(importlib.import_module(module), attr)
+
+
+def run_request(request: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> int:
+    """Train every unit of the request; `emit` receives one record per unit. Returns the number of failures."""
+    import numpy as np
+
+    from trainpipe.contract.names import SYMBOL_COLUMN, TaskType
+    from trainpipe.contract.plan import TrainingPlan
+    from trainpipe.contract.targets import horizon_bars, horizon_minutes
+    from trainpipe.families.base import frame_symbols, frame_ts
+    from trainpipe.families.registry import make_trainer
+    from trainpipe.io.atomic import atomic_dir, write_json, write_text
+    from trainpipe.io.layout import Layout
+    from trainpipe.training.backtest import long_short_backtest
+    from trainpipe.training.holdout import job_holdout
+    from trainpipe.training.metrics import evaluate
+    from trainpipe.training.metrics_file import METRICS_FILE, ModelMetrics
+    from trainpipe.training.units import aux_targets_for, error_path
+
+    family, stage = request["family"], request["stage"]
+    plan = TrainingPlan.model_validate_json(Path(request["plan_path"]).read_text())
+    jobs = {job.job_id: job for job in plan.jobs}
+    layout = Layout(Path(request["layout_root"]))
+    units = request["units"]
+    my_jobs = [jobs[u["job_id"]] for u in units]
+
+    # One panel for all units of this family: the union of their symbols and columns.
+    symbols = None if any(j.symbol is None for j in my_jobs) else sorted({j.symbol for j in my_jobs if j.symbol})
+    columns = sorted({c for j in my_jobs for c in j.features} | {j.target for j in plan.jobs})
+    loader = _load_callable(request["panel_loader"])
+    panel = loader(Path(request["data_dir"]), symbols, interval=request["interval"], columns=columns)
+    full = panel.frame.reset_index(drop=True)
+
+    failures = 0
+    for unit in units:
+        job = jobs[unit["job_id"]]
+        record: dict[str, Any] = {"job_id": job.job_id, "family": family, "stage": stage}
+        started = time.perf_counter()
+        try:
+            frame = full if job.symbol is None else full.loc[full[SYMBOL_COLUMN].astype(str) == job.symbol].reset_index(drop=True)
+            if frame.empty:
+                raise ValueError(f"no rows for symbol {job.symbol!r} in {request['data_dir']}")
+            h_bars = horizon_bars(job.target, panel.interval_minutes)
+            labelled = frame.loc[frame[job.target].notna()]  # rows with a NaN target are dropped for this target
+            fold = job_holdout(frame_ts(labelled), request["holdout_fraction"], h_bars, request["embargo_bars"])
+            train_rows = labelled.iloc[fold.train]
+            test_rows = labelled.iloc[fold.test]
+            trainer = make_trainer(family, features=job.features, target=job.target, task=job.task, params=unit["params"],
+                                   seed=request["seed"], horizon_bars=h_bars, aux_targets=aux_targets_for(job, plan, family))
+            t0 = time.perf_counter()
+            trainer.fit(train_rows)
+            train_seconds = time.perf_counter() - t0
+            if trainer.spec.sequence:
+                # Windows need the history before each test row: predict on every row up to the end of the
+                # test block (features only; labels are never inputs) and keep the test rows.
+                pred = trainer.predict(frame)[test_rows.index.to_numpy()]
+            else:
+                pred = trainer.predict(test_rows)
+            y = test_rows[job.target].to_numpy(dtype=np.float64)
+            ts, syms = frame_ts(test_rows), frame_symbols(test_rows)
+            metrics = evaluate(y, pred, ts, syms, job.task)
+            returns_col = _returns_column(job.target, TaskType(job.task), frame.columns, horizon_minutes)
+            if returns_col is None:
+                backtest: dict[str, Any] = {"available": False, "reason": f"no fwd_ret_* column with the horizon of {job.target} in the plan"}
+            else:
+                backtest = long_short_backtest(pred, test_rows[returns_col].to_numpy(dtype=np.float64), ts, syms, horizon_bars=h_bars,
+                                               interval_minutes=panel.interval_minutes, centre=0.5 if TaskType(job.task) is TaskType.BINARY else 0.0)
+                backtest["returns_column"] = returns_col
+            device = str(trainer.extra_meta.get("device", "cpu"))
+            model_dir = layout.model_dir(job.job_id, family)
+            with atomic_dir(model_dir) as tmp:
+                trainer.save(tmp)
+                write_json(tmp / METRICS_FILE, ModelMetrics(
+                    job_id=job.job_id, target=job.target, symbol=job.symbol, family=family, stage=stage, task=TaskType(job.task).value,
+                    device=device, n_train=len(train_rows), n_test=len(test_rows), train_seconds=round(train_seconds, 4),
+                    peak_rss_mb=round(peak_rss_mb(), 1), metrics=metrics, backtest=backtest, fingerprint=unit["fingerprint"],
+                    holdout={"fraction": request["holdout_fraction"], "horizon_bars": h_bars, "embargo_bars": request["embargo_bars"],
+                             "purge_bars": h_bars + request["embargo_bars"], "train_end": str(ts_at(labelled, fold.train[-1])),
+                             "test_start": str(ts_at(labelled, fold.test[0])), "split": "time-ordered purged holdout (trainpipe.cv.purged_holdout)"},
+                    params=trainer.params,
+                ).model_dump(mode="json"))
+            stale_error = error_path(layout, job.job_id, family)
+            if stale_error.exists():
+                stale_error.unlink()
+            record.update(status="trained", seconds=round(time.perf_counter() - started, 3), device=device, model_dir=str(model_dir),
+                          train_seconds=round(train_seconds, 4), peak_rss_mb=round(peak_rss_mb(), 1))
+        except Exception as exc:  # one unit's failure is recorded and the family goes on
+            failures += 1
+            text = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
+            write_text(error_path(layout, job.job_id, family), text)
+            record.update(status="failed", seconds=round(time.perf_counter() - started, 3), error=f"{type(exc).__name__}: {exc}")
+        emit(record)
+    return failures
+
+
+def ts_at(frame: Any, position: int) -> Any:
+    return frame["ts"].iloc[int(position)]
+
+
+def _returns_column(target: str, task: Any, columns: Any, horizon_minutes: Callable[[str], int | None]) -> str | None:
+    """The return series the backtest trades: the target itself for returns, a same-horizon fwd_ret_* for labels."""
+    if target.startswith("fwd_ret_"):
+        return target
+    h = horizon_minutes(target)
+    same = sorted(c for c in columns if c.startswith("fwd_ret_") and horizon_minutes(c) == h and h is not None)
+    return same[0] if same else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainpipe.training.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--request", required=True, type=Path, help="request JSON written by trainpipe.training.stage")
+    args = parser.parse_args(argv)
+    if os.environ.get("TRAINPIPE_BLOCK_FRAMEWORKS") == "1":
+        sys.meta_path.insert(0, _FrameworkBlocker())  # type: ignore[arg-type]
+    try:
+        request = json.loads(args.request.read_text())
+        results = Path(request["results_path"])
+        for key in ("family", "stage", "plan_path", "layout_root", "data_dir", "units", "panel_loader"):
+            if key not in request:
+                raise KeyError(f"request {args.request} lacks {key!r}")
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"trainpipe worker: unusable request {args.request}: {exc}", file=sys.stderr)
+        return 2
+
+    def emit(record: dict[str, Any]) -> None:
+        with open(results, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    try:
+        failures = run_request(request, emit)
+    except Exception:  # setup failed (plan, data): every unit of this request is lost; the parent records why
+        traceback.print_exc()
+        return 2
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

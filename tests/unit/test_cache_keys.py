@@ -1,0 +1,49 @@
+"""Stage cache keys: a setting changes its own stage's key and every downstream key, and nothing upstream."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainpipe.contract.names import STAGE_ORDER, Stage
+from trainpipe.contract.pipeline import PipelineSpec
+from trainpipe.runner.keys import stage_keys
+
+BASE = PipelineSpec()
+
+
+def _changed(spec: PipelineSpec, data: str = "d0", code: str = "c0") -> list[Stage]:
+    a = stage_keys(BASE, "d0", "c0")
+    b = stage_keys(spec, data, code)
+    return [s for s in STAGE_ORDER if a[s] != b[s]]
+
+
+def _with(section: str, **values) -> PipelineSpec:
+    wire = BASE.to_wire()
+    wire[section] = {**wire[section], **values}
+    return PipelineSpec.model_validate(wire)
+
+
+@pytest.mark.parametrize(
+    "spec,first",
+    [
+        (_with("ranking", folds=5), Stage.RANK),
+        (_with("targets", topN=2), Stage.RANK),
+        (_with("data", symbols=["AAPL"]), Stage.RANK),
+        (_with("features", topM=10), Stage.SELECT),
+        (_with("selection", minSupport=3), Stage.SELECT),
+        (_with("routing", minSampleSizeCs=10), Stage.PLAN),
+        (_with("training", families=["lightgbm"]), Stage.PLAN),
+        (_with("training", holdoutFraction=0.3), Stage.TRAIN_CPU),
+    ],
+)
+def test_setting_reruns_its_stage_and_downstream_only(spec, first):
+    assert _changed(spec) == list(STAGE_ORDER[STAGE_ORDER.index(first):])
+
+
+def test_same_inputs_same_keys():
+    assert _changed(PipelineSpec()) == []
+
+
+def test_data_or_code_change_reruns_everything():
+    assert _changed(BASE, data="d1") == list(STAGE_ORDER)
+    assert _changed(BASE, code="c1") == list(STAGE_ORDER)

@@ -1,0 +1,116 @@
+"""Routing candidates from ranking's out-of-sample fold scores: means, intervals, real sample sizes, NaN folds, order."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trainpipe.contract.names import Leakage, Stability, TaskType
+from trainpipe.stages.candidates import CANDIDATE_COLUMNS, build_candidates, candidates_frame
+
+
+def oos(rows):
+    """Rows of (target, symbol, fold, score, n_samples); task/metric/horizon follow the target's prefix."""
+    records = []
+    for target, symbol, fold, score, n in rows:
+        regression = target.startswith("fwd_ret_")
+        records.append(
+            {
+                "target": target,
+                "symbol": symbol,
+                "fold": fold,
+                "task": "regression" if regression else "binary",
+                "metric_name": "ic" if regression else "auc",
+                "score": score,
+                "n_samples": n,
+                "horizon_minutes": 1440 if regression else None,
+            }
+        )
+    return pd.DataFrame.from_records(records)
+
+
+FRAME = oos(
+    [
+        # target, symbol, fold, score, n
+        ("y_up", "BBB", 0, 0.60, 100),
+        ("y_up", "BBB", 1, np.nan, 90),  # one class in this fold: ignored, rows not counted
+        ("y_up", None, 0, 0.55, 400),
+        ("y_up", None, 1, 0.57, 410),
+        ("fwd_ret_1d", "AAA", 0, 0.02, 200),
+        ("fwd_ret_1d", "AAA", 1, 0.04, 210),
+        ("fwd_ret_1d", "AAA", 2, 0.06, 220),
+        ("fwd_ret_1d", None, 0, 0.01, 1000),
+        ("fwd_ret_1d", None, 1, 0.03, 1000),
+        ("fwd_ret_1d", "ZZZ", 0, np.nan, 50),  # every fold NaN: no candidate
+        ("fwd_ret_1d", "ZZZ", 1, np.nan, 50),
+    ]
+)
+
+
+def by_key(cands):
+    return {(c.target, c.symbol): c for c in cands}
+
+
+def test_order_target_then_cs_first_then_symbol():
+    cands = build_candidates(FRAME, {}, {})
+    assert [(c.target, c.symbol) for c in cands] == [("fwd_ret_1d", None), ("fwd_ret_1d", "AAA"), ("y_up", None), ("y_up", "BBB")]
+    # Row order of the input does not matter.
+    assert build_candidates(FRAME.sample(frac=1.0, random_state=3), {}, {}) == cands
+
+
+def test_mean_ci_and_real_sample_size():
+    c = by_key(build_candidates(FRAME, {}, {}))[("fwd_ret_1d", "AAA")]
+    half = 1.96 * np.std([0.02, 0.04, 0.06], ddof=1) / math.sqrt(3)
+    assert c.score == pytest.approx(0.04)
+    assert (c.score_ci_low, c.score_ci_high) == pytest.approx((0.04 - half, 0.04 + half))
+    assert (c.sample_size, c.n_folds) == (630, 3)
+    assert (c.task, c.metric_name, c.horizon_minutes) == (TaskType.REGRESSION, "ic", 1440)
+    cs = by_key(build_candidates(FRAME, {}, {}))[("fwd_ret_1d", None)]
+    assert (cs.score, cs.sample_size, cs.n_folds) == (pytest.approx(0.02), 2000, 2)
+
+
+def test_nan_folds_ignored_and_single_fold_ci_is_degenerate():
+    c = by_key(build_candidates(FRAME, {}, {}))[("y_up", "BBB")]
+    assert (c.score, c.n_folds, c.sample_size) == (0.60, 1, 100)
+    assert c.score_ci_low == c.score_ci_high == c.score
+    assert (c.task, c.horizon_minutes) == (TaskType.BINARY, None)
+
+
+def test_all_nan_side_has_no_candidate():
+    assert ("fwd_ret_1d", "ZZZ") not in by_key(build_candidates(FRAME, {}, {}))
+
+
+def test_stability_and_leakage_per_target_default_unknown():
+    cands = by_key(build_candidates(FRAME, {"fwd_ret_1d": Stability.STABLE}, {"y_up": Leakage.BLOCKED}))
+    assert cands[("fwd_ret_1d", "AAA")].stability is Stability.STABLE
+    assert cands[("fwd_ret_1d", "AAA")].leakage_status is Leakage.UNKNOWN
+    assert cands[("y_up", "BBB")].stability is Stability.UNKNOWN
+    assert cands[("y_up", None)].leakage_status is Leakage.BLOCKED
+
+
+def test_errors_name_the_problem():
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['n_samples'\]"):
+        build_candidates(FRAME.drop(columns="n_samples"), {}, {})
+    mixed = FRAME.copy()
+    mixed.loc[0, "task"] = "regression"
+    with pytest.raises(ValueError, match="rows of target 'y_up' disagree"):
+        build_candidates(mixed, {}, {})
+    dup = pd.concat([FRAME, FRAME.iloc[[4]]])
+    with pytest.raises(ValueError, match="same fold twice"):
+        build_candidates(dup, {}, {})
+
+
+def test_candidates_frame_schema_and_parquet_round_trip(tmp_path):
+    frame = candidates_frame(build_candidates(FRAME, {}, {}))
+    assert tuple(frame.columns) == CANDIDATE_COLUMNS
+    assert frame["symbol"].isna().tolist() == [True, False, True, False]
+    assert frame["task"].tolist() == ["regression", "regression", "binary", "binary"]
+    path = tmp_path / "c.parquet"
+    frame.to_parquet(path, index=False)
+    assert pd.read_parquet(path)["sample_size"].tolist() == [2000, 630, 810, 100]
+    empty = candidates_frame([])
+    assert tuple(empty.columns) == CANDIDATE_COLUMNS and len(empty) == 0
+    assert dict(empty.dtypes) == dict(frame.dtypes)

@@ -1,0 +1,61 @@
+"""CLI flags overlay a manifest's spec field by field; bad values name the flag's field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trainpipe.cli.main import build_parser
+from trainpipe.cli.options import OptionsError, output_dir, resolve
+from trainpipe.contract.pipeline import ManifestError
+
+MANIFEST = """\
+apiVersion: trainpipe.io/v1alpha1
+kind: TrainingPipeline
+metadata: {name: nightly}
+spec:
+  data: {dir: /data/bars, symbols: [AAPL, MSFT]}
+  targets: {topN: 3}
+  training: {families: [lightgbm]}
+"""
+
+
+def _args(*argv: str):
+    return build_parser().parse_args(["run", *argv])
+
+
+def test_seed_documented_command_parses():
+    spec, name = resolve(_args("--data-dir", "data", "--symbols", "AAPL", "MSFT", "GOOGL", "--auto-targets", "--auto-features"))
+    assert spec.data.dir == "data" and spec.data.symbols == ["AAPL", "MSFT", "GOOGL"]
+    assert spec.targets.auto and spec.features.auto and name == "pipeline"
+
+
+def test_flags_override_manifest_fields(tmp_path: Path):
+    f = tmp_path / "p.yaml"
+    f.write_text(MANIFEST)
+    spec, name = resolve(_args("-f", str(f), "--top-n-targets", "2", "--families", "xgboost", "catboost"))
+    assert name == "nightly" and spec.data.dir == "/data/bars" and spec.data.symbols == ["AAPL", "MSFT"]
+    assert spec.targets.top_n == 2 and spec.training.families == ["xgboost", "catboost"]
+    assert output_dir(_args("-f", str(f)), name) == Path("out/nightly")
+
+
+def test_explicit_targets_without_auto_means_exactly_these():
+    spec, _ = resolve(_args("--targets", "fwd_ret_5d"))
+    assert spec.targets.auto is False and spec.targets.include == ["fwd_ret_5d"]
+    spec, _ = resolve(_args("--targets", "fwd_ret_5d", "--auto-targets"))
+    assert spec.targets.auto is True
+
+
+def test_bad_value_names_the_field():
+    with pytest.raises(OptionsError, match="targets.topN"):
+        resolve(_args("--top-n-targets", "0"))
+
+
+def test_bad_manifest_names_file_and_field(tmp_path: Path):
+    f = tmp_path / "bad.yaml"
+    f.write_text(MANIFEST.replace("{topN: 3}", "{topN: 3, colour: red}"))
+    with pytest.raises(ManifestError, match=r"bad.yaml.*spec.targets.colour"):
+        resolve(_args("-f", str(f)))
+    with pytest.raises(ManifestError, match="no such file"):
+        resolve(_args("-f", str(tmp_path / "missing.yaml")))

@@ -1,0 +1,64 @@
+"""The CRD in crds/ is exactly what the typed model generates, and its schema is structural."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from trainpipe.contract.crd import CRD_PATH, render, structural
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_checked_in_crd_matches_the_models():
+    on_disk = (ROOT / CRD_PATH).read_text()
+    assert on_disk == render(), "crds/ drifted from trainpipe.contract.pipeline: run `make manifests` and commit the result"
+
+
+def _walk(node, path="spec"):
+    yield path, node
+    for name, sub in (node.get("properties") or {}).items():
+        yield from _walk(sub, f"{path}.{name}")
+    if "items" in node:
+        yield from _walk(node["items"], f"{path}[]")
+
+
+def test_schema_is_structural():
+    schema = yaml.safe_load(render())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    for path, node in _walk(schema):
+        assert "$ref" not in node and "anyOf" not in node and "const" not in node, path
+        assert "type" in node, f"{path} has no type"
+        assert not ("properties" in node and "additionalProperties" in node), path
+
+
+def _openapi_to_jsonschema(node):
+    """Enough of OpenAPI→JSON Schema to validate examples: nullable and boolean exclusive bounds."""
+    if isinstance(node, dict):
+        out = {k: _openapi_to_jsonschema(v) for k, v in node.items() if not k.startswith("x-kubernetes") and k != "nullable"}
+        if node.get("nullable"):
+            out["type"] = [node["type"], "null"]
+        if out.get("exclusiveMinimum") is True:
+            out["exclusiveMinimum"] = out.pop("minimum")
+        if out.get("exclusiveMaximum") is True:
+            out["exclusiveMaximum"] = out.pop("maximum")
+        return out
+    if isinstance(node, list):
+        return [_openapi_to_jsonschema(v) for v in node]
+    return node
+
+
+def test_example_manifest_validates_and_a_bad_one_names_the_field():
+    schema = _openapi_to_jsonschema(yaml.safe_load(render())["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    example = yaml.safe_load((ROOT / "examples" / "demo-pipeline.yaml").read_text())
+    jsonschema.validate(example, schema)
+    example["spec"]["targets"]["topN"] = 0
+    with pytest.raises(jsonschema.ValidationError, match="0 is less than the minimum of 1"):
+        jsonschema.validate(example, schema)
+
+
+def test_structural_rejects_unions_it_cannot_express():
+    with pytest.raises(ValueError, match="anyOf"):
+        structural({"anyOf": [{"type": "string"}, {"type": "integer"}]}, {})
