@@ -20,6 +20,12 @@ JOBS="${TRAINPIPE_BUILD_JOBS:-$(nproc)}"
 RECIPE=1
 
 export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-buildvcs=false
+# CI shells may not have Go's default install folder on PATH.
+if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then export PATH="/usr/local/go/bin:$PATH"; fi
+if ! command -v go >/dev/null; then
+  echo "[build-tools] no Go toolchain on PATH: install Go >= 1.26 (https://go.dev/dl) or put it on PATH" >&2
+  exit 1
+fi
 
 log() { printf '[build-tools] %s\n' "$*" >&2; }
 

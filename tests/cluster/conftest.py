@@ -107,7 +107,7 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
                  for when in ("setup", "call"))
     if failed:
         text = cluster.dump(name)
-        dump_dir = cluster.state / "dumps"
+        dump_dir = cluster.state.parent / "cluster-dumps"  # outlives cluster-down, which removes state
         dump_dir.mkdir(parents=True, exist_ok=True)
         (dump_dir / f"{name}.txt").write_text(text)
         request.node.add_report_section("teardown", "cluster dump", text)

@@ -385,7 +385,14 @@ class PodRun:
         for init in spec.get("initContainers", []) or []:
             state = self.run_container(init, volumes, 0)
             if state["exitCode"] != 0 or self.deleted.is_set():
-                self.finish({c["name"]: {"terminated": state} for c in [init]}, containers, failed=True)
+                # As on a kubelet with restartPolicy Never: the pod fails, containers never start.
+                with self.status_lock:
+                    self.statuses = {c["name"]: self.container_status(c, {"waiting": {"reason": "PodInitializing"}})
+                                     for c in containers}
+                log.info("%s/%s: Failed (init container %s=%s)", self.ns, self.name, init["name"], state["exitCode"])
+                self.publish(phase="Failed", conditions=self.conditions(False, "PodFailed"),
+                             message=f"init container {init['name']} exited with {state['exitCode']}",
+                             initContainerStatuses=[self.container_status(init, {"terminated": state})])
                 return
         with self.status_lock:
             self.statuses = {c["name"]: self.container_status(c, {"running": {"startedAt": now()}}) for c in containers}

@@ -53,6 +53,8 @@ def describe(summary: dict) -> str:
     if "targets" in summary and isinstance(summary["targets"], dict):
         return "; ".join(f"{t}: {v['n_features']} features, {v['stability'].lower()}" for t, v in summary["targets"].items())
     if "trained" in summary:
-        text = f"{summary['trained']} models trained, {summary.get('failed', 0)} failed, {summary.get('skipped', 0)} reused"
-        return text
+        if not summary.get("units"):
+            return "no units in this stage (the plan's families have none here)"
+        devices = ", ".join(summary.get("devices", []))
+        return f"{summary['trained']} models trained, {summary.get('failed', 0)} failed, {summary.get('skipped', 0)} already done" + (f" on {devices}" if devices else "")
     return ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (dict, list)))

@@ -122,6 +122,9 @@ def _stages(args: argparse.Namespace) -> int:
     from trainpipe.runner.steps import RunContext, run_stage
 
     spec, name = resolve(args)
+    from trainpipe.families.catalogue import resolve_families
+
+    resolve_families(spec.training.families or None, spec.training.model_types)  # an unknown family fails before any work
     layout = Layout(output_dir(args, name))
     stages: list[Stage]
     if args.command == "run":
@@ -130,13 +133,20 @@ def _stages(args: argparse.Namespace) -> int:
         stages = [Stage.TRAIN_CPU if args.stage == "cpu" else Stage.TRAIN_GPU]
     else:
         stages = [Stage(args.command)]
+    from trainpipe.runner.steps import StageFailedError
+
     outcomes = []
+    failure: StageFailedError | None = None
     with stage_progress() as tick:
         ctx = RunContext(spec=spec, layout=layout, progress=tick)
         if args.threads:
             ctx.threads = args.threads
         for stage in stages:
-            outcome = run_stage(ctx, stage, force=args.force)
+            try:
+                outcome = run_stage(ctx, stage, force=args.force)
+            except StageFailedError as exc:
+                failure = exc
+                break
             if outcome.cached:
                 console.print(f"[cyan]{stage.value}[/]: inputs unchanged since the last run — reusing its outputs")
             outcomes.append(outcome)
@@ -147,6 +157,9 @@ def _stages(args: argparse.Namespace) -> int:
         report = write_report(layout)
         console.print(f"report: [bold]{report}[/]")
         print(report)
+    if failure is not None:
+        console.print(f"[bold red]error:[/] {failure}\nrerun the same command to retry only the failed units", highlight=False)
+        return 1
     return 0
 
 

@@ -30,7 +30,10 @@ def _torch():
     import torch
 
     torch.set_num_threads(num_threads())
-    torch.use_deterministic_algorithms(True, warn_only=True)  # CUDA kernels without a deterministic variant warn instead of failing
+    # CPU kernels are deterministic already; on CUDA pin cuDNN. (torch.use_deterministic_algorithms is not
+    # used: it imports torch._inductor, whose LLVM aborts the process when TensorFlow is loaded too.)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
     return torch
 
 

@@ -33,6 +33,15 @@ class StageInputError(RuntimeError):
     """A stage was asked to run before the stage it depends on produced its artefacts."""
 
 
+class StageFailedError(RuntimeError):
+    """Some units of a stage failed; the others' results are kept and a rerun retries only the failed ones."""
+
+    def __init__(self, stage: Stage, summary: dict):
+        self.stage, self.summary = stage, summary
+        failures = "; ".join(f"{f['job_id']}/{f['family']}: {f['reason']}" for f in summary.get("failures", []))
+        super().__init__(f"{stage.value}: {summary.get('failed')} of {summary.get('units')} units failed — {failures}")
+
+
 @dataclass
 class RunContext:
     spec: PipelineSpec
@@ -248,9 +257,31 @@ def train_step(ctx: RunContext, stage: Stage) -> dict:
         holdout_fraction=ctx.spec.training.holdout_fraction,
         embargo_bars=ctx.spec.ranking.embargo_bars,
         seed=ctx.spec.seed,
-        on_progress=lambda label, total=None: ctx.tick(stage, label, total),
+        on_progress=_training_progress(ctx, stage),
     )
-    return result.summary() if hasattr(result, "summary") else {"result": str(result)}
+    summary = {
+        "units": len(result.records), "trained": result.trained, "failed": result.failed, "skipped": result.skipped,
+        "devices": sorted({r.device for r in result.records if r.device}),
+        "failures": [{"job_id": r.job_id, "family": r.family, "reason": r.reason} for r in result.records if r.status == "failed"],
+    }
+    if result.failed:
+        raise StageFailedError(stage, summary)
+    return summary
+
+
+def _training_progress(ctx: RunContext, stage: Stage) -> Callable[[dict], None]:
+    """Turn the training stage's events into progress ticks: a family adds its units, each unit advances."""
+    total = 0
+
+    def on_event(event: dict) -> None:
+        nonlocal total
+        if event.get("event") == "family_start":
+            total += int(event.get("units", 0))
+            ctx.tick(stage, "", total)
+        elif event.get("event") == "unit_done":
+            ctx.tick(stage, f"{event.get('job_id')} · {event.get('family')}")
+
+    return on_event
 
 
 STEPS: dict[Stage, Callable[[RunContext], dict]] = {

@@ -1,0 +1,142 @@
+"""`trainpipe run` on the real example data: every artefact of the output contract, the cache, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trainpipe.data.loading import load_panel
+from trainpipe.families.registry import load_model
+from trainpipe.io.layout import Layout
+
+from conftest import ok, trainpipe
+
+RUN = ("--auto-targets", "--auto-features", "--top-n-targets", "3", "--top-m-features", "15")
+
+
+@pytest.fixture(scope="module")
+def first_run(example_data: Path, tmp_path_factory) -> tuple[Layout, str]:
+    out = tmp_path_factory.mktemp("run") / "out"
+    result = ok(trainpipe("run", "--data-dir", str(example_data), *RUN, "--output-dir", str(out)))
+    return Layout(out), result.stdout + result.stderr
+
+
+def test_ranking_artefacts(first_run):
+    layout, _ = first_run
+    table = pd.read_parquet(layout.rankings_parquet)
+    for col in ["target", "task", "score", "ic", "rank_ic", "r2", "auc", "consistency", "n_samples", "status", "reason"]:
+        assert col in table.columns, col
+    assert set(table["target"]) == {"fwd_ret_1d", "fwd_ret_5d", "fwd_ret_10d", "fwd_ret_20d", "y_up_5d", "y_up_20d"}
+    assert table["selected"].sum() == 3
+    assert (table.loc[table["task"] == "regression", "r2"].notna()).all()
+    assert (table.loc[table["task"] == "binary", "auc"].between(0.3, 0.7)).all()  # honest OOS AUCs on daily returns
+    ranking = json.loads(layout.rankings_json.read_text())
+    assert ranking["selected"] == list(table.loc[table["selected"], "target"])
+
+
+def test_selection_artefacts(first_run):
+    layout, _ = first_run
+    selected = json.loads(layout.rankings_json.read_text())["selected"]
+    for target in selected:
+        sel = json.loads(layout.selected_features(target).read_text())
+        assert 0 < len(sel["features"]) <= 15
+        scores = pd.read_parquet(layout.feature_scores(target))
+        for col in ["lightgbm_gain", "xgboost_gain", "catboost", "permutation", "mutual_info", "consensus", "support"]:
+            assert col in scores.columns, col
+        chosen = scores.loc[scores["selected"]].sort_values("consensus", ascending=False)
+        assert list(chosen["feature"]) == sel["features"]  # ordered best first
+        assert (chosen["support"] >= 2).all()
+
+
+def test_plan_artefacts(first_run):
+    layout, _ = first_run
+    cands = pd.read_parquet(layout.routing_candidates)
+    assert (cands["sample_size"] > 0).all()
+    routing = json.loads(layout.routing_plan_json.read_text())
+    assert layout.routing_plan_md.exists()
+    master = json.loads(layout.master_training_plan.read_text())
+    assert master == json.loads(layout.training_plan_mirror.read_text())
+    assert master["metadata"]["routingPlanPath"] == "METRICS/routing_plan/routing_plan.json"
+    assert master["jobs"], "the plan has jobs"
+    assert set(routing["targets"]) == {j["target"] for j in master["jobs"]}
+    for view in ["by_target", "by_symbol", "by_type", "by_route"]:
+        assert any((layout.training_plan_dir / view).glob("*.json")), view
+    priorities = [j["priority"] for j in master["jobs"]]
+    assert priorities == sorted(priorities, reverse=True)
+
+
+def test_every_planned_model_is_trained_with_honest_metrics_and_reloads(first_run, example_data):
+    layout, _ = first_run
+    master = json.loads(layout.master_training_plan.read_text())
+    panel = load_panel(example_data)
+    new_rows = panel.frame.tail(60)
+    for job in master["jobs"]:
+        for family in job["modelFamilies"]:
+            model_dir = layout.model_dir(job["jobId"], family)
+            metrics = json.loads((model_dir / "metrics.json").read_text())
+            assert metrics["device"] == "cpu"
+            assert metrics["n_test"] > 0 and metrics["n_train"] > metrics["n_test"]
+            key = "auc" if job["task"] == "binary" else "rank_ic"
+            assert np.isfinite(metrics["metrics"][key])
+            assert "turnover" in metrics["backtest"]
+    job = master["jobs"][0]
+    model = load_model(layout.model_dir(job["jobId"], job["modelFamilies"][0]))
+    rows = new_rows if job["symbol"] is None else new_rows[new_rows["symbol"] == job["symbol"]]
+    pred = model.predict(rows)
+    assert len(pred) == len(rows) and np.isfinite(pred).all()
+
+
+def test_report_shows_every_section(first_run):
+    layout, out = first_run
+    html = layout.report_html.read_text()
+    for section in ["Target ranking", "Selected features", "Training plan", "Models"]:
+        assert section in html
+    assert html.count("<img") >= 2
+    assert str(layout.report_html) in out
+
+
+def test_second_run_hits_the_cache_and_a_setting_reruns_only_its_stages(first_run, example_data):
+    layout, _ = first_run
+    plan_before = layout.master_training_plan.read_text()
+    again = ok(trainpipe("run", "--data-dir", str(example_data), *RUN, "--output-dir", str(layout.root)))
+    text = again.stderr
+    for stage in ["rank", "select", "plan", "train-cpu", "train-gpu"]:
+        assert f"{stage}: inputs unchanged" in text, text
+    assert layout.master_training_plan.read_text() == plan_before
+
+    changed = ok(trainpipe("run", "--data-dir", str(example_data), *RUN[:-1], "12", "--output-dir", str(layout.root)))
+    assert "rank: inputs unchanged" in changed.stderr
+    assert "select: inputs unchanged" not in changed.stderr and "plan: inputs unchanged" not in changed.stderr
+    selected = json.loads(layout.rankings_json.read_text())["selected"]
+    assert all(len(json.loads(layout.selected_features(t).read_text())["features"]) <= 12 for t in selected)
+
+
+def _without_timestamp(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    data["metadata"].pop("generatedAt")
+    return data
+
+
+def test_same_inputs_give_identical_plans(example_data, tmp_path):
+    plans = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        ok(trainpipe("run", "--data-dir", str(example_data), "--symbols", "AAPL", "NVDA", "META", "--top-n-targets", "2",
+                     "--top-m-features", "10", "--skip-training", "--output-dir", str(out)))
+        plans.append((_without_timestamp(Layout(out).master_training_plan), _without_timestamp(Layout(out).routing_plan_json)))
+    assert plans[0] == plans[1]
+
+
+def test_bad_input_is_one_clear_error(tmp_path, example_data):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = trainpipe("run", "--data-dir", str(empty), "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert str(empty) in result.stderr and "Traceback" not in result.stderr
+    unknown = trainpipe("run", "--data-dir", str(example_data), "--families", "lightgbm", "no_such_family", "--output-dir", str(tmp_path / "out2"))
+    assert unknown.returncode == 2 and "no_such_family" in unknown.stderr and "Traceback" not in unknown.stderr
+    assert not (tmp_path / "out2").exists()

@@ -1,0 +1,61 @@
+"""The job images install exactly the project's extras: jobs-cpu `.[cpu]` (no TensorFlow/Torch), jobs-gpu `.[cpu,gpu]`."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("tensorflow", "torch", "keras", "jax")
+
+
+def _extras() -> dict[str, list[str]]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+
+def _dist(requirement: str) -> str:
+    return re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower()
+
+
+def _pip_installs(dockerfile: Path) -> list[str]:
+    """Arguments of every `pip install` in the Dockerfile (continuation lines joined)."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    args = []
+    for line in text.splitlines():
+        for match in re.finditer(r"pip3?\s+install\s+([^&|;]+)", line):
+            args += [a.strip("'\"") for a in match.group(1).split() if not a.startswith("-")]
+    return args
+
+
+@pytest.mark.parametrize(("image", "extras"), [("jobs-cpu", {"cpu"}), ("jobs-gpu", {"cpu", "gpu"})])
+def test_image_installs_the_project_extras(image: str, extras: set[str]) -> None:
+    args = _pip_installs(ROOT / "images" / image / "Dockerfile")
+    project = [a for a in args if a.startswith(".[")]
+    assert len(project) == 1, f"{image}: expected one `pip install .[extras]`, found {args}"
+    assert set(project[0][2:-1].split(",")) == extras
+    declared = {_dist(r) for e in extras for r in _extras()[e]}
+    stray = [a for a in args if not a.startswith(".") and _dist(a) not in declared]
+    assert not stray, f"{image} installs packages outside its extras: {stray}; add them to pyproject's extras instead"
+
+
+def test_cpu_image_and_extra_have_no_deep_learning_framework() -> None:
+    assert not [r for r in _extras()["cpu"] if _dist(r).startswith(HEAVY)]
+    text = (ROOT / "images" / "jobs-cpu" / "Dockerfile").read_text().lower()
+    assert not [w for w in HEAVY if re.search(rf"install[^\n]*\b{w}", text)]
+    assert "python:3.11-slim" in text
+
+
+def test_gpu_image_uses_a_cuda_base_and_gpu_extras_carry_both_frameworks() -> None:
+    assert re.search(r"^FROM nvidia/cuda:", (ROOT / "images" / "jobs-gpu" / "Dockerfile").read_text(), re.M)
+    gpu = {_dist(r) for r in _extras()["gpu"]}
+    local = {_dist(r) for r in _extras()["gpu-local"]}
+    assert {"tensorflow", "torch"} <= gpu and {"tensorflow-cpu", "torch"} <= local
+
+
+@pytest.mark.parametrize("extra", ["cpu", "gpu", "gpu-local"])
+def test_extras_have_lower_and_upper_bounds(extra: str) -> None:
+    for requirement in _extras()[extra]:
+        assert ">=" in requirement and "<" in requirement.replace("<=", ""), f"{extra}: {requirement} needs lower and upper bounds"

@@ -1,0 +1,100 @@
+"""The training stages end to end on a tiny synthetic panel: isolated workers, per-job families, resume, failures, the GPU gate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trainpipe.contract.names import Route, TaskType, TrainingType
+from trainpipe.families.base import FamilyParamError
+from trainpipe.families.registry import load_model
+from trainpipe.io.layout import Layout
+from trainpipe.training import StageGateError, read_all_metrics, run_training, run_training_stage
+from trainpipe.training.bench import benchmark_plan
+from trainpipe.training.synthetic import SYNTHETIC_LOADER, load_synthetic_panel, synthetic_frame, write_synthetic_data
+
+FEATURES = ["f0", "f1", "f2", "f3"]
+PARAMS = {"lightgbm": {"n_estimators": 20}, "tab_lstm": {"epochs": 1, "d_token": 4, "hidden": 4, "batch_size": 64}}
+KW = {"interval": None, "holdout_fraction": 0.25, "embargo_bars": 2, "seed": 1, "params": PARAMS, "panel_loader": SYNTHETIC_LOADER}
+
+
+def _plan(extra_feature: str | None = None):
+    plan = benchmark_plan("fwd_ret_1d", FEATURES, ["lightgbm", "ftrl_proximal", "tab_lstm"])
+    cs = plan.jobs[0]
+    sym = cs.model_copy(update={"job_id": "sym_aaa_y_up_1d", "target": "y_up_1d", "task": TaskType.BINARY, "symbol": "AAA",
+                                "route": Route.SYMBOL_SPECIFIC, "training_type": TrainingType.SYMBOL_SPECIFIC,
+                                "model_families": ["FTRLProximal", "reward_based"],
+                                "features": FEATURES + ([extra_feature] if extra_feature else [])})
+    return plan.model_copy(update={"jobs": [cs, sym]})
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data")
+    write_synthetic_data(path, synthetic_frame(n_ts=120, symbols=("AAA", "BBB", "CCC"), n_features=5, seed=2))
+    return path
+
+
+def test_cpu_then_gpu_trains_each_job_on_its_rows_and_resumes(tmp_path, data_dir) -> None:
+    layout = Layout(tmp_path)
+    events = []
+    results = run_training(_plan(), layout, data_dir, families=None, on_progress=events.append, **KW)
+    cpu, gpu = results["cpu"], results["gpu"]
+    assert (cpu.trained, cpu.failed, gpu.trained, gpu.failed) == (4, 0, 1, 0), cpu.to_dict()
+    assert [e["family"] for e in events if e["event"] == "family_start"] == ["lightgbm", "reward_based", "ftrl_proximal", "tab_lstm"]
+    metrics = {(m.job_id, m.family): m for m in read_all_metrics(layout)}
+    assert set(metrics) == {("bench_fwd_ret_1d", "lightgbm"), ("bench_fwd_ret_1d", "ftrl_proximal"), ("bench_fwd_ret_1d", "tab_lstm"),
+                            ("sym_aaa_y_up_1d", "ftrl_proximal"), ("sym_aaa_y_up_1d", "reward_based")}
+    cs, sym = metrics[("bench_fwd_ret_1d", "ftrl_proximal")], metrics[("sym_aaa_y_up_1d", "ftrl_proximal")]
+    assert cs.n_train + cs.n_test > 2 * (sym.n_train + sym.n_test)  # the symbol job really trains on AAA only
+    assert sym.symbol == "AAA" and "auc" in sym.metrics and "r2" in cs.metrics
+    assert cs.metrics["rank_ic_method"] == "cross_sectional_mean" and sym.metrics["rank_ic_method"] == "pooled"
+    assert cs.backtest["mode"] == "cross_sectional_long_short" and sym.backtest["mode"] == "single_symbol_sign"
+    assert all(m.device == "cpu" and m.peak_rss_mb > 0 for m in metrics.values())
+    assert cs.holdout["purge_bars"] == 1 + 2
+    assert metrics[("bench_fwd_ret_1d", "tab_lstm")].stage == "gpu"
+
+    # the saved model reloads and predicts new rows
+    panel = load_synthetic_panel(data_dir)
+    model = load_model(layout.model_dir("sym_aaa_y_up_1d", "reward_based"))
+    proba = model.predict(panel.frame[panel.frame["symbol"] == "AAA"].tail(5))
+    assert ((proba >= 0) & (proba <= 1)).all()
+
+    again = run_training(_plan(), layout, data_dir, families=None, **KW)
+    assert again["cpu"].trained == 0 and again["cpu"].skipped == 4 and again["gpu"].skipped == 1
+
+
+def test_a_failing_unit_is_recorded_and_blocks_the_gpu_stage(tmp_path, data_dir) -> None:
+    layout = Layout(tmp_path)
+    plan = _plan(extra_feature="not_in_data")
+    cpu = run_training_stage(plan, "cpu", layout, data_dir, families=["ftrl_proximal", "lightgbm"], **KW)
+    status = {(r.job_id, r.family): r.status for r in cpu.records}
+    assert status == {("bench_fwd_ret_1d", "lightgbm"): "trained", ("bench_fwd_ret_1d", "ftrl_proximal"): "trained",
+                      ("sym_aaa_y_up_1d", "ftrl_proximal"): "failed"}
+    error = (layout.models_dir / "sym_aaa_y_up_1d" / "ftrl_proximal.error.txt").read_text()
+    assert "not_in_data" in error
+    assert not layout.model_dir("sym_aaa_y_up_1d", "ftrl_proximal").exists()
+    with pytest.raises(StageGateError, match="sym_aaa_y_up_1d/ftrl_proximal: failed") as info:
+        run_training_stage(plan, "gpu", layout, data_dir, families=["ftrl_proximal", "lightgbm", "tab_lstm"], **KW)
+    assert info.value.problems == ["sym_aaa_y_up_1d/ftrl_proximal: failed"]
+
+
+def test_bad_parameters_fail_before_any_worker_starts(tmp_path, data_dir) -> None:
+    with pytest.raises(FamilyParamError, match="lightgbm.*n_estimators"):
+        run_training_stage(_plan(), "cpu", Layout(tmp_path), data_dir, families=["lightgbm"],
+                           **{**KW, "params": {"lightgbm": {"n_estimators": -5}}})
+    assert not (tmp_path / "models").exists()
+    with pytest.raises(ValueError, match="unknown training stage"):
+        run_training_stage(_plan(), "tpu", Layout(tmp_path), data_dir, families=None, **KW)
+
+
+def test_cpu_worker_hides_gpus_and_blocks_frameworks(tmp_path, data_dir) -> None:
+    layout = Layout(tmp_path)
+    run_training_stage(_plan(), "cpu", layout, data_dir, families=["lightgbm"], **KW)
+    request = json.loads((layout.state_dir / "training" / "cpu" / "lightgbm.request.json").read_text())
+    assert request["family"] == "lightgbm" and [u["job_id"] for u in request["units"]] == ["bench_fwd_ret_1d"]
+    from trainpipe.training.worker import _FrameworkBlocker
+
+    with pytest.raises(ImportError, match="blocked in CPU-stage"):
+        _FrameworkBlocker().find_spec("torch.nn")

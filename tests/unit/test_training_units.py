@@ -1,0 +1,143 @@
+"""Table tests of the training stages' pure decisions: family selection, units, thread plans, gate, windows, splits, metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trainpipe.families.catalogue import ALL_FAMILIES, CPU_FAMILIES, GPU_FAMILIES, UnknownFamilyError, resolve_families, stage_of
+from trainpipe.families.windows import window_index
+from trainpipe.training.backtest import long_short_backtest
+from trainpipe.training.bench import benchmark_plan
+from trainpipe.training.holdout import early_stopping_split
+from trainpipe.training.metrics import auc, evaluate
+from trainpipe.training.units import gate_problems, plan_units, thread_env
+
+
+@pytest.mark.parametrize(
+    ("families", "model_types", "expected"),
+    [
+        (None, "sequential", list(ALL_FAMILIES)),
+        (None, "all", list(ALL_FAMILIES)),
+        (None, "cpu", list(CPU_FAMILIES)),
+        (None, "gpu", list(GPU_FAMILIES)),
+        (["TabTransformer", "LightGBM", "QuantileLightGBM"], None, ["lightgbm", "quantile_lightgbm", "tab_transformer"]),
+        (["mlp", "xgboost"], "cpu", ["xgboost"]),
+        (["ftrl-proximal", "CNN1D"], "all", ["ftrl_proximal", "cnn1d"]),
+        (["lstm", "tab_lstm"], "cross_sectional", ["tab_lstm"]),
+        (None, None, list(ALL_FAMILIES)),
+    ],
+)
+def test_resolve_families(families, model_types, expected) -> None:
+    assert resolve_families(families, model_types) == expected
+
+
+def test_resolve_families_unknown_lists_valid_names() -> None:
+    with pytest.raises(UnknownFamilyError, match="valid families: lightgbm, quantile_lightgbm"):
+        resolve_families(["RandomForest"], None)
+    with pytest.raises(ValueError, match="model_types"):
+        resolve_families(None, "gpus")
+
+
+def test_stage_split() -> None:
+    assert len(CPU_FAMILIES) == 11 and len(GPU_FAMILIES) == 10
+    assert stage_of("XGBoost") == "cpu" and stage_of("MetaLearning") == "cpu" and stage_of("multi_task") == "gpu"
+
+
+def _plan():
+    plan = benchmark_plan("fwd_ret_1d", ["f0", "f1"], ["LightGBM", "mlp", "quantile_lightgbm", "lstm", "NoSuchFamily"])
+    binary = plan.jobs[0].model_copy(update={"job_id": "b", "target": "y_up_1d", "task": "binary"})
+    return plan.model_copy(update={"jobs": [plan.jobs[0], binary]})
+
+
+@pytest.mark.parametrize(
+    ("stage", "families", "units", "skipped"),
+    [
+        ("cpu", None, [("bench_fwd_ret_1d", "lightgbm"), ("b", "lightgbm"), ("bench_fwd_ret_1d", "quantile_lightgbm")],
+         {("bench_fwd_ret_1d", "NoSuchFamily"), ("b", "NoSuchFamily"), ("b", "quantile_lightgbm")}),
+        ("gpu", None, [("bench_fwd_ret_1d", "mlp"), ("b", "mlp"), ("bench_fwd_ret_1d", "lstm"), ("b", "lstm")], set()),
+        ("gpu", ["lstm"], [("bench_fwd_ret_1d", "lstm"), ("b", "lstm")], set()),
+        ("cpu", ["mlp"], [], {("bench_fwd_ret_1d", "NoSuchFamily"), ("b", "NoSuchFamily")}),
+    ],
+)
+def test_plan_units(stage, families, units, skipped) -> None:
+    got, skips = plan_units(_plan(), stage, families)
+    assert [(u.job_id, u.family) for u in got] == units  # family-major, catalogue order, then plan order
+    assert {(s.job_id, s.family) for s in skips} == skipped
+
+
+@pytest.mark.parametrize(
+    ("family", "cpus", "omp", "blas", "framework", "cuda_hidden"),
+    [
+        ("lightgbm", 8, "8", "1", "8", True),
+        ("reward_based", 8, "1", "8", "8", True),
+        ("ftrl_proximal", 8, "1", "1", "1", True),
+        ("mlp", 8, "1", "1", "8", False),
+        ("lstm", 4, "4", "1", "4", False),
+    ],
+)
+def test_thread_env(family, cpus, omp, blas, framework, cuda_hidden) -> None:
+    env = thread_env(family, cpus)
+    assert (env["OMP_NUM_THREADS"], env["MKL_NUM_THREADS"], env["OPENBLAS_NUM_THREADS"], env["TRAINPIPE_NUM_THREADS"]) == (omp, blas, blas, framework)
+    assert env["MKL_THREADING_LAYER"] == "GNU"
+    assert (env.get("CUDA_VISIBLE_DEVICES") == "") is cuda_hidden
+    assert (env.get("TRAINPIPE_BLOCK_FRAMEWORKS") == "1") is cuda_hidden
+
+
+@pytest.mark.parametrize(
+    ("states", "problems"),
+    [
+        ({("j", "lightgbm"): "done"}, []),
+        ({("j", "lightgbm"): "done", ("j", "xgboost"): "failed"}, ["j/xgboost: failed"]),
+        ({("j", "lightgbm"): "missing", ("k", "lightgbm"): "stale"}, ["j/lightgbm: missing", "k/lightgbm: stale"]),
+        ({}, []),
+    ],
+)
+def test_gate_problems(states, problems) -> None:
+    assert gate_problems(states) == problems
+
+
+def test_window_index_uses_past_rows_of_the_same_symbol_only() -> None:
+    ts = np.array(["2020-01-03", "2020-01-01", "2020-01-02", "2020-01-01", "2020-01-02"], dtype="datetime64[ns]")
+    sym = np.array(["A", "A", "A", "B", "B"])
+    idx = window_index(ts, sym, 3)
+    assert idx.tolist() == [[1, 2, 0], [-1, -1, 1], [-1, 1, 2], [-1, -1, 3], [-1, 3, 4]]
+    with pytest.raises(ValueError, match="duplicate"):
+        window_index(np.r_[ts, ts[:1]], np.r_[sym, sym[:1]], 2)
+
+
+def test_early_stopping_split_is_a_purged_time_tail() -> None:
+    ts = np.repeat(np.arange(100).astype("datetime64[D]").astype("datetime64[ns]"), 2)
+    fit, val = early_stopping_split(ts, 0.2, purge=3)
+    assert ts[fit].max() < ts[val].min()
+    assert len(np.unique(ts[val])) == 20 and len(np.unique(ts[fit])) == 77
+    fit, val = early_stopping_split(ts[:20], 0.2, purge=3)  # too short: no early stopping
+    assert len(val) == 0 and len(fit) == 20
+
+
+def test_evaluate_regression_and_binary() -> None:
+    rng = np.random.default_rng(0)
+    ts = np.repeat(np.arange(50), 4)
+    sym = np.tile(list("ABCD"), 50)
+    y = rng.standard_normal(200)
+    out = evaluate(y, y, ts, sym, "regression")
+    assert out["ic"] == pytest.approx(1) and out["rank_ic_method"] == "cross_sectional_mean" and out["r2"] == pytest.approx(1)
+    assert out["hit_rate"] == 1
+    single = evaluate(y[:50], -y[:50], ts[:50], np.array(["A"] * 50), "regression")
+    assert single["rank_ic_method"] == "pooled" and single["ic"] == pytest.approx(-1)
+    labels = (y > 0).astype(float)
+    assert auc(labels, y) == 1 and evaluate(labels, 1 / (1 + np.exp(-y)), ts, sym, "binary")["auc"] == 1
+
+
+def test_backtest_long_short_and_single_symbol() -> None:
+    ts = np.repeat(pd.date_range("2021-01-01", periods=40).to_numpy(), 3)
+    sym = np.tile(["A", "B", "C"], 40)
+    rng = np.random.default_rng(1)
+    ret = rng.standard_normal(120) * 0.01
+    perfect = long_short_backtest(ret, ret, ts, sym, horizon_bars=1, interval_minutes=1440)
+    assert perfect["mode"] == "cross_sectional_long_short" and perfect["mean_return"] > 0 and perfect["n_periods"] == 40
+    every5 = long_short_backtest(ret, ret, ts, sym, horizon_bars=5, interval_minutes=1440)
+    assert every5["n_periods"] == 8  # non-overlapping holding periods
+    one = long_short_backtest(np.ones(40), ret[:40], ts[::3], np.array(["A"] * 40), horizon_bars=1, interval_minutes=1440)
+    assert one["mode"] == "single_symbol_sign" and one["turnover"] == 0 and one["mean_return"] == pytest.approx(ret[:40].mean())
