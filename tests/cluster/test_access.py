@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from clusterkit import CORE, ApiError, Cluster, Kube
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
+
+from clusterkit import CORE, ApiError, Cluster, Kube
 
 
 def test_service_account_kubeconfig_has_exactly_the_granted_rbac(cluster: Cluster, kube: Kube, namespace: str,

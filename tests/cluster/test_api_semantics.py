@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+
 from clusterkit import CORE, ApiError, Cluster, Kube, wait_for
 
 GROUP = "cluster-tier.trainpipe.io"

@@ -9,11 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import ok, trainpipe
 from trainpipe.data.loading import load_panel
 from trainpipe.families.registry import load_model
 from trainpipe.io.layout import Layout
-
-from conftest import ok, trainpipe
 
 RUN = ("--auto-targets", "--auto-features", "--top-n-targets", "3", "--top-m-features", "15")
 

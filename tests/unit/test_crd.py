@@ -62,3 +62,11 @@ def test_example_manifest_validates_and_a_bad_one_names_the_field():
 def test_structural_rejects_unions_it_cannot_express():
     with pytest.raises(ValueError, match="anyOf"):
         structural({"anyOf": [{"type": "string"}, {"type": "integer"}]}, {})
+
+
+def test_manifest_literals_match_the_names_module():
+    from trainpipe.contract.names import API_GROUP, API_VERSION, KIND
+    from trainpipe.contract.pipeline import TrainingPipeline
+
+    manifest = TrainingPipeline.model_validate({"metadata": {"name": "x"}})
+    assert (manifest.api_version, manifest.kind) == (f"{API_GROUP}/{API_VERSION}", KIND)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from panels import FEATURES, TARGETS, make_panel
 from trainpipe.contract.names import TargetStatus
 from trainpipe.stages.leakage import find_leaks, leaky_shifts
 from trainpipe.stages.rank import RankParams, composite_score, rank_targets, sample_recent
-
-from panels import FEATURES, TARGETS, make_panel
 
 PARAMS = RankParams(folds=3, embargo_bars=2, top_n=2, threads=1)
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from panels import FEATURES, make_panel
 from trainpipe.contract.names import Stability, TaskType
 from trainpipe.contract.pipeline import ALL_SELECTION_METHODS
 from trainpipe.stages.select import SelectParams, consensus, normalise, select_features, stability
-
-from panels import FEATURES, make_panel
 
 PARAMS = SelectParams(methods=ALL_SELECTION_METHODS, min_support=2, top_m=3, holdout_fraction=0.2, embargo_bars=2, seed=7, threads=1)
 

@@ -26,7 +26,8 @@ def _plan(extra_feature: str | None = None):
                                 "route": Route.SYMBOL_SPECIFIC, "training_type": TrainingType.SYMBOL_SPECIFIC,
                                 "model_families": ["FTRLProximal", "reward_based"],
                                 "features": FEATURES + ([extra_feature] if extra_feature else [])})
-    return plan.model_copy(update={"jobs": [cs, sym]})
+    summary = plan.summary.model_copy(update={"total_jobs": 2, "total_symbol_jobs": 1})
+    return type(plan).model_validate({**plan.model_dump(), "jobs": [cs.model_dump(), sym.model_dump()], "summary": summary.model_dump()})
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from trainpipe.contract.names import TaskType
 from trainpipe.families.catalogue import ALL_FAMILIES, CPU_FAMILIES, GPU_FAMILIES, UnknownFamilyError, resolve_families, stage_of
 from trainpipe.families.windows import window_index
 from trainpipe.training.backtest import long_short_backtest
@@ -47,8 +48,9 @@ def test_stage_split() -> None:
 
 def _plan():
     plan = benchmark_plan("fwd_ret_1d", ["f0", "f1"], ["LightGBM", "mlp", "quantile_lightgbm", "lstm", "NoSuchFamily"])
-    binary = plan.jobs[0].model_copy(update={"job_id": "b", "target": "y_up_1d", "task": "binary"})
-    return plan.model_copy(update={"jobs": [plan.jobs[0], binary]})
+    binary = plan.jobs[0].model_copy(update={"job_id": "b", "target": "y_up_1d", "task": TaskType.BINARY})
+    summary = plan.summary.model_copy(update={"total_jobs": 2})
+    return type(plan).model_validate({**plan.model_dump(), "jobs": [plan.jobs[0].model_dump(), binary.model_dump()], "summary": summary.model_dump()})
 
 
 @pytest.mark.parametrize(

@@ -96,8 +96,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "data":
         return _data_example(args.out)
     if args.command == "report":
-        from trainpipe.report.html import write_report
         from trainpipe.io.layout import Layout
+        from trainpipe.report.html import write_report
 
         path = write_report(Layout(args.output_dir))
         print(path)

@@ -32,9 +32,9 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         if len(non_null) != 1:
             raise ValueError(f"cannot express anyOf {any_of} structurally; use one type per field")
         rest = {k: v for k, v in schema.items() if k != "anyOf"}
-        out = structural({**non_null[0], **rest}, defs)
-        out["nullable"] = True
-        return out
+        nullable = structural({**non_null[0], **rest}, defs)
+        nullable["nullable"] = True
+        return nullable
     out: dict[str, Any] = {}
     for key, value in schema.items():
         if key in _DROP or (key == "default" and value is None):

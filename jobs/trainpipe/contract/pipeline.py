@@ -9,7 +9,6 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from trainpipe.contract.base import Contract
-from trainpipe.contract.names import API_GROUP, API_VERSION, KIND
 
 SelectionMethod = Literal["lightgbm_gain", "xgboost_gain", "catboost", "permutation", "mutual_info"]
 ALL_SELECTION_METHODS: tuple[SelectionMethod, ...] = (
@@ -123,8 +122,9 @@ class ObjectMeta(Contract):
 
 
 class TrainingPipeline(Contract):
-    api_version: Literal["trainpipe.io/v1alpha1"] = Field(f"{API_GROUP}/{API_VERSION}")
-    kind: Literal["TrainingPipeline"] = KIND
+    # Literal values must equal trainpipe.contract.names (API_GROUP/API_VERSION, KIND); test_crd checks it.
+    api_version: Literal["trainpipe.io/v1alpha1"] = "trainpipe.io/v1alpha1"
+    kind: Literal["TrainingPipeline"] = "TrainingPipeline"
     metadata: ObjectMeta
     spec: PipelineSpec = Field(default_factory=PipelineSpec)
     status: dict[str, Any] | None = None

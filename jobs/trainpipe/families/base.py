@@ -185,7 +185,7 @@ class Trainer(ABC):
         self.extra_meta: dict[str, Any] = {}
 
     # ---- hooks for the families -------------------------------------------------------------
-    def _check(self, params: dict[str, Any]) -> None:
+    def _check(self, params: dict[str, Any]) -> None:  # noqa: B027 - optional hook, most families need none
         """Family-specific parameter checks beyond check_params (raise FamilyParamError)."""
 
     @abstractmethod

@@ -41,7 +41,7 @@ def long_short_backtest(
     cross_sectional = frame["symbol"].nunique() > 1
     period_returns, turnovers = [], []
     previous = pd.Series(dtype=np.float64)
-    for stamp, group in frame[frame["ts"].isin(rebalance)].groupby("ts", sort=True):
+    for _stamp, group in frame[frame["ts"].isin(rebalance)].groupby("ts", sort=True):
         if cross_sectional:
             if len(group) < 2:
                 continue

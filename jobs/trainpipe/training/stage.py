@@ -24,7 +24,7 @@ from typing import Any
 
 from trainpipe.contract.plan import TrainingPlan
 from trainpipe.families.base import check_params
-from trainpipe.families.catalogue import CPU_FAMILIES, resolve_families
+from trainpipe.families.catalogue import resolve_families
 from trainpipe.io.atomic import write_json
 from trainpipe.io.layout import Layout
 from trainpipe.training.units import (
@@ -278,4 +278,4 @@ def run_training(
     return {"cpu": cpu, "gpu": gpu}
 
 
-__all__ = ["CPU_FAMILIES", "DEFAULT_PANEL_LOADER", "StageGateError", "StageResult", "UnitRecord", "cpu_gate_problems", "run_training", "run_training_stage"]
+__all__ = ["DEFAULT_PANEL_LOADER", "StageGateError", "StageResult", "UnitRecord", "cpu_gate_problems", "run_training", "run_training_stage"]

@@ -19,7 +19,7 @@ def synthetic_frame(n_ts: int = 160, symbols: Sequence[str] = ("AAA", "BBB", "CC
     rng = np.random.default_rng(seed)
     ts = pd.date_range("2020-01-01", periods=n_ts, freq="B", tz="UTC")
     parts = []
-    for s_i, symbol in enumerate(symbols):
+    for symbol in symbols:
         x = rng.standard_normal((n_ts, n_features))
         x[:, 2] = np.cumsum(x[:, 2]) * 0.1  # one persistent feature so sequence models have something to see
         signal = 0.6 * x[:, 0] - 0.4 * x[:, 1] + 0.3 * np.r_[0.0, x[:-1, 2]]
