@@ -26,6 +26,8 @@ th{background:#f4f6f9;position:sticky;top:0} td.num{text-align:right;font-varian
 .cards{display:flex;gap:1rem;flex-wrap:wrap}.card{background:#f4f6f9;border-radius:8px;padding:.7rem 1rem;min-width:9rem}
 .card b{display:block;font-size:1.4rem}
 details{margin:.4rem 0} summary{cursor:pointer}
+.scroll{overflow-x:auto;max-height:36rem;overflow-y:auto;border:1px solid #e8ebf0;border-radius:6px}
+td{white-space:nowrap} td.long{white-space:normal;font-size:.75rem;color:#4a5263;min-width:22rem;max-width:34rem}
 img.chart{max-width:100%;border:1px solid #e8ebf0;border-radius:6px;margin:.5rem 0}
 """
 
@@ -96,9 +98,11 @@ def _table(frame: pd.DataFrame, columns: list[str]) -> str:
         for c in columns:
             v = row[c]
             cls = " class='num'" if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
+            if not cls and isinstance(v, str) and len(v) > 60:
+                cls = " class='long'"
             cells.append(f"<td{cls}>{_fmt(v)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
 def _cards(ranking, plan, metrics: pd.DataFrame) -> str:
