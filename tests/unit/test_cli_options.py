@@ -59,3 +59,23 @@ def test_bad_manifest_names_file_and_field(tmp_path: Path):
         resolve(_args("-f", str(f)))
     with pytest.raises(ManifestError, match="no such file"):
         resolve(_args("-f", str(tmp_path / "missing.yaml")))
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        ((), ["lightgbm", "xgboost", "catboost"]),
+        (("--families", "CatBoost", "lightgbm"), ["lightgbm", "catboost"]),
+        (("--model-types", "sequential"), None),  # all 21, CPU stage first
+        (("--model-types", "gpu", "--families", "lstm", "lightgbm", "mlp"), ["mlp", "lstm"]),
+    ],
+)
+def test_family_selection_is_seed_compatible(argv, expected):
+    from trainpipe.families.catalogue import ALL_FAMILIES, stage_of
+    from trainpipe.runner.steps import requested_families
+
+    spec, _ = resolve(_args(*argv))
+    families = requested_families(spec.training)
+    assert families == (expected if expected is not None else list(ALL_FAMILIES))
+    stages = [stage_of(f) for f in families]
+    assert stages == sorted(stages, key=["cpu", "gpu"].index)

@@ -122,9 +122,9 @@ def _stages(args: argparse.Namespace) -> int:
     from trainpipe.runner.steps import RunContext, run_stage
 
     spec, name = resolve(args)
-    from trainpipe.families.catalogue import resolve_families
+    from trainpipe.runner.steps import requested_families
 
-    resolve_families(spec.training.families or None, spec.training.model_types)  # an unknown family fails before any work
+    requested_families(spec.training)  # an unknown family fails before any work
     layout = Layout(output_dir(args, name))
     stages: list[Stage]
     if args.command == "run":

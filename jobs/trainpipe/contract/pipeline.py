@@ -95,9 +95,12 @@ class RoutingSpec(Contract):
     block_on_leakage: bool = True
 
 
+DEFAULT_FAMILIES = ("lightgbm", "xgboost", "catboost")
+
+
 class TrainingSpec(Contract):
-    families: list[str] = Field(default_factory=lambda: ["lightgbm", "xgboost", "catboost"], description="Model families to train (snake_case names).")
-    model_types: ModelTypes | None = Field(None, description="Seed-compatible selector: sequential/all = every family in CPU→GPU order.")
+    families: list[str] = Field(default_factory=list, description="Model families to train (snake_case names); empty = the modelTypes set, or lightgbm, xgboost, catboost.")
+    model_types: ModelTypes | None = Field(None, description="Seed-compatible selector: sequential/all = every family in CPU→GPU order; families then filters it.")
     holdout_fraction: float = Field(0.2, gt=0.05, lt=0.6, description="Most recent share of rows held out (after a purge) for honest metrics.")
     allow_empty_plan: bool = Field(False, description="Treat a plan with zero jobs as success instead of an error.")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from trainpipe.contract.names import Leakage, Stability, Stage, TargetStatus, TaskType
-from trainpipe.contract.pipeline import PipelineSpec
+from trainpipe.contract.pipeline import DEFAULT_FAMILIES, PipelineSpec, TrainingSpec
 from trainpipe.contract.plan import PlanMetadata, TrainingPlanMetadata
 from trainpipe.contract.targets import horizon_bars
 from trainpipe.io.atomic import write_json, write_parquet
@@ -202,8 +202,16 @@ def read_selection(layout: Layout, target: str) -> dict:
 # ---------------------------------------------------------------- plan
 
 
-def plan_step(ctx: RunContext) -> dict:
+def requested_families(training: TrainingSpec) -> list[str]:
+    """Families in CPU→GPU order: `families` filters the `modelTypes` set; neither given = the default three."""
     from trainpipe.families.catalogue import resolve_families
+
+    if not training.families and training.model_types is None:
+        return resolve_families(DEFAULT_FAMILIES, None)
+    return resolve_families(training.families or None, training.model_types)
+
+
+def plan_step(ctx: RunContext) -> dict:
     from trainpipe.io.plan_files import write_routing, write_training_plan
     from trainpipe.stages.candidates import build_candidates, candidates_frame
     from trainpipe.stages.planning import build_training_plan
@@ -226,7 +234,7 @@ def plan_step(ctx: RunContext) -> dict:
                                  ctx.layout.relative(ctx.layout.routing_candidates))
     write_routing(ctx.layout, candidates_frame(candidates), routing)
     training = ctx.spec.training
-    families = resolve_families(training.families or None, training.model_types)
+    families = requested_families(training)
     plan = build_training_plan(
         routing,
         {t: s["features"] for t, s in selections.items()},
