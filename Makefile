@@ -33,7 +33,8 @@ example-data: install ## Build the real-price example dataset into $(DEMO_DATA)
 demo: example-data ## Install, build the example data, run the whole local pipeline, print the report path
 	$(TRAINPIPE) run --data-dir $(DEMO_DATA) --auto-targets --auto-features --output-dir $(DEMO_OUT)
 
-test: install ## Install and run the whole suite (unit, end-to-end, cluster tiers)
+test: install ## Install and run the whole suite (lint + architecture, unit, end-to-end, cluster tiers)
+	$(MAKE) lint typecheck
 	$(MAKE) test-unit
 	$(MAKE) test-e2e
 	$(MAKE) test-cluster
@@ -49,7 +50,7 @@ lint: install ## ruff and the import-linter architecture contracts
 	$(VENV)/bin/lint-imports
 
 typecheck: install ## mypy on the pure core
-	$(VENV)/bin/mypy jobs/trainpipe/contract jobs/trainpipe/cv.py
+	$(VENV)/bin/mypy jobs/trainpipe/contract jobs/trainpipe/cv.py jobs/trainpipe/stages/routing.py jobs/trainpipe/stages/planning.py jobs/trainpipe/stages/candidates.py
 
 manifests: install ## Regenerate crds/ from the typed pipeline model
 	$(PY) -m trainpipe.contract.crd crds/trainpipe.io_trainingpipelines.yaml

@@ -9,7 +9,8 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
 
-cold_line="not measured in this run (use --cold)"
+# The last cold build's result is kept next to the binaries, so later runs can still report it.
+record="$TOOLS/cold-build.txt"
 if [[ "${1:-}" == "--cold" ]]; then
   scratch="$(mktemp -d)"
   log "cold build in $scratch (empty GOMODCACHE, GOCACHE and tool cache)"
@@ -17,9 +18,11 @@ if [[ "${1:-}" == "--cold" ]]; then
   GOMODCACHE="$scratch/mod" GOCACHE="$scratch/cache" TRAINPIPE_TOOLS="$scratch/tools" "$HACK/build-tools.sh"
   cold=$(( $(date +%s) - s ))
   per=$(for c in kubernetes etcd kwok helm; do printf '%s %ss, ' "$c" "$(cat "$scratch"/tools/$c-*/build-seconds)"; done)
-  cold_line="${cold}s wall, downloads included (${per%, }, compile + link only)"
+  load=$(cut -d' ' -f1-3 /proc/loadavg)
+  echo "${cold}s wall on $(date -u +%Y-%m-%d), module downloads included (compile + link: ${per%, }; load average after: $load)" > "$record"
   chmod -R u+w "$scratch" && rm -rf "$scratch"
 fi
+cold_line="$(cat "$record" 2>/dev/null || echo "not measured yet on this machine (run hack/cluster-bench.sh --cold)")"
 
 cached_start=$(date +%s%N)
 "$HACK/build-tools.sh" 2>/dev/null

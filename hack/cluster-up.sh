@@ -65,7 +65,10 @@ if ! pid_alive "$EXECUTOR_PID"; then
 fi
 
 kubectl wait --for=condition=Ready node --all --timeout=60s >/dev/null
-kubectl wait --for=jsonpath='{.metadata.name}'=default serviceaccount/default -n default --timeout=60s >/dev/null
+# Pods are refused until the ServiceAccount controller has made `default`; `kubectl wait` can't wait
+# for an object that does not exist yet, so poll.
+for _ in $(seq 120); do kubectl get serviceaccount default -n default >/dev/null 2>&1 && break; sleep 0.5; done
+kubectl get serviceaccount default -n default >/dev/null
 ms=$(( ($(date +%s%N) - start) / 1000000 ))
 printf '%d.%01d\n' $((ms / 1000)) $((ms % 1000 / 100)) > "$STATE/last-start-seconds"
 log "up in $(cat "$STATE/last-start-seconds")s: export KUBECONFIG=$KUBECONFIG_FILE"

@@ -139,3 +139,19 @@ def test_bad_input_is_one_clear_error(tmp_path, example_data):
     unknown = trainpipe("run", "--data-dir", str(example_data), "--families", "lightgbm", "no_such_family", "--output-dir", str(tmp_path / "out2"))
     assert unknown.returncode == 2 and "no_such_family" in unknown.stderr and "Traceback" not in unknown.stderr
     assert not (tmp_path / "out2").exists()
+
+
+def test_cpu_stage_finishes_before_the_gpu_stage_starts(example_data, tmp_path):
+    out = tmp_path / "two-stage"
+    ok(trainpipe("run", "--data-dir", str(example_data), "--symbols", "AAPL", "NVDA", "META", "--top-n-targets", "1",
+                 "--top-m-features", "10", "--families", "mlp", "lightgbm", "lstm", "--output-dir", str(out)))
+    layout = Layout(out)
+    plan = json.loads(layout.master_training_plan.read_text())
+    assert plan["jobs"][0]["modelFamilies"] == ["lightgbm", "mlp", "lstm"]  # CPU→GPU order, whatever the flag order
+    cpu_done = [(layout.model_dir(j["jobId"], "lightgbm") / "metrics.json").stat().st_mtime for j in plan["jobs"]]
+    gpu_started = [p.stat().st_mtime for p in (out / ".trainpipe/training/gpu").glob("*.request.json")]
+    assert len(gpu_started) == 2 and max(cpu_done) <= min(gpu_started)
+    for job in plan["jobs"]:
+        for family in ("mlp", "lstm"):
+            metrics = json.loads((layout.model_dir(job["jobId"], family) / "metrics.json").read_text())
+            assert metrics["stage"] == "gpu" and metrics["device"] == "cpu"  # no GPU on this machine: runs on CPU and says so

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+
 from trainpipe.data.errors import DataError
 from trainpipe.data.loading import find_files, load_panel, schema_columns
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from trainpipe.data import example
 from trainpipe.data.errors import DataError
 from trainpipe.data.example import (
