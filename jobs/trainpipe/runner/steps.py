@@ -149,6 +149,7 @@ def read_rankings(layout: Layout) -> dict:
 
 
 def select_step(ctx: RunContext) -> dict:
+    from trainpipe.stages.rank import sample_recent
     from trainpipe.stages.select import SelectParams, select_features, stability
 
     ranking = read_rankings(ctx.layout)
@@ -156,6 +157,7 @@ def select_step(ctx: RunContext) -> dict:
     by_target = {row["target"]: row for row in ranking["targets"]}
     features = ranking["features"]
     panel = load(ctx, features + selected)
+    frame = sample_recent(panel.frame, ctx.spec.ranking.max_rows)  # the same rows rank scored
     params = SelectParams.from_spec(ctx.spec, ctx.threads)
     ctx.tick(Stage.SELECT, total=len(selected))
     summary = {}
@@ -164,7 +166,7 @@ def select_step(ctx: RunContext) -> dict:
         path = ctx.layout.selected_features(target)
         previous = _previous_selection(path)
         if ctx.spec.features.auto:
-            sel = select_features(panel.frame, target, task, features, horizon_bars(target, panel.interval_minutes), params)
+            sel = select_features(frame, target, task, features, horizon_bars(target, panel.interval_minutes), params)
             chosen, scores = list(sel.features), sel.scores
         else:
             chosen = list(ctx.spec.features.include)
