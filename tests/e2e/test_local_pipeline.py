@@ -142,9 +142,11 @@ def test_bad_input_is_one_clear_error(tmp_path, example_data):
 
 
 def test_cpu_stage_finishes_before_the_gpu_stage_starts(example_data, tmp_path):
+    # Relative paths, as `make demo` passes them: the isolated workers must not depend on their own cwd.
+    (tmp_path / "data").symlink_to(example_data)
     out = tmp_path / "two-stage"
-    ok(trainpipe("run", "--data-dir", str(example_data), "--symbols", "AAPL", "NVDA", "META", "--top-n-targets", "1",
-                 "--top-m-features", "10", "--families", "mlp", "lightgbm", "lstm", "--output-dir", str(out)))
+    ok(trainpipe("run", "--data-dir", "data", "--symbols", "AAPL", "NVDA", "META", "--top-n-targets", "1",
+                 "--top-m-features", "10", "--families", "mlp", "lightgbm", "lstm", "--output-dir", "two-stage", cwd=tmp_path))
     layout = Layout(out)
     plan = json.loads(layout.master_training_plan.read_text())
     assert plan["jobs"][0]["modelFamilies"] == ["lightgbm", "mlp", "lstm"]  # CPU→GPU order, whatever the flag order

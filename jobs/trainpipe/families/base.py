@@ -23,6 +23,7 @@ import pandas as pd
 
 from trainpipe.contract.names import SYMBOL_COLUMN, TIMESTAMP_COLUMN, TaskType
 from trainpipe.families.catalogue import FAMILIES, FamilySpec
+from trainpipe.io.atomic import json_default
 from trainpipe.training.preprocessing import Preprocessor, select_features
 
 META_FILE = "model_meta.json"
@@ -274,7 +275,7 @@ class Trainer(ABC):
             "files": {name: sha256_file(folder / name) for name in files},
             "extra": self.extra_meta,
         }
-        (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
+        (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=json_default) + "\n")
         return meta
 
     @classmethod
@@ -319,10 +320,3 @@ def frame_symbols(frame: pd.DataFrame) -> np.ndarray:
         return frame[SYMBOL_COLUMN].astype(str).to_numpy(dtype=str)
     return np.full(len(frame), "_")
 
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")

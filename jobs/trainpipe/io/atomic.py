@@ -41,7 +41,7 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 
 def write_json(path: Path, payload: Any) -> None:
-    write_text(path, json.dumps(payload, indent=2, sort_keys=False, allow_nan=False, default=_json_default) + "\n")
+    write_text(path, json.dumps(payload, indent=2, sort_keys=False, allow_nan=False, default=json_default) + "\n")
 
 
 def write_parquet(path: Path, frame: pd.DataFrame) -> None:
@@ -55,7 +55,8 @@ def write_with(path: Path, writer: Callable[[Path], None]) -> None:
         writer(tmp)
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """JSON for numpy scalars and paths (the `default=` hook of json.dumps)."""
     if hasattr(value, "item"):
         return value.item()
     if isinstance(value, Path):

@@ -132,6 +132,8 @@ def run_training_stage(
     same fingerprint are skipped (resumable). `isolate=False` runs the workers in this process (debugging only).
     """
     check_stage(stage)
+    # Workers run in their own working folder: every path they get must be absolute.
+    layout, data_dir = Layout(Path(layout.root).resolve()), Path(data_dir).resolve()
     if not 0 < holdout_fraction < 1:
         raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
     if embargo_bars < 0:
