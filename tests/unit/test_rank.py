@@ -62,10 +62,17 @@ def test_past_return_equal_to_the_label_shifted_by_its_horizon_is_not_a_leak():
     frame = make_panel()
     # ret_1d at t is the label of t-1: known at t, so legitimate.
     frame["past_ret"] = frame.groupby("symbol")["fwd_ret_1d"].shift(1)
-    assert find_leaks(frame, ["past_ret"], "fwd_ret_1d", horizon_bars=1, threshold=0.97) == []
+    frame["next_label"] = frame.groupby("symbol")["fwd_ret_1d"].shift(-1)  # tomorrow's label: future information
     frame["same_row"] = frame["fwd_ret_1d"]
-    leaks = find_leaks(frame, ["past_ret", "same_row"], "fwd_ret_1d", horizon_bars=1, threshold=0.97)
-    assert [(leak.feature, leak.shift) for leak in leaks] == [("same_row", 0)]
+
+    def leaks_of(cols, horizon=1):
+        x = frame[cols].to_numpy(dtype=np.float32)
+        return [(leak.feature, leak.shift) for leak in find_leaks(x, frame["fwd_ret_1d"].to_numpy(), frame["symbol"].to_numpy(), cols, horizon, 0.97)]
+
+    assert leaks_of(["past_ret"]) == []
+    assert sorted(leaks_of(["past_ret", "same_row", "next_label"])) == [("next_label", -1), ("same_row", 0)]
+    # With a 5-bar horizon, the label of 1..4 bars ago is not yet known at t: a copy of it is a leak.
+    assert ("past_ret", 1) in leaks_of(["past_ret"], horizon=5)
 
 
 @pytest.mark.parametrize("horizon,expected_max", [(1, 0), (5, 4), (20, 19)])

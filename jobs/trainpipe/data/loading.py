@@ -135,6 +135,8 @@ def load_panel(
     frame = pa.table(sorted_columns, names=names).to_pandas(split_blocks=True, self_destruct=True)
     del sorted_columns
     frame.insert(1, SYMBOL_COLUMN, np.asarray(loaded, dtype=object)[code[order.to_numpy()]])
+    # Arrow keeps freed buffers in its pool; hand them back so the loaded panel is what stays resident.
+    pa.default_memory_pool().release_unused()
     return Panel(
         frame=frame,
         features=features,
@@ -143,6 +145,18 @@ def load_panel(
         interval_minutes=_interval_minutes(ts),
         files=source.files,
     )
+
+
+def move_features(frame: pd.DataFrame, features: Sequence[str]) -> np.ndarray:
+    """Move `features` out of `frame` into one float32 matrix (rows × features), column by column.
+
+    The frame loses those columns: each is freed as soon as it is copied, so the features are held
+    once, not twice. Callers own the frame (a panel they loaded); the stages get the matrix.
+    """
+    matrix = np.empty((len(frame), len(features)), dtype=np.float32)
+    for j, name in enumerate(features):
+        matrix[:, j] = frame.pop(name).to_numpy(dtype=np.float32)
+    return matrix
 
 
 # ---------------------------------------------------------------------------------------------

@@ -115,13 +115,15 @@ def load(ctx: RunContext, columns: list[str]):
 
 
 def rank_step(ctx: RunContext) -> dict:
+    from trainpipe.data.loading import move_features
     from trainpipe.stages.rank import RankParams, rank_targets
 
     features, targets = candidate_columns(ctx)
     panel = load(ctx, features + targets)
+    x = move_features(panel.frame, features)  # held once: as a matrix, no longer as frame columns
     ctx.tick(Stage.RANK, total=len(targets))
     result = rank_targets(panel.frame, features, targets, panel.interval_minutes, RankParams.from_spec(ctx.spec, ctx.threads),
-                          on_target=lambda t: ctx.tick(Stage.RANK, t))
+                          on_target=lambda t: ctx.tick(Stage.RANK, t), x=x)
     layout = ctx.layout
     write_parquet(layout.oos_scores_parquet, result.oos_scores)
     write_parquet(layout.rankings_parquet, result.table)
@@ -149,6 +151,7 @@ def read_rankings(layout: Layout) -> dict:
 
 
 def select_step(ctx: RunContext) -> dict:
+    from trainpipe.data.loading import move_features
     from trainpipe.stages.rank import sample_recent
     from trainpipe.stages.select import SelectParams, select_features, stability
 
@@ -157,7 +160,9 @@ def select_step(ctx: RunContext) -> dict:
     by_target = {row["target"]: row for row in ranking["targets"]}
     features = ranking["features"]
     panel = load(ctx, features + selected)
+    x = move_features(panel.frame, features)
     frame = sample_recent(panel.frame, ctx.spec.ranking.max_rows)  # the same rows rank scored
+    x = x[len(panel.frame) - len(frame):]
     params = SelectParams.from_spec(ctx.spec, ctx.threads)
     ctx.tick(Stage.SELECT, total=len(selected))
     summary = {}
@@ -166,7 +171,7 @@ def select_step(ctx: RunContext) -> dict:
         path = ctx.layout.selected_features(target)
         previous = _previous_selection(path)
         if ctx.spec.features.auto:
-            sel = select_features(frame, target, task, features, horizon_bars(target, panel.interval_minutes), params)
+            sel = select_features(frame, target, task, features, horizon_bars(target, panel.interval_minutes), params, x=x)
             chosen, scores = list(sel.features), sel.scores
         else:
             chosen = list(ctx.spec.features.include)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from trainpipe.contract.names import TaskType
 
@@ -33,29 +33,30 @@ def leaky_shifts(horizon_bars: int) -> list[int]:
 
 
 def find_leaks(
-    frame: pd.DataFrame,
-    features: list[str],
-    target: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    symbols: np.ndarray,
+    features: Sequence[str],
     horizon_bars: int,
     threshold: float,
-    symbol_column: str = "symbol",
 ) -> list[Leak]:
     """Features whose value at t correlates above `threshold` with a label not yet resolved at t.
 
-    A past return equals the label shifted by exactly the horizon and is legitimate; only shifts
-    below the horizon (or negative, i.e. future rows) are leaks.
+    `x` holds the features (rows × features), `y` the target (NaN = unlabelled) and `symbols` each row's
+    symbol, rows in time order within each symbol. A past return equals the label shifted by exactly the
+    horizon and is legitimate; only shifts below the horizon (or negative, i.e. future rows) are leaks.
     """
-    if not features:
+    if len(features) == 0:
         return []
-    x = frame[features].to_numpy(dtype=np.float64)
-    groups = frame[symbol_column]
+    previous = _row_shifter(symbols)
     leaks: dict[str, Leak] = {}
     for shift in leaky_shifts(horizon_bars):
-        y = frame.groupby(groups, sort=False, observed=True)[target].shift(shift).to_numpy(dtype=np.float64) if shift else frame[target].to_numpy(dtype=np.float64)
-        ok = np.isfinite(y)
+        source = previous(shift)  # row whose label is compared with this row's features; -1 = none
+        shifted = np.where(source >= 0, y[np.maximum(source, 0)], np.nan)
+        ok = np.isfinite(shifted)
         if ok.sum() < 30:
             continue
-        corr = _column_correlations(x[ok], y[ok])
+        corr = _column_correlations(x, shifted, ok)
         for i in np.flatnonzero(np.abs(corr) >= threshold):
             name = features[i]
             if name not in leaks or abs(corr[i]) > abs(leaks[name].correlation):
@@ -63,16 +64,36 @@ def find_leaks(
     return sorted(leaks.values(), key=lambda leak: (-abs(leak.correlation), leak.feature))
 
 
-def _column_correlations(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson correlation of every column of x with y, ignoring NaN cells column by column."""
-    finite = np.isfinite(x)
+def _row_shifter(symbols: np.ndarray):
+    """shift(k) → for each row, the index of the row k places earlier in the same symbol (later if k < 0), or -1."""
+    order = np.argsort(symbols, kind="stable")  # rows of one symbol together, time order kept
+    sym_sorted = symbols[order]
+    starts = np.flatnonzero(np.r_[True, sym_sorted[1:] != sym_sorted[:-1]])
+    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(order)]))
+    position = np.arange(len(order)) - starts[group]
+    sizes = np.diff(np.r_[starts, len(order)])[group]
+
+    def shift(k: int) -> np.ndarray:
+        out = np.full(len(order), -1, dtype=np.int64)
+        src_pos = position - k
+        valid = (src_pos >= 0) & (src_pos < sizes)
+        out[order[valid]] = order[starts[group[valid]] + src_pos[valid]]
+        return out
+
+    return shift
+
+
+def _column_correlations(x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Pearson correlation of every column of x with y over `rows`, ignoring NaN cells column by column."""
     out = np.zeros(x.shape[1])
+    yr = y[rows]
     for j in range(x.shape[1]):
-        m = finite[:, j]
+        col = x[rows, j].astype(np.float64)
+        m = np.isfinite(col)
         if m.sum() < 30:
             continue
-        a = x[m, j] - x[m, j].mean()
-        b = y[m] - y[m].mean()
+        a = col[m] - col[m].mean()
+        b = yr[m] - yr[m].mean()
         denom = np.sqrt((a * a).sum() * (b * b).sum())
         out[j] = (a * b).sum() / denom if denom > 0 else 0.0
     return out

@@ -35,7 +35,11 @@ LGBM_RANK_PARAMS = {
 }
 LGBM_RANK_ROUNDS = 120
 MAX_BIN = 63
+# Bin borders come from this many sampled rows: 63 borders need no more, and LightGBM's default (200k)
+# holds every sampled value per feature while binning — the largest transient of the whole stage.
+BIN_SAMPLE_ROWS = 50_000
 MIN_TARGET_ROWS = 200
+LINEAR_MAX_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,9 @@ def sample_recent(frame: pd.DataFrame, max_rows: int) -> pd.DataFrame:
         return frame
     ts = frame[TIMESTAMP_COLUMN].to_numpy()
     cutoff = ts[len(ts) - max_rows]
-    return frame.loc[frame[TIMESTAMP_COLUMN] > cutoff].reset_index(drop=True)
+    # Rows are sorted by time, so the kept rows are a tail: slice it (no copy of the whole frame).
+    start = int(np.searchsorted(ts, cutoff, side="right"))
+    return frame.iloc[start:].reset_index(drop=True)
 
 
 def infer_task(values: pd.Series, target: str) -> TaskType:
@@ -109,15 +115,19 @@ def rank_targets(
     interval_minutes: float,
     params: RankParams,
     on_target: Callable[[str], None] | None = None,
+    x: np.ndarray | None = None,
 ) -> Rankings:
+    """Rank `targets` of `frame`; `x` may carry the features already as a float32 matrix aligned with `frame`."""
     import lightgbm as lgb
 
-    frame = sample_recent(frame, params.max_rows)
     features = list(features)
-    x = frame[features].to_numpy(dtype=np.float32)
+    if x is None:
+        x = frame[features].to_numpy(dtype=np.float32)
+    keep = sample_recent(frame, params.max_rows)
+    x, frame = x[len(frame) - len(keep):], keep
     base = lgb.Dataset(
         x, label=np.zeros(len(frame)), feature_name=features, free_raw_data=False,
-        params={"max_bin": MAX_BIN, "verbose": -1, "seed": params.seed},
+        params={"max_bin": MAX_BIN, "bin_construct_sample_cnt": BIN_SAMPLE_ROWS, "verbose": -1, "seed": params.seed},
     ).construct()
     rows, oos_rows = [], []
     for target in targets:
@@ -169,7 +179,7 @@ def _rank_one(frame, x, base, features, target, interval_minutes, params):
         return _empty_row(target, task, hmin, n, TargetStatus.DEGENERATE, "the target has (near) zero variance"), []
 
     bars = horizon_bars(target, interval_minutes)
-    leaks = find_leaks(frame.loc[mask], features, target, bars, params.leak_correlation)
+    leaks = find_leaks(x, y_all, frame[SYMBOL_COLUMN].to_numpy(), features, bars, params.leak_correlation)
     if leaks:
         return _empty_row(target, task, hmin, n, TargetStatus.LEAKAGE, "; ".join(leak.describe() for leak in leaks[:3])), []
 
@@ -184,7 +194,8 @@ def _rank_one(frame, x, base, features, target, interval_minutes, params):
         if task is not TaskType.REGRESSION and np.unique(y_train).size < len(classes):
             continue
         p_lgbm = _fit_lgbm(base, train, test, y_train, x, task, classes, params)
-        p_lin = _fit_linear(x[train], y_train, x[test], task, classes, params.seed)
+        lin = train[-LINEAR_MAX_ROWS:]  # the most recent training rows: plenty for a linear baseline, bounded memory
+        p_lin = _fit_linear(x[lin], y_all[lin], x[test], task, classes, params.seed)
         blended = _blend(task, p_lgbm, p_lin)
         per_model = {name: _score(task, y_test, p, classes) for name, p in (("lgbm", p_lgbm), ("linear", p_lin))}
         fold_metrics.append(per_model)
@@ -237,13 +248,17 @@ def _fit_lgbm(base, train, test, y_train, x, task, classes, params) -> np.ndarra
 def _fit_linear(x_train, y_train, x_test, task, classes, seed) -> np.ndarray:
     from sklearn.linear_model import LogisticRegression, Ridge
 
+    # float32 throughout and in place: this runs per target and fold on the whole panel.
     med = np.nanmedian(x_train, axis=0)
-    med = np.where(np.isfinite(med), med, 0.0)
+    med = np.where(np.isfinite(med), med, 0.0).astype(np.float32)
     xt = np.where(np.isfinite(x_train), x_train, med)
+    mu, sd = xt.mean(axis=0, dtype=np.float64).astype(np.float32), xt.std(axis=0, dtype=np.float64).astype(np.float32)
+    sd[sd == 0] = 1.0
+    xt -= mu
+    xt /= sd
     xs = np.where(np.isfinite(x_test), x_test, med)
-    mu, sd = xt.mean(axis=0), xt.std(axis=0)
-    sd = np.where(sd > 0, sd, 1.0)
-    xt, xs = (xt - mu) / sd, (xs - mu) / sd
+    xs -= mu
+    xs /= sd
     if task is TaskType.REGRESSION:
         return Ridge(alpha=10.0).fit(xt, y_train).predict(xs)
     with warnings.catch_warnings():

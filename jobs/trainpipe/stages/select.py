@@ -16,6 +16,7 @@ from trainpipe.contract.names import TIMESTAMP_COLUMN, Stability, TaskType
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.cv import purged_holdout
 from trainpipe.stages import metrics
+from trainpipe.stages.rank import BIN_SAMPLE_ROWS, MAX_BIN
 
 # Weights of each method in the consensus; permutation importance is measured out of sample, so it counts most.
 METHOD_WEIGHTS: Mapping[str, float] = {
@@ -115,11 +116,18 @@ def stability(current: Sequence[str], previous: Sequence[str] | None) -> Stabili
     return StabilityReport(state, round(overlap, 6), round(tau, 6), tuple(prev))
 
 
-def select_features(frame: pd.DataFrame, target: str, task: TaskType, features: Sequence[str], horizon_bars: int, params: SelectParams) -> Selection:
+def select_features(
+    frame: pd.DataFrame, target: str, task: TaskType, features: Sequence[str], horizon_bars: int, params: SelectParams, x: np.ndarray | None = None
+) -> Selection:
+    """Consensus selection for one target; `x` may carry the features as a float32 matrix aligned with `frame`."""
     features = list(features)
-    data = frame.loc[frame[target].notna()].reset_index(drop=True)
-    x = data[features].to_numpy(dtype=np.float32)
-    y = data[target].to_numpy(dtype=np.float64)
+    labelled = frame[target].notna().to_numpy()
+    if x is None:
+        x = frame[features].to_numpy(dtype=np.float32)
+    # Only the labelled rows' features are copied, never the whole frame.
+    x = x if labelled.all() else x[labelled]
+    y = frame[target].to_numpy(dtype=np.float64)[labelled]
+    ts = frame[TIMESTAMP_COLUMN].to_numpy()[labelled]
     if task is not TaskType.REGRESSION:
         y = np.searchsorted(np.unique(y), y).astype(np.float64)
     runners = {
@@ -131,7 +139,7 @@ def select_features(frame: pd.DataFrame, target: str, task: TaskType, features: 
     }
     method_scores = {}
     for method in params.methods:
-        method_scores[method] = runners[method](x, y, task, data, horizon_bars, params)
+        method_scores[method] = runners[method](x, y, task, ts, horizon_bars, params)
     table = consensus(method_scores, features, params.min_support, params.top_m)
     chosen = tuple(table.loc[table["selected"], "feature"])
     return Selection(target=target, features=chosen, scores=table)
@@ -141,21 +149,32 @@ def _n_classes(y: np.ndarray) -> int:
     return int(np.unique(y).size)
 
 
-def _lightgbm_gain(x, y, task, data, horizon_bars, params) -> np.ndarray:
-    model = _lgbm_model(task, y, params)
-    model.fit(x, y)
-    return model.booster_.feature_importance(importance_type="gain")
+def _lightgbm_gain(x, y, task, ts, horizon_bars, params) -> np.ndarray:
+    booster = _lgbm_train(x, y, task, params)
+    return booster.feature_importance(importance_type="gain")
 
 
-def _lgbm_model(task, y, params):
+def _lgbm_train(x, y, task, params, rows: np.ndarray | None = None):
+    """LightGBM on float32 features through the native API: no float64 copy, and `rows` subsets the binned data."""
     import lightgbm as lgb
 
-    common = dict(n_estimators=TREES, learning_rate=0.05, num_leaves=15, min_child_samples=50, subsample=0.8, subsample_freq=1,
-                  colsample_bytree=0.8, reg_lambda=1.0, random_state=params.seed, n_jobs=params.threads, verbose=-1, deterministic=True, force_row_wise=True)
-    return lgb.LGBMRegressor(**common) if task is TaskType.REGRESSION else lgb.LGBMClassifier(**common)
+    n_classes = _n_classes(y)
+    p = {"learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 50, "bagging_fraction": 0.8, "bagging_freq": 1,
+         "feature_fraction": 0.8, "lambda_l2": 1.0, "seed": params.seed, "num_threads": params.threads, "verbose": -1,
+         "deterministic": True, "force_row_wise": True, "max_bin": MAX_BIN}
+    if task is TaskType.REGRESSION:
+        p["objective"] = "regression"
+    elif n_classes <= 2:
+        p["objective"] = "binary"
+    else:
+        p.update(objective="multiclass", num_class=n_classes)
+    data = lgb.Dataset(x, label=y, params={"max_bin": MAX_BIN, "bin_construct_sample_cnt": BIN_SAMPLE_ROWS, "verbose": -1}, free_raw_data=True)
+    if rows is not None:
+        data = data.construct().subset(rows)
+    return lgb.train(p, data, num_boost_round=TREES)
 
 
-def _xgboost_gain(x, y, task, data, horizon_bars, params) -> np.ndarray:
+def _xgboost_gain(x, y, task, ts, horizon_bars, params) -> np.ndarray:
     import xgboost as xgb
 
     common = dict(n_estimators=TREES, learning_rate=0.05, max_depth=4, subsample=0.8, colsample_bytree=0.8, reg_lambda=1.0,
@@ -166,23 +185,24 @@ def _xgboost_gain(x, y, task, data, horizon_bars, params) -> np.ndarray:
     return np.array([gains.get(f"f{i}", 0.0) for i in range(x.shape[1])])
 
 
-def _catboost(x, y, task, data, horizon_bars, params) -> np.ndarray:
+def _catboost(x, y, task, ts, horizon_bars, params) -> np.ndarray:
     import catboost as cb
 
     common = dict(iterations=TREES, learning_rate=0.08, depth=4, random_seed=params.seed, thread_count=params.threads,
                   verbose=False, allow_writing_files=False, border_count=64)
     model = cb.CatBoostRegressor(**common) if task is TaskType.REGRESSION else cb.CatBoostClassifier(**common)
-    model.fit(x, y)
+    pool = cb.Pool(x, y)
+    pool.quantize(border_count=64)  # drops the raw float copy; training only needs the borders
+    model.fit(pool)
     return np.asarray(model.get_feature_importance(type="PredictionValuesChange"))
 
 
-def _permutation(x, y, task, data, horizon_bars, params) -> np.ndarray:
+def _permutation(x, y, task, ts, horizon_bars, params) -> np.ndarray:
     """Drop in out-of-sample skill when one feature is shuffled, on a purged time-ordered holdout."""
-    fold = purged_holdout(data[TIMESTAMP_COLUMN].to_numpy(), params.holdout_fraction, horizon_bars + params.embargo_bars)
-    model = _lgbm_model(task, y, params)
-    model.fit(x[fold.train], y[fold.train])
+    fold = purged_holdout(ts, params.holdout_fraction, horizon_bars + params.embargo_bars)
+    booster = _lgbm_train(x, y, task, params, rows=fold.train)
     xt, yt = x[fold.test], y[fold.test]
-    score = _skill_fn(task, model, yt)
+    score = _skill_fn(task, booster, yt)
     base = score(xt)
     rng = np.random.default_rng(params.seed)
     drops = np.zeros(x.shape[1])
@@ -197,15 +217,15 @@ def _permutation(x, y, task, data, horizon_bars, params) -> np.ndarray:
     return drops
 
 
-def _skill_fn(task, model, y):
+def _skill_fn(task, booster, y):
     if task is TaskType.REGRESSION:
-        return lambda x: metrics.spearman(y, model.predict(x))
+        return lambda x: metrics.spearman(y, booster.predict(x))
     if _n_classes(y) <= 2:
-        return lambda x: metrics.auc(y, model.predict_proba(x)[:, -1])
-    return lambda x: float((model.predict(x) == y).mean())
+        return lambda x: metrics.auc(y, booster.predict(x))
+    return lambda x: float((np.argmax(booster.predict(x), axis=1) == y).mean())
 
 
-def _mutual_info(x, y, task, data, horizon_bars, params) -> np.ndarray:
+def _mutual_info(x, y, task, ts, horizon_bars, params) -> np.ndarray:
     from sklearn.feature_selection import mutual_info_classif, mutual_info_regression
 
     rng = np.random.default_rng(params.seed)
