@@ -66,7 +66,9 @@ def find_leaks(
 
 def _row_shifter(symbols: np.ndarray):
     """shift(k) → for each row, the index of the row k places earlier in the same symbol (later if k < 0), or -1."""
-    order = np.argsort(symbols, kind="stable")  # rows of one symbol together, time order kept
+    codes = np.unique(symbols, return_inverse=True)[1]
+    order = np.argsort(codes, kind="stable")  # rows of one symbol together, time order kept
+    symbols = codes
     sym_sorted = symbols[order]
     starts = np.flatnonzero(np.r_[True, sym_sorted[1:] != sym_sorted[:-1]])
     group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(order)]))
@@ -88,7 +90,7 @@ def _column_correlations(x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> np.n
     out = np.zeros(x.shape[1])
     yr = y[rows]
     for j in range(x.shape[1]):
-        col = x[rows, j].astype(np.float64)
+        col = x[:, j][rows].astype(np.float64)  # gather one column (x[rows, j] would copy whole rows first)
         m = np.isfinite(col)
         if m.sum() < 30:
             continue
