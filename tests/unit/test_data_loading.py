@@ -133,6 +133,32 @@ def test_max_rows_per_symbol_keeps_the_most_recent_rows(tmp_path: Path) -> None:
         assert list(ts) == list(expected)
 
 
+def test_files_of_several_row_groups_with_gaps_keep_every_value(tmp_path: Path) -> None:
+    # Each file is read in chunks (row groups) and written into the panel's columns at its own offset;
+    # the rows interleave in time across symbols, and missing values stay NaN in both dtypes.
+    frames = {"B": bars(seed=1, start="2024-01-01 12:00"), "A": bars(seed=2, start="2024-01-01")}
+    frames["B"].loc[[3, 97, 200], ["mom", "fwd_ret_1d"]] = np.nan
+    for symbol, frame in frames.items():
+        path = tmp_path / f"symbol={symbol}" / f"{symbol}.parquet"
+        path.parent.mkdir(parents=True)
+        frame.iloc[::-1].to_parquet(path, index=False, row_group_size=64)
+
+    panel = load_panel(tmp_path, max_rows_per_symbol=220)
+
+    frame = panel.frame
+    assert list(frame["symbol"][:4]) == ["A", "B", "A", "B"]
+    assert frame["ts"].is_monotonic_increasing and isinstance(frame.index, pd.RangeIndex)
+    assert frame.dtypes["mom"] == np.float32 and frame.dtypes["fwd_ret_1d"] == np.float64
+    for symbol, source in frames.items():
+        got = frame[frame["symbol"] == symbol].reset_index(drop=True)
+        want = source.iloc[-220:].reset_index(drop=True)
+        np.testing.assert_array_equal(got["ts"], want["ts"])
+        np.testing.assert_array_equal(got["mom"], want["mom"].astype(np.float32))
+        np.testing.assert_array_equal(got["volume"], want["volume"].astype(np.float32))
+        np.testing.assert_array_equal(got["fwd_ret_1d"], want["fwd_ret_1d"])
+    assert frame["mom"].isna().sum() == 2  # row 3 of B is older than its latest 220
+
+
 def test_schema_columns_match_what_load_panel_reads(three_symbols: Path) -> None:
     panel = load_panel(three_symbols)
 
@@ -308,3 +334,22 @@ def test_symbols_with_different_columns_name_the_symbol_and_the_columns(tmp_path
 
     with pytest.raises(DataError, match=r"symbol=B/B\.parquet: symbol B lacks column\(s\) volume, y_up_1d that A has"):
         schema_columns(tmp_path)
+
+
+def test_large_integer_features_round_to_float32_instead_of_failing(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from trainpipe.data.loading import load_panel
+
+    n = 250
+    frame = pd.DataFrame({
+        "ts": pd.date_range("2020-01-01", periods=n, freq="D", tz="UTC"),
+        "big_count": np.arange(n, dtype=np.int64) + 2**24 + 1,  # not exactly representable in float32
+        "fwd_ret_1d": np.linspace(-0.01, 0.01, n),
+    })
+    path = tmp_path / "symbol=AAA" / "AAA.parquet"
+    path.parent.mkdir(parents=True)
+    frame.to_parquet(path, index=False)
+    panel = load_panel(tmp_path)
+    np.testing.assert_allclose(panel.frame["big_count"].to_numpy(dtype=np.float64), frame["big_count"].to_numpy(dtype=np.float64), rtol=1e-7)

@@ -115,34 +115,63 @@ def load_panel(
         features, targets = _project(features, targets, columns, source.files[0])
     wanted = [TIMESTAMP_COLUMN, *features, *targets]
 
-    # One file at a time: each file's raw table is released once it has been checked and cast.
-    parts = _parts(source, wanted, min_rows_per_symbol)
-    prepared = [_prepare(part, features, targets, max_rows_per_symbol) for part in parts]
-
-    # One namespace of symbol codes, in sorted symbol order, so sorting by code sorts by name.
-    loaded = tuple(sorted({s for p in prepared for s in p.symbols}))
-    code_of = {s: i for i, s in enumerate(loaded)}
-    code = np.concatenate([np.array([code_of[s] for s in p.symbols], dtype=np.int32)[p.codes] for p in prepared])
-    ts = np.concatenate([p.ts for p in prepared])
-    names = [TIMESTAMP_COLUMN, *features, *targets]
-    stacked = pa.concat_tables([p.table for p in prepared])  # zero-copy: the chunks are kept as they are
-    chunks = {name: stacked.column(name) for name in names}
-    del prepared, stacked
-    # Sorted column by column, each source column freed once its sorted copy exists, so the data is
-    # held about once (plus one column) rather than twice.
-    order = pa.array(np.lexsort((code, ts)))  # by ts, then symbol
-    sorted_columns = [chunks.pop(name).take(order) for name in names]
-    frame = pa.table(sorted_columns, names=names).to_pandas(split_blocks=True, self_destruct=True)
-    del sorted_columns
-    frame.insert(1, SYMBOL_COLUMN, np.asarray(loaded, dtype=object)[code[order.to_numpy()]])
+    # One file at a time: each file's raw table is released once it has been checked and cast, and its
+    # columns are copied into one preallocated numpy array per column (pages are only touched as they are
+    # written), so the data is held about once, plus one file.
+    capacity = _capacity(source, max_rows_per_symbol)
+    columns_out: dict[str, np.ndarray] = {}
+    part_symbols: list[tuple[str, ...]] = []
+    part_codes: list[np.ndarray] = []
+    filled = 0
+    for part in _parts(source, wanted, min_rows_per_symbol):
+        prepared = _prepare(part, features, targets, max_rows_per_symbol)
+        del part
+        rows = prepared.table.num_rows
+        if not columns_out:
+            columns_out = _allocate(max(capacity if capacity is not None else 0, rows), features, targets)
+        elif filled + rows > len(columns_out[TIMESTAMP_COLUMN]):  # not expected: the footers gave the counts
+            columns_out = {name: _grow(array, filled + rows) for name, array in columns_out.items()}
+        stop = filled + rows
+        columns_out[TIMESTAMP_COLUMN][filled:stop] = prepared.ts
+        for name in (*features, *targets):
+            _copy_into(prepared.table.column(name), columns_out[name][filled:stop])
+        part_symbols.append(prepared.symbols)
+        part_codes.append(prepared.codes)
+        filled = stop
+        del prepared
+    if not columns_out:  # no part at all: keep the empty-input behaviour of a concatenation of nothing
+        columns_out = _allocate(0, features, targets)
+    if filled != len(columns_out[TIMESTAMP_COLUMN]):
+        columns_out = {name: array[:filled].copy() for name, array in columns_out.items()}
     # Arrow keeps freed buffers in its pool; hand them back so the loaded panel is what stays resident.
     pa.default_memory_pool().release_unused()
+
+    # One namespace of symbol codes, in sorted symbol order, so sorting by code sorts by name.
+    loaded = tuple(sorted({s for symbols_of_part in part_symbols for s in symbols_of_part}))
+    code_of = {s: i for i, s in enumerate(loaded)}
+    code = np.concatenate(
+        [np.array([code_of[s] for s in syms], dtype=np.int32)[codes] for syms, codes in zip(part_symbols, part_codes)]
+        or [np.zeros(0, dtype=np.int32)]
+    )
+    del part_codes
+    ts = columns_out[TIMESTAMP_COLUMN]
+    order = np.lexsort((code, ts))  # by ts, then symbol
+    # Sorted column by column, each unsorted column freed once its sorted copy exists, so the data is
+    # held about once (plus one column) rather than twice.
+    data: dict[str, object] = {}
+    sorted_ts = ts[order]
+    data[TIMESTAMP_COLUMN] = pd.DatetimeIndex(sorted_ts.view("datetime64[ns]"), copy=False).tz_localize("UTC")
+    data[SYMBOL_COLUMN] = np.asarray(loaded, dtype=object)[code[order]]
+    for name in (*features, *targets):
+        data[name] = columns_out.pop(name)[order]
+    frame = pd.DataFrame(data, copy=False)
+    del data, columns_out
     return Panel(
         frame=frame,
         features=features,
         targets=targets,
         symbols=loaded,
-        interval_minutes=_interval_minutes(ts),
+        interval_minutes=_interval_minutes(sorted_ts),
         files=source.files,
     )
 
@@ -484,8 +513,47 @@ def _normalise(table: pa.Table, path: Path, features: tuple[str, ...], targets: 
             column = table.column(name)
             if not _is_numeric(column.type):  # a CSV can show numbers in its header block and text below it
                 raise _not_numeric(path, name, column)
-            arrays.append(column.cast(kind))
+            # Integers beyond float precision (2**24 for float32) round, as the module docstring says; a
+            # checked cast would refuse them with an Arrow error instead.
+            arrays.append(column.cast(kind, safe=not pa.types.is_integer(column.type)))
     return pa.table(arrays, names=[TIMESTAMP_COLUMN, *features, *targets])
+
+
+def _capacity(source: _Source, max_rows: int | None) -> int | None:
+    """Rows the panel will have, from the parquet footers (per-symbol layout); None for a long file."""
+    if source.long_file is not None:
+        return None
+    total = 0
+    for path in source.files_by_symbol.values():
+        try:
+            rows = pq.ParquetFile(path).metadata.num_rows
+        except (pa.ArrowInvalid, OSError):
+            return None  # reported, with its message, when the file is read
+        total += rows if max_rows is None else min(rows, max_rows)
+    return total
+
+
+def _allocate(rows: int, features: tuple[str, ...], targets: tuple[str, ...]) -> dict[str, np.ndarray]:
+    arrays = {TIMESTAMP_COLUMN: np.empty(rows, dtype=np.int64)}
+    for names, kind in ((features, np.float32), (targets, np.float64)):
+        for name in names:
+            arrays[name] = np.empty(rows, dtype=kind)
+    return arrays
+
+
+def _grow(array: np.ndarray, rows: int) -> np.ndarray:
+    grown = np.empty(max(rows, 2 * len(array)), dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown
+
+
+def _copy_into(column: pa.ChunkedArray, target: np.ndarray) -> None:
+    """Write a float column's values (nulls as NaN) into `target`, chunk by chunk."""
+    start = 0
+    for chunk in column.chunks:
+        stop = start + len(chunk)
+        target[start:stop] = chunk.to_numpy(zero_copy_only=False)
+        start = stop
 
 
 def _interval_minutes(ts: np.ndarray) -> float:
