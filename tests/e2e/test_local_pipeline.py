@@ -157,3 +157,13 @@ def test_cpu_stage_finishes_before_the_gpu_stage_starts(example_data, tmp_path):
         for family in ("mlp", "lstm"):
             metrics = json.loads((layout.model_dir(job["jobId"], family) / "metrics.json").read_text())
             assert metrics["stage"] == "gpu" and metrics["device"] == "cpu"  # no GPU on this machine: runs on CPU and says so
+
+
+def test_gpu_stage_refuses_to_start_before_the_cpu_stage(example_data, tmp_path):
+    args = ("--data-dir", str(example_data), "--symbols", "AAPL", "NVDA", "--top-n-targets", "1", "--top-m-features", "8",
+            "--families", "lightgbm", "mlp", "--output-dir", str(tmp_path / "out"))
+    ok(trainpipe("run", *args, "--skip-training"))
+    early = trainpipe("train", "--stage", "gpu", *args)
+    assert early.returncode == 2 and "Traceback" not in early.stderr
+    assert "gpu stage cannot start" in early.stderr and "lightgbm" in early.stderr
+    assert not any((tmp_path / "out" / "models").glob("*/mlp"))

@@ -81,8 +81,9 @@ def _is_user_error(exc: Exception) -> bool:
     user_errors: tuple[type[Exception], ...] = (OptionsError, ManifestError, DataError, StageInputError)
     from trainpipe.io.plan_files import PlanFileError
     from trainpipe.stages.planning import EmptyPlanError
+    from trainpipe.training.stage import StageGateError
 
-    user_errors += (EmptyPlanError, PlanFileError)
+    user_errors += (EmptyPlanError, PlanFileError, StageGateError)
     try:
         from trainpipe.families.catalogue import UnknownFamilyError
 
