@@ -140,6 +140,11 @@ def machine() -> dict:
             "python": platform.python_version(), "platform": platform.platform()}
 
 
+def _spread(secs: list[float]) -> str:
+    """Two table cells: the median, then min–max."""
+    return f"{statistics.median(secs):.1f} | {min(secs):.1f}–{max(secs):.1f}"
+
+
 def _median(rows: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
@@ -219,9 +224,9 @@ def bench(args: argparse.Namespace) -> int:
             secs = [r["seconds"] for r in rows]
             peak, base, ds = _median(rows, "peak_mb"), _median(rows, "baseline_mb"), _median(rows, "dataset_mb")
             if stage == "train-cpu":  # the models train in worker processes: their memory is in the per-family table
-                lines.append(f"| {stage} | {statistics.median(secs):.1f} | {min(secs):.1f}–{max(secs):.1f} | (workers) | | | | |")
+                lines.append(f"| {stage} | {_spread(secs)} | (workers) | | | | |")
                 continue
-            lines.append(f"| {stage} | {statistics.median(secs):.1f} | {min(secs):.1f}–{max(secs):.1f} | {peak:.0f} | {base:.0f} | {peak - base:.0f} | {ds:.1f} | {(peak - base) / ds:.1f}× |")
+            lines.append(f"| {stage} | {_spread(secs)} | {peak:.0f} | {base:.0f} | {peak - base:.0f} | {ds:.1f} | {(peak - base) / ds:.1f}× |")
         rs = _median(per_stage["rank"], "seconds") + _median(per_stage["select"], "seconds")
         lines += [
             "",
@@ -238,7 +243,7 @@ def bench(args: argparse.Namespace) -> int:
         ]
         for stage, rows in fox.items():
             secs = [r["seconds"] for r in rows]
-            lines.append(f"| {stage} | {statistics.median(secs):.1f} | {min(secs):.1f}–{max(secs):.1f} |")
+            lines.append(f"| {stage} | {_spread(secs)} |")
         fox_total = _median(fox["rank"], "seconds") + _median(fox["select"], "seconds")
         lines += [
             f"| **rank + select** | **{fox_total:.1f}** | target < 35 s; {FOXML_SECONDS / fox_total:.0f}× faster than FoxML's ~700 s |",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 
 from trainpipe.contract.names import (
     CLASSIFICATION_TARGET_PREFIX,
@@ -49,9 +48,3 @@ def task_type(target: str, distinct_values: int | None = None, integer_like: boo
         return TaskType.REGRESSION
     raise ValueError(f"{target!r} is not a target column: target names start with one of {TARGET_PREFIXES}")
 
-
-@dataclass(frozen=True)
-class TargetInfo:
-    name: str
-    task: TaskType
-    horizon_minutes: int | None

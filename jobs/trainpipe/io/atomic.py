@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,11 +35,6 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
 def write_json(path: Path, payload: Any) -> None:
     write_text(path, json.dumps(payload, indent=2, sort_keys=False, allow_nan=False, default=json_default) + "\n")
 
@@ -47,12 +42,6 @@ def write_json(path: Path, payload: Any) -> None:
 def write_parquet(path: Path, frame: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False, engine="pyarrow")
-
-
-def write_with(path: Path, writer: Callable[[Path], None]) -> None:
-    """Atomic write for libraries that only save to a path (model files)."""
-    with atomic_path(path) as tmp:
-        writer(tmp)
 
 
 def json_default(value: Any) -> Any:

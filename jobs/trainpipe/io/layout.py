@@ -103,9 +103,5 @@ class Layout:
     def report_html(self) -> Path:
         return self.root / "report.html"
 
-    @property
-    def run_summary(self) -> Path:
-        return self.root / "run_summary.json"
-
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
