@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from panels import FEATURES, make_panel
@@ -68,3 +69,28 @@ def test_normalise_clips_negative_and_nan():
 )
 def test_stability_against_previous_run(current, previous, state):
     assert stability(current, previous).stability is state
+
+
+def test_selecting_targets_together_gives_each_the_result_it_gets_alone():
+    # select_all runs method by method over every target on shared datasets; a target's
+    # selection must not depend on which other targets share the run.
+    from trainpipe.stages.select import TargetToSelect, select_all
+
+    frame = make_panel(n_days=300)
+    frame.loc[frame.index[-6:], "fwd_ret_1d"] = np.nan  # unlabelled tail rows are left out, not copied out
+    together = select_all(frame, [TargetToSelect("fwd_ret_1d", TaskType.REGRESSION, 1), TargetToSelect("y_up_1d", TaskType.BINARY, 1)],
+                          FEATURES, PARAMS)
+    for target, task in (("fwd_ret_1d", TaskType.REGRESSION), ("y_up_1d", TaskType.BINARY)):
+        alone = select_features(frame, target, task, FEATURES, 1, PARAMS)
+        assert together[target].features == alone.features
+        pd.testing.assert_frame_equal(together[target].scores, alone.scores)
+    assert together["fwd_ret_1d"].features[0] == "sig"
+
+
+def test_progress_is_reported_for_every_method_of_every_target():
+    from trainpipe.stages.select import TargetToSelect, select_all
+
+    seen = []
+    select_all(make_panel(n_days=200), [TargetToSelect("fwd_ret_1d", TaskType.REGRESSION, 1), TargetToSelect("y_up_1d", TaskType.BINARY, 1)],
+               FEATURES, PARAMS, on_step=lambda target, method: seen.append((target, method)))
+    assert sorted(seen) == sorted((t, m) for t in ("fwd_ret_1d", "y_up_1d") for m in ALL_SELECTION_METHODS)

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from trainpipe.contract.names import SYMBOL_COLUMN, TARGET_PREFIXES, TIMESTAMP_COLUMN
 from trainpipe.contract.targets import is_target
 from trainpipe.data.errors import DataError
+from trainpipe.memory import release
 
 FEATURE_TYPE = pa.float32()
 TARGET_TYPE = pa.float64()
@@ -166,6 +167,7 @@ def load_panel(
         data[name] = columns_out.pop(name)[order]
     frame = pd.DataFrame(data, copy=False)
     del data, columns_out
+    release()
     return Panel(
         frame=frame,
         features=features,
@@ -185,6 +187,7 @@ def move_features(frame: pd.DataFrame, features: Sequence[str]) -> np.ndarray:
     matrix = np.empty((len(frame), len(features)), dtype=np.float32)
     for j, name in enumerate(features):
         matrix[:, j] = frame.pop(name).to_numpy(dtype=np.float32)
+    release()
     return matrix
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from trainpipe.contract.names import SYMBOL_COLUMN, TIMESTAMP_COLUMN, TaskType
+from trainpipe.data.frames import frame_symbols, frame_ts
 from trainpipe.families.catalogue import FAMILIES, FamilySpec
 from trainpipe.io.atomic import json_default
 from trainpipe.training.preprocessing import Preprocessor, select_features
@@ -306,17 +307,3 @@ class Trainer(ABC):
         from trainpipe.training.holdout import early_stopping_split
 
         return early_stopping_split(rows.ts, float(self.params.get("validation_fraction", 0.15)), self.horizon_bars)
-
-
-def frame_ts(frame: pd.DataFrame) -> np.ndarray:
-    values = frame[TIMESTAMP_COLUMN]
-    if isinstance(values.dtype, pd.DatetimeTZDtype):
-        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
-    return values.to_numpy(dtype="datetime64[ns]")
-
-
-def frame_symbols(frame: pd.DataFrame) -> np.ndarray:
-    if SYMBOL_COLUMN in frame.columns:
-        return frame[SYMBOL_COLUMN].astype(str).to_numpy(dtype=str)
-    return np.full(len(frame), "_")
-

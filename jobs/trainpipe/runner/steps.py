@@ -153,7 +153,7 @@ def read_rankings(layout: Layout) -> dict:
 def select_step(ctx: RunContext) -> dict:
     from trainpipe.data.loading import move_features
     from trainpipe.stages.rank import sample_recent
-    from trainpipe.stages.select import SelectParams, select_features, stability
+    from trainpipe.stages.select import SelectParams, TargetToSelect, select_all, stability
 
     ranking = read_rankings(ctx.layout)
     selected = ranking["selected"]
@@ -164,15 +164,20 @@ def select_step(ctx: RunContext) -> dict:
     frame = sample_recent(panel.frame, ctx.spec.ranking.max_rows)  # the same rows rank scored
     x = x[len(panel.frame) - len(frame):]
     params = SelectParams.from_spec(ctx.spec, ctx.threads)
-    ctx.tick(Stage.SELECT, total=len(selected))
+    tasks = {target: TaskType(by_target[target]["task"]) for target in selected}
+    selections = {}
+    if ctx.spec.features.auto:
+        to_select = [TargetToSelect(t, tasks[t], horizon_bars(t, panel.interval_minutes)) for t in selected]
+        ctx.tick(Stage.SELECT, total=len(selected) * len(params.methods))
+        selections = select_all(frame, to_select, features, params, x=x, on_step=lambda t, m: ctx.tick(Stage.SELECT, f"{t} · {m}"))
+    del x
     summary = {}
     for target in selected:
-        task = TaskType(by_target[target]["task"])
+        task = tasks[target]
         path = ctx.layout.selected_features(target)
         previous = _previous_selection(path)
-        if ctx.spec.features.auto:
-            sel = select_features(frame, target, task, features, horizon_bars(target, panel.interval_minutes), params, x=x)
-            chosen, scores = list(sel.features), sel.scores
+        if target in selections:
+            chosen, scores = list(selections[target].features), selections[target].scores
         else:
             chosen = list(ctx.spec.features.include)
             scores = pd.DataFrame({"feature": chosen, "consensus": float("nan"), "support": 0, "selected": True})
@@ -186,7 +191,6 @@ def select_step(ctx: RunContext) -> dict:
                           "previous_features": list(stab.previous) if stab.previous else None},
         })
         summary[target] = {"n_features": len(chosen), "stability": stab.stability.value}
-        ctx.tick(Stage.SELECT, target)
     write_json(ctx.layout.selection_summary, {"targets": summary})
     return {"targets": summary}
 

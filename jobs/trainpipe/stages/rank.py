@@ -13,11 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from trainpipe.contract.names import SYMBOL_COLUMN, TIMESTAMP_COLUMN, TargetStatus, TaskType
+from trainpipe.contract.names import SYMBOL_COLUMN, TargetStatus, TaskType
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.targets import horizon_bars, horizon_minutes, task_type
 from trainpipe.cv import purged_walk_forward
+from trainpipe.data.frames import frame_ts
+from trainpipe.memory import release
 from trainpipe.stages import metrics
+from trainpipe.stages.binned import binned_dataset, subset
 from trainpipe.stages.leakage import find_leaks, too_good
 
 # Small, regularised boosters: ranking compares targets, it does not need the best model of each.
@@ -34,10 +37,6 @@ LGBM_RANK_PARAMS = {
     "force_row_wise": True,
 }
 LGBM_RANK_ROUNDS = 120
-MAX_BIN = 63
-# Bin borders come from this many sampled rows: 63 borders need no more, and LightGBM's default (200k)
-# holds every sampled value per feature while binning — the largest transient of the whole stage.
-BIN_SAMPLE_ROWS = 50_000
 MIN_TARGET_ROWS = 200
 LINEAR_MAX_ROWS = 50_000
 
@@ -77,7 +76,7 @@ def sample_recent(frame: pd.DataFrame, max_rows: int) -> pd.DataFrame:
     """Keep the most recent whole timestamps so that at most `max_rows` rows remain (time order kept)."""
     if len(frame) <= max_rows:
         return frame
-    ts = frame[TIMESTAMP_COLUMN].to_numpy()
+    ts = frame_ts(frame)
     cutoff = ts[len(ts) - max_rows]
     # Rows are sorted by time, so the kept rows are a tail: slice it (no copy of the whole frame).
     start = int(np.searchsorted(ts, cutoff, side="right"))
@@ -118,22 +117,22 @@ def rank_targets(
     x: np.ndarray | None = None,
 ) -> Rankings:
     """Rank `targets` of `frame`; `x` may carry the features already as a float32 matrix aligned with `frame`."""
-    import lightgbm as lgb
 
     features = list(features)
     if x is None:
         x = frame[features].to_numpy(dtype=np.float32)
     keep = sample_recent(frame, params.max_rows)
     x, frame = x[len(frame) - len(keep):], keep
-    base = lgb.Dataset(
-        x, label=np.zeros(len(frame)), feature_name=features, free_raw_data=False,
-        params={"max_bin": MAX_BIN, "bin_construct_sample_cnt": BIN_SAMPLE_ROWS, "verbose": -1, "seed": params.seed},
-    ).construct()
+    base = binned_dataset(x, params.seed, features)
+    # Symbols as small integer codes (sorted names): the leak scan and the per-symbol scores group by them.
+    codes, names = pd.factorize(frame[SYMBOL_COLUMN], sort=True)
+    symbols = _Symbols(codes.astype(np.int32), tuple(str(n) for n in names))
     rows, oos_rows = [], []
     for target in targets:
-        row, oos = _rank_one(frame, x, base, features, target, interval_minutes, params)
+        row, oos = _rank_one(frame, x, base, symbols, features, target, interval_minutes, params)
         rows.append(row)
         oos_rows.extend(oos)
+        release()  # each target's folds and boosters are freed: hand the pages back before the next target
         if on_target is not None:
             on_target(target)
     table = _finish_table(pd.DataFrame(rows), params.top_n)
@@ -165,7 +164,13 @@ def _metric_name(task: TaskType) -> str:
     return "ic" if task is TaskType.REGRESSION else "auc"
 
 
-def _rank_one(frame, x, base, features, target, interval_minutes, params):
+@dataclass(frozen=True)
+class _Symbols:
+    codes: np.ndarray  # row -> index into names
+    names: tuple[str, ...]
+
+
+def _rank_one(frame, x, base, symbols: _Symbols, features, target, interval_minutes, params):
     y_all = frame[target].to_numpy(dtype=np.float64)
     task = infer_task(frame[target], target)
     hmin = horizon_minutes(target)
@@ -179,13 +184,14 @@ def _rank_one(frame, x, base, features, target, interval_minutes, params):
         return _empty_row(target, task, hmin, n, TargetStatus.DEGENERATE, "the target has (near) zero variance"), []
 
     bars = horizon_bars(target, interval_minutes)
-    leaks = find_leaks(x, y_all, frame[SYMBOL_COLUMN].to_numpy(), features, bars, params.leak_correlation)
+    leaks = find_leaks(x, y_all, symbols.codes, features, bars, params.leak_correlation)
+    release()  # the scan's shifted copies are freed; the boosters' threads would not reuse them
     if leaks:
         return _empty_row(target, task, hmin, n, TargetStatus.LEAKAGE, "; ".join(leak.describe() for leak in leaks[:3])), []
 
     idx = np.flatnonzero(mask)
-    ts = frame[TIMESTAMP_COLUMN].to_numpy()[idx]
-    symbols = frame[SYMBOL_COLUMN].to_numpy()[idx]
+    ts = frame_ts(frame)[idx]
+    row_codes = symbols.codes[idx]
     classes = np.unique(y_all[idx]) if task is not TaskType.REGRESSION else None
     fold_metrics, oos = [], []
     for fold in purged_walk_forward(ts, params.folds, purge=bars + params.embargo_bars, min_train=max(20, bars)):
@@ -195,11 +201,12 @@ def _rank_one(frame, x, base, features, target, interval_minutes, params):
             continue
         p_lgbm = _fit_lgbm(base, train, test, y_train, x, task, classes, params)
         lin = train[-LINEAR_MAX_ROWS:]  # the most recent training rows: plenty for a linear baseline, bounded memory
-        p_lin = _fit_linear(x[lin], y_all[lin], x[test], task, classes, params.seed)
+        p_lin = _fit_linear(x, lin, y_all[lin], test, task, classes, params.seed)
         blended = _blend(task, p_lgbm, p_lin)
         per_model = {name: _score(task, y_test, p, classes) for name, p in (("lgbm", p_lgbm), ("linear", p_lin))}
         fold_metrics.append(per_model)
-        oos.extend(_oos_rows(target, task, hmin, fold.index, y_test, blended, symbols[fold.test], classes))
+        oos.extend(_oos_rows(target, task, hmin, fold.index, y_test, blended, row_codes[fold.test], symbols.names, classes))
+        release()
     if not fold_metrics:
         return _empty_row(target, task, hmin, n, TargetStatus.DEGENERATE, "no walk-forward fold had enough history after the purge"), []
 
@@ -239,31 +246,34 @@ def _fit_lgbm(base, train, test, y_train, x, task, classes, params) -> np.ndarra
     else:
         p.update(objective="multiclass", num_class=len(classes))
         label = np.searchsorted(classes, y_train).astype(np.float64)
-    ds = base.subset(train).construct()
-    ds.set_label(label)
-    booster = lgb.train(p, ds, num_boost_round=LGBM_RANK_ROUNDS)
+    booster = lgb.train(p, subset(base, train, label), num_boost_round=LGBM_RANK_ROUNDS)
     return booster.predict(x[test])
 
 
-def _fit_linear(x_train, y_train, x_test, task, classes, seed) -> np.ndarray:
+def _fit_linear(x, train_rows, y_train, test_rows, task, classes, seed) -> np.ndarray:
+    """Ridge (regression) or logistic regression on median-filled, standardised float32 features."""
     from sklearn.linear_model import LogisticRegression, Ridge
 
-    # float32 throughout and in place: this runs per target and fold on the whole panel.
-    med = np.nanmedian(x_train, axis=0)
-    med = np.where(np.isfinite(med), med, 0.0).astype(np.float32)
-    xt = np.where(np.isfinite(x_train), x_train, med)
-    mu, sd = xt.mean(axis=0, dtype=np.float64).astype(np.float32), xt.std(axis=0, dtype=np.float64).astype(np.float32)
-    sd[sd == 0] = 1.0
-    xt -= mu
-    xt /= sd
-    xs = np.where(np.isfinite(x_test), x_test, med)
-    xs -= mu
-    xs /= sd
+    # Runs per target and fold: the two gathered copies are the only copies of the features made here;
+    # filling and scaling happen in place, column by column, and both models keep float32.
+    xt, xs = x[train_rows], x[test_rows]
+    for j in range(xt.shape[1]):
+        col, test_col = xt[:, j], xs[:, j]
+        known = np.isfinite(col)
+        fill = np.float32(np.median(col[known])) if known.any() else np.float32(0.0)
+        col[~known] = fill
+        test_col[~np.isfinite(test_col)] = fill
+        mu = col.mean(dtype=np.float64)
+        sd = np.sqrt(np.mean(np.square(col - mu, dtype=np.float64))) or 1.0
+        for c in (col, test_col):
+            c -= np.float32(mu)
+            c /= np.float32(sd)
     if task is TaskType.REGRESSION:
-        return Ridge(alpha=10.0).fit(xt, y_train).predict(xs)
+        return Ridge(alpha=10.0, copy_X=False).fit(xt, y_train).predict(xs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = LogisticRegression(C=0.1, max_iter=300, random_state=seed).fit(xt, y_train)
+        # newton-cholesky suits many rows and few features, and keeps float32 (lbfgs would copy to float64).
+        model = LogisticRegression(C=0.1, solver="newton-cholesky", max_iter=300, random_state=seed).fit(xt, y_train)
     proba = model.predict_proba(xs)
     return proba[:, -1] if task is TaskType.BINARY else proba
 
@@ -295,7 +305,7 @@ def _macro_auc(y, proba, classes) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def _oos_rows(target, task, hmin, fold, y, pred, symbols, classes) -> list[tuple]:
+def _oos_rows(target, task, hmin, fold, y, pred, codes, names, classes) -> list[tuple]:
     """Evidence rows for routing: the pooled (cross-sectional) score and one per symbol."""
     def one(yy, pp):
         if task is TaskType.REGRESSION:
@@ -306,7 +316,7 @@ def _oos_rows(target, task, hmin, fold, y, pred, symbols, classes) -> list[tuple
 
     metric = _metric_name(task)
     rows = [(target, None, fold, task.value, metric, one(y, pred), len(y), hmin)]
-    for sym in sorted(set(symbols)):
-        m = symbols == sym
-        rows.append((target, str(sym), fold, task.value, metric, one(y[m], pred[m]), int(m.sum()), hmin))
+    for code in np.unique(codes):  # codes follow sorted names, so rows come in symbol order
+        m = codes == code
+        rows.append((target, names[code], fold, task.value, metric, one(y[m], pred[m]), int(m.sum()), hmin))
     return rows

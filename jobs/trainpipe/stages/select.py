@@ -6,17 +6,19 @@ Called by `trainpipe select` (and the local runner). Pure over a loaded frame: n
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from trainpipe.contract.names import TIMESTAMP_COLUMN, Stability, TaskType
+from trainpipe.contract.names import Stability, TaskType
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.cv import purged_holdout
+from trainpipe.data.frames import frame_ts
+from trainpipe.memory import release
 from trainpipe.stages import metrics
-from trainpipe.stages.rank import BIN_SAMPLE_ROWS, MAX_BIN
+from trainpipe.stages.binned import binned_dataset, subset
 
 # Weights of each method in the consensus; permutation importance is measured out of sample, so it counts most.
 METHOD_WEIGHTS: Mapping[str, float] = {
@@ -26,6 +28,9 @@ METHOD_WEIGHTS: Mapping[str, float] = {
     "permutation": 1.2,
     "mutual_info": 0.8,
 }
+# The order methods run in (not their order in the table): CatBoost's copy of the data is the largest,
+# so it runs first, before the other libraries' leftovers (thread arenas, caches) sit under it.
+_COMPUTE_ORDER = ("catboost", "lightgbm_gain", "permutation", "xgboost_gain", "mutual_info")
 # A method "supports" a feature when it gives it at least this share of a uniform allotment (1/F).
 SUPPORT_SHARE = 0.25
 MI_MAX_ROWS = 4_000
@@ -116,93 +121,195 @@ def stability(current: Sequence[str], previous: Sequence[str] | None) -> Stabili
     return StabilityReport(state, round(overlap, 6), round(tau, 6), tuple(prev))
 
 
+@dataclass(frozen=True)
+class TargetToSelect:
+    target: str
+    task: TaskType
+    horizon_bars: int
+
+
+@dataclass(frozen=True)
+class _Labels:
+    """One target's labelled rows of the shared feature matrix, and their labels (classes encoded 0..K-1)."""
+
+    rows: np.ndarray  # int32 row indices into x, ascending (time order)
+    y: np.ndarray
+    ts: np.ndarray  # every row's timestamp (shared, not copied per target): ts[rows] are this target's
+    task: TaskType
+    horizon_bars: int
+
+
 def select_features(
     frame: pd.DataFrame, target: str, task: TaskType, features: Sequence[str], horizon_bars: int, params: SelectParams, x: np.ndarray | None = None
 ) -> Selection:
-    """Consensus selection for one target; `x` may carry the features as a float32 matrix aligned with `frame`."""
+    """Consensus selection for one target (see `select_all`)."""
+    return select_all(frame, [TargetToSelect(target, task, horizon_bars)], features, params, x=x)[target]
+
+
+def select_all(
+    frame: pd.DataFrame,
+    targets: Sequence[TargetToSelect],
+    features: Sequence[str],
+    params: SelectParams,
+    x: np.ndarray | None = None,
+    on_step: Callable[[str, str], None] | None = None,
+) -> dict[str, Selection]:
+    """Consensus selection for every target; `x` may carry the features as a float32 matrix aligned with `frame`.
+
+    Method by method, not target by target: each library's copy of the data (LightGBM's bins, XGBoost's
+    quantiles) is built once from the shared matrix for all targets and released before the next library
+    builds its own, and a target's unlabelled rows are left out by row index or zero weight, never by
+    copying the labelled rows. `on_step(target, method)` is called after each method of each target.
+    """
     features = list(features)
-    labelled = frame[target].notna().to_numpy()
     if x is None:
         x = frame[features].to_numpy(dtype=np.float32)
-    # Only the labelled rows' features are copied, never the whole frame.
-    x = x if labelled.all() else x[labelled]
-    y = frame[target].to_numpy(dtype=np.float64)[labelled]
-    ts = frame[TIMESTAMP_COLUMN].to_numpy()[labelled]
-    if task is not TaskType.REGRESSION:
-        y = np.searchsorted(np.unique(y), y).astype(np.float64)
-    runners = {
-        "lightgbm_gain": _lightgbm_gain,
+    ts = frame_ts(frame)
+
+    def labels(t: TargetToSelect) -> _Labels:
+        values = frame[t.target].to_numpy(dtype=np.float64)
+        rows = np.flatnonzero(np.isfinite(values)).astype(np.int32)
+        y = values[rows]
+        del values
+        if t.task is not TaskType.REGRESSION:
+            y = np.searchsorted(np.unique(y), y).astype(np.float64)
+        return _Labels(rows, y, ts, t.task, t.horizon_bars)
+
+    runners: dict[str, Callable[..., dict[str, np.ndarray]]] = {
+        "lightgbm_gain": _lightgbm_methods,
+        "permutation": _lightgbm_methods,
         "xgboost_gain": _xgboost_gain,
         "catboost": _catboost,
-        "permutation": _permutation,
         "mutual_info": _mutual_info,
     }
-    method_scores = {}
-    for method in params.methods:
-        method_scores[method] = runners[method](x, y, task, ts, horizon_bars, params)
-    table = consensus(method_scores, features, params.min_support, params.top_m)
-    chosen = tuple(table.loc[table["selected"], "feature"])
-    return Selection(target=target, features=chosen, scores=table)
+    scores: dict[str, dict[str, np.ndarray]] = {t.target: {} for t in targets}
+    done: set[str] = set()
+    for method in sorted(params.methods, key=_COMPUTE_ORDER.index):
+        if method in done:
+            continue
+        # LightGBM gain and permutation importance share one binned dataset, so they run together.
+        wanted = [m for m in params.methods if runners[m] is runners[method]]
+        # Labels are made per target when a method reaches it, so one target's arrays are alive at a time.
+        results = runners[method](x, targets, labels, wanted, params, on_step)
+        for t, by_method in zip(targets, results, strict=True):
+            scores[t.target].update(by_method)
+        done.update(wanted)
+        release()  # this library's dataset is gone: return its pages before the next library builds its own
+    out = {}
+    for t in targets:
+        method_scores = {m: scores[t.target][m] for m in params.methods}  # the spec's order, for the table's columns
+        table = consensus(method_scores, features, params.min_support, params.top_m)
+        out[t.target] = Selection(target=t.target, features=tuple(table.loc[table["selected"], "feature"]), scores=table)
+    return out
 
 
 def _n_classes(y: np.ndarray) -> int:
     return int(np.unique(y).size)
 
 
-def _lightgbm_gain(x, y, task, ts, horizon_bars, params) -> np.ndarray:
-    booster = _lgbm_train(x, y, task, params)
-    return booster.feature_importance(importance_type="gain")
-
-
-def _lgbm_train(x, y, task, params, rows: np.ndarray | None = None):
-    """LightGBM on float32 features through the native API: no float64 copy, and `rows` subsets the binned data."""
-    import lightgbm as lgb
-
-    n_classes = _n_classes(y)
+def _lgbm_params(task: TaskType, n_classes: int, params: SelectParams) -> dict:
     p = {"learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 50, "bagging_fraction": 0.8, "bagging_freq": 1,
          "feature_fraction": 0.8, "lambda_l2": 1.0, "seed": params.seed, "num_threads": params.threads, "verbose": -1,
-         "deterministic": True, "force_row_wise": True, "max_bin": MAX_BIN}
+         "deterministic": True, "force_row_wise": True}
     if task is TaskType.REGRESSION:
         p["objective"] = "regression"
     elif n_classes <= 2:
         p["objective"] = "binary"
     else:
         p.update(objective="multiclass", num_class=n_classes)
-    data = lgb.Dataset(x, label=y, params={"max_bin": MAX_BIN, "bin_construct_sample_cnt": BIN_SAMPLE_ROWS, "verbose": -1}, free_raw_data=True)
-    if rows is not None:
-        data = data.construct().subset(rows)
-    return lgb.train(p, data, num_boost_round=TREES)
+    return p
 
 
-def _xgboost_gain(x, y, task, ts, horizon_bars, params) -> np.ndarray:
+def _lightgbm_methods(x, targets, labels, methods, params, on_step) -> list[dict[str, np.ndarray]]:
+    """LightGBM gain and purged out-of-sample permutation importance, every target on one binned dataset."""
+    import lightgbm as lgb
+
+    base = binned_dataset(x, params.seed)
+
+    def train(rows: np.ndarray, y: np.ndarray, lab: _Labels):
+        return lgb.train(_lgbm_params(lab.task, _n_classes(lab.y), params), subset(base, rows, y), num_boost_round=TREES)
+
+    out = []
+    for t in targets:
+        name, lab = t.target, labels(t)
+        found = {}
+        if "lightgbm_gain" in methods:
+            found["lightgbm_gain"] = train(lab.rows, lab.y, lab).feature_importance(importance_type="gain")
+            _step(on_step, name, "lightgbm_gain")
+        if "permutation" in methods:
+            found["permutation"] = _permutation(x, lab, params, train)
+            _step(on_step, name, "permutation")
+        out.append(found)
+    return out
+
+
+def _step(on_step, target: str, method: str) -> None:
+    """One method finished one target: return its freed pages (see trainpipe.memory), then report."""
+    release()
+    if on_step is not None:
+        on_step(target, method)
+
+
+def _xgboost_gain(x, targets, labels, methods, params, on_step) -> list[dict[str, np.ndarray]]:
+    """XGBoost total gain; one quantile matrix for every target, unlabelled rows weighted zero."""
     import xgboost as xgb
 
-    common = dict(n_estimators=TREES, learning_rate=0.05, max_depth=4, subsample=0.8, colsample_bytree=0.8, reg_lambda=1.0,
-                  tree_method="hist", max_bin=64, random_state=params.seed, n_jobs=params.threads)
-    model = xgb.XGBRegressor(**common) if task is TaskType.REGRESSION else xgb.XGBClassifier(**common)
-    model.fit(x, y)
-    gains = model.get_booster().get_score(importance_type="total_gain")
-    return np.array([gains.get(f"f{i}", 0.0) for i in range(x.shape[1])])
+    data = xgb.QuantileDMatrix(x, max_bin=64, nthread=params.threads)
+    out = []
+    for t in targets:
+        name, lab = t.target, labels(t)
+        label, weight = _zero_weighted(len(x), lab)
+        data.set_label(label)
+        data.set_weight(weight)
+        n_classes = _n_classes(lab.y)
+        p = {"learning_rate": 0.05, "max_depth": 4, "subsample": 0.8, "colsample_bytree": 0.8, "reg_lambda": 1.0,
+             "tree_method": "hist", "max_bin": 64, "seed": params.seed, "nthread": params.threads}
+        if lab.task is TaskType.REGRESSION:
+            p["objective"] = "reg:squarederror"
+        elif n_classes <= 2:
+            p["objective"] = "binary:logistic"
+        else:
+            p.update(objective="multi:softprob", num_class=n_classes)
+        booster = xgb.train(p, data, num_boost_round=TREES)
+        gains = booster.get_score(importance_type="total_gain")
+        out.append({"xgboost_gain": np.array([gains.get(f"f{i}", 0.0) for i in range(x.shape[1])])})
+        _step(on_step, name, "xgboost_gain")
+    return out
 
 
-def _catboost(x, y, task, ts, horizon_bars, params) -> np.ndarray:
+def _zero_weighted(n: int, lab: _Labels) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and weights for all n rows of x: unlabelled rows get label 0 and weight 0, so they count for nothing."""
+    label, weight = np.zeros(n, dtype=np.float32), np.zeros(n, dtype=np.float32)
+    label[lab.rows], weight[lab.rows] = lab.y, 1.0
+    return label, weight
+
+
+def _catboost(x, targets, labels, methods, params, on_step) -> list[dict[str, np.ndarray]]:
+    """CatBoost prediction-values change; unlabelled rows weighted zero rather than copied out."""
     import catboost as cb
 
-    common = dict(iterations=TREES, learning_rate=0.08, depth=4, random_seed=params.seed, thread_count=params.threads,
-                  verbose=False, allow_writing_files=False, border_count=64)
-    model = cb.CatBoostRegressor(**common) if task is TaskType.REGRESSION else cb.CatBoostClassifier(**common)
-    pool = cb.Pool(x, y)
-    pool.quantize(border_count=64)  # drops the raw float copy; training only needs the borders
-    model.fit(pool)
-    return np.asarray(model.get_feature_importance(type="PredictionValuesChange"))
+    out = []
+    for t in targets:
+        name, lab = t.target, labels(t)
+        common = dict(iterations=TREES, learning_rate=0.08, depth=4, random_seed=params.seed, thread_count=params.threads,
+                      verbose=False, allow_writing_files=False, border_count=64)
+        model = cb.CatBoostRegressor(**common) if lab.task is TaskType.REGRESSION else cb.CatBoostClassifier(**common)
+        label, weight = _zero_weighted(len(x), lab)
+        pool = cb.Pool(x, label if lab.task is TaskType.REGRESSION else label.astype(np.int32), weight=weight)
+        pool.quantize(border_count=64)  # drops CatBoost's float copy; training only needs the borders
+        model.fit(pool)
+        out.append({"catboost": np.asarray(model.get_feature_importance(type="PredictionValuesChange"))})
+        del pool, model
+        _step(on_step, name, "catboost")
+    return out
 
 
-def _permutation(x, y, task, ts, horizon_bars, params) -> np.ndarray:
+def _permutation(x, lab: _Labels, params, train) -> np.ndarray:
     """Drop in out-of-sample skill when one feature is shuffled, on a purged time-ordered holdout."""
-    fold = purged_holdout(ts, params.holdout_fraction, horizon_bars + params.embargo_bars)
-    booster = _lgbm_train(x, y, task, params, rows=fold.train)
-    xt, yt = x[fold.test], y[fold.test]
-    score = _skill_fn(task, booster, yt)
+    fold = purged_holdout(lab.ts[lab.rows], params.holdout_fraction, lab.horizon_bars + params.embargo_bars)
+    booster = train(lab.rows[fold.train], lab.y[fold.train], lab)
+    xt, yt = x[lab.rows[fold.test]], lab.y[fold.test]
+    score = _skill_fn(lab.task, booster, yt)
     base = score(xt)
     rng = np.random.default_rng(params.seed)
     drops = np.zeros(x.shape[1])
@@ -225,14 +332,22 @@ def _skill_fn(task, booster, y):
     return lambda x: float((np.argmax(booster.predict(x), axis=1) == y).mean())
 
 
-def _mutual_info(x, y, task, ts, horizon_bars, params) -> np.ndarray:
+def _mutual_info(x, targets, labels, methods, params, on_step) -> list[dict[str, np.ndarray]]:
+    """Mutual information on a seeded sample of each target's labelled rows."""
     from sklearn.feature_selection import mutual_info_classif, mutual_info_regression
 
-    rng = np.random.default_rng(params.seed)
-    rows = np.sort(rng.choice(len(y), size=min(MI_MAX_ROWS, len(y)), replace=False))
-    xs = np.nan_to_num(x[rows], nan=0.0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if task is TaskType.REGRESSION:
-            return mutual_info_regression(xs, y[rows], random_state=params.seed, n_neighbors=5)
-        return mutual_info_classif(xs, y[rows].astype(int), random_state=params.seed, n_neighbors=5)
+    out = []
+    for t in targets:
+        name, lab = t.target, labels(t)
+        rng = np.random.default_rng(params.seed)
+        pick = np.sort(rng.choice(len(lab.y), size=min(MI_MAX_ROWS, len(lab.y)), replace=False))
+        xs = np.nan_to_num(x[lab.rows[pick]], nan=0.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if lab.task is TaskType.REGRESSION:
+                mi = mutual_info_regression(xs, lab.y[pick], random_state=params.seed, n_neighbors=5)
+            else:
+                mi = mutual_info_classif(xs, lab.y[pick].astype(int), random_state=params.seed, n_neighbors=5)
+        out.append({"mutual_info": mi})
+        _step(on_step, name, "mutual_info")
+    return out

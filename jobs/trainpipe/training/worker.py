@@ -52,7 +52,7 @@ def run_request(request: dict[str, Any], emit: Callable[[dict[str, Any]], None])
     from trainpipe.contract.names import SYMBOL_COLUMN, TaskType
     from trainpipe.contract.plan import TrainingPlan
     from trainpipe.contract.targets import horizon_bars, horizon_minutes
-    from trainpipe.families.base import frame_symbols, frame_ts
+    from trainpipe.data.frames import frame_symbols, frame_ts
     from trainpipe.families.registry import make_trainer
     from trainpipe.io.atomic import atomic_dir, write_json, write_text
     from trainpipe.io.layout import Layout
