@@ -1,8 +1,9 @@
 """`make bench`: wall time and peak memory per stage on the example data, the FoxML-scale comparison, per-family training.
 
 Each measured stage runs in a fresh subprocess (`python -m trainpipe.bench stage …`) so its peak RSS is its
-own; the process also reports its RSS after imports, so the data-driven part of the peak can be compared
-with the size of the loaded dataset. Medians over repeats, side by side in one run.
+own. Memory is also measured on each symbol's latest 10% of rows: the difference of the two peaks is what
+the data costs, compared with the size of the loaded dataset (see MEMORY_HELP). Medians over repeats, side
+by side in one run.
 """
 
 from __future__ import annotations
@@ -89,54 +90,28 @@ def _measured_peak(run: Callable[[], object]) -> float:
     return max(sampled.peak, after) if after > before else sampled.peak
 
 
-WARMUP_SYMBOLS, WARMUP_ROWS = 2, 400
-
-
 def stage_main(args: argparse.Namespace) -> int:
-    """Run one stage with --force semantics and print a JSON line of its time and memory.
-
-    Memory model: peak = fixed working set + k × dataset. The fixed part (the libraries' per-fit buffers,
-    thread pools, lazily loaded modules) is measured by first running the same stages on a tiny dataset
-    (2 symbols × 400 rows) in this process; k is what the target "peak under 3× the loaded dataset" is about.
-    """
+    """Run one stage with --force semantics and print a JSON line of its time and memory."""
     import catboost  # noqa: F401
     import lightgbm  # noqa: F401 — import the heavy libraries first so the baseline includes them
     import sklearn  # noqa: F401
     import xgboost  # noqa: F401
 
-    from trainpipe.contract.names import STAGE_ORDER, Stage
+    from trainpipe.contract.names import Stage
     from trainpipe.contract.pipeline import PipelineSpec
     from trainpipe.io.layout import Layout
-    from trainpipe.memory import release
     from trainpipe.runner.steps import RunContext, candidate_columns, load, run_stage
 
     spec = PipelineSpec.model_validate(json.loads(args.spec))
-    stage = Stage(args.stage)
     ctx = RunContext(spec=spec, layout=Layout(Path(args.output_dir)), threads=args.threads)
-    imports = _rss_mb()
-    fixed_peak, warm, tiny_bytes = imports, imports, 0
-    if stage in (Stage.RANK, Stage.SELECT, Stage.PLAN):
-        with tempfile.TemporaryDirectory(prefix="trainpipe-warmup-") as tmp:
-            tiny = foxml_scale_data(Path(tmp) / "data", n_symbols=WARMUP_SYMBOLS, rows=WARMUP_ROWS)
-            tiny_spec = spec.model_copy(update={"data": spec.data.model_copy(update={"dir": str(tiny), "symbols": []})})
-            tiny_ctx = RunContext(spec=tiny_spec, layout=Layout(Path(tmp) / "out"), threads=args.threads)
-            release()
-            fixed_peak = _measured_peak(lambda: [run_stage(tiny_ctx, s, force=True) for s in STAGE_ORDER[: STAGE_ORDER.index(stage) + 1]])
-            features, targets = candidate_columns(tiny_ctx)
-            tiny_bytes = panel_bytes(load(tiny_ctx, features + targets).frame)
-        import gc
-
-        gc.collect()
-        release()
-        warm = _rss_mb()
+    imports = _rss_mb()  # before any data is read
     start = time.perf_counter()
-    peak = _measured_peak(lambda: run_stage(ctx, stage, force=True))
+    peak = _measured_peak(lambda: run_stage(ctx, Stage(args.stage), force=True))
     seconds = time.perf_counter() - start
     # The dataset's size is measured after the peak was recorded, so this load cannot inflate it.
     features, targets = candidate_columns(ctx)
     dataset_bytes = panel_bytes(load(ctx, features + targets).frame)
-    print(json.dumps({"seconds": seconds, "imports_mb": imports, "fixed_peak_mb": fixed_peak, "warm_mb": warm, "peak_mb": peak,
-                      "dataset_mb": dataset_bytes / 2**20, "tiny_dataset_mb": tiny_bytes / 2**20}))
+    print(json.dumps({"seconds": seconds, "imports_mb": imports, "peak_mb": peak, "dataset_mb": dataset_bytes / 2**20}))
     return 0
 
 
@@ -236,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-dir", type=Path, default=Path("data/example"))
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-families", action="store_true", help="Skip the per-family training table (the slowest part).")
     args = parser.parse_args(argv)
@@ -256,10 +231,14 @@ def bench(args: argparse.Namespace) -> int:
         spec = {"data": {"dir": str(args.data_dir)}, "targets": {"topN": 6}, "features": {"topM": 50}, "seed": 42}
         out = scratch / "example"
         per_stage: dict[str, list[dict]] = {}
+        small: dict[str, list[dict]] = {}
+        small_spec = _small(spec, args.data_dir)
         for i in range(args.repeats):
             for stage in ("rank", "select", "plan"):
                 per_stage.setdefault(stage, []).append(run_stage_process(stage, spec, out, args.threads))
                 print(f"bench: example {stage} #{i + 1}: {per_stage[stage][-1]['seconds']:.1f}s", file=sys.stderr)
+            for stage in ("rank", "select", "plan"):
+                small.setdefault(stage, []).append(run_stage_process(stage, small_spec, scratch / "example-small", args.threads))
         per_stage["train-cpu"] = [run_stage_process("train-cpu", spec, out, args.threads)]
         print(f"bench: example train-cpu: {per_stage['train-cpu'][-1]['seconds']:.1f}s", file=sys.stderr)
         jobs = json.loads((out / "globals/training_plan/master_training_plan.json").read_text())["jobs"]
@@ -277,8 +256,15 @@ def bench(args: argparse.Namespace) -> int:
         # 3. memory at scale: with 3.6 MB of example data, fixed library overheads dominate any ratio
         big_dir = foxml_scale_data(scratch / "scale", n_symbols=40)
         big_spec = {"data": {"dir": str(big_dir)}, "targets": {"topN": 6}, "features": {"topM": 27}, "seed": 42}
-        scale = {stage: run_stage_process(stage, big_spec, scratch / "scale-out", args.threads) for stage in ("rank", "select")}
-        print("bench: memory at scale done", file=sys.stderr)
+        big_small = _small(big_spec, big_dir)
+        scale: dict[str, list[dict]] = {"rank": [], "select": []}
+        scale_small: dict[str, list[dict]] = {"rank": [], "select": []}
+        for i in range(args.repeats):
+            for stage in ("rank", "select"):
+                scale[stage].append(run_stage_process(stage, big_spec, scratch / "scale-out", args.threads))
+            for stage in ("rank", "select"):
+                scale_small[stage].append(run_stage_process(stage, big_small, scratch / "scale-small", args.threads))
+            print(f"bench: memory at scale #{i + 1} done", file=sys.stderr)
 
         families = [] if args.skip_families else _families(args.data_dir)
 
@@ -299,9 +285,9 @@ def bench(args: argparse.Namespace) -> int:
         for stage, rows in per_stage.items():
             secs = [r["seconds"] for r in rows]
             if stage == "train-cpu":  # the models train in worker processes: their memory is in the per-family table
-                lines.append(f"| {stage} | {_spread(secs)} | (workers) | | | | | | |")
+                lines.append(f"| {stage} | {_spread(secs)} | (workers) | | | | | | | |")
                 continue
-            lines.append(f"| {stage} | {_spread(secs)} | " + _memory_cells({k: _median(rows, k) for k in rows[0] if k != "seconds"}))
+            lines.append(f"| {stage} | {_spread(secs)} | " + _memory_cells(rows, small[stage]))
         rs = _median(per_stage["rank"], "seconds") + _median(per_stage["select"], "seconds")
         lines += [
             "",
@@ -332,15 +318,15 @@ def bench(args: argparse.Namespace) -> int:
             lines.append(f"| {t['target']} | {t['task']} | {_f(t['score'])} | {_f(t['rank_ic'])} | {_f(t['auc'])} | {_f(t['consistency'])} | {t['status']} |")
         lines += [
             "",
-            "## Memory at scale (40 symbols × 4,000 rows = 160,000 rows, 27 features, 6 targets; one run)",
+            f"## Memory at scale (40 symbols × 4,000 rows = 160,000 rows, 27 features, 6 targets; median of {args.repeats})",
             "",
             "Same measure as above, on data large enough that per-row memory, not the fixed working set, decides the peak.",
             "",
             MEMORY_HEADER,
             MEMORY_RULE,
         ]
-        for stage, r in scale.items():
-            lines.append(f"| {stage} | {r['seconds']:.1f} | – | " + _memory_cells(r))
+        for stage, rows in scale.items():
+            lines.append(f"| {stage} | {_spread([r['seconds'] for r in rows])} | " + _memory_cells(rows, scale_small[stage]))
         if families:
             lines += [
                 "",
@@ -358,25 +344,35 @@ def bench(args: argparse.Namespace) -> int:
     return 0
 
 
+SMALL_FRACTION = 0.1
 MEMORY_HELP = [
-    "Each stage runs in its own process, which first runs the same stages on a tiny dataset (2 symbols × 400 rows) to measure",
-    "the *fixed working set*: what the stage needs whatever the data (the libraries' per-fit buffers and thread pools, lazily",
-    "loaded modules), above the RSS after imports (interpreter, LightGBM, XGBoost, CatBoost, scikit-learn). *Data-driven* =",
-    "peak RSS of the real run minus the tiny run's peak; it is compared with the loaded panel (features, targets, ts, symbol)",
-    "minus the tiny panel. Target: data-driven peak under 3× the loaded dataset. The last column is the stricter whole",
-    "peak over imports / dataset, which on small data mostly measures the fixed working set.",
+    "Each stage runs in its own process. Its peak RSS is measured on the data and, in separate processes, on the same",
+    "data cut to each symbol's latest 10% of rows (same symbols, features, targets and settings). The difference is the",
+    "*data-driven* memory: what the extra 90% of rows cost. It is compared with what those rows add to the loaded panel",
+    "(features, targets, ts and symbol as held in memory). Target: data-driven peak under 3× the loaded dataset. What",
+    "the difference removes is the fixed working set (interpreter and libraries, lazily loaded modules, per-fit buffers,",
+    "thread pools); the last column keeps it: the whole peak over the RSS after imports / dataset.",
 ]
-MEMORY_HEADER = ("| stage | wall s (median) | min–max | after imports MiB | fixed working set MiB | peak RSS MiB | data-driven MiB "
-                 "| loaded dataset MiB | data-driven / dataset | peak over imports / dataset |")
+MEMORY_HEADER = ("| stage | wall s (median) | min–max | after imports MiB | peak RSS MiB | peak on 10% of rows MiB | data-driven MiB "
+                 "| loaded dataset MiB (10%) | data-driven / dataset | peak over imports / dataset |")
 MEMORY_RULE = "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 
 
-def _memory_cells(r: dict) -> str:
-    fixed = r["fixed_peak_mb"] - r["imports_mb"]
-    driven = max(0.0, r["peak_mb"] - r["fixed_peak_mb"])
-    data = r["dataset_mb"] - r["tiny_dataset_mb"]
-    return (f"{r['imports_mb']:.0f} | {fixed:.0f} | {r['peak_mb']:.0f} | {driven:.1f} | {r['dataset_mb']:.1f} | "
-            f"**{driven / data:.1f}×** | {(r['peak_mb'] - r['imports_mb']) / r['dataset_mb']:.1f}× |")
+def _small(spec: dict, data_dir: Path) -> dict:
+    """The same spec on each symbol's latest SMALL_FRACTION of rows."""
+    import pyarrow.parquet as pq
+
+    rows = min(pq.ParquetFile(p).metadata.num_rows for p in Path(data_dir).rglob("*.parquet"))
+    return {**spec, "data": {**spec["data"], "maxRowsPerSymbol": max(100, int(rows * SMALL_FRACTION))}}
+
+
+def _memory_cells(full: list[dict], small: list[dict]) -> str:
+    """Medians of the full and the 10% runs; the data-driven part is the difference of the median peaks."""
+    imports, peak, peak_small = _median(full, "imports_mb"), _median(full, "peak_mb"), _median(small, "peak_mb")
+    data, data_small = _median(full, "dataset_mb"), _median(small, "dataset_mb")
+    driven = max(0.0, peak - peak_small)
+    return (f"{imports:.0f} | {peak:.0f} | {peak_small:.0f} | {driven:.1f} | {data:.1f} ({data_small:.1f}) | "
+            f"**{driven / (data - data_small):.1f}×** | {(peak - imports) / data:.1f}× |")
 
 
 def _families(data_dir: Path) -> list[dict]:
