@@ -285,7 +285,7 @@ def bench(args: argparse.Namespace) -> int:
         for stage, rows in per_stage.items():
             secs = [r["seconds"] for r in rows]
             if stage == "train-cpu":  # the models train in worker processes: their memory is in the per-family table
-                lines.append(f"| {stage} | {_spread(secs)} | (workers) | | | | | | | |")
+                lines.append(f"| {stage} | {_spread(secs)} | (workers) | | | | | | |")
                 continue
             lines.append(f"| {stage} | {_spread(secs)} | " + _memory_cells(rows, small[stage]))
         rs = _median(per_stage["rank"], "seconds") + _median(per_stage["select"], "seconds")
