@@ -8,8 +8,9 @@ set by the user wins.
 
 glibc keeps freed blocks in per-thread arenas; the model libraries allocate from their own worker
 threads, so memory one library freed is often not reused by the next and the resident set only
-grows. `malloc_trim(0)` returns every arena's free pages. It costs a few milliseconds, so stages
-call it between phases (after a target, after a method), never inside a loop over rows or trees.
+grows. `malloc_trim(0)` returns every arena's free pages. It costs about 0.02 ms, but it walks every
+arena, so stages call it between phases (after a fold, a target or a method), never inside a loop over
+rows or trees.
 """
 
 from __future__ import annotations

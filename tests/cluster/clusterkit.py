@@ -30,6 +30,7 @@ JSON_PATCH = "application/json-patch+json"
 
 # Plural resource paths for the kinds the tier touches; anything else can be passed as a path.
 CORE = "/api/v1"
+BATCH = "/apis/batch/v1"
 
 
 class ApiError(Exception):
@@ -235,7 +236,7 @@ def pods_of_job(kube: Kube, namespace: str, job: str) -> list[dict[str, Any]]:
 
 
 def job_condition(kube: Kube, namespace: str, job: str, ctype: str) -> dict[str, Any] | None:
-    status = kube.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/{job}").get("status", {})
+    status = kube.get(f"{BATCH}/namespaces/{namespace}/jobs/{job}").get("status", {})
     return next((c for c in status.get("conditions") or [] if c["type"] == ctype and c["status"] == "True"), None)
 
 

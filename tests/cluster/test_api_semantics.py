@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from clusterkit import CORE, ApiError, Cluster, Kube, wait_for
+from clusterkit import BATCH, CORE, ApiError, Cluster, Kube, wait_for
 
 GROUP = "cluster-tier.trainpipe.io"
 
@@ -93,7 +93,7 @@ def test_deleting_the_owner_garbage_collects_owned_objects(cluster: Cluster, kub
            "controller": True, "blockOwnerDeletion": True}
     kube.create(f"{ns_path}/configmaps", {"apiVersion": "v1", "kind": "ConfigMap",
                                           "metadata": {"name": "plan", "ownerReferences": [ref]}, "data": {}})
-    kube.create(f"/apis/batch/v1/namespaces/{namespace}/jobs", {
+    kube.create(f"{BATCH}/namespaces/{namespace}/jobs", {
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "stage", "ownerReferences": [ref]},
         "spec": {"template": {"metadata": {"labels": {"executor.trainpipe.io/skip": "true"}},
                               "spec": {"restartPolicy": "Never", "containers": [
@@ -105,6 +105,6 @@ def test_deleting_the_owner_garbage_collects_owned_objects(cluster: Cluster, kub
 
     wait_for("the garbage collector to delete the owned ConfigMap and Job",
              lambda: not kube.exists(f"{ns_path}/configmaps/plan")
-             and not kube.exists(f"/apis/batch/v1/namespaces/{namespace}/jobs/stage"),
+             and not kube.exists(f"{BATCH}/namespaces/{namespace}/jobs/stage"),
              timeout=60, describe=lambda: cluster.dump(namespace))
     assert kube.exists(f"{ns_path}/secrets/unrelated")

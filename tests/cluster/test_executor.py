@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from clusterkit import (
+    BATCH,
     CORE,
     Cluster,
     Kube,
@@ -14,8 +15,6 @@ from clusterkit import (
     pods_of_job,
     wait_for,
 )
-
-BATCH = "/apis/batch/v1"
 
 
 def _pod(name: str, command: list[str], **spec: object) -> dict:

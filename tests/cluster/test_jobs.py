@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from clusterkit import (
+    BATCH,
     CORE,
     GPU_RESOURCE,
     Cluster,
@@ -13,8 +14,6 @@ from clusterkit import (
     pods_of_job,
     wait_for,
 )
-
-BATCH = "/apis/batch/v1"
 
 
 def test_gpu_job_runs_on_a_gpu_node_and_writes_into_its_claim(cluster: Cluster, kube: Kube, namespace: str) -> None:

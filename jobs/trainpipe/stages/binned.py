@@ -1,4 +1,4 @@
-"""One LightGBM binned dataset per stage, and row subsets of it, shared by rank and select.
+"""One LightGBM binned dataset per stage, row subsets of it, and the booster settings, shared by rank and select.
 
 Binning once and training every target and fold on a subset of the bins avoids rebinning per target
 (issue #2) and keeps LightGBM's copy of the data at one byte per cell.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from trainpipe.contract.names import TaskType
 from trainpipe.memory import release
 
 MAX_BIN = 63
@@ -15,6 +16,32 @@ MAX_BIN = 63
 # LightGBM's default sample (200,000) holds every sampled value per feature while binning — the largest
 # transient of a stage on a large panel.
 BIN_SAMPLE_ROWS = 20_000
+# Small, regularised boosters: rank compares targets and select compares features; neither needs the
+# best model of each.
+BOOSTER_PARAMS = {
+    "learning_rate": 0.05,
+    "num_leaves": 15,
+    "min_data_in_leaf": 50,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "verbose": -1,
+    "deterministic": True,
+    "force_row_wise": True,
+}
+
+
+def booster_params(task: TaskType, n_classes: int, seed: int, threads: int) -> dict:
+    """BOOSTER_PARAMS with the objective of `task` (labels 0..n_classes-1 for classification)."""
+    p = dict(BOOSTER_PARAMS, seed=seed, num_threads=threads)
+    if task is TaskType.REGRESSION:
+        p["objective"] = "regression"
+    elif n_classes <= 2:
+        p["objective"] = "binary"
+    else:
+        p.update(objective="multiclass", num_class=n_classes)
+    return p
 
 
 def binned_dataset(x: np.ndarray, seed: int, feature_names: list[str] | None = None):

@@ -20,22 +20,9 @@ from trainpipe.cv import purged_walk_forward
 from trainpipe.data.frames import frame_ts
 from trainpipe.memory import release
 from trainpipe.stages import metrics
-from trainpipe.stages.binned import binned_dataset, subset
+from trainpipe.stages.binned import binned_dataset, booster_params, subset
 from trainpipe.stages.leakage import find_leaks, too_good
 
-# Small, regularised boosters: ranking compares targets, it does not need the best model of each.
-LGBM_RANK_PARAMS = {
-    "learning_rate": 0.05,
-    "num_leaves": 15,
-    "min_data_in_leaf": 50,
-    "feature_fraction": 0.8,
-    "bagging_fraction": 0.8,
-    "bagging_freq": 1,
-    "lambda_l2": 1.0,
-    "verbose": -1,
-    "deterministic": True,
-    "force_row_wise": True,
-}
 LGBM_RANK_ROUNDS = 120
 MIN_TARGET_ROWS = 200
 LINEAR_MAX_ROWS = 50_000
@@ -236,16 +223,12 @@ def _rank_one(frame, x, base, symbols: _Symbols, features, target, interval_minu
 def _fit_lgbm(base, train, test, y_train, x, task, classes, params) -> np.ndarray:
     import lightgbm as lgb
 
-    p = dict(LGBM_RANK_PARAMS, seed=params.seed, num_threads=params.threads)
     label = y_train
-    if task is TaskType.REGRESSION:
-        p["objective"] = "regression"
-    elif task is TaskType.BINARY:
-        p["objective"] = "binary"
+    if task is TaskType.BINARY:
         label = (y_train == classes[-1]).astype(np.float64)
-    else:
-        p.update(objective="multiclass", num_class=len(classes))
+    elif task is TaskType.MULTICLASS:
         label = np.searchsorted(classes, y_train).astype(np.float64)
+    p = booster_params(task, 0 if classes is None else len(classes), params.seed, params.threads)
     booster = lgb.train(p, subset(base, train, label), num_boost_round=LGBM_RANK_ROUNDS)
     return booster.predict(x[test])
 

@@ -18,7 +18,7 @@ from trainpipe.cv import purged_holdout
 from trainpipe.data.frames import frame_ts
 from trainpipe.memory import release
 from trainpipe.stages import metrics
-from trainpipe.stages.binned import binned_dataset, subset
+from trainpipe.stages.binned import binned_dataset, booster_params, subset
 
 # Weights of each method in the consensus; permutation importance is measured out of sample, so it counts most.
 METHOD_WEIGHTS: Mapping[str, float] = {
@@ -207,19 +207,6 @@ def _n_classes(y: np.ndarray) -> int:
     return int(np.unique(y).size)
 
 
-def _lgbm_params(task: TaskType, n_classes: int, params: SelectParams) -> dict:
-    p = {"learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 50, "bagging_fraction": 0.8, "bagging_freq": 1,
-         "feature_fraction": 0.8, "lambda_l2": 1.0, "seed": params.seed, "num_threads": params.threads, "verbose": -1,
-         "deterministic": True, "force_row_wise": True}
-    if task is TaskType.REGRESSION:
-        p["objective"] = "regression"
-    elif n_classes <= 2:
-        p["objective"] = "binary"
-    else:
-        p.update(objective="multiclass", num_class=n_classes)
-    return p
-
-
 def _lightgbm_methods(x, targets, labels, methods, params, on_step) -> list[dict[str, np.ndarray]]:
     """LightGBM gain and purged out-of-sample permutation importance, every target on one binned dataset."""
     import lightgbm as lgb
@@ -227,7 +214,7 @@ def _lightgbm_methods(x, targets, labels, methods, params, on_step) -> list[dict
     base = binned_dataset(x, params.seed)
 
     def train(rows: np.ndarray, y: np.ndarray, lab: _Labels):
-        return lgb.train(_lgbm_params(lab.task, _n_classes(lab.y), params), subset(base, rows, y), num_boost_round=TREES)
+        return lgb.train(booster_params(lab.task, _n_classes(lab.y), params.seed, params.threads), subset(base, rows, y), num_boost_round=TREES)
 
     out = []
     for t in targets:
