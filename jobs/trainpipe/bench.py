@@ -239,8 +239,8 @@ def bench(args: argparse.Namespace) -> int:
                 print(f"bench: example {stage} #{i + 1}: {per_stage[stage][-1]['seconds']:.1f}s", file=sys.stderr)
             for stage in ("rank", "select", "plan"):
                 small.setdefault(stage, []).append(run_stage_process(stage, small_spec, scratch / "example-small", args.threads))
-        per_stage["train-cpu"] = [run_stage_process("train-cpu", spec, out, args.threads)]
-        print(f"bench: example train-cpu: {per_stage['train-cpu'][-1]['seconds']:.1f}s", file=sys.stderr)
+        per_stage["cpu"] = [run_stage_process("cpu", spec, out, args.threads)]
+        print(f"bench: example cpu: {per_stage['cpu'][-1]['seconds']:.1f}s", file=sys.stderr)
         jobs = json.loads((out / "globals/training_plan/master_training_plan.json").read_text())["jobs"]
 
         # 2. FoxML-scale: 3 symbols × 4,000 rows × 6 targets × 27 features
@@ -284,7 +284,7 @@ def bench(args: argparse.Namespace) -> int:
         ]
         for stage, rows in per_stage.items():
             secs = [r["seconds"] for r in rows]
-            if stage == "train-cpu":  # the models train in worker processes: their memory is in the per-family table
+            if stage == "cpu":  # the models train in worker processes: their memory is in the per-family table
                 lines.append(f"| {stage} | {_spread(secs)} | (workers) | | | | | | |")
                 continue
             lines.append(f"| {stage} | {_spread(secs)} | " + _memory_cells(rows, small[stage]))

@@ -103,7 +103,7 @@ def test_second_run_hits_the_cache_and_a_setting_reruns_only_its_stages(first_ru
     plan_before = layout.master_training_plan.read_text()
     again = ok(trainpipe("run", "--data-dir", str(example_data), *RUN, "--output-dir", str(layout.root)))
     text = again.stderr
-    for stage in ["rank", "select", "plan", "train-cpu", "train-gpu"]:
+    for stage in ["rank", "select", "plan", "cpu", "gpu"]:
         assert f"{stage}: inputs unchanged" in text, text
     assert layout.master_training_plan.read_text() == plan_before
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainpipe.contract.names import STAGE_ORDER, Stage
+from trainpipe.contract.names import COMPUTE_STAGES, Stage
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.runner.keys import stage_keys
 
@@ -14,7 +14,7 @@ BASE = PipelineSpec()
 def _changed(spec: PipelineSpec, data: str = "d0", code: str = "c0") -> list[Stage]:
     a = stage_keys(BASE, "d0", "c0")
     b = stage_keys(spec, data, code)
-    return [s for s in STAGE_ORDER if a[s] != b[s]]
+    return [s for s in COMPUTE_STAGES if a[s] != b[s]]
 
 
 def _with(section: str, **values) -> PipelineSpec:
@@ -33,11 +33,11 @@ def _with(section: str, **values) -> PipelineSpec:
         (_with("selection", minSupport=3), Stage.SELECT),
         (_with("routing", minSampleSizeCs=10), Stage.PLAN),
         (_with("training", families=["lightgbm"]), Stage.PLAN),
-        (_with("training", holdoutFraction=0.3), Stage.TRAIN_CPU),
+        (_with("training", holdoutFraction=0.3), Stage.CPU),
     ],
 )
 def test_setting_reruns_its_stage_and_downstream_only(spec, first):
-    assert _changed(spec) == list(STAGE_ORDER[STAGE_ORDER.index(first):])
+    assert _changed(spec) == list(COMPUTE_STAGES[COMPUTE_STAGES.index(first):])
 
 
 def test_same_inputs_same_keys():
@@ -45,5 +45,5 @@ def test_same_inputs_same_keys():
 
 
 def test_data_or_code_change_reruns_everything():
-    assert _changed(BASE, data="d1") == list(STAGE_ORDER)
-    assert _changed(BASE, code="c1") == list(STAGE_ORDER)
+    assert _changed(BASE, data="d1") == list(COMPUTE_STAGES)
+    assert _changed(BASE, code="c1") == list(COMPUTE_STAGES)

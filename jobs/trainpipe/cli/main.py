@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from trainpipe import __version__
-from trainpipe.contract.names import STAGE_ORDER, Stage
+from trainpipe.contract.names import COMPUTE_STAGES, Stage
 
 EPILOG = """\
 examples:
@@ -129,9 +129,9 @@ def _stages(args: argparse.Namespace) -> int:
     layout = Layout(output_dir(args, name))
     stages: list[Stage]
     if args.command == "run":
-        stages = list(STAGE_ORDER[:3] if args.skip_training else STAGE_ORDER)
+        stages = list(COMPUTE_STAGES[:3] if args.skip_training else COMPUTE_STAGES)
     elif args.command == "train":
-        stages = [Stage.TRAIN_CPU if args.stage == "cpu" else Stage.TRAIN_GPU]
+        stages = [Stage.CPU if args.stage == "cpu" else Stage.GPU]
     else:
         stages = [Stage(args.command)]
     from trainpipe.runner.steps import StageFailedError

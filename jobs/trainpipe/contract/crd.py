@@ -15,9 +15,11 @@ import yaml
 
 from trainpipe.contract.names import API_GROUP, API_VERSION, KIND, PLURAL
 from trainpipe.contract.pipeline import PipelineSpec
+from trainpipe.contract.status import PipelineStatus
 
 CRD_PATH = Path("crds") / f"{API_GROUP}_{PLURAL}.yaml"
-_DROP = {"title", "additionalProperties"}
+_DROP = {"title"}
+_INT_OR_STRING = "x-kubernetes-int-or-string"
 
 
 def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -27,6 +29,16 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
         return structural(merged, defs)
     any_of = schema.get("anyOf")
+    if any_of is not None and _is_int_or_string(schema, defs):
+        # The one anyOf a structural schema allows: integer or string (resource quantities).
+        node = {k: v for k, v in schema.items() if k not in ("anyOf", "title") and not (k == "default" and v is None)}
+        for branch in any_of:
+            node.update({k: v for k, v in branch.items() if k not in ("anyOf", "type", "title")})
+        node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+        node[_INT_OR_STRING] = True
+        if any(b.get("type") == "null" for b in any_of):
+            node["nullable"] = True
+        return node
     if any_of is not None:
         non_null = [s for s in any_of if s.get("type") != "null"]
         if len(non_null) != 1:
@@ -38,6 +50,12 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in schema.items():
         if key in _DROP or (key == "default" and value is None):
+            continue
+        if key == "additionalProperties":
+            # `extra="forbid"` models say False (dropped: pruning refuses unknown keys already);
+            # typed maps (labels, resources) keep their value schema.
+            if isinstance(value, dict) and "properties" not in schema:
+                out["additionalProperties"] = structural(value, defs)
             continue
         if key == "properties":
             out["properties"] = {name: structural(sub, defs) for name, sub in value.items()}
@@ -51,19 +69,35 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             out["maximum"], out["exclusiveMaximum"] = value, True
         else:
             out[key] = value
-    if schema.get("type") == "object" and "properties" not in schema:
-        # Free-form maps (e.g. metadata dicts): keep their content instead of pruning it.
-        out.pop("additionalProperties", None)
+    if schema.get("type") == "object" and "properties" not in schema and not isinstance(schema.get("additionalProperties"), dict):
+        # Free-form objects (affinity, metadata): keep their content instead of pruning it.
         out["x-kubernetes-preserve-unknown-fields"] = True
     if "enum" in out and "type" not in out:
         out["type"] = "string"
     return out
 
 
-def spec_schema() -> dict[str, Any]:
-    raw = PipelineSpec.model_json_schema(by_alias=True, mode="validation")
+def _is_int_or_string(schema: dict[str, Any], defs: dict[str, Any]) -> bool:
+    if schema.get(_INT_OR_STRING):
+        return True
+    branches = [defs[b["$ref"].rsplit("/", 1)[-1]] if "$ref" in b else b for b in schema.get("anyOf", [])]
+    if any(b.get(_INT_OR_STRING) or _is_int_or_string(b, defs) for b in branches if "anyOf" in b or b.get(_INT_OR_STRING)):
+        return True
+    return {b.get("type") for b in branches if b.get("type") != "null"} == {"integer", "string"}
+
+
+def _model_schema(model: type) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")  # type: ignore[attr-defined]
     defs = raw.pop("$defs", {})
     return structural(raw, defs)
+
+
+def spec_schema() -> dict[str, Any]:
+    return _model_schema(PipelineSpec)
+
+
+def status_schema() -> dict[str, Any]:
+    return _model_schema(PipelineStatus)
 
 
 def crd() -> dict[str, Any]:
@@ -83,6 +117,8 @@ def crd() -> dict[str, Any]:
                 "additionalPrinterColumns": [
                     {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Ready')].status"},
                     {"name": "Stage", "type": "string", "jsonPath": ".status.stage"},
+                    {"name": "Progress", "type": "string", "jsonPath": ".status.progress", "description": "Units succeeded / units known in the current run"},
+                    {"name": "Run", "type": "string", "jsonPath": ".status.runId"},
                     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                 ],
                 "schema": {"openAPIV3Schema": {
@@ -94,7 +130,7 @@ def crd() -> dict[str, Any]:
                         "kind": {"type": "string"},
                         "metadata": {"type": "object"},
                         "spec": spec_schema(),
-                        "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                        "status": status_schema(),
                     },
                 }},
             }],

@@ -14,16 +14,43 @@ ROUTING_SCHEMA_VERSION = "trainpipe.io/routing/v1"
 
 
 class Stage(StrEnum):
-    """Pipeline stages in execution order; the order of this enum is the order they run."""
+    """Pipeline stages in execution order; the order of this enum is the order they run.
+
+    One spelling everywhere: CLI, cache records, Job names, the `trainpipe.io/stage` label, status.
+    """
 
     RANK = "rank"
     SELECT = "select"
     PLAN = "plan"
-    TRAIN_CPU = "train-cpu"
-    TRAIN_GPU = "train-gpu"
+    CPU = "cpu"
+    GPU = "gpu"
+    REPORT = "report"
 
 
 STAGE_ORDER: tuple[Stage, ...] = tuple(Stage)
+# The stages that compute artefacts and are cached by input digests; the report only renders them.
+COMPUTE_STAGES: tuple[Stage, ...] = STAGE_ORDER[:5]
+TRAINING_STAGES: tuple[Stage, ...] = (Stage.CPU, Stage.GPU)
+
+# Labels every Job and pod of a pipeline carries; the operator selects its children by them.
+LABEL_PIPELINE = f"{API_GROUP}/pipeline"
+LABEL_RUN = f"{API_GROUP}/run"
+LABEL_STAGE = f"{API_GROUP}/stage"
+LABEL_FAMILY = f"{API_GROUP}/family"
+LABEL_ATTEMPT = f"{API_GROUP}/attempt"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "trainpipe-operator"
+# A family label value for stages that are not per family (Kubernetes label values cannot be empty and mean something).
+NO_FAMILY = "all"
+
+# Annotations a user sets on a pipeline: a new token starts a new run / resumes a Stalled run.
+ANNOTATION_RERUN = f"{API_GROUP}/rerun"
+ANNOTATION_RETRY = f"{API_GROUP}/retry"
+# Set by the operator on the Jobs it creates: the plan digest a training pod must find on the volume.
+ANNOTATION_PLAN_DIGEST = f"{API_GROUP}/plan-digest"
+
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+GPU_RESOURCE = "nvidia.com/gpu"
 
 
 class TaskType(StrEnum):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from trainpipe.contract.base import Contract
+from trainpipe.contract.cluster import ArtifactsSpec, ImagesSpec, StagesSpec, VolumeSpec
+from trainpipe.contract.status import PipelineStatus
 
 SelectionMethod = Literal["lightgbm_gain", "xgboost_gain", "catboost", "permutation", "mutual_info"]
 ALL_SELECTION_METHODS: tuple[SelectionMethod, ...] = (
@@ -27,7 +29,9 @@ Symbol = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9
 class DataSpec(Contract):
     """Where the bars live and which part of them to read."""
 
-    dir: str = Field("data", description="Data directory: <dir>/[interval=<I>/]symbol=<SYM>/<SYM>.parquet, or one long-format parquet/CSV file with a symbol column.")
+    dir: str = Field("data", description="Data directory: <dir>/[interval=<I>/]symbol=<SYM>/<SYM>.parquet, or one long-format parquet/CSV file with a symbol column. "
+                     "In a cluster run, a relative dir is taken inside data.volume.mountPath.")
+    volume: VolumeSpec | None = Field(None, description="Cluster runs: the claim the Jobs read the bars from.")
     symbols: list[Symbol] = Field(default_factory=list, description="Symbols to load; empty means every symbol found.")
     interval: str | None = Field(None, pattern=r"^[0-9]+[mhd]$", description="Interval partition to read (e.g. 5m, 1d) when the directory has interval=<I> folders.")
     max_rows_per_symbol: int | None = Field(None, ge=100, description="Keep only the most recent N rows of each symbol.")
@@ -116,6 +120,16 @@ class PipelineSpec(Contract):
     routing: RoutingSpec = Field(default_factory=RoutingSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed for every sampler and model.")
+    # ---- cluster runs only (the operator reads these; `trainpipe run` ignores them)
+    artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)
+    images: ImagesSpec = Field(default_factory=ImagesSpec)
+    stages: StagesSpec = Field(default_factory=StagesSpec)
+    suspend: bool = Field(False, description="Stop creating Jobs and suspend running ones; false again continues the same run.")
+    ttl_seconds_after_finished: int | None = Field(None, ge=0, description="Delete a finished run's Jobs and pods this long after it finished (outputs stay).")
+    active_deadline_seconds: int | None = Field(None, ge=1, description="Bound on a whole run: past it the run is stopped and the pipeline Stalled.")
+    service_account_name: str | None = Field(None, description="ServiceAccount of the Jobs' pods (they get no API token either way).")
+    priority_class_name: str | None = Field(None, description="PriorityClass of the Jobs' pods.")
+    queue_name: str | None = Field(None, max_length=63, description="Kueue LocalQueue: Jobs are created suspended with the kueue.x-k8s.io/queue-name label and Kueue admits them.")
 
 
 class ObjectMeta(Contract):
@@ -130,7 +144,7 @@ class TrainingPipeline(Contract):
     kind: Literal["TrainingPipeline"] = "TrainingPipeline"
     metadata: ObjectMeta
     spec: PipelineSpec = Field(default_factory=PipelineSpec)
-    status: dict[str, Any] | None = None
+    status: PipelineStatus | None = None
 
 
 class ManifestError(ValueError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -130,3 +132,14 @@ class TrainingPlan(Contract):
         if self.summary.total_jobs != len(self.jobs):
             raise ValueError(f"summary.total_jobs={self.summary.total_jobs} but the plan lists {len(self.jobs)} jobs")
         return self
+
+
+def plan_digest(plan: TrainingPlan) -> str:
+    """sha256 of the plan without its generation timestamp: identical plans have identical digests.
+
+    The plan Job reports it, the operator stamps it on every training Job, and a training pod refuses
+    a plan on the volume whose digest differs (a newer run overwrote it, or the volume is not this run's).
+    """
+    wire = plan.to_wire()
+    wire["metadata"] = {k: v for k, v in wire["metadata"].items() if k != "generatedAt"}
+    return hashlib.sha256(json.dumps(wire, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from trainpipe.contract.families import FAMILY_NAMES, FAMILY_STAGE, FAMILY_TASKS
 from trainpipe.contract.names import TaskType
 
 StageName = Literal["cpu", "gpu"]
@@ -19,8 +20,6 @@ Backend = Literal["none", "tf", "torch"]
 ThreadKind = Literal["openmp", "blas", "python", "tf", "torch"]
 
 STAGES: tuple[StageName, ...] = ("cpu", "gpu")
-
-_REG_BIN = frozenset({TaskType.REGRESSION, TaskType.BINARY})
 
 # Params every neural family shares; tests pass tiny values.
 _NN_COMMON: dict[str, Any] = {
@@ -43,7 +42,7 @@ class FamilySpec:
     module: str  # import path of the module holding the trainer class
     cls: str  # trainer class name inside `module`
     what: str  # one line: what the family really is
-    tasks: frozenset[TaskType] = _REG_BIN
+    tasks: frozenset[TaskType]
     threads: ThreadKind = "python"
     sequence: bool = False  # needs ts/symbol history at predict time
     aliases: tuple[str, ...] = ()
@@ -53,84 +52,90 @@ class FamilySpec:
         object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
 
 
-def _f(name: str, stage: StageName, backend: Backend, module: str, cls: str, what: str, **kw: Any) -> FamilySpec:
-    return FamilySpec(name=name, stage=stage, backend=backend, module=f"trainpipe.families.{module}", cls=cls, what=what, **kw)
+def _f(name: str, backend: Backend, module: str, cls: str, what: str, **kw: Any) -> FamilySpec:
+    # Stage and tasks come from the shared contract table, which the operator reads too.
+    stage: StageName = "cpu" if FAMILY_STAGE[name].value == "cpu" else "gpu"
+    return FamilySpec(name=name, stage=stage, backend=backend, module=f"trainpipe.families.{module}", cls=cls, what=what,
+                      tasks=FAMILY_TASKS[name], **kw)
 
 
 # Order matters: it is the CPU → GPU training order and the order `resolve_families` returns.
 CATALOGUE: tuple[FamilySpec, ...] = (
-    _f("lightgbm", "cpu", "none", "gbdt", "LightGBMTrainer", "LightGBM GBDT (regression L2 / binary logloss), early stopping on a time-ordered tail",
+    _f("lightgbm", "none", "gbdt", "LightGBMTrainer", "LightGBM GBDT (regression L2 / binary logloss), early stopping on a time-ordered tail",
        threads="openmp", aliases=("LightGBM",),
        defaults={"n_estimators": 300, "learning_rate": 0.05, "num_leaves": 31, "max_depth": -1, "min_child_samples": 50,
                  "subsample": 0.8, "colsample_bytree": 0.8, "reg_alpha": 0.1, "reg_lambda": 0.1, "early_stopping_rounds": 30,
                  "validation_fraction": 0.15}),
-    _f("quantile_lightgbm", "cpu", "none", "gbdt", "QuantileLightGBMTrainer", "One LightGBM per quantile (pinball loss); the median is the point forecast",
-       threads="openmp", tasks=frozenset({TaskType.REGRESSION}), aliases=("QuantileLightGBM",),
+    _f("quantile_lightgbm", "none", "gbdt", "QuantileLightGBMTrainer", "One LightGBM per quantile (pinball loss); the median is the point forecast",
+       threads="openmp", aliases=("QuantileLightGBM",),
        defaults={"quantiles": [0.1, 0.5, 0.9], "n_estimators": 200, "learning_rate": 0.05, "num_leaves": 31, "min_child_samples": 50,
                  "subsample": 0.8, "colsample_bytree": 0.8, "early_stopping_rounds": 30, "validation_fraction": 0.15}),
-    _f("xgboost", "cpu", "none", "gbdt", "XGBoostTrainer", "XGBoost hist trees (squared error / logistic), early stopping on a time-ordered tail",
+    _f("xgboost", "none", "gbdt", "XGBoostTrainer", "XGBoost hist trees (squared error / logistic), early stopping on a time-ordered tail",
        threads="openmp", aliases=("XGBoost",),
        defaults={"n_estimators": 300, "learning_rate": 0.05, "max_depth": 5, "min_child_weight": 5.0, "subsample": 0.8,
                  "colsample_bytree": 0.8, "reg_alpha": 0.1, "reg_lambda": 1.0, "early_stopping_rounds": 30, "validation_fraction": 0.15}),
-    _f("catboost", "cpu", "none", "gbdt", "CatBoostTrainer", "CatBoost oblivious trees (RMSE / Logloss), early stopping on a time-ordered tail",
+    _f("catboost", "none", "gbdt", "CatBoostTrainer", "CatBoost oblivious trees (RMSE / Logloss), early stopping on a time-ordered tail",
        threads="openmp", aliases=("CatBoost",),
        defaults={"n_estimators": 300, "learning_rate": 0.05, "depth": 6, "l2_leaf_reg": 3.0, "early_stopping_rounds": 30,
                  "validation_fraction": 0.15}),
-    _f("reward_based", "cpu", "none", "linear", "RewardBasedTrainer",
+    _f("reward_based", "none", "linear", "RewardBasedTrainer",
        "Linear position tanh(Xw) trained to maximise the Sharpe ratio of position × realised target (L-BFGS)",
        threads="blas", aliases=("RewardBased",),
        defaults={"l2": 1e-3, "max_iter": 200}),
-    _f("ngboost", "cpu", "none", "probabilistic", "NGBoostTrainer", "NGBoost natural-gradient boosting of a Normal (Bernoulli for binary) distribution",
+    _f("ngboost", "none", "probabilistic", "NGBoostTrainer", "NGBoost natural-gradient boosting of a Normal (Bernoulli for binary) distribution",
        threads="blas", aliases=("NGBoost",),
        defaults={"n_estimators": 200, "learning_rate": 0.03, "max_depth": 3, "minibatch_frac": 1.0, "early_stopping_rounds": 20,
                  "validation_fraction": 0.15}),
-    _f("gmm_regime", "cpu", "none", "regime", "GMMRegimeTrainer",
+    _f("gmm_regime", "none", "regime", "GMMRegimeTrainer",
        "PCA + Gaussian mixture regimes; one ridge/logistic model per regime fitted with soft weights, blended by posterior",
        threads="blas", aliases=("GMMRegime",),
        defaults={"n_regimes": 3, "n_components": 5, "covariance_type": "diag", "alpha": 1.0, "max_iter": 100}),
-    _f("change_point", "cpu", "none", "regime", "ChangePointTrainer",
+    _f("change_point", "none", "regime", "ChangePointTrainer",
        "ruptures Binseg change points on the per-timestamp target mean/volatility; one model per segment, the latest predicts",
        threads="blas", aliases=("ChangePoint",),
        defaults={"penalty": 3.0, "min_segment_fraction": 0.15, "max_breakpoints": 5, "alpha": 1.0}),
-    _f("ftrl_proximal", "cpu", "none", "linear", "FTRLProximalTrainer",
+    _f("ftrl_proximal", "none", "linear", "FTRLProximalTrainer",
        "FTRL-Proximal online learner (McMahan et al. 2013 per-coordinate update, numpy), rows in time order",
        threads="python", aliases=("FTRLProximal", "FTRL"),
        defaults={"alpha": 0.05, "beta": 1.0, "l1": 1.0, "l2": 1.0, "epochs": 1}),
-    _f("ensemble", "cpu", "none", "stacking", "EnsembleTrainer",
+    _f("ensemble", "none", "stacking", "EnsembleTrainer",
        "Stacking: ridge over the time-ordered walk-forward OOF predictions of other CPU families",
        threads="openmp", aliases=("Ensemble", "Stacking"),
        defaults={"base_families": ["lightgbm", "ftrl_proximal", "reward_based"], "n_folds": 3, "alpha": 1.0, "base_params": {}}),
-    _f("meta_learning", "cpu", "none", "stacking", "MetaLearningTrainer",
+    _f("meta_learning", "none", "stacking", "MetaLearningTrainer",
        "Meta-model weighting families by their recent out-of-sample IC (softmax over the latest OOF window)",
        threads="openmp", aliases=("MetaLearning",),
        defaults={"base_families": ["lightgbm", "ftrl_proximal", "reward_based"], "n_folds": 3, "recent_fraction": 0.5,
                  "temperature": 0.02, "base_params": {}}),
-    _f("mlp", "gpu", "tf", "tf_models", "MLPTrainer", "Keras dense network (hidden layers, dropout), time-ordered early stopping",
+    _f("mlp", "tf", "tf_models", "MLPTrainer", "Keras dense network (hidden layers, dropout), time-ordered early stopping",
        threads="tf", aliases=("MLP",), defaults={**_NN_COMMON, "hidden": [64, 32]}),
-    _f("vae", "gpu", "tf", "tf_models", "VAETrainer", "Variational autoencoder of the features; regression/logit head on the latent mean",
+    _f("vae", "tf", "tf_models", "VAETrainer", "Variational autoencoder of the features; regression/logit head on the latent mean",
        threads="tf", aliases=("VAE",), defaults={**_NN_COMMON, "hidden": 64, "latent": 8, "beta": 0.1, "head_weight": 1.0}),
-    _f("gan", "gpu", "tf", "tf_models", "GANTrainer",
+    _f("gan", "tf", "tf_models", "GANTrainer",
        "Conditional GAN: generator G(x, z) of the target distribution vs discriminator D(x, y); point forecast = mean over a fixed noise bank",
        threads="tf", aliases=("GAN",), defaults={**_NN_COMMON, "hidden": 64, "noise_dim": 4, "n_samples": 16, "supervised_weight": 1.0}),
-    _f("multi_task", "gpu", "tf", "tf_models", "MultiTaskTrainer",
+    _f("multi_task", "tf", "tf_models", "MultiTaskTrainer",
        "Shared trunk with one head per target (the job's target + auxiliary plan targets), masked joint loss",
        threads="tf", aliases=("MultiTask",), defaults={**_NN_COMMON, "hidden": [64, 32], "aux_weight": 0.5}),
-    _f("cnn1d", "gpu", "torch", "torch_models", "CNN1DTrainer", "1-D convolutions over time windows (N, lookback, F) of past rows per symbol",
+    _f("cnn1d", "torch", "torch_models", "CNN1DTrainer", "1-D convolutions over time windows (N, lookback, F) of past rows per symbol",
        threads="torch", sequence=True, aliases=("CNN1D",), defaults={**_NN_COMMON, "lookback": 20, "channels": 32, "kernel_size": 3}),
-    _f("lstm", "gpu", "torch", "torch_models", "LSTMTrainer", "LSTM over time windows (N, lookback, F) of past rows per symbol",
+    _f("lstm", "torch", "torch_models", "LSTMTrainer", "LSTM over time windows (N, lookback, F) of past rows per symbol",
        threads="torch", sequence=True, aliases=("LSTM",), defaults={**_NN_COMMON, "lookback": 20, "hidden": 32, "num_layers": 1}),
-    _f("transformer", "gpu", "torch", "torch_models", "TransformerTrainer",
+    _f("transformer", "torch", "torch_models", "TransformerTrainer",
        "Transformer encoder (causal mask, learned positions) over time windows of past rows per symbol",
        threads="torch", sequence=True, aliases=("Transformer",),
        defaults={**_NN_COMMON, "lookback": 20, "d_model": 32, "n_heads": 4, "num_layers": 1}),
-    _f("tab_cnn", "gpu", "torch", "torch_models", "TabCNNTrainer", "1-D convolutions over the features of one row as tokens (value × per-column embedding)",
+    _f("tab_cnn", "torch", "torch_models", "TabCNNTrainer", "1-D convolutions over the features of one row as tokens (value × per-column embedding)",
        threads="torch", aliases=("TabCNN",), defaults={**_NN_COMMON, "d_token": 8, "channels": 32, "kernel_size": 3}),
-    _f("tab_lstm", "gpu", "torch", "torch_models", "TabLSTMTrainer", "LSTM over the features of one row as tokens (value × per-column embedding)",
+    _f("tab_lstm", "torch", "torch_models", "TabLSTMTrainer", "LSTM over the features of one row as tokens (value × per-column embedding)",
        threads="torch", aliases=("TabLSTM",), defaults={**_NN_COMMON, "d_token": 8, "hidden": 32}),
-    _f("tab_transformer", "gpu", "torch", "torch_models", "TabTransformerTrainer",
+    _f("tab_transformer", "torch", "torch_models", "TabTransformerTrainer",
        "TabTransformer (Huang et al. 2020): quantile-binned columns → column embeddings → transformer encoder, + normed continuous path → MLP",
        threads="torch", aliases=("TabTransformer",), defaults={**_NN_COMMON, "n_bins": 16, "d_model": 16, "n_heads": 2, "num_layers": 1}),
 )
+
+if tuple(spec.name for spec in CATALOGUE) != FAMILY_NAMES:
+    raise RuntimeError("the catalogue and trainpipe.contract.families list different families or orders")
 
 FAMILIES: Mapping[str, FamilySpec] = MappingProxyType({spec.name: spec for spec in CATALOGUE})
 ALL_FAMILIES: tuple[str, ...] = tuple(spec.name for spec in CATALOGUE)

@@ -11,7 +11,7 @@ def stage_keys(spec: PipelineSpec, data_digest: str, code: str) -> dict[Stage, s
     """Changing a setting changes the key of the stage that reads it and of every stage downstream, nothing else."""
     s = spec.to_wire()
     rank = digest_json({
-        "stage": Stage.RANK, "code": code, "data": data_digest, "dataSpec": s["data"], "seed": s["seed"],
+        "stage": Stage.RANK, "code": code, "data": data_digest, "dataSpec": {k: v for k, v in s["data"].items() if k != "volume"}, "seed": s["seed"],
         "targets": s["targets"], "candidates": {"include": s["features"]["include"], "exclude": s["features"]["exclude"]},
         "ranking": s["ranking"],
     })
@@ -20,6 +20,6 @@ def stage_keys(spec: PipelineSpec, data_digest: str, code: str) -> dict[Stage, s
         "stage": Stage.PLAN, "up": select, "routing": s["routing"],
         "families": s["training"]["families"], "modelTypes": s["training"]["modelTypes"], "allowEmptyPlan": s["training"]["allowEmptyPlan"],
     })
-    train_cpu = digest_json({"stage": Stage.TRAIN_CPU, "up": plan, "holdout": s["training"]["holdoutFraction"]})
-    train_gpu = digest_json({"stage": Stage.TRAIN_GPU, "up": train_cpu})
-    return {Stage.RANK: rank, Stage.SELECT: select, Stage.PLAN: plan, Stage.TRAIN_CPU: train_cpu, Stage.TRAIN_GPU: train_gpu}
+    train_cpu = digest_json({"stage": Stage.CPU, "up": plan, "holdout": s["training"]["holdoutFraction"]})
+    train_gpu = digest_json({"stage": Stage.GPU, "up": train_cpu})
+    return {Stage.RANK: rank, Stage.SELECT: select, Stage.PLAN: plan, Stage.CPU: train_cpu, Stage.GPU: train_gpu}

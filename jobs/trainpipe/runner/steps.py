@@ -268,7 +268,7 @@ def train_step(ctx: RunContext, stage: Stage) -> dict:
     from trainpipe.training import run_training_stage
 
     plan = read_training_plan(ctx.layout)
-    which = "cpu" if stage is Stage.TRAIN_CPU else "gpu"
+    which = "cpu" if stage is Stage.CPU else "gpu"
     result = run_training_stage(
         plan, which, ctx.layout, ctx.data_dir,
         interval=ctx.spec.data.interval,
@@ -307,8 +307,8 @@ STEPS: dict[Stage, Callable[[RunContext], dict]] = {
     Stage.RANK: rank_step,
     Stage.SELECT: select_step,
     Stage.PLAN: plan_step,
-    Stage.TRAIN_CPU: lambda ctx: train_step(ctx, Stage.TRAIN_CPU),
-    Stage.TRAIN_GPU: lambda ctx: train_step(ctx, Stage.TRAIN_GPU),
+    Stage.CPU: lambda ctx: train_step(ctx, Stage.CPU),
+    Stage.GPU: lambda ctx: train_step(ctx, Stage.GPU),
 }
 
 # What each stage leaves behind, relative to the output dir; a cached stage is reused only if these still exist.
@@ -316,8 +316,8 @@ OUTPUTS: dict[Stage, Callable[[Layout], list[Path]]] = {
     Stage.RANK: lambda lay: [lay.rankings_parquet, lay.rankings_json, lay.oos_scores_parquet],
     Stage.SELECT: lambda lay: [lay.selection_summary],
     Stage.PLAN: lambda lay: [lay.routing_candidates, lay.routing_plan_json, lay.master_training_plan],
-    Stage.TRAIN_CPU: lambda lay: [lay.models_dir],
-    Stage.TRAIN_GPU: lambda lay: [lay.models_dir],
+    Stage.CPU: lambda lay: [lay.models_dir],
+    Stage.GPU: lambda lay: [lay.models_dir],
 }
 
 
@@ -339,9 +339,9 @@ def run_stage(ctx: RunContext, stage: Stage, force: bool = False) -> StageOutcom
         return StageOutcome(stage, True, 0.0, record.summary if record else {})
     records.clear_record(ctx.layout, stage.value)
     # Downstream records are stale once this stage reruns, whatever their keys say.
-    from trainpipe.contract.names import STAGE_ORDER
+    from trainpipe.contract.names import COMPUTE_STAGES
 
-    for later in STAGE_ORDER[STAGE_ORDER.index(stage) + 1:]:
+    for later in COMPUTE_STAGES[COMPUTE_STAGES.index(stage) + 1:]:
         records.clear_record(ctx.layout, later.value)
     start = time.perf_counter()
     summary = STEPS[stage](ctx)

@@ -1,0 +1,100 @@
+"""The parts of a pipeline spec only a cluster run reads: volumes, images, per-stage scheduling, run policy.
+
+`trainpipe run` ignores all of it; the operator turns it into Jobs. Kubernetes types that the operator
+passes through unchanged (affinity) stay free-form; the ones users get wrong often (resources,
+tolerations, labels) are typed so the API server rejects a typo with the field's name.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from trainpipe.contract.base import Contract
+
+# A resource quantity as Kubernetes writes it: 2, "500m", "4Gi".
+Quantity = Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": r"^[+]?[0-9.]+([eE][-+]?[0-9]+|[numkKMGTPE]i?)?$"})]
+DnsSubdomain = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
+AbsolutePath = Annotated[str, Field(min_length=1, pattern=r"^/")]
+LabelMap = dict[str, Annotated[str, Field(max_length=63)]]
+
+
+class VolumeSpec(Contract):
+    """A PersistentVolumeClaim mounted into every Job of the pipeline."""
+
+    claim_name: DnsSubdomain = Field(description="Name of an existing PersistentVolumeClaim in the pipeline's namespace.")
+    mount_path: AbsolutePath = Field("/data", description="Where the claim is mounted in the Jobs' containers.")
+    read_only: bool = Field(True, description="Mount read-only (the stages only read the bars).")
+    sub_path: str | None = Field(None, description="Sub-folder of the claim to mount instead of its root.")
+
+
+class ArtifactsSpec(Contract):
+    model_config = Contract.model_config | {"json_schema_extra": {"x-kubernetes-validations": [{
+        "rule": "!(has(self.claimName) && (has(self.storageClassName) || has(self.size)))",
+        "message": "artifacts: give claimName (an existing claim) or storageClassName/size (a claim the operator creates), not both",
+    }]}}
+    claim_name: DnsSubdomain | None = Field(None, description="An existing ReadWriteMany claim for the run outputs; empty = the operator creates <pipeline>-artifacts.")
+    storage_class_name: str | None = Field(None, description="StorageClass of the claim the operator creates (empty = the cluster default).")
+    size: Quantity | None = Field(None, description="Size of the claim the operator creates (default 10Gi).")
+    mount_path: AbsolutePath = Field("/artifacts", description="Where the artifacts claim is mounted; each run writes under <mountPath>/<pipeline>/<run>/.")
+    retain_policy: Literal["Retain", "Delete"] = Field("Retain", description="Delete: an operator-created claim is deleted with the pipeline. Retain (default): trained models outlive the pipeline.")
+
+
+class ImagesSpec(Contract):
+    cpu: str | None = Field(None, description="Image of the rank, select, plan, CPU-training and report Jobs (default: the operator's --cpu-image).")
+    gpu: str | None = Field(None, description="Image of the GPU-training Jobs (default: the operator's --gpu-image). Set it to the cpu image to train GPU families on it.")
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(None, description="imagePullPolicy of every container.")
+
+
+class ResourceRequirements(Contract):
+    requests: dict[str, Quantity] = Field(default_factory=dict, description="e.g. {cpu: 2, memory: 4Gi}.")
+    limits: dict[str, Quantity] = Field(default_factory=dict, description="The CPU limit also sets the stage's thread count.")
+
+
+class Toleration(Contract):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class PodMetadata(Contract):
+    labels: LabelMap = Field(default_factory=dict, description="Added to the stage's pods (cost labels, …).")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Added to the stage's pods (sidecar injection, …).")
+
+
+class StageSettings(Contract):
+    """Scheduling of one stage's Jobs. Changing it never starts a new run: it applies to Jobs created from then on."""
+
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    affinity: dict[str, Any] = Field(default_factory=dict, description="A core/v1 Affinity, passed to the pods as written.")
+    active_deadline_seconds: int | None = Field(None, ge=1, description="Bound on each of the stage's Jobs.")
+    backoff_limit: int = Field(2, ge=0, le=100, description="Pod retries of a Job (per index where backoffLimitPerIndex is used).")
+    pod_metadata: PodMetadata = Field(default_factory=PodMetadata)
+
+
+class FanOutSettings(StageSettings):
+    parallelism: int | None = Field(None, ge=1, le=10_000, description="Pods of one Job at a time (default: all its units).")
+    backoff_limit_per_index: int = Field(2, ge=0, le=100, description="Retries of one unit: a bad unit fails only its own index.")
+
+
+class TrainSettings(FanOutSettings):
+    families: dict[str, ResourceRequirements] = Field(default_factory=dict, description="Per-family resources that replace the stage's (e.g. {catboost: {limits: {cpu: 8}}}).")
+
+
+class GpuSettings(TrainSettings):
+    gpus_per_pod: int = Field(1, ge=0, le=16, description="nvidia.com/gpu requested by each GPU pod.")
+    tolerate_gpu_taint: bool = Field(True, description="Add a toleration for the nvidia.com/gpu taint GPU nodes usually carry.")
+
+
+class StagesSpec(Contract):
+    rank: StageSettings = Field(default_factory=StageSettings)
+    select: FanOutSettings = Field(default_factory=FanOutSettings)
+    plan: StageSettings = Field(default_factory=StageSettings)
+    cpu: TrainSettings = Field(default_factory=TrainSettings)
+    gpu: GpuSettings = Field(default_factory=GpuSettings)
+    report: StageSettings = Field(default_factory=StageSettings)

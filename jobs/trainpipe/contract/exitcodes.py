@@ -1,0 +1,28 @@
+"""Exit codes of every `trainpipe` stage command: what a pod's exit status tells the operator (and a podFailurePolicy).
+
+Codes 2–7 mean the same command would fail again on the same inputs, so a Job fails at once instead of
+burning its retries; 1 (a unit's own failure) and signals (OOM kill 137, eviction) are retried.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    UNIT_FAILED = 1  # the work itself failed (a model raised, a worker died): retried within the Job's backoff
+    INVALID_SPEC = 2  # flags or manifest do not make a valid spec (argparse uses 2 as well)
+    BAD_DATA = 3  # a data file is missing, unreadable or malformed; the message names file and column
+    MISSING_INPUT = 4  # an upstream stage's artefacts are not on the volume (run that stage first)
+    GATE_CLOSED = 5  # the GPU stage was asked to start while CPU units of the plan are not done
+    STALE_PLAN = 6  # the plan on the volume is not the one this pod was created for (digest or run differs)
+    EMPTY_PLAN = 7  # routing left nothing to train and the spec does not allow an empty plan
+
+    @property
+    def retriable(self) -> bool:
+        return self is ExitCode.UNIT_FAILED
+
+
+# Exit codes a Job's podFailurePolicy turns into "fail now" (FailJob / FailIndex) instead of a retry.
+PERMANENT_EXIT_CODES: tuple[int, ...] = tuple(int(c) for c in ExitCode if c is not ExitCode.OK and not c.retriable)

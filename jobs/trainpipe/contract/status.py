@@ -1,0 +1,106 @@
+"""The typed status of a TrainingPipeline: kstatus conditions, per-stage unit counters, the run it reports on.
+
+Written only by the operator (one writer); read by `kubectl get tp`, `kubectl wait`, Flux, Argo CD and
+`trainpipe` tooling. Counters, never per-pod lists, so the object stays small at any fan-out.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+
+from trainpipe.contract.base import Contract
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"  # True once the current generation's run completed successfully
+    RECONCILING = "Reconciling"  # True while a run is in progress
+    STALLED = "Stalled"  # True when the run failed and waits for a retry token or a spec change
+    SUSPENDED = "Suspended"  # True while spec.suspend holds the run
+
+
+class Reason(StrEnum):
+    """Machine-readable reasons on conditions and Events (CamelCase, as Kubernetes writes them)."""
+
+    RUN_STARTED = "RunStarted"
+    STAGE_RUNNING = "StageRunning"
+    WAITING_FOR_PODS = "WaitingForPods"
+    UNSCHEDULABLE = "Unschedulable"
+    SUCCEEDED = "Succeeded"
+    STAGE_FAILED = "StageFailed"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    INVALID_SPEC = "InvalidSpec"
+    SUSPENDED = "Suspended"
+    NOT_SUSPENDED = "NotSuspended"
+    SUPERSEDED = "Superseded"
+    RETRYING = "Retrying"
+    STAGE_SUCCEEDED = "StageSucceeded"
+    JOBS_CREATED = "JobsCreated"
+    JOBS_DELETED = "JobsDeleted"
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(Contract):
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class StageStatus(Contract):
+    """One stage of the current run: unit counters (units = pods' work items: targets, models) and times."""
+
+    pending: int = Field(0, ge=0)
+    active: int = Field(0, ge=0)
+    succeeded: int = Field(0, ge=0)
+    failed: int = Field(0, ge=0)
+    attempt: int = Field(0, ge=0, description="Attempt of the stage's current Jobs; a retry token adds one.")
+    started_at: str | None = None
+    finished_at: str | None = Field(None, description="Set once, when every Job of the stage is Complete; the stage is never re-run after that.")
+    outcome: Literal["Succeeded", "Failed"] | None = None
+    message: str | None = None
+
+    @property
+    def total(self) -> int:
+        return self.pending + self.active + self.succeeded + self.failed
+
+
+class PlanRef(Contract):
+    """What the plan Job reported, as copied into the `<pipeline>-plan` ConfigMap."""
+
+    digest: str
+    path: str = Field(description="The plan file as the Jobs see it")
+    units: dict[str, int] = Field(default_factory=dict, description="Units per family: completions of each training Job")
+
+
+class RunRef(Contract):
+    run_id: str
+    models_path: str = Field(description="Models of that run, as the Jobs see the artifacts volume")
+    finished_at: str
+
+
+class PipelineStatus(Contract):
+    observed_generation: int | None = Field(None, description="metadata.generation this status describes (kstatus)")
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
+    stage: str | None = Field(None, description="Stage the run is at (rank, select, plan, cpu, gpu, report) or Done/Failed/Suspended; for display only")
+    progress: str | None = Field(None, description="Units succeeded / units known, e.g. 12/20")
+    run_id: str | None = None
+    run_generation: int | None = Field(None, description="Generation whose spec started the run")
+    rerun_token: str | None = Field(None, description="trainpipe.io/rerun annotation value the run was started with")
+    retry_token: str | None = Field(None, description="Last trainpipe.io/retry annotation value acted upon")
+    output_path: str | None = Field(None, description="The run's folder on the artifacts volume, as the Jobs see it")
+    plan: PlanRef | None = None
+    stages: dict[str, StageStatus] = Field(default_factory=dict)
+    started_at: str | None = None
+    finished_at: str | None = None
+    message: str | None = Field(None, description="What the pipeline waits on, or why it stopped")
+    last_succeeded_run: RunRef | None = None
+
+    def condition(self, ctype: ConditionType) -> Condition | None:
+        return next((c for c in self.conditions if c.type == ctype.value), None)
