@@ -64,6 +64,7 @@ class StageStatus(Contract):
     started_at: str | None = None
     finished_at: str | None = Field(None, description="Set once, when every Job of the stage is Complete; the stage is never re-run after that.")
     outcome: Literal["Succeeded", "Failed"] | None = None
+    reason: str | None = Field(None, description="Why the stage failed (a Reason), or what it waits on")
     message: str | None = None
 
     @property
@@ -95,6 +96,7 @@ class PipelineStatus(Contract):
     rerun_token: str | None = Field(None, description="trainpipe.io/rerun annotation value the run was started with")
     retry_token: str | None = Field(None, description="Last trainpipe.io/retry annotation value acted upon")
     output_path: str | None = Field(None, description="The run's folder on the artifacts volume, as the Jobs see it")
+    selected_targets: int | None = Field(None, ge=0, description="Targets rank kept: the select Job's completions")
     plan: PlanRef | None = None
     stages: dict[str, StageStatus] = Field(default_factory=dict)
     started_at: str | None = None

@@ -1,0 +1,91 @@
+"""Apply a Decision: ensure children, write status once (only when it changed), then delete, then post Events.
+
+Order matters: a stage's completion is in status before anything may delete its Jobs, so a crash
+between the two can never make `decide` run a finished stage again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import UTC, datetime
+from typing import Any
+
+from trainpipe.contract.names import API_GROUP, API_VERSION, KIND, MANAGER
+from trainpipe_operator.decide import Decision
+from trainpipe_operator.kubeapi import ApiError, Kube, path, pipelines_path
+from trainpipe_operator.metrics import Metrics
+from trainpipe_operator.observed import SUSPENDED_BY_OPERATOR, PipelineView
+
+log = logging.getLogger("trainpipe.operator")
+INSTANCE = os.environ.get("POD_NAME") or socket.gethostname()
+
+
+class StatusConflict(Exception):
+    """The pipeline changed since it was read (a spec edit): reconcile again from a fresh read."""
+
+
+def status_wire(decision: Decision) -> dict[str, Any]:
+    return decision.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _collection(manifest: dict[str, Any]) -> str:
+    ns = manifest["metadata"]["namespace"]
+    kind = manifest["kind"]
+    if kind == "Job":
+        return path(ns, "jobs", group="batch/v1")
+    if kind == "ConfigMap":
+        return path(ns, "configmaps")
+    if kind == "PersistentVolumeClaim":
+        return path(ns, "persistentvolumeclaims")
+    raise ValueError(f"act cannot create a {kind}")
+
+
+def act(kube: Kube, obj: dict[str, Any], view: PipelineView, decision: Decision, metrics: Metrics) -> None:
+    ns = view.namespace
+    for manifest in decision.create:
+        if kube.create(_collection(manifest), manifest) and manifest["kind"] == "Job":
+            metrics.jobs_created.labels(stage=manifest["metadata"]["labels"].get("trainpipe.io/stage", "")).inc()
+            log.info("%s/%s: created Job %s", ns, view.name, manifest["metadata"]["name"])
+    for manifest in decision.upsert:
+        collection = _collection(manifest)
+        if not kube.create(collection, manifest):
+            kube.replace(f"{collection}/{manifest['metadata']['name']}", manifest)
+    for name in decision.suspend_jobs:
+        kube.merge_patch(path(ns, "jobs", name, group="batch/v1"), {"metadata": {"annotations": {SUSPENDED_BY_OPERATOR: "true"}}, "spec": {"suspend": True}})
+    for name in decision.resume_jobs:
+        kube.merge_patch(path(ns, "jobs", name, group="batch/v1"), {"metadata": {"annotations": {SUSPENDED_BY_OPERATOR: None}}, "spec": {"suspend": False}})
+    new_status = status_wire(decision)
+    if new_status != (obj.get("status") or {}):
+        body = dict(obj, status=new_status)  # carries resourceVersion: a concurrent spec edit makes this a 409
+        try:
+            kube.replace(pipelines_path(ns, view.name) + "/status", body)
+        except ApiError as err:
+            if err.status == 409:
+                raise StatusConflict(str(err)) from None
+            raise
+    for name in decision.delete_jobs:
+        if kube.delete(path(ns, "jobs", name, group="batch/v1")):
+            log.info("%s/%s: deleted Job %s", ns, view.name, name)
+    for stage, outcome, seconds, jobs in decision.finished_stages:
+        metrics.stage_seconds.labels(stage=stage, outcome=outcome).observe(seconds)
+        metrics.jobs_finished.labels(stage=stage, outcome=outcome).inc(jobs)
+    for event in decision.events:
+        post_event(kube, view, event.type, event.reason, event.message)
+
+
+def post_event(kube: Kube, view: PipelineView, kind: str, reason: str, message: str) -> None:
+    """A core/v1 Event on the pipeline; losing one is never worth failing a reconcile for."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    body = {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{view.name}.", "namespace": view.namespace},
+        "involvedObject": {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "name": view.name, "namespace": view.namespace, "uid": view.uid},
+        "type": kind, "reason": reason, "message": message, "count": 1, "firstTimestamp": stamp, "lastTimestamp": stamp,
+        "source": {"component": MANAGER}, "reportingComponent": MANAGER, "reportingInstance": INSTANCE[:128],
+    }
+    try:
+        kube.create(path(view.namespace, "events"), body)
+    except ApiError as err:
+        log.warning("%s/%s: event %s not posted: %s", view.namespace, view.name, reason, err)

@@ -1,0 +1,96 @@
+"""`trainpipe-operator`: flags, the HTTP endpoints (metrics, liveness, readiness) and kopf in standalone mode."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from trainpipe_operator.config import OperatorConfig
+from trainpipe_operator.health import WatchHealth
+from trainpipe_operator.kubeapi import Kube, load_client
+from trainpipe_operator.metrics import Metrics
+from trainpipe_operator.runtime import Reconciler
+
+log = logging.getLogger("trainpipe.operator")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trainpipe-operator", description="Runs TrainingPipelines as Kubernetes Jobs: rank → select → plan → cpu → gpu → report.")
+    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"), help="Kubeconfig to use (default: $KUBECONFIG, else the pod's ServiceAccount).")
+    p.add_argument("--namespace", action="append", default=[], metavar="NS", help="Serve this namespace (repeatable); none = every namespace.")
+    p.add_argument("--cpu-image", default=os.environ.get("TRAINPIPE_CPU_IMAGE"), help="Default image of rank/select/plan/cpu/report Jobs [$TRAINPIPE_CPU_IMAGE].")
+    p.add_argument("--gpu-image", default=os.environ.get("TRAINPIPE_GPU_IMAGE"), help="Default image of GPU Jobs [$TRAINPIPE_GPU_IMAGE].")
+    p.add_argument("--port", type=int, default=int(os.environ.get("TRAINPIPE_OPERATOR_PORT", "8080")), help="HTTP port of /metrics, /healthz and /readyz.")
+    p.add_argument("--resync-seconds", type=float, default=30.0, help="Every pipeline is reconciled at least this often, events or not.")
+    p.add_argument("--workers", type=int, default=4, help="Pipelines reconciled at the same time.")
+    p.add_argument("--stall-seconds", type=float, default=180.0, help="Liveness fails when the watch lags a fresh LIST for this long.")
+    p.add_argument("--log-level", default=os.environ.get("TRAINPIPE_LOG_LEVEL", "INFO"))
+    return p
+
+
+def http_app(reconciler: Reconciler, ready: asyncio.Event) -> web.Application:
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(reconciler.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        stalled = reconciler.health.stalled(asyncio.get_running_loop().time())
+        if stalled:
+            names = ", ".join(f"{ns}/{name}" for ns, name in stalled[:5])
+            return web.Response(status=500, text=f"watch stalled: a LIST shows changes to {names} that no watch event delivered\n")
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        if ready.is_set() and reconciler.resynced.is_set():
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text="starting: watches or the first resync are not up yet\n")
+
+    app = web.Application()
+    app.add_routes([web.get("/metrics", metrics), web.get("/healthz", healthz), web.get("/readyz", readyz)])
+    return app
+
+
+async def serve(args: argparse.Namespace) -> None:
+    import kopf
+
+    from trainpipe_operator.handlers import build_registry
+
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it too
+    namespaces = tuple(args.namespace)
+    config = OperatorConfig(cpu_image=args.cpu_image, gpu_image=args.gpu_image, resync_seconds=args.resync_seconds)
+    reconciler = Reconciler(kube=Kube(load_client(args.kubeconfig)), config=config, metrics=Metrics(),
+                            health=WatchHealth(grace_seconds=args.stall_seconds), namespaces=namespaces, workers=args.workers)
+    ready, stop = asyncio.Event(), asyncio.Event()
+    runner = web.AppRunner(http_app(reconciler, ready), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host=os.environ.get("TRAINPIPE_OPERATOR_HOST", "0.0.0.0"), port=args.port).start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    work = asyncio.create_task(reconciler.run(args.resync_seconds))
+    log.info("trainpipe-operator serving %s on :%d", ", ".join(namespaces) or "all namespaces", args.port)
+    kw: dict[str, Any] = {"namespaces": namespaces} if namespaces else {"clusterwide": True}
+    try:
+        await kopf.operator(registry=build_registry(reconciler), standalone=True, ready_flag=ready, stop_flag=stop, **kw)
+    finally:
+        work.cancel()
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("kopf").setLevel(max(logging.INFO, logging.getLevelName(args.log_level.upper())))
+    try:
+        asyncio.run(serve(args))
+    except KeyboardInterrupt:
+        pass
+    return 0

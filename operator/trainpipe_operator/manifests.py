@@ -1,0 +1,261 @@
+"""Pure builders of the objects the operator creates: stage Jobs, the plan ConfigMap, the artifacts claim.
+
+Every value a Job carries comes from the pipeline spec, the run and the operator's config; nothing
+here talks to the API server, so `decide` can return whole manifests and tests can read them.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass
+from typing import Any
+
+from trainpipe.contract.cluster import ResourceRequirements, StageSettings
+from trainpipe.contract.exitcodes import PERMANENT_EXIT_CODES
+from trainpipe.contract.names import (
+    ANNOTATION_PLAN_DIGEST,
+    API_GROUP,
+    API_VERSION,
+    GPU_RESOURCE,
+    KIND,
+    KUEUE_QUEUE_LABEL,
+    LABEL_ATTEMPT,
+    LABEL_FAMILY,
+    LABEL_MANAGED_BY,
+    LABEL_PIPELINE,
+    LABEL_RUN,
+    LABEL_STAGE,
+    MANAGER,
+    NO_FAMILY,
+    Stage,
+)
+from trainpipe.contract.pipeline import PipelineSpec
+from trainpipe.contract.runs import IDENTITY_FIELDS
+from trainpipe_operator.config import OperatorConfig
+from trainpipe_operator.naming import artifacts_claim, job_name, plan_configmap
+
+CONTAINER = "trainpipe"
+TERMINATION_LOG = "/dev/termination-log"
+SCRATCH = "/tmp"
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+INDEXED_STAGES = frozenset({Stage.SELECT, Stage.CPU, Stage.GPU})
+
+
+@dataclass(frozen=True)
+class Owner:
+    namespace: str
+    name: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "name": self.name, "uid": self.uid, "controller": True}
+
+
+@dataclass(frozen=True)
+class JobIntent:
+    """One Job decide wants: which stage, family and attempt, how many units, which plan it trains."""
+
+    stage: Stage
+    family: str | None
+    attempt: int
+    completions: int
+    plan_digest: str | None = None
+
+
+def data_dir(spec: PipelineSpec) -> str:
+    """`data.dir` as the Jobs see it: a relative dir lies inside the data volume's mount path."""
+    volume = spec.data.volume
+    if volume is None or posixpath.isabs(spec.data.dir):
+        return spec.data.dir
+    return posixpath.normpath(posixpath.join(volume.mount_path, spec.data.dir))
+
+
+def pipeline_dir(spec: PipelineSpec, pipeline: str) -> str:
+    return posixpath.join(spec.artifacts.mount_path, pipeline)
+
+
+def run_dir(spec: PipelineSpec, pipeline: str, run: str) -> str:
+    """Each run writes under its own folder; earlier runs' models stay beside it."""
+    return posixpath.join(pipeline_dir(spec, pipeline), run)
+
+
+def job_spec_json(spec: PipelineSpec) -> str:
+    """The spec fields the stage commands compute from, with data.dir resolved; scheduling fields stay out."""
+    wire = spec.to_wire()
+    payload = {name: wire[name] for name in IDENTITY_FIELDS}
+    payload["data"] = {k: v for k, v in payload["data"].items() if k != "volume"} | {"dir": data_dir(spec)}
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
+def stage_args(spec: PipelineSpec, pipeline: str, run: str, intent: JobIntent) -> list[str]:
+    out = run_dir(spec, pipeline, run)
+    if intent.stage is Stage.REPORT:
+        return ["report", "--output-dir", out]
+    common = ["--spec-json", job_spec_json(spec), "--output-dir", out, "--run-id", run,
+              "--reuse-dir", pipeline_dir(spec, pipeline), "--termination-log", TERMINATION_LOG]
+    if intent.stage is Stage.SELECT:
+        return ["select", *common, "--unit-index", "$(JOB_COMPLETION_INDEX)"]
+    if intent.stage in (Stage.CPU, Stage.GPU):
+        assert intent.family is not None and intent.plan_digest is not None
+        return ["train", "--stage", intent.stage.value, *common, "--family", intent.family,
+                "--unit-index", "$(JOB_COMPLETION_INDEX)", "--plan-digest", intent.plan_digest]
+    return [intent.stage.value, *common]
+
+
+def settings_of(spec: PipelineSpec, stage: Stage) -> StageSettings:
+    return getattr(spec.stages, stage.value)
+
+
+def resources_of(spec: PipelineSpec, stage: Stage, family: str | None) -> dict[str, Any]:
+    settings = settings_of(spec, stage)
+    chosen: ResourceRequirements = settings.resources
+    per_family = getattr(settings, "families", {}) or {}
+    if family is not None and family in per_family:
+        chosen = per_family[family]
+    out = {k: {name: str(q) for name, q in v.items()} for k, v in chosen.to_wire().items() if v}
+    if stage is Stage.GPU and spec.stages.gpu.gpus_per_pod > 0:
+        # Extended resources are requested through limits (requests default to them).
+        out.setdefault("limits", {})[GPU_RESOURCE] = str(spec.stages.gpu.gpus_per_pod)
+    return out
+
+
+def labels(pipeline: str, run: str, stage: Stage, family: str | None, attempt: int) -> dict[str, str]:
+    return {
+        LABEL_PIPELINE: pipeline, LABEL_RUN: run, LABEL_STAGE: stage.value, LABEL_FAMILY: family or NO_FAMILY,
+        LABEL_ATTEMPT: str(attempt), LABEL_MANAGED_BY: MANAGER,
+    }
+
+
+def image_of(spec: PipelineSpec, stage: Stage, config: OperatorConfig) -> str | None:
+    if stage is Stage.GPU:
+        return spec.images.gpu or config.gpu_image
+    return spec.images.cpu or config.cpu_image
+
+
+def job(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent, config: OperatorConfig, *, suspend: bool) -> dict[str, Any]:
+    """The batch/v1 Job of one stage (and family) of one run."""
+    stage, family = intent.stage, intent.family
+    settings = settings_of(spec, stage)
+    name = job_name(owner.name, run, stage, family, intent.attempt)
+    own_labels = labels(owner.name, run, stage, family, intent.attempt)
+    indexed = stage in INDEXED_STAGES
+    job_labels = dict(own_labels)
+    if spec.queue_name:
+        job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
+    annotations = {ANNOTATION_PLAN_DIGEST: intent.plan_digest} if intent.plan_digest else {}
+
+    tolerations = [t.to_wire() for t in settings.tolerations]
+    tolerations = [{k: v for k, v in t.items() if v is not None} for t in tolerations]
+    if stage is Stage.GPU and spec.stages.gpu.tolerate_gpu_taint and GPU_TOLERATION not in tolerations:
+        tolerations.append(dict(GPU_TOLERATION))
+
+    mounts: list[dict[str, Any]] = [{"name": "artifacts", "mountPath": spec.artifacts.mount_path}, {"name": "scratch", "mountPath": SCRATCH}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "artifacts", "persistentVolumeClaim": {"claimName": spec.artifacts.claim_name or artifacts_claim(owner.name)}},
+        {"name": "scratch", "emptyDir": {}},
+    ]
+    data_volume = spec.data.volume
+    if data_volume is not None:
+        mount = {"name": "data", "mountPath": data_volume.mount_path, "readOnly": data_volume.read_only}
+        if data_volume.sub_path:
+            mount["subPath"] = data_volume.sub_path
+        mounts.insert(0, mount)
+        volumes.insert(0, {"name": "data", "persistentVolumeClaim": {"claimName": data_volume.claim_name, "readOnly": data_volume.read_only}})
+
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": image_of(spec, stage, config) or "",
+        "command": ["trainpipe"],
+        "args": stage_args(spec, owner.name, run, intent),
+        "env": [
+            # Thread pools follow the container's CPU limit (node allocatable without one), never the node's cores.
+            {"name": "TRAINPIPE_CPUS", "valueFrom": {"resourceFieldRef": {"containerName": CONTAINER, "resource": "limits.cpu", "divisor": "1"}}},
+            {"name": "HOME", "value": SCRATCH},
+            {"name": "TMPDIR", "value": SCRATCH},
+            {"name": "MPLCONFIGDIR", "value": SCRATCH},
+        ],
+        "resources": resources_of(spec, stage, family),
+        "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
+    }
+    if spec.images.pull_policy:
+        container["imagePullPolicy"] = spec.images.pull_policy
+
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",  # podFailurePolicy needs it; retries are the Job's, per index
+        "automountServiceAccountToken": False,  # what a pod tells the operator goes in its termination message
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if settings.node_selector:
+        pod_spec["nodeSelector"] = dict(settings.node_selector)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if settings.affinity:
+        pod_spec["affinity"] = dict(settings.affinity)
+    if spec.service_account_name:
+        pod_spec["serviceAccountName"] = spec.service_account_name
+    if spec.priority_class_name:
+        pod_spec["priorityClassName"] = spec.priority_class_name
+
+    permanent = {"action": "FailIndex" if indexed else "FailJob",
+                 "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": list(PERMANENT_EXIT_CODES)}}
+    job_spec: dict[str, Any] = {
+        "completions": intent.completions,
+        "parallelism": min(intent.completions, getattr(settings, "parallelism", None) or intent.completions),
+        "completionMode": "Indexed" if indexed else "NonIndexed",
+        "suspend": suspend,
+        "podFailurePolicy": {"rules": [
+            permanent,
+            # Evictions and preemptions are the cluster's doing, not the unit's: they do not use up retries.
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        ]},
+        "template": {
+            "metadata": {"labels": {**settings.pod_metadata.labels, **own_labels}, "annotations": dict(settings.pod_metadata.annotations)},
+            "spec": pod_spec,
+        },
+    }
+    if indexed:
+        job_spec["backoffLimitPerIndex"] = getattr(settings, "backoff_limit_per_index", settings.backoff_limit)
+    else:
+        job_spec["backoffLimit"] = settings.backoff_limit
+    if settings.active_deadline_seconds:
+        job_spec["activeDeadlineSeconds"] = settings.active_deadline_seconds
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "namespace": owner.namespace, "labels": job_labels, "annotations": annotations,
+                     "ownerReferences": [owner.reference()]},
+        "spec": job_spec,
+    }
+
+
+def plan_config_map(owner: Owner, run: str, digest: str, path: str, units: dict[str, int]) -> dict[str, Any]:
+    """`<pipeline>-plan`: what the plan Job reported, the source the training Jobs fan out from."""
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": plan_configmap(owner.name), "namespace": owner.namespace,
+                     "labels": {LABEL_PIPELINE: owner.name, LABEL_RUN: run, LABEL_MANAGED_BY: MANAGER},
+                     "ownerReferences": [owner.reference()]},
+        "data": {"run": run, "digest": digest, "path": path, "units": json.dumps(units, sort_keys=True)},
+    }
+
+
+def artifacts_claim_manifest(spec: PipelineSpec, owner: Owner, config: OperatorConfig) -> dict[str, Any]:
+    """The claim the operator creates when the spec names none: labelled, owned only with retainPolicy Delete."""
+    a = spec.artifacts
+    claim: dict[str, Any] = {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": artifacts_claim(owner.name), "namespace": owner.namespace,
+                     "labels": {LABEL_PIPELINE: owner.name, LABEL_MANAGED_BY: MANAGER}},
+        # Written by pods on several nodes at once (select and training fan out).
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": str(a.size or config.artifacts_size)}}},
+    }
+    if a.storage_class_name:
+        claim["spec"]["storageClassName"] = a.storage_class_name
+    if a.retain_policy == "Delete":
+        claim["metadata"]["ownerReferences"] = [owner.reference()]
+    return claim

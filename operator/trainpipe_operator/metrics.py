@@ -1,0 +1,36 @@
+"""Prometheus metrics of the operator, in a registry of its own (tests build as many as they like)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from trainpipe.contract.status import ConditionType, PipelineStatus
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.pipelines = Gauge("trainpipe_pipelines", "Pipelines by condition that is True", ["condition"], registry=r)
+        self.stage_seconds = Histogram("trainpipe_stage_duration_seconds", "Wall time of a stage, first Job created to last Job finished",
+                                       ["stage", "outcome"], buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600), registry=r)
+        self.jobs_created = Counter("trainpipe_jobs_created_total", "Jobs the operator created", ["stage"], registry=r)
+        self.jobs_finished = Counter("trainpipe_jobs_finished_total", "Jobs of finished stages, by outcome", ["stage", "outcome"], registry=r)
+        self.reconcile_seconds = Histogram("trainpipe_reconcile_duration_seconds", "One observe → decide → act pass",
+                                           buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
+        self.reconcile_errors = Counter("trainpipe_reconcile_errors_total", "Passes that raised (retried with backoff)", registry=r)
+        self.watch_stalled = Gauge("trainpipe_watch_stalled", "1 while the pipeline watch lags behind a fresh LIST", registry=r)
+        self._conditions: dict[tuple[str, str], set[str]] = {}
+
+    def record_status(self, key: tuple[str, str], status: PipelineStatus | None) -> None:
+        """Remember which conditions are True for one pipeline (None: it is gone) and refresh the gauge."""
+        if status is None:
+            self._conditions.pop(key, None)
+        else:
+            self._conditions[key] = {c.type for c in status.conditions if c.status == "True"}
+        for ctype in ConditionType:
+            self.pipelines.labels(condition=ctype.value).set(sum(1 for true in self._conditions.values() if ctype.value in true))

@@ -1,0 +1,42 @@
+"""Deterministic names of everything the operator creates: the same inputs always give the same name.
+
+Creating a child is therefore idempotent ("already exists" is success) and a restarted operator finds
+what its predecessor made, without random suffixes or in-process bookkeeping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from trainpipe.contract.names import Stage
+
+# A Job's pods are named and host-named `<job>-<index>-<suffix>`; keeping Job names this short leaves
+# room for the index of any realistic Indexed Job inside the 63-character label and hostname limits.
+MAX_JOB_NAME = 52
+_HASH = 8
+
+
+def _shorten(name: str, limit: int) -> str:
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:_HASH]
+    return f"{name[: limit - _HASH - 1].rstrip('-')}-{digest}"
+
+
+def family_slug(family: str) -> str:
+    """A family name as a name part: catalogue names use '_', which Kubernetes names refuse."""
+    return family.replace("_", "-")
+
+
+def job_name(pipeline: str, run: str, stage: Stage, family: str | None, attempt: int) -> str:
+    """`<pipeline>-<run>-<stage>[-<family>]-<attempt>`, hashed when longer than MAX_JOB_NAME."""
+    parts = [pipeline, run, stage.value] + ([family_slug(family)] if family else []) + [str(attempt)]
+    return _shorten("-".join(parts), MAX_JOB_NAME)
+
+
+def plan_configmap(pipeline: str) -> str:
+    return f"{pipeline}-plan"
+
+
+def artifacts_claim(pipeline: str) -> str:
+    return f"{pipeline}-artifacts"

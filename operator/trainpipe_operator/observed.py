@@ -1,0 +1,201 @@
+"""Frozen snapshots of what the cluster holds for one pipeline, and pure parsers from API dicts into them.
+
+`observe` fills these from the API server; `decide` reads only these. Parsing lives here (not in
+`observe`) so that tests can build snapshots from the same dicts the API returns.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from trainpipe.contract.names import (
+    ANNOTATION_PLAN_DIGEST,
+    ANNOTATION_RERUN,
+    ANNOTATION_RETRY,
+    LABEL_ATTEMPT,
+    LABEL_FAMILY,
+    LABEL_RUN,
+    LABEL_STAGE,
+    NO_FAMILY,
+    Stage,
+)
+from trainpipe.contract.pipeline import PipelineSpec, format_validation_error
+from trainpipe.contract.status import PipelineStatus
+
+JOB_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+# Set by the operator on Jobs it suspended, so that resuming never unsuspends a Job that Kueue holds.
+SUSPENDED_BY_OPERATOR = "trainpipe.io/suspended-by-operator"
+
+
+@dataclass(frozen=True)
+class PipelineView:
+    """The pipeline object: its spec (or why it cannot be used), generation, user annotations, last status."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    spec: PipelineSpec | None
+    spec_error: str | None
+    status: PipelineStatus
+    rerun_token: str | None = None
+    retry_token: str | None = None
+    resource_version: str = ""
+
+
+@dataclass(frozen=True)
+class ObservedJob:
+    name: str
+    run: str
+    stage: Stage
+    family: str | None
+    attempt: int
+    completions: int
+    indexed: bool
+    succeeded: int = 0
+    failed: int = 0  # failed pods (all indexes)
+    active: int = 0
+    failed_indexes: tuple[int, ...] = ()
+    complete: bool = False
+    failed_condition: str | None = None  # the Failed condition's "reason: message" when the Job failed
+    suspended: bool = False
+    suspended_by_operator: bool = False
+    deleting: bool = False
+    plan_digest: str | None = None
+
+    @property
+    def failed_units(self) -> int:
+        if self.indexed and self.failed_indexes:
+            return len(self.failed_indexes)
+        return 1 if self.failed_condition else 0
+
+
+@dataclass(frozen=True)
+class ObservedPod:
+    name: str
+    job: str
+    index: int | None
+    phase: str
+    exit_code: int | None = None
+    message: str = ""  # the container's termination message (what the stage command wrote)
+    unschedulable: str | None = None  # the scheduler's reason when PodScheduled is False
+
+
+@dataclass(frozen=True)
+class ObservedPlan:
+    """The `<pipeline>-plan` ConfigMap."""
+
+    run: str
+    digest: str
+    path: str
+    units: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Observed:
+    jobs: tuple[ObservedJob, ...] = ()
+    pods: tuple[ObservedPod, ...] = ()
+    plan: ObservedPlan | None = None
+    missing_claims: tuple[str, ...] = ()  # claims the spec names that do not exist
+    artifacts_claim_exists: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def pods_of(self, job: str) -> list[ObservedPod]:
+        return [p for p in self.pods if p.job == job]
+
+
+# ---- parsers ------------------------------------------------------------------------------------
+
+
+def parse_pipeline(obj: dict[str, Any]) -> PipelineView:
+    meta = obj.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    spec: PipelineSpec | None = None
+    error: str | None = None
+    try:
+        spec = PipelineSpec.model_validate(obj.get("spec") or {})
+    except ValidationError as exc:
+        error = format_validation_error(exc).replace("field '", "field 'spec.")
+    try:
+        status = PipelineStatus.model_validate(obj.get("status") or {})
+    except ValidationError:
+        status = PipelineStatus()  # an unreadable status is rebuilt from the children
+    return PipelineView(
+        namespace=meta.get("namespace", ""), name=meta["name"], uid=meta.get("uid", ""), generation=int(meta.get("generation") or 1),
+        spec=spec, spec_error=error, status=status, rerun_token=annotations.get(ANNOTATION_RERUN),
+        retry_token=annotations.get(ANNOTATION_RETRY), resource_version=meta.get("resourceVersion", ""),
+    )
+
+
+def _indexes(text: str | None) -> tuple[int, ...]:
+    """Kubernetes' index list syntax, e.g. "1,3-5,7"."""
+    out: list[int] = []
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return tuple(out)
+
+
+def parse_job(obj: dict[str, Any]) -> ObservedJob | None:
+    """A Job of ours as a snapshot; None when its labels are not ours (someone else's Job)."""
+    meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+    labels = meta.get("labels") or {}
+    try:
+        stage = Stage(labels[LABEL_STAGE])
+        attempt = int(labels.get(LABEL_ATTEMPT, "0"))
+        run = labels[LABEL_RUN]
+    except (KeyError, ValueError):
+        return None
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    failed = conditions.get("Failed")
+    family = labels.get(LABEL_FAMILY)
+    annotations = meta.get("annotations") or {}
+    return ObservedJob(
+        name=meta["name"], run=run, stage=stage, family=None if family in (None, NO_FAMILY) else family, attempt=attempt,
+        completions=int(spec.get("completions") or 1), indexed=spec.get("completionMode") == "Indexed",
+        succeeded=int(status.get("succeeded") or 0), failed=int(status.get("failed") or 0), active=int(status.get("active") or 0),
+        failed_indexes=_indexes(status.get("failedIndexes")), complete="Complete" in conditions,
+        failed_condition=f"{failed.get('reason', '')}: {failed.get('message', '')}".strip(": ") if failed else None,
+        suspended=bool(spec.get("suspend")), suspended_by_operator=annotations.get(SUSPENDED_BY_OPERATOR) == "true",
+        deleting=bool(meta.get("deletionTimestamp")), plan_digest=annotations.get(ANNOTATION_PLAN_DIGEST),
+    )
+
+
+def parse_pod(obj: dict[str, Any]) -> ObservedPod | None:
+    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    labels = meta.get("labels") or {}
+    job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+    if not job:
+        return None
+    index = (meta.get("annotations") or {}).get(JOB_INDEX_ANNOTATION)
+    exit_code, message = None, ""
+    for cs in status.get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        if term:
+            exit_code, message = term.get("exitCode"), (term.get("message") or "").strip()
+    unschedulable = None
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            unschedulable = cond.get("message") or cond.get("reason") or "not scheduled"
+    return ObservedPod(name=meta["name"], job=job, index=int(index) if index not in (None, "") else None,
+                       phase=status.get("phase", "Pending"), exit_code=exit_code, message=message, unschedulable=unschedulable)
+
+
+PLAN_KEYS = ("run", "digest", "path", "units")
+
+
+def parse_plan_configmap(obj: dict[str, Any] | None) -> ObservedPlan | None:
+    if not obj:
+        return None
+    data = obj.get("data") or {}
+    try:
+        return ObservedPlan(run=data["run"], digest=data["digest"], path=data["path"], units={k: int(v) for k, v in json.loads(data["units"]).items()})
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return None  # an edited or foreign ConfigMap: rewritten from the status

@@ -1,0 +1,163 @@
+"""The reconcile loop: a de-duplicating work queue of pipeline keys, worker tasks, resync and requeue timers.
+
+Events only say "look at pipeline X again"; the queue folds a burst of them into one pass, never runs
+two passes of one pipeline at once, and runs the blocking Kubernetes client in threads so the event
+loop that kopf's watches live on never stalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from trainpipe_operator.act import StatusConflict, act
+from trainpipe_operator.config import OperatorConfig
+from trainpipe_operator.decide import decide
+from trainpipe_operator.health import WatchHealth
+from trainpipe_operator.kubeapi import Kube, pipelines_path
+from trainpipe_operator.metrics import Metrics
+from trainpipe_operator.observe import observe, read_pipeline
+
+log = logging.getLogger("trainpipe.operator")
+Key = tuple[str, str]
+# Back-off after a failed pass (API errors, conflicts), doubling up to the cap.
+ERROR_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class ReconcileQueue:
+    """Keys waiting for a pass; a key queued while its pass runs is run once more afterwards."""
+
+    _queue: asyncio.Queue[Key] = field(default_factory=asyncio.Queue)
+    _waiting: set[Key] = field(default_factory=set)
+    _running: set[Key] = field(default_factory=set)
+    _again: set[Key] = field(default_factory=set)
+
+    def add(self, key: Key) -> None:
+        if key in self._running:
+            self._again.add(key)
+        elif key not in self._waiting:
+            self._waiting.add(key)
+            self._queue.put_nowait(key)
+
+    async def take(self) -> Key:
+        key = await self._queue.get()
+        self._waiting.discard(key)
+        self._running.add(key)
+        return key
+
+    def done(self, key: Key) -> None:
+        self._running.discard(key)
+        if key in self._again:
+            self._again.discard(key)
+            self.add(key)
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+
+@dataclass
+class Reconciler:
+    kube: Kube
+    config: OperatorConfig
+    metrics: Metrics
+    health: WatchHealth
+    namespaces: tuple[str, ...] = ()
+    workers: int = 4
+    queue: ReconcileQueue = field(default_factory=ReconcileQueue)
+    _failures: dict[Key, int] = field(default_factory=dict)
+    _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
+    resynced: asyncio.Event = field(default_factory=asyncio.Event)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def enqueue(self, key: Key) -> None:
+        self.queue.add(key)
+
+    def later(self, key: Key, delay: float) -> None:
+        """Look at `key` again after `delay` seconds (deadlines, TTLs, back-off); the earliest wins."""
+        loop = asyncio.get_running_loop()
+        when = loop.time() + delay
+        current = self._timers.get(key)
+        if current is not None and not current.cancelled() and current.when() <= when:
+            return
+        if current is not None:
+            current.cancel()
+        self._timers[key] = loop.call_at(when, self._fire, key)
+
+    def _fire(self, key: Key) -> None:
+        self._timers.pop(key, None)
+        self.enqueue(key)
+
+    def reconcile_once(self, key: Key) -> float | None:
+        """One observe → decide → act pass (blocking; runs in a worker thread). Returns when to look again."""
+        started = time.perf_counter()
+        try:
+            found = read_pipeline(self.kube, *key)
+            if found is None:
+                self.metrics.record_status(key, None)
+                return None
+            obj, view = found
+            decision = decide(view, observe(self.kube, view), self.config, self.clock())
+            act(self.kube, obj, view, decision, self.metrics)
+            self.metrics.record_status(key, decision.status)
+            return decision.requeue_after
+        finally:
+            self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+
+    async def work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            key = await self.queue.take()
+            try:
+                again = await loop.run_in_executor(None, self.reconcile_once, key)
+                self._failures.pop(key, None)
+                if again is not None:
+                    self.later(key, max(0.1, again))
+            except StatusConflict:
+                self.enqueue(key)  # the spec changed under us: recompute from a fresh read now
+            except Exception as exc:  # noqa: BLE001 — any API or transport error: retry the key with back-off
+                n = self._failures.get(key, 0)
+                self._failures[key] = n + 1
+                delay = ERROR_BACKOFF[min(n, len(ERROR_BACKOFF) - 1)]
+                self.metrics.reconcile_errors.inc()
+                log.warning("%s/%s: reconcile failed (%s); retrying in %.1fs", *key, exc, delay)
+                self.later(key, delay)
+            finally:
+                self.queue.done(key)
+
+    def list_pipelines(self) -> dict[Key, str]:
+        """Every pipeline the operator serves, with its resourceVersion (blocking)."""
+        out: dict[Key, str] = {}
+        for ns in self.namespaces or (None,):
+            for item in self.kube.get(pipelines_path(ns))["items"]:
+                meta = item["metadata"]
+                out[(meta["namespace"], meta["name"])] = meta.get("resourceVersion", "")
+        return out
+
+    async def resync(self, period: float) -> None:
+        """Level-triggered safety net: every pipeline is looked at every `period` seconds, events or not."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                versions = await loop.run_in_executor(None, self.list_pipelines)
+                self.health.listed(versions, loop.time())
+                self.metrics.watch_stalled.set(1 if self.health.stalled(loop.time()) else 0)
+                for key in versions:
+                    self.enqueue(key)
+                self.resynced.set()
+            except Exception as exc:  # noqa: BLE001 — the next period tries again; liveness reports a lasting failure
+                log.warning("resync failed: %s", exc)
+            await asyncio.sleep(period)
+
+    async def run(self, period: float) -> None:
+        tasks = [asyncio.create_task(self.work(), name=f"reconcile-{i}") for i in range(self.workers)]
+        tasks.append(asyncio.create_task(self.resync(period), name="resync"))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()

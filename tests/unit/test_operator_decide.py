@@ -1,0 +1,465 @@
+"""Table-driven tests of the operator's pure `decide`: every transition of a run, with no cluster.
+
+Each test builds the pipeline and what the cluster holds from small builders, calls `decide`, and
+reads the Decision as a user would notice it: which Jobs appear or go, and what `kubectl get tp` says.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from trainpipe.contract.names import ANNOTATION_PLAN_DIGEST, GPU_RESOURCE, KUEUE_QUEUE_LABEL, LABEL_STAGE, Stage
+from trainpipe.contract.pipeline import PipelineSpec
+from trainpipe.contract.runs import run_id
+from trainpipe.contract.status import PipelineStatus, PlanRef, StageStatus
+from trainpipe_operator.config import OperatorConfig
+from trainpipe_operator.decide import Decision, decide
+from trainpipe_operator.naming import MAX_JOB_NAME, job_name
+from trainpipe_operator.observed import Observed, ObservedJob, ObservedPlan, ObservedPod, PipelineView
+
+NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+CONFIG = OperatorConfig(cpu_image="jobs-cpu:1", gpu_image="jobs-gpu:1")
+BASE = {"data": {"dir": "example", "volume": {"claimName": "bars"}}, "training": {"families": ["lightgbm", "xgboost", "mlp"]}}
+UNITS = {"lightgbm": 4, "xgboost": 4, "mlp": 4}
+DIGEST = "d" * 64
+
+
+def spec(**overrides: Any) -> PipelineSpec:
+    raw = json.loads(json.dumps(BASE))
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return PipelineSpec.model_validate(raw)
+
+
+SPEC = spec()
+RUN = run_id(SPEC)
+
+
+def view(s: PipelineSpec = SPEC, status: PipelineStatus | None = None, generation: int = 1, rerun: str | None = None,
+         retry: str | None = None) -> PipelineView:
+    return PipelineView(namespace="ns", name="demo", uid="uid-1", generation=generation, spec=s, spec_error=None,
+                        status=status or PipelineStatus(), rerun_token=rerun, retry_token=retry)
+
+
+def job(stage: Stage, family: str | None = None, *, attempt: int = 0, run: str = RUN, completions: int = 1, succeeded: int = 0,
+        active: int = 0, complete: bool = False, failed: str | None = None, failed_indexes: tuple[int, ...] = (), suspended: bool = False,
+        by_operator: bool = False) -> ObservedJob:
+    return ObservedJob(name=job_name("demo", run, stage, family, attempt), run=run, stage=stage, family=family, attempt=attempt,
+                       completions=completions, indexed=stage in (Stage.SELECT, Stage.CPU, Stage.GPU), succeeded=succeeded, active=active,
+                       failed_indexes=failed_indexes, complete=complete, failed_condition=failed, suspended=suspended,
+                       suspended_by_operator=by_operator)
+
+
+def done(stage: Stage, family: str | None = None, n: int = 1, **kw: Any) -> ObservedJob:
+    return job(stage, family, completions=n, succeeded=n, complete=True, **kw)
+
+
+def pod(of: ObservedJob, phase: str = "Succeeded", message: str = "", index: int | None = None, exit_code: int | None = None,
+        unschedulable: str | None = None) -> ObservedPod:
+    return ObservedPod(name=f"{of.name}-{index or 0}-abcde", job=of.name, index=index, phase=phase, exit_code=exit_code, message=message,
+                       unschedulable=unschedulable)
+
+
+def status_after(*finished: Stage, selected: int | None = 3, plan: bool = True, **extra: Any) -> PipelineStatus:
+    """A status in which `finished` stages succeeded, as the operator would have written it."""
+    stages = {s.value: StageStatus(succeeded=1, outcome="Succeeded", started_at="2026-12-01T11:00:00Z", finished_at="2026-12-01T11:01:00Z") for s in finished}
+    ref = PlanRef(digest=DIGEST, path=f"/artifacts/demo/{RUN}/globals/training_plan/master_training_plan.json", units=UNITS) if plan else None
+    return PipelineStatus(run_id=RUN, run_generation=1, started_at="2026-12-01T11:00:00Z", selected_targets=selected, plan=ref,
+                          output_path=f"/artifacts/demo/{RUN}", stages=stages, **extra)
+
+
+def plan_cm() -> ObservedPlan:
+    return ObservedPlan(run=RUN, digest=DIGEST, path=f"/artifacts/demo/{RUN}/globals/training_plan/master_training_plan.json", units=UNITS)
+
+
+def run(v: PipelineView, *jobs: ObservedJob, pods: tuple[ObservedPod, ...] = (), plan: ObservedPlan | None = None, now: datetime = NOW,
+        config: OperatorConfig = CONFIG, **observed: Any) -> Decision:
+    return decide(v, Observed(jobs=tuple(jobs), pods=pods, plan=plan, **observed), config, now)
+
+
+def created_jobs(d: Decision) -> dict[str, dict[str, Any]]:
+    return {m["metadata"]["name"]: m for m in d.create if m["kind"] == "Job"}
+
+
+def condition(d: Decision, ctype: str) -> tuple[str, str]:
+    c = next(c for c in d.status.conditions if c.type == ctype)
+    return c.status, c.reason
+
+
+def stages_created(d: Decision) -> list[tuple[str, str]]:
+    return sorted((m["metadata"]["labels"][LABEL_STAGE], m["metadata"]["labels"]["trainpipe.io/family"]) for m in created_jobs(d).values())
+
+
+# ---- the stage gates, in order --------------------------------------------------------------------
+
+
+def test_a_new_pipeline_creates_its_artifacts_claim_and_the_rank_job_and_says_it_is_reconciling():
+    d = run(view(), artifacts_claim_exists=False)
+    assert stages_created(d) == [("rank", "all")]
+    claim = next(m for m in d.create if m["kind"] == "PersistentVolumeClaim")
+    assert claim["metadata"]["name"] == "demo-artifacts" and claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert "ownerReferences" not in claim["metadata"], "deleting a pipeline must not delete its trained models by default"
+    assert condition(d, "Ready") == ("False", "StageRunning")
+    assert condition(d, "Reconciling")[0] == "True"
+    assert d.status.observed_generation == 1 and d.status.run_id == RUN and d.status.stage == "rank"
+    assert d.status.progress == "0/3"
+    assert any(e.reason == "RunStarted" for e in d.events)
+
+
+def test_operator_created_claim_is_owned_only_with_retain_policy_delete():
+    d = run(view(spec(**{"artifacts.retainPolicy": "Delete", "artifacts.size": "5Gi"})), artifacts_claim_exists=False)
+    claim = next(m for m in d.create if m["kind"] == "PersistentVolumeClaim")
+    assert claim["metadata"]["ownerReferences"][0]["name"] == "demo"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+
+
+@pytest.mark.parametrize(("finished", "observed_jobs", "pods_for", "expected"), [
+    ("rank", [Stage.RANK], {Stage.RANK: '{"selected": 3}'}, [("select", "all")]),
+    ("select", [Stage.RANK, Stage.SELECT], {Stage.RANK: '{"selected": 3}'}, [("plan", "all")]),
+    ("plan", [Stage.RANK, Stage.SELECT, Stage.PLAN],
+     {Stage.PLAN: json.dumps({"planDigest": DIGEST, "runId": RUN, "units": UNITS, "path": "globals/training_plan/master_training_plan.json"})},
+     [("cpu", "lightgbm"), ("cpu", "xgboost")]),
+])
+def test_a_finished_stage_hands_off_to_the_next_in_the_same_pass(finished, observed_jobs, pods_for, expected):
+    already = [s for s in observed_jobs if s.value != finished]
+    st = status_after(*already, selected=None if finished == "rank" else 3, plan=False)
+    jobs = [done(s, n=3 if s is Stage.SELECT else 1) for s in observed_jobs]
+    pods = tuple(pod(j, message=pods_for[j.stage]) for j in jobs if j.stage in pods_for)
+    d = run(view(status=st), *jobs, pods=pods)
+    assert stages_created(d) == expected
+    assert d.status.stages[finished].outcome == "Succeeded"
+    assert any(e.reason == "StageSucceeded" and finished in e.message for e in d.events)
+
+
+def test_select_is_one_indexed_job_with_one_index_per_kept_target():
+    rank = done(Stage.RANK)
+    d = run(view(status=status_after(selected=None, plan=False)), rank, pods=(pod(rank, message='{"selected": 4, "targets": ["a","b","c","d"]}'),))
+    [select] = created_jobs(d).values()
+    assert select["spec"]["completionMode"] == "Indexed" and select["spec"]["completions"] == 4
+    assert "--unit-index" in select["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert d.status.selected_targets == 4
+
+
+def test_a_rank_pod_without_a_readable_report_stalls_the_run_instead_of_guessing():
+    rank = done(Stage.RANK)
+    d = run(view(status=status_after(selected=None, plan=False)), rank, pods=(pod(rank, message="oops"),))
+    assert not created_jobs(d)
+    assert condition(d, "Stalled") == ("True", "StageFailed")
+    assert "termination message" in d.status.message
+
+
+def test_plan_completion_writes_the_plan_config_map_and_fans_out_per_cpu_family():
+    jobs = [done(Stage.RANK), done(Stage.SELECT, n=3), done(Stage.PLAN)]
+    report = {"planDigest": DIGEST, "runId": RUN, "units": UNITS, "path": "globals/training_plan/master_training_plan.json"}
+    d = run(view(status=status_after(Stage.RANK, Stage.SELECT, plan=False)), *jobs, pods=(pod(jobs[2], message=json.dumps(report)),))
+    [cm] = d.upsert
+    assert cm["metadata"]["name"] == "demo-plan" and cm["data"]["digest"] == DIGEST and json.loads(cm["data"]["units"]) == UNITS
+    cpu = created_jobs(d)
+    assert sorted(m["metadata"]["labels"]["trainpipe.io/family"] for m in cpu.values()) == ["lightgbm", "xgboost"]
+    for m in cpu.values():
+        assert m["spec"]["completions"] == 4 and m["metadata"]["annotations"][ANNOTATION_PLAN_DIGEST] == DIGEST
+        assert "backoffLimitPerIndex" in m["spec"], "a bad unit must fail only its own index"
+        assert GPU_RESOURCE not in m["spec"]["template"]["spec"]["containers"][0].get("resources", {}).get("limits", {})
+    assert d.status.progress == "5/18"  # rank 1 + select 3 + plan 1 of 1+3+1+8+4+1 units
+
+
+@pytest.mark.parametrize("cpu_jobs", [
+    [done(Stage.CPU, "lightgbm", n=4), job(Stage.CPU, "xgboost", completions=4, succeeded=3, active=1)],
+    [done(Stage.CPU, "lightgbm", n=4)],  # xgboost's Job not even created yet
+    [done(Stage.CPU, "lightgbm", n=4), job(Stage.CPU, "xgboost", completions=4, succeeded=4)],  # counts done, condition not yet Complete
+])
+def test_no_gpu_job_exists_until_every_cpu_job_of_the_run_is_complete(cpu_jobs):
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN)
+    d = run(view(status=st), *cpu_jobs, plan=plan_cm())
+    assert all(stage != "gpu" for stage, _ in stages_created(d))
+    assert d.status.stage == "cpu"
+
+
+def test_when_the_last_cpu_job_completes_the_gpu_jobs_are_created_on_gpu_nodes():
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN)
+    d = run(view(status=st), done(Stage.CPU, "lightgbm", n=4), done(Stage.CPU, "xgboost", n=4), plan=plan_cm())
+    [gpu] = created_jobs(d).values()
+    pod_spec = gpu["spec"]["template"]["spec"]
+    assert gpu["metadata"]["labels"]["trainpipe.io/family"] == "mlp" and gpu["spec"]["completions"] == 4
+    assert pod_spec["containers"][0]["resources"]["limits"][GPU_RESOURCE] == "1"
+    assert {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"} in pod_spec["tolerations"]
+    assert pod_spec["containers"][0]["image"] == "jobs-gpu:1"
+    args = pod_spec["containers"][0]["args"]
+    assert args[:3] == ["train", "--stage", "gpu"] and args[args.index("--plan-digest") + 1] == DIGEST
+    assert d.status.stages["cpu"].outcome == "Succeeded"
+
+
+def test_a_plan_without_gpu_families_goes_from_cpu_straight_to_the_report():
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN).model_copy(update={"plan": PlanRef(digest=DIGEST, path="p", units={"lightgbm": 2})})
+    d = run(view(status=st), done(Stage.CPU, "lightgbm", n=2))
+    assert stages_created(d) == [("report", "all")]
+    assert d.status.stages["gpu"].outcome == "Succeeded"
+
+
+def test_gpu_work_without_any_gpu_image_stalls_naming_the_setting():
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN, Stage.CPU)
+    d = run(view(status=st), plan=plan_cm(), config=OperatorConfig(cpu_image="jobs-cpu:1"))
+    assert not created_jobs(d)
+    assert condition(d, "Stalled") == ("True", "InvalidSpec")
+    assert "spec.images.gpu" in d.status.message
+
+
+def test_the_cpu_image_may_run_gpu_families_when_the_spec_says_so_explicitly():
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN, Stage.CPU)
+    d = run(view(spec(**{"images.cpu": "jobs-cpu:2", "images.gpu": "jobs-cpu:2"}), status=st), plan=plan_cm(), config=OperatorConfig())
+    [gpu] = created_jobs(d).values()
+    assert gpu["spec"]["template"]["spec"]["containers"][0]["image"] == "jobs-cpu:2"
+
+
+def test_every_stage_done_makes_the_pipeline_ready_and_records_the_models_for_promotion():
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN, Stage.CPU, Stage.GPU)
+    d = run(view(status=st), done(Stage.REPORT), plan=plan_cm())
+    assert condition(d, "Ready") == ("True", "Succeeded")
+    assert condition(d, "Reconciling")[0] == "False" and condition(d, "Stalled")[0] == "False"
+    assert d.status.stage == "Done" and d.status.finished_at == "2026-12-01T12:00:00Z"
+    assert d.status.last_succeeded_run.run_id == RUN and d.status.last_succeeded_run.models_path == f"/artifacts/demo/{RUN}/models"
+    assert d.status.progress == "18/18"
+    assert not d.create and not d.delete_jobs
+
+
+# ---- failure and retry ----------------------------------------------------------------------------
+
+
+def test_a_unit_that_exhausts_its_retries_stalls_the_pipeline_naming_stage_family_index_and_reason():
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN)
+    bad = job(Stage.CPU, "xgboost", completions=4, succeeded=3, failed="FailedIndexes: Job has failed indexes", failed_indexes=(2,))
+    pods = (pod(bad, "Failed", "unit cs_fwd_ret_5d/xgboost (target fwd_ret_5d) failed: ValueError: bad param", index=2, exit_code=1),)
+    d = run(view(status=st), done(Stage.CPU, "lightgbm", n=4), bad, pods=pods, plan=plan_cm())
+    assert not created_jobs(d), "no GPU Job after a failed CPU stage"
+    assert condition(d, "Stalled") == ("True", "StageFailed") and condition(d, "Ready")[0] == "False"
+    message = d.status.message
+    for part in ("stage cpu", "family xgboost", "index 2", "fwd_ret_5d", "ValueError: bad param", "trainpipe.io/retry"):
+        assert part in message
+    assert d.status.stages["cpu"].outcome == "Failed" and d.status.stages["cpu"].failed == 1
+    assert any(e.type == "Warning" and e.reason == "StageFailed" for e in d.events)
+
+
+def test_a_stalled_run_stays_stalled_without_a_retry_token():
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN)
+    st = st.model_copy(update={"stages": {**st.stages, "cpu": StageStatus(outcome="Failed", reason="StageFailed", message="boom")}})
+    d = run(view(status=st), plan=plan_cm())
+    assert not d.create and not d.delete_jobs and condition(d, "Stalled")[0] == "True"
+
+
+def test_a_retry_token_reruns_the_failed_stage_as_the_next_attempt_and_only_once():
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN, retry_token="t0")
+    st = st.model_copy(update={"stages": {**st.stages, "cpu": StageStatus(outcome="Failed", reason="StageFailed", message="boom", attempt=0)}})
+    old = [done(Stage.CPU, "lightgbm", n=4), job(Stage.CPU, "xgboost", completions=4, failed="x", failed_indexes=(2,))]
+    d = run(view(status=st, retry="t1"), *old, plan=plan_cm())
+    assert sorted(created_jobs(d)) == sorted(job_name("demo", RUN, Stage.CPU, f, 1) for f in ("lightgbm", "xgboost"))
+    assert set(d.delete_jobs) == {j.name for j in old}
+    assert d.status.retry_token == "t1" and d.status.stages["cpu"].attempt == 1
+    assert condition(d, "Reconciling")[0] == "True" and condition(d, "Stalled")[0] == "False"
+    # The next pass sees the same token: nothing more is deleted and the same names are ensured.
+    again = run(view(status=d.status, retry="t1"), plan=plan_cm())
+    assert not again.delete_jobs and sorted(created_jobs(again)) == sorted(created_jobs(d))
+
+
+def test_a_retry_token_on_a_healthy_run_is_recorded_and_changes_nothing():
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN)
+    d = run(view(status=st, retry="t9"), done(Stage.CPU, "lightgbm", n=4), job(Stage.CPU, "xgboost", completions=4, active=4), plan=plan_cm())
+    assert d.status.retry_token == "t9" and not d.delete_jobs and not created_jobs(d)
+
+
+# ---- run identity ---------------------------------------------------------------------------------
+
+
+def test_a_rerun_token_starts_a_new_run_and_removes_the_old_runs_jobs():
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN, Stage.CPU, Stage.GPU, Stage.REPORT, finished_at="2026-12-01T11:30:00Z")
+    old = [done(Stage.REPORT)]
+    d = run(view(status=st, rerun="again", generation=1), *old)
+    new = run_id(SPEC, "again")
+    assert new != RUN and d.status.run_id == new and d.status.rerun_token == "again"
+    assert d.delete_jobs == (old[0].name,)
+    assert stages_created(d) == [("rank", "all")] and condition(d, "Ready") == ("False", "StageRunning")
+
+
+def test_an_identity_change_mid_run_supersedes_it():
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN)
+    running = [job(Stage.CPU, "lightgbm", completions=4, active=2)]
+    changed = spec(**{"targets.topN": 2})
+    d = run(view(changed, status=st, generation=2), *running, plan=plan_cm())
+    assert d.status.run_id == run_id(changed) != RUN
+    assert d.delete_jobs == (running[0].name,)
+    assert any(e.reason == "Superseded" for e in d.events)
+    assert d.status.observed_generation == 2 and condition(d, "Ready")[0] == "False" and condition(d, "Reconciling")[0] == "True"
+    assert d.status.plan is None and d.status.stages == {"rank": d.status.stages["rank"]}
+
+
+@pytest.mark.parametrize("field", ["stages.cpu.resources", "stages.cpu.parallelism", "suspend_false", "ttlSecondsAfterFinished", "queue"])
+def test_scheduling_only_changes_never_start_a_new_run(field):
+    changes = {
+        "stages.cpu.resources": {"stages.cpu.resources": {"limits": {"cpu": 3}}},
+        "stages.cpu.parallelism": {"stages.cpu.parallelism": 2},
+        "suspend_false": {"suspend": False},
+        "ttlSecondsAfterFinished": {"ttlSecondsAfterFinished": 600},
+        "queue": {"queueName": "team-a"},
+    }[field]
+    assert run_id(spec(**changes)) == RUN
+
+
+def test_a_scheduling_change_applies_to_jobs_created_from_then_on():
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN)
+    edited = spec(**{"stages.cpu.resources": {"limits": {"cpu": 3, "memory": "2Gi"}}, "stages.cpu.parallelism": 2,
+                     "stages.cpu.families": {"xgboost": {"limits": {"cpu": 6}}}})
+    d = run(view(edited, status=st, generation=3), done(Stage.CPU, "lightgbm", n=4), plan=plan_cm())
+    [xgb] = created_jobs(d).values()
+    assert xgb["spec"]["template"]["spec"]["containers"][0]["resources"] == {"limits": {"cpu": "6"}}
+    assert xgb["spec"]["parallelism"] == 2
+    assert not d.delete_jobs and d.status.run_id == RUN and d.status.observed_generation == 3
+
+
+# ---- suspend, TTL, deadline, deleted Jobs ---------------------------------------------------------
+
+
+def test_suspend_stops_creating_jobs_and_suspends_running_ones_then_resume_continues_the_same_run():
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN)
+    running = job(Stage.CPU, "lightgbm", completions=4, active=2)
+    d = run(view(spec(suspend=True), status=st), running, plan=plan_cm())
+    assert d.suspend_jobs == (running.name,) and not created_jobs(d)
+    assert condition(d, "Suspended") == ("True", "Suspended") and condition(d, "Reconciling")[0] == "False"
+    assert d.status.stage == "Suspended" and d.status.run_id == RUN
+    held = replace(running, suspended=True, suspended_by_operator=True, active=0)
+    r = run(view(status=d.status), held, plan=plan_cm())
+    assert r.resume_jobs == (running.name,) and r.status.run_id == RUN
+    assert condition(r, "Suspended")[0] == "False" and condition(r, "Reconciling")[0] == "True"
+    assert created_jobs(r) and running.name not in created_jobs(r)  # xgboost's Job now created; lightgbm's kept
+
+
+def test_resume_never_unsuspends_a_job_that_kueue_holds():
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN)
+    queued = job(Stage.CPU, "lightgbm", completions=4, suspended=True, by_operator=False)
+    d = run(view(spec(queueName="team-a"), status=st), queued, plan=plan_cm())
+    assert not d.resume_jobs
+    [xgb] = created_jobs(d).values()
+    assert xgb["spec"]["suspend"] is True and xgb["metadata"]["labels"][KUEUE_QUEUE_LABEL] == "team-a"
+
+
+def test_ttl_deletes_a_finished_runs_jobs_only_after_it_expires_and_never_recreates_them():
+    finished = status_after(*[s for s in Stage], finished_at="2026-12-01T11:59:00Z")
+    jobs = [done(Stage.RANK), done(Stage.REPORT)]
+    early = run(view(spec(ttlSecondsAfterFinished=120), status=finished), *jobs)
+    assert not early.delete_jobs and early.requeue_after == pytest.approx(60)
+    late = run(view(spec(ttlSecondsAfterFinished=120), status=finished), *jobs, now=NOW + timedelta(minutes=5))
+    assert set(late.delete_jobs) == {j.name for j in jobs}
+    gone = run(view(spec(ttlSecondsAfterFinished=120), status=late.status), now=NOW + timedelta(minutes=6))
+    assert not gone.create and condition(gone, "Ready")[0] == "True"
+
+
+def test_a_job_deleted_after_its_stage_finished_is_not_recreated():
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN)
+    d = run(view(status=st), job(Stage.CPU, "lightgbm", completions=4, active=4), job(Stage.CPU, "xgboost", completions=4, active=4), plan=plan_cm())
+    assert not any(s in ("rank", "select", "plan") for s, _ in stages_created(d))
+
+
+def test_a_running_job_deleted_by_hand_is_recreated_under_the_same_name_once_it_is_gone():
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN)
+    going = replace(job(Stage.CPU, "lightgbm", completions=4, active=4), deleting=True)
+    d = run(view(status=st), going, job(Stage.CPU, "xgboost", completions=4, active=4), plan=plan_cm())
+    assert going.name not in created_jobs(d) and d.requeue_after is not None
+    gone = run(view(status=st), job(Stage.CPU, "xgboost", completions=4, active=4), plan=plan_cm())
+    assert list(created_jobs(gone)) == [going.name]
+
+
+def test_past_the_run_deadline_the_run_is_stopped_and_stalled_with_that_reason():
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN)
+    running = job(Stage.CPU, "lightgbm", completions=4, active=4)
+    d = run(view(spec(activeDeadlineSeconds=600), status=st), running, done(Stage.CPU, "xgboost", n=4), plan=plan_cm())
+    assert d.delete_jobs == (running.name,) and not created_jobs(d)
+    assert condition(d, "Stalled") == ("True", "DeadlineExceeded")
+    assert "activeDeadlineSeconds=600" in d.status.message
+    before = run(view(spec(activeDeadlineSeconds=7200), status=st), running, plan=plan_cm())
+    assert not before.delete_jobs and before.requeue_after == pytest.approx(3600)
+
+
+def test_a_deleted_plan_config_map_is_restored_with_the_same_digest():
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN)
+    d = run(view(status=st), job(Stage.CPU, "lightgbm", completions=4, active=4), plan=None)
+    [cm] = d.upsert
+    assert cm["data"]["digest"] == DIGEST and cm["data"]["run"] == RUN
+    assert not run(view(status=st), plan=plan_cm()).upsert
+
+
+def test_pending_pods_report_the_schedulers_reason():
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN, Stage.CPU)
+    gpu = job(Stage.GPU, "mlp", completions=4)
+    why = "0/4 nodes are available: 2 Insufficient nvidia.com/gpu, 2 node(s) had untolerated taint."
+    d = run(view(status=st), gpu, pods=(pod(gpu, "Pending", index=0, unschedulable=why),), plan=plan_cm())
+    assert why in d.status.message and condition(d, "Reconciling") == ("True", "Unschedulable")
+
+
+def test_a_missing_data_claim_stalls_before_any_job_is_created():
+    d = run(view(), missing_claims=("bars",))
+    assert not created_jobs(d)
+    assert condition(d, "Stalled") == ("True", "InvalidSpec") and "bars" in d.status.message
+
+
+def test_an_unusable_spec_stalls_with_the_field_named():
+    bad = PipelineView(namespace="ns", name="demo", uid="u", generation=4, spec=None, spec_error="field 'spec.targets.topN': must be >= 1",
+                       status=PipelineStatus())
+    d = decide(bad, Observed(), CONFIG, NOW)
+    assert not d.create and condition(d, "Stalled") == ("True", "InvalidSpec") and "spec.targets.topN" in d.status.message
+    assert d.status.observed_generation == 4
+
+
+def test_last_transition_time_moves_only_when_a_condition_changes_status():
+    first = run(view())
+    later = run(view(status=first.status), job(Stage.RANK, active=1), now=NOW + timedelta(minutes=3))
+    assert [c.last_transition_time for c in later.status.conditions] == [c.last_transition_time for c in first.status.conditions]
+
+
+def test_decide_is_deterministic():
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN)
+    a = run(view(status=st), done(Stage.CPU, "lightgbm", n=4), plan=plan_cm())
+    b = run(view(status=st), done(Stage.CPU, "lightgbm", n=4), plan=plan_cm())
+    assert a == b
+
+
+# ---- names and Job shape --------------------------------------------------------------------------
+
+
+def test_job_names_are_deterministic_dns_safe_and_hashed_when_long():
+    short = job_name("demo", "r0123456789", Stage.CPU, "quantile_lightgbm", 0)
+    assert short == "demo-r0123456789-cpu-quantile-lightgbm-0"
+    long = job_name("a-very-long-pipeline-name-that-goes-on-and-on", "r0123456789", Stage.CPU, "tab_transformer", 12)
+    assert len(long) <= MAX_JOB_NAME and long == job_name("a-very-long-pipeline-name-that-goes-on-and-on", "r0123456789", Stage.CPU, "tab_transformer", 12)
+    assert long != job_name("a-very-long-pipeline-name-that-goes-on-and-on", "r0123456789", Stage.CPU, "tab_transformer", 13)
+
+
+def test_stage_jobs_carry_labels_owner_no_api_token_and_fail_fast_on_bad_input():
+    d = run(view(spec(**{"stages.rank.podMetadata": {"labels": {"cost-center": "ml"}, "annotations": {"sidecar": "no"}},
+                         "serviceAccountName": "jobs", "priorityClassName": "batch-low"})))
+    [rank] = created_jobs(d).values()
+    labels = rank["metadata"]["labels"]
+    assert {k: labels[k] for k in ("trainpipe.io/pipeline", "trainpipe.io/run", "trainpipe.io/stage", "trainpipe.io/family", "trainpipe.io/attempt")} == {
+        "trainpipe.io/pipeline": "demo", "trainpipe.io/run": RUN, "trainpipe.io/stage": "rank", "trainpipe.io/family": "all", "trainpipe.io/attempt": "0"}
+    template = rank["spec"]["template"]
+    assert template["metadata"]["labels"]["cost-center"] == "ml" and template["metadata"]["labels"]["trainpipe.io/run"] == RUN
+    assert template["metadata"]["annotations"] == {"sidecar": "no"}
+    assert rank["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    pod_spec = template["spec"]
+    assert pod_spec["automountServiceAccountToken"] is False and pod_spec["serviceAccountName"] == "jobs" and pod_spec["priorityClassName"] == "batch-low"
+    rules = rank["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0]["action"] == "FailJob" and 2 in rules[0]["onExitCodes"]["values"] and 1 not in rules[0]["onExitCodes"]["values"]
+    container = pod_spec["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["TRAINPIPE_CPUS"]["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu"
+    spec_json = json.loads(container["args"][container["args"].index("--spec-json") + 1])
+    assert spec_json["data"]["dir"] == "/data/example" and "volume" not in spec_json["data"]
+    assert container["args"][container["args"].index("--output-dir") + 1] == f"/artifacts/demo/{RUN}"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["data"]["readOnly"] is True and mounts["data"]["mountPath"] == "/data"
