@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Stops the local cluster started by hack/cluster-up.sh: the executor (and the pod processes it
-# runs), then kwok and the control plane. Removes the cluster's state; binaries stay cached.
+# Stops the local cluster started by hack/cluster-up.sh: the operator (if hack/operator-up.sh
+# started one), the executor (and the pod processes it runs), then kwok and the control plane.
+# Removes the cluster's state; binaries stay cached.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
 
+# First, so that it does not log a storm of connection errors while the API server goes away.
+if [[ -f "$OPERATOR_PID" ]]; then "$HACK/operator-down.sh"; fi
 if [[ -f "$EXECUTOR_PID" ]]; then
   pid="$(cat "$EXECUTOR_PID")"
   if kill -0 "$pid" 2>/dev/null; then

@@ -17,6 +17,15 @@ case "$VENV" in /*) ;; *) VENV="$REPO/$VENV" ;; esac
 CLUSTER_NAME=trainpipe
 KUBECONFIG_FILE="$STATE/kubeconfig"
 EXECUTOR_PID="$STATE/executor.pid"
+# The operator started by hack/operator-up.sh: a local process acting as its ServiceAccount.
+CRD_FILE="$REPO/crds/trainpipe.io_trainingpipelines.yaml"
+RBAC_FILE="$REPO/operator/deploy/rbac.yaml"
+OPERATOR_NAMESPACE=trainpipe-system
+OPERATOR_SA=trainpipe-operator
+OPERATOR_PID="$STATE/operator.pid"
+OPERATOR_LOG="$STATE/operator.log"
+OPERATOR_PORT_FILE="$STATE/operator.port"
+OPERATOR_KUBECONFIG="$STATE/operator.kubeconfig"
 export KWOK_WORKDIR="$STATE/kwok"
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
@@ -28,4 +37,26 @@ pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 apiserver_ready() {
   [[ -f "$KUBECONFIG_FILE" ]] && kubectl get --raw /readyz >/dev/null 2>&1
+}
+
+# True when the pidfile names a live `python -m trainpipe_operator` (not a recycled pid).
+operator_alive() {
+  pid_alive "$OPERATOR_PID" && grep -qa trainpipe_operator "/proc/$(cat "$OPERATOR_PID")/cmdline" 2>/dev/null
+}
+
+# HTTP status of a local URL, 000 when nothing answers (the venv's python: no curl needed).
+http_status() {
+  "$VENV/bin/python" - "$1" <<'PY'
+import sys, urllib.error, urllib.request
+try:
+    print(urllib.request.urlopen(sys.argv[1], timeout=2).status)
+except urllib.error.HTTPError as err:
+    print(err.code)
+except OSError:
+    print("000")
+PY
+}
+
+operator_ready() {
+  operator_alive && [[ -f "$OPERATOR_PORT_FILE" ]] && [[ "$(http_status "http://127.0.0.1:$(cat "$OPERATOR_PORT_FILE")/readyz")" == 200 ]]
 }

@@ -26,6 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trainpipe.contract.names import COMPUTE_STAGES, Stage
+from trainpipe.resources import available_cpus
+
 FOXML_SECONDS = 700.0  # FoxML rank + select on 3 symbols × 4,000 rows × 6 targets × 27 features, this machine class
 CLUSTER_START, CLUSTER_END = "<!-- cluster:start -->", "<!-- cluster:end -->"
 
@@ -97,7 +100,6 @@ def stage_main(args: argparse.Namespace) -> int:
     import sklearn  # noqa: F401
     import xgboost  # noqa: F401
 
-    from trainpipe.contract.names import Stage
     from trainpipe.contract.pipeline import PipelineSpec
     from trainpipe.io.layout import Layout
     from trainpipe.runner.steps import RunContext, candidate_columns, load, run_stage
@@ -115,8 +117,8 @@ def stage_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_stage_process(stage: str, spec: dict, out: Path, threads: int) -> dict:
-    cmd = [sys.executable, "-m", "trainpipe.bench", "stage", "--stage", stage, "--spec", json.dumps(spec), "--output-dir", str(out), "--threads", str(threads)]
+def run_stage_process(stage: Stage, spec: dict, out: Path, threads: int) -> dict:
+    cmd = [sys.executable, "-m", "trainpipe.bench", "stage", "--stage", stage.value, "--spec", json.dumps(spec), "--output-dir", str(out), "--threads", str(threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark of stage {stage} failed:\n{proc.stderr[-4000:]}")
@@ -205,14 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainpipe.bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd")
     st = sub.add_parser("stage", help="(internal) one measured stage")
-    st.add_argument("--stage", required=True)
+    st.add_argument("--stage", required=True, choices=[s.value for s in COMPUTE_STAGES])
     st.add_argument("--spec", required=True)
     st.add_argument("--output-dir", required=True)
     st.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-dir", type=Path, default=Path("data/example"))
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, default=available_cpus(), help="Threads for model fitting (default: the CPUs this process may use).")
     parser.add_argument("--skip-families", action="store_true", help="Skip the per-family training table (the slowest part).")
     args = parser.parse_args(argv)
     if args.cmd == "stage":
@@ -230,39 +232,40 @@ def bench(args: argparse.Namespace) -> int:
         # 1. every stage on the 6-symbol example, all six targets through selection
         spec = {"data": {"dir": str(args.data_dir)}, "targets": {"topN": 6}, "features": {"topM": 50}, "seed": 42}
         out = scratch / "example"
-        per_stage: dict[str, list[dict]] = {}
-        small: dict[str, list[dict]] = {}
+        per_stage: dict[Stage, list[dict]] = {}
+        small: dict[Stage, list[dict]] = {}
         small_spec = _small(spec, args.data_dir)
         for i in range(args.repeats):
-            for stage in ("rank", "select", "plan"):
+            for stage in (Stage.RANK, Stage.SELECT, Stage.PLAN):
                 per_stage.setdefault(stage, []).append(run_stage_process(stage, spec, out, args.threads))
-                print(f"bench: example {stage} #{i + 1}: {per_stage[stage][-1]['seconds']:.1f}s", file=sys.stderr)
-            for stage in ("rank", "select", "plan"):
+                print(f"bench: example {stage.value} #{i + 1}: {per_stage[stage][-1]['seconds']:.1f}s", file=sys.stderr)
+            for stage in (Stage.RANK, Stage.SELECT, Stage.PLAN):
                 small.setdefault(stage, []).append(run_stage_process(stage, small_spec, scratch / "example-small", args.threads))
-        per_stage["cpu"] = [run_stage_process("cpu", spec, out, args.threads)]
-        print(f"bench: example cpu: {per_stage['cpu'][-1]['seconds']:.1f}s", file=sys.stderr)
+        per_stage[Stage.CPU] = [run_stage_process(Stage.CPU, spec, out, args.threads)]
+        print(f"bench: example {Stage.CPU.value}: {per_stage[Stage.CPU][-1]['seconds']:.1f}s", file=sys.stderr)
         jobs = json.loads((out / "globals/training_plan/master_training_plan.json").read_text())["jobs"]
 
         # 2. FoxML-scale: 3 symbols × 4,000 rows × 6 targets × 27 features
         fox_dir = foxml_scale_data(scratch / "foxml-scale")
         fox_spec = {"data": {"dir": str(fox_dir)}, "targets": {"topN": 6}, "features": {"topM": 27}, "seed": 42}
-        fox: dict[str, list[dict]] = {"rank": [], "select": []}
+        fox: dict[Stage, list[dict]] = {Stage.RANK: [], Stage.SELECT: []}
         for i in range(args.repeats):
-            for stage in ("rank", "select"):
+            for stage in fox:
                 fox[stage].append(run_stage_process(stage, fox_spec, scratch / "fox-out", args.threads))
-            print(f"bench: foxml-scale #{i + 1}: rank {fox['rank'][-1]['seconds']:.1f}s select {fox['select'][-1]['seconds']:.1f}s", file=sys.stderr)
+            print(f"bench: foxml-scale #{i + 1}: rank {fox[Stage.RANK][-1]['seconds']:.1f}s select {fox[Stage.SELECT][-1]['seconds']:.1f}s",
+                  file=sys.stderr)
         fox_rank = json.loads((scratch / "fox-out/ranking/target_rankings.json").read_text())
 
         # 3. memory at scale: with 3.6 MB of example data, fixed library overheads dominate any ratio
         big_dir = foxml_scale_data(scratch / "scale", n_symbols=40)
         big_spec = {"data": {"dir": str(big_dir)}, "targets": {"topN": 6}, "features": {"topM": 27}, "seed": 42}
         big_small = _small(big_spec, big_dir)
-        scale: dict[str, list[dict]] = {"rank": [], "select": []}
-        scale_small: dict[str, list[dict]] = {"rank": [], "select": []}
+        scale: dict[Stage, list[dict]] = {Stage.RANK: [], Stage.SELECT: []}
+        scale_small: dict[Stage, list[dict]] = {Stage.RANK: [], Stage.SELECT: []}
         for i in range(args.repeats):
-            for stage in ("rank", "select"):
+            for stage in scale:
                 scale[stage].append(run_stage_process(stage, big_spec, scratch / "scale-out", args.threads))
-            for stage in ("rank", "select"):
+            for stage in scale_small:
                 scale_small[stage].append(run_stage_process(stage, big_small, scratch / "scale-small", args.threads))
             print(f"bench: memory at scale #{i + 1} done", file=sys.stderr)
 
@@ -284,11 +287,11 @@ def bench(args: argparse.Namespace) -> int:
         ]
         for stage, rows in per_stage.items():
             secs = [r["seconds"] for r in rows]
-            if stage == "cpu":  # the models train in worker processes: their memory is in the per-family table
-                lines.append(f"| {stage} | {_spread(secs)} | (workers) | | | | | | |")
+            if stage is Stage.CPU:  # the models train in worker processes: their memory is in the per-family table
+                lines.append(f"| {stage.value} | {_spread(secs)} | (workers) | | | | | | |")
                 continue
-            lines.append(f"| {stage} | {_spread(secs)} | " + _memory_cells(rows, small[stage]))
-        rs = _median(per_stage["rank"], "seconds") + _median(per_stage["select"], "seconds")
+            lines.append(f"| {stage.value} | {_spread(secs)} | " + _memory_cells(rows, small[stage]))
+        rs = _median(per_stage[Stage.RANK], "seconds") + _median(per_stage[Stage.SELECT], "seconds")
         lines += [
             "",
             f"**rank + select, all targets: {rs:.1f} s** (target < 60 s on 2 cores). The CPU training stage trained {len(jobs)} plan jobs × "
@@ -304,8 +307,8 @@ def bench(args: argparse.Namespace) -> int:
         ]
         for stage, rows in fox.items():
             secs = [r["seconds"] for r in rows]
-            lines.append(f"| {stage} | {_spread(secs)} |")
-        fox_total = _median(fox["rank"], "seconds") + _median(fox["select"], "seconds")
+            lines.append(f"| {stage.value} | {_spread(secs)} |")
+        fox_total = _median(fox[Stage.RANK], "seconds") + _median(fox[Stage.SELECT], "seconds")
         lines += [
             f"| **rank + select** | **{fox_total:.1f}** | target < 35 s; {FOXML_SECONDS / fox_total:.0f}× faster than FoxML's ~700 s |",
             "",
@@ -326,7 +329,7 @@ def bench(args: argparse.Namespace) -> int:
             MEMORY_RULE,
         ]
         for stage, rows in scale.items():
-            lines.append(f"| {stage} | {_spread([r['seconds'] for r in rows])} | " + _memory_cells(rows, scale_small[stage]))
+            lines.append(f"| {stage.value} | {_spread([r['seconds'] for r in rows])} | " + _memory_cells(rows, scale_small[stage]))
         if families:
             lines += [
                 "",

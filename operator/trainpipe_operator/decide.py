@@ -10,7 +10,6 @@ restart changes nothing. Two rules keep it safe to re-run at any moment:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from trainpipe.contract.families import FAMILY_STAGE
 from trainpipe.contract.names import STAGE_ORDER, Stage
 from trainpipe.contract.pipeline import PipelineSpec
+from trainpipe.contract.reports import PlanReport, RankReport
 from trainpipe.contract.runs import run_id
 from trainpipe.contract.status import ConditionType, PipelineStatus, PlanRef, Reason, RunRef, StageStatus
 from trainpipe_operator import manifests
@@ -65,13 +65,12 @@ def parse_iso(text: str | None) -> datetime | None:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=None)
 
 
-def termination_report(text: str) -> dict[str, Any] | None:
-    """The JSON line a successful stage command wrote to its termination log, or None."""
+def termination_report(text: str, model: type[RankReport] | type[PlanReport]) -> RankReport | PlanReport | None:
+    """The report a successful stage command wrote to its termination log (its last line), or None."""
     try:
-        value = json.loads(text.strip().splitlines()[-1]) if text.strip() else None
+        return model.model_validate_json(text.strip().splitlines()[-1]) if text.strip() else None
     except ValueError:
         return None
-    return value if isinstance(value, dict) else None
 
 
 @dataclass
@@ -385,28 +384,23 @@ def _record_outputs(p: _Pass, stage: Stage, jobs: list[ObservedJob]) -> str | No
     """What a finished rank or plan Job told us (its pod's termination message); a problem message if unreadable."""
     if stage not in (Stage.RANK, Stage.PLAN):
         return None
-    report = None
-    for pod in p.observed.pods_of(jobs[0].name):
-        if pod.phase == "Succeeded":
-            report = termination_report(pod.message)
+    messages = [pod.message for pod in p.observed.pods_of(jobs[0].name) if pod.phase == "Succeeded"]
     if stage is Stage.RANK:
         if p.status.get("selected_targets") is not None:
             return None
-        if report is None or not isinstance(report.get("selected"), int):
+        rank = next((r for m in messages if isinstance(r := termination_report(m, RankReport), RankReport)), None)
+        if rank is None:
             return f"the rank Job {jobs[0].name} succeeded but its pod left no readable termination message (expected {{\"selected\": N}})"
-        p.status["selected_targets"] = report["selected"]
+        p.status["selected_targets"] = rank.selected
         return None
     if p.status.get("plan") is not None:
         return None
-    try:
-        ref = PlanRef(digest=str(report["planDigest"]), path=f"{manifests.run_dir(p.spec, p.view.name, p.run)}/{report['path']}",
-                      units={str(k): int(v) for k, v in report["units"].items()}) if report else None
-    except (KeyError, TypeError, ValueError, AttributeError):
-        ref = None
-    if ref is None:
+    plan = next((r for m in messages if isinstance(r := termination_report(m, PlanReport), PlanReport)), None)
+    if plan is None:
         return f"the plan Job {jobs[0].name} succeeded but its pod left no readable termination message (planDigest, path, units)"
-    if report.get("runId") not in (None, p.run):
-        return f"the plan Job wrote a plan for run {report.get('runId')}, not {p.run}"
+    if plan.run_id not in (None, p.run):
+        return f"the plan Job wrote a plan for run {plan.run_id}, not {p.run}"
+    ref = PlanRef(digest=plan.plan_digest, path=f"{manifests.run_dir(p.spec, p.view.name, p.run)}/{plan.path}", units=dict(plan.units))
     p.status["plan"] = ref.model_dump()
     p.upsert.append(manifests.plan_config_map(p.owner, p.run, ref.digest, ref.path, dict(ref.units)))
     return None

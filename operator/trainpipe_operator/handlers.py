@@ -29,6 +29,11 @@ def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
         settings.networking.request_timeout = 60
         settings.scanning.disabled = True  # the resources are fixed; no need to watch CRDs and namespaces
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # The official client's loaders: the --kubeconfig / $KUBECONFIG file, else the pod's ServiceAccount.
+        return kopf.login_via_client(**kwargs)
+
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
     def pipeline_event(event: dict[str, Any], namespace: str, name: str, meta: dict[str, Any], **_: Any) -> None:
         key = (namespace, name)

@@ -88,7 +88,8 @@ async def serve(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("kopf").setLevel(max(logging.INFO, logging.getLevelName(args.log_level.upper())))
+    # kopf logs every handled watch event at INFO; our handlers only wake the queue, so keep its warnings only.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     try:
         asyncio.run(serve(args))
     except KeyboardInterrupt:

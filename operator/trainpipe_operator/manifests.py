@@ -17,6 +17,7 @@ from trainpipe.contract.names import (
     ANNOTATION_PLAN_DIGEST,
     API_GROUP,
     API_VERSION,
+    CPUS_ENV,
     GPU_RESOURCE,
     KIND,
     KUEUE_QUEUE_LABEL,
@@ -91,7 +92,7 @@ def job_spec_json(spec: PipelineSpec) -> str:
 def stage_args(spec: PipelineSpec, pipeline: str, run: str, intent: JobIntent) -> list[str]:
     out = run_dir(spec, pipeline, run)
     if intent.stage is Stage.REPORT:
-        return ["report", "--output-dir", out]
+        return ["report", "--output-dir", out, "--run-id", run, "--termination-log", TERMINATION_LOG]
     common = ["--spec-json", job_spec_json(spec), "--output-dir", out, "--run-id", run,
               "--reuse-dir", pipeline_dir(spec, pipeline), "--termination-log", TERMINATION_LOG]
     if intent.stage is Stage.SELECT:
@@ -170,7 +171,7 @@ def job(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent, config: O
         "args": stage_args(spec, owner.name, run, intent),
         "env": [
             # Thread pools follow the container's CPU limit (node allocatable without one), never the node's cores.
-            {"name": "TRAINPIPE_CPUS", "valueFrom": {"resourceFieldRef": {"containerName": CONTAINER, "resource": "limits.cpu", "divisor": "1"}}},
+            {"name": CPUS_ENV, "valueFrom": {"resourceFieldRef": {"containerName": CONTAINER, "resource": "limits.cpu", "divisor": "1"}}},
             {"name": "HOME", "value": SCRATCH},
             {"name": "TMPDIR", "value": SCRATCH},
             {"name": "MPLCONFIGDIR", "value": SCRATCH},

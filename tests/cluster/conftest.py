@@ -1,16 +1,22 @@
-"""Fixtures of the cluster tier: a session-wide local control plane and a fresh namespace per test.
+"""Fixtures of the cluster tier: a session-wide local control plane, a fresh namespace per test, the operator.
 
 The cluster (hack/cluster-up.sh: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 kwok with 2 CPU + 2 GPU simulated nodes, the pod executor) is reused when it is already up and then
 left up; otherwise this session starts it and stops it at the end. Missing binaries make every test
 here fail with the command to run: the tier never skips itself.
+
+For the operator: `operator_kubeconfig` (session: CRD and operator/deploy/rbac.yaml applied, a
+kubeconfig of the operator's ServiceAccount), `operator` (per test: the real operator process serving
+the test's namespace) and `example_data` (the example dataset on claim trainpipe-example-data).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,9 +24,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from clusterkit import CORE, ApiError, Cluster, Kube, wait_for
+from clusterkit import (
+    CORE,
+    EXAMPLE_CLAIM,
+    EXAMPLE_DATA_FILE,
+    EXAMPLE_DIR,
+    ApiError,
+    Cluster,
+    ExampleData,
+    Kube,
+    OperatorProcess,
+    collection_path,
+    job_condition,
+    wait_for,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 HACK = REPO / "hack"
@@ -50,6 +70,15 @@ def _versions() -> dict[str, str]:
     pairs = (line.split("=", 1) for line in (HACK / "versions.env").read_text().splitlines()
              if "=" in line and not line.startswith("#"))
     return {k.strip(): v.strip() for k, v in pairs}
+
+
+def _shared_operator_running(state: Path) -> bool:
+    """Whether `make operator-up`'s operator (all namespaces) runs: its pidfile names a live operator."""
+    try:
+        pid = int((state / "operator.pid").read_text().strip())
+        return pid > 0 and b"trainpipe_operator" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return False
 
 
 def _cluster_is_up(kubeconfig: Path, state: Path) -> bool:
@@ -123,3 +152,80 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
 @pytest.fixture
 def kube(cluster: Cluster) -> Kube:
     return cluster.kube
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CRD and operator/deploy/rbac.yaml installed (idempotent), and a kubeconfig acting as the
+    operator's ServiceAccount, so the operator under test has exactly the RBAC a deployment grants."""
+    return cluster.install_operator_access(tmp_path_factory.mktemp("operator") / "operator.kubeconfig")
+
+
+@pytest.fixture
+def operator(cluster: Cluster, namespace: str, operator_kubeconfig: Path) -> Iterator[OperatorProcess]:
+    """`python -m trainpipe_operator --namespace <the test's namespace>`, ready; stopped at teardown.
+
+    Function-scoped on purpose: it watches only this test's namespace (which is per test), tests kill
+    and restart it, and its log (cluster.operator_log(namespace), in the failure dump) then holds
+    this test's story only. Starting one costs about as long as importing kopf and the client.
+    """
+    if importlib.util.find_spec("trainpipe_operator") is None:
+        pytest.fail(f"{sys.executable} cannot import trainpipe_operator: run `make install` (the operator extra)",
+                    pytrace=False)
+    if _shared_operator_running(cluster.state):
+        pytest.fail("an operator started by `make operator-up` serves every namespace and would race this test's "
+                    "operator: run `make operator-down` first", pytrace=False)
+    proc = OperatorProcess(operator_kubeconfig, cluster.operator_log(namespace), namespaces=[namespace])
+    try:
+        proc.start()
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def example_data_cache(cluster: Cluster) -> Path:
+    """The example dataset, built once per session by the Job of examples/cluster-example-data.yaml
+    (as `make demo-cluster` builds it) in a scratch namespace, then kept in .cache/cluster-example-data."""
+    objects = list(yaml.safe_load_all(EXAMPLE_DATA_FILE.read_text()))
+    job = next(o for o in objects if o["kind"] == "Job")["metadata"]["name"]
+    ns = f"example-data-{secrets.token_hex(3)}"
+    cluster.kube.create(f"{CORE}/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": ns, "labels": {"trainpipe.io/test": "cluster"}}})
+    try:
+        wait_for(f"ServiceAccount default in {ns}",
+                 lambda: cluster.kube.exists(f"{CORE}/namespaces/{ns}/serviceaccounts/default"), timeout=30)
+        for obj in objects:
+            cluster.kube.create(collection_path(obj, ns), obj)
+
+        def finished() -> str | None:
+            return next((c for c in ("Complete", "Failed") if job_condition(cluster.kube, ns, job, c)), None)
+
+        if wait_for(f"Job {ns}/{job} to finish", finished, timeout=180, interval=0.5,
+                    describe=lambda: cluster.dump(ns)) != "Complete":
+            pytest.fail(f"the example-data Job failed:\n{cluster.dump(ns)}", pytrace=False)
+        cache = cluster.state.parent / "cluster-example-data"  # .cache/, next to cluster-dumps/
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.copytree(cluster.claim_dir(ns, EXAMPLE_CLAIM) / EXAMPLE_DIR, cache / EXAMPLE_DIR)
+        return cache / EXAMPLE_DIR
+    finally:
+        cluster.kube.delete(f"{CORE}/namespaces/{ns}")
+
+
+@pytest.fixture
+def example_data(cluster: Cluster, namespace: str, example_data_cache: Path) -> ExampleData:
+    """Claim trainpipe-example-data in the test's namespace holding the example dataset in example/.
+
+    The claim is the one of examples/cluster-example-data.yaml; once it is Bound, the session's
+    cached copy is written straight into its host folder (the executor's claim folders are plain
+    folders here), which takes milliseconds where a Job per test would take seconds.
+    """
+    pvc = next(o for o in yaml.safe_load_all(EXAMPLE_DATA_FILE.read_text()) if o["kind"] == "PersistentVolumeClaim")
+    cluster.kube.create(collection_path(pvc, namespace), pvc)
+    path = f"{CORE}/namespaces/{namespace}/persistentvolumeclaims/{EXAMPLE_CLAIM}"
+    wait_for(f"claim {EXAMPLE_CLAIM} to be Bound",
+             lambda: cluster.kube.get(path).get("status", {}).get("phase") == "Bound", timeout=30,
+             describe=lambda: cluster.dump(namespace))
+    folder = cluster.claim_dir(namespace, EXAMPLE_CLAIM) / EXAMPLE_DIR
+    shutil.copytree(example_data_cache, folder, dirs_exist_ok=True)
+    return ExampleData(claim=EXAMPLE_CLAIM, dir=EXAMPLE_DIR, path=folder)

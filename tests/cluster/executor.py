@@ -8,7 +8,8 @@ plays the kubelet for every pod the real kube-scheduler bound to a node:
   local process with the pod's env and working dir, then status Succeeded/Failed with exit code,
   reason and termination message, so the real Job controller completes or retries the Job.
 * Pods labelled `executor.trainpipe.io/skip: "true"` are marked Succeeded without running (scale
-  tests). Deleted pods have their processes killed (kwok's pod-delete stage removes the object).
+  tests); the annotation `executor.trainpipe.io/termination-message` becomes their termination
+  message, so a skipped stage can still hand the operator what it would have reported. Deleted pods have their processes killed (kwok's pod-delete stage removes the object).
 
 Mapping from container to host process (images are ignored):
 
@@ -22,6 +23,9 @@ Mapping from container to host process (images are ignored):
   (`<state-dir>/volumes/<namespace>/<claim>`), a ConfigMap/Secret -> files in a per-pod folder,
   emptyDir/projected -> per-pod folders. The terminationMessagePath is rewritten the same way.
 * workingDir: rewritten as above; absent -> a per-pod scratch folder. HOME and TMPDIR point into it.
+* resourceFieldRef (env and downwardAPI files) as a kubelet computes it: the container's limit or
+  request, a missing cpu/memory/ephemeral-storage limit replaced by the node's allocatable, divided
+  by `divisor` and rounded up to an integer (see `resource_field_value`).
 * Output (stdout + stderr) -> `<state-dir>/logs/<namespace>/<pod>/<container>.log`
   (restarts: `<container>.restart-<n>.log`).
 
@@ -37,6 +41,7 @@ import base64
 import contextlib
 import datetime as dt
 import logging
+import math
 import os
 import re
 import shutil
@@ -46,6 +51,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +60,7 @@ from clusterkit import CORE, STRATEGIC, ApiError, Kube
 
 PROVISIONER = "trainpipe.io/local-dir"
 SKIP_LABEL = "executor.trainpipe.io/skip"
+SKIP_MESSAGE_ANNOTATION = "executor.trainpipe.io/termination-message"
 VENV_BIN = Path(sys.executable).parent
 PYTHON_NAMES = re.compile(r"^python(3(\.\d+)?)?$")
 DEFAULT_ENTRYPOINTS = {"trainpipe": "trainpipe"}
@@ -78,6 +85,59 @@ def rewrite_paths(text: str, mapping: list[tuple[str, str]]) -> str:
     alternatives = "|".join(re.escape(p) for p in sorted(hosts, key=len, reverse=True))
     pattern = r"(?<![\w.\-/])(" + alternatives + r")(?=$|[/\s'\"`;:,)=])"
     return re.sub(pattern, lambda m: hosts[m.group(1)], text)
+
+
+# A Kubernetes quantity: signed decimal number, then a binary (Ki..Ei) or decimal (n..E) suffix or an
+# exponent. The exponent comes first in the alternation so that "1E3" is 1000 and "1E" is one exa.
+_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
+_SUFFIXES: dict[str, Fraction] = {
+    "": Fraction(1), "n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000),
+    "k": Fraction(10**3), "M": Fraction(10**6), "G": Fraction(10**9), "T": Fraction(10**12),
+    "P": Fraction(10**15), "E": Fraction(10**18),
+    **{f"{p}i": Fraction(2 ** (10 * n)) for n, p in enumerate("KMGTPE", start=1)},
+}
+# The limits a kubelet replaces by the node's allocatable when a container sets none
+# (defaultPodLimitsForDownwardAPI), so a process never reads "0 cpus".
+NODE_DEFAULTED_LIMITS = ("cpu", "memory", "ephemeral-storage")
+
+
+def parse_quantity(value: str | int | float) -> Fraction:
+    """A resource quantity as Kubernetes writes it ("500m", "4Gi", "1e3", "2", 2) as an exact number."""
+    text = str(value).strip()
+    m = _QUANTITY.match(text)
+    if not m:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 2, 500m, 1.5Gi, 1e3)")
+    number, suffix = Fraction(m.group(1)), m.group(2) or ""
+    if suffix not in _SUFFIXES:  # an exponent
+        return number * Fraction(10) ** int(suffix[1:])
+    return number * _SUFFIXES[suffix]
+
+
+def resource_field_value(resource: str, resources: dict[str, Any], allocatable: dict[str, Any],
+                         divisor: str | int | None = None) -> str:
+    """What a kubelet puts in an env var or file with `resourceFieldRef` (resource, divisor).
+
+    `resources` is the container's requests/limits, `allocatable` its node's. The value is the limit
+    (limits.*) or request (requests.*); a missing cpu/memory/ephemeral-storage limit is the node's
+    allocatable. It is divided by `divisor` (default 1: whole cores, bytes) and rounded up, in
+    milli-units for cpu as the kubelet does, so any positive cpu limit gives at least 1.
+    """
+    kind, _, name = resource.partition(".")
+    supported = name in NODE_DEFAULTED_LIMITS or name.startswith("hugepages-")
+    if kind not in ("limits", "requests") or not supported:
+        raise ValueError(f"resourceFieldRef {resource!r}: a kubelet supports only limits.*/requests.* of "
+                         "cpu, memory, ephemeral-storage and hugepages-<size>")
+    raw = (resources.get(kind) or {}).get(name)
+    if raw is None and kind == "limits" and name in NODE_DEFAULTED_LIMITS:
+        raw = allocatable.get(name)
+    amount = parse_quantity(raw if raw is not None else 0)
+    per = parse_quantity(divisor) if divisor not in (None, "", 0, "0") else Fraction(1)
+    if per <= 0:
+        raise ValueError(f"resourceFieldRef {resource!r}: divisor {divisor!r} must be positive")
+    # As resource.Quantity does: cpu in whole millicores (MilliValue), the rest in whole units
+    # (Value), each rounded up, then the quotient rounded up.
+    scale = 1000 if name == "cpu" else 1
+    return str(math.ceil(Fraction(math.ceil(amount * scale), math.ceil(per * scale))))
 
 
 def expand_vars(text: str, env: dict[str, str]) -> str:
@@ -170,16 +230,25 @@ class PodRun:
             elif "secret" in vol:
                 src = dict(vol["secret"], name=vol["secret"].get("secretName"))
                 self.write_items(folder, self.source_data("secrets", src), src)
+            elif "downwardAPI" in vol:
+                self.write_downward(folder, vol["downwardAPI"].get("items") or [])
             elif "projected" in vol:
                 for source in vol["projected"].get("sources", []) or []:
                     for key, resource in (("configMap", "configmaps"), ("secret", "secrets")):
                         if key in source:
                             self.write_items(folder, self.source_data(resource, source[key]), source[key])
-                    for item in (source.get("downwardAPI") or {}).get("items", []):
-                        if "fieldRef" in item:
-                            (folder / item["path"]).write_text(self.field(item["fieldRef"]["fieldPath"]))
+                    self.write_downward(folder, (source.get("downwardAPI") or {}).get("items") or [])
             host[name] = str(folder)
         return host
+
+    def write_downward(self, folder: Path, items: list[dict[str, Any]]) -> None:
+        for item in items:
+            target = folder / item["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if "fieldRef" in item:
+                target.write_text(self.field(item["fieldRef"]["fieldPath"]))
+            elif "resourceFieldRef" in item:  # in a volume, containerName is required
+                target.write_text(self.resource_field(item["resourceFieldRef"], None))
 
     def claim_folder(self, claim: str) -> str:
         """Host folder of a bound claim; waits briefly for the binding (the kubelet would too)."""
@@ -233,6 +302,21 @@ class PodRun:
             "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1",
         }.get(path, "")
 
+    def resource_field(self, ref: dict[str, Any], container: dict[str, Any] | None) -> str:
+        """Value of a resourceFieldRef: of `container`, or of the one it names in containerName."""
+        if ref.get("containerName"):
+            named = [c for c in self.pod["spec"]["containers"] if c["name"] == ref["containerName"]]
+            if not named:
+                raise RuntimeError(f"resourceFieldRef {ref['resource']}: pod has no container {ref['containerName']!r}")
+            container = named[0]
+        if container is None:
+            raise RuntimeError(f"resourceFieldRef {ref['resource']}: containerName is required in a volume")
+        try:
+            return resource_field_value(ref["resource"], container.get("resources") or {},
+                                        self.ex.allocatable(self.pod["spec"].get("nodeName", "")), ref.get("divisor"))
+        except ValueError as err:
+            raise RuntimeError(str(err)) from None
+
     # -- containers ----------------------------------------------------------------------------
     def container_env(self, c: dict[str, Any], scratch: Path) -> dict[str, str]:
         api = self.ex.kube.creds.server.split("://", 1)[1]
@@ -268,9 +352,7 @@ class PodRun:
                 if value is not None:
                     env[var["name"]] = value.decode()
             elif "resourceFieldRef" in vf:
-                res = vf["resourceFieldRef"]["resource"]
-                kind, _, rname = res.partition(".")
-                env[var["name"]] = str((c.get("resources", {}).get(kind) or {}).get(rname, "0"))
+                env[var["name"]] = self.resource_field(vf["resourceFieldRef"], c)
         return env
 
     def argv(self, c: dict[str, Any]) -> list[str]:
@@ -369,6 +451,9 @@ class PodRun:
         if (self.pod["metadata"].get("labels") or {}).get(SKIP_LABEL) == "true":
             t = now()
             done = {"exitCode": 0, "reason": "Completed", "startedAt": t, "finishedAt": t}
+            message = (self.pod["metadata"].get("annotations") or {}).get(SKIP_MESSAGE_ANNOTATION)
+            if message:
+                done["message"] = message[:MAX_TERMINATION_MESSAGE]
             self.patch_status({"phase": "Succeeded", "startTime": t, "hostIP": "127.0.0.1",
                                "conditions": self.conditions(False, "PodCompleted"),
                                "containerStatuses": [self.container_status(c, {"terminated": done})
@@ -474,6 +559,19 @@ class Executor:
         self.runs: dict[str, PodRun] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.node_allocatable: dict[str, dict[str, Any]] = {}
+
+    def allocatable(self, node: str) -> dict[str, Any]:
+        """status.allocatable of a node, read once: the simulated pool's capacity does not change."""
+        if not node:
+            return {}
+        with self.lock:
+            cached = self.node_allocatable.get(node)
+        if cached is None:
+            cached = self.kube.get(f"{CORE}/nodes/{node}").get("status", {}).get("allocatable") or {}
+            with self.lock:
+                self.node_allocatable[node] = cached
+        return cached
 
     # -- generic list+watch loop ---------------------------------------------------------------
     def informer(self, path: str, handle: Callable[[str, dict[str, Any]], None]) -> None:

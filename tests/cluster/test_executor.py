@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
+
+import pytest
 
 from clusterkit import (
     BATCH,
@@ -15,6 +18,7 @@ from clusterkit import (
     pods_of_job,
     wait_for,
 )
+from executor import parse_quantity, resource_field_value
 
 
 def _pod(name: str, command: list[str], **spec: object) -> dict:
@@ -104,3 +108,90 @@ def test_container_without_command_fails_with_what_to_do(cluster: Cluster, kube:
              describe=lambda: cluster.dump(namespace))
     status = kube.get(f"{CORE}/namespaces/{namespace}/pods/no-command")["status"]["containerStatuses"][0]
     assert "set `command`" in status["state"]["terminated"]["message"]
+
+
+@pytest.mark.parametrize("text,value", [
+    ("2", 2), (2, 2), ("500m", Fraction(1, 2)), (".5", Fraction(1, 2)), ("+1.5", Fraction(3, 2)),
+    ("100n", Fraction(1, 10**7)), ("250u", Fraction(1, 4000)), ("1k", 1000), ("4Gi", 4 * 2**30),
+    ("1.5Mi", 3 * 2**19), ("2G", 2 * 10**9), ("1E", 10**18), ("1Ei", 2**60),
+    ("1e3", 1000), ("1E3", 1000), ("5e-1", Fraction(1, 2)),
+])
+def test_quantities_parse_exactly(text, value) -> None:
+    assert parse_quantity(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "Gi", "1.2.3", "1 Gi", "1gi", "1e", "1Ki2", "-"])
+def test_malformed_quantities_are_refused(text) -> None:
+    with pytest.raises(ValueError, match="not a Kubernetes quantity"):
+        parse_quantity(text)
+
+
+NODE = {"cpu": "8", "memory": "32Gi", "ephemeral-storage": "200Gi"}
+
+
+@pytest.mark.parametrize("resource,resources,divisor,value", [
+    # Whole cores, rounded up: what a stage reads as TRAINPIPE_CPUS.
+    ("limits.cpu", {"limits": {"cpu": "1500m"}}, "1", "2"),
+    ("limits.cpu", {"limits": {"cpu": "100m"}}, None, "1"),
+    ("limits.cpu", {"limits": {"cpu": 3}}, None, "3"),
+    ("limits.cpu", {"limits": {"cpu": "1500m"}}, "1m", "1500"),
+    ("limits.cpu", {"limits": {"cpu": "1n"}}, "1m", "1"),  # millicores round up first
+    # No limit: the node's allocatable, as the kubelet defaults it for the downward API.
+    ("limits.cpu", {"requests": {"cpu": "1"}}, None, "8"),
+    ("limits.memory", {}, "1Gi", "32"),
+    ("limits.ephemeral-storage", {}, "1G", "215"),  # 200Gi = 214.7G
+    # Requests are never defaulted from the node.
+    ("requests.cpu", {}, None, "0"),
+    ("requests.cpu", {"requests": {"cpu": "250m"}}, "1", "1"),
+    ("limits.memory", {"limits": {"memory": "1Gi"}}, None, str(2**30)),
+    ("limits.memory", {"limits": {"memory": "1G"}}, "1Mi", "954"),  # 953.67 rounds up
+    ("requests.memory", {"requests": {"memory": "64Mi"}}, "1Mi", "64"),
+    ("requests.hugepages-2Mi", {"requests": {"hugepages-2Mi": "4Mi"}}, "2Mi", "2"),
+])
+def test_resource_field_values_round_up_like_a_kubelet(resource, resources, divisor, value) -> None:
+    assert resource_field_value(resource, resources, NODE, divisor) == value
+
+
+@pytest.mark.parametrize("resource,divisor,message", [
+    ("limits.nvidia.com/gpu", None, "only limits"),
+    ("cpu", None, "only limits"),
+    ("limits.cpu", "0m", "must be positive"),
+])
+def test_unsupported_resource_fields_are_refused(resource, divisor, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        resource_field_value(resource, {"limits": {"cpu": "1"}}, NODE, divisor)
+
+
+def test_container_sees_resource_fields_as_a_kubelet_computes_them(cluster: Cluster, kube: Kube,
+                                                                    namespace: str) -> None:
+    def ref(name: str, resource: str, divisor: str, container: str | None = None) -> dict:
+        field = {"resource": resource, "divisor": divisor} | ({"containerName": container} if container else {})
+        return {"name": name, "valueFrom": {"resourceFieldRef": field}}
+
+    echo = "echo $CPUS $NODE_CPUS $REQUEST_MILLI $MEMORY_MI $(cat /etc/pod/memory-mi)"
+    pod = _pod("sized", ["sh", "-c", echo], nodeSelector={"trainpipe.io/pool": "cpu"}, volumes=[
+        {"name": "pod", "downwardAPI": {"items": [
+            {"path": "memory-mi", "resourceFieldRef": {"containerName": "main", "resource": "limits.memory",
+                                                      "divisor": "1Mi"}}]}}])
+    pod["spec"]["containers"].append({"name": "unlimited", "image": "busybox", "command": ["sh", "-c", echo],
+                                      "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}},
+                                      "volumeMounts": [{"name": "pod", "mountPath": "/etc/pod"}],
+                                      "env": [ref("CPUS", "limits.cpu", "1"), ref("NODE_CPUS", "limits.cpu", "1"),
+                                              ref("REQUEST_MILLI", "requests.cpu", "1m"),
+                                              ref("MEMORY_MI", "limits.memory", "1Mi", container="main")]})
+    main = pod["spec"]["containers"][0]
+    main["resources"] = {"limits": {"cpu": "1500m", "memory": "1Gi"}}  # requests default to the limits
+    main["volumeMounts"] = [{"name": "pod", "mountPath": "/etc/pod"}]
+    main["env"] = [ref("CPUS", "limits.cpu", "1"), ref("NODE_CPUS", "limits.cpu", "1"),
+                   ref("REQUEST_MILLI", "requests.cpu", "1m"), ref("MEMORY_MI", "limits.memory", "1Mi")]
+    kube.create(f"{CORE}/namespaces/{namespace}/pods", pod)
+
+    wait_for("pod sized to finish", lambda: _phase(kube, namespace, "sized") in ("Succeeded", "Failed"),
+             timeout=30, describe=lambda: cluster.dump(namespace))
+    assert _phase(kube, namespace, "sized") == "Succeeded", cluster.dump(namespace)
+    node = kube.get(f"{CORE}/namespaces/{namespace}/pods/sized")["spec"]["nodeName"]
+    node_cpus = str(parse_quantity(kube.get(f"{CORE}/nodes/{node}")["status"]["allocatable"]["cpu"]))
+    # main: 1.5 cores -> 2; limit set, so NODE_CPUS is the limit too; request 1500m; 1Gi = 1024Mi.
+    assert cluster.pod_log(namespace, "sized", "main").split() == ["2", "2", "1500", "1024", "1024"]
+    # unlimited: no cpu limit -> the node's allocatable; its memory var names container main.
+    assert cluster.pod_log(namespace, "sized", "unlimited").split() == [node_cpus, node_cpus, "250", "1024", "1024"]

@@ -28,3 +28,19 @@ def example_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data") / "example"
     ok(trainpipe("data", "example", "--out", str(out)))
     return out
+
+
+def machine_device(backend: str) -> str:
+    """'cuda' when `backend` ('tf' or 'torch') sees a GPU on this machine, else 'cpu'.
+
+    Probed in a fresh interpreter, as the training workers run: importing both frameworks into the test
+    process would let one's CUDA initialisation decide for the other.
+    """
+    probe = {
+        "torch": "import torch; print(torch.cuda.is_available())",
+        "tf": "import tensorflow as tf; print(bool(tf.config.list_physical_devices('GPU')))",
+    }[backend]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, f"probing {backend} failed:\n{result.stderr[-2000:]}"
+    return "cuda" if result.stdout.strip().splitlines()[-1] == "True" else "cpu"

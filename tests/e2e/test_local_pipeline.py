@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ok, trainpipe
+from conftest import machine_device, ok, trainpipe
 from trainpipe.data.loading import load_panel
 from trainpipe.families.registry import load_model
 from trainpipe.io.layout import Layout
@@ -134,10 +135,10 @@ def test_bad_input_is_one_clear_error(tmp_path, example_data):
     empty = tmp_path / "empty"
     empty.mkdir()
     result = trainpipe("run", "--data-dir", str(empty), "--output-dir", str(tmp_path / "out"))
-    assert result.returncode == 2
+    assert result.returncode == 3  # BAD_DATA
     assert str(empty) in result.stderr and "Traceback" not in result.stderr
     unknown = trainpipe("run", "--data-dir", str(example_data), "--families", "lightgbm", "no_such_family", "--output-dir", str(tmp_path / "out2"))
-    assert unknown.returncode == 2 and "no_such_family" in unknown.stderr and "Traceback" not in unknown.stderr
+    assert unknown.returncode == 2 and "no_such_family" in unknown.stderr  # INVALID_SPEC and "Traceback" not in unknown.stderr
     assert not (tmp_path / "out2").exists()
 
 
@@ -151,12 +152,14 @@ def test_cpu_stage_finishes_before_the_gpu_stage_starts(example_data, tmp_path):
     plan = json.loads(layout.master_training_plan.read_text())
     assert plan["jobs"][0]["modelFamilies"] == ["lightgbm", "mlp", "lstm"]  # CPU→GPU order, whatever the flag order
     cpu_done = [(layout.model_dir(j["jobId"], "lightgbm") / "metrics.json").stat().st_mtime for j in plan["jobs"]]
-    gpu_started = [p.stat().st_mtime for p in (out / ".trainpipe/training/gpu").glob("*.request.json")]
+    gpu_started = [p.stat().st_mtime for p in layout.training_work_dir("gpu").glob("*/request.json")]
     assert len(gpu_started) == 2 and max(cpu_done) <= min(gpu_started)
+    # GPU families train on the GPU the machine has, on the CPU when it has none, and say which.
+    expected = {"mlp": machine_device("tf"), "lstm": machine_device("torch")}
     for job in plan["jobs"]:
         for family in ("mlp", "lstm"):
             metrics = json.loads((layout.model_dir(job["jobId"], family) / "metrics.json").read_text())
-            assert metrics["stage"] == "gpu" and metrics["device"] == "cpu"  # no GPU on this machine: runs on CPU and says so
+            assert metrics["stage"] == "gpu" and metrics["device"].split(":")[0] == expected[family], (family, metrics["device"])
 
 
 def test_gpu_stage_refuses_to_start_before_the_cpu_stage(example_data, tmp_path):
@@ -164,6 +167,25 @@ def test_gpu_stage_refuses_to_start_before_the_cpu_stage(example_data, tmp_path)
             "--families", "lightgbm", "mlp", "--output-dir", str(tmp_path / "out"))
     ok(trainpipe("run", *args, "--skip-training"))
     early = trainpipe("train", "--stage", "gpu", *args)
-    assert early.returncode == 2 and "Traceback" not in early.stderr
+    assert early.returncode == 5 and "Traceback" not in early.stderr  # GATE_CLOSED
     assert "gpu stage cannot start" in early.stderr and "lightgbm" in early.stderr
     assert not any((tmp_path / "out" / "models").glob("*/mlp"))
+
+
+def test_a_unit_run_alone_trains_the_model_the_whole_run_trained(first_run, example_data, tmp_path):
+    # What a pod of the lightgbm Job does: the plan on the volume, one unit, its termination message.
+    layout, _ = first_run
+    unit_dir = tmp_path / "unit"
+    shutil.copytree(layout.training_plan_dir, Layout(unit_dir).training_plan_dir)
+    plan = json.loads(layout.master_training_plan.read_text())
+    log = tmp_path / "termination-log"
+    ok(trainpipe("train", "--stage", "cpu", "--family", "lightgbm", "--unit-index", "0", "--data-dir", str(example_data), *RUN,
+                 "--output-dir", str(unit_dir), "--termination-log", str(log)))
+    report = json.loads(log.read_text())
+    assert report["status"] == "ran" and report["family"] == "lightgbm"
+    whole = json.loads((layout.model_dir(report["jobId"], "lightgbm") / "metrics.json").read_text())
+    alone = json.loads((Layout(unit_dir).model_dir(report["jobId"], "lightgbm") / "metrics.json").read_text())
+    for timing in ("train_seconds", "peak_rss_mb"):
+        whole.pop(timing), alone.pop(timing)
+    assert alone == whole
+    assert report["jobId"] in {job["jobId"] for job in plan["jobs"]}

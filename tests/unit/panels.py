@@ -29,3 +29,13 @@ def make_panel(n_days: int = 400, symbols=("AAA", "BBB", "CCC"), seed: int = 0, 
 
 FEATURES = ["sig", "noise_0", "noise_1", "noise_2", "noise_3"]
 TARGETS = ["fwd_ret_1d", "y_up_1d", "fwd_ret_noise_1d"]
+
+
+def write_panel(frame: pd.DataFrame, out) -> None:
+    """Write a panel as the loader reads it: <out>/symbol=<SYM>/<SYM>.parquet, one file per symbol."""
+    from pathlib import Path
+
+    for sym, rows in frame.groupby("symbol"):
+        folder = Path(out) / f"symbol={sym}"
+        folder.mkdir(parents=True, exist_ok=True)
+        rows.drop(columns="symbol").reset_index(drop=True).to_parquet(folder / f"{sym}.parquet", index=False)

@@ -47,3 +47,10 @@ def test_same_inputs_same_keys():
 def test_data_or_code_change_reruns_everything():
     assert _changed(BASE, data="d1") == list(COMPUTE_STAGES)
     assert _changed(BASE, code="c1") == list(COMPUTE_STAGES)
+
+
+def test_a_run_id_is_an_input_of_the_plan_only():
+    # The plan records the run id: rank and select carry over between runs, the plan and training do not.
+    a = stage_keys(BASE, "d0", "c0")
+    b = stage_keys(BASE, "d0", "c0", run_id="r0123456789")
+    assert [s for s in COMPUTE_STAGES if a[s] != b[s]] == list(COMPUTE_STAGES[COMPUTE_STAGES.index(Stage.PLAN):])

@@ -79,3 +79,27 @@ def test_family_selection_is_seed_compatible(argv, expected):
     assert families == (expected if expected is not None else list(ALL_FAMILIES))
     stages = [stage_of(f) for f in families]
     assert stages == sorted(stages, key=["cpu", "gpu"].index)
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        ((), None),  # no family selection: every family of the plan
+        (("--families", "LightGBM"), ["lightgbm"]),
+        (("--model-types", "gpu", "--families", "lstm", "lightgbm"), ["lstm"]),
+    ],
+)
+def test_train_filters_the_plan_by_the_spec_families(argv, expected):
+    from trainpipe.runner.steps import train_families
+
+    spec, _ = resolve(build_parser().parse_args(["train", "--stage", "cpu", *argv]))
+    assert train_families(spec.training) == expected
+
+
+def test_spec_json_and_a_manifest_are_alternatives(tmp_path: Path):
+    f = tmp_path / "p.yaml"
+    f.write_text(MANIFEST)
+    spec, name = resolve(_args("--spec-json", '{"data": {"dir": "/data/bars"}, "training": {"families": ["lightgbm"]}}', "--families", "xgboost"))
+    assert (spec.data.dir, spec.training.families, name) == ("/data/bars", ["xgboost"], "pipeline")
+    with pytest.raises(OptionsError, match="not both"):
+        resolve(_args("-f", str(f), "--spec-json", "{}"))

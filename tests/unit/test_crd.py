@@ -24,22 +24,43 @@ def _walk(node, path="spec"):
         yield from _walk(sub, f"{path}.{name}")
     if "items" in node:
         yield from _walk(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from _walk(node["additionalProperties"], f"{path}{{}}")
 
 
-def test_schema_is_structural():
-    schema = yaml.safe_load(render())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    for path, node in _walk(schema):
-        assert "$ref" not in node and "anyOf" not in node and "const" not in node, path
+INT_OR_STRING = [{"type": "integer"}, {"type": "string"}]
+
+
+@pytest.mark.parametrize("part", ["spec", "status"])
+def test_schema_is_structural(part):
+    schema = yaml.safe_load(render())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][part]
+    for path, node in _walk(schema, part):
+        assert "$ref" not in node and "const" not in node, path
+        if node.get("x-kubernetes-int-or-string"):
+            # The one union a structural schema allows (resource quantities): no type, exactly this anyOf.
+            assert node["anyOf"] == INT_OR_STRING and "type" not in node, path
+            continue
+        assert "anyOf" not in node, path
         assert "type" in node, f"{path} has no type"
         assert not ("properties" in node and "additionalProperties" in node), path
+
+
+def test_quantities_take_numbers_and_strings_and_maps_keep_their_value_types():
+    stages = yaml.safe_load(render())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["stages"]
+    limits = stages["properties"]["cpu"]["properties"]["resources"]["properties"]["limits"]
+    assert limits["additionalProperties"]["x-kubernetes-int-or-string"] is True
+    labels = stages["properties"]["rank"]["properties"]["podMetadata"]["properties"]["labels"]
+    assert labels["additionalProperties"]["type"] == "string" and "x-kubernetes-preserve-unknown-fields" not in labels
 
 
 def _openapi_to_jsonschema(node):
     """Enough of OpenAPI→JSON Schema to validate examples: nullable and boolean exclusive bounds."""
     if isinstance(node, dict):
         out = {k: _openapi_to_jsonschema(v) for k, v in node.items() if not k.startswith("x-kubernetes") and k != "nullable"}
-        if node.get("nullable"):
+        if node.get("nullable") and "type" in node:
             out["type"] = [node["type"], "null"]
+        elif node.get("nullable"):
+            out["anyOf"] = [*out["anyOf"], {"type": "null"}]
         if out.get("exclusiveMinimum") is True:
             out["exclusiveMinimum"] = out.pop("minimum")
         if out.get("exclusiveMaximum") is True:
@@ -61,7 +82,7 @@ def test_example_manifest_validates_and_a_bad_one_names_the_field():
 
 def test_structural_rejects_unions_it_cannot_express():
     with pytest.raises(ValueError, match="anyOf"):
-        structural({"anyOf": [{"type": "string"}, {"type": "integer"}]}, {})
+        structural({"anyOf": [{"type": "string"}, {"type": "boolean"}]}, {})
 
 
 def test_manifest_literals_match_the_names_module():

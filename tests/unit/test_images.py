@@ -30,7 +30,7 @@ def _pip_installs(dockerfile: Path) -> list[str]:
     return args
 
 
-@pytest.mark.parametrize(("image", "extras"), [("jobs-cpu", {"cpu"}), ("jobs-gpu", {"cpu", "gpu"})])
+@pytest.mark.parametrize(("image", "extras"), [("jobs-cpu", {"cpu"}), ("jobs-gpu", {"cpu", "gpu"}), ("operator", {"operator"})])
 def test_image_installs_the_project_extras(image: str, extras: set[str]) -> None:
     args = _pip_installs(ROOT / "images" / image / "Dockerfile")
     project = [a for a in args if a.startswith(".[")]
@@ -59,3 +59,33 @@ def test_gpu_image_uses_a_cuda_base_and_gpu_extras_carry_both_frameworks() -> No
 def test_extras_have_lower_and_upper_bounds(extra: str) -> None:
     for requirement in _extras()[extra]:
         assert ">=" in requirement and "<" in requirement.replace("<=", ""), f"{extra}: {requirement} needs lower and upper bounds"
+
+
+def _installed_closure(requirements: list[str]) -> set[str]:
+    """Every distribution the requirements pull in, read from the installed packages' metadata."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo = [Requirement(r) for r in requirements]
+    while todo:
+        req = todo.pop()
+        name = req.name.lower().replace("_", "-")
+        if name in seen or (req.marker is not None and not req.marker.evaluate({"extra": ""})):
+            continue
+        seen.add(name)
+        try:
+            todo += [Requirement(r) for r in metadata.requires(req.name) or []]
+        except metadata.PackageNotFoundError:
+            continue
+    return seen
+
+
+def test_operator_image_pulls_in_no_deep_learning_framework_even_transitively() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    closure = _installed_closure(project["dependencies"] + _extras()["operator"])
+    assert {"kopf", "kubernetes", "prometheus-client"} <= closure
+    assert not [d for d in closure if d.startswith(HEAVY) or d in {"lightgbm", "xgboost", "catboost"}]
+    text = (ROOT / "images" / "operator" / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["trainpipe-operator"]' in text and "USER 10001" in text

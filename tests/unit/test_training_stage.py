@@ -24,7 +24,7 @@ def _plan(extra_feature: str | None = None):
     cs = plan.jobs[0]
     sym = cs.model_copy(update={"job_id": "sym_aaa_y_up_1d", "target": "y_up_1d", "task": TaskType.BINARY, "symbol": "AAA",
                                 "route": Route.SYMBOL_SPECIFIC, "training_type": TrainingType.SYMBOL_SPECIFIC,
-                                "model_families": ["FTRLProximal", "reward_based"],
+                                "model_families": ["ftrl_proximal", "reward_based"],
                                 "features": FEATURES + ([extra_feature] if extra_feature else [])})
     summary = plan.summary.model_copy(update={"total_jobs": 2, "total_symbol_jobs": 1})
     return type(plan).model_validate({**plan.model_dump(), "jobs": [cs.model_dump(), sym.model_dump()], "summary": summary.model_dump()})
@@ -93,9 +93,62 @@ def test_bad_parameters_fail_before_any_worker_starts(tmp_path, data_dir) -> Non
 def test_cpu_worker_hides_gpus_and_blocks_frameworks(tmp_path, data_dir) -> None:
     layout = Layout(tmp_path)
     run_training_stage(_plan(), "cpu", layout, data_dir, families=["lightgbm"], **KW)
-    request = json.loads((layout.state_dir / "training" / "cpu" / "lightgbm.request.json").read_text())
+    request = json.loads((layout.training_work_dir("cpu") / "lightgbm" / "request.json").read_text())
     assert request["family"] == "lightgbm" and [u["job_id"] for u in request["units"]] == ["bench_fwd_ret_1d"]
     from trainpipe.training.worker import _FrameworkBlocker
 
     with pytest.raises(ImportError, match="blocked in CPU-stage"):
         _FrameworkBlocker().find_spec("torch.nn")
+
+
+_TIMING = ("train_seconds", "peak_rss_mb")
+
+
+def test_a_unit_trained_alone_is_the_unit_a_whole_stage_trains(tmp_path, data_dir) -> None:
+    from trainpipe.contract.units import family_units
+    from trainpipe.io.atomic import write_text
+    from trainpipe.training import run_training_unit
+
+    plan = _plan()
+    whole = Layout(tmp_path / "whole")
+    run_training_stage(plan, "cpu", whole, data_dir, families=["ftrl_proximal"], **KW)
+    alone = Layout(tmp_path / "alone")
+    write_text(alone.master_training_plan, plan.model_dump_json())  # a unit reads the plan where `plan` wrote it
+    units = family_units(plan, "ftrl_proximal")
+    assert [u.job_id for u in units] == ["bench_fwd_ret_1d", "sym_aaa_y_up_1d"]
+    unit, record = run_training_unit(plan, "cpu", "ftrl_proximal", 1, alone, data_dir, plan_path=alone.master_training_plan, **KW)
+    assert (unit.job_id, record.status) == ("sym_aaa_y_up_1d", "trained")
+    [a] = [m for m in read_all_metrics(alone)]
+    b = {(m.job_id, m.family): m for m in read_all_metrics(whole)}[("sym_aaa_y_up_1d", "ftrl_proximal")]
+    assert a.model_dump(exclude=set(_TIMING)) == b.model_dump(exclude=set(_TIMING))
+    rows = load_synthetic_panel(data_dir).frame
+    rows = rows[rows["symbol"] == "AAA"].tail(10)
+    assert (load_model(alone.model_dir(unit.job_id, "ftrl_proximal")).predict(rows)
+            == load_model(whole.model_dir(unit.job_id, "ftrl_proximal")).predict(rows)).all()
+    # its working files are its own: another unit of the family in parallel writes elsewhere
+    assert (alone.unit_work_dir("cpu", unit.unit_id) / "result.json").exists()
+    assert not alone.training_work_dir("cpu").exists()
+    _, again = run_training_unit(plan, "cpu", "ftrl_proximal", 1, alone, data_dir, plan_path=alone.master_training_plan, **KW)
+    assert again.status == "skipped"
+
+
+def test_family_narrows_a_stage_to_that_familys_units(tmp_path, data_dir) -> None:
+    layout = Layout(tmp_path)
+    result = run_training_stage(_plan(), "cpu", layout, data_dir, families=None, family="reward_based", **KW)
+    assert [(r.job_id, r.family, r.status) for r in result.records] == [("sym_aaa_y_up_1d", "reward_based", "trained")]
+    assert [(m.job_id, m.family) for m in read_all_metrics(layout)] == [("sym_aaa_y_up_1d", "reward_based")]
+    # a family the `families` filter leaves out trains nothing
+    none = run_training_stage(_plan(), "cpu", layout, data_dir, families=["lightgbm"], family="reward_based", **KW)
+    assert none.records == []
+
+
+def test_reuse_takes_a_finished_unit_instead_of_training_it(tmp_path, data_dir) -> None:
+    seen = []
+
+    def reuse(job_id, family, fingerprint):
+        seen.append((job_id, family))
+        return "an earlier run" if family == "lightgbm" else None
+
+    result = run_training_stage(_plan(), "cpu", Layout(tmp_path), data_dir, families=["lightgbm"], reuse=reuse, **KW)
+    assert [(r.family, r.status, r.reason) for r in result.records] == [("lightgbm", "reused", "same fingerprint in an earlier run")]
+    assert result.reused == 1 and result.trained == 0 and seen == [("bench_fwd_ret_1d", "lightgbm")]

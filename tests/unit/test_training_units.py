@@ -13,7 +13,7 @@ from trainpipe.training.backtest import long_short_backtest
 from trainpipe.training.bench import benchmark_plan
 from trainpipe.training.holdout import early_stopping_split
 from trainpipe.training.metrics import auc, evaluate
-from trainpipe.training.units import gate_problems, plan_units, thread_env
+from trainpipe.training.units import UnitAddressError, UnitNotFoundError, gate_problems, plan_units, thread_env, unit_at
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_stage_split() -> None:
 
 
 def _plan():
-    plan = benchmark_plan("fwd_ret_1d", ["f0", "f1"], ["LightGBM", "mlp", "quantile_lightgbm", "lstm", "NoSuchFamily"])
+    plan = benchmark_plan("fwd_ret_1d", ["f0", "f1"], ["lightgbm", "mlp", "quantile_lightgbm", "lstm", "NoSuchFamily"])
     binary = plan.jobs[0].model_copy(update={"job_id": "b", "target": "y_up_1d", "task": TaskType.BINARY})
     summary = plan.summary.model_copy(update={"total_jobs": 2})
     return type(plan).model_validate({**plan.model_dump(), "jobs": [plan.jobs[0].model_dump(), binary.model_dump()], "summary": summary.model_dump()})
@@ -59,7 +59,7 @@ def _plan():
         ("cpu", None, [("bench_fwd_ret_1d", "lightgbm"), ("b", "lightgbm"), ("bench_fwd_ret_1d", "quantile_lightgbm")],
          {("bench_fwd_ret_1d", "NoSuchFamily"), ("b", "NoSuchFamily"), ("b", "quantile_lightgbm")}),
         ("gpu", None, [("bench_fwd_ret_1d", "mlp"), ("b", "mlp"), ("bench_fwd_ret_1d", "lstm"), ("b", "lstm")], set()),
-        ("gpu", ["lstm"], [("bench_fwd_ret_1d", "lstm"), ("b", "lstm")], set()),
+        ("gpu", ["LSTM"], [("bench_fwd_ret_1d", "lstm"), ("b", "lstm")], set()),  # the filter takes any catalogue spelling
         ("cpu", ["mlp"], [], {("bench_fwd_ret_1d", "NoSuchFamily"), ("b", "NoSuchFamily")}),
     ],
 )
@@ -67,6 +67,39 @@ def test_plan_units(stage, families, units, skipped) -> None:
     got, skips = plan_units(_plan(), stage, families)
     assert [(u.job_id, u.family) for u in got] == units  # family-major, catalogue order, then plan order
     assert {(s.job_id, s.family) for s in skips} == skipped
+
+
+def test_units_are_the_contracts_units() -> None:
+    # One source of truth: unit i of a family is the same here and in the operator's Indexed Job.
+    from trainpipe.contract.names import Stage
+    from trainpipe.contract.units import stage_units
+
+    for stage in ("cpu", "gpu"):
+        assert plan_units(_plan(), stage, None) == stage_units(_plan(), Stage(stage))
+
+
+@pytest.mark.parametrize(
+    ("stage", "family", "index", "expected"),
+    [
+        ("cpu", "lightgbm", 0, ("bench_fwd_ret_1d", "lightgbm")),
+        ("cpu", "LightGBM", 1, ("b", "lightgbm")),  # any catalogue spelling
+        ("cpu", "quantile_lightgbm", 0, ("bench_fwd_ret_1d", "quantile_lightgbm")),  # the binary job cannot learn quantiles: not a unit
+        ("gpu", "lstm", 1, ("b", "lstm")),
+        ("cpu", "quantile_lightgbm", 1, UnitNotFoundError),
+        ("cpu", "lightgbm", 2, UnitNotFoundError),
+        ("cpu", "xgboost", 0, UnitNotFoundError),  # not in the plan: no unit at all
+        ("cpu", "mlp", 0, UnitAddressError),  # a gpu family
+        ("gpu", "lightgbm", 0, UnitAddressError),
+        ("cpu", "random_forest", 0, UnknownFamilyError),
+    ],
+)
+def test_unit_at(stage, family, index, expected) -> None:
+    if isinstance(expected, type):
+        with pytest.raises(expected):
+            unit_at(_plan(), stage, family, index)
+    else:
+        unit = unit_at(_plan(), stage, family, index)
+        assert (unit.job_id, unit.family) == expected
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,7 @@ def summary_table(outcomes: Sequence, output_dir: str) -> Table:
     table.add_column("seconds", justify="right")
     table.add_column("result")
     for o in outcomes:
-        status = "[cyan]cached[/]" if o.cached else "[green]ran[/]"
+        status = "[cyan]reused[/]" if getattr(o, "reused_from", None) else "[cyan]cached[/]" if o.cached else "[green]ran[/]"
         table.add_row(o.stage.value, status, f"{o.seconds:.1f}", describe(o.summary))
     return table
 
@@ -56,5 +56,7 @@ def describe(summary: dict) -> str:
         if not summary.get("units"):
             return "no units in this stage (the plan's families have none here)"
         devices = ", ".join(summary.get("devices", []))
-        return f"{summary['trained']} models trained, {summary.get('failed', 0)} failed, {summary.get('skipped', 0)} already done" + (f" on {devices}" if devices else "")
+        reused = f", {summary['reused']} copied from another run" if summary.get("reused") else ""
+        return (f"{summary['trained']} models trained, {summary.get('failed', 0)} failed, {summary.get('skipped', 0)} already done{reused}"
+                + (f" on {devices}" if devices else ""))
     return ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (dict, list)))

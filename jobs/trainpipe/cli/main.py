@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from trainpipe import __version__
+from trainpipe.cli.exits import EPILOG_TABLE, UsageError
 from trainpipe.contract.names import COMPUTE_STAGES, Stage
 
 EPILOG = """\
@@ -15,14 +17,24 @@ examples:
   trainpipe run --data-dir data/example --auto-targets --auto-features --output-dir out/demo
   trainpipe run -f pipeline.yaml                      # the spec of a TrainingPipeline manifest
   trainpipe rank --data-dir data/example --output-dir out/demo   # one stage, as a Job runs it
+  trainpipe select --unit-index 0 --data-dir data/example --output-dir out/demo   # one target, as one pod runs it
   trainpipe train --stage cpu --data-dir data/example --output-dir out/demo
-"""
+  trainpipe train --stage cpu --family lightgbm --unit-index 0 --data-dir data/example --output-dir out/demo
+
+""" + EPILOG_TABLE
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so a usage error also reaches --termination-log with its exit code."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from trainpipe.cli.options import add_pipeline_options
+    from trainpipe.cli.options import add_pipeline_options, add_run_options, add_spec_source, plan_digest_arg, unit_index_arg
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="trainpipe",
         description="Target ranking → feature selection → routing & training plan → CPU then GPU training.",
         epilog=EPILOG,
@@ -39,129 +51,248 @@ def build_parser() -> argparse.ArgumentParser:
     stage_help = {
         "run": "Run the whole pipeline (rank → select → plan → train cpu → train gpu) and write report.html.",
         "rank": "Rank targets by purged walk-forward out-of-sample skill; keep the top N.",
-        "select": "Select features per kept target by a consensus of importance methods.",
+        "select": "Select features per kept target by a consensus of importance methods (all kept targets, or one with --target/--unit-index).",
         "plan": "Route targets (cross-sectional / symbol-specific) and write the training plan.",
-        "train": "Train the plan's models of one stage (cpu or gpu) on a purged time-ordered holdout.",
+        "train": "Train the plan's models of one stage (cpu or gpu) on a purged time-ordered holdout (all, one family, or one unit).",
     }
     for name, text in stage_help.items():
         p = sub.add_parser(name, help=text, description=text, formatter_class=argparse.RawDescriptionHelpFormatter)
         add_pipeline_options(p)
+        add_run_options(p)
+        if name == "select":
+            one = p.add_argument_group("one unit (one pod of the select Job)").add_mutually_exclusive_group()
+            one.add_argument("--target", metavar="T", help="Select features for this kept target only.")
+            one.add_argument("--unit-index", type=unit_index_arg, metavar="I",
+                              help="Select features for the I-th target (from 0) of `selected` in ranking/target_rankings.json only.")
         if name == "train":
             p.add_argument("--stage", choices=["cpu", "gpu"], required=True, help="cpu: tree/linear/probabilistic families; gpu: TensorFlow and PyTorch families (run on CPU when no GPU is present).")
+            unit = p.add_argument_group("one family or one unit (one pod of a family's Indexed Job)")
+            unit.add_argument("--family", metavar="F", help="Train only this family's units (a family of --stage).")
+            unit.add_argument("--unit-index", type=unit_index_arg, metavar="I",
+                              help="With --family: train only unit I (from 0) of the family, in the order of contract.units.family_units.")
+            unit.add_argument("--plan-digest", type=plan_digest_arg, metavar="D",
+                              help="Refuse (exit 6, STALE_PLAN) unless the plan on the volume has this digest (`trainpipe plan` reports it).")
         if name == "run":
             p.add_argument("--skip-training", action="store_true", help="Stop after the plan (rank, select, plan only).")
 
     report = sub.add_parser("report", help="Rebuild report.html from an output folder.")
     report.add_argument("--output-dir", type=Path, required=True, metavar="DIR")
+    add_spec_source(report.add_argument_group("pipeline (validated only: the report renders what the output folder holds)"))
+    add_run_options(report, reuse_help="Accepted so every stage takes the same flags; the report is always rendered from this run's folder.")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from trainpipe.cli.exits import exit_code_for
+    from trainpipe.contract.exitcodes import ExitCode
+
+    args_list = sys.argv[1:] if argv is None else argv
     try:
-        return _dispatch(args)
+        args = build_parser().parse_args(args_list)
+    except UsageError as exc:
+        print(f"usage error: {exc} (see `trainpipe --help`)", file=sys.stderr)
+        _log_failure(_termination_log_in(args_list), "trainpipe", ExitCode.INVALID_SPEC, str(exc))
+        return int(ExitCode.INVALID_SPEC)
+    log_path = getattr(args, "termination_log", None)
+    where = [_where(args)]  # a select unit names its target once it is known
+    try:
+        report = _dispatch(args, where)
     except KeyboardInterrupt:
         print("interrupted; finished stages are kept and a rerun resumes after them", file=sys.stderr)
+        _log_failure(log_path, where[0], ExitCode.UNIT_FAILED, "interrupted")
         return 130
-    except Exception as exc:  # noqa: BLE001 — every known failure becomes one clear line, not a traceback
-        if not _is_user_error(exc):
-            raise
+    except Exception as exc:  # noqa: BLE001 — every known failure becomes one clear line and its exit code, not a traceback
+        code = exit_code_for(exc)
+        _log_failure(log_path, where[0], code or ExitCode.UNIT_FAILED, str(exc) if code is not None else f"{type(exc).__name__}: {exc}")
+        if code is None:
+            raise  # a bug: keep the traceback (exit 1, retried like a unit failure)
         from trainpipe.cli.display import console
 
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
-        return 2
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=False)
+        if code is ExitCode.UNIT_FAILED:
+            console.print("rerun the same command to retry only the failed units", highlight=False)
+        return int(code)
+    if log_path is not None:
+        from trainpipe.cli.termination import success_line, write_termination_log
+
+        write_termination_log(log_path, success_line(report, optional=("targets", "stages")))
+    return 0
 
 
-def _is_user_error(exc: Exception) -> bool:
-    from trainpipe.cli.options import OptionsError
-    from trainpipe.contract.pipeline import ManifestError
-    from trainpipe.data.errors import DataError
-    from trainpipe.runner.steps import StageInputError
-
-    user_errors: tuple[type[Exception], ...] = (OptionsError, ManifestError, DataError, StageInputError)
-    from trainpipe.io.plan_files import PlanFileError
-    from trainpipe.stages.planning import EmptyPlanError
-    from trainpipe.training.stage import StageGateError
-
-    user_errors += (EmptyPlanError, PlanFileError, StageGateError)
-    try:
-        from trainpipe.families.catalogue import UnknownFamilyError
-
-        user_errors += (UnknownFamilyError,)
-    except ImportError:
-        pass
-    return isinstance(exc, user_errors)
+def _where(args: argparse.Namespace) -> str:
+    """The stage and unit a failure line names, from the flags (before anything is read)."""
+    if args.command == "select":
+        if args.target is not None:
+            return f"select target {args.target}"
+        return "select" if args.unit_index is None else f"select unit {args.unit_index}"
+    if args.command == "train":
+        where = args.stage
+        if args.family is not None:
+            where += f" family {args.family}"
+        return where if args.unit_index is None else f"{where} unit {args.unit_index}"
+    return args.command
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _log_failure(path: Path | None, where: str, code, message: str) -> None:
+    if path is None:
+        return
+    from trainpipe.cli.termination import failure_line, write_termination_log
+
+    write_termination_log(path, failure_line(where, code, message))
+
+
+def _termination_log_in(argv: list[str]) -> Path | None:
+    """--termination-log from raw arguments argparse refused, so even a usage error reaches the operator."""
+    for i, arg in enumerate(argv):
+        if arg == "--termination-log" and i + 1 < len(argv):
+            return Path(argv[i + 1])
+        if arg.startswith("--termination-log="):
+            return Path(arg.split("=", 1)[1])
+    return None
+
+
+def _dispatch(args: argparse.Namespace, where: list[str]) -> dict:
     if args.command == "data":
         return _data_example(args.out)
     if args.command == "report":
-        from trainpipe.io.layout import Layout
-        from trainpipe.report.html import write_report
-
-        path = write_report(Layout(args.output_dir))
-        print(path)
-        return 0
-    return _stages(args)
+        return _report(args)
+    return _stages(args, where)
 
 
-def _data_example(out: Path) -> int:
+def _data_example(out: Path) -> dict:
     from trainpipe.cli.display import console
     from trainpipe.data.example import build_example
 
     summary = build_example(out)
     console.print(f"[green]example dataset[/] → {out}: {len(summary.symbols)} symbols, "
                   f"{sum(summary.rows_per_symbol.values())} rows, {len(summary.features)} features, targets {', '.join(summary.targets)}")
-    return 0
+    return {"stage": "data", "symbols": len(summary.symbols)}
 
 
-def _stages(args: argparse.Namespace) -> int:
-    from trainpipe.cli.display import console, stage_progress, summary_table
-    from trainpipe.cli.options import output_dir, resolve
+def _report(args: argparse.Namespace) -> dict:
+    from trainpipe.cli.options import resolve
     from trainpipe.io.layout import Layout
-    from trainpipe.runner.steps import RunContext, run_stage
+    from trainpipe.report.html import write_report
+    from trainpipe.runner.reports import html_report
+
+    if args.file is not None or args.spec_json is not None:
+        resolve(args)  # an invalid spec fails here as it would in every other stage
+    layout = Layout(args.output_dir)
+    if args.run_id is not None and layout.master_training_plan.exists():
+        from trainpipe.io.plan_files import read_training_plan
+        from trainpipe.runner.plan_identity import check_plan
+
+        check_plan(read_training_plan(layout.master_training_plan), layout.master_training_plan, args.run_id, None)
+    path = write_report(layout)
+    print(path)
+    return html_report(layout)
+
+
+def _stages(args: argparse.Namespace, where: list[str]) -> dict:
+    from trainpipe.cli.display import console, stage_progress, summary_table
+    from trainpipe.cli.options import OptionsError, output_dir, resolve
+    from trainpipe.io.layout import Layout
+    from trainpipe.runner.steps import RunContext, requested_families
 
     spec, name = resolve(args)
-    from trainpipe.runner.steps import requested_families
-
     requested_families(spec.training)  # an unknown family fails before any work
+    if args.command == "train" and args.unit_index is not None and args.family is None:
+        raise OptionsError("--unit-index needs --family: a training unit is addressed by family and index")
     layout = Layout(output_dir(args, name))
-    stages: list[Stage]
-    if args.command == "run":
-        stages = list(COMPUTE_STAGES[:3] if args.skip_training else COMPUTE_STAGES)
-    elif args.command == "train":
-        stages = [Stage.CPU if args.stage == "cpu" else Stage.GPU]
-    else:
-        stages = [Stage(args.command)]
-    from trainpipe.runner.steps import StageFailedError
-
-    outcomes = []
-    failure: StageFailedError | None = None
     with stage_progress() as tick:
-        ctx = RunContext(spec=spec, layout=layout, progress=tick)
+        ctx = RunContext(spec=spec, layout=layout, progress=tick, run_id=args.run_id, reuse_dir=args.reuse_dir,
+                         expected_plan_digest=getattr(args, "plan_digest", None))
         if args.threads:
             ctx.threads = args.threads
-        for stage in stages:
-            try:
-                outcome = run_stage(ctx, stage, force=args.force)
-            except StageFailedError as exc:
-                failure = exc
-                break
-            if outcome.cached:
-                console.print(f"[cyan]{stage.value}[/]: inputs unchanged since the last run — reusing its outputs")
-            outcomes.append(outcome)
+        if args.command == "select" and (args.target is not None or args.unit_index is not None):
+            return _select_unit(ctx, args, where)
+        if args.command == "train" and args.family is not None:
+            return _train_family_or_unit(ctx, args)
+        outcomes, failure = _run_stages(ctx, _stage_list(args), args.force)
     console.print(summary_table(outcomes, str(layout.root)))
+    report_path = None
     if args.command == "run":
         from trainpipe.report.html import write_report
 
-        report = write_report(layout)
-        console.print(f"report: [bold]{report}[/]")
-        print(report)
+        report_path = write_report(layout)
+        console.print(f"report: [bold]{report_path}[/]")
+        print(report_path)
     if failure is not None:
-        console.print(f"[bold red]error:[/] {failure}\nrerun the same command to retry only the failed units", highlight=False)
-        return 1
-    return 0
+        raise failure
+    return _stage_report(args, layout, outcomes, report_path)
+
+
+def _stage_list(args: argparse.Namespace) -> list[Stage]:
+    if args.command == "run":
+        return list(COMPUTE_STAGES[:3] if args.skip_training else COMPUTE_STAGES)
+    if args.command == "train":
+        return [Stage(args.stage)]
+    return [Stage(args.command)]
+
+
+def _run_stages(ctx, stages: list[Stage], force: bool):
+    """Run `stages` in order; stop at the first whose units failed and return it (the others' results stand)."""
+    from trainpipe.cli.display import console
+    from trainpipe.runner.steps import StageFailedError, StageOutcome, run_stage
+
+    outcomes: list[StageOutcome] = []
+    for stage in stages:
+        try:
+            outcome = run_stage(ctx, stage, force=force)
+        except StageFailedError as exc:
+            return outcomes, exc
+        if outcome.reused_from is not None:
+            console.print(f"[cyan]{stage.value}[/]: same inputs as {outcome.reused_from} — copied its outputs")
+        elif outcome.cached:
+            console.print(f"[cyan]{stage.value}[/]: inputs unchanged since the last run — reusing its outputs")
+        outcomes.append(outcome)
+    return outcomes, None
+
+
+def _stage_report(args: argparse.Namespace, layout, outcomes, report_path) -> dict:
+    from trainpipe.runner.reports import plan_report, rank_report, stage_report, status_of
+
+    if args.command == "rank":
+        return {**rank_report(layout), "status": status_of(outcomes[0])}
+    if args.command == "plan":
+        return {**plan_report(layout), "status": status_of(outcomes[0])}
+    if args.command == "run":
+        return {"stage": "run", "stages": {o.stage.value: status_of(o) for o in outcomes},
+                "report": layout.relative(report_path) if report_path is not None else None}
+    return stage_report(outcomes[0])
+
+
+def _select_unit(ctx, args: argparse.Namespace, where: list[str]) -> dict:
+    from trainpipe.cli.display import console
+    from trainpipe.runner.steps import read_rankings
+    from trainpipe.runner.units import select_address, select_unit
+
+    target, index = select_address(read_rankings(ctx.layout)["selected"], args.target, args.unit_index)
+    where[0] = f"select unit {index} (target {target})"
+    outcome = select_unit(ctx, target, force=args.force)
+    console.print(f"[cyan]select[/] unit {index} ({target}): {_said(outcome.status)}")
+    return outcome.summary
+
+
+def _train_family_or_unit(ctx, args: argparse.Namespace) -> dict:
+    from trainpipe.cli.display import console
+    from trainpipe.runner.reports import stage_report
+    from trainpipe.runner.units import train_family, train_unit
+
+    stage = Stage(args.stage)
+    if args.unit_index is None:
+        from trainpipe.cli.display import summary_table
+
+        outcome = train_family(ctx, stage, args.family)
+        console.print(summary_table([outcome], str(ctx.layout.root)))
+        return {**stage_report(outcome), "family": args.family}
+    unit = train_unit(ctx, stage, args.family, args.unit_index, force=args.force)
+    console.print(f"[cyan]{stage.value}[/] unit {unit.summary['family']}[{unit.index}] ({unit.unit}): {_said(unit.status)}")
+    return unit.summary
+
+
+def _said(status: str) -> str:
+    return {"ran": "done", "cached": "already done with the same inputs", "reused": "copied from another run with the same inputs"}[status]
 
 
 if __name__ == "__main__":

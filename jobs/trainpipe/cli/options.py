@@ -1,8 +1,10 @@
-"""Pipeline flags shared by `trainpipe run|rank|select|plan|train`, and how they overlay a manifest's spec."""
+"""Pipeline flags shared by `trainpipe run|rank|select|plan|train`, how they overlay a manifest's spec, and the cluster-run flags."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,7 @@ class OptionsError(ValueError):
 
 def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("pipeline (each flag overrides the same field of -f's spec)")
-    g.add_argument("-f", "--file", type=Path, metavar="PIPELINE.yaml",
-                   help="A TrainingPipeline manifest (the same file the operator takes); its spec is the starting point.")
+    add_spec_source(g)
     g.add_argument("--data-dir", metavar="DIR", help="Data: <DIR>/[interval=<I>/]symbol=<SYM>/<SYM>.parquet, or one long parquet/CSV file with a symbol column. [spec.data.dir]")
     g.add_argument("--symbols", nargs="+", metavar="SYM", help="Symbols to load (default: all found). [spec.data.symbols]")
     g.add_argument("--interval", metavar="I", help="Interval partition to read, e.g. 5m or 1d. [spec.data.interval]")
@@ -42,7 +43,55 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     r = parser.add_argument_group("execution")
     r.add_argument("--force", "--force-refresh", dest="force", action="store_true",
                    help="Rerun the stage(s) even when their cached outputs match the inputs.")
-    r.add_argument("--threads", type=int, metavar="N", help="Threads for model fitting in rank/select (default: cores, at most 4).")
+    r.add_argument("--threads", type=int, metavar="N",
+                   help="Threads for model fitting in rank/select (default: the CPUs this process may use — TRAINPIPE_CPUS in a pod — at most 4).")
+
+
+def add_spec_source(group: argparse._ActionsContainer) -> None:
+    group.add_argument("-f", "--file", type=Path, metavar="PIPELINE.yaml",
+                       help="A TrainingPipeline manifest (the same file the operator takes); its spec is the starting point.")
+    group.add_argument("--spec-json", metavar="JSON",
+                       help="The pipeline spec as one JSON object, camelCase: the shape of a manifest's `spec` (instead of -f; the other flags still override it).")
+
+
+# A run id names Jobs and a folder: a DNS label, as the operator's `r<10 hex>` ids are.
+RUN_ID_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def run_id_arg(text: str) -> str:
+    if not RUN_ID_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a run id: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit")
+    return text
+
+
+def unit_index_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a unit index (a whole number ≥ 0, e.g. $JOB_COMPLETION_INDEX)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"unit index {value} is negative; indexes start at 0")
+    return value
+
+
+def plan_digest_arg(text: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{64}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a plan digest (64 lowercase hex digits, as `trainpipe plan` reports it)")
+    return text
+
+
+def add_run_options(parser: argparse.ArgumentParser, *, reuse_help: str | None = None) -> None:
+    """--run-id, --termination-log and --reuse-dir: what the operator passes to every stage Job (all optional locally)."""
+    g = parser.add_argument_group("cluster runs (the operator passes these; all optional locally)")
+    g.add_argument("--run-id", type=run_id_arg, metavar="RUN",
+                   help="The run this call belongs to: `plan` records it as the plan's metadata.runId (instead of run-<key>); "
+                        "`train` and `report` refuse a plan with another one (exit 6, STALE_PLAN).")
+    g.add_argument("--termination-log", type=Path, metavar="PATH",
+                   help="Write one line here at exit: compact JSON of what was done on success, the reason (stage, unit, exit code name) "
+                        "on failure; at most 4096 bytes (a pod's termination message).")
+    g.add_argument("--reuse-dir", type=Path, metavar="DIR",
+                   help=reuse_help or ("Folder holding other run folders of this pipeline (<artifacts>/<pipeline>): a stage or unit that is not "
+                                       "done here is copied from a run folder in DIR whose record has the same inputs, instead of computed."))
 
 
 # flag dest -> dotted spec path
@@ -90,14 +139,33 @@ def overlay(base: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     return spec
 
 
+def spec_from_json(text: str) -> PipelineSpec:
+    """The spec given as `--spec-json`; errors name the flag and the field."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise OptionsError(f"--spec-json is not valid JSON: {exc.msg} at character {exc.pos}") from None
+    if not isinstance(raw, dict):
+        raise OptionsError(f"--spec-json must be one JSON object (a TrainingPipeline's spec), not a {type(raw).__name__}")
+    try:
+        return PipelineSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise OptionsError(f"--spec-json: {format_validation_error(exc)}") from None
+
+
 def resolve(args: argparse.Namespace) -> tuple[PipelineSpec, str]:
-    """(spec, pipeline name) from -f and the flags; errors name the file, flag or field."""
+    """(spec, pipeline name) from -f or --spec-json and the flags; errors name the file, flag or field."""
     name = "pipeline"
     base: dict[str, Any] = {}
+    spec_json = getattr(args, "spec_json", None)
+    if args.file is not None and spec_json is not None:
+        raise OptionsError("give the spec with -f or with --spec-json, not both")
     if args.file is not None:
         manifest = load_manifest(args.file)
         name = manifest.metadata.name
         base = manifest.spec.to_wire()
+    elif spec_json is not None:
+        base = spec_from_json(spec_json).to_wire()
     try:
         return PipelineSpec.model_validate(overlay(base, args)), name
     except ValidationError as exc:

@@ -49,6 +49,9 @@ ANNOTATION_RETRY = f"{API_GROUP}/retry"
 # Set by the operator on the Jobs it creates: the plan digest a training pod must find on the volume.
 ANNOTATION_PLAN_DIGEST = f"{API_GROUP}/plan-digest"
 
+# The container's CPU limit, set by the operator through the downward API; every thread pool of the jobs follows it.
+CPUS_ENV = "TRAINPIPE_CPUS"
+
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 GPU_RESOURCE = "nvidia.com/gpu"
 

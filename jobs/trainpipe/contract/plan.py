@@ -65,7 +65,7 @@ class TargetRouting(Contract):
 
 class PlanMetadata(Contract):
     generated_at: str = Field(description="ISO-8601 UTC; the only field that differs between identical runs")
-    run_id: str = Field(description="Digest of data, config and code: identical inputs give the same id")
+    run_id: str = Field(description="The operator's run id (--run-id) in a cluster; locally a digest of data, config and code")
     code_version: str
     config_digest: str
     data_digest: str

@@ -13,13 +13,14 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from trainpipe.contract.families import FAMILY_NAMES, FAMILY_STAGE, FAMILY_TASKS
-from trainpipe.contract.names import TaskType
+from trainpipe.contract.names import TRAINING_STAGES, Stage, TaskType
 
 StageName = Literal["cpu", "gpu"]
 Backend = Literal["none", "tf", "torch"]
 ThreadKind = Literal["openmp", "blas", "python", "tf", "torch"]
 
-STAGES: tuple[StageName, ...] = ("cpu", "gpu")
+# The training stages' spellings, from the contract (the same strings as Stage.CPU / Stage.GPU).
+STAGES: tuple[StageName, ...] = tuple(stage.value for stage in TRAINING_STAGES)  # type: ignore[assignment]
 
 # Params every neural family shares; tests pass tiny values.
 _NN_COMMON: dict[str, Any] = {
@@ -54,7 +55,7 @@ class FamilySpec:
 
 def _f(name: str, backend: Backend, module: str, cls: str, what: str, **kw: Any) -> FamilySpec:
     # Stage and tasks come from the shared contract table, which the operator reads too.
-    stage: StageName = "cpu" if FAMILY_STAGE[name].value == "cpu" else "gpu"
+    stage: StageName = "cpu" if FAMILY_STAGE[name] is Stage.CPU else "gpu"
     return FamilySpec(name=name, stage=stage, backend=backend, module=f"trainpipe.families.{module}", cls=cls, what=what,
                       tasks=FAMILY_TASKS[name], **kw)
 

@@ -99,9 +99,28 @@ class Layout:
     def stage_record(self, stage: str) -> Path:
         return self.state_dir / f"{stage}.json"
 
+    def select_unit_record(self, target: str) -> Path:
+        """Completion record of one target's selection; each select pod writes only its own."""
+        return self.state_dir / "units" / "select" / f"{_file_part(target, 'target')}.json"
+
+    def unit_work_dir(self, stage: str, unit_id: str) -> Path:
+        """Working files (request, results, log, result.json) of one training unit run on its own (a pod's unit)."""
+        return self.state_dir / "units" / stage / _file_part(unit_id, "unit id")
+
+    def training_work_dir(self, stage: str) -> Path:
+        """Working files of a whole training stage run in one process (`trainpipe train --stage`, `trainpipe run`)."""
+        return self.state_dir / "training" / stage
+
     @property
     def report_html(self) -> Path:
         return self.root / "report.html"
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
+
+
+def _file_part(name: str, what: str) -> str:
+    # Target names are data column names: a '/' or '..' would write outside the state folder.
+    if not name or name in {".", ".."} or "/" in name or "\\" in name or "\x00" in name:
+        raise ValueError(f"{what} {name!r} cannot be a file name; rename it")
+    return name

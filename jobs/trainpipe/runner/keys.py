@@ -7,8 +7,12 @@ from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.runner.digests import digest_json
 
 
-def stage_keys(spec: PipelineSpec, data_digest: str, code: str) -> dict[Stage, str]:
-    """Changing a setting changes the key of the stage that reads it and of every stage downstream, nothing else."""
+def stage_keys(spec: PipelineSpec, data_digest: str, code: str, run_id: str | None = None) -> dict[Stage, str]:
+    """Changing a setting changes the key of the stage that reads it and of every stage downstream, nothing else.
+
+    The run id (`--run-id`) is recorded in the plan, so it is an input of the plan and the stages after it:
+    rank and select outputs carry over between runs of the same inputs, a plan is written per run.
+    """
     s = spec.to_wire()
     rank = digest_json({
         "stage": Stage.RANK, "code": code, "data": data_digest, "dataSpec": {k: v for k, v in s["data"].items() if k != "volume"}, "seed": s["seed"],
@@ -17,7 +21,7 @@ def stage_keys(spec: PipelineSpec, data_digest: str, code: str) -> dict[Stage, s
     })
     select = digest_json({"stage": Stage.SELECT, "up": rank, "selection": s["selection"], "features": s["features"]})
     plan = digest_json({
-        "stage": Stage.PLAN, "up": select, "routing": s["routing"],
+        "stage": Stage.PLAN, "up": select, "routing": s["routing"], "runId": run_id,
         "families": s["training"]["families"], "modelTypes": s["training"]["modelTypes"], "allowEmptyPlan": s["training"]["allowEmptyPlan"],
     })
     train_cpu = digest_json({"stage": Stage.CPU, "up": plan, "holdout": s["training"]["holdoutFraction"]})

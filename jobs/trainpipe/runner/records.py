@@ -1,10 +1,15 @@
-"""Stage completion records: a stage is reused when its input key matches and its outputs still exist."""
+"""Completion records of stages and units: a stage (or unit) is reused when its input key matches and its outputs still exist.
+
+A stage record lives at `.trainpipe/<stage>.json`; a unit record (one select target) at its own path, so
+parallel pods never write the same record. Each is written atomically, after the outputs it lists.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from trainpipe.io.atomic import write_json
 from trainpipe.io.layout import Layout
@@ -15,37 +20,57 @@ class StageRecord:
     stage: str
     key: str
     finished_at: str
-    outputs: tuple[str, ...]
+    outputs: tuple[str, ...]  # relative to the output dir
     summary: dict
+    unit: str | None = None  # the unit a unit record covers (a target for select)
+    reused_from: str | None = None  # the sibling run folder the outputs were copied from
 
 
-def read_record(layout: Layout, stage: str) -> StageRecord | None:
-    path = layout.stage_record(stage)
+def read_record_at(path: Path) -> StageRecord | None:
     try:
         raw = json.loads(path.read_text())
-        return StageRecord(raw["stage"], raw["key"], raw["finished_at"], tuple(raw["outputs"]), raw.get("summary", {}))
+        return StageRecord(raw["stage"], raw["key"], raw["finished_at"], tuple(raw["outputs"]), raw.get("summary", {}),
+                           raw.get("unit"), raw.get("reused_from"))
     except (FileNotFoundError, KeyError, ValueError, TypeError):
         return None
 
 
+def read_record(layout: Layout, stage: str) -> StageRecord | None:
+    return read_record_at(layout.stage_record(stage))
+
+
+def outputs_exist(root: Path, record: StageRecord) -> bool:
+    return all((root / out).exists() for out in record.outputs)
+
+
+def is_fresh_at(root: Path, path: Path, key: str) -> bool:
+    """The record at `path` has this key and every output it lists still exists under `root`."""
+    record = read_record_at(path)
+    return record is not None and record.key == key and outputs_exist(root, record)
+
+
 def is_fresh(layout: Layout, stage: str, key: str) -> bool:
-    record = read_record(layout, stage)
-    if record is None or record.key != key:
-        return False
-    return all((layout.root / out).exists() for out in record.outputs)
+    return is_fresh_at(layout.root, layout.stage_record(stage), key)
 
 
-def write_record(layout: Layout, stage: str, key: str, outputs: list[str], summary: dict) -> None:
-    write_json(
-        layout.stage_record(stage),
-        {
-            "stage": stage,
-            "key": key,
-            "finished_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "outputs": sorted(outputs),
-            "summary": summary,
-        },
-    )
+def write_record_at(path: Path, stage: str, key: str, outputs: list[str], summary: dict, *,
+                    unit: str | None = None, reused_from: str | None = None) -> None:
+    payload = {
+        "stage": stage,
+        "key": key,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "outputs": sorted(outputs),
+        "summary": summary,
+    }
+    if unit is not None:
+        payload["unit"] = unit
+    if reused_from is not None:
+        payload["reused_from"] = reused_from
+    write_json(path, payload)
+
+
+def write_record(layout: Layout, stage: str, key: str, outputs: list[str], summary: dict, *, reused_from: str | None = None) -> None:
+    write_record_at(layout.stage_record(stage), stage, key, outputs, summary, reused_from=reused_from)
 
 
 def clear_record(layout: Layout, stage: str) -> None:

@@ -1,13 +1,16 @@
 """The stage steps behind `trainpipe rank|select|plan|train`: load inputs, call the pure stage, write artefacts.
 
 Each step is idempotent: it writes every artefact atomically and only then records its cache key, so an
-interrupted run resumes at the first stage whose record is missing or stale.
+interrupted run resumes at the first stage whose record is missing or stale. Select also records each
+target on its own (`.trainpipe/units/select/<target>.json`), so one target can be selected alone and the
+plan accepts either record (`trainpipe.runner.units`). With `reuse_dir`, a stage that is not done here is
+first looked for in sibling run folders (`trainpipe.runner.reuse`).
 """
 
 from __future__ import annotations
 
 import json
-import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,15 +19,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from trainpipe.contract.names import Leakage, Stability, Stage, TargetStatus, TaskType
+from trainpipe.contract.names import COMPUTE_STAGES, Leakage, Stability, Stage, TargetStatus, TaskType
 from trainpipe.contract.pipeline import DEFAULT_FAMILIES, PipelineSpec, TrainingSpec
 from trainpipe.contract.plan import PlanMetadata, TrainingPlanMetadata
 from trainpipe.contract.targets import horizon_bars
 from trainpipe.io.atomic import write_json, write_parquet
 from trainpipe.io.layout import Layout
+from trainpipe.resources import available_cpus
 from trainpipe.runner import records
 from trainpipe.runner.digests import code_version, digest_files, digest_json
 from trainpipe.runner.keys import stage_keys
+from trainpipe.runner.plan_identity import check_plan
 
 Progress = Callable[[str, str, int | None], None]  # (stage, item label or "", total when starting)
 
@@ -42,12 +47,20 @@ class StageFailedError(RuntimeError):
         super().__init__(f"{stage.value}: {summary.get('failed')} of {summary.get('units')} units failed — {failures}")
 
 
+def default_threads() -> int:
+    """Threads for model fitting in rank/select: the CPUs this container may use, at most 4 (small fits stop scaling there)."""
+    return max(1, min(available_cpus(), 4))
+
+
 @dataclass
 class RunContext:
     spec: PipelineSpec
     layout: Layout
-    threads: int = field(default_factory=lambda: max(1, min(os.cpu_count() or 1, 4)))
+    threads: int = field(default_factory=default_threads)
     progress: Progress | None = None
+    run_id: str | None = None  # the operator's run id (`--run-id`): recorded in the plan, required of it by `train`
+    reuse_dir: Path | None = None  # folder of sibling run folders to copy finished work from (`--reuse-dir`)
+    expected_plan_digest: str | None = None  # `train --plan-digest`: the plan this call was created for
 
     @property
     def data_dir(self) -> Path:
@@ -65,7 +78,7 @@ class RunContext:
 
     @cached_property
     def keys(self) -> dict[Stage, str]:
-        return stage_keys(self.spec, self.data_digest, code_version())
+        return stage_keys(self.spec, self.data_digest, code_version(), self.run_id)
 
     def tick(self, stage: Stage, item: str = "", total: int | None = None) -> None:
         if self.progress is not None:
@@ -74,7 +87,7 @@ class RunContext:
     def plan_metadata(self) -> dict:
         return {
             "generated_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "run_id": "run-" + self.keys[Stage.PLAN][:16],
+            "run_id": self.run_id or "run-" + self.keys[Stage.PLAN][:16],
             "code_version": code_version(),
             "config_digest": digest_json(self.spec.to_wire())[:16],
             "data_digest": self.data_digest[:16],
@@ -151,11 +164,22 @@ def read_rankings(layout: Layout) -> dict:
 
 
 def select_step(ctx: RunContext) -> dict:
+    ranking = read_rankings(ctx.layout)
+    summary = select_targets(ctx, ranking, ranking["selected"])
+    write_json(ctx.layout.selection_summary, {"targets": summary})
+    return {"targets": summary}
+
+
+def select_targets(ctx: RunContext, ranking: dict, targets: list[str]) -> dict[str, dict]:
+    """Select features for `targets` (some of the ranking's kept targets); write each one's artefacts and unit record.
+
+    The panel holds every kept target's column whichever targets are asked for, so a target selected on
+    its own (one pod of the select Job) sees the same rows and gets byte-identical artefacts.
+    """
     from trainpipe.data.loading import move_features
     from trainpipe.stages.rank import sample_recent
-    from trainpipe.stages.select import SelectParams, TargetToSelect, select_all, stability
+    from trainpipe.stages.select import SelectParams, TargetToSelect, select_all
 
-    ranking = read_rankings(ctx.layout)
     selected = ranking["selected"]
     by_target = {row["target"]: row for row in ranking["targets"]}
     features = ranking["features"]
@@ -164,35 +188,58 @@ def select_step(ctx: RunContext) -> dict:
     frame = sample_recent(panel.frame, ctx.spec.ranking.max_rows)  # the same rows rank scored
     x = x[len(panel.frame) - len(frame):]
     params = SelectParams.from_spec(ctx.spec, ctx.threads)
-    tasks = {target: TaskType(by_target[target]["task"]) for target in selected}
+    tasks = {target: TaskType(by_target[target]["task"]) for target in targets}
     selections = {}
     if ctx.spec.features.auto:
-        to_select = [TargetToSelect(t, tasks[t], horizon_bars(t, panel.interval_minutes)) for t in selected]
-        ctx.tick(Stage.SELECT, total=len(selected) * len(params.methods))
+        to_select = [TargetToSelect(t, tasks[t], horizon_bars(t, panel.interval_minutes)) for t in targets]
+        ctx.tick(Stage.SELECT, total=len(targets) * len(params.methods))
         selections = select_all(frame, to_select, features, params, x=x, on_step=lambda t, m: ctx.tick(Stage.SELECT, f"{t} · {m}"))
     del x
-    summary = {}
-    for target in selected:
-        task = tasks[target]
-        path = ctx.layout.selected_features(target)
-        previous = _previous_selection(path)
-        if target in selections:
-            chosen, scores = list(selections[target].features), selections[target].scores
-        else:
-            chosen = list(ctx.spec.features.include)
-            scores = pd.DataFrame({"feature": chosen, "consensus": float("nan"), "support": 0, "selected": True})
-        stab = stability(chosen, previous)
-        write_parquet(ctx.layout.feature_scores(target), scores)
-        write_json(path, {
-            "target": target,
-            "task": task.value,
-            "features": chosen,
-            "stability": {"state": stab.stability.value, "overlap": stab.overlap, "kendall_tau": stab.kendall_tau,
-                          "previous_features": list(stab.previous) if stab.previous else None},
-        })
-        summary[target] = {"n_features": len(chosen), "stability": stab.stability.value}
-    write_json(ctx.layout.selection_summary, {"targets": summary})
-    return {"targets": summary}
+    return {target: _write_selection(ctx, target, tasks[target], selections.get(target)) for target in targets}
+
+
+def _write_selection(ctx: RunContext, target: str, task: TaskType, selection) -> dict:
+    from trainpipe.stages.select import stability
+
+    path = ctx.layout.selected_features(target)
+    previous = _previous_selection(path)
+    if selection is not None:
+        chosen, scores = list(selection.features), selection.scores
+    else:
+        chosen = list(ctx.spec.features.include)
+        scores = pd.DataFrame({"feature": chosen, "consensus": float("nan"), "support": 0, "selected": True})
+    stab = stability(chosen, previous)
+    write_parquet(ctx.layout.feature_scores(target), scores)
+    write_json(path, {
+        "target": target,
+        "task": task.value,
+        "features": chosen,
+        "stability": {"state": stab.stability.value, "overlap": stab.overlap, "kendall_tau": stab.kendall_tau,
+                      "previous_features": list(stab.previous) if stab.previous else None},
+    })
+    entry = {"n_features": len(chosen), "stability": stab.stability.value}
+    records.write_record_at(ctx.layout.select_unit_record(target), Stage.SELECT.value, select_unit_key(ctx, target),
+                            selection_outputs(ctx.layout, target), entry, unit=target)
+    return entry
+
+
+def select_unit_key(ctx: RunContext, target: str) -> str:
+    """Cache key of one target's selection: the select stage's key (all its inputs) and the target."""
+    return digest_json({"stage": Stage.SELECT, "up": ctx.keys[Stage.SELECT], "target": target})
+
+
+def selection_outputs(layout: Layout, target: str) -> list[str]:
+    return [layout.relative(layout.selected_features(target)), layout.relative(layout.feature_scores(target))]
+
+
+def selection_is_current(ctx: RunContext, target: str) -> bool:
+    """The target's selection on disk was made from the current inputs: by its own unit record, or by the whole stage's."""
+    layout = ctx.layout
+    if records.is_fresh_at(layout.root, layout.select_unit_record(target), select_unit_key(ctx, target)):
+        return True
+    record = records.read_record(layout, Stage.SELECT.value)
+    return (record is not None and records.is_fresh(layout, Stage.SELECT.value, ctx.keys[Stage.SELECT])
+            and set(selection_outputs(layout, target)) <= set(record.outputs))
 
 
 def _previous_selection(path: Path) -> list[str] | None:
@@ -231,6 +278,12 @@ def plan_step(ctx: RunContext) -> dict:
     ranking = read_rankings(ctx.layout)
     selected = ranking["selected"]
     by_target = {row["target"]: row for row in ranking["targets"]}
+    stale = [t for t in selected if not selection_is_current(ctx, t)]
+    if stale:
+        raise StageInputError(
+            f"the feature selection of {', '.join(stale)} is missing or was made from other inputs (no current record under "
+            f"{ctx.layout.state_dir}); run `trainpipe select` (or `trainpipe select --target T` per target) with the same settings first"
+        )
     selections = {t: read_selection(ctx.layout, t) for t in selected}
     try:
         oos = pd.read_parquet(ctx.layout.oos_scores_parquet)
@@ -263,23 +316,48 @@ def plan_step(ctx: RunContext) -> dict:
 # ---------------------------------------------------------------- train
 
 
-def train_step(ctx: RunContext, stage: Stage) -> dict:
+def train_families(training: TrainingSpec) -> list[str] | None:
+    """The family filter of the training stages: the spec's selection when it makes one, else None (every family of the plan)."""
+    if not training.families and training.model_types is None:
+        return None
+    return requested_families(training)
+
+
+def read_current_plan(ctx: RunContext):
+    """The plan on the volume, refused (StalePlanError) when it is not the run's or not the digest the caller expects."""
     from trainpipe.io.plan_files import read_training_plan
+
+    path = ctx.layout.master_training_plan
+    plan = read_training_plan(path)
+    check_plan(plan, path, ctx.run_id, ctx.expected_plan_digest)
+    return plan
+
+
+def training_options(ctx: RunContext, stage: Stage) -> dict:
+    """Keyword arguments every training call of this run shares: the split, the progress feed and where finished units may be copied from."""
+    from functools import partial
+
+    from trainpipe.runner.reuse import reuse_model
+
+    return {
+        "interval": ctx.spec.data.interval,
+        "holdout_fraction": ctx.spec.training.holdout_fraction,
+        "embargo_bars": ctx.spec.ranking.embargo_bars,
+        "seed": ctx.spec.seed,
+        "on_progress": _training_progress(ctx, stage),
+        "reuse": None if ctx.reuse_dir is None else partial(reuse_model, ctx.reuse_dir, ctx.layout),
+    }
+
+
+def train_step(ctx: RunContext, stage: Stage, family: str | None = None) -> dict:
+    """Train the plan's units of `stage` (only `family`'s when given); raises StageFailedError when some failed."""
     from trainpipe.training import run_training_stage
 
-    plan = read_training_plan(ctx.layout)
-    which = "cpu" if stage is Stage.CPU else "gpu"
-    result = run_training_stage(
-        plan, which, ctx.layout, ctx.data_dir,
-        interval=ctx.spec.data.interval,
-        families=None,
-        holdout_fraction=ctx.spec.training.holdout_fraction,
-        embargo_bars=ctx.spec.ranking.embargo_bars,
-        seed=ctx.spec.seed,
-        on_progress=_training_progress(ctx, stage),
-    )
+    plan = read_current_plan(ctx)
+    result = run_training_stage(plan, stage.value, ctx.layout, ctx.data_dir, families=train_families(ctx.spec.training), family=family,
+                                **training_options(ctx, stage))
     summary = {
-        "units": len(result.records), "trained": result.trained, "failed": result.failed, "skipped": result.skipped,
+        "units": len(result.records), "trained": result.trained, "failed": result.failed, "skipped": result.skipped, "reused": result.reused,
         "devices": sorted({r.device for r in result.records if r.device}),
         "failures": [{"job_id": r.job_id, "family": r.family, "reason": r.reason} for r in result.records if r.status == "failed"],
     }
@@ -311,14 +389,17 @@ STEPS: dict[Stage, Callable[[RunContext], dict]] = {
     Stage.GPU: lambda ctx: train_step(ctx, Stage.GPU),
 }
 
-# What each stage leaves behind, relative to the output dir; a cached stage is reused only if these still exist.
-OUTPUTS: dict[Stage, Callable[[Layout], list[Path]]] = {
-    Stage.RANK: lambda lay: [lay.rankings_parquet, lay.rankings_json, lay.oos_scores_parquet],
-    Stage.SELECT: lambda lay: [lay.selection_summary],
-    Stage.PLAN: lambda lay: [lay.routing_candidates, lay.routing_plan_json, lay.master_training_plan],
-    Stage.CPU: lambda lay: [lay.models_dir],
-    Stage.GPU: lambda lay: [lay.models_dir],
+# What each stage leaves behind (given its summary), relative to the output dir; a cached stage is reused
+# only if these still exist, and a stage taken from another run copies exactly these.
+OUTPUTS: dict[Stage, Callable[[Layout, dict], list[Path]]] = {
+    Stage.RANK: lambda lay, _: [lay.rankings_parquet, lay.rankings_json, lay.oos_scores_parquet],
+    Stage.SELECT: lambda lay, summary: [lay.selection_summary] + [p for t in summary["targets"] for p in (lay.selected_features(t), lay.feature_scores(t))],
+    Stage.PLAN: lambda lay, _: [lay.routing_candidates, lay.routing_plan_dir, lay.training_plan_dir],
+    Stage.CPU: lambda lay, _: [lay.models_dir],
+    Stage.GPU: lambda lay, _: [lay.models_dir],
 }
+# Stages whose whole outputs may be copied from a sibling run; the training stages reuse unit by unit (by fingerprint).
+REUSABLE_STAGES: tuple[Stage, ...] = (Stage.RANK, Stage.SELECT, Stage.PLAN)
 
 
 @dataclass(frozen=True)
@@ -327,24 +408,27 @@ class StageOutcome:
     cached: bool
     seconds: float
     summary: dict
+    reused_from: str | None = None  # the sibling run folder the outputs were copied from
 
 
 def run_stage(ctx: RunContext, stage: Stage, force: bool = False) -> StageOutcome:
-    """Run one stage unless its record matches the current inputs (then reuse it and say so)."""
-    import time
-
+    """Run one stage unless its record matches the current inputs (then reuse it and say so), or a sibling run has it."""
     key = ctx.keys[stage]
     if not force and records.is_fresh(ctx.layout, stage.value, key):
         record = records.read_record(ctx.layout, stage.value)
         return StageOutcome(stage, True, 0.0, record.summary if record else {})
     records.clear_record(ctx.layout, stage.value)
-    # Downstream records are stale once this stage reruns, whatever their keys say.
-    from trainpipe.contract.names import COMPUTE_STAGES
-
+    # Downstream records are stale once this stage's outputs are replaced, whatever their keys say.
     for later in COMPUTE_STAGES[COMPUTE_STAGES.index(stage) + 1:]:
         records.clear_record(ctx.layout, later.value)
     start = time.perf_counter()
+    if not force and ctx.reuse_dir is not None and stage in REUSABLE_STAGES:
+        from trainpipe.runner.reuse import reuse_record
+
+        reused = reuse_record(ctx.reuse_dir, ctx.layout, ctx.layout.stage_record(stage.value), key)
+        if reused is not None:
+            return StageOutcome(stage, True, time.perf_counter() - start, reused.summary, reused.reused_from)
     summary = STEPS[stage](ctx)
-    outputs = [ctx.layout.relative(p) for p in OUTPUTS[stage](ctx.layout)]
+    outputs = [ctx.layout.relative(p) for p in OUTPUTS[stage](ctx.layout, summary)]
     records.write_record(ctx.layout, stage.value, key, outputs, summary)
     return StageOutcome(stage, False, time.perf_counter() - start, summary)

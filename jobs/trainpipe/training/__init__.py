@@ -2,6 +2,7 @@
 
     run_training_stage(plan, 'cpu'|'gpu', layout, data_dir, *, interval, families, holdout_fraction,
                        embargo_bars, seed, on_progress=None, params=None, panel_loader=…, isolate=True) -> StageResult
+    run_training_unit(plan, 'cpu'|'gpu', family, index, layout, data_dir, *, plan_path, …, reuse=None) -> (WorkUnit, UnitRecord)
     run_training(plan, layout, data_dir, **same keywords) -> {'cpu': StageResult, 'gpu': StageResult}
     read_all_metrics(layout) -> list[ModelMetrics]
     measure_families(data_dir, …) -> list[dict]   (per-family train seconds / peak RSS / device for BENCHMARKS.md)
@@ -17,6 +18,7 @@ from typing import Any
 _EXPORTS = {
     "run_training_stage": "trainpipe.training.stage",
     "run_training": "trainpipe.training.stage",
+    "run_training_unit": "trainpipe.training.stage",
     "StageResult": "trainpipe.training.stage",
     "UnitRecord": "trainpipe.training.stage",
     "StageGateError": "trainpipe.training.stage",

@@ -1,13 +1,21 @@
-"""The two training stages: `run_training_stage(plan, 'cpu'|'gpu', …)` and `run_training` (cpu, then gpu).
+"""The training stages: `run_training_stage(plan, 'cpu'|'gpu', …)`, one unit `run_training_unit(…)`, and `run_training` (cpu, then gpu).
 
-Called by `trainpipe train --stage …`, the local runner and the benchmarks. Each family of a stage runs
-in its own fresh Python process (`python -m trainpipe.training.worker`) with that family's thread plan,
-so OpenMP tree libraries, TensorFlow and Torch never share a process. Decisions (which units, what is
-up to date, whether the GPU stage may start) come from the pure functions of `trainpipe.training.units`.
+Called by `trainpipe train`, the local runner and the benchmarks. Each family of a stage runs in its own
+fresh Python process (`python -m trainpipe.training.worker`) with that family's thread plan, so OpenMP
+tree libraries, TensorFlow and Torch never share a process. A unit run on its own (one pod of a family's
+Indexed Job) runs the same worker with that one unit, so its model is the one a whole-stage run trains.
+Decisions (which units, what is up to date, whether the GPU stage may start) come from the pure
+functions of `trainpipe.training.units`.
+
+Working files: a whole stage keeps them in `.trainpipe/training/<stage>/` (one folder per family); a unit
+run alone in `.trainpipe/units/<stage>/<unit_id>/`, so pods training units of the same family in parallel
+never write the same file. Models and their metrics.json (the unit's completion record) are written
+atomically by the worker.
 
 GPU gate (decided): the GPU stage refuses to start while any CPU unit of the plan (same family filter)
 is failed, missing or stale — the global CPU → GPU order is a hard guarantee, and a partial CPU stage
-must be fixed (rerun `--stage cpu`, or drop the family with `families`) before GPU time is spent.
+must be fixed (rerun `--stage cpu`, or drop the family with `families`) before GPU time is spent. A GPU
+unit run alone checks the same gate.
 """
 
 from __future__ import annotations
@@ -22,25 +30,31 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainpipe.contract.plan import TrainingPlan
+from trainpipe.contract.plan import TrainingPlan, plan_digest
+from trainpipe.contract.units import WorkUnit
 from trainpipe.families.base import check_params
 from trainpipe.families.catalogue import resolve_families
-from trainpipe.io.atomic import write_json
+from trainpipe.io.atomic import write_json, write_text
 from trainpipe.io.layout import Layout
+from trainpipe.resources import available_cpus
+from trainpipe.training.metrics_file import METRICS_FILE
 from trainpipe.training.units import (
-    Unit,
     check_stage,
     error_path,
+    family_of_stage,
     gate_problems,
     group_by_family,
     plan_units,
     thread_env,
+    unit_at,
     unit_fingerprint,
     unit_state,
 )
 
 DEFAULT_PANEL_LOADER = "trainpipe.data.loading:load_panel"
 ProgressFn = Callable[[dict[str, Any]], None]
+# (job_id, family, fingerprint) -> the run folder a finished copy of the unit came from, or None.
+ReuseModel = Callable[[str, str, str], str | None]
 
 
 class StageGateError(RuntimeError):
@@ -56,7 +70,7 @@ class StageGateError(RuntimeError):
 class UnitRecord:
     job_id: str
     family: str
-    status: str  # trained | failed | skipped
+    status: str  # trained | failed | skipped (up to date, or not trainable) | reused (copied from another run)
     reason: str = ""
     seconds: float = 0.0
     device: str = ""
@@ -85,19 +99,72 @@ class StageResult:
         return self._count("skipped")
 
     @property
+    def reused(self) -> int:
+        return self._count("reused")
+
+    @property
     def ok(self) -> bool:
         return self.failed == 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, "trained": self.trained, "failed": self.failed, "skipped": self.skipped,
+        return {"stage": self.stage, "trained": self.trained, "failed": self.failed, "skipped": self.skipped, "reused": self.reused,
                 "seconds": round(self.seconds, 3), "records": [asdict(r) for r in self.records]}
+
+
+@dataclass(frozen=True)
+class WorkFiles:
+    """The files one worker process reads and writes; one folder per worker, so no two workers share one."""
+
+    root: Path
+
+    @property
+    def request(self) -> Path:
+        return self.root / "request.json"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.jsonl"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "worker.log"
+
+    @property
+    def result(self) -> Path:
+        return self.root / "result.json"
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What every unit of one call is trained with, besides the plan."""
+
+    split: dict[str, Any]  # holdout_fraction, embargo_bars, seed, interval: part of every fingerprint
+    params: Mapping[str, Mapping[str, Any]] | None
+    panel_loader: str
+    isolate: bool
+    timeout_s: float | None
+
+
+def _settings(holdout_fraction: float, embargo_bars: int, seed: int, interval: str | None,
+              params: Mapping[str, Mapping[str, Any]] | None, panel_loader: str, isolate: bool, timeout_s: float | None) -> _Settings:
+    if not 0 < holdout_fraction < 1:
+        raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
+    if embargo_bars < 0:
+        raise ValueError(f"embargo_bars must be >= 0, got {embargo_bars}")
+    split = {"holdout_fraction": holdout_fraction, "embargo_bars": embargo_bars, "seed": seed, "interval": interval}
+    return _Settings(split, params, panel_loader, isolate, timeout_s)
 
 
 def _params_for(family: str, params: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
     return check_params(family, (params or {}).get(family))
 
 
-def _fingerprints(plan: TrainingPlan, units: Sequence[Unit], params, **split: Any) -> dict[tuple[str, str], str]:
+def _fingerprint(plan: TrainingPlan, unit: WorkUnit, settings: _Settings) -> str:
+    job = next(job for job in plan.jobs if job.job_id == unit.job_id)
+    return unit_fingerprint(plan, job, unit.family, _params_for(unit.family, settings.params), **settings.split)
+
+
+def _fingerprints(plan: TrainingPlan, units: Sequence[WorkUnit], params, **split: Any) -> dict[tuple[str, str], str]:
     jobs = {job.job_id: job for job in plan.jobs}
     return {(u.job_id, u.family): unit_fingerprint(plan, jobs[u.job_id], u.family, _params_for(u.family, params), **split) for u in units}
 
@@ -107,6 +174,36 @@ def cpu_gate_problems(plan: TrainingPlan, layout: Layout, families: Sequence[str
     units, _ = plan_units(plan, "cpu", families)
     prints = _fingerprints(plan, units, params, **split)
     return gate_problems({key: unit_state(layout, *key, fp) for key, fp in prints.items()})
+
+
+def _check_gate(plan: TrainingPlan, layout: Layout, families: Sequence[str] | None, settings: _Settings) -> None:
+    problems = cpu_gate_problems(plan, layout, families, settings.params, **settings.split)
+    if problems:
+        shown = "; ".join(problems[:10]) + (f"; … {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise StageGateError(
+            f"the gpu stage cannot start: {len(problems)} cpu unit(s) of the plan are not done ({shown}); "
+            "rerun the cpu stage (trainpipe train --stage cpu) or exclude those families",
+            problems,
+        )
+
+
+def _settled(layout: Layout, unit: WorkUnit, fingerprint: str, reuse: ReuseModel | None) -> UnitRecord | None:
+    """The unit's record when it needs no training: done here with this fingerprint, or copied from another run."""
+    model_dir = layout.model_dir(unit.job_id, unit.family)
+    if unit_state(layout, unit.job_id, unit.family, fingerprint) == "done":
+        return UnitRecord(unit.job_id, unit.family, "skipped", "up to date (same fingerprint)", device=_device(model_dir), model_dir=str(model_dir))
+    source = reuse(unit.job_id, unit.family, fingerprint) if reuse is not None else None
+    if source is not None:
+        return UnitRecord(unit.job_id, unit.family, "reused", f"same fingerprint in {source}", device=_device(model_dir), model_dir=str(model_dir))
+    return None
+
+
+def _device(model_dir: Path) -> str:
+    """The device a finished unit was trained on, from its metrics.json ("" when unreadable)."""
+    try:
+        return str(json.loads((model_dir / METRICS_FILE).read_text()).get("device", ""))
+    except (OSError, ValueError):
+        return ""
 
 
 def run_training_stage(
@@ -125,79 +222,126 @@ def run_training_stage(
     panel_loader: str = DEFAULT_PANEL_LOADER,
     isolate: bool = True,
     family_timeout_s: float | None = None,
+    family: str | None = None,
+    reuse: ReuseModel | None = None,
 ) -> StageResult:
     """Train every unit of `stage` (plan job × its families ∩ the stage ∩ `families`) and return what happened.
 
-    `params` maps family → parameter overrides. Units whose model dir holds a metrics.json with the
-    same fingerprint are skipped (resumable). `isolate=False` runs the workers in this process (debugging only).
+    `family` narrows the units to that one family; the GPU gate still covers every CPU unit within
+    `families`. `params` maps family → parameter overrides. Units whose model dir holds a metrics.json
+    with the same fingerprint are skipped (resumable); `reuse` may copy a finished unit from another run
+    instead of training it. `isolate=False` runs the workers in this process (debugging only).
     """
     check_stage(stage)
     # Workers run in their own working folder: every path they get must be absolute.
     layout, data_dir = Layout(Path(layout.root).resolve()), Path(data_dir).resolve()
-    if not 0 < holdout_fraction < 1:
-        raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
-    if embargo_bars < 0:
-        raise ValueError(f"embargo_bars must be >= 0, got {embargo_bars}")
+    settings = _settings(holdout_fraction, embargo_bars, seed, interval, params, panel_loader, isolate, family_timeout_s)
     filt = None if families is None else resolve_families(families, None)
-    for name in filt or ():
+    only = None if family is None else family_of_stage(family, stage)
+    chosen = filt
+    if only is not None:
+        chosen = [only] if filt is None or only in filt else []
+    for name in chosen or ():
         _params_for(name, params)  # a bad parameter fails before any process starts
-    split = {"holdout_fraction": holdout_fraction, "embargo_bars": embargo_bars, "seed": seed, "interval": interval}
     if stage == "gpu":
-        problems = cpu_gate_problems(plan, layout, filt, params, **split)
-        if problems:
-            shown = "; ".join(problems[:10]) + (f"; … {len(problems) - 10} more" if len(problems) > 10 else "")
-            raise StageGateError(
-                f"the gpu stage cannot start: {len(problems)} cpu unit(s) of the plan are not done ({shown}); "
-                "rerun the cpu stage (trainpipe train --stage cpu) or exclude those families",
-                problems,
-            )
+        _check_gate(plan, layout, filt, settings)
     started = time.perf_counter()
     progress = on_progress or (lambda event: None)
-    units, skips = plan_units(plan, stage, filt)
+    units, skips = plan_units(plan, stage, chosen)
     result = StageResult(stage=stage, records=[UnitRecord(s.job_id, s.family, "skipped", s.reason) for s in skips])
-    prints = _fingerprints(plan, units, params, **split)
+    prints = {(u.job_id, u.family): _fingerprint(plan, u, settings) for u in units}
     pending = []
     for unit in units:
-        if unit_state(layout, unit.job_id, unit.family, prints[(unit.job_id, unit.family)]) == "done":
-            result.records.append(UnitRecord(unit.job_id, unit.family, "skipped", "up to date (same fingerprint)",
-                                             model_dir=str(layout.model_dir(unit.job_id, unit.family))))
-        else:
+        settled = _settled(layout, unit, prints[(unit.job_id, unit.family)], reuse)
+        if settled is None:
             pending.append(unit)
-    work_dir = layout.state_dir / "training" / stage
-    work_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            result.records.append(settled)
+    work_dir = layout.training_work_dir(stage)
     plan_path = work_dir / "plan.json"
-    plan_path.write_text(plan.model_dump_json())
-    for family, fam_units in group_by_family(pending).items():
-        progress({"event": "family_start", "stage": stage, "family": family, "units": len(fam_units)})
-        request = {
-            "family": family, "stage": stage, "plan_path": str(plan_path), "layout_root": str(layout.root), "data_dir": str(data_dir),
-            "interval": interval, "panel_loader": panel_loader, "holdout_fraction": holdout_fraction, "embargo_bars": embargo_bars,
-            "seed": seed, "results_path": str(work_dir / f"{family}.results.jsonl"),
-            "units": [{"job_id": u.job_id, "fingerprint": prints[(u.job_id, u.family)], "params": _params_for(family, params)} for u in fam_units],
-        }
-        records = _run_family(request, work_dir, isolate, family_timeout_s, progress)
-        done = {r["job_id"]: r for r in records}
-        for unit in fam_units:
-            rec = done.get(unit.job_id)
-            if rec is None:
-                reason = f"worker for {family} ended before this unit finished; see {work_dir / (family + '.log')}"
-                path = error_path(layout, unit.job_id, family)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(reason + "\n")
-                rec = {"status": "failed", "error": reason}
-            result.records.append(UnitRecord(unit.job_id, family, rec["status"], rec.get("error", ""), float(rec.get("seconds", 0.0)),
-                                             rec.get("device", ""), rec.get("model_dir", "")))
+    write_text(plan_path, plan.model_dump_json())  # the workers read the plan this call was given, whole or not at all
+    for name, fam_units in group_by_family(pending).items():
+        progress({"event": "family_start", "stage": stage, "family": name, "units": len(fam_units)})
+        result.records += _train(plan, plan_path, stage, name, fam_units, prints, WorkFiles(work_dir / name), layout, data_dir, settings, progress)
     result.seconds = time.perf_counter() - started
     write_json(work_dir / "result.json", result.to_dict())
     progress({"event": "stage_done", **{k: v for k, v in result.to_dict().items() if k != "records"}})
     return result
 
 
-def _run_family(request: dict[str, Any], work_dir: Path, isolate: bool, timeout_s: float | None, progress: ProgressFn) -> list[dict[str, Any]]:
+def run_training_unit(
+    plan: TrainingPlan,
+    stage: str,
+    family: str,
+    index: int,
+    layout: Layout,
+    data_dir: Path,
+    *,
+    plan_path: Path,
+    interval: str | None,
+    holdout_fraction: float,
+    embargo_bars: int,
+    seed: int,
+    gate_families: Sequence[str] | None = None,
+    on_progress: ProgressFn | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    panel_loader: str = DEFAULT_PANEL_LOADER,
+    isolate: bool = True,
+    timeout_s: float | None = None,
+    reuse: ReuseModel | None = None,
+    force: bool = False,
+) -> tuple[WorkUnit, UnitRecord]:
+    """Train unit `index` of `family` (`contract.units.family_units(plan, family)[index]`) and return it with its record.
+
+    `plan_path` is the file `plan` was read from (the worker reads it there; nothing else is written
+    beside it). A unit already done with the same fingerprint, or copied by `reuse`, is not trained.
+    GPU units check the gate over the CPU units within `gate_families` (None: every CPU unit of the plan).
+    """
+    check_stage(stage)
+    layout, data_dir, plan_path = Layout(Path(layout.root).resolve()), Path(data_dir).resolve(), Path(plan_path).resolve()
+    settings = _settings(holdout_fraction, embargo_bars, seed, interval, params, panel_loader, isolate, timeout_s)
+    unit = unit_at(plan, stage, family, index)
+    _params_for(unit.family, params)
+    if stage == "gpu":
+        _check_gate(plan, layout, None if gate_families is None else resolve_families(gate_families, None), settings)
+    fingerprint = _fingerprint(plan, unit, settings)
+    settled = None if force else _settled(layout, unit, fingerprint, reuse)
+    if settled is not None:
+        return unit, settled
+    progress = on_progress or (lambda event: None)
+    progress({"event": "family_start", "stage": stage, "family": unit.family, "units": 1})
+    work = WorkFiles(layout.unit_work_dir(stage, unit.unit_id))
+    started = time.perf_counter()
+    [record] = _train(plan, plan_path, stage, unit.family, [unit], {(unit.job_id, unit.family): fingerprint}, work, layout, data_dir, settings, progress)
+    write_json(work.result, {**asdict(record), "unit_id": unit.unit_id, "index": index, "wall_seconds": round(time.perf_counter() - started, 3)})
+    return unit, record
+
+
+def _train(plan: TrainingPlan, plan_path: Path, stage: str, family: str, units: Sequence[WorkUnit], prints: Mapping[tuple[str, str], str],
+           work: WorkFiles, layout: Layout, data_dir: Path, settings: _Settings, progress: ProgressFn) -> list[UnitRecord]:
+    """Train `units` (all of `family`) in one worker process; a unit the worker did not report is recorded as failed."""
+    request = {
+        "family": family, "stage": stage, "plan_path": str(plan_path), "plan_digest": plan_digest(plan), "layout_root": str(layout.root),
+        "data_dir": str(data_dir), "panel_loader": settings.panel_loader, "results_path": str(work.results), **settings.split,
+        "units": [{"job_id": u.job_id, "fingerprint": prints[(u.job_id, u.family)], "params": _params_for(family, settings.params)} for u in units],
+    }
+    done = {r["job_id"]: r for r in _run_family(request, work, settings.isolate, settings.timeout_s, progress)}
+    out = []
+    for unit in units:
+        rec = done.get(unit.job_id)
+        if rec is None:
+            reason = f"worker for {family} ended before this unit finished; see {work.log}"
+            write_text(error_path(layout, unit.job_id, family), reason + "\n")
+            rec = {"status": "failed", "error": reason}
+        out.append(UnitRecord(unit.job_id, family, rec["status"], rec.get("error", ""), float(rec.get("seconds", 0.0)),
+                              rec.get("device", ""), rec.get("model_dir", "")))
+    return out
+
+
+def _run_family(request: dict[str, Any], work: WorkFiles, isolate: bool, timeout_s: float | None, progress: ProgressFn) -> list[dict[str, Any]]:
     family = request["family"]
-    results_path = Path(request["results_path"])
-    if results_path.exists():
-        results_path.unlink()
+    work.root.mkdir(parents=True, exist_ok=True)
+    work.results.unlink(missing_ok=True)
     if not isolate:
         from trainpipe.training.worker import run_request
 
@@ -209,19 +353,18 @@ def _run_family(request: dict[str, Any], work_dir: Path, isolate: bool, timeout_
 
         run_request(request, emit)
         return collected
-    req_path = work_dir / f"{family}.request.json"
-    req_path.write_text(json.dumps(request))
-    env = {**os.environ, **thread_env(family, os.cpu_count() or 1)}
-    log_path = work_dir / f"{family}.log"
+    write_json(work.request, request)
+    # Thread pools follow the CPUs this container may use (TRAINPIPE_CPUS in a pod), not the node's core count.
+    env = {**os.environ, **thread_env(family, available_cpus())}
     seen = 0
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    with open(log_path, "w") as log:
+    with open(work.log, "w") as log:
         # A fresh interpreter (never fork): no inherited OpenMP/CUDA state, and its own thread env.
-        proc = subprocess.Popen([sys.executable, "-m", "trainpipe.training.worker", "--request", str(req_path)],
-                                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(work_dir))
+        proc = subprocess.Popen([sys.executable, "-m", "trainpipe.training.worker", "--request", str(work.request)],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(work.root))
         while True:
             code = proc.poll()
-            seen = _emit_new(results_path, seen, progress)
+            seen = _emit_new(work.results, seen, progress)
             if code is not None:
                 break
             if deadline is not None and time.monotonic() > deadline:
@@ -230,8 +373,8 @@ def _run_family(request: dict[str, Any], work_dir: Path, isolate: bool, timeout_
                 log.write(f"\ntrainpipe: killed after {timeout_s}s (family timeout)\n")
                 break
             time.sleep(0.2)
-    _emit_new(results_path, seen, progress)
-    return _read_results(results_path)
+    _emit_new(work.results, seen, progress)
+    return _read_results(work.results)
 
 
 def _read_results(path: Path) -> list[dict[str, Any]]:
@@ -280,4 +423,5 @@ def run_training(
     return {"cpu": cpu, "gpu": gpu}
 
 
-__all__ = ["DEFAULT_PANEL_LOADER", "StageGateError", "StageResult", "UnitRecord", "cpu_gate_problems", "run_training", "run_training_stage"]
+__all__ = ["DEFAULT_PANEL_LOADER", "StageGateError", "StageResult", "UnitRecord", "WorkFiles", "cpu_gate_problems", "run_training",
+           "run_training_stage", "run_training_unit"]

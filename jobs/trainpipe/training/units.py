@@ -1,6 +1,8 @@
 """Pure decisions of the training stages: which (job, family) units run, their fingerprints, thread plans, the CPU→GPU gate.
 
 Called by `trainpipe.training.stage`; no I/O besides `unit_state` reading a unit's metrics/error files.
+Which units a plan has, and in which order, comes from `trainpipe.contract.units` — the functions the
+operator sizes its Indexed Jobs with — so unit `i` of a family means the same model on both sides.
 Everything here is table-tested in tests/unit/test_training_units.py.
 """
 
@@ -9,35 +11,25 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import trainpipe
-from trainpipe.contract.names import TaskType, TrainingType
+from trainpipe.contract.names import Stage
 from trainpipe.contract.plan import TrainingJob, TrainingPlan
 from trainpipe.contract.targets import horizon_minutes
-from trainpipe.families.catalogue import ALL_FAMILIES, FAMILIES, STAGES, UnknownFamilyError, normalise_family
+from trainpipe.contract.units import SkippedUnit, WorkUnit, family_units, stage_units
+from trainpipe.families.catalogue import ALL_FAMILIES, FAMILIES, STAGES, normalise_family
 from trainpipe.io.layout import Layout
 
 ERROR_FILE_SUFFIX = ".error.txt"
 
 
-@dataclass(frozen=True)
-class Unit:
-    """One model to train: a plan job × a family."""
-
-    job_id: str
-    family: str
-    target: str
-    symbol: str | None
-    task: TaskType
+class UnitAddressError(ValueError):
+    """A unit address that names a family of the other training stage; the message names the right stage."""
 
 
-@dataclass(frozen=True)
-class Skip:
-    job_id: str
-    family: str
-    reason: str
+class UnitNotFoundError(LookupError):
+    """A unit index (or target) that the artefacts on the volume do not have; the message says how many there are."""
 
 
 def check_stage(stage: str) -> str:
@@ -46,42 +38,38 @@ def check_stage(stage: str) -> str:
     return stage
 
 
-def plan_units(plan: TrainingPlan, stage: str, families: Sequence[str] | None) -> tuple[list[Unit], list[Skip]]:
-    """Units of `stage`: per job, its model_families ∩ the stage's families ∩ `families` (None = no filter).
-
-    Order: catalogue family order, then plan job order — one worker process per family runs its units
-    in that order. Blocked jobs, unknown family names in a job and unsupported tasks become Skips.
-    """
-    check_stage(stage)
-    allowed = None if families is None else {normalise_family(f) for f in families}
-    units: list[Unit] = []
-    skips: list[Skip] = []
-    for job in plan.jobs:
-        if job.training_type is TrainingType.BLOCKED:
-            continue
-        for raw in job.model_families:
-            try:
-                name = normalise_family(raw)
-            except UnknownFamilyError:
-                if stage == "cpu":  # report once, not in both stages
-                    skips.append(Skip(job.job_id, raw, f"unknown model family {raw!r} in the plan"))
-                continue
-            spec = FAMILIES[name]
-            if spec.stage != stage or (allowed is not None and name not in allowed):
-                continue
-            if TaskType(job.task) not in spec.tasks:
-                skips.append(Skip(job.job_id, name, f"{TaskType(job.task).value} targets are not supported by {name!r}"))
-                continue
-            units.append(Unit(job.job_id, name, job.target, job.symbol, TaskType(job.task)))
-    order = {name: i for i, name in enumerate(ALL_FAMILIES)}
-    job_order = {job.job_id: i for i, job in enumerate(plan.jobs)}
-    units.sort(key=lambda u: (order[u.family], job_order[u.job_id]))
-    return units, skips
+def plan_units(plan: TrainingPlan, stage: str, families: Sequence[str] | None) -> tuple[list[WorkUnit], list[SkippedUnit]]:
+    """Units of `stage` (`contract.units.stage_units`), with `families` given in any spelling the catalogue accepts."""
+    allowed = None if families is None else [normalise_family(f) for f in families]
+    return stage_units(plan, Stage(check_stage(stage)), allowed)
 
 
-def group_by_family(units: Sequence[Unit]) -> dict[str, list[Unit]]:
+def family_of_stage(family: str, stage: str) -> str:
+    """Catalogue name of `family`, which must be a family of training stage `stage`."""
+    name = normalise_family(family)
+    own = FAMILIES[name].stage
+    if own != check_stage(stage):
+        raise UnitAddressError(f"family {name!r} trains in the {own} stage, not {stage}; use --stage {own}")
+    return name
+
+
+def unit_at(plan: TrainingPlan, stage: str, family: str, index: int) -> WorkUnit:
+    """Unit `index` of `family` in the plan: element `index` of `contract.units.family_units`, as the operator counts them."""
+    name = family_of_stage(family, stage)
+    units = family_units(plan, name)
+    if not 0 <= index < len(units):
+        raise UnitNotFoundError(
+            f"the plan has {len(units)} {name} unit(s) (indexes 0..{len(units) - 1}), so there is no unit {index}; pass an index "
+            f"below {len(units)}, or rerun `trainpipe plan` if the Job was sized from another plan"
+            if units else
+            f"the plan has no {name} unit, so there is no unit {index}; rerun `trainpipe plan` with {name} among the families"
+        )
+    return units[index]
+
+
+def group_by_family(units: Sequence[WorkUnit]) -> dict[str, list[WorkUnit]]:
     """Units per family, families in catalogue order (dict order)."""
-    out: dict[str, list[Unit]] = {}
+    out: dict[str, list[WorkUnit]] = {}
     for unit in units:
         out.setdefault(unit.family, []).append(unit)
     return {name: out[name] for name in ALL_FAMILIES if name in out}

@@ -1,11 +1,11 @@
 """Subprocess entry of the training stages: `python -m trainpipe.training.worker --request <request.json>`.
 
-Started by `trainpipe.training.stage` once per family and stage, in a fresh interpreter with that
-family's thread environment. It loads the panel once, trains every unit (plan job) of its family in
-order, and appends one JSON line per unit to the request's `results_path` as soon as the unit ends,
+Started by `trainpipe.training.stage` once per family and stage (or once for a unit run on its own), in
+a fresh interpreter with that family's thread environment. It loads the panel once, trains every unit
+(plan job) of its request in order, and appends one JSON line per unit to the request's `results_path` as soon as the unit ends,
 so a crash later never loses earlier units. A failing unit writes `<job>/<family>.error.txt` and the
 worker goes on with the next one. Exit code: 0 when every unit trained, 1 when some failed, 2 when
-the request itself was unusable.
+the request itself was unusable (or its plan file is no longer the plan, by `plan_digest`).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def run_request(request: dict[str, Any], emit: Callable[[dict[str, Any]], None])
     import numpy as np
 
     from trainpipe.contract.names import SYMBOL_COLUMN, TaskType
-    from trainpipe.contract.plan import TrainingPlan
+    from trainpipe.contract.plan import TrainingPlan, plan_digest
     from trainpipe.contract.targets import horizon_bars, horizon_minutes
     from trainpipe.data.frames import frame_symbols, frame_ts
     from trainpipe.families.registry import make_trainer
@@ -64,6 +64,10 @@ def run_request(request: dict[str, Any], emit: Callable[[dict[str, Any]], None])
 
     family, stage = request["family"], request["stage"]
     plan = TrainingPlan.model_validate_json(Path(request["plan_path"]).read_text())
+    expected = request.get("plan_digest")
+    if expected is not None and plan_digest(plan) != expected:
+        # The plan file changed after the parent read it: these units belong to another plan now.
+        raise RuntimeError(f"{request['plan_path']} is no longer the plan this request was made from (digest {expected[:12]}…); rerun the unit")
     jobs = {job.job_id: job for job in plan.jobs}
     layout = Layout(Path(request["layout_root"]))
     units = request["units"]

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The demo on Kubernetes: starts the local cluster and the operator (both reused when up), puts the
+# example data on a claim with a Job, applies examples/cluster-pipeline.yaml, follows the run until
+# the pipeline is Ready, then shows its Jobs and where its report is on this machine.
+#
+# Env: DEMO_NAMESPACE (default trainpipe-demo), DEMO_TIMEOUT (seconds for the run, default 1800).
+# Rerunning it reuses the data and the finished run; `kubectl annotate tp demo -n trainpipe-demo
+# trainpipe.io/rerun=$(date +%s)` starts a new run.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
+
+ns="${DEMO_NAMESPACE:-trainpipe-demo}"
+timeout="${DEMO_TIMEOUT:-1800}"
+manifest="$REPO/examples/cluster-pipeline.yaml"
+data_file="$REPO/examples/cluster-example-data.yaml"  # its claim is spec.data.volume.claimName in $manifest
+data_job=trainpipe-example-data  # the Job in $data_file
+say() { printf '[demo] %s\n' "$*" >&2; }
+
+"$HACK/cluster-up.sh" >/dev/null
+"$HACK/operator-up.sh"
+
+kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+for _ in $(seq 120); do kubectl get serviceaccount default -n "$ns" >/dev/null 2>&1 && break; sleep 0.5; done
+
+# 1. The example data (6 real daily series) on a claim, written by a Job as on any cluster.
+say "example data: $data_file (claim and Job trainpipe-example-data: trainpipe data example --out /data/example)"
+kubectl apply -n "$ns" -f "$data_file" >/dev/null
+job_state() {
+  kubectl get job "$data_job" -n "$ns" -o jsonpath='{range .status.conditions[?(@.status=="True")]}{.type}{" "}{end}'
+}
+deadline=$((SECONDS + 300))
+until [[ " $(job_state) " == *" Complete "* ]]; do
+  if [[ " $(job_state) " == *" Failed "* ]] || ((SECONDS > deadline)); then
+    say "Job $data_job did not complete; its pod's output:"
+    for pod in $(kubectl get pods -n "$ns" -l "job-name=$data_job" -o jsonpath='{.items[*].metadata.name}'); do
+      tail -n 30 "$STATE/executor/logs/$ns/$pod/main.log" >&2 2>/dev/null || true
+    done
+    say "fix the cause, then: kubectl delete job -n $ns $data_job && $0"
+    exit 1
+  fi
+  sleep 1
+done
+
+# 2. The pipeline, followed until Ready (fails fast when it stalls).
+pipeline="$(kubectl create --dry-run=client -o jsonpath='{.metadata.name}' -f "$manifest")"
+kubectl apply -n "$ns" -f "$manifest" >/dev/null
+say "TrainingPipeline $pipeline applied in $ns; following it (at most ${timeout}s; operator log: $OPERATOR_LOG)"
+fields='{.metadata.generation}|{.status.conditions[?(@.type=="Ready")].status}|{.status.conditions[?(@.type=="Ready")].observedGeneration}|{.status.conditions[?(@.type=="Stalled")].status}|{.status.stage}|{.status.progress}|{.status.message}'
+deadline=$((SECONDS + timeout)) last=""
+while :; do
+  IFS='|' read -r generation ready ready_gen stalled stage progress message < <(
+    kubectl get tp "$pipeline" -n "$ns" -o jsonpath="$fields"; echo)
+  if [[ "$ready" == True && "${ready_gen:-$generation}" == "$generation" ]]; then
+    break
+  fi
+  if [[ "$stalled" != True ]]; then
+    now="stage ${stage:-?} ${progress:-}${message:+ (${message:0:160})}"
+    [[ "$now" != "$last" ]] && say "$now" && last="$now"
+  else
+    say "pipeline $pipeline is Stalled: ${message:-see its conditions}"
+    kubectl get tp,jobs -n "$ns" >&2
+    say "after fixing the cause: kubectl annotate tp $pipeline -n $ns trainpipe.io/retry=\$(date +%s) --overwrite"
+    exit 1
+  fi
+  if ((SECONDS > deadline)); then
+    say "pipeline $pipeline is not Ready after ${timeout}s"
+    kubectl get tp,jobs -n "$ns" >&2
+    exit 1
+  fi
+  sleep 2
+done
+
+# 3. What ran, and where the report is on this machine. status.outputPath is the run's folder as
+#    the Jobs see it; the claim mounted there (read from the pipeline's Jobs) is a host folder here.
+kubectl get tp,jobs -n "$ns"
+output="$(kubectl get tp "$pipeline" -n "$ns" -o jsonpath='{.status.outputPath}')"
+read -r out_claim inner < <(kubectl get jobs -n "$ns" -l "trainpipe.io/pipeline=$pipeline" -o json |
+  "$VENV/bin/python" -c '
+import json, sys
+output = sys.argv[1].rstrip("/")
+best = None
+for job in json.load(sys.stdin)["items"]:
+    pod = job["spec"]["template"]["spec"]
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod.get("volumes", []) if "persistentVolumeClaim" in v}
+    for c in pod["containers"]:
+        for m in c.get("volumeMounts", []):
+            mount = m["mountPath"].rstrip("/")
+            if m["name"] in claims and (output == mount or output.startswith(mount + "/")):
+                inner = "/".join(p for p in (m.get("subPath", ""), output[len(mount):].strip("/")) if p)
+                if best is None or len(mount) > best[0]:
+                    best = (len(mount), claims[m["name"]], inner or ".")
+print(*(best[1:] if best else ("", "")))
+' "$output")
+if [[ -n "$out_claim" ]]; then
+  folder="$(kubectl get pv "$(kubectl get pvc "$out_claim" -n "$ns" -o jsonpath='{.spec.volumeName}')" \
+    -o jsonpath='{.spec.hostPath.path}')/$inner"
+  say "run folder: $output (claim $out_claim) = $folder"
+  say "report: $folder/report.html"
+else
+  say "run folder: $output (no Job of $pipeline mounts it any more; claim folders are under $STATE/executor/volumes/$ns/)"
+fi

@@ -1,0 +1,71 @@
+"""Which exit code each known failure of a stage command gets; the operator's podFailurePolicy acts on them. Called by `cli.main`.
+
+The codes are `trainpipe.contract.exitcodes.ExitCode`: 2–7 mean the same command fails again on the same
+inputs (the Job fails at once), 1 means the unit's own work failed (retried). An error not in the table
+is a bug: it keeps its traceback and exits 1.
+"""
+
+from __future__ import annotations
+
+from trainpipe.contract.exitcodes import ExitCode
+
+
+class UsageError(ValueError):
+    """Command-line arguments argparse refused (unknown flag, bad value); the message is argparse's."""
+
+
+def exit_table() -> tuple[tuple[type[BaseException], ExitCode], ...]:
+    """(error type, exit code) in the order they are matched; imported here so `--help` stays fast."""
+    from trainpipe.cli.options import OptionsError
+    from trainpipe.contract.pipeline import ManifestError
+    from trainpipe.data.errors import DataError
+    from trainpipe.families.catalogue import UnknownFamilyError
+    from trainpipe.io.plan_files import PlanFileError
+    from trainpipe.resources import CpuSettingError
+    from trainpipe.runner.plan_identity import StalePlanError
+    from trainpipe.runner.steps import StageFailedError, StageInputError
+    from trainpipe.runner.units import UnitFailedError
+    from trainpipe.stages.planning import EmptyPlanError
+    from trainpipe.training.stage import StageGateError
+    from trainpipe.training.units import UnitAddressError, UnitNotFoundError
+
+    return (
+        (UsageError, ExitCode.INVALID_SPEC),
+        (OptionsError, ExitCode.INVALID_SPEC),
+        (ManifestError, ExitCode.INVALID_SPEC),
+        (UnknownFamilyError, ExitCode.INVALID_SPEC),
+        (UnitAddressError, ExitCode.INVALID_SPEC),
+        (CpuSettingError, ExitCode.INVALID_SPEC),
+        (DataError, ExitCode.BAD_DATA),
+        (StageInputError, ExitCode.MISSING_INPUT),
+        (PlanFileError, ExitCode.MISSING_INPUT),
+        (UnitNotFoundError, ExitCode.MISSING_INPUT),
+        (StageGateError, ExitCode.GATE_CLOSED),
+        (StalePlanError, ExitCode.STALE_PLAN),
+        (EmptyPlanError, ExitCode.EMPTY_PLAN),
+        (StageFailedError, ExitCode.UNIT_FAILED),
+        (UnitFailedError, ExitCode.UNIT_FAILED),
+    )
+
+
+def exit_code_for(exc: BaseException) -> ExitCode | None:
+    """The exit code of a known failure, or None for an unexpected one (a bug)."""
+    for kind, code in exit_table():
+        if isinstance(exc, kind):
+            return code
+    return None
+
+
+# For `trainpipe --help`: one line per code, the same facts as the table above.
+EPILOG_TABLE = """\
+exit codes (what the operator's podFailurePolicy reads; 2-7 are permanent, 1 is retried):
+  0  OK             the stage or unit is done (or was already done, or was copied from another run)
+  1  UNIT_FAILED    the work itself failed: a model raised, a worker died (retry the same command)
+  2  INVALID_SPEC   bad flags, -f manifest or --spec-json; unknown family; a family of the other --stage
+  3  BAD_DATA       a data file is missing, unreadable or malformed (the message names file and column)
+  4  MISSING_INPUT  an upstream stage's artefacts are missing or from other inputs; a --unit-index or
+                    --target the ranking or plan on the volume does not have
+  5  GATE_CLOSED    a gpu stage or unit while cpu units of the plan are not done
+  6  STALE_PLAN     the plan on the volume has another --run-id or --plan-digest than this call's
+  7  EMPTY_PLAN     routing left nothing to train and training.allowEmptyPlan is false
+"""

@@ -1,0 +1,18 @@
+# The trainpipe operator on the local cluster (mk/cluster.mk): run it as a local process with its
+# ServiceAccount's RBAC, and the whole demo (example data on a claim, a TrainingPipeline, the report).
+# State, logs and pids live next to the cluster's in $(CLUSTER_DIR).
+
+OPERATOR_ARGS ?=
+DEMO_TIMEOUT ?= 1800
+
+.PHONY: operator-up operator-down demo-cluster
+
+operator-up: install cluster-up ## Install the CRD + RBAC and run the operator locally as its ServiceAccount (reused when up)
+	@$(CLUSTER_ENV) hack/operator-up.sh $(OPERATOR_ARGS)
+
+operator-down: ## Stop the operator started by operator-up (the CRD and pipelines stay)
+	@$(CLUSTER_ENV) hack/operator-down.sh
+
+# The script starts the cluster and the operator itself (both reused when up), so it also runs alone.
+demo-cluster: install cluster-build ## The demo on Kubernetes: cluster + operator, example data on a claim, TrainingPipeline `demo`, report path
+	@$(CLUSTER_ENV) DEMO_TIMEOUT=$(DEMO_TIMEOUT) hack/demo-cluster.sh

@@ -1,0 +1,86 @@
+"""The operator's pure helpers around `decide`: API-dict parsers, the watch-stall detector, the work queue."""
+
+from __future__ import annotations
+
+import asyncio
+
+from trainpipe.contract.names import Stage
+from trainpipe_operator.health import WatchHealth
+from trainpipe_operator.observed import parse_job, parse_pipeline, parse_plan_configmap, parse_pod
+from trainpipe_operator.runtime import ReconcileQueue
+
+LABELS = {"trainpipe.io/pipeline": "demo", "trainpipe.io/run": "r1", "trainpipe.io/stage": "cpu", "trainpipe.io/family": "xgboost",
+          "trainpipe.io/attempt": "1"}
+
+
+def test_an_indexed_job_with_failed_indexes_reads_as_failed_units_with_its_condition():
+    obj = {"metadata": {"name": "demo-r1-cpu-xgboost-1", "labels": LABELS, "annotations": {"trainpipe.io/plan-digest": "abc"}},
+           "spec": {"completions": 6, "completionMode": "Indexed", "suspend": False},
+           "status": {"succeeded": 3, "failed": 4, "failedIndexes": "1,3-4", "conditions": [
+               {"type": "FailureTarget", "status": "True"}, {"type": "Failed", "status": "True", "reason": "FailedIndexes", "message": "Job has failed indexes"}]}}
+    job = parse_job(obj)
+    assert job is not None and job.stage is Stage.CPU and job.family == "xgboost" and job.attempt == 1 and job.run == "r1"
+    assert job.failed_indexes == (1, 3, 4) and job.failed_units == 3 and job.failed_condition == "FailedIndexes: Job has failed indexes"
+    assert job.indexed and job.completions == 6 and not job.complete and job.plan_digest == "abc"
+
+
+def test_jobs_without_our_labels_are_not_ours():
+    assert parse_job({"metadata": {"name": "x", "labels": {"app": "other"}}, "spec": {}, "status": {}}) is None
+
+
+def test_a_pod_reads_as_its_job_index_termination_message_and_scheduler_reason():
+    pending = parse_pod({"metadata": {"name": "p", "labels": {"batch.kubernetes.io/job-name": "j"}, "annotations": {"batch.kubernetes.io/job-completion-index": "2"}},
+                         "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                                                         "message": "0/4 nodes are available: 2 Insufficient nvidia.com/gpu."}]}})
+    assert pending is not None and pending.index == 2 and "Insufficient nvidia.com/gpu" in (pending.unschedulable or "")
+    failed = parse_pod({"metadata": {"name": "q", "labels": {"job-name": "j"}},
+                        "status": {"phase": "Failed", "containerStatuses": [{"state": {"terminated": {"exitCode": 3, "message": "bad data in AAPL.parquet\n"}}}]}})
+    assert failed is not None and failed.exit_code == 3 and failed.message == "bad data in AAPL.parquet" and failed.index is None
+
+
+def test_a_pipeline_with_an_unusable_spec_names_the_field_under_spec():
+    view = parse_pipeline({"metadata": {"name": "p", "namespace": "n", "generation": 3, "annotations": {"trainpipe.io/retry": "t"}},
+                           "spec": {"targets": {"topN": 0}}})
+    assert view.spec is None and "spec.targets.topN" in (view.spec_error or "") and view.generation == 3 and view.retry_token == "t"
+
+
+def test_a_foreign_or_edited_plan_config_map_is_ignored_so_it_gets_rewritten():
+    assert parse_plan_configmap({"data": {"run": "r", "digest": "d", "path": "p", "units": '{"lightgbm": 2}'}}).units == {"lightgbm": 2}
+    assert parse_plan_configmap({"data": {"run": "r", "digest": "d"}}) is None
+    assert parse_plan_configmap({"data": {"run": "r", "digest": "d", "path": "p", "units": "not json"}}) is None
+
+
+def test_the_watch_is_stalled_only_when_a_list_keeps_showing_versions_no_event_brought():
+    health = WatchHealth(grace_seconds=60)
+    key = ("ns", "p")
+    health.saw(key, "10")
+    health.listed({key: "10"}, now=0)
+    assert health.stalled(now=1000) == []  # quiet but in step: healthy
+    health.listed({key: "11"}, now=100)  # the LIST is ahead of the watch
+    assert health.stalled(now=150) == []  # within the grace period: the event may be on its way
+    assert health.stalled(now=161) == [key]
+    health.saw(key, "11")
+    assert health.stalled(now=200) == []
+    health.listed({key: "12"}, now=300)
+    health.listed({}, now=310)  # deleted: no longer tracked
+    assert health.stalled(now=1000) == []
+
+
+def test_the_queue_folds_bursts_and_never_runs_one_key_twice_at_once():
+    async def scenario() -> list[tuple[str, str]]:
+        queue = ReconcileQueue()
+        a, b = ("ns", "a"), ("ns", "b")
+        for key in (a, a, b, a):
+            queue.add(key)
+        assert len(queue) == 2
+        first = await queue.take()
+        queue.add(first)  # an event while its pass runs: one more pass afterwards, not a parallel one
+        second = await queue.take()
+        assert second != first
+        queue.done(first)
+        third = await queue.take()
+        queue.done(second)
+        queue.done(third)
+        return [first, second, third]
+
+    assert asyncio.run(scenario()) == [("ns", "a"), ("ns", "b"), ("ns", "a")]
