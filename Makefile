@@ -52,7 +52,8 @@ lint: install ## ruff and the import-linter architecture contracts
 	$(VENV)/bin/lint-imports
 
 typecheck: install ## mypy on the pure core
-	$(VENV)/bin/mypy jobs/trainpipe/contract jobs/trainpipe/cv.py jobs/trainpipe/stages/routing.py jobs/trainpipe/stages/planning.py jobs/trainpipe/stages/candidates.py
+	$(VENV)/bin/mypy jobs/trainpipe/contract jobs/trainpipe/cv.py jobs/trainpipe/stages/routing.py jobs/trainpipe/stages/planning.py jobs/trainpipe/stages/candidates.py \
+		operator/trainpipe_operator
 
 manifests: install ## Regenerate crds/ from the typed pipeline model
 	$(PY) -m trainpipe.contract.crd crds/trainpipe.io_trainingpipelines.yaml

@@ -39,6 +39,12 @@ apiserver_ready() {
   [[ -f "$KUBECONFIG_FILE" ]] && kubectl get --raw /readyz >/dev/null 2>&1
 }
 
+# True when the running executor was started before its code last changed (it runs the old code).
+executor_stale() {
+  pid_alive "$EXECUTOR_PID" && { [[ "$REPO/tests/cluster/executor.py" -nt "$EXECUTOR_PID" ]] ||
+    [[ "$REPO/tests/cluster/clusterkit.py" -nt "$EXECUTOR_PID" ]]; }
+}
+
 # True when the pidfile names a live `python -m trainpipe_operator` (not a recycled pid).
 operator_alive() {
   pid_alive "$OPERATOR_PID" && grep -qa trainpipe_operator "/proc/$(cat "$OPERATOR_PID")/cmdline" 2>/dev/null

@@ -21,10 +21,20 @@ fi
 start=$(date +%s%N)
 mkdir -p "$STATE"
 
-if apiserver_ready && pid_alive "$EXECUTOR_PID"; then
+if apiserver_ready && pid_alive "$EXECUTOR_PID" && ! executor_stale; then
   log "already up (state in $STATE)"
   echo "$KUBECONFIG_FILE"
   exit 0
+fi
+if apiserver_ready && executor_stale; then
+  # Edited since it started (a developer's loop): the cluster stays, the executor is replaced. Pods it
+  # was running are reported failed (ExecutorLost) by the new one, as after a node restart.
+  log "tests/cluster/executor.py or clusterkit.py changed since the executor started: restarting it"
+  pid="$(cat "$EXECUTOR_PID")"
+  kill -TERM "$pid"
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+  rm -f "$EXECUTOR_PID"
 fi
 
 if ! apiserver_ready; then

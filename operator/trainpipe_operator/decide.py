@@ -337,18 +337,18 @@ def _walk_stages(p: _Pass) -> None:
             elif job.deleting:
                 p.requeue.append(DELETION_POLL_SECONDS)  # re-created once it is gone
         counts = _count(jobs, intents, names)
-        started = old.started_at
-        if started is None:
-            started = p.stamp
+        started: str = old.started_at or p.stamp
+        if old.started_at is None:
             p.event("Normal", Reason.JOBS_CREATED, f"stage {stage.value}: {len(intents)} Job(s), {sum(i.completions for i in intents)} unit(s)")
         current = old.model_copy(update={**counts, "started_at": started, "reason": None, "message": None})
         mine = [present[n] for n in names if n in present and not present[n].deleting]
         if len(mine) == len(names) and all(j.complete for j in mine):
-            problem = _record_outputs(p, stage, mine)
-            if problem:
-                p.stages[stage.value] = current.model_copy(update={"outcome": FAILED, "reason": Reason.STAGE_FAILED.value, "finished_at": p.stamp, "message": problem})
-                p.event("Warning", Reason.STAGE_FAILED, problem)
-                p.stop("failed", Reason.STAGE_FAILED, problem)
+            unreadable = _record_outputs(p, stage, mine)
+            if unreadable:
+                p.stages[stage.value] = current.model_copy(update={"outcome": FAILED, "reason": Reason.STAGE_FAILED.value, "finished_at": p.stamp,
+                                                                   "message": unreadable})
+                p.event("Warning", Reason.STAGE_FAILED, unreadable)
+                p.stop("failed", Reason.STAGE_FAILED, unreadable)
                 return
             p.stages[stage.value] = current.model_copy(update={"outcome": SUCCEEDED, "finished_at": p.stamp})
             p.finished.append((stage.value, SUCCEEDED, _seconds(started, p.stamp), len(mine)))

@@ -1,12 +1,14 @@
 """The kopf adapter: low-level watch handlers that only wake the reconcile queue, and kopf's settings.
 
-Only `on.event` handlers: they keep no state on the objects (no kopf annotations on Jobs or
+Handlers are coroutines: kopf runs them on its event loop, the loop the reconcile queue lives on (kopf
+would run plain functions in threads, where touching the queue is unsafe). Only `on.event` handlers: they keep no state on the objects (no kopf annotations on Jobs or
 pipelines) and add no finalizer, so deleting a pipeline never hangs while the operator is down.
 The periodic resync in `runtime` is the safety net kopf's timers would be, without their finalizer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -14,7 +16,17 @@ import kopf
 from trainpipe.contract.names import API_GROUP, API_VERSION, LABEL_MANAGED_BY, LABEL_PIPELINE, MANAGER, PLURAL
 from trainpipe_operator.runtime import Reconciler
 
-CHILD_LABELS = {LABEL_PIPELINE: kopf.PRESENT, LABEL_MANAGED_BY: MANAGER}
+CHILD_LABELS: dict[str, Any] = {LABEL_PIPELINE: kopf.PRESENT, LABEL_MANAGED_BY: MANAGER}
+
+
+def connection_info(config: Any) -> kopf.ConnectionInfo:
+    """kopf's connection settings from an official-client Configuration (token, client certificate or both)."""
+    header = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix("authorization")
+    scheme, _, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=config.host, ca_path=config.ssl_ca_cert, insecure=not config.verify_ssl, scheme=scheme or None, token=token or None,
+        certificate_path=config.cert_file, private_key_path=config.key_file, username=config.username or None, password=config.password or None,
+    )
 
 
 def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
@@ -30,27 +42,34 @@ def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
         settings.scanning.disabled = True  # the resources are fixed; no need to watch CRDs and namespaces
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # The official client's loaders: the --kubeconfig / $KUBECONFIG file, else the pod's ServiceAccount.
-        return kopf.login_via_client(**kwargs)
+    async def login(**_: Any) -> kopf.ConnectionInfo:
+        # kopf's watches use the very credentials our client loaded (the --kubeconfig file or the pod's
+        # ServiceAccount), so both sides always act as the same identity with the same RBAC.
+        info = connection_info(reconciler.kube.api.configuration)
+        reconciler.logged_in.set()
+        return info
 
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
-    def pipeline_event(event: dict[str, Any], namespace: str, name: str, meta: dict[str, Any], **_: Any) -> None:
+    async def pipeline_event(event: kopf.RawEvent, namespace: str | None, name: str, meta: kopf.Meta, **_: Any) -> None:
+        if namespace is None:
+            return
         key = (namespace, name)
         if event.get("type") == "DELETED":
             reconciler.health.forget(key)
             reconciler.metrics.record_status(key, None)
             return
-        reconciler.health.saw(key, meta.get("resourceVersion", ""))
+        reconciler.health.saw(key, str(meta.get("resourceVersion", "")))
         reconciler.enqueue(key)
 
     @kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS, registry=registry)
-    def job_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
-        reconciler.enqueue((namespace, labels[LABEL_PIPELINE]))
+    async def job_event(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+        if namespace is not None:
+            reconciler.enqueue((namespace, labels[LABEL_PIPELINE]))
 
     @kopf.on.event("", "v1", "pods", labels=CHILD_LABELS, registry=registry)
-    def pod_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
+    async def pod_event(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
         # Pods add what Jobs do not show: the scheduler's reason for Pending, termination messages.
-        reconciler.enqueue((namespace, labels[LABEL_PIPELINE]))
+        if namespace is not None:
+            reconciler.enqueue((namespace, labels[LABEL_PIPELINE]))
 
     return registry

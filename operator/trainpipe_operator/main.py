@@ -48,7 +48,7 @@ def http_app(reconciler: Reconciler, ready: asyncio.Event) -> web.Application:
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        if ready.is_set() and reconciler.resynced.is_set():
+        if ready.is_set() and reconciler.resynced.is_set() and reconciler.logged_in.is_set():
             return web.Response(text="ready\n")
         return web.Response(status=503, text="starting: watches or the first resync are not up yet\n")
 
@@ -62,8 +62,6 @@ async def serve(args: argparse.Namespace) -> None:
 
     from trainpipe_operator.handlers import build_registry
 
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it too
     namespaces = tuple(args.namespace)
     config = OperatorConfig(cpu_image=args.cpu_image, gpu_image=args.gpu_image, resync_seconds=args.resync_seconds)
     reconciler = Reconciler(kube=Kube(load_client(args.kubeconfig)), config=config, metrics=Metrics(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -25,12 +26,14 @@ class Metrics:
         self.reconcile_errors = Counter("trainpipe_reconcile_errors_total", "Passes that raised (retried with backoff)", registry=r)
         self.watch_stalled = Gauge("trainpipe_watch_stalled", "1 while the pipeline watch lags behind a fresh LIST", registry=r)
         self._conditions: dict[tuple[str, str], set[str]] = {}
+        self._lock = threading.Lock()  # reconcile passes run in worker threads
 
     def record_status(self, key: tuple[str, str], status: PipelineStatus | None) -> None:
         """Remember which conditions are True for one pipeline (None: it is gone) and refresh the gauge."""
-        if status is None:
-            self._conditions.pop(key, None)
-        else:
-            self._conditions[key] = {c.type for c in status.conditions if c.status == "True"}
-        for ctype in ConditionType:
-            self.pipelines.labels(condition=ctype.value).set(sum(1 for true in self._conditions.values() if ctype.value in true))
+        with self._lock:
+            if status is None:
+                self._conditions.pop(key, None)
+            else:
+                self._conditions[key] = {c.type for c in status.conditions if c.status == "True"}
+            for ctype in ConditionType:
+                self.pipelines.labels(condition=ctype.value).set(sum(1 for true in self._conditions.values() if ctype.value in true))

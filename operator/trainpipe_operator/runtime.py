@@ -72,6 +72,7 @@ class Reconciler:
     _failures: dict[Key, int] = field(default_factory=dict)
     _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
     resynced: asyncio.Event = field(default_factory=asyncio.Event)
+    logged_in: asyncio.Event = field(default_factory=asyncio.Event)  # kopf's watches have credentials
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def enqueue(self, key: Key) -> None:

@@ -107,11 +107,11 @@ def cluster() -> Iterator[Cluster]:
     venv = os.environ.get("VENV", str(Path(sys.executable).parents[1]))
     env = dict(os.environ, TRAINPIPE_CLUSTER_DIR=str(state), VENV=venv)
     started_here = not _cluster_is_up(kubeconfig, state)
-    if started_here:
-        up = subprocess.run([str(HACK / "cluster-up.sh")], env=env, capture_output=True, text=True, timeout=300,
-                            check=False)
-        if up.returncode != 0:
-            pytest.fail(f"hack/cluster-up.sh failed (rc {up.returncode}):\n{up.stderr[-4000:]}", pytrace=False)
+    # Also when it is up: cluster-up.sh then returns at once, or restarts an executor whose code changed.
+    up = subprocess.run([str(HACK / "cluster-up.sh")], env=env, capture_output=True, text=True, timeout=300,
+                        check=False)
+    if up.returncode != 0:
+        pytest.fail(f"hack/cluster-up.sh failed (rc {up.returncode}):\n{up.stderr[-4000:]}", pytrace=False)
     kube = Kube(kubeconfig)
     try:
         yield Cluster(kubeconfig=kubeconfig, state=state, tools=tools, kube=kube, started_here=started_here)
