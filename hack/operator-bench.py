@@ -69,7 +69,8 @@ class Watcher:
         while not self._stop.is_set():
             for event in self.kube.watch(path, rv, timeout_seconds=5):
                 rv = event["object"]["metadata"].get("resourceVersion", rv)
-                handler(event["type"], event["object"], time.monotonic())
+                if event["type"] in ("ADDED", "MODIFIED"):  # not BOOKMARK (no labels) or ERROR
+                    handler(event["type"], event["object"], time.monotonic())
 
     def _on_pipeline(self, kind: str, obj: dict[str, Any], at: float) -> None:
         if kind == "ADDED":
@@ -157,7 +158,7 @@ def main() -> int:
     body = "\n".join([
         f"## Operator hand-off latency (local control plane, {args.pipelines} pipelines, skipped pods)",
         "",
-        f"Command: `{command}` (cluster up: `make cluster-up`), {time.strftime('%Y-%m-%d', time.gmtime())}, {os.cpu_count()} cores.",
+        f"Command: `make bench-operator` (= `{command}` on the running local cluster), {time.strftime('%Y-%m-%d', time.gmtime())}, {os.cpu_count()} cores.",
         f"Each pipeline: rank → select (3 units) → plan → cpu (lightgbm, xgboost: 2 units each) → gpu (mlp: 2 units) → report; "
         f"pods completed by the executor without running, created {args.stagger}s apart. Target: medians ≤ 1 s.",
         "",

@@ -5,7 +5,7 @@
 OPERATOR_ARGS ?=
 DEMO_TIMEOUT ?= 1800
 
-.PHONY: operator-up operator-down demo-cluster
+.PHONY: operator-up operator-down demo-cluster bench-operator
 
 operator-up: install cluster-up ## Install the CRD + RBAC and run the operator locally as its ServiceAccount (reused when up)
 	@$(CLUSTER_ENV) hack/operator-up.sh $(OPERATOR_ARGS)
@@ -16,3 +16,6 @@ operator-down: ## Stop the operator started by operator-up (the CRD and pipeline
 # The script starts the cluster and the operator itself (both reused when up), so it also runs alone.
 demo-cluster: install cluster-build ## The demo on Kubernetes: cluster + operator, example data on a claim, TrainingPipeline `demo`, report path
 	@$(CLUSTER_ENV) DEMO_TIMEOUT=$(DEMO_TIMEOUT) hack/demo-cluster.sh
+
+bench-operator: install cluster-up ## Operator hand-off latency on the local cluster (skipped pods) into BENCHMARKS.md
+	$(CLUSTER_ENV) $(VENV)/bin/python hack/operator-bench.py --pipelines 20

@@ -277,3 +277,31 @@ def test_a_gpu_stage_that_cannot_be_scheduled_says_why_in_status(kube: Kube, nam
     assert "cannot be scheduled" in message
     gpu_jobs = [j for j in jobs(kube, namespace, "pending") if stage_of(j) == "gpu"]
     assert len(gpu_jobs) == 1 and gpu_jobs[0]["spec"]["completions"] == 2
+
+
+# (verb, resource[/subresource], allowed) as the operator's ServiceAccount.
+ACCESS = [
+    ("update", "trainingpipelines.trainpipe.io/status", True),
+    ("create", "jobs.batch", True),
+    ("patch", "jobs.batch", True),
+    ("get", "pods", True),
+    ("patch", "trainingpipelines.trainpipe.io", False),  # the spec is the user's: the operator writes status only
+    ("update", "trainingpipelines.trainpipe.io", False),
+    ("delete", "pods", False),
+    ("create", "pods", False),
+    ("get", "secrets", False),
+    ("delete", "configmaps", False),
+    ("delete", "persistentvolumeclaims", False),  # trained models are never deleted by the operator itself
+    ("create", "customresourcedefinitions.apiextensions.k8s.io", False),
+]
+
+
+def test_the_operator_account_has_only_what_its_code_uses(cluster: Cluster, namespace: str, operator_kubeconfig: Path) -> None:
+    wrong = []
+    for verb, resource, allowed in ACCESS:
+        name, _, sub = resource.partition("/")
+        extra = [f"--subresource={sub}"] if sub else []
+        answer = cluster.kubectl("auth", "can-i", verb, name, *extra, "-n", namespace, kubeconfig=operator_kubeconfig, check=False)
+        if answer.stdout.strip() != ("yes" if allowed else "no"):
+            wrong.append(f"can-i {verb} {resource}: {answer.stdout.strip()} {answer.stderr.strip()}")
+    assert not wrong
