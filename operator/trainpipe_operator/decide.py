@@ -19,13 +19,14 @@ from trainpipe.contract.names import STAGE_ORDER, Stage
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.reports import PlanReport, RankReport
 from trainpipe.contract.runs import run_id
-from trainpipe.contract.status import ConditionType, PipelineStatus, PlanRef, Reason, RunRef, StageStatus
+from trainpipe.contract.status import ConditionType, PipelineStatus, PlanRef, Reason, RunRecord, RunRef, StageStatus
 from trainpipe_operator import manifests
 from trainpipe_operator.conditions import set_condition
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.manifests import JobIntent, Owner
 from trainpipe_operator.naming import job_name
 from trainpipe_operator.observed import Observed, ObservedJob, ObservedPlan, PipelineView
+from trainpipe_operator.schedule import schedule_state, seconds_until
 
 SUCCEEDED, FAILED = "Succeeded", "Failed"
 # How soon to look again while a Job we need to re-create is still being deleted.
@@ -85,6 +86,7 @@ class _Pass:
     run: str
     status: dict[str, Any]
     stages: dict[str, StageStatus]
+    slot: str | None = None  # the cron fire time the run belongs to, if the schedule started it
     create: list[dict[str, Any]] = field(default_factory=list)
     upsert: list[dict[str, Any]] = field(default_factory=list)
     delete: list[str] = field(default_factory=list)
@@ -121,9 +123,13 @@ def decide(view: PipelineView, observed: Observed, config: OperatorConfig, now: 
     if view.spec is None:
         return _invalid(view, now, f"the spec cannot be used: {view.spec_error}")
     spec = view.spec
-    run = run_id(spec, view.rerun_token)
-    p = _Pass(view, spec, observed, config, now, run, status={}, stages={})
+    slot, schedule = schedule_state(spec.schedule, view.status.schedule, now)
+    run = run_id(spec, view.rerun_token, slot)
+    p = _Pass(view, spec, observed, config, now, run, status={}, stages={}, slot=slot)
     _start_or_continue_run(p)
+    p.status["schedule"] = schedule.model_dump() if schedule else None
+    if schedule is not None and (wait := seconds_until(schedule.next_run_at, now)) is not None:
+        p.requeue.append(max(1.0, wait))
     # Jobs of any other run are left from a superseded or earlier run: their outputs stay on the volume,
     # the Jobs go, so the number of objects per pipeline stays bounded.
     p.delete.extend(j.name for j in observed.jobs if j.run != run and not j.deleting)
@@ -148,15 +154,30 @@ def _start_or_continue_run(p: _Pass) -> None:
         p.status = old.model_dump()
         p.stages = dict(old.stages)
         return
+    history = list(old.history)
     if old.run_id and not old.finished_at:
-        p.event("Normal", Reason.SUPERSEDED, f"run {old.run_id} superseded by run {p.run} (the spec or the rerun token changed)")
-    p.event("Normal", Reason.RUN_STARTED, f"run {p.run} started for generation {p.view.generation}")
+        failed = any(s.outcome == FAILED for s in old.stages.values())
+        history.insert(0, RunRecord(run_id=old.run_id, outcome="Failed" if failed else "Superseded", started_at=old.started_at, finished_at=p.stamp))
+        p.event("Normal", Reason.SUPERSEDED, f"run {old.run_id} superseded by run {p.run} ({_trigger(p)})")
+    p.event("Normal", Reason.RUN_STARTED, f"run {p.run} started for generation {p.view.generation} ({_trigger(p)})")
     p.status = PipelineStatus(
         conditions=old.conditions, last_succeeded_run=old.last_succeeded_run, run_id=p.run, run_generation=p.view.generation,
         rerun_token=p.view.rerun_token, retry_token=p.view.retry_token, started_at=p.stamp,
-        output_path=manifests.run_dir(p.spec, p.view.name, p.run),
+        output_path=manifests.run_dir(p.spec, p.view.name, p.run), history=history[: p.spec.keep_runs],
     ).model_dump()
     p.stages = {}
+
+
+def _trigger(p: _Pass) -> str:
+    """Why a new run starts, in words a user reads in an Event."""
+    old = p.view.status
+    if old.run_id is None:
+        return "the pipeline is new"
+    if (p.view.rerun_token or None) != (old.rerun_token or None):
+        return "the trainpipe.io/rerun token changed"
+    if p.spec.schedule is not None and (old.schedule.slot if old.schedule else None) != p.slot:
+        return f"the schedule fired ({p.spec.schedule.cron} {p.spec.schedule.time_zone})"
+    return "the spec changed what a run computes"
 
 
 def _ensure_artifacts_claim(p: _Pass) -> None:
@@ -373,6 +394,8 @@ def _walk_stages(p: _Pass) -> None:
         return
     # Every stage succeeded in this pass.
     p.status["finished_at"] = p.stamp
+    record = RunRecord(run_id=p.run, outcome="Succeeded", started_at=p.status.get("started_at"), finished_at=p.stamp)
+    p.status["history"] = [record.model_dump(), *p.status.get("history", [])][: p.spec.keep_runs]
     p.status["last_succeeded_run"] = RunRef(run_id=p.run, models_path=f"{manifests.run_dir(p.spec, p.view.name, p.run)}/models", finished_at=p.stamp).model_dump()
     p.event("Normal", Reason.SUCCEEDED, f"run {p.run} succeeded; report at {manifests.run_dir(p.spec, p.view.name, p.run)}/report.html")
     p.stop("done", Reason.SUCCEEDED, _success_message(p))

@@ -92,7 +92,8 @@ def job_spec_json(spec: PipelineSpec) -> str:
 def stage_args(spec: PipelineSpec, pipeline: str, run: str, intent: JobIntent) -> list[str]:
     out = run_dir(spec, pipeline, run)
     if intent.stage is Stage.REPORT:
-        return ["report", "--output-dir", out, "--run-id", run, "--termination-log", TERMINATION_LOG]
+        return ["report", "--output-dir", out, "--run-id", run, "--termination-log", TERMINATION_LOG,
+                "--reuse-dir", pipeline_dir(spec, pipeline), "--keep-runs", str(spec.keep_runs)]
     common = ["--spec-json", job_spec_json(spec), "--output-dir", out, "--run-id", run,
               "--reuse-dir", pipeline_dir(spec, pipeline), "--termination-log", TERMINATION_LOG]
     if intent.stage is Stage.SELECT:

@@ -463,3 +463,85 @@ def test_stage_jobs_carry_labels_owner_no_api_token_and_fail_fast_on_bad_input()
     assert container["args"][container["args"].index("--output-dir") + 1] == f"/artifacts/demo/{RUN}"
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert mounts["data"]["readOnly"] is True and mounts["data"]["mountPath"] == "/data"
+
+
+# ---- schedules and kept runs ----------------------------------------------------------------------
+
+NIGHTLY = {"schedule": {"cron": "0 2 * * *", "timeZone": "UTC"}}
+
+
+def _finished(d: Decision) -> PipelineStatus:
+    """The status after the run of `d` completed (every stage recorded as succeeded)."""
+    stages = {s.value: StageStatus(succeeded=1, outcome="Succeeded", started_at="2026-12-01T12:00:00Z", finished_at="2026-12-01T12:30:00Z") for s in Stage}
+    return d.status.model_copy(update={"stages": stages, "finished_at": "2026-12-01T12:30:00Z"})
+
+
+def test_a_schedule_starts_a_new_run_at_each_fire_time_even_with_an_unchanged_spec():
+    s = spec(**NIGHTLY)
+    created = run(view(s))
+    assert created.status.run_id == run_id(s), "creating a scheduled pipeline runs it once now, as any pipeline"
+    assert created.status.schedule.next_run_at == "2026-12-02T02:00:00Z"
+    assert created.requeue_after == pytest.approx(14 * 3600)
+    quiet = run(view(s, status=_finished(created)), now=NOW + timedelta(hours=13))
+    assert quiet.status.run_id == created.status.run_id and not quiet.create
+    fired = run(view(s, status=_finished(created)), now=datetime(2026, 12, 2, 2, 0, 30, tzinfo=UTC))
+    assert fired.status.run_id == run_id(s, None, "2026-12-02T02:00:00Z") != created.status.run_id
+    assert stages_created(fired) == [("rank", "all")]
+    assert any(e.reason == "RunStarted" and "schedule fired" in e.message for e in fired.events)
+    assert fired.status.schedule.slot == "2026-12-02T02:00:00Z" and fired.status.schedule.next_run_at == "2026-12-03T02:00:00Z"
+
+
+def test_fire_times_missed_while_the_operator_was_down_start_one_run():
+    s = spec(**NIGHTLY)
+    created = run(view(s))
+    back = run(view(s, status=_finished(created)), now=datetime(2026, 12, 5, 9, 0, tzinfo=UTC))
+    assert back.status.schedule.slot == "2026-12-05T02:00:00Z"
+    again = run(view(s, status=back.status), now=datetime(2026, 12, 5, 9, 5, tzinfo=UTC))
+    assert again.status.run_id == back.status.run_id
+
+
+@pytest.mark.parametrize("edit", [{"schedule": {"cron": "30 3 * * 1-5", "timeZone": "UTC"}}, {"schedule": None}])
+def test_adding_editing_or_removing_a_schedule_never_starts_a_run_by_itself(edit):
+    s = spec(**NIGHTLY)
+    fired = run(view(s, status=_finished(run(view(s)))), now=datetime(2026, 12, 2, 2, 0, 30, tzinfo=UTC))
+    edited = spec(**{**NIGHTLY, **edit}) if edit["schedule"] else spec()
+    later = run(view(edited, status=fired.status, generation=2), now=datetime(2026, 12, 2, 9, 0, tzinfo=UTC))
+    assert later.status.run_id == fired.status.run_id and not later.delete_jobs
+
+
+def test_a_schedule_is_read_in_its_time_zone():
+    s = spec(schedule={"cron": "0 2 * * *", "timeZone": "Europe/London"})
+    summer = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
+    created = run(view(s), now=summer)
+    assert created.status.schedule.next_run_at == "2026-07-02T01:00:00Z"  # 02:00 BST
+
+
+@pytest.mark.parametrize(("schedule", "field"), [({"cron": "every night"}, "schedule.cron"), ({"cron": "0 2 * * *", "timeZone": "Mars/Olympus"}, "schedule.timeZone")])
+def test_a_bad_schedule_is_refused_naming_the_field(schedule, field):
+    from pydantic import ValidationError
+
+    from trainpipe.contract.pipeline import format_validation_error
+
+    with pytest.raises(ValidationError) as err:
+        PipelineSpec.model_validate({"schedule": schedule})
+    assert field.replace("timeZone", "time_zone") in format_validation_error(err.value).replace("timeZone", "time_zone")
+
+
+def test_run_records_are_kept_newest_first_and_bounded_by_keep_runs():
+    s = spec(keepRuns=2)
+    status = status_after(*[st for st in Stage if st is not Stage.REPORT])
+    finished = run(view(s, status=status), done(Stage.REPORT), plan=plan_cm())
+    assert [(r.run_id, r.outcome) for r in finished.status.history] == [(RUN, "Succeeded")]
+    second = run(view(s, status=finished.status, rerun="b"))
+    third = run(view(s, status=second.status, rerun="c"))
+    fourth = run(view(s, status=third.status, rerun="d"))
+    assert [r.outcome for r in fourth.status.history] == ["Superseded", "Superseded"]
+    assert [r.run_id for r in fourth.status.history] == [run_id(s, "c"), run_id(s, "b")]
+
+
+def test_the_report_job_prunes_run_folders_beyond_keep_runs():
+    st = status_after(*[s for s in Stage if s is not Stage.REPORT])
+    d = run(view(spec(keepRuns=3), status=st), plan=plan_cm())
+    [report] = created_jobs(d).values()
+    args = report["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "report" and args[args.index("--keep-runs") + 1] == "3" and args[args.index("--reuse-dir") + 1] == "/artifacts/demo"

@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="Rebuild report.html from an output folder.")
     report.add_argument("--output-dir", type=Path, required=True, metavar="DIR")
     add_spec_source(report.add_argument_group("pipeline (validated only: the report renders what the output folder holds)"))
-    add_run_options(report, reuse_help="Accepted so every stage takes the same flags; the report is always rendered from this run's folder.")
+    add_run_options(report, reuse_help="The pipeline's folder of run folders (<artifacts>/<pipeline>); with --keep-runs, older runs there are removed.")
+    report.add_argument("--keep-runs", type=int, metavar="N",
+                        help="After writing the report, keep only the N newest run folders in --reuse-dir (this one always). [spec.keepRuns]")
     return parser
 
 
@@ -185,7 +187,16 @@ def _report(args: argparse.Namespace) -> dict:
         check_plan(read_training_plan(layout.master_training_plan), layout.master_training_plan, args.run_id, None)
     path = write_report(layout)
     print(path)
-    return html_report(layout)
+    report = html_report(layout)
+    if args.keep_runs is not None:
+        from trainpipe.cli.options import OptionsError
+        from trainpipe.runner.retention import prune_runs
+
+        if args.reuse_dir is None or args.keep_runs < 1:
+            raise OptionsError("--keep-runs needs --reuse-dir (the folder of this pipeline's run folders) and a value of at least 1")
+        removed = prune_runs(Path(args.reuse_dir), args.keep_runs, Path(args.output_dir).resolve())
+        report["removedRuns"] = [p.name for p in removed]
+    return report
 
 
 def _stages(args: argparse.Namespace, where: list[str]) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from trainpipe.contract.base import Contract
 
@@ -98,3 +98,30 @@ class StagesSpec(Contract):
     cpu: TrainSettings = Field(default_factory=TrainSettings)
     gpu: GpuSettings = Field(default_factory=GpuSettings)
     report: StageSettings = Field(default_factory=StageSettings)
+
+
+class ScheduleSpec(Contract):
+    """Retrains without a commit: a new run at each fire time, even when the spec is unchanged (the data grew)."""
+
+    cron: str = Field(min_length=9, description="Five-field cron expression, e.g. '0 2 * * 1-5' (02:00 on weekdays).")
+    time_zone: str = Field("UTC", description="IANA time zone the cron expression is read in, e.g. Europe/London.")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a five-field cron expression (minute hour day-of-month month day-of-week), e.g. '0 2 * * *'")
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone name, e.g. UTC or Europe/London") from None
+        return value

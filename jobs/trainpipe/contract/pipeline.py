@@ -9,7 +9,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from trainpipe.contract.base import Contract
-from trainpipe.contract.cluster import ArtifactsSpec, ImagesSpec, StagesSpec, VolumeSpec
+from trainpipe.contract.cluster import ArtifactsSpec, ImagesSpec, ScheduleSpec, StagesSpec, VolumeSpec
 from trainpipe.contract.status import PipelineStatus
 
 SelectionMethod = Literal["lightgbm_gain", "xgboost_gain", "catboost", "permutation", "mutual_info"]
@@ -130,6 +130,8 @@ class PipelineSpec(Contract):
     service_account_name: str | None = Field(None, description="ServiceAccount of the Jobs' pods (they get no API token either way).")
     priority_class_name: str | None = Field(None, description="PriorityClass of the Jobs' pods.")
     queue_name: str | None = Field(None, max_length=63, description="Kueue LocalQueue: Jobs are created suspended with the kueue.x-k8s.io/queue-name label and Kueue admits them.")
+    schedule: ScheduleSpec | None = Field(None, description="Start a new run at each fire time of this cron schedule, even with an unchanged spec; changing it never starts a run by itself.")
+    keep_runs: int = Field(10, ge=1, le=1000, description="Run folders on the artifacts volume and run records in status kept per pipeline; older ones are removed after a successful run.")
 
 
 class ObjectMeta(Contract):

@@ -86,6 +86,24 @@ class RunRef(Contract):
     finished_at: str
 
 
+class ScheduleStatus(Contract):
+    """Where the cron schedule stands: the fire time the current run belongs to and the next one."""
+
+    cron: str
+    time_zone: str
+    since: str = Field(description="When the operator first saw this schedule: earlier fire times never start a run")
+    slot: str | None = Field(None, description="Fire time that started the current run (None: the run did not come from the schedule)")
+    next_run_at: str | None = None
+
+
+class RunRecord(Contract):
+    run_id: str
+    outcome: Literal["Succeeded", "Failed", "Superseded"]
+    started_at: str | None = None
+    finished_at: str | None = None
+    trigger: str | None = Field(None, description="spec, rerun, retry or schedule")
+
+
 class PipelineStatus(Contract):
     observed_generation: int | None = Field(None, description="metadata.generation this status describes (kstatus)")
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
@@ -103,6 +121,8 @@ class PipelineStatus(Contract):
     finished_at: str | None = None
     message: str | None = Field(None, description="What the pipeline waits on, or why it stopped")
     last_succeeded_run: RunRef | None = None
+    schedule: ScheduleStatus | None = None
+    history: list[RunRecord] = Field(default_factory=list, description="Finished or superseded runs, newest first, at most spec.keepRuns")
 
     def condition(self, ctype: ConditionType) -> Condition | None:
         return next((c for c in self.conditions if c.type == ctype.value), None)
