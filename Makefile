@@ -47,9 +47,10 @@ test-unit: install ## Fast tier: pure functions, stages on tiny frames, contract
 test-e2e: install ## End-to-end `trainpipe run` on the real example data
 	$(PY) -m pytest tests/e2e -q
 
-lint: install ## ruff and the import-linter architecture contracts
+lint: install ## ruff, the import-linter architecture contracts and hadolint on the images
 	$(VENV)/bin/ruff check jobs operator tests
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/hadolint images/*/Dockerfile
 
 typecheck: install ## mypy on the pure core
 	$(VENV)/bin/mypy jobs/trainpipe/contract jobs/trainpipe/cv.py jobs/trainpipe/stages/routing.py jobs/trainpipe/stages/planning.py jobs/trainpipe/stages/candidates.py \
