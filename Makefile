@@ -56,11 +56,12 @@ typecheck: install ## mypy on the pure core
 	$(VENV)/bin/mypy jobs/trainpipe/contract jobs/trainpipe/cv.py jobs/trainpipe/stages/routing.py jobs/trainpipe/stages/planning.py jobs/trainpipe/stages/candidates.py \
 		operator/trainpipe_operator
 
-manifests: install ## Regenerate crds/ from the typed pipeline model
+manifests: install ## Regenerate crds/ and docs/reference.md from the typed pipeline model
 	$(PY) -m trainpipe.contract.crd crds/trainpipe.io_trainingpipelines.yaml
+	$(PY) -m trainpipe.contract.reference docs/reference.md
 
-verify: install ## Fail when generated files (the CRD) drift from the models
-	$(PY) -m pytest tests/unit/test_crd.py -q
+verify: install ## Fail when generated files (the CRD, the reference) drift from the models
+	$(PY) -m pytest tests/unit/test_crd.py tests/unit/test_reference.py -q
 
 bench: example-data ## Benchmarks: stage wall time and peak memory into BENCHMARKS.md
 	$(PY) -m trainpipe.bench --data-dir $(DEMO_DATA) --out BENCHMARKS.md
