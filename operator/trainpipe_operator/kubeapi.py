@@ -14,6 +14,7 @@ from typing import Any
 from kubernetes import client, config
 
 from trainpipe.contract.names import API_GROUP, API_VERSION, PLURAL
+from trainpipe_operator.ratelimit import TokenBucket
 
 MERGE_PATCH = "application/merge-patch+json"
 TIMEOUT = (5.0, 30.0)  # connect, read: a request never hangs the reconcile worker forever
@@ -50,11 +51,14 @@ def path(namespace: str, resource: str, name: str | None = None, *, group: str =
 
 
 class Kube:
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(self, api_client: client.ApiClient, limiter: TokenBucket | None = None) -> None:
         self.api = api_client
+        self.limiter = limiter
 
     def request(self, method: str, resource_path: str, body: Any = None, *, query: dict[str, Any] | None = None,
                 content_type: str = "application/json") -> Any:
+        if self.limiter is not None:
+            self.limiter.acquire()
         headers = {"Accept": "application/json", "Content-Type": content_type}
         params = self.api.param_serialize(method, resource_path, query_params=list((query or {}).items()) or None,
                                           header_params=headers, body=body, auth_settings=["BearerToken"])

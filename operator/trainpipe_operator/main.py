@@ -13,10 +13,11 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from trainpipe_operator.config import OperatorConfig
+from trainpipe_operator.config import ConfigError, OperatorConfig, parse_selector, parse_toleration
 from trainpipe_operator.health import WatchHealth
 from trainpipe_operator.kubeapi import Kube, load_client
 from trainpipe_operator.metrics import Metrics
+from trainpipe_operator.ratelimit import TokenBucket
 from trainpipe_operator.runtime import Reconciler
 
 log = logging.getLogger("trainpipe.operator")
@@ -28,6 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace", action="append", default=[], metavar="NS", help="Serve this namespace (repeatable); none = every namespace.")
     p.add_argument("--cpu-image", default=os.environ.get("TRAINPIPE_CPU_IMAGE"), help="Default image of rank/select/plan/cpu/report Jobs [$TRAINPIPE_CPU_IMAGE].")
     p.add_argument("--gpu-image", default=os.environ.get("TRAINPIPE_GPU_IMAGE"), help="Default image of GPU Jobs [$TRAINPIPE_GPU_IMAGE].")
+    p.add_argument("--cpu-node-selector", action="append", default=[], metavar="KEY=VALUE",
+                   help="Node selector of rank/select/plan/cpu/report Jobs whose stage sets none (repeatable).")
+    p.add_argument("--gpu-node-selector", action="append", default=[], metavar="KEY=VALUE",
+                   help="Node selector of GPU Jobs whose stage sets none (repeatable).")
+    p.add_argument("--gpu-toleration", action="append", default=[], metavar="JSON",
+                   help='A toleration added to every GPU Job, e.g. \'{"key":"nvidia.com/gpu","operator":"Exists","effect":"NoSchedule"}\' (repeatable).')
+    p.add_argument("--job-service-account", default=None, metavar="NAME", help="ServiceAccount of the Jobs' pods when a pipeline names none.")
+    p.add_argument("--api-qps", type=float, default=None, help="Sustained API requests per second (token bucket); unset = unlimited.")
+    p.add_argument("--api-burst", type=int, default=None, help="Requests allowed in a burst above --api-qps (default: 2 × qps).")
     p.add_argument("--port", type=int, default=int(os.environ.get("TRAINPIPE_OPERATOR_PORT", "8080")), help="HTTP port of /metrics, /healthz and /readyz.")
     p.add_argument("--resync-seconds", type=float, default=30.0, help="Every pipeline is reconciled at least this often, events or not.")
     p.add_argument("--workers", type=int, default=4, help="Pipelines reconciled at the same time.")
@@ -63,8 +73,9 @@ async def serve(args: argparse.Namespace) -> None:
     from trainpipe_operator.handlers import build_registry
 
     namespaces = tuple(args.namespace)
-    config = OperatorConfig(cpu_image=args.cpu_image, gpu_image=args.gpu_image, resync_seconds=args.resync_seconds)
-    reconciler = Reconciler(kube=Kube(load_client(args.kubeconfig)), config=config, metrics=Metrics(),
+    config = config_from(args)
+    limiter = TokenBucket(args.api_qps, args.api_burst or max(1, int(2 * args.api_qps))) if args.api_qps else None
+    reconciler = Reconciler(kube=Kube(load_client(args.kubeconfig), limiter), config=config, metrics=Metrics(),
                             health=WatchHealth(grace_seconds=args.stall_seconds), namespaces=namespaces, workers=args.workers)
     ready, stop = asyncio.Event(), asyncio.Event()
     runner = web.AppRunner(http_app(reconciler, ready), access_log=None)
@@ -83,8 +94,25 @@ async def serve(args: argparse.Namespace) -> None:
         await runner.cleanup()
 
 
+def config_from(args: argparse.Namespace) -> OperatorConfig:
+    return OperatorConfig(
+        cpu_image=args.cpu_image, gpu_image=args.gpu_image, resync_seconds=args.resync_seconds,
+        cpu_node_selector=parse_selector("--cpu-node-selector", args.cpu_node_selector),
+        gpu_node_selector=parse_selector("--gpu-node-selector", args.gpu_node_selector),
+        gpu_tolerations=tuple(parse_toleration("--gpu-toleration", t) for t in args.gpu_toleration),
+        job_service_account=args.job_service_account,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config_from(args)  # a bad flag stops here with its name, before anything connects
+        if args.api_qps is not None or args.api_burst is not None:
+            TokenBucket(args.api_qps or 0, args.api_burst or max(1, int(2 * (args.api_qps or 0))))
+    except (ConfigError, ValueError) as exc:
+        parser.error(str(exc))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # kopf logs every handled watch event at INFO; our handlers only wake the queue, so keep its warnings only.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)

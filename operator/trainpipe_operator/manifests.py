@@ -149,8 +149,11 @@ def job(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent, config: O
 
     tolerations = [t.to_wire() for t in settings.tolerations]
     tolerations = [{k: v for k, v in t.items() if v is not None} for t in tolerations]
-    if stage is Stage.GPU and spec.stages.gpu.tolerate_gpu_taint and GPU_TOLERATION not in tolerations:
-        tolerations.append(dict(GPU_TOLERATION))
+    if stage is Stage.GPU:
+        extra = [dict(GPU_TOLERATION)] if spec.stages.gpu.tolerate_gpu_taint else []
+        for toleration in extra + [dict(t) for t in config.gpu_tolerations]:
+            if toleration not in tolerations:
+                tolerations.append(toleration)
 
     mounts: list[dict[str, Any]] = [{"name": "artifacts", "mountPath": spec.artifacts.mount_path}, {"name": "scratch", "mountPath": SCRATCH}]
     volumes: list[dict[str, Any]] = [
@@ -193,14 +196,15 @@ def job(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent, config: O
         "containers": [container],
         "volumes": volumes,
     }
-    if settings.node_selector:
-        pod_spec["nodeSelector"] = dict(settings.node_selector)
+    node_selector = dict(settings.node_selector) or dict(config.gpu_node_selector if stage is Stage.GPU else config.cpu_node_selector)
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
     if tolerations:
         pod_spec["tolerations"] = tolerations
     if settings.affinity:
         pod_spec["affinity"] = dict(settings.affinity)
-    if spec.service_account_name:
-        pod_spec["serviceAccountName"] = spec.service_account_name
+    if spec.service_account_name or config.job_service_account:
+        pod_spec["serviceAccountName"] = spec.service_account_name or config.job_service_account
     if spec.priority_class_name:
         pod_spec["priorityClassName"] = spec.priority_class_name
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from trainpipe.contract.names import Stage
 from trainpipe_operator.health import WatchHealth
 from trainpipe_operator.observed import parse_job, parse_pipeline, parse_plan_configmap, parse_pod
@@ -84,3 +86,30 @@ def test_the_queue_folds_bursts_and_never_runs_one_key_twice_at_once():
         return [first, second, third]
 
     assert asyncio.run(scenario()) == [("ns", "a"), ("ns", "b"), ("ns", "a")]
+
+
+def test_the_token_bucket_allows_a_burst_then_the_sustained_rate():
+    from trainpipe_operator.ratelimit import TokenBucket
+
+    now = [0.0]
+    bucket = TokenBucket(qps=10, burst=3, clock=lambda: now[0], sleep=lambda s: None)
+    assert [bucket.reserve() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.reserve() == pytest.approx(0.1)  # the fourth waits one token's time
+    now[0] = 1.0  # a second later the bucket is full again (capped at the burst)
+    assert [bucket.reserve() for _ in range(3)] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--cpu-node-selector", ["pool"], "KEY=VALUE"),
+    ("--gpu-toleration", ["{not json"], "not JSON"),
+    ("--gpu-toleration", ['{"key": "a", "colour": "red"}'], "keys among"),
+])
+def test_operator_flags_that_cannot_be_used_are_refused_naming_the_flag(flag, value, message):
+    from trainpipe_operator.config import ConfigError, parse_selector, parse_toleration
+
+    with pytest.raises(ConfigError, match=message) as err:
+        if flag.endswith("selector"):
+            parse_selector(flag, value)
+        else:
+            parse_toleration(flag, value[0])
+    assert flag in str(err.value)

@@ -545,3 +545,20 @@ def test_the_report_job_prunes_run_folders_beyond_keep_runs():
     [report] = created_jobs(d).values()
     args = report["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[0] == "report" and args[args.index("--keep-runs") + 1] == "3" and args[args.index("--reuse-dir") + 1] == "/artifacts/demo"
+
+
+def test_environment_defaults_apply_only_where_the_pipeline_says_nothing():
+    env = OperatorConfig(cpu_image="jobs-cpu:1", gpu_image="jobs-gpu:1", cpu_node_selector={"trainpipe.io/pool": "cpu"},
+                         gpu_node_selector={"trainpipe.io/pool": "gpu"}, job_service_account="trainpipe-jobs",
+                         gpu_tolerations=({"key": "gpu-vendor", "operator": "Exists", "effect": "NoSchedule"},))
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN, Stage.CPU)
+    [gpu] = created_jobs(run(view(status=st), plan=plan_cm(), config=env)).values()
+    pod = gpu["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"trainpipe.io/pool": "gpu"} and pod["serviceAccountName"] == "trainpipe-jobs"
+    assert {"key": "gpu-vendor", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    [rank] = created_jobs(run(view(), config=env)).values()
+    assert rank["spec"]["template"]["spec"]["nodeSelector"] == {"trainpipe.io/pool": "cpu"}
+    own = spec(**{"stages.rank.nodeSelector": {"team": "quant"}, "serviceAccountName": "mine"})
+    [ranked] = created_jobs(run(view(own), config=env)).values()
+    assert ranked["spec"]["template"]["spec"]["nodeSelector"] == {"team": "quant"} and ranked["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
