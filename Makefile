@@ -13,6 +13,10 @@ DEMO_DATA ?= data/example
 DEMO_OUT ?= out/demo
 # Three CPU families and two GPU ones (TensorFlow, PyTorch), so the demo shows both stages; `--model-types all` trains all 21.
 DEMO_FAMILIES ?= lightgbm xgboost catboost mlp lstm
+# The operator's chart and the helm binary the cluster tier builds (hack/versions.env pins it).
+CHART := helm/trainpipe
+HELM_VERSION := $(shell sed -n 's/^HELM_VERSION=//p' hack/versions.env)
+HELM ?= $(or $(TRAINPIPE_TOOLS),$(HOME)/.cache/trainpipe/tools)/helm-$(HELM_VERSION)/bin/helm
 
 .PHONY: help install demo example-data test test-unit test-e2e lint typecheck manifests verify bench clean
 
@@ -47,21 +51,26 @@ test-unit: install ## Fast tier: pure functions, stages on tiny frames, contract
 test-e2e: install ## End-to-end `trainpipe run` on the real example data
 	$(PY) -m pytest tests/e2e -q
 
-lint: install ## ruff, the import-linter architecture contracts and hadolint on the images
-	$(VENV)/bin/ruff check jobs operator tests
+lint: install ## ruff, the import-linter architecture contracts, hadolint on the images, helm lint of the chart
+	$(VENV)/bin/ruff check jobs operator tests hack helm
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint images/*/Dockerfile
+	@test -x $(HELM) || { echo "$(HELM) is missing: run 'make cluster-build' (it builds helm $(HELM_VERSION))" >&2; exit 1; }
+	$(HELM) lint --strict $(CHART)
+	$(HELM) lint --strict $(CHART) -f $(CHART)/values-dev.yaml
+	$(HELM) lint --strict $(CHART) -f $(CHART)/values-prod.yaml
 
 typecheck: install ## mypy on the pure core
 	$(VENV)/bin/mypy jobs/trainpipe/contract jobs/trainpipe/cv.py jobs/trainpipe/stages/routing.py jobs/trainpipe/stages/planning.py jobs/trainpipe/stages/candidates.py \
 		operator/trainpipe_operator
 
-manifests: install ## Regenerate crds/ and docs/reference.md from the typed pipeline model
+manifests: install ## Regenerate crds/ and docs/reference.md from the typed model; the chart's CRD copy and operator/deploy/rbac.yaml
 	$(PY) -m trainpipe.contract.crd crds/trainpipe.io_trainingpipelines.yaml
 	$(PY) -m trainpipe.contract.reference docs/reference.md
+	$(PY) helm/manifests.py
 
-verify: install ## Fail when generated files (the CRD, the reference) drift from the models
-	$(PY) -m pytest tests/unit/test_crd.py tests/unit/test_reference.py -q
+verify: install ## Fail when generated files (the CRD, the reference, the chart's CRD and RBAC) drift from their sources
+	$(PY) -m pytest tests/unit/test_crd.py tests/unit/test_reference.py tests/unit/test_chart.py -q
 
 bench: example-data ## Benchmarks: stage wall time and peak memory into BENCHMARKS.md
 	$(PY) -m trainpipe.bench --data-dir $(DEMO_DATA) --out BENCHMARKS.md

@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# The demo on Kubernetes: starts the local cluster and the operator (both reused when up), puts the
-# example data on a claim with a Job, applies examples/cluster-pipeline.yaml, follows the run until
-# the pipeline is Ready, then shows its Jobs and where its report is on this machine.
+# The demo on Kubernetes: starts the local cluster (reused when up), installs the operator with the
+# Helm chart (helm/trainpipe, values-dev.yaml: release `trainpipe` in trainpipe-system, watching the
+# demo namespace; `helm upgrade --install`, so a rerun applies changed values), puts the example data
+# on a claim with a Job, applies examples/cluster-pipeline.yaml, follows the run until the pipeline
+# is Ready, then shows its Jobs and where its report is on this machine.
 #
-# Env: DEMO_NAMESPACE (default trainpipe-demo), DEMO_TIMEOUT (seconds for the run, default 1800).
+# The operator is the chart's Deployment: its pod runs as a process of the local pod executor, with
+# the token of the chart's ServiceAccount and exactly the chart's RBAC. Its log is the pod's log
+# ($STATE/executor/logs/trainpipe-system/<pod>/operator.log); its HTTP port (/metrics, /healthz,
+# /readyz on 127.0.0.1) is a free one, kept in $STATE/demo-operator.port across reruns.
+#
+# Env: DEMO_NAMESPACE (default trainpipe-demo), DEMO_TIMEOUT (seconds for the run, default 1800),
+#      DEMO_HELM_ARGS (more `helm upgrade` arguments, e.g. "--set logLevel=INFO").
 # Rerunning it reuses the data and the finished run; `kubectl annotate tp demo -n trainpipe-demo
-# trainpipe.io/rerun=$(date +%s)` starts a new run.
+# trainpipe.io/rerun=$(date +%s)` starts a new run. `helm uninstall trainpipe -n trainpipe-system`
+# removes the operator and keeps the CRD, the pipeline and its outputs.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
 
@@ -14,13 +23,46 @@ timeout="${DEMO_TIMEOUT:-1800}"
 manifest="$REPO/examples/cluster-pipeline.yaml"
 data_file="$REPO/examples/cluster-example-data.yaml"  # its claim is spec.data.volume.claimName in $manifest
 data_job=trainpipe-example-data  # the Job in $data_file
+chart="$REPO/helm/trainpipe"
+release=trainpipe
+port_file="$STATE/demo-operator.port"
 say() { printf '[demo] %s\n' "$*" >&2; }
+helm() { "$HELM_DIR/bin/helm" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
+operator_pod_log() {
+  local pod
+  pod="$(kubectl get pods -n "$OPERATOR_NAMESPACE" -l "app.kubernetes.io/instance=$release,app.kubernetes.io/name=trainpipe-operator" \
+    -o jsonpath='{.items[-1:].metadata.name}' 2>/dev/null)"
+  echo "$STATE/executor/logs/$OPERATOR_NAMESPACE/${pod:-<pod>}/operator.log"
+}
 
 "$HACK/cluster-up.sh" >/dev/null
-"$HACK/operator-up.sh"
+if operator_alive; then
+  say "the operator of 'make operator-up' (pid $(cat "$OPERATOR_PID")) serves every namespace and would race the chart's: run 'make operator-down' first"
+  exit 1
+fi
 
 kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 for _ in $(seq 120); do kubectl get serviceaccount default -n "$ns" >/dev/null 2>&1 && break; sleep 0.5; done
+
+# 0. The operator, from the chart. --take-ownership: the CRD (and trainpipe-system's ServiceAccount)
+#    may exist already, applied by hack/operator-up.sh or the tests; the release adopts them.
+[[ -s "$port_file" ]] || "$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' > "$port_file"
+port="$(cat "$port_file")"
+say "helm upgrade --install $release $chart -n $OPERATOR_NAMESPACE -f values-dev.yaml (watching $ns, port $port)"
+# shellcheck disable=SC2086  # DEMO_HELM_ARGS is a list of arguments
+helm upgrade --install "$release" "$chart" -n "$OPERATOR_NAMESPACE" --create-namespace --take-ownership \
+  -f "$chart/values-dev.yaml" --set "watchNamespaces={$ns}" --set "port=$port" ${DEMO_HELM_ARGS:-} \
+  --wait --timeout 180s >/dev/null
+deadline=$((SECONDS + 120))
+until [[ "$(http_status "http://127.0.0.1:$port/readyz")" == 200 ]]; do
+  if ((SECONDS > deadline)); then
+    say "the chart's operator is not ready on http://127.0.0.1:$port/readyz after 120s; its log ($(operator_pod_log)) ends with:"
+    tail -n 30 "$(operator_pod_log)" >&2 2>/dev/null || true
+    exit 1
+  fi
+  sleep 0.5
+done
+say "operator ready: http://127.0.0.1:$port/metrics, log $(operator_pod_log)"
 
 # 1. The example data (6 real daily series) on a claim, written by a Job as on any cluster.
 say "example data: $data_file (claim and Job trainpipe-example-data: trainpipe data example --out /data/example)"
@@ -44,7 +86,7 @@ done
 # 2. The pipeline, followed until Ready (fails fast when it stalls).
 pipeline="$(kubectl create --dry-run=client -o jsonpath='{.metadata.name}' -f "$manifest")"
 kubectl apply -n "$ns" -f "$manifest" >/dev/null
-say "TrainingPipeline $pipeline applied in $ns; following it (at most ${timeout}s; operator log: $OPERATOR_LOG)"
+say "TrainingPipeline $pipeline applied in $ns; following it (at most ${timeout}s; operator log: $(operator_pod_log))"
 fields='{.metadata.generation}|{.status.conditions[?(@.type=="Ready")].status}|{.status.conditions[?(@.type=="Ready")].observedGeneration}|{.status.conditions[?(@.type=="Stalled")].status}|{.status.stage}|{.status.progress}|{.status.message}'
 deadline=$((SECONDS + timeout)) last=""
 while :; do

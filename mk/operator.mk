@@ -1,5 +1,6 @@
 # The trainpipe operator on the local cluster (mk/cluster.mk): run it as a local process with its
-# ServiceAccount's RBAC, and the whole demo (example data on a claim, a TrainingPipeline, the report).
+# ServiceAccount's RBAC (operator-up), or the whole demo with the operator installed by the Helm chart
+# (example data on a claim, a TrainingPipeline, the report).
 # State, logs and pids live next to the cluster's in $(CLUSTER_DIR).
 
 OPERATOR_ARGS ?=
@@ -13,9 +14,11 @@ operator-up: install cluster-up ## Install the CRD + RBAC and run the operator l
 operator-down: ## Stop the operator started by operator-up (the CRD and pipelines stay)
 	@$(CLUSTER_ENV) hack/operator-down.sh
 
-# The script starts the cluster and the operator itself (both reused when up), so it also runs alone.
-demo-cluster: install cluster-build ## The demo on Kubernetes: cluster + operator, example data on a claim, TrainingPipeline `demo`, report path
-	@$(CLUSTER_ENV) DEMO_TIMEOUT=$(DEMO_TIMEOUT) hack/demo-cluster.sh
+# The script starts the cluster (reused when up) and installs the operator with the Helm chart
+# (`helm upgrade --install`, values-dev.yaml), so it also runs alone. DEMO_HELM_ARGS: more helm arguments.
+DEMO_HELM_ARGS ?=
+demo-cluster: install cluster-build ## The demo on Kubernetes: cluster, operator via `helm install` (chart helm/trainpipe), example data, TrainingPipeline `demo`, report path
+	@$(CLUSTER_ENV) DEMO_TIMEOUT=$(DEMO_TIMEOUT) DEMO_HELM_ARGS="$(DEMO_HELM_ARGS)" hack/demo-cluster.sh
 
 bench-operator: install cluster-up ## Operator hand-off latency on the local cluster (skipped pods) into BENCHMARKS.md
 	$(CLUSTER_ENV) $(VENV)/bin/python hack/operator-bench.py --pipelines 20

@@ -22,6 +22,15 @@ Mapping from container to host process (images are ignored):
   boundary, in command, args, env values and workingDir: a PVC -> its claim folder
   (`<state-dir>/volumes/<namespace>/<claim>`), a ConfigMap/Secret -> files in a per-pod folder,
   emptyDir/projected -> per-pod folders. The terminationMessagePath is rewritten the same way.
+* ServiceAccount tokens, as a kubelet mounts them: the API server's ServiceAccount admission adds
+  the projected volume `kube-api-access-*` (unless automountServiceAccountToken is false); its
+  `serviceAccountToken` source becomes a TokenRequest token of the pod's ServiceAccount bound to the
+  pod (refreshed at 80% of its lifetime while the pod runs), beside ca.crt (ConfigMap
+  kube-root-ca.crt) and namespace (downward API). Programs read these at fixed paths (the
+  official client's load_incluster_config reads /var/run/secrets/kubernetes.io/serviceaccount/*),
+  so mounts under /var/run/secrets and /run/secrets are also bind-mounted at their real path in a
+  private mount namespace of the container's process (`unshare --mount`; needs root, checked at
+  start: without it they are only rewritten like the others, and the executor logs a warning).
 * workingDir: rewritten as above; absent -> a per-pod scratch folder. HOME and TMPDIR point into it.
 * resourceFieldRef (env and downwardAPI files) as a kubelet computes it: the container's limit or
   request, a missing cpu/memory/ephemeral-storage limit replaced by the node's allocatable, divided
@@ -66,6 +75,12 @@ PYTHON_NAMES = re.compile(r"^python(3(\.\d+)?)?$")
 DEFAULT_ENTRYPOINTS = {"trainpipe": "trainpipe"}
 MAX_TERMINATION_MESSAGE = 4096
 FALLBACK_LOG_LINES = 80
+# Mounts programs find by a fixed path rather than through args or env (ServiceAccount tokens).
+BIND_MOUNT_ROOTS = ("/var/run/secrets/", "/run/secrets/")
+TOKEN_REFRESH_FRACTION = 0.8  # a kubelet rotates a projected token once 80% of its lifetime is gone
+# Runs in the container's own mount namespace: bind each HOST DIR pair, then exec the command.
+BIND_SCRIPT = ('while [ "$1" != -- ]; do mkdir -p "$2" && mount --bind "$1" "$2" || exit 125; shift 2; done; '
+               'shift; exec "$@"')
 
 log = logging.getLogger("executor")
 
@@ -149,6 +164,23 @@ def expand_vars(text: str, env: dict[str, str]) -> str:
     return re.sub(r"\$?\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", sub, text)
 
 
+def bind_mount_prefix() -> list[str]:
+    """The command that gives a process its own mount namespace (`unshare --mount`), or [] when this
+    host refuses one (not root): then fixed-path mounts are only rewritten like the others."""
+    unshare = shutil.which("unshare")
+    if unshare and shutil.which("mount"):
+        prefix = [unshare, "--mount", "--propagation", "private"]
+        probe = subprocess.run([*prefix, "true"], capture_output=True, text=True, check=False)
+        if probe.returncode == 0:
+            return prefix
+        reason = probe.stderr.strip() or f"exit status {probe.returncode}"
+    else:
+        reason = "unshare or mount is not on PATH"
+    log.warning("no private mount namespaces (%s): ServiceAccount tokens are not at "
+                "/var/run/secrets/kubernetes.io/serviceaccount for pod processes", reason)
+    return []
+
+
 class PodRun:
     """One pod's life on the simulated node: volumes, processes, status updates."""
 
@@ -161,6 +193,8 @@ class PodRun:
         self.dir = ex.state / "pods" / self.ns / f"{self.name}-{self.uid[:8]}"
         self.log_dir = ex.state / "logs" / self.ns / self.name
         self.deleted = threading.Event()
+        self.ended = threading.Event()  # run() returned: token refreshes stop
+        self.tokens: list[tuple[Path, dict[str, Any]]] = []  # projected token files and their sources
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.lock = threading.Lock()
         # containerStatuses has no merge key in the API, so a patch replaces the whole list: keep
@@ -238,8 +272,39 @@ class PodRun:
                         if key in source:
                             self.write_items(folder, self.source_data(resource, source[key]), source[key])
                     self.write_downward(folder, (source.get("downwardAPI") or {}).get("items") or [])
+                    if "serviceAccountToken" in source:
+                        token = (folder / source["serviceAccountToken"]["path"], source["serviceAccountToken"])
+                        self.write_token(*token)
+                        self.tokens.append(token)
             host[name] = str(folder)
         return host
+
+    def write_token(self, target: Path, source: dict[str, Any]) -> None:
+        """A TokenRequest token of the pod's ServiceAccount, bound to this pod, written atomically."""
+        account = self.pod["spec"].get("serviceAccountName") or "default"
+        spec: dict[str, Any] = {"expirationSeconds": int(source.get("expirationSeconds") or 3600),
+                                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": self.name, "uid": self.uid}}
+        if source.get("audience"):
+            spec["audiences"] = [source["audience"]]
+        status = self.ex.kube.create(f"{CORE}/namespaces/{self.ns}/serviceaccounts/{account}/token",
+                                     {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec})
+        target.parent.mkdir(parents=True, exist_ok=True)
+        scratch = target.with_name(f".{target.name}.new")
+        scratch.write_text(status["status"]["token"])
+        os.replace(scratch, target)
+
+    def refresh_tokens(self) -> None:
+        """Rewrite the pod's projected tokens at 80% of their lifetime until the pod ends (as a kubelet)."""
+        lifetime = min(int(source.get("expirationSeconds") or 3600) for _, source in self.tokens)
+        interval = TOKEN_REFRESH_FRACTION * lifetime
+        while not self.ended.wait(interval):
+            try:
+                for target, source in self.tokens:
+                    self.write_token(target, source)
+                interval = TOKEN_REFRESH_FRACTION * lifetime
+            except (ApiError, OSError) as err:  # the old token is still valid for a while: retry soon
+                log.warning("%s/%s: token refresh failed (%s); retrying in 10s", self.ns, self.name, err)
+                interval = 10
 
     def write_downward(self, folder: Path, items: list[dict[str, Any]]) -> None:
         for item in items:
@@ -398,6 +463,12 @@ class PodRun:
             env = {k: rewrite_paths(v, mapping) for k, v in self.container_env(c, scratch).items()}
             argv = [rewrite_paths(expand_vars(a, env), mapping) for a in self.argv(c)]
             argv[0] = self.resolve(argv[0], env["PATH"])
+            binds = [(m["mountPath"], host) for m in c.get("volumeMounts", []) or [] if m["name"] in volumes
+                     for host in [volumes[m["name"]] + ("/" + m["subPath"] if m.get("subPath") else "")]
+                     if (m["mountPath"].rstrip("/") + "/").startswith(BIND_MOUNT_ROOTS)]
+            if binds and self.ex.bind_mounts:
+                argv = [*self.ex.bind_mounts, "sh", "-c", BIND_SCRIPT, "sh",
+                        *(p for inner, host in binds for p in (host, inner)), "--", *argv]
             cwd = rewrite_paths(c["workingDir"], mapping) if c.get("workingDir") else str(scratch)
             Path(cwd).mkdir(parents=True, exist_ok=True)
         except (RuntimeError, ApiError, OSError) as err:
@@ -464,6 +535,8 @@ class PodRun:
         except (RuntimeError, ApiError, OSError) as err:
             self.fail_before_start("CreateContainerConfigError", str(err))
             return
+        if self.tokens:
+            threading.Thread(target=self.refresh_tokens, daemon=True, name=f"tokens-{self.name}").start()
         start = now()
         self.patch_status({"phase": "Pending", "startTime": start, "hostIP": "127.0.0.1", "podIP": "127.0.0.1",
                            "podIPs": [{"ip": "127.0.0.1"}]})
@@ -560,6 +633,7 @@ class Executor:
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.node_allocatable: dict[str, dict[str, Any]] = {}
+        self.bind_mounts = bind_mount_prefix()
 
     def allocatable(self, node: str) -> dict[str, Any]:
         """status.allocatable of a node, read once: the simulated pool's capacity does not change."""
@@ -637,6 +711,8 @@ class Executor:
                 run.fail_before_start("ExecutorError", f"{type(err).__name__}: {err}")
             except Exception:
                 log.exception("%s/%s: could not report the executor error", run.ns, run.name)
+        finally:
+            run.ended.set()
 
     # -- provisioner -----------------------------------------------------------------------------
     def our_classes(self) -> set[str]:

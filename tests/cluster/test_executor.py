@@ -195,3 +195,30 @@ def test_container_sees_resource_fields_as_a_kubelet_computes_them(cluster: Clus
     assert cluster.pod_log(namespace, "sized", "main").split() == ["2", "2", "1500", "1024", "1024"]
     # unlimited: no cpu limit -> the node's allocatable; its memory var names container main.
     assert cluster.pod_log(namespace, "sized", "unlimited").split() == [node_cpus, node_cpus, "250", "1024", "1024"]
+
+
+def test_a_pod_gets_a_projected_token_of_its_service_account_at_the_kubelet_path(cluster: Cluster, kube: Kube, namespace: str) -> None:
+    """As a kubelet mounts it: token (bound to the pod), ca.crt and namespace; the official client's
+    in-cluster config finds them and authenticates as the pod's ServiceAccount."""
+    ns = f"{CORE}/namespaces/{namespace}"
+    kube.create(f"{ns}/serviceaccounts", {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "reader"}})
+    script = ("import json, pathlib; from kubernetes import client, config; "
+              "base = pathlib.Path('/var/run/secrets/kubernetes.io/serviceaccount'); "
+              "config.load_incluster_config(); api = client.ApiClient(); "
+              "review = api.call_api(*api.param_serialize('POST', '/apis/authentication.k8s.io/v1/selfsubjectreviews', "
+              "body={'apiVersion': 'authentication.k8s.io/v1', 'kind': 'SelfSubjectReview'}, "
+              "header_params={'Content-Type': 'application/json', 'Accept': 'application/json'}, auth_settings=['BearerToken'])); "
+              "info = json.loads(review.read())['status']['userInfo']; "
+              "print(json.dumps({'user': info['username'], 'pod': info.get('extra', {}).get('authentication.kubernetes.io/pod-name'), "
+              "'namespace': (base / 'namespace').read_text()}))")
+    kube.create(f"{ns}/pods", _pod("token", ["python", "-c", script], serviceAccountName="reader"))
+    kube.create(f"{ns}/pods", _pod("no-token", ["python", "-c", "import os; assert not os.path.exists("
+                                                "'/var/run/secrets/kubernetes.io/serviceaccount/token')"],
+                                   automountServiceAccountToken=False))
+    for pod in ("token", "no-token"):
+        wait_for(f"pod {pod} to finish", lambda pod=pod: _phase(kube, namespace, pod) in ("Succeeded", "Failed"),
+                 timeout=60, describe=lambda: cluster.dump(namespace))
+        assert _phase(kube, namespace, pod) == "Succeeded", cluster.pod_log(namespace, pod)
+    import json
+    seen = json.loads(cluster.pod_log(namespace, "token").strip().splitlines()[-1])
+    assert seen == {"user": f"system:serviceaccount:{namespace}:reader", "pod": ["token"], "namespace": namespace}
