@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Builds the local control plane's binaries from Go modules into a cache keyed by version.
 #
-# Usage: hack/build-tools.sh [kubernetes|etcd|kwok|helm ...]   (default: all four)
+# Usage: hack/build-tools.sh [kubernetes|etcd|kwok|helm|kstatus|flux ...]   (default: all six)
 #
 # Each component is a small wrapper module in hack/tools/<component>/ (go.mod + go.sum pin every
 # dependency; the Kubernetes one `replace`s each staging module k8s.io/<name> with v0.36.x, because
-# k8s.io/kubernetes itself requires them at v0.0.0). Binaries land in
+# k8s.io/kubernetes itself requires them at v0.0.0; `kstatus` also holds its own small main.go, a
+# checker around sigs.k8s.io/cli-utils' kstatus for the GitOps tests). Binaries land in
 #   ${TRAINPIPE_TOOLS:-$HOME/.cache/trainpipe/tools}/<component>-<version>/bin/
 # outside the repository, so fresh clones (CI) on the same machine reuse them. A component is rebuilt
-# only when its stamp (version + wrapper go.mod/go.sum + this script's build recipe) changes.
+# only when its stamp (version + wrapper go.mod/go.sum/*.go + this script's build recipe) changes.
 set -euo pipefail
 
 HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -35,7 +36,9 @@ version_of() {
     etcd) echo "$ETCD_VERSION" ;;
     kwok) echo "$KWOK_VERSION" ;;
     helm) echo "$HELM_VERSION" ;;
-    *) log "unknown component '$1' (expected kubernetes, etcd, kwok or helm)"; exit 2 ;;
+    kstatus) echo "$KSTATUS_VERSION" ;;
+    flux) echo "$FLUX_CONTROLLERS_VERSION" ;;
+    *) log "unknown component '$1' (expected kubernetes, etcd, kwok, helm, kstatus or flux)"; exit 2 ;;
   esac
 }
 
@@ -45,6 +48,8 @@ module_of() {
     etcd) echo go.etcd.io/etcd/server/v3 ;;
     kwok) echo sigs.k8s.io/kwok ;;
     helm) echo helm.sh/helm/v3 ;;
+    kstatus) echo sigs.k8s.io/cli-utils ;;
+    flux) echo github.com/fluxcd/source-controller ;;
   esac
 }
 
@@ -53,7 +58,9 @@ tool_dir() { echo "$TOOLS/$1-$(version_of "$1")"; }
 
 stamp_of() {
   local dir="$HACK/tools/$1"
-  { echo "recipe=$RECIPE version=$(version_of "$1") go=$(go env GOVERSION)"; cat "$dir/go.mod" "$dir/go.sum"; } \
+  # *.go: a wrapper may hold its own main package (kstatus); the others have none.
+  { echo "recipe=$RECIPE version=$(version_of "$1") go=$(go env GOVERSION)"; cat "$dir/go.mod" "$dir/go.sum"
+    find "$dir" -maxdepth 1 -name '*.go' -print0 | sort -z | xargs -0 -r cat; } \
     | sha256sum | cut -d' ' -f1
 }
 
@@ -67,6 +74,17 @@ copy_kwok_stages() {
   mkdir -p "$dest"
   cp "$src/node/fast/node-initialize.yaml" "$src/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml" \
      "$src/pod/fast/pod-delete.yaml" "$dest/"
+  chmod u+w "$dest"/*.yaml
+}
+
+# The Flux CRDs the two controllers watch, from the same module versions the binaries are built from.
+copy_flux_crds() {
+  local dest="$1/crds" m dir
+  mkdir -p "$dest"
+  for m in source-controller kustomize-controller; do
+    dir="$(cd "$HACK/tools/flux" && go list -m -f '{{.Dir}}' "github.com/fluxcd/$m")"
+    cp "$dir"/config/crd/bases/*.yaml "$dest/"
+  done
   chmod u+w "$dest"/*.yaml
 }
 
@@ -103,6 +121,12 @@ build_one() {
     helm)
       ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$ver -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
       pkgs=(helm.sh/helm/v3/cmd/helm) ;;
+    kstatus)
+      # The wrapper's own main package (main.go), named after the folder: bin/kstatus.
+      ldflags="-s -w"; pkgs=(.) ;;
+    flux)
+      # Both controllers' module roots are their main packages: bin/source-controller, bin/kustomize-controller.
+      ldflags="-s -w"; pkgs=(github.com/fluxcd/source-controller github.com/fluxcd/kustomize-controller) ;;
   esac
   tmp="$out.tmp.$$"
   rm -rf "$tmp"; mkdir -p "$tmp/bin"
@@ -114,6 +138,7 @@ build_one() {
     for n in server v3; do [[ -f "$tmp/bin/$n" ]] && mv "$tmp/bin/$n" "$tmp/bin/etcd"; done
   fi
   [[ "$comp" != kwok ]] || copy_kwok_stages "$tmp"
+  [[ "$comp" != flux ]] || copy_flux_crds "$tmp"
   echo "$(( $(date +%s) - start ))" > "$tmp/build-seconds"
   stamp_of "$comp" > "$tmp/.stamp"
   rm -rf "$out"; mv "$tmp" "$out"
@@ -122,6 +147,6 @@ build_one() {
 
 if [[ "${1:-}" == "--dir" ]]; then tool_dir "$2"; exit 0; fi
 mkdir -p "$TOOLS"
-for comp in "${@:-kubernetes etcd kwok helm}"; do
+for comp in "${@:-kubernetes etcd kwok helm kstatus flux}"; do
   for c in $comp; do build_one "$c"; done
 done

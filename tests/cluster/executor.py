@@ -495,6 +495,7 @@ class PodRun:
             code = proc.wait()
         with self.lock:
             self.procs.pop(c["name"], None)
+        self.publish_cri_log(c["name"], log_path)
         exit_code = code if code >= 0 else 128 - code  # killed by signal N -> 128+N, as runtimes report
         message = term_file.read_bytes()[:MAX_TERMINATION_MESSAGE].decode(errors="replace")
         if not message and exit_code != 0 and c.get("terminationMessagePolicy") == "FallbackToLogsOnError":
@@ -505,6 +506,40 @@ class PodRun:
         if message:
             state["message"] = message
         return state
+
+    def publish_cri_log(self, container: str, plain: Path) -> None:
+        """Make `kubectl logs` work: kwok serves a pod's log from a CRI-format file named in a `Logs` object.
+
+        Written when the container ends (the plain file stays what `pod_log` and the dumps read), so
+        `kubectl logs` shows a finished container's output; a running one's is in the plain file.
+        """
+        cri = self.ex.state / "cri-logs" / self.ns / self.name / f"{container}.log"
+        try:
+            cri.parent.mkdir(parents=True, exist_ok=True)
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            lines = plain.read_text(errors="replace").splitlines() if plain.exists() else []
+            tmp = cri.with_suffix(".tmp")
+            tmp.write_text("".join(f"{stamp} stdout F {line}\n" for line in lines))
+            tmp.replace(cri)
+            path = f"/apis/kwok.x-k8s.io/v1alpha1/namespaces/{self.ns}/logs"
+            entry = {"containers": [container], "logsFile": str(cri)}
+            try:
+                self.ex.kube.create(path, {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
+                                           "metadata": {"name": self.name, "namespace": self.ns}, "spec": {"logs": [entry]}})
+            except ApiError as err:
+                if err.status != 409:
+                    raise
+                # One Logs object per pod: another container of it published first, add this one.
+                existing = self.ex.kube.get(f"{path}/{self.name}")
+                logs = existing.setdefault("spec", {}).setdefault("logs", [])
+                if not any(container in e.get("containers", []) for e in logs):
+                    logs.append(entry)
+                    self.ex.kube.request("PUT", f"{path}/{self.name}", existing)
+        except ApiError as err:
+            if err.status != 404:  # 404: a cluster started without the Logs resource
+                log.warning("%s/%s: kubectl logs not published: %s", self.ns, self.name, err)
+        except OSError as err:
+            log.warning("%s/%s: CRI log not written: %s", self.ns, self.name, err)
 
     def container_status(self, c: dict[str, Any], state: dict[str, Any], restarts: int = 0,
                          last: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(report, reuse_help="The pipeline's folder of run folders (<artifacts>/<pipeline>); with --keep-runs, older runs there are removed.")
     report.add_argument("--keep-runs", type=int, metavar="N",
                         help="After writing the report, keep only the N newest run folders in --reuse-dir (this one always). [spec.keepRuns]")
+
+    # Reading a pipeline in a cluster (the Kubernetes client, from the operator extra, is imported only when they run).
+    from trainpipe.cli import logs, status
+
+    status.add_parser(sub)
+    logs.add_parser(sub)
     return parser
 
 
@@ -95,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage error: {exc} (see `trainpipe --help`)", file=sys.stderr)
         _log_failure(_termination_log_in(args_list), "trainpipe", ExitCode.INVALID_SPEC, str(exc))
         return int(ExitCode.INVALID_SPEC)
+    if getattr(args, "cluster_command", None) is not None:  # status, logs: no stage, no termination log
+        return int(args.cluster_command(args))
     log_path = getattr(args, "termination_log", None)
     where = [_where(args)]  # a select unit names its target once it is known
     try:
