@@ -6,10 +6,12 @@ purge of k bars removes the k timestamps before the test block for every symbol 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+
+from trainpipe.contract.cut import HoldoutCut, SymbolCut
 
 
 @dataclass(frozen=True)
@@ -67,3 +69,84 @@ def purged_holdout(ts: np.ndarray, fraction: float, purge: int) -> Fold:
         )
     rows = np.arange(len(pos))
     return Fold(index=0, train=rows[pos < train_end], test=rows[pos >= test_start], test_start=test_start, train_end=train_end)
+
+
+# ---------------------------------------------------------------- the run's holdout cut
+
+
+def _iso(value: np.datetime64) -> str:
+    return str(np.datetime_as_string(value.astype("datetime64[ns]"), unit="ns")) + "Z"
+
+
+def _instant(text: str) -> np.datetime64:
+    return np.datetime64(text.removesuffix("Z"), "ns")
+
+
+def holdout_cut(ts: np.ndarray, symbols: np.ndarray, fraction: float, horizons: Mapping[str, int], embargo_bars: int) -> HoldoutCut:
+    """Each symbol's latest `fraction` of its own bars is the holdout; development stops `purge_bars` bars before it.
+
+    Counted per symbol, so a symbol on its own calendar (FX beside crypto) is still scored on its own latest
+    bars; on a panel whose symbols share a calendar this is one time cut. `ts` is datetime64[ns], `symbols`
+    each row's symbol, rows in time order within each symbol. The purge is the longest of `horizons`
+    (target → bars) plus the embargo, so no development label reaches into the holdout.
+    """
+    purge_bars = max(horizons.values(), default=1) + embargo_bars
+    if not 0 < fraction < 1:
+        raise ValueError(f"holdout fraction must be between 0 and 1, got {fraction}")
+    cuts = {}
+    for name in sorted(set(symbols.tolist())):
+        own = np.sort(ts[symbols == name])
+        n = len(own)
+        start = int(np.floor(n * (1 - fraction)))
+        dev_end = start - purge_bars
+        if dev_end < 1 or start >= n:
+            raise ValueError(
+                f"symbol {name}: {n} bars leave no development rows before a {fraction:.0%} holdout and a {purge_bars}-bar purge "
+                f"(longest target horizon + ranking.embargoBars); add history, lower training.holdoutFraction, or drop long-horizon targets"
+            )
+        cuts[str(name)] = SymbolCut(first_ts=_iso(own[0]), last_ts=_iso(own[-1]), rows=n, development_end=_iso(own[dev_end]),
+                                    holdout_start=_iso(own[start]), holdout_rows=n - start)
+    return HoldoutCut(fraction=fraction, purge_bars=purge_bars, horizon_bars=dict(sorted(horizons.items())), symbols=cuts)
+
+
+def _per_row(symbols: np.ndarray, cut: HoldoutCut, field: str) -> np.ndarray:
+    """`field` of each row's symbol as datetime64[ns]; NaT for a symbol the cut does not know."""
+    out = np.full(len(symbols), np.datetime64("NaT"), dtype="datetime64[ns]")
+    for name, sym_cut in cut.symbols.items():
+        out[symbols == name] = _instant(getattr(sym_cut, field))
+    return out
+
+
+def pinned_mask(ts: np.ndarray, symbols: np.ndarray, cut: HoldoutCut) -> np.ndarray:
+    """Rows inside the panel rank read: bars appended later, older bars, or other symbols are left out."""
+    first, last = _per_row(symbols, cut, "first_ts"), _per_row(symbols, cut, "last_ts")
+    return (ts >= first) & (ts <= last)  # NaT compares False: unknown symbols are out
+
+
+def development_mask(ts: np.ndarray, symbols: np.ndarray, cut: HoldoutCut) -> np.ndarray:
+    """Rows rank, select and plan may read: the pinned panel strictly before each symbol's development end."""
+    first, end = _per_row(symbols, cut, "first_ts"), _per_row(symbols, cut, "development_end")
+    return (ts >= first) & (ts < end)
+
+
+def cut_split(ts: np.ndarray, symbols: np.ndarray, cut: HoldoutCut, purge_bars: int) -> Fold:
+    """Training rows and holdout rows of a (pinned) frame under the run's cut.
+
+    The holdout is each symbol's bars from its holdout start; training stops `purge_bars` of that symbol's
+    own bars before it (the job's horizon plus the embargo), so no training label overlaps the holdout.
+    """
+    rows = np.arange(len(ts))
+    train, test = np.zeros(len(ts), dtype=bool), np.zeros(len(ts), dtype=bool)
+    for name, sym_cut in cut.symbols.items():
+        mine = rows[symbols == name]
+        if len(mine) == 0:
+            continue
+        mine = mine[np.argsort(ts[mine], kind="stable")]
+        start = int(np.searchsorted(ts[mine], _instant(sym_cut.holdout_start), side="left"))
+        test[mine[start:]] = True
+        train[mine[: max(0, start - purge_bars)]] = True
+    train_rows, test_rows = rows[train], rows[test]
+    if len(train_rows) == 0 or len(test_rows) == 0:
+        raise ValueError(f"the run's holdout cut leaves {len(train_rows)} training and {len(test_rows)} holdout rows "
+                         f"with a {purge_bars}-bar purge; add history or lower training.holdoutFraction")
+    return Fold(index=0, train=train_rows, test=test_rows, test_start=-1, train_end=-1)

@@ -67,11 +67,16 @@ def test_plan_artefacts(first_run):
         assert any((layout.training_plan_dir / view).glob("*.json")), view
     priorities = [j["priority"] for j in master["jobs"]]
     assert priorities == sorted(priorities, reverse=True)
+    # The run's cut, fixed before ranking, is in the plan and is the one rank recorded.
+    ranking = json.loads(layout.rankings_json.read_text())
+    assert master["metadata"]["holdoutCut"] == ranking["holdout_cut"]
+    assert set(ranking["holdout_cut"]["symbols"]) == set(ranking["symbols"])
 
 
 def test_every_planned_model_is_trained_with_honest_metrics_and_reloads(first_run, example_data):
     layout, _ = first_run
     master = json.loads(layout.master_training_plan.read_text())
+    cut = master["metadata"]["holdoutCut"]
     panel = load_panel(example_data)
     new_rows = panel.frame.tail(60)
     for job in master["jobs"]:
@@ -83,6 +88,13 @@ def test_every_planned_model_is_trained_with_honest_metrics_and_reloads(first_ru
             key = "auc" if job["task"] == "binary" else "rank_ic"
             assert np.isfinite(metrics["metrics"][key])
             assert "turnover" in metrics["backtest"]
+            assert metrics["backtest"]["baseline_sharpe"] is not None and 240 < metrics["backtest"]["bars_per_year"] < 260
+            assert "hit_rate_baseline" in metrics["metrics"]
+            assert metrics["metrics"]["rank_ic" if job["task"] == "regression" else "auc"] is not None
+            # Scored on the run's holdout only: nothing before the earliest holdout start of its symbols.
+            starts = [s["holdoutStart"] for sym, s in cut["symbols"].items() if job["symbol"] in (None, sym)]
+            assert pd.Timestamp(metrics["holdout"]["test_start"]) >= pd.Timestamp(min(starts))
+            assert pd.Timestamp(metrics["holdout"]["train_end"]) < pd.Timestamp(min(starts))
     job = master["jobs"][0]
     model = load_model(layout.model_dir(job["jobId"], job["modelFamilies"][0]))
     rows = new_rows if job["symbol"] is None else new_rows[new_rows["symbol"] == job["symbol"]]
@@ -93,10 +105,11 @@ def test_every_planned_model_is_trained_with_honest_metrics_and_reloads(first_ru
 def test_report_shows_every_section(first_run):
     layout, out = first_run
     html = layout.report_html.read_text()
-    for section in ["Target ranking", "Selected features", "Training plan", "Models"]:
+    for section in ["Holdout cut", "Target ranking", "Selected features", "Training plan", "Models"]:
         assert section in html
     assert html.count("<img") >= 2
     assert str(layout.report_html) in out
+    assert "too_good" in html and "bt_baseline_sharpe" in html and "No feature leaked" in html
 
 
 def test_second_run_hits_the_cache_and_a_setting_reruns_only_its_stages(first_run, example_data):

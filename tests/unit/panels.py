@@ -6,8 +6,12 @@ import numpy as np
 import pandas as pd
 
 
-def make_panel(n_days: int = 400, symbols=("AAA", "BBB", "CCC"), seed: int = 0, signal: float = 0.3, leak: bool = False) -> pd.DataFrame:
-    """Daily panel: `sig` predicts fwd_ret_1d and y_up_1d; `noise_*` do not; `fwd_ret_noise_1d` is unpredictable."""
+def make_panel(n_days: int = 1000, symbols=("AAA", "BBB", "CCC"), seed: int = 0, signal: float = 0.1, leak: bool = False) -> pd.DataFrame:
+    """Daily panel: `sig` predicts fwd_ret_1d and y_up_1d; `noise_*` do not; `fwd_ret_noise_1d` is unpredictable.
+
+    The default signal gives `sig` an IC of about 0.1 with the next day's return: the top of what real
+    daily features reach, so a stronger one would (rightly) trip the leak and too-good guards.
+    """
     rng = np.random.default_rng(seed)
     ts = pd.date_range("2020-01-01", periods=n_days, freq="D", tz="UTC")
     frames = []
@@ -39,3 +43,24 @@ def write_panel(frame: pd.DataFrame, out) -> None:
         folder = Path(out) / f"symbol={sym}"
         folder.mkdir(parents=True, exist_ok=True)
         rows.drop(columns="symbol").reset_index(drop=True).to_parquet(folder / f"{sym}.parquet", index=False)
+
+
+def make_return_panel(n_days: int = 1500, symbols=("AAA", "BBB", "CCC"), seed: int = 0, horizons=(5, 20)) -> pd.DataFrame:
+    """Daily returns with multi-day forward targets `fwd_ret_<h>d` and the legitimate past returns `past_ret_<k>d`.
+
+    Returns are pure noise: no feature has skill, and each past return is the label of k bars ago
+    (known at t), which a leak scan must not flag whatever the horizon.
+    """
+    rng = np.random.default_rng(seed)
+    ts = pd.date_range("2015-01-01", periods=n_days, freq="D", tz="UTC")
+    frames = []
+    for sym in symbols:
+        r = pd.Series(rng.normal(scale=0.01, size=n_days))
+        f = pd.DataFrame({"ts": ts, "symbol": sym})
+        for k in (1, 3, 5, 10, 20):
+            f[f"past_ret_{k}d"] = r.rolling(k).sum()
+        for h in horizons:
+            f[f"fwd_ret_{h}d"] = r[::-1].rolling(h).sum()[::-1].shift(-1)  # r[t+1] + … + r[t+h]
+        f["noise_0"] = rng.normal(size=n_days)
+        frames.append(f)
+    return pd.concat(frames).sort_values(["ts", "symbol"], kind="stable").reset_index(drop=True)

@@ -33,7 +33,7 @@ def _with(section: str, **values) -> PipelineSpec:
         (_with("selection", minSupport=3), Stage.SELECT),
         (_with("routing", minSampleSizeCs=10), Stage.PLAN),
         (_with("training", families=["lightgbm"]), Stage.PLAN),
-        (_with("training", holdoutFraction=0.3), Stage.CPU),
+        (_with("training", holdoutFraction=0.3), Stage.RANK),  # the cut is fixed before ranking
     ],
 )
 def test_setting_reruns_its_stage_and_downstream_only(spec, first):

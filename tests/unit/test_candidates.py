@@ -12,7 +12,7 @@ from trainpipe.contract.names import Leakage, Stability, TaskType
 from trainpipe.stages.candidates import CANDIDATE_COLUMNS, build_candidates, candidates_frame
 
 
-def oos(rows):
+def oos(rows, horizon_bars=1):
     """Rows of (target, symbol, fold, score, n_samples); task/metric/horizon follow the target's prefix."""
     records = []
     for target, symbol, fold, score, n in rows:
@@ -27,6 +27,9 @@ def oos(rows):
                 "score": score,
                 "n_samples": n,
                 "horizon_minutes": 1440 if regression else None,
+                "horizon_bars": horizon_bars,
+                "score_sd": np.nan,
+                "timestamps": 0,
             }
         )
     return pd.DataFrame.from_records(records)
@@ -63,7 +66,8 @@ def test_order_target_then_cs_first_then_symbol():
 
 def test_mean_ci_and_real_sample_size():
     c = by_key(build_candidates(FRAME, {}, {}))[("fwd_ret_1d", "AAA")]
-    half = 1.96 * np.std([0.02, 0.04, 0.06], ddof=1) / math.sqrt(3)
+    # Student t with k − 1 = 2 degrees of freedom (4.30), not z = 1.96: three folds say little about spread.
+    half = 4.302653 * np.std([0.02, 0.04, 0.06], ddof=1) / math.sqrt(3)
     assert c.score == pytest.approx(0.04)
     assert (c.score_ci_low, c.score_ci_high) == pytest.approx((0.04 - half, 0.04 + half))
     assert (c.sample_size, c.n_folds) == (630, 3)
@@ -72,11 +76,21 @@ def test_mean_ci_and_real_sample_size():
     assert (cs.score, cs.sample_size, cs.n_folds) == (pytest.approx(0.02), 2000, 2)
 
 
-def test_nan_folds_ignored_and_single_fold_ci_is_degenerate():
+def test_nan_folds_ignored_and_a_single_fold_interval_counts_its_effective_size():
     c = by_key(build_candidates(FRAME, {}, {}))[("y_up", "BBB")]
     assert (c.score, c.n_folds, c.sample_size) == (0.60, 1, 100)
-    assert c.score_ci_low == c.score_ci_high == c.score
+    assert (c.score_ci_low, c.score_ci_high) == pytest.approx((0.60 - 1.96 / math.sqrt(300), 0.60 + 1.96 / math.sqrt(300)))
     assert (c.task, c.horizon_minutes) == (TaskType.BINARY, None)
+    # The same 100 rows of 20-bar labels are about 5 independent observations: a far wider interval.
+    overlapping = by_key(build_candidates(oos([("y_up", "BBB", 0, 0.60, 100)], horizon_bars=20), {}, {}))[("y_up", "BBB")]
+    assert overlapping.score_ci_high - overlapping.score_ci_low == pytest.approx(2 * 1.96 / math.sqrt(15))
+
+
+def test_a_single_cross_sectional_fold_uses_its_per_timestamp_spread():
+    frame = oos([("fwd_ret_5d", None, 0, 0.03, 3000)], horizon_bars=5)
+    frame["score_sd"], frame["timestamps"] = 0.2, 1000
+    cs = build_candidates(frame, {}, {})[0]
+    assert cs.score_ci_high - cs.score - 0 == pytest.approx(1.96 * 0.2 / math.sqrt(1000 / 5))
 
 
 def test_all_nan_side_has_no_candidate():

@@ -91,3 +91,8 @@ def test_manifest_literals_match_the_names_module():
 
     manifest = TrainingPipeline.model_validate({"metadata": {"name": "x"}})
     assert (manifest.api_version, manifest.kind) == (f"{API_GROUP}/{API_VERSION}", KIND)
+
+
+def test_a_pipeline_not_yet_seen_by_the_operator_reads_as_not_observed():
+    status = yaml.safe_load(render())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert status["default"] == {} and status["properties"]["observedGeneration"]["default"] == 0

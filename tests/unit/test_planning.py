@@ -147,9 +147,15 @@ def test_summary_counts():
 
 def test_job_id_normalisation():
     assert job_id("sym", "Fwd Ret/5m", "BRK.B") == "sym_fwd_ret_5m_brk.b"
-    collide = routing_plan({"fwd_ret_1d": target(cs(D), {"abc": sym(Route.SYMBOL_SPECIFIC, D, S), "ABC": sym(Route.SYMBOL_SPECIFIC, D, S)})})
+    # Symbols map injectively (trainpipe.contract.units.symbol_key): 'abc' and 'ABC' are two jobs now.
+    both = routing_plan({"fwd_ret_1d": target(cs(D), {"abc": sym(Route.SYMBOL_SPECIFIC, D, S), "ABC": sym(Route.SYMBOL_SPECIFIC, D, S)})})
+    ids = {j.symbol: j.job_id for j in build(both, {"fwd_ret_1d": ["f"]}).jobs if j.symbol}
+    assert ids["ABC"] == "sym_fwd_ret_1d_abc" and ids["abc"].startswith("sym_fwd_ret_1d_abc-")
+    # Target names are data columns, lower-cased into ids: two that differ only in case still collide, loudly.
+    collide = routing_plan({"fwd_ret_1d": target(cs(D), {"ABC": sym(Route.SYMBOL_SPECIFIC, D, S)}),
+                            "FWD_RET_1D": target(cs(D), {"ABC": sym(Route.SYMBOL_SPECIFIC, D, S)})})
     with pytest.raises(ValueError, match="job id 'sym_fwd_ret_1d_abc' is shared"):
-        build(collide, {"fwd_ret_1d": ["f"]})
+        build(collide, {"fwd_ret_1d": ["f"], "FWD_RET_1D": ["f"]})
 
 
 def test_only_selected_targets_are_planned():

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from trainpipe.contract.names import TaskType
+from trainpipe.contract.targets import positive_label
 from trainpipe.families.catalogue import ALL_FAMILIES, CPU_FAMILIES, GPU_FAMILIES, UnknownFamilyError, resolve_families, stage_of
 from trainpipe.families.windows import window_index
-from trainpipe.training.backtest import long_short_backtest
+from trainpipe.training.backtest import bars_per_year, long_short_backtest
 from trainpipe.training.bench import benchmark_plan
 from trainpipe.training.holdout import early_stopping_split
 from trainpipe.training.metrics import auc, evaluate
@@ -170,9 +171,60 @@ def test_backtest_long_short_and_single_symbol() -> None:
     sym = np.tile(["A", "B", "C"], 40)
     rng = np.random.default_rng(1)
     ret = rng.standard_normal(120) * 0.01
-    perfect = long_short_backtest(ret, ret, ts, sym, horizon_bars=1, interval_minutes=1440)
+    perfect = long_short_backtest(ret, ret, ts, sym, horizon_bars=1, bars_a_year=252.0)
     assert perfect["mode"] == "cross_sectional_long_short" and perfect["mean_return"] > 0 and perfect["n_periods"] == 40
-    every5 = long_short_backtest(ret, ret, ts, sym, horizon_bars=5, interval_minutes=1440)
+    every5 = long_short_backtest(ret, ret, ts, sym, horizon_bars=5, bars_a_year=252.0)
     assert every5["n_periods"] == 8  # non-overlapping holding periods
-    one = long_short_backtest(np.ones(40), ret[:40], ts[::3], np.array(["A"] * 40), horizon_bars=1, interval_minutes=1440)
+    one = long_short_backtest(np.ones(40), ret[:40], ts[::3], np.array(["A"] * 40), horizon_bars=1, bars_a_year=252.0)
     assert one["mode"] == "single_symbol_sign" and one["turnover"] == 0 and one["mean_return"] == pytest.approx(ret[:40].mean())
+
+
+def test_a_binary_target_labelled_1_and_2_is_scored_on_the_class_training_calls_positive() -> None:
+    rng = np.random.default_rng(4)
+    score = rng.standard_normal(400)
+    labels = np.where(score + 0.5 * rng.standard_normal(400) > 0, 2.0, 1.0)  # 2 = up, 1 = down
+    ts, sym = np.arange(400), np.array(["A"] * 400)
+    out = evaluate(labels, 1 / (1 + np.exp(-score)), ts, sym, "binary", positive=positive_label(np.unique(labels)))
+    assert out["auc"] > 0.8  # before: 1 was taken as the positive class and the AUC came out below 0.2
+    # The holdout alone may hold only the 2s; the job's positive class still decides.
+    only_up = labels == 2
+    assert evaluate(labels[only_up], score[only_up], ts[only_up], sym[only_up], "binary", positive=2.0)["base_rate"] == 1.0
+    # Training encodes the same class as 1.
+    from trainpipe.families.registry import make_trainer
+
+    frame = pd.DataFrame({"ts": pd.date_range("2020-01-01", periods=400, tz="UTC"), "symbol": "A", "x": score, "y_up_1d": labels})
+    model = make_trainer("lightgbm", features=["x"], target="y_up_1d", task="binary", params={"n_estimators": 20}, seed=1, horizon_bars=1, aux_targets=[])
+    model.fit(frame)
+    assert np.corrcoef(model.predict(frame), labels)[0, 1] > 0.5
+
+
+def test_baselines_beside_the_hit_rate() -> None:
+    rng = np.random.default_rng(2)
+    y = (rng.random(1000) < 0.63).astype(float)  # up in 63% of rows
+    out = evaluate(y, np.full(1000, 0.9), np.arange(1000), np.array(["A"] * 1000), "binary")
+    assert out["hit_rate"] == pytest.approx(out["base_rate"]) == pytest.approx(y.mean())
+    assert out["hit_rate_baseline"] == pytest.approx(max(y.mean(), 1 - y.mean()))
+    assert out["balanced_accuracy"] == 0.5  # "always up" has no skill, whatever its hit rate
+
+
+@pytest.mark.parametrize(
+    "freq,periods,expected",
+    [("W", 300, 52.18), ("B", 1000, 260.9), ("D", 1000, 365.24), ("5min", 20_000, 105_190.0), ("h", 5000, 8765.8)],
+)
+def test_bars_per_year_is_measured_on_the_timestamps(freq, periods, expected) -> None:
+    ts = pd.date_range("2020-01-03", periods=periods, freq=freq).to_numpy()
+    assert bars_per_year(ts, np.array(["A"] * periods)) == pytest.approx(expected, rel=0.01)
+
+
+def test_sharpe_is_annualised_with_measured_bars_and_has_a_buy_and_hold_baseline() -> None:
+    # Weekly bars: a strategy earning 0.2% ± 1% a week has a Sharpe of 0.2·√52 ≈ 1.44 (a 252-day table gave 0.2·√36).
+    rng = np.random.default_rng(3)
+    weekly = 0.002 + 0.01 * rng.standard_normal(520)
+    weekly = (weekly - weekly.mean()) / weekly.std(ddof=1) * 0.01 + 0.002  # exactly mean 0.2%, sd 1%
+    ts = pd.date_range("2010-01-01", periods=520, freq="W").to_numpy()
+    sym = np.array(["A"] * 520)
+    bars = bars_per_year(ts, sym)
+    out = long_short_backtest(np.ones(520), weekly, ts, sym, horizon_bars=1, bars_a_year=bars)
+    assert out["sharpe"] == pytest.approx(0.2 * np.sqrt(52.18), rel=0.01)
+    # Always long one symbol is buy-and-hold: no edge over its baseline.
+    assert out["baseline_mode"] == "buy_and_hold" and out["baseline_sharpe"] == pytest.approx(out["sharpe"])

@@ -97,7 +97,12 @@ def spec_schema() -> dict[str, Any]:
 
 
 def status_schema() -> dict[str, Any]:
-    return _model_schema(PipelineStatus)
+    schema = _model_schema(PipelineStatus)
+    # A pipeline the operator has not written yet reads `observedGeneration: 0` (below generation 1), so
+    # kstatus readers (Flux, kubectl wait) see it InProgress instead of Current in that first moment.
+    schema["default"] = {}
+    schema["properties"]["observedGeneration"]["default"] = 0
+    return schema
 
 
 def crd() -> dict[str, Any]:

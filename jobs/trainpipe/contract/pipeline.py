@@ -23,19 +23,36 @@ ALL_SELECTION_METHODS: tuple[SelectionMethod, ...] = (
 BothStrongBehavior = Literal["ROUTE_BOTH", "PREFER_CS", "PREFER_SYMBOL"]
 ModelTypes = Literal["all", "sequential", "cross_sectional", "cpu", "gpu"]
 
-Symbol = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._-]+$")]
+# Any name a data provider uses (^VIX, ES=F, EURUSD=X, BRK-B) is a symbol; only what would be unsafe in
+# the symbol=<SYM>/<SYM>.parquet path is refused: separators, whitespace, control characters, and '..'
+# (refused by the DataSpec validator and, in the cluster, its CEL rule: the CRD's regex has no lookahead).
+# Where a job id (and so a Kubernetes name) needs a symbol, `trainpipe.contract.units.symbol_key` maps it injectively.
+Symbol = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[^/\\\s\x00-\x1f\x7f]+$")]
 
 
 class DataSpec(Contract):
     """Where the bars live and which part of them to read."""
 
+    model_config = Contract.model_config | {
+        "json_schema_extra": {"x-kubernetes-validations": [{"rule": "self.symbols.all(s, !s.contains('..'))",
+                                                             "message": "data.symbols: a symbol may not contain '..' (it names a folder)"}]}
+    }
+
     dir: str = Field("data", description="Data directory: <dir>/[interval=<I>/]symbol=<SYM>/<SYM>.parquet, or one long-format parquet/CSV file with a symbol column. "
                      "In a cluster run, a relative dir is taken inside data.volume.mountPath.")
     volume: VolumeSpec | None = Field(None, description="Cluster runs: the claim the Jobs read the bars from.")
-    symbols: list[Symbol] = Field(default_factory=list, description="Symbols to load; empty means every symbol found.")
+    symbols: list[Symbol] = Field(default_factory=list, max_length=5000, description="Symbols to load; empty means every symbol found.")
     interval: str | None = Field(None, pattern=r"^[0-9]+[mhd]$", description="Interval partition to read (e.g. 5m, 1d) when the directory has interval=<I> folders.")
     max_rows_per_symbol: int | None = Field(None, ge=100, description="Keep only the most recent N rows of each symbol.")
     min_rows_per_symbol: int = Field(200, ge=20, description="A symbol with fewer usable rows is an error.")
+
+    @field_validator("symbols")
+    @classmethod
+    def _path_safe(cls, value: list[str]) -> list[str]:
+        unsafe = [s for s in value if ".." in s]
+        if unsafe:
+            raise ValueError(f"symbols {unsafe} contain '..', which would name a folder outside the data dir; rename them")
+        return value
 
 
 class TargetsSpec(Contract):
@@ -45,6 +62,10 @@ class TargetsSpec(Contract):
     auto: bool = Field(True, description="Discover every fwd_ret_*/y_* column and rank them.")
     include: list[str] = Field(default_factory=list, description="Targets to consider; with auto=false exactly these are ranked.")
     top_n: int = Field(5, ge=1, le=200, description="How many ranked targets go on to feature selection.")
+    horizon_bars: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict,
+        description="Horizon in bars per target column, for names that do not end in <n>[m|h|d|w|mo] or to state it exactly; it sets the purge and the leak scan.",
+    )
 
     @model_validator(mode="after")
     def _explicit_needs_names(self) -> TargetsSpec:
@@ -73,9 +94,13 @@ class RankingSpec(Contract):
     folds: int = Field(4, ge=2, le=20, description="Walk-forward test folds.")
     embargo_bars: int = Field(5, ge=0, le=10_000, description="Extra bars purged beyond the target horizon between train and test.")
     max_rows: int = Field(200_000, ge=1_000, description="Rows sampled (most recent first kept in time order) for ranking and selection.")
-    leak_correlation: float = Field(0.97, gt=0, le=1, description="A feature whose |correlation| with the target (or a shifted copy) exceeds this is a leak.")
-    max_r2: float = Field(0.5, gt=0, le=1, description="Out-of-sample R² above this is too good to be true for returns.")
-    max_auc: float = Field(0.9, gt=0.5, le=1, description="Out-of-sample AUC above this is too good to be true.")
+    leak_correlation: float = Field(0.3, gt=0, le=1, description="A feature whose |correlation| (Pearson or Spearman, with the level or sign) with a label not yet known at its row "
+                                    "exceeds what the label's known part explains plus this share of the rest is a leak; real returns' ICs stay far below 0.3.")
+    max_rank_ic: float = Field(0.15, gt=0, le=1, description="The best model's out-of-sample |rank IC| above this is too good to be true for returns (real ones stay under about 0.1).")
+    max_r2: float = Field(0.05, gt=0, le=1, description="The best model's out-of-sample R² above this is too good to be true for returns.")
+    min_symbols_per_timestamp: int = Field(3, ge=2, le=10_000, description="A cross-sectional score needs this many symbols on most timestamps; "
+                                           "a panel without such a cross-section (symbols on different calendars) gets symbol routes only.")
+    max_auc: float = Field(0.65, gt=0.5, le=1, description="The best model's out-of-sample AUC (or 1 − AUC) above this is too good to be true for market labels.")
 
 
 class SelectionSpec(Contract):
@@ -96,7 +121,7 @@ class RoutingSpec(Contract):
     both_strong_behavior: BothStrongBehavior = "ROUTE_BOTH"
     enable_experimental_lane: bool = True
     max_fraction_symbols_per_target: float = Field(0.5, gt=0, le=1, description="Experimental symbol routes per target, as a fraction of its symbols.")
-    block_on_leakage: bool = True
+    block_on_leakage: bool = Field(True, description="A leaking feature stops the run at rank (true), or leaves every target's feature pool with the reason recorded (false).")
 
 
 DEFAULT_FAMILIES = ("lightgbm", "xgboost", "catboost")

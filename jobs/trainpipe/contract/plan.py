@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from trainpipe.contract.base import Contract
+from trainpipe.contract.cut import HoldoutCut
 from trainpipe.contract.names import (
     PLAN_SCHEMA_VERSION,
     ROUTING_SCHEMA_VERSION,
@@ -114,6 +115,7 @@ class TrainingPlanMetadata(PlanMetadata):
     routing_plan_path: str = Field(description="Path of the routing_plan.json this plan was derived from, relative to the output dir")
     model_families: list[str]
     model_families_requested: list[str] | None
+    holdout_cut: HoldoutCut | None = Field(None, description="The run's holdout cut (fixed before ranking); training scores every model on it")
 
 
 class TrainingPlan(Contract):

@@ -33,6 +33,24 @@ def dns_label(text: str, max_length: int = MAX_ID_LENGTH) -> str:
     return f"{head}-{digest}"
 
 
+_PLAIN_TICKER = re.compile(r"[A-Z0-9.]+")
+_SYMBOL_HASH_LENGTH = 8
+
+
+def symbol_key(symbol: str) -> str:
+    """A symbol's part of job ids (and so of unit ids and Kubernetes names): lowercase [a-z0-9.-], injective.
+
+    A plain ticker (AAPL, BRK.B) is just lower-cased: one-to-one on upper-case letters, digits and '.'.
+    Any other name (^VIX, ES=F, EURUSD=X, aapl) gets a readable slug plus a digest of the exact name, so
+    '^VIX' and '_VIX', or 'AAPL' and 'aapl', never share an id: a plain ticker's key has no '-', and
+    every other key ends in '-' and the digest.
+    """
+    if _PLAIN_TICKER.fullmatch(symbol):
+        return symbol.lower()
+    slug = re.sub(r"[^a-z0-9.]+", "-", symbol.lower()).strip("-") or "sym"
+    return f"{slug}-{hashlib.sha256(symbol.encode()).hexdigest()[:_SYMBOL_HASH_LENGTH]}"
+
+
 @dataclass(frozen=True)
 class WorkUnit:
     """One model to train: a plan job × a family, in the stage that family belongs to."""

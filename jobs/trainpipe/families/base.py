@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from trainpipe.contract.names import SYMBOL_COLUMN, TIMESTAMP_COLUMN, TaskType
+from trainpipe.contract.targets import positive_label
 from trainpipe.data.frames import frame_symbols, frame_ts
 from trainpipe.families.catalogue import FAMILIES, FamilySpec
 from trainpipe.io.atomic import json_default
@@ -233,7 +234,7 @@ class Trainer(ABC):
                 raise ValueError(self.err(f"binary target has {len(values)} distinct values; expected two (0/1)"))
             if len(values) < 2:
                 raise ValueError(self.err("binary target has one class only in the training rows; cannot train a classifier"))
-            return (y == values.max()).astype(np.float64)  # higher value is class 1 (0/1 and -1/1 labels alike)
+            return (y == positive_label(values)).astype(np.float64)  # the one encoding evaluation uses too
         return y
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:

@@ -26,6 +26,11 @@ class Layout:
         return self.ranking_dir / "target_rankings.json"
 
     @property
+    def data_pins_json(self) -> Path:
+        """The data files rank read and their digest: later stages check they read the same bars."""
+        return self.ranking_dir / "data_files.json"
+
+    @property
     def oos_scores_parquet(self) -> Path:
         """Per-target, per-symbol out-of-sample scores from ranking; `plan` builds routing candidates from it."""
         return self.ranking_dir / "oos_scores.parquet"

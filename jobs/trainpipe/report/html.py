@@ -47,10 +47,11 @@ def render(layout: Layout) -> str:
         "<h1>trainpipe run report</h1>",
         f"<p class='meta'>{html.escape(str(layout.root))} · trainpipe {__version__} · written {datetime.now(UTC).isoformat(timespec='seconds')}</p>",
         _cards(ranking, plan, metrics),
+        _cut_section(ranking),
         _ranking_section(ranking),
         _selection_section(layout, ranking),
         _plan_section(plan),
-        _models_section(metrics),
+        _models_section(flag_too_good(metrics, ranking.get("too_good_limits"))),
         "</body></html>",
     ]
     return "\n".join(p for p in parts if p)
@@ -70,6 +71,25 @@ def model_metrics_frame(layout: Layout) -> pd.DataFrame:
                     row[k if section == "metrics" else f"bt_{k}"] = v
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def flag_too_good(metrics: pd.DataFrame, limits: dict | None) -> pd.DataFrame:
+    """Add `too_good`: the reason a model's holdout score is beyond the limits ranking used, or "" (pure).
+
+    The same limits as ranking's, applied to the final holdout: a leak ranking missed shows up here.
+    """
+    if metrics.empty or not limits:
+        return metrics
+
+    def reason(row) -> str:
+        rank_ic, auc = row.get("rank_ic"), row.get("auc")
+        if row.get("task") == "regression" and rank_ic is not None and pd.notna(rank_ic) and abs(rank_ic) > limits["max_rank_ic"]:
+            return f"holdout rank IC {rank_ic:.3f} beyond ±{limits['max_rank_ic']}: look for a leak"
+        if row.get("task") != "regression" and auc is not None and pd.notna(auc) and max(auc, 1 - auc) > limits["max_auc"]:
+            return f"holdout AUC {auc:.3f} beyond {limits['max_auc']}: look for a leak"
+        return ""
+
+    return metrics.assign(too_good=[reason(row) for row in metrics.to_dict("records")])
 
 
 def _read_json(path: Path):
@@ -116,6 +136,20 @@ def _cards(ranking, plan, metrics: pd.DataFrame) -> str:
     return "<div class='cards'>" + "".join(f"<div class='card'><b>{v}</b>{html.escape(k)}</div>" for k, v in cards) + "</div>"
 
 
+def _cut_section(ranking) -> str:
+    """The run's holdout cut: which bars chose targets, features and routes, and which only scored the models."""
+    cut = (ranking or {}).get("holdout_cut")
+    if not cut:
+        return ""
+    rows = pd.DataFrame([{"symbol": sym, **c} for sym, c in cut["symbols"].items()])
+    rows = rows.rename(columns={"firstTs": "first bar", "developmentEnd": "development ends before", "holdoutStart": "holdout starts",
+                                "lastTs": "last bar", "holdoutRows": "holdout bars"})
+    return (f"<h2>Holdout cut</h2><p>Fixed before ranking: each symbol's latest {cut['fraction']:.0%} of its own bars is the holdout, "
+            f"and ranking, selection and routing read only bars ending {cut['purgeBars']} bars earlier (longest horizon + embargo). "
+            "Only the model metrics below are measured on the holdout.</p>"
+            + _table(rows, ["symbol", "first bar", "development ends before", "holdout starts", "last bar", "rows", "holdout bars"]))
+
+
 def _ranking_section(ranking) -> str:
     if not ranking:
         return "<h2>Target ranking</h2><p class='muted'>Ranking has not run.</p>"
@@ -123,8 +157,13 @@ def _ranking_section(ranking) -> str:
     cols = ["rank", "target", "task", "metric_name", "score", "ic", "rank_ic", "r2", "auc", "lgbm_score", "linear_score",
             "consistency", "composite", "n_samples", "n_folds", "status", "reason", "selected"]
     chart = _chart_ranking(table)
-    return ("<h2>Target ranking</h2><p>Purged walk-forward out-of-sample scores (LightGBM and a linear baseline); "
-            "composite = mean skill × (0.5 + 0.5 × share of folds with positive skill).</p>" + chart + _table(table, cols))
+    leaks = pd.DataFrame(ranking.get("leaks") or [])
+    leak_note = ("<p>No feature leaked a label not yet known at its row.</p>" if leaks.empty else
+                 "<p><b>Leaking features left every target's pool</b> (a feature tracking any target's unresolved label):</p>"
+                 + _table(leaks, ["feature", "target", "shift", "method", "correlation", "bound"]))
+    return ("<h2>Target ranking</h2><p>Purged walk-forward out-of-sample scores (LightGBM and a linear baseline) on the rows "
+            "before the holdout cut; composite = mean skill × (0.5 + 0.5 × share of folds with positive skill).</p>"
+            + leak_note + chart + _table(table, cols))
 
 
 def _selection_section(layout: Layout, ranking) -> str:
@@ -168,9 +207,14 @@ def _models_section(metrics: pd.DataFrame) -> str:
     metrics = metrics.sort_values([c for c in ("target", "job_id", "family") if c in metrics.columns])
     chart = _chart_families(metrics)
     cols = ["job_id", "target", "symbol", "family", "stage", "device", "n_train", "n_test", "ic", "rank_ic", "r2", "auc", "hit_rate",
-            "bt_sharpe", "bt_mean_return", "bt_turnover", "train_seconds", "peak_rss_mb"]
-    return ("<h2>Models</h2><p>Metrics on the purged, time-ordered holdout (never a shuffled split); "
-            "backtest: long/short on the predictions, with turnover.</p>" + chart + _table(metrics, cols))
+            "hit_rate_baseline", "balanced_accuracy", "bt_sharpe", "bt_baseline_sharpe", "bt_mean_return", "bt_turnover", "too_good",
+            "train_seconds", "peak_rss_mb"]
+    flagged = int((metrics["too_good"] != "").sum()) if "too_good" in metrics.columns else 0
+    warning = f"<p><b>{flagged} model(s) score too well on the holdout to be believed</b> (column too_good).</p>" if flagged else ""
+    return ("<h2>Models</h2><p>Metrics on the run's holdout (each symbol's latest bars after a purge; never a shuffled split), "
+            "each beside its no-skill baseline: the majority-class hit rate, balanced accuracy, and the buy-and-hold or "
+            "equal-weight long Sharpe over the same periods (annualised with the bars per year measured on the data).</p>"
+            + warning + chart + _table(metrics, cols))
 
 
 def _png(fig) -> str:

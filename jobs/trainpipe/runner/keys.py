@@ -18,6 +18,8 @@ def stage_keys(spec: PipelineSpec, data_digest: str, code: str, run_id: str | No
         "stage": Stage.RANK, "code": code, "data": data_digest, "dataSpec": {k: v for k, v in s["data"].items() if k != "volume"}, "seed": s["seed"],
         "targets": s["targets"], "candidates": {"include": s["features"]["include"], "exclude": s["features"]["exclude"]},
         "ranking": s["ranking"],
+        # The holdout is cut before ranking: its share decides which rows rank (and everything after) may read.
+        "holdoutFraction": s["training"]["holdoutFraction"],
     })
     select = digest_json({"stage": Stage.SELECT, "up": rank, "selection": s["selection"], "features": s["features"]})
     plan = digest_json({

@@ -12,17 +12,20 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
 
+from trainpipe.contract.cut import HoldoutCut
 from trainpipe.contract.names import COMPUTE_STAGES, Leakage, Stability, Stage, TargetStatus, TaskType
 from trainpipe.contract.pipeline import DEFAULT_FAMILIES, PipelineSpec, TrainingSpec
 from trainpipe.contract.plan import PlanMetadata, TrainingPlanMetadata
-from trainpipe.contract.targets import horizon_bars
+from trainpipe.contract.targets import HorizonError, horizon_bars
+from trainpipe.cv import development_mask, holdout_cut, pinned_mask
+from trainpipe.data.errors import DataError
 from trainpipe.io.atomic import write_json, write_parquet
 from trainpipe.io.layout import Layout
 from trainpipe.resources import available_cpus
@@ -119,38 +122,101 @@ def candidate_columns(ctx: RunContext) -> tuple[list[str], list[str]]:
     return list(features), list(targets)
 
 
-def load(ctx: RunContext, columns: list[str]):
+def load(ctx: RunContext, columns: list[str], cut: HoldoutCut | None = None):
+    """The panel rank reads (no `cut`), or, given the run's cut, exactly those bars again.
+
+    With a cut the files are read whole and each symbol is trimmed to the bars rank read, so bars
+    appended mid-run, or a `maxRowsPerSymbol` window that would slide over them, change nothing.
+    """
+    from trainpipe.data.frames import frame_symbols, frame_ts
     from trainpipe.data.loading import load_panel
 
     d = ctx.spec.data
-    return load_panel(ctx.data_dir, d.symbols or None, interval=d.interval, columns=columns,
-                      max_rows_per_symbol=d.max_rows_per_symbol, min_rows_per_symbol=d.min_rows_per_symbol)
+    if cut is None:
+        return load_panel(ctx.data_dir, d.symbols or None, interval=d.interval, columns=columns,
+                          max_rows_per_symbol=d.max_rows_per_symbol, min_rows_per_symbol=d.min_rows_per_symbol)
+    panel = load_panel(ctx.data_dir, sorted(cut.symbols), interval=d.interval, columns=columns, min_rows_per_symbol=d.min_rows_per_symbol)
+    keep = pinned_mask(frame_ts(panel.frame), frame_symbols(panel.frame), cut)
+    if not keep.all():
+        panel = replace(panel, frame=panel.frame.loc[keep].reset_index(drop=True))
+    return panel
+
+
+def development_frame(frame: pd.DataFrame, cut: HoldoutCut) -> pd.DataFrame:
+    """The rows rank, select and plan may read: each symbol's bars before its development end."""
+    from trainpipe.data.frames import frame_symbols, frame_ts
+
+    keep = development_mask(frame_ts(frame), frame_symbols(frame), cut)
+    return frame.loc[keep].reset_index(drop=True)
+
+
+def target_horizons(ctx: RunContext, targets: list[str], interval_minutes: float) -> dict[str, int]:
+    """Each candidate target's horizon in bars (name or targets.horizonBars); an unreadable name stops the run."""
+    try:
+        return {t: horizon_bars(t, interval_minutes, ctx.spec.targets.horizon_bars) for t in targets}
+    except HorizonError as exc:
+        raise DataError(f"{ctx.data_dir}: {exc}") from None
+
+
+def run_cut(ctx: RunContext, frame: pd.DataFrame, horizons: dict[str, int]) -> HoldoutCut:
+    """Fix the run's holdout before anything is ranked: purge = the longest candidate horizon + the embargo."""
+    from trainpipe.data.frames import frame_symbols, frame_ts
+
+    try:
+        return holdout_cut(frame_ts(frame), frame_symbols(frame), ctx.spec.training.holdout_fraction, horizons, ctx.spec.ranking.embargo_bars)
+    except ValueError as exc:
+        raise DataError(f"{ctx.data_dir}: {exc}") from None
+
+
+def read_cut(layout: Layout) -> HoldoutCut:
+    """The run's holdout cut as rank recorded it."""
+    try:
+        return HoldoutCut.model_validate(json.loads(layout.rankings_json.read_text())["holdout_cut"])
+    except FileNotFoundError:
+        raise StageInputError(f"{layout.rankings_json} is missing: run `trainpipe rank` first") from None
+    except KeyError:
+        raise StageInputError(f"{layout.rankings_json} records no holdout cut (written by an older trainpipe): rerun `trainpipe rank`") from None
 
 
 def rank_step(ctx: RunContext) -> dict:
     from trainpipe.data.loading import move_features
-    from trainpipe.stages.rank import RankParams, rank_targets
+    from trainpipe.stages.rank import LeakageError, RankParams, rank_targets
 
     features, targets = candidate_columns(ctx)
     panel = load(ctx, features + targets)
-    x = move_features(panel.frame, features)  # held once: as a matrix, no longer as frame columns
+    horizons = target_horizons(ctx, targets, panel.interval_minutes)
+    cut = run_cut(ctx, panel.frame, horizons)
+    frame = development_frame(panel.frame, cut)
+    n_rows, interval_minutes, symbols = len(panel.frame), panel.interval_minutes, panel.symbols
+    del panel  # the holdout rows go now: nothing below may read them
+    x = move_features(frame, features)  # held once: as a matrix, no longer as frame columns
     ctx.tick(Stage.RANK, total=len(targets))
-    result = rank_targets(panel.frame, features, targets, panel.interval_minutes, RankParams.from_spec(ctx.spec, ctx.threads),
-                          on_target=lambda t: ctx.tick(Stage.RANK, t), x=x)
+    params = RankParams.from_spec(ctx.spec, ctx.threads)
+    try:
+        result = rank_targets(frame, features, targets, interval_minutes, params, on_target=lambda t: ctx.tick(Stage.RANK, t), x=x, horizons=horizons)
+    except LeakageError as exc:
+        raise DataError(f"{ctx.data_dir}: {exc}") from None
     layout = ctx.layout
     write_parquet(layout.oos_scores_parquet, result.oos_scores)
     write_parquet(layout.rankings_parquet, result.table)
     write_json(layout.rankings_json, {
-        "interval_minutes": panel.interval_minutes,
-        "symbols": list(panel.symbols),
-        "features": features,
+        "interval_minutes": interval_minutes,
+        "symbols": list(symbols),
+        "features": list(result.features),  # the pool select may use: leaking features have left it
+        "candidate_features": features,
+        "leaks": [asdict(leak) for leak in result.leaks],
         "selected": list(result.selected),
+        "holdout_cut": cut.to_wire(),
+        # The report applies the same limits to the models' holdout metrics.
+        "too_good_limits": {"max_rank_ic": params.max_rank_ic, "max_r2": params.max_r2, "max_auc": params.max_auc},
         "targets": json.loads(result.table.to_json(orient="records")),
     })
+    # Kept apart from the rankings: the digest covers the holdout's bars too, which the rankings must not depend on.
+    write_json(layout.data_pins_json, {"files": [str(p) for p in ctx.data_files], "digest": ctx.data_digest})
     if not result.selected:
         reasons = "; ".join(f"{r.target}: {r.status} {r.reason}".strip() for r in result.table.itertuples())
         raise StageInputError(f"no target passed ranking, so there is nothing to select or train. Per target: {reasons}")
-    return {"targets_ranked": len(targets), "selected": list(result.selected), "rows": len(panel.frame)}
+    return {"targets_ranked": len(targets), "selected": list(result.selected), "rows": n_rows, "development_rows": len(frame)}
 
 
 def read_rankings(layout: Layout) -> dict:
@@ -183,15 +249,18 @@ def select_targets(ctx: RunContext, ranking: dict, targets: list[str]) -> dict[s
     selected = ranking["selected"]
     by_target = {row["target"]: row for row in ranking["targets"]}
     features = ranking["features"]
-    panel = load(ctx, features + selected)
-    x = move_features(panel.frame, features)
-    frame = sample_recent(panel.frame, ctx.spec.ranking.max_rows)  # the same rows rank scored
-    x = x[len(panel.frame) - len(frame):]
+    cut = read_cut(ctx.layout)
+    panel = load(ctx, features + selected, cut)
+    development = development_frame(panel.frame, cut)
+    del panel
+    x = move_features(development, features)
+    frame = sample_recent(development, ctx.spec.ranking.max_rows)  # the same rows rank scored
+    x = x[len(development) - len(frame):]
     params = SelectParams.from_spec(ctx.spec, ctx.threads)
     tasks = {target: TaskType(by_target[target]["task"]) for target in targets}
     selections = {}
     if ctx.spec.features.auto:
-        to_select = [TargetToSelect(t, tasks[t], horizon_bars(t, panel.interval_minutes)) for t in targets]
+        to_select = [TargetToSelect(t, tasks[t], cut.horizon_bars[t]) for t in targets]
         ctx.tick(Stage.SELECT, total=len(targets) * len(params.methods))
         selections = select_all(frame, to_select, features, params, x=x, on_step=lambda t, m: ctx.tick(Stage.SELECT, f"{t} · {m}"))
     del x
@@ -305,7 +374,7 @@ def plan_step(ctx: RunContext) -> dict:
         {t: TaskType(by_target[t]["task"]) for t in selected},
         families,
         list(training.families) if training.families else None,
-        TrainingPlanMetadata(**meta, routing_plan_path=ctx.layout.relative(ctx.layout.routing_plan_json),
+        TrainingPlanMetadata(**meta, routing_plan_path=ctx.layout.relative(ctx.layout.routing_plan_json), holdout_cut=read_cut(ctx.layout),
                              model_families=families, model_families_requested=list(training.families) or None),
         allow_empty=training.allow_empty_plan,
     )
@@ -392,7 +461,7 @@ STEPS: dict[Stage, Callable[[RunContext], dict]] = {
 # What each stage leaves behind (given its summary), relative to the output dir; a cached stage is reused
 # only if these still exist, and a stage taken from another run copies exactly these.
 OUTPUTS: dict[Stage, Callable[[Layout, dict], list[Path]]] = {
-    Stage.RANK: lambda lay, _: [lay.rankings_parquet, lay.rankings_json, lay.oos_scores_parquet],
+    Stage.RANK: lambda lay, _: [lay.rankings_parquet, lay.rankings_json, lay.oos_scores_parquet, lay.data_pins_json],
     Stage.SELECT: lambda lay, summary: [lay.selection_summary] + [p for t in summary["targets"] for p in (lay.selected_features(t), lay.feature_scores(t))],
     Stage.PLAN: lambda lay, _: [lay.routing_candidates, lay.routing_plan_dir, lay.training_plan_dir],
     Stage.CPU: lambda lay, _: [lay.models_dir],

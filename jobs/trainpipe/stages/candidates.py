@@ -11,9 +11,14 @@ Decisions (documented here because routing reads the result):
 * A side whose folds are *all* NaN gets **no candidate**. Routing treats a missing candidate as
   DISALLOWED with the reason "no out-of-sample score", so the side can never be trained; keeping
   scores and intervals finite means the parquet and JSON consumers never see NaN.
-* score = mean of the valid fold scores; CI = mean ± 1.96·s/√k with s the sample standard deviation
-  (ddof=1) over the k valid folds. With k = 1 there is no spread to estimate, so the interval is
-  degenerate (low = high = score); `n_folds` = 1 tells readers how little that means.
+* The cross-sectional row's fold score is already the mean over timestamps of the score across that
+  timestamp's symbols (rank computes it), so it measures ranking symbols, not timing the market; a
+  symbol's row is that symbol's own score.
+* score = mean of the valid fold scores; CI = mean ± t(0.975, k−1)·s/√k with s the sample standard
+  deviation (ddof=1) over the k valid folds: with 2–4 folds a normal z would make it far too narrow.
+  With k = 1 the interval comes from the fold's own sample at its *effective* size, n / horizon bars
+  (overlapping labels are not independent): for the cross-section the per-timestamp spread over its
+  timestamps, for a symbol the sampling error of a correlation (1/√(n−3)) or of an AUC (1/√(3n)).
 * sample_size = sum of `n_samples` over the valid folds: the real number of out-of-sample rows the
   score rests on (the seed always wrote 0 here and blocked every route).
 * Stability and leakage come per target (selection and ranking judge a target, not a symbol) and are
@@ -27,14 +32,14 @@ from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as student_t
 
 from trainpipe.contract.names import Leakage, Stability, TaskType
 from trainpipe.contract.plan import RoutingCandidate
 
-OOS_SCORE_COLUMNS: tuple[str, ...] = ("target", "symbol", "fold", "task", "metric_name", "score", "n_samples", "horizon_minutes")
-
-# z for a two-sided 95 % normal interval of the mean fold score.
-_Z95 = 1.96
+OOS_SCORE_COLUMNS: tuple[str, ...] = (
+    "target", "symbol", "fold", "task", "metric_name", "score", "n_samples", "horizon_minutes", "horizon_bars", "score_sd", "timestamps",
+)
 
 CANDIDATE_COLUMNS: tuple[str, ...] = tuple(RoutingCandidate.model_fields)
 
@@ -132,6 +137,22 @@ def _sides(rows: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
     return sides
 
 
+def effective_size(n: float, horizon_bars: float) -> float:
+    """Independent observations in n overlapping h-bar labels: about n / h."""
+    return n / max(1.0, horizon_bars) if np.isfinite(horizon_bars) else n
+
+
+def _one_sample_se(row: pd.Series, cross_sectional: bool, metric_name: str) -> float:
+    """Standard error of one fold's score from its own sample, counted at its effective size."""
+    h = float(row["horizon_bars"])
+    if cross_sectional and np.isfinite(row["score_sd"]) and row["timestamps"] > 1:
+        return float(row["score_sd"]) / math.sqrt(max(1.0, effective_size(float(row["timestamps"]), h)))
+    n_eff = effective_size(float(row["n_samples"]), h)
+    if metric_name == "auc":
+        return 1.0 / math.sqrt(max(1.0, 3.0 * n_eff))
+    return 1.0 / math.sqrt(max(1.0, n_eff - 3.0))
+
+
 def _side_candidate(
     *,
     target: str,
@@ -153,7 +174,10 @@ def _side_candidate(
         return None
     values = valid["score"].astype(float).to_numpy()
     mean = float(values.mean())
-    half_width = _Z95 * float(values.std(ddof=1)) / math.sqrt(k) if k > 1 else 0.0
+    if k > 1:
+        half_width = float(student_t.ppf(0.975, k - 1)) * float(values.std(ddof=1)) / math.sqrt(k)
+    else:
+        half_width = 1.96 * _one_sample_se(valid.iloc[0], symbol is None, metric_name)
     return RoutingCandidate(
         target=target,
         symbol=symbol,

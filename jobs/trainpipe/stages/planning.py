@@ -38,6 +38,7 @@ from trainpipe.contract.plan import (
     TrainingPlan,
     TrainingPlanMetadata,
 )
+from trainpipe.contract.units import symbol_key
 from trainpipe.stages.routing import USABLE_STATES
 
 PRIORITY_BOTH = 3
@@ -133,6 +134,7 @@ def build_training_plan(
         routing_plan_path=path,
         model_families=family_list,
         model_families_requested=None if families_requested is None else list(families_requested),
+        holdout_cut=metadata.holdout_cut if isinstance(metadata, TrainingPlanMetadata) else None,
     )
     return TrainingPlan(metadata=plan_metadata, jobs=jobs, summary=_summary(jobs, [routing.targets[t] for t in planned]))
 
@@ -166,7 +168,7 @@ def _target_jobs(target: str, routing: TargetRouting, features: list[str], task:
             continue  # Only the CS side is experimental: the experimental CS job serves this symbol.
         jobs.append(
             TrainingJob(
-                job_id=job_id("sym", target, symbol),
+                job_id=job_id("sym", target, symbol_key(symbol)),  # ^VIX and _VIX must not share an id
                 target=target,
                 symbol=symbol,
                 route=decision.route,

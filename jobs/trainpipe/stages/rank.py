@@ -7,43 +7,63 @@ One LightGBM dataset is binned once for all rows; every target and fold trains o
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from trainpipe.contract.names import SYMBOL_COLUMN, TargetStatus, TaskType
-from trainpipe.contract.pipeline import PipelineSpec
+from trainpipe.contract.pipeline import PipelineSpec, RankingSpec
 from trainpipe.contract.targets import horizon_bars, horizon_minutes, task_type
 from trainpipe.cv import purged_walk_forward
 from trainpipe.data.frames import frame_ts
 from trainpipe.memory import release
 from trainpipe.stages import metrics
 from trainpipe.stages.binned import binned_dataset, booster_params, subset
-from trainpipe.stages.leakage import find_leaks, too_good
+from trainpipe.stages.leakage import Leak, LeakScanner, too_good
 
 LGBM_RANK_ROUNDS = 120
 MIN_TARGET_ROWS = 200
 LINEAR_MAX_ROWS = 50_000
 
 
+_DEFAULTS = RankingSpec()
+
+
 @dataclass(frozen=True)
 class RankParams:
-    folds: int = 4
-    embargo_bars: int = 5
-    max_rows: int = 200_000
-    leak_correlation: float = 0.97
-    max_r2: float = 0.5
-    max_auc: float = 0.9
+    # Defaults are the spec's (one source); tests override what they exercise.
+    folds: int = _DEFAULTS.folds
+    embargo_bars: int = _DEFAULTS.embargo_bars
+    max_rows: int = _DEFAULTS.max_rows
+    leak_correlation: float = _DEFAULTS.leak_correlation
+    max_rank_ic: float = _DEFAULTS.max_rank_ic
+    max_r2: float = _DEFAULTS.max_r2
+    max_auc: float = _DEFAULTS.max_auc
     top_n: int = 5
     seed: int = 42
     threads: int = 2
+    block_on_leakage: bool = True
+    min_symbols_per_timestamp: int = _DEFAULTS.min_symbols_per_timestamp
 
     @classmethod
     def from_spec(cls, spec: PipelineSpec, threads: int = 2) -> RankParams:
         r = spec.ranking
-        return cls(r.folds, r.embargo_bars, r.max_rows, r.leak_correlation, r.max_r2, r.max_auc, spec.targets.top_n, spec.seed, threads)
+        return cls(r.folds, r.embargo_bars, r.max_rows, r.leak_correlation, r.max_rank_ic, r.max_r2, r.max_auc, spec.targets.top_n, spec.seed,
+                   threads, spec.routing.block_on_leakage, r.min_symbols_per_timestamp)
+
+
+class LeakageError(ValueError):
+    """Features that leak a label, found with routing.blockOnLeakage on: the run stops at rank."""
+
+    def __init__(self, leaks: Sequence[Leak]) -> None:
+        self.leaks = tuple(leaks)
+        names = sorted({leak.feature for leak in leaks})
+        super().__init__(
+            f"{len(names)} feature(s) leak a label not yet known at their row: " + "; ".join(leak.describe() for leak in leaks[:6])
+            + f". Fix the data, list them in features.exclude ({names}), or set routing.blockOnLeakage: false to drop them from every target's pool"
+        )
 
 
 @dataclass(frozen=True)
@@ -51,7 +71,12 @@ class Rankings:
     table: pd.DataFrame  # one row per target, best first (see RANKING_COLUMNS)
     oos_scores: pd.DataFrame  # per target × fold × (pooled | symbol): the evidence routing uses
     selected: tuple[str, ...]
+    features: tuple[str, ...] = ()  # the candidate pool after leaking features left it: what select may use
+    leaks: tuple[Leak, ...] = ()  # every leak found, for every target (a leaking feature left every target's pool)
 
+
+# One row per target × fold × side (symbol None = the cross-section): what `plan` builds routing candidates from.
+OOS_COLUMNS = ("target", "symbol", "fold", "task", "metric_name", "score", "n_samples", "horizon_minutes", "horizon_bars", "score_sd", "ir", "timestamps")
 
 RANKING_COLUMNS = [
     "rank", "target", "task", "horizon_minutes", "metric_name", "score", "ic", "rank_ic", "r2", "auc",
@@ -102,30 +127,56 @@ def rank_targets(
     params: RankParams,
     on_target: Callable[[str], None] | None = None,
     x: np.ndarray | None = None,
+    horizons: Mapping[str, int] | None = None,
 ) -> Rankings:
-    """Rank `targets` of `frame`; `x` may carry the features already as a float32 matrix aligned with `frame`."""
+    """Rank `targets` of `frame`; `x` may carry the features already as a float32 matrix aligned with `frame`.
+
+    `horizons` gives each target's horizon in bars (the run's cut has them); without it they are read from the names.
+    """
+    horizons = dict(horizons) if horizons is not None else {t: horizon_bars(t, interval_minutes) for t in targets}
 
     features = list(features)
     if x is None:
         x = frame[features].to_numpy(dtype=np.float32)
     keep = sample_recent(frame, params.max_rows)
     x, frame = x[len(frame) - len(keep):], keep
-    base = binned_dataset(x, params.seed, features)
     # Symbols as small integer codes (sorted names): the leak scan and the per-symbol scores group by them.
     codes, names = pd.factorize(frame[SYMBOL_COLUMN], sort=True)
     symbols = _Symbols(codes.astype(np.int32), tuple(str(n) for n in names))
+    labels = {t: _Label.of(frame, t, horizons[t]) for t in targets}
+
+    # Leaks first, for every target: a feature leaking any label leaves the pool of all of them, so no
+    # other target can rank (or be selected) through it.
+    scanner = LeakScanner(x, symbols.codes, features)
+    leaks = [leak for t, label in labels.items() if label.problem is None
+             for leak in scanner.find_leaks(label.y, label.bars, params.leak_correlation, t, label.task)]
+    del scanner
+    release()  # the scan's standardised copies are freed before the boosters' datasets
+    if leaks and params.block_on_leakage:
+        raise LeakageError(leaks)
+    leaking = {leak.feature for leak in leaks}
+    if leaking:
+        kept = [i for i, f in enumerate(features) if f not in leaking]
+        features, x = [features[i] for i in kept], x[:, kept]
+        if not features:
+            raise LeakageError(leaks)  # nothing would be left to rank with
+
+    base = binned_dataset(x, params.seed, features)
     rows, oos_rows = [], []
     for target in targets:
-        row, oos = _rank_one(frame, x, base, symbols, features, target, interval_minutes, params)
+        row, oos = _rank_one(frame, x, base, symbols, target, labels[target], params)
+        own = [leak for leak in leaks if leak.target == target]
+        if own and row["status"] == TargetStatus.OK.value:
+            row["reason"] = "leaking features left every target's pool: " + "; ".join(leak.describe() for leak in own[:3])
         rows.append(row)
         oos_rows.extend(oos)
         release()  # each target's folds and boosters are freed: hand the pages back before the next target
         if on_target is not None:
             on_target(target)
     table = _finish_table(pd.DataFrame(rows), params.top_n)
-    oos_frame = pd.DataFrame(oos_rows, columns=["target", "symbol", "fold", "task", "metric_name", "score", "n_samples", "horizon_minutes"])
+    oos_frame = pd.DataFrame(oos_rows, columns=list(OOS_COLUMNS))
     selected = tuple(table.loc[table["selected"], "target"])
-    return Rankings(table=table, oos_scores=oos_frame, selected=selected)
+    return Rankings(table=table, oos_scores=oos_frame, selected=selected, features=tuple(features), leaks=tuple(leaks))
 
 
 def _finish_table(table: pd.DataFrame, top_n: int) -> pd.DataFrame:
@@ -157,24 +208,38 @@ class _Symbols:
     names: tuple[str, ...]
 
 
-def _rank_one(frame, x, base, symbols: _Symbols, features, target, interval_minutes, params):
-    y_all = frame[target].to_numpy(dtype=np.float64)
-    task = infer_task(frame[target], target)
-    hmin = horizon_minutes(target)
-    mask = np.isfinite(y_all)
-    n = int(mask.sum())
-    if n < MIN_TARGET_ROWS:
-        return _empty_row(target, task, hmin, n, TargetStatus.TOO_FEW_ROWS, f"only {n} labelled rows (need {MIN_TARGET_ROWS})"), []
-    if np.unique(y_all[mask]).size < 2:
-        return _empty_row(target, task, hmin, n, TargetStatus.DEGENERATE, "the target has a single value"), []
-    if task is TaskType.REGRESSION and np.nanstd(y_all) < 1e-9:
-        return _empty_row(target, task, hmin, n, TargetStatus.DEGENERATE, "the target has (near) zero variance"), []
+@dataclass(frozen=True)
+class _Label:
+    """One target's labels over the ranked rows, its task and horizon, or why it cannot be ranked."""
 
-    bars = horizon_bars(target, interval_minutes)
-    leaks = find_leaks(x, y_all, symbols.codes, features, bars, params.leak_correlation)
-    release()  # the scan's shifted copies are freed; the boosters' threads would not reuse them
-    if leaks:
-        return _empty_row(target, task, hmin, n, TargetStatus.LEAKAGE, "; ".join(leak.describe() for leak in leaks[:3])), []
+    y: np.ndarray
+    task: TaskType
+    bars: int
+    n: int
+    problem: tuple[TargetStatus, str] | None
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, target: str, bars: int) -> _Label:
+        y = frame[target].to_numpy(dtype=np.float64)
+        task = infer_task(frame[target], target)
+        mask = np.isfinite(y)
+        n = int(mask.sum())
+        problem = None
+        if n < MIN_TARGET_ROWS:
+            problem = (TargetStatus.TOO_FEW_ROWS, f"only {n} labelled rows (need {MIN_TARGET_ROWS})")
+        elif np.unique(y[mask]).size < 2:
+            problem = (TargetStatus.DEGENERATE, "the target has a single value")
+        elif task is TaskType.REGRESSION and np.nanstd(y) < 1e-9:
+            problem = (TargetStatus.DEGENERATE, "the target has (near) zero variance")
+        return cls(y, task, bars, n, problem)
+
+
+def _rank_one(frame, x, base, symbols: _Symbols, target, label: _Label, params):
+    y_all, task, bars, n = label.y, label.task, label.bars, label.n
+    hmin = horizon_minutes(target)
+    if label.problem is not None:
+        return _empty_row(target, task, hmin, n, *label.problem), []
+    mask = np.isfinite(y_all)
 
     idx = np.flatnonzero(mask)
     ts = frame_ts(frame)[idx]
@@ -192,13 +257,18 @@ def _rank_one(frame, x, base, symbols: _Symbols, features, target, interval_minu
         blended = _blend(task, p_lgbm, p_lin)
         per_model = {name: _score(task, y_test, p, classes) for name, p in (("lgbm", p_lgbm), ("linear", p_lin))}
         fold_metrics.append(per_model)
-        oos.extend(_oos_rows(target, task, hmin, fold.index, y_test, blended, row_codes[fold.test], symbols.names, classes))
+        oos.extend(_oos_rows(target, task, hmin, bars, fold.index, y_test, blended, row_codes[fold.test], ts[fold.test], symbols.names, classes,
+                             params.min_symbols_per_timestamp))
         release()
     if not fold_metrics:
         return _empty_row(target, task, hmin, n, TargetStatus.DEGENERATE, "no walk-forward fold had enough history after the purge"), []
 
     def mean_of(key: str) -> float:
         vals = [fm[m][key] for fm in fold_metrics for m in fm if np.isfinite(fm[m][key])]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    def mean_of_model(model: str, key: str) -> float:
+        vals = [fm[model][key] for fm in fold_metrics if np.isfinite(fm[model][key])]
         return float(np.mean(vals)) if vals else float("nan")
 
     ic, rank_ic, r2, auc = mean_of("ic"), mean_of("rank_ic"), mean_of("r2"), mean_of("auc")
@@ -213,7 +283,14 @@ def _rank_one(frame, x, base, symbols: _Symbols, features, target, interval_minu
         "consistency": consistency, "composite": composite, "n_samples": n, "n_folds": len(fold_metrics),
         "status": TargetStatus.OK.value, "reason": "",
     }
-    reason = too_good(task, r2, ic, auc, params.max_r2, params.max_auc)
+    # Too good is judged on the best model: averaging would halve a leak only the trees exploit.
+    def best(key: str, distance: Callable[[float], float]) -> float:
+        """The model's mean score farthest from no skill (NaN when no model has one)."""
+        scores = [v for v in (mean_of_model(m, key) for m in ("lgbm", "linear")) if np.isfinite(v)]
+        return max(scores, key=distance) if scores else float("nan")
+
+    reason = too_good(task, best("rank_ic", abs), best("r2", float), best("auc", lambda v: abs(v - 0.5)),
+                      params.max_rank_ic, params.max_r2, params.max_auc)
     if reason:
         row.update(status=TargetStatus.TOO_GOOD.value, reason=reason)
         return row, []
@@ -288,8 +365,13 @@ def _macro_auc(y, proba, classes) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def _oos_rows(target, task, hmin, fold, y, pred, codes, names, classes) -> list[tuple]:
-    """Evidence rows for routing: the pooled (cross-sectional) score and one per symbol."""
+def _oos_rows(target, task, hmin, bars, fold, y, pred, codes, ts, names, classes, min_symbols) -> list[tuple]:
+    """Evidence rows for routing: the cross-sectional score (symbol None) and one per symbol, each on its own rows.
+
+    The cross-sectional score is the mean over timestamps of the score across that timestamp's symbols,
+    so it measures ranking symbols against each other, never market timing; without enough symbols on
+    most timestamps there is no cross-section to score and no such row (routing then has symbol routes only).
+    """
     def one(yy, pp):
         if task is TaskType.REGRESSION:
             return metrics.spearman(yy, pp)
@@ -298,8 +380,61 @@ def _oos_rows(target, task, hmin, fold, y, pred, codes, names, classes) -> list[
         return _macro_auc(yy, pp, classes)
 
     metric = _metric_name(task)
-    rows = [(target, None, fold, task.value, metric, one(y, pred), len(y), hmin)]
+    rows = []
+    if task is not TaskType.MULTICLASS:
+        label = y if task is TaskType.REGRESSION else (y == classes[-1]).astype(float)
+        cs = cross_sectional_score(ts, label, pred, task, min_symbols)
+        if cs.eligible_timestamps * 2 > cs.timestamps:  # a cross-section on most timestamps
+            rows.append((target, None, fold, task.value, metric, cs.mean, len(y), hmin, bars, cs.sd, cs.ir, cs.eligible_timestamps))
     for code in np.unique(codes):  # codes follow sorted names, so rows come in symbol order
         m = codes == code
-        rows.append((target, names[code], fold, task.value, metric, one(y[m], pred[m]), int(m.sum()), hmin))
+        rows.append((target, names[code], fold, task.value, metric, one(y[m], pred[m]), int(m.sum()), hmin, bars, float("nan"), float("nan"), 0))
     return rows
+
+
+@dataclass(frozen=True)
+class CrossSection:
+    mean: float  # mean per-timestamp score (rank IC, or AUC for labels) over eligible timestamps
+    sd: float  # standard deviation of the per-timestamp scores
+    ir: float  # (mean − no-skill score) / sd: the information ratio of the per-timestamp scores
+    timestamps: int  # distinct timestamps in the rows
+    eligible_timestamps: int  # timestamps with at least the minimum symbols (and both classes, for labels)
+
+
+def cross_sectional_score(ts: np.ndarray, y: np.ndarray, pred: np.ndarray, task: TaskType, min_symbols: int) -> CrossSection:
+    """Per-timestamp rank IC (regression) or AUC (binary labels) across symbols, averaged over timestamps.
+
+    Vectorised over timestamps (a fold holds tens of thousands): ranks within each timestamp, then one
+    Pearson correlation of ranks per timestamp from grouped sums.
+    """
+    frame = pd.DataFrame({"ts": ts, "y": y, "p": pred})
+    groups = frame.groupby("ts", sort=False)
+    size = groups["y"].transform("size").to_numpy()
+    n_ts = int(groups.ngroups)
+    frame = frame.loc[size >= min_symbols]
+    nan = float("nan")
+    if frame.empty:
+        return CrossSection(nan, nan, nan, n_ts, 0)
+    groups = frame.groupby("ts", sort=False)
+    rp = groups["p"].rank().to_numpy()
+    if task is TaskType.REGRESSION:
+        ry = groups["y"].rank().to_numpy()
+        work = pd.DataFrame({"ts": frame["ts"].to_numpy(), "a": rp, "b": ry})
+        g = work.groupby("ts", sort=False)
+        a = work["a"] - g["a"].transform("mean")
+        b = work["b"] - g["b"].transform("mean")
+        sums = pd.DataFrame({"ts": work["ts"], "ab": a * b, "aa": a * a, "bb": b * b}).groupby("ts", sort=False).sum()
+        denom = np.sqrt(sums["aa"] * sums["bb"])
+        per_ts = (sums["ab"] / denom)[denom > 0].to_numpy()
+    else:
+        pos = frame["y"].to_numpy() > 0.5
+        work = pd.DataFrame({"ts": frame["ts"].to_numpy(), "pos": pos.astype(float), "rank_pos": np.where(pos, rp, 0.0), "one": 1.0})
+        sums = work.groupby("ts", sort=False).sum()
+        n_pos, n_neg = sums["pos"], sums["one"] - sums["pos"]
+        ok = (n_pos > 0) & (n_neg > 0)
+        per_ts = ((sums["rank_pos"] - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))[ok].to_numpy()
+    if len(per_ts) == 0:
+        return CrossSection(nan, nan, nan, n_ts, 0)
+    sd = float(per_ts.std(ddof=1)) if len(per_ts) > 1 else nan
+    mean, null = float(per_ts.mean()), 0.0 if task is TaskType.REGRESSION else 0.5
+    return CrossSection(mean, sd, (mean - null) / sd if sd > 0 else nan, n_ts, len(per_ts))

@@ -34,6 +34,7 @@ _COMPUTE_ORDER = ("catboost", "lightgbm_gain", "permutation", "xgboost_gain", "m
 # A method "supports" a feature when it gives it at least this share of a uniform allotment (1/F).
 SUPPORT_SHARE = 0.25
 MI_MAX_ROWS = 4_000
+MI_MIN_KNOWN = 50  # sampled rows with a known value a feature needs for a mutual-information score
 PERMUTATION_REPEATS = 3
 TREES = 150
 
@@ -320,7 +321,11 @@ def _skill_fn(task, booster, y):
 
 
 def _mutual_info(x, targets, labels, methods, params, on_step) -> list[dict[str, np.ndarray]]:
-    """Mutual information on a seeded sample of each target's labelled rows."""
+    """Mutual information on a seeded sample of each target's labelled rows, each feature on the rows where it is known.
+
+    Filling NaN with 0 would invent values: a spike at 0 that tracks whatever made the value missing, far
+    from a feature's real range. A feature known on fewer than MI_MIN_KNOWN sampled rows scores 0 (no evidence).
+    """
     from sklearn.feature_selection import mutual_info_classif, mutual_info_regression
 
     out = []
@@ -328,13 +333,24 @@ def _mutual_info(x, targets, labels, methods, params, on_step) -> list[dict[str,
         name, lab = t.target, labels(t)
         rng = np.random.default_rng(params.seed)
         pick = np.sort(rng.choice(len(lab.y), size=min(MI_MAX_ROWS, len(lab.y)), replace=False))
-        xs = np.nan_to_num(x[lab.rows[pick]], nan=0.0)
+        xs, ys = x[lab.rows[pick]], lab.y[pick]
+        known = np.isfinite(xs)
+        mi = np.zeros(xs.shape[1])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if lab.task is TaskType.REGRESSION:
-                mi = mutual_info_regression(xs, lab.y[pick], random_state=params.seed, n_neighbors=5)
+            if known.all():  # the usual case: one call for every feature
+                mi = _mi(xs, ys, lab.task, params.seed, mutual_info_regression, mutual_info_classif)
             else:
-                mi = mutual_info_classif(xs, lab.y[pick].astype(int), random_state=params.seed, n_neighbors=5)
+                for j in range(xs.shape[1]):
+                    rows = known[:, j]
+                    if rows.sum() >= MI_MIN_KNOWN:
+                        mi[j] = _mi(xs[rows, j:j + 1], ys[rows], lab.task, params.seed, mutual_info_regression, mutual_info_classif)[0]
         out.append({"mutual_info": mi})
         _step(on_step, name, "mutual_info")
     return out
+
+
+def _mi(xs, ys, task, seed, regression, classification) -> np.ndarray:
+    if task is TaskType.REGRESSION:
+        return regression(xs, ys, random_state=seed, n_neighbors=5)
+    return classification(xs, ys.astype(int), random_state=seed, n_neighbors=5)

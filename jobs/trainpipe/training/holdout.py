@@ -1,21 +1,17 @@
-"""Time-ordered splits for training: the purged job holdout and the early-stopping tail; called by the stage worker and trainers.
+"""The early-stopping tail of a training set; called by the trainers.
 
-Never shuffled. Both cut on timestamp positions (`trainpipe.cv`), so for a cross-sectional job every
-symbol's rows of one timestamp land on the same side.
+Never shuffled. It cuts on timestamp positions (`trainpipe.cv`), so for a cross-sectional job every
+symbol's rows of one timestamp land on the same side. The job holdout itself is the run's cut
+(`trainpipe.cv.cut_split`), fixed before ranking.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from trainpipe.cv import Fold, purged_holdout, timestamp_positions
+from trainpipe.cv import purged_holdout, timestamp_positions
 
 MIN_TAIL_TIMESTAMPS = 10  # below this an early-stopping tail is noise: train on everything, no early stop
-
-
-def job_holdout(ts: np.ndarray, fraction: float, horizon_bars: int, embargo_bars: int) -> Fold:
-    """Most recent `fraction` of timestamps for honest metrics; purge = horizon + embargo bars before it."""
-    return purged_holdout(ts, fraction, purge=horizon_bars + embargo_bars)
 
 
 def early_stopping_split(ts: np.ndarray, fraction: float, purge: int) -> tuple[np.ndarray, np.ndarray]:

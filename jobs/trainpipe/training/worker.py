@@ -51,13 +51,13 @@ def run_request(request: dict[str, Any], emit: Callable[[dict[str, Any]], None])
 
     from trainpipe.contract.names import SYMBOL_COLUMN, TaskType
     from trainpipe.contract.plan import TrainingPlan, plan_digest
-    from trainpipe.contract.targets import horizon_bars, horizon_minutes
+    from trainpipe.contract.targets import horizon_bars, horizon_minutes, positive_label
+    from trainpipe.cv import cut_split, holdout_cut, pinned_mask
     from trainpipe.data.frames import frame_symbols, frame_ts
     from trainpipe.families.registry import make_trainer
     from trainpipe.io.atomic import atomic_dir, write_json, write_text
     from trainpipe.io.layout import Layout
-    from trainpipe.training.backtest import long_short_backtest
-    from trainpipe.training.holdout import job_holdout
+    from trainpipe.training.backtest import bars_per_year, long_short_backtest
     from trainpipe.training.metrics import evaluate
     from trainpipe.training.metrics_file import METRICS_FILE, ModelMetrics
     from trainpipe.training.units import aux_targets_for, error_path
@@ -79,6 +79,14 @@ def run_request(request: dict[str, Any], emit: Callable[[dict[str, Any]], None])
     loader = _load_callable(request["panel_loader"])
     panel = loader(Path(request["data_dir"]), symbols, interval=request["interval"], columns=columns)
     full = panel.frame.reset_index(drop=True)
+    cut = plan.metadata.holdout_cut
+    if cut is None:
+        # A plan made without rank (bench, synthetic tests): fix the cut here, on the panel loaded, the same way rank would.
+        horizons = {j.target: horizon_bars(j.target, panel.interval_minutes) for j in plan.jobs}
+        cut = holdout_cut(frame_ts(full), frame_symbols(full), request["holdout_fraction"], horizons, request["embargo_bars"])
+    else:
+        # Exactly the bars rank read: bars appended since, or older than its maxRowsPerSymbol window, are not this run's.
+        full = full.loc[pinned_mask(frame_ts(full), frame_symbols(full), cut)].reset_index(drop=True)
 
     failures = 0
     for unit in units:
@@ -89,11 +97,13 @@ def run_request(request: dict[str, Any], emit: Callable[[dict[str, Any]], None])
             frame = full if job.symbol is None else full.loc[full[SYMBOL_COLUMN].astype(str) == job.symbol].reset_index(drop=True)
             if frame.empty:
                 raise ValueError(f"no rows for symbol {job.symbol!r} in {request['data_dir']}")
-            h_bars = horizon_bars(job.target, panel.interval_minutes)
-            labelled = frame.loc[frame[job.target].notna()]  # rows with a NaN target are dropped for this target
-            fold = job_holdout(frame_ts(labelled), request["holdout_fraction"], h_bars, request["embargo_bars"])
-            train_rows = labelled.iloc[fold.train]
-            test_rows = labelled.iloc[fold.test]
+            h_bars = cut.horizon_bars[job.target]  # as rank converted it (names or targets.horizonBars)
+            fold = cut_split(frame_ts(frame), frame_symbols(frame), cut, h_bars + request["embargo_bars"])
+            # Rows with a NaN target are dropped for this target; the index stays the frame's (sequence models need it).
+            train_rows = _labelled(frame.iloc[fold.train], job.target)
+            test_rows = _labelled(frame.iloc[fold.test], job.target)
+            if train_rows.empty or test_rows.empty:
+                raise ValueError(f"{job.job_id}: {len(train_rows)} labelled training and {len(test_rows)} labelled holdout rows under the run's cut")
             trainer = make_trainer(family, features=job.features, target=job.target, task=job.task, params=unit["params"],
                                    seed=request["seed"], horizon_bars=h_bars, aux_targets=aux_targets_for(job, plan, family))
             t0 = time.perf_counter()
@@ -107,13 +117,17 @@ def run_request(request: dict[str, Any], emit: Callable[[dict[str, Any]], None])
                 pred = trainer.predict(test_rows)
             y = test_rows[job.target].to_numpy(dtype=np.float64)
             ts, syms = frame_ts(test_rows), frame_symbols(test_rows)
-            metrics = evaluate(y, pred, ts, syms, job.task)
+            task = TaskType(job.task)
+            # The positive class from all of the job's labels: the holdout alone may lack one (training encodes the same).
+            positive = positive_label(np.unique(frame[job.target].dropna().to_numpy())) if task is TaskType.BINARY else None
+            metrics = evaluate(y, pred, ts, syms, task, positive=positive)
             returns_col = _returns_column(job.target, TaskType(job.task), frame.columns, horizon_minutes)
             if returns_col is None:
                 backtest: dict[str, Any] = {"available": False, "reason": f"no fwd_ret_* column with the horizon of {job.target} in the plan"}
             else:
                 backtest = long_short_backtest(pred, test_rows[returns_col].to_numpy(dtype=np.float64), ts, syms, horizon_bars=h_bars,
-                                               interval_minutes=panel.interval_minutes, centre=0.5 if TaskType(job.task) is TaskType.BINARY else 0.0)
+                                               bars_a_year=bars_per_year(frame_ts(frame), frame_symbols(frame)),
+                                               centre=0.5 if task is TaskType.BINARY else 0.0)
                 backtest["returns_column"] = returns_col
             device = str(trainer.extra_meta.get("device", "cpu"))
             model_dir = layout.model_dir(job.job_id, family)
@@ -123,9 +137,10 @@ def run_request(request: dict[str, Any], emit: Callable[[dict[str, Any]], None])
                     job_id=job.job_id, target=job.target, symbol=job.symbol, family=family, stage=stage, task=TaskType(job.task).value,
                     device=device, n_train=len(train_rows), n_test=len(test_rows), train_seconds=round(train_seconds, 4),
                     peak_rss_mb=round(peak_rss_mb(), 1), metrics=metrics, backtest=backtest, fingerprint=unit["fingerprint"],
-                    holdout={"fraction": request["holdout_fraction"], "horizon_bars": h_bars, "embargo_bars": request["embargo_bars"],
-                             "purge_bars": h_bars + request["embargo_bars"], "train_end": str(ts_at(labelled, fold.train[-1])),
-                             "test_start": str(ts_at(labelled, fold.test[0])), "split": "time-ordered purged holdout (trainpipe.cv.purged_holdout)"},
+                    holdout={"fraction": cut.fraction, "horizon_bars": h_bars, "embargo_bars": request["embargo_bars"],
+                             "purge_bars": h_bars + request["embargo_bars"], "train_end": str(train_rows["ts"].max()),
+                             "test_start": str(test_rows["ts"].min()),
+                             "split": "the run's holdout cut: each symbol's latest bars, purged in its own bars (trainpipe.cv.cut_split)"},
                     params=trainer.params,
                 ).model_dump(mode="json"))
             stale_error = error_path(layout, job.job_id, family)
@@ -142,8 +157,8 @@ def run_request(request: dict[str, Any], emit: Callable[[dict[str, Any]], None])
     return failures
 
 
-def ts_at(frame: Any, position: int) -> Any:
-    return frame["ts"].iloc[int(position)]
+def _labelled(rows: Any, target: str) -> Any:
+    return rows.loc[rows[target].notna()]
 
 
 def _returns_column(target: str, task: Any, columns: Any, horizon_minutes: Callable[[str], int | None]) -> str | None:
