@@ -13,6 +13,7 @@ from trainpipe.contract.plan import PlanMetadata, RoutingCandidate, TrainingPlan
 from trainpipe.io.layout import Layout
 from trainpipe.io.plan_files import (
     PlanFileError,
+    find_training_plan,
     read_routing_plan,
     read_training_plan,
     view_path,
@@ -158,3 +159,44 @@ def test_missing_files_name_the_path(tmp_path):
         read_training_plan(layout)
     with pytest.raises(PlanFileError, match="routing_plan.json: no routing plan there"):
         read_routing_plan(layout)
+
+
+# ------------------------------------------------------------------------ where `train` finds the plan
+
+
+def _touch(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{}")
+    return path
+
+
+def test_train_finds_the_output_folders_plan_before_the_seeds_legacy_folder(tmp_path) -> None:
+    layout = Layout(tmp_path)
+    legacy = _touch(layout.legacy_training_plan_dir / "master_training_plan.json")
+    assert legacy == tmp_path / "METRICS" / "training_plan" / "master_training_plan.json"
+    assert find_training_plan(layout) == legacy
+    own = _touch(layout.master_training_plan)
+    assert find_training_plan(layout) == own
+
+
+def test_a_folder_with_only_the_mirror_gives_the_mirror_and_the_master_wins_over_it(tmp_path) -> None:
+    layout = Layout(tmp_path / "out")
+    mirror = _touch(tmp_path / "given" / "training_plan.json")
+    assert find_training_plan(layout, tmp_path / "given") == mirror
+    master = _touch(tmp_path / "given" / "master_training_plan.json")
+    assert find_training_plan(layout, tmp_path / "given") == master
+    assert find_training_plan(layout, mirror) == mirror  # a file is taken as it is
+
+
+def test_an_explicit_folder_is_the_only_place_looked(tmp_path) -> None:
+    layout = Layout(tmp_path / "out")
+    _touch(layout.master_training_plan)
+    with pytest.raises(PlanFileError, match="no training plan at .*given/master_training_plan.json; pass the folder"):
+        find_training_plan(layout, tmp_path / "given")
+
+
+def test_no_plan_anywhere_names_both_folders_and_the_fix(tmp_path) -> None:
+    with pytest.raises(PlanFileError) as err:
+        find_training_plan(Layout(tmp_path))
+    assert "globals/training_plan/master_training_plan.json or" in str(err.value)
+    assert "METRICS/training_plan/master_training_plan.json" in str(err.value) and "--training-plan-dir" in str(err.value)

@@ -19,6 +19,7 @@ from trainpipe.contract.plan import plan_digest
 from trainpipe.contract.units import family_units, unit_counts
 from trainpipe.io.layout import Layout
 from trainpipe.io.plan_files import read_training_plan
+from trainpipe.io.requests import read_worker_request
 
 
 def _spec(data: Path) -> str:
@@ -132,7 +133,7 @@ def test_train_one_unit_trains_exactly_that_unit(runs, per_unit, trained) -> Non
     assert sorted(p.relative_to(layout.models_dir).as_posix() for p in layout.models_dir.glob("*/*/metrics.json")) == [f"{unit.job_id}/lightgbm/metrics.json"]
     work = layout.unit_work_dir("cpu", unit.unit_id)
     assert {p.name for p in work.iterdir()} == {"request.json", "results.jsonl", "worker.log", "result.json"}
-    assert json.loads((work / "request.json").read_text())["plan_path"] == str(layout.master_training_plan.resolve())
+    assert read_worker_request(work / "request.json").plan_path == str(layout.master_training_plan.resolve())
 
 
 def test_a_finished_training_unit_exits_at_once(runs, per_unit, trained) -> None:
@@ -182,3 +183,33 @@ def test_a_new_run_copies_what_a_sibling_run_computed_from_the_same_inputs(runs,
     here, there = runs.layout("rc"), runs.layout("rb")
     assert (here.model_dir(unit["jobId"], "lightgbm") / "model.txt").read_bytes() == (there.model_dir(unit["jobId"], "lightgbm") / "model.txt").read_bytes()
     assert json.loads(here.stage_record("rank").read_text())["reused_from"] == str(runs.root / "ra")
+
+
+def test_train_finds_a_plan_in_the_seeds_legacy_folder_and_trains_exactly_it(runs, per_unit, trained) -> None:
+    """Seed parity: an output folder whose plan sits in METRICS/training_plan/ (older seed runs) trains that plan."""
+    source, layout = runs.layout("rb"), runs.layout("rd")
+    shutil.copytree(source.training_plan_dir, layout.legacy_training_plan_dir)
+    code, report = runs.cli("rd", "train", "--stage", "cpu", "--family", "lightgbm", "--unit-index", "0", "--plan-digest", per_unit["plan"]["planDigest"])
+    assert code == 0 and report["status"] == "ran" and report["unit"] == trained["unit"], report
+    assert not layout.training_plan_dir.exists()  # found, not copied
+    work = layout.unit_work_dir("cpu", report["unit"])
+    assert read_worker_request(work / "request.json").plan_path == str((layout.legacy_training_plan_dir / "master_training_plan.json").resolve())
+
+
+def test_train_with_training_plan_dir_trains_every_cpu_unit_of_that_plan(runs, per_unit, tmp_path) -> None:
+    given = tmp_path / "seed_plan"
+    shutil.copytree(runs.layout("rb").training_plan_dir, given)
+    plan = read_training_plan(given)
+    code, report = runs.cli("re", "train", "--stage", "cpu", "--training-plan-dir", str(given))
+    assert code == 0 and report["failed"] == 0, report
+    layout = runs.layout("re")
+    want = sorted(f"{u.job_id}/lightgbm" for u in family_units(plan, "lightgbm"))
+    assert sorted(p.parent.relative_to(layout.models_dir).as_posix() for p in layout.models_dir.glob("*/*/metrics.json")) == want
+    assert not layout.training_plan_dir.exists()
+
+
+def test_train_without_a_plan_says_where_it_looked(runs, per_unit, tmp_path) -> None:
+    code, text = runs.cli("rf", "train", "--stage", "cpu")
+    assert code == ExitCode.MISSING_INPUT and "METRICS/training_plan/master_training_plan.json" in text and "--training-plan-dir" in text, text
+    code, text = runs.cli("rf", "train", "--stage", "cpu", "--training-plan-dir", str(tmp_path / "nowhere"))
+    assert code == ExitCode.MISSING_INPUT and "nowhere/master_training_plan.json" in text, text

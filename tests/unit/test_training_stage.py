@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from trainpipe.contract.names import Route, TaskType, TrainingType
 from trainpipe.families.base import FamilyParamError
 from trainpipe.families.registry import load_model
 from trainpipe.io.layout import Layout
+from trainpipe.io.requests import read_worker_request
 from trainpipe.training import StageGateError, read_all_metrics, run_training, run_training_stage
 from trainpipe.training.bench import benchmark_plan
 from trainpipe.training.synthetic import SYNTHETIC_LOADER, load_synthetic_panel, synthetic_frame, write_synthetic_data
@@ -93,8 +92,8 @@ def test_bad_parameters_fail_before_any_worker_starts(tmp_path, data_dir) -> Non
 def test_cpu_worker_hides_gpus_and_blocks_frameworks(tmp_path, data_dir) -> None:
     layout = Layout(tmp_path)
     run_training_stage(_plan(), "cpu", layout, data_dir, families=["lightgbm"], **KW)
-    request = json.loads((layout.training_work_dir("cpu") / "lightgbm" / "request.json").read_text())
-    assert request["family"] == "lightgbm" and [u["job_id"] for u in request["units"]] == ["bench_fwd_ret_1d"]
+    request = read_worker_request(layout.training_work_dir("cpu") / "lightgbm" / "request.json")
+    assert request.family == "lightgbm" and [u.job_id for u in request.units] == ["bench_fwd_ret_1d"]
     from trainpipe.training.worker import _FrameworkBlocker
 
     with pytest.raises(ImportError, match="blocked in CPU-stage"):
@@ -152,3 +151,14 @@ def test_reuse_takes_a_finished_unit_instead_of_training_it(tmp_path, data_dir) 
     result = run_training_stage(_plan(), "cpu", Layout(tmp_path), data_dir, families=["lightgbm"], reuse=reuse, **KW)
     assert [(r.family, r.status, r.reason) for r in result.records] == [("lightgbm", "reused", "same fingerprint in an earlier run")]
     assert result.reused == 1 and result.trained == 0 and seen == [("bench_fwd_ret_1d", "lightgbm")]
+
+
+def test_a_worker_request_is_refused_with_its_file_and_field_named(tmp_path) -> None:
+    from trainpipe.io.requests import RequestFileError
+
+    path = tmp_path / "request.json"
+    with pytest.raises(RequestFileError, match="cannot read the worker request"):
+        read_worker_request(path)
+    path.write_text('{"family": "lightgbm", "embargoBars": 5, "colour": "red"}')
+    with pytest.raises(RequestFileError, match=r"request.json: not a worker request: .*field 'units': Field required.*field 'colour': Extra inputs"):
+        read_worker_request(path)

@@ -23,7 +23,7 @@ def exit_table() -> tuple[tuple[type[BaseException], ExitCode], ...]:
     from trainpipe.io.plan_files import PlanFileError
     from trainpipe.resources import CpuSettingError
     from trainpipe.runner.plan_identity import StalePlanError
-    from trainpipe.runner.steps import StageFailedError, StageInputError
+    from trainpipe.runner.steps import SpecDataMismatchError, StageFailedError, StageInputError
     from trainpipe.runner.units import UnitFailedError
     from trainpipe.stages.planning import EmptyPlanError
     from trainpipe.training.stage import StageGateError
@@ -36,6 +36,7 @@ def exit_table() -> tuple[tuple[type[BaseException], ExitCode], ...]:
         (UnknownFamilyError, ExitCode.INVALID_SPEC),
         (UnitAddressError, ExitCode.INVALID_SPEC),
         (CpuSettingError, ExitCode.INVALID_SPEC),
+        (SpecDataMismatchError, ExitCode.INVALID_SPEC),
         (DataError, ExitCode.BAD_DATA),
         (StageInputError, ExitCode.MISSING_INPUT),
         (PlanFileError, ExitCode.MISSING_INPUT),
@@ -61,7 +62,8 @@ EPILOG_TABLE = """\
 exit codes (what the operator's podFailurePolicy reads; 2-7 are permanent, 1 is retried):
   0  OK             the stage or unit is done (or was already done, or was copied from another run)
   1  UNIT_FAILED    the work itself failed: a model raised, a worker died (retry the same command)
-  2  INVALID_SPEC   bad flags, -f manifest or --spec-json; unknown family; a family of the other --stage
+  2  INVALID_SPEC   bad flags, -f manifest or --spec-json; unknown family; a family of the other --stage;
+                    targets.include/features.include naming columns the data does not have
   3  BAD_DATA       a data file is missing, unreadable or malformed (the message names file and column)
   4  MISSING_INPUT  an upstream stage's artefacts are missing or from other inputs; a --unit-index or
                     --target the ranking or plan on the volume does not have

@@ -19,6 +19,7 @@ examples:
   trainpipe rank --data-dir data/example --output-dir out/demo   # one stage, as a Job runs it
   trainpipe select --unit-index 0 --data-dir data/example --output-dir out/demo   # one target, as one pod runs it
   trainpipe train --stage cpu --data-dir data/example --output-dir out/demo
+  trainpipe train --stage cpu --data-dir data/example --output-dir out/demo --training-plan-dir old_run/METRICS/training_plan
   trainpipe train --stage cpu --family lightgbm --unit-index 0 --data-dir data/example --output-dir out/demo
 
 """ + EPILOG_TABLE
@@ -72,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                               help="With --family: train only unit I (from 0) of the family, in the order of contract.units.family_units.")
             unit.add_argument("--plan-digest", type=plan_digest_arg, metavar="D",
                               help="Refuse (exit 6, STALE_PLAN) unless the plan on the volume has this digest (`trainpipe plan` reports it).")
+            p.add_argument("--training-plan-dir", type=Path, metavar="DIR",
+                           help="Train the plan in DIR (its master_training_plan.json, or training_plan.json) instead of the one found in the "
+                                "output folder (globals/training_plan/, then the seed's legacy METRICS/training_plan/).")
         if name == "run":
             p.add_argument("--skip-training", action="store_true", help="Stop after the plan (rank, select, plan only).")
 
@@ -220,7 +224,7 @@ def _stages(args: argparse.Namespace, where: list[str]) -> dict:
     layout = Layout(output_dir(args, name))
     with stage_progress() as tick:
         ctx = RunContext(spec=spec, layout=layout, progress=tick, run_id=args.run_id, reuse_dir=args.reuse_dir,
-                         expected_plan_digest=getattr(args, "plan_digest", None))
+                         expected_plan_digest=getattr(args, "plan_digest", None), training_plan_dir=getattr(args, "training_plan_dir", None))
         if args.threads:
             ctx.threads = args.threads
         if args.command == "select" and (args.target is not None or args.unit_index is not None):

@@ -1,6 +1,6 @@
 """Read the input bars into one long, validated `Panel`; every stage CLI and the cache digests call it.
 
-Accepted layouts (FoxML compatible, see spec/seed-system.md §2):
+Accepted layouts (the ones FoxML writes, so its data folders load unchanged):
 
 * ``<data_dir>/[interval=<I>/]symbol=<SYM>/<SYM>.parquet`` — one file per symbol. With ``interval``
   given, ``<data_dir>/interval=<I>/`` is read (or ``data_dir`` itself when it is that folder). With
@@ -22,6 +22,7 @@ file, a row filter on ``symbol``), the parts are concatenated once and sorted on
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,6 +309,10 @@ def _columns(source: _Source) -> tuple[tuple[str, ...], tuple[str, ...]]:
             f"{path}: no '{TIMESTAMP_COLUMN}' column; every file needs a '{TIMESTAMP_COLUMN}' timestamp column{hint}"
         )
     data = [n for n in names if n not in (TIMESTAMP_COLUMN, SYMBOL_COLUMN)]
+    for file, file_schema in schemas.items():
+        twice = sorted(n for n, count in Counter(file_schema.names).items() if count > 1)
+        if twice:  # pyarrow would refuse to look such a column up, with a bare KeyError
+            raise DataError(f"{file}: column(s) {', '.join(twice)} appear more than once; keep one column per name")
     targets = tuple(n for n in data if is_target(n))
     if not targets:
         raise DataError(
@@ -414,10 +419,13 @@ def _prepare(part: _Part, features: tuple[str, ...], targets: tuple[str, ...], m
 
 
 def _read_symbol_file(path: Path, symbol: str, wanted: list[str], min_rows: int) -> _Part:
-    file = pq.ParquetFile(path)
-    # Counted from the footer, so a short symbol fails before its data is read.
-    _check_rows(path, symbol, file.metadata.num_rows, min_rows)
-    table = file.read(columns=wanted)
+    try:
+        file = pq.ParquetFile(path)
+        # Counted from the footer, so a short symbol fails before its data is read.
+        _check_rows(path, symbol, file.metadata.num_rows, min_rows)
+        table = file.read(columns=wanted)
+    except (pa.ArrowInvalid, OSError) as exc:  # an intact footer over damaged pages fails only here
+        raise DataError(f"{path}: cannot be read ({exc}); check that the file is a complete parquet file") from None
     return _Part(path, table, (symbol,), np.zeros(table.num_rows, dtype=np.int32))
 
 

@@ -87,6 +87,11 @@ class Layout:
     def training_plan_md(self) -> Path:
         return self.training_plan_dir / "training_plan.md"
 
+    @property
+    def legacy_training_plan_dir(self) -> Path:
+        """Where older runs of the seed wrote the plan; `train` still looks here (never written)."""
+        return self.metrics_dir / "training_plan"
+
     # training
     @property
     def models_dir(self) -> Path:

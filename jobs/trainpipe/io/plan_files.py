@@ -99,6 +99,31 @@ def _file_stem(key: str, view: str) -> str:
 # --------------------------------------------------------------------------------------------- read
 
 
+PLAN_FILE_NAMES: tuple[str, ...] = ("master_training_plan.json", "training_plan.json")
+
+
+def find_training_plan(layout: Layout, plan_dir: Path | str | None = None) -> Path:
+    """The plan file `train` trains: in `plan_dir` when given (a folder or the file), else the first of the
+    output folder's `globals/training_plan/` and the seed's legacy `METRICS/training_plan/` that holds one.
+
+    In each folder `master_training_plan.json` wins over its `training_plan.json` mirror.
+    """
+    if plan_dir is not None:
+        given = Path(plan_dir)
+        if given.is_file():
+            return given
+        folders = [given]
+    else:
+        folders = [layout.training_plan_dir, layout.legacy_training_plan_dir]
+    for folder in folders:
+        for name in PLAN_FILE_NAMES:
+            if (folder / name).is_file():
+                return folder / name
+    looked = " or ".join(str(f / PLAN_FILE_NAMES[0]) for f in folders)
+    hint = "pass the folder that holds the plan" if plan_dir is not None else "run `trainpipe plan` first, or pass --training-plan-dir DIR"
+    raise PlanFileError(f"no training plan at {looked}; {hint}")
+
+
 def read_training_plan(source: Layout | Path | str) -> TrainingPlan:
     """Read and validate a training plan from a Layout, its folder, or a file; falls back to the mirror."""
     if isinstance(source, Layout):

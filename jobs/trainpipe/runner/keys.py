@@ -7,11 +7,13 @@ from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.runner.digests import digest_json
 
 
-def stage_keys(spec: PipelineSpec, data_digest: str, code: str, run_id: str | None = None) -> dict[Stage, str]:
+def stage_keys(spec: PipelineSpec, data_digest: str, code: str, run_id: str | None = None, plan_file: str | None = None) -> dict[Stage, str]:
     """Changing a setting changes the key of the stage that reads it and of every stage downstream, nothing else.
 
     The run id (`--run-id`) is recorded in the plan, so it is an input of the plan and the stages after it:
     rank and select outputs carry over between runs of the same inputs, a plan is written per run.
+    `plan_file` is the digest of a plan the plan stage did not write (`train --training-plan-dir`, or the
+    seed's legacy folder): training then depends on that file, not on the plan stage's key alone.
     """
     s = spec.to_wire()
     rank = digest_json({
@@ -26,6 +28,7 @@ def stage_keys(spec: PipelineSpec, data_digest: str, code: str, run_id: str | No
         "stage": Stage.PLAN, "up": select, "routing": s["routing"], "runId": run_id,
         "families": s["training"]["families"], "modelTypes": s["training"]["modelTypes"], "allowEmptyPlan": s["training"]["allowEmptyPlan"],
     })
-    train_cpu = digest_json({"stage": Stage.CPU, "up": plan, "holdout": s["training"]["holdoutFraction"]})
+    cpu_inputs = {"stage": Stage.CPU, "up": plan, "holdout": s["training"]["holdoutFraction"]}
+    train_cpu = digest_json(cpu_inputs if plan_file is None else {**cpu_inputs, "planFile": plan_file})
     train_gpu = digest_json({"stage": Stage.GPU, "up": train_cpu})
     return {Stage.RANK: rank, Stage.SELECT: select, Stage.PLAN: plan, Stage.CPU: train_cpu, Stage.GPU: train_gpu}

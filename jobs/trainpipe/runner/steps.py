@@ -41,6 +41,10 @@ class StageInputError(RuntimeError):
     """A stage was asked to run before the stage it depends on produced its artefacts."""
 
 
+class SpecDataMismatchError(ValueError):
+    """The spec names columns the data does not have (or leaves none): fix the spec, no rerun of a stage helps."""
+
+
 class StageFailedError(RuntimeError):
     """Some units of a stage failed; the others' results are kept and a rerun retries only the failed ones."""
 
@@ -64,6 +68,7 @@ class RunContext:
     run_id: str | None = None  # the operator's run id (`--run-id`): recorded in the plan, required of it by `train`
     reuse_dir: Path | None = None  # folder of sibling run folders to copy finished work from (`--reuse-dir`)
     expected_plan_digest: str | None = None  # `train --plan-digest`: the plan this call was created for
+    training_plan_dir: Path | None = None  # `train --training-plan-dir`: train this plan instead of the one found in the output folder
 
     @property
     def data_dir(self) -> Path:
@@ -81,7 +86,26 @@ class RunContext:
 
     @cached_property
     def keys(self) -> dict[Stage, str]:
-        return stage_keys(self.spec, self.data_digest, code_version(), self.run_id)
+        # A plan this run's plan stage did not write (given, or the seed's legacy folder) is an input of training itself.
+        outside = self.outside_plan()
+        plan_file = None if outside is None else digest_files((outside,))
+        return stage_keys(self.spec, self.data_digest, code_version(), self.run_id, plan_file)
+
+    def training_plan_path(self) -> Path:
+        """The plan file `train` trains (`io.plan_files.find_training_plan`); PlanFileError when there is none."""
+        from trainpipe.io.plan_files import find_training_plan
+
+        return find_training_plan(self.layout, self.training_plan_dir)
+
+    def outside_plan(self) -> Path | None:
+        """The plan file when it is not the output folder's own `globals/training_plan/` (None when it is, or there is none yet)."""
+        from trainpipe.io.plan_files import PlanFileError
+
+        try:
+            path = self.training_plan_path()
+        except PlanFileError:
+            return None
+        return None if path.parent.resolve() == self.layout.training_plan_dir.resolve() else path
 
     def tick(self, stage: Stage, item: str = "", total: int | None = None) -> None:
         if self.progress is not None:
@@ -109,16 +133,16 @@ def candidate_columns(ctx: RunContext) -> tuple[list[str], list[str]]:
     if spec.targets.include:
         unknown = [t for t in spec.targets.include if t not in targets]
         if unknown:
-            raise StageInputError(f"targets.include names {unknown} which are not target columns of {ctx.data_dir}; available: {list(targets)}")
+            raise SpecDataMismatchError(f"targets.include names {unknown} which are not target columns of {ctx.data_dir}; available: {list(targets)}")
         targets = [t for t in targets if t in set(spec.targets.include)]
     if spec.features.include:
         unknown = [f for f in spec.features.include if f not in features]
         if unknown:
-            raise StageInputError(f"features.include names {unknown} which are not feature columns of {ctx.data_dir}")
+            raise SpecDataMismatchError(f"features.include names {unknown} which are not feature columns of {ctx.data_dir}")
         features = list(spec.features.include)
     features = [f for f in features if f not in set(spec.features.exclude)]
     if not features:
-        raise StageInputError("no feature columns are left after features.include/exclude; loosen the lists")
+        raise SpecDataMismatchError("no feature columns are left after features.include/exclude; loosen the lists")
     return list(features), list(targets)
 
 
@@ -393,10 +417,10 @@ def train_families(training: TrainingSpec) -> list[str] | None:
 
 
 def read_current_plan(ctx: RunContext):
-    """The plan on the volume, refused (StalePlanError) when it is not the run's or not the digest the caller expects."""
+    """The plan to train (`RunContext.training_plan_path`), refused (StalePlanError) when it is not the run's or not the digest the caller expects."""
     from trainpipe.io.plan_files import read_training_plan
 
-    path = ctx.layout.master_training_plan
+    path = ctx.training_plan_path()
     plan = read_training_plan(path)
     check_plan(plan, path, ctx.run_id, ctx.expected_plan_digest)
     return plan

@@ -93,12 +93,12 @@ def _summary_from_stage(ctx: RunContext, target: str) -> dict:
 
 
 def train_unit(ctx: RunContext, stage: Stage, family: str, index: int, force: bool = False) -> UnitOutcome:
-    """Train unit `index` of `family` (`contract.units.family_units(plan, family)[index]`) against the plan on the volume."""
+    """Train unit `index` of `family` (`contract.units.family_units(plan, family)[index]`) against the plan `train` found (or was given)."""
     from trainpipe.training.stage import run_training_unit
 
     plan = read_current_plan(ctx)
     started = time.perf_counter()
-    unit, record = run_training_unit(plan, stage.value, family, index, ctx.layout, ctx.data_dir, plan_path=ctx.layout.master_training_plan,
+    unit, record = run_training_unit(plan, stage.value, family, index, ctx.layout, ctx.data_dir, plan_path=ctx.training_plan_path(),
                                      gate_families=train_families(ctx.spec.training), force=force, **training_options(ctx, stage))
     where = f"{stage.value} unit {unit.family}[{index}] ({unit.unit_id}: job {unit.job_id}, target {unit.target})"
     if record.status == "failed":

@@ -1,6 +1,6 @@
 """Training-plan generation: turns a routing plan and selected features into ordered training jobs; called by `plan`.
 
-Seed §6.1 with the §11 fixes:
+The seed's plan rules, with its quirks fixed:
 
 * one CS job `cs_<target>` when the CS side is usable (priority 2); one *experimental* CS job under the
   same id when the CS side is EXPERIMENTAL (route EXPERIMENTAL_ONLY, priority 1) — see routing.py;

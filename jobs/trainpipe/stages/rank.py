@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from trainpipe.contract.names import SYMBOL_COLUMN, TargetStatus, TaskType
-from trainpipe.contract.pipeline import PipelineSpec, RankingSpec
+from trainpipe.contract.pipeline import PipelineSpec, RankingSpec, TargetsSpec
 from trainpipe.contract.targets import horizon_bars, horizon_minutes, task_type
 from trainpipe.cv import purged_walk_forward
 from trainpipe.data.frames import frame_ts
@@ -41,8 +41,8 @@ class RankParams:
     max_rank_ic: float = _DEFAULTS.max_rank_ic
     max_r2: float = _DEFAULTS.max_r2
     max_auc: float = _DEFAULTS.max_auc
-    top_n: int = 5
-    seed: int = 42
+    top_n: int = TargetsSpec.model_fields["top_n"].default
+    seed: int = PipelineSpec.model_fields["seed"].default
     threads: int = 2
     block_on_leakage: bool = True
     min_symbols_per_timestamp: int = _DEFAULTS.min_symbols_per_timestamp

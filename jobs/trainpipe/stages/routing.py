@@ -1,6 +1,6 @@
 """Routing rules: thresholds, side eligibility and the CS × symbol route table, as pure functions; called by `plan`.
 
-How a target is routed (seed §5.3, with the fixes of §11):
+How a target is routed (the seed's routing, with its quirks fixed as listed below):
 
 1. `resolve_thresholds(task, horizon)` picks the score thresholds for the target's task and horizon
    tier from `REGRESSION_IC_THRESHOLDS` / `CLASSIFICATION_AUC_THRESHOLDS`.
@@ -34,7 +34,8 @@ Decisions on the seed's quirks:
 * **Experimental stabilities include STABLE.** The seed allowed only DRIFTING and UNKNOWN, so a
   STABLE side scoring between the experimental and the normal minimum was disallowed while a DRIFTING
   one was experimental. DIVERGED never passes.
-* The plan stores the real CS state and CS metrics (the seed stored the stability string, §9.3-14).
+* The plan stores the real CS state and CS metrics (the seed stored the stability string there, so a
+  reader of the plan could not tell a strong CS side from a weak one).
 """
 
 from __future__ import annotations
@@ -99,14 +100,14 @@ REGRESSION_IC_THRESHOLDS: Mapping[HorizonTier, Mapping[Side, tuple[float, float,
 }
 
 # Classification is scored by out-of-sample AUC (macro one-vs-rest for multiclass; 0.5 is chance).
-# min/strong are the seed's [A]/[B] values. The seed's experimental minimum was 0.52 for both sides,
+# min/strong are the seed's values, kept so plans stay comparable. The seed's experimental minimum was 0.52 for both sides,
 # equal to the CS minimum, which made an experimental CS side unreachable; CS experimental is 0.51.
 CLASSIFICATION_AUC_THRESHOLDS: Mapping[Side, tuple[float, float, float]] = {
     Side.CROSS_SECTIONAL: (0.51, 0.52, 0.58),
     Side.SYMBOL: (0.52, 0.54, 0.60),
 }
 
-# First runs have no stability history (UNKNOWN), so UNKNOWN is allowed everywhere (seed [A]/[B]).
+# First runs have no stability history (UNKNOWN), so UNKNOWN is allowed everywhere: otherwise a first run could route nothing.
 STABILITY_ALLOWLIST: Mapping[Side, frozenset[Stability]] = {
     Side.CROSS_SECTIONAL: frozenset({Stability.STABLE, Stability.DRIFTING, Stability.UNKNOWN}),
     Side.SYMBOL: frozenset({Stability.STABLE, Stability.UNKNOWN}),

@@ -55,7 +55,9 @@ class SelectParams:
 
     @classmethod
     def from_spec(cls, spec: PipelineSpec, threads: int = 2) -> SelectParams:
-        return cls(tuple(spec.selection.methods), spec.selection.min_support, spec.features.top_m, 0.2, spec.ranking.embargo_bars, spec.seed, threads)
+        # Permutation importance scores on the latest share of the development rows, sized like the run's own holdout.
+        return cls(tuple(spec.selection.methods), spec.selection.min_support, spec.features.top_m, spec.training.holdout_fraction,
+                   spec.ranking.embargo_bars, spec.seed, threads)
 
 
 @dataclass(frozen=True)

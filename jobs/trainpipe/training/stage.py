@@ -30,12 +30,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainpipe.contract.pipeline import PipelineSpec, RankingSpec, TrainingSpec
 from trainpipe.contract.plan import TrainingPlan, plan_digest
+from trainpipe.contract.requests import UnitRequest, WorkerRequest
 from trainpipe.contract.units import WorkUnit
 from trainpipe.families.base import check_params
 from trainpipe.families.catalogue import resolve_families
 from trainpipe.io.atomic import write_json, write_text
 from trainpipe.io.layout import Layout
+from trainpipe.io.requests import write_worker_request
 from trainpipe.resources import available_cpus
 from trainpipe.training.metrics_file import METRICS_FILE
 from trainpipe.training.units import (
@@ -320,11 +323,11 @@ def run_training_unit(
 def _train(plan: TrainingPlan, plan_path: Path, stage: str, family: str, units: Sequence[WorkUnit], prints: Mapping[tuple[str, str], str],
            work: WorkFiles, layout: Layout, data_dir: Path, settings: _Settings, progress: ProgressFn) -> list[UnitRecord]:
     """Train `units` (all of `family`) in one worker process; a unit the worker did not report is recorded as failed."""
-    request = {
-        "family": family, "stage": stage, "plan_path": str(plan_path), "plan_digest": plan_digest(plan), "layout_root": str(layout.root),
-        "data_dir": str(data_dir), "panel_loader": settings.panel_loader, "results_path": str(work.results), **settings.split,
-        "units": [{"job_id": u.job_id, "fingerprint": prints[(u.job_id, u.family)], "params": _params_for(family, settings.params)} for u in units],
-    }
+    request = WorkerRequest(
+        family=family, stage=stage, plan_path=str(plan_path), plan_digest=plan_digest(plan), layout_root=str(layout.root),
+        data_dir=str(data_dir), panel_loader=settings.panel_loader, results_path=str(work.results), **settings.split,
+        units=tuple(UnitRequest(job_id=u.job_id, fingerprint=prints[(u.job_id, u.family)], params=_params_for(family, settings.params)) for u in units),
+    )
     done = {r["job_id"]: r for r in _run_family(request, work, settings.isolate, settings.timeout_s, progress)}
     out = []
     for unit in units:
@@ -338,8 +341,8 @@ def _train(plan: TrainingPlan, plan_path: Path, stage: str, family: str, units: 
     return out
 
 
-def _run_family(request: dict[str, Any], work: WorkFiles, isolate: bool, timeout_s: float | None, progress: ProgressFn) -> list[dict[str, Any]]:
-    family = request["family"]
+def _run_family(request: WorkerRequest, work: WorkFiles, isolate: bool, timeout_s: float | None, progress: ProgressFn) -> list[dict[str, Any]]:
+    family = request.family
     work.root.mkdir(parents=True, exist_ok=True)
     work.results.unlink(missing_ok=True)
     if not isolate:
@@ -353,7 +356,7 @@ def _run_family(request: dict[str, Any], work: WorkFiles, isolate: bool, timeout
 
         run_request(request, emit)
         return collected
-    write_json(work.request, request)
+    write_worker_request(work.request, request)
     # Thread pools follow the CPUs this container may use (TRAINPIPE_CPUS in a pod), not the node's core count.
     env = {**os.environ, **thread_env(family, available_cpus())}
     seen = 0
@@ -403,9 +406,9 @@ def run_training(
     *,
     interval: str | None = None,
     families: Sequence[str] | None = None,
-    holdout_fraction: float = 0.2,
-    embargo_bars: int = 5,
-    seed: int = 42,
+    holdout_fraction: float = TrainingSpec.model_fields["holdout_fraction"].default,
+    embargo_bars: int = RankingSpec.model_fields["embargo_bars"].default,
+    seed: int = PipelineSpec.model_fields["seed"].default,
     on_progress: ProgressFn | None = None,
     params: Mapping[str, Mapping[str, Any]] | None = None,
     panel_loader: str = DEFAULT_PANEL_LOADER,

@@ -19,8 +19,12 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from trainpipe.contract.requests import UnitRequest, WorkerRequest
+from trainpipe.io.requests import RequestFileError, read_worker_request
 
 _BLOCKED = ("tensorflow", "torch", "keras", "jax")
 
@@ -45,109 +49,136 @@ def _load_callable(spec: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), attr)
 
 
-def run_request(request: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> int:
-    """Train every unit of the request; `emit` receives one record per unit. Returns the number of failures."""
+@dataclass(frozen=True)
+class TrainedUnit:
+    """A unit's fitted model and its metrics record, before anything is written."""
+
+    trainer: Any  # families.base.Trainer
+    metrics: Any  # training.metrics_file.ModelMetrics
+    train_seconds: float
+    device: str
+
+
+def train_unit(job: Any, unit: UnitRequest, frame: Any, cut: Any, plan: Any, request: WorkerRequest) -> TrainedUnit:
+    """Split `frame` (the job's rows) at the run's cut, fit, evaluate and backtest one unit; writes nothing.
+
+    `job` is the plan's TrainingJob, `cut` the run's HoldoutCut. Raises ValueError when the cut leaves no
+    labelled rows on either side.
+    """
     import numpy as np
 
-    from trainpipe.contract.names import SYMBOL_COLUMN, TaskType
-    from trainpipe.contract.plan import TrainingPlan, plan_digest
-    from trainpipe.contract.targets import horizon_bars, horizon_minutes, positive_label
-    from trainpipe.cv import cut_split, holdout_cut, pinned_mask
+    from trainpipe.contract.names import TaskType
+    from trainpipe.contract.targets import horizon_minutes, positive_label
+    from trainpipe.cv import cut_split
     from trainpipe.data.frames import frame_symbols, frame_ts
     from trainpipe.families.registry import make_trainer
-    from trainpipe.io.atomic import atomic_dir, write_json, write_text
-    from trainpipe.io.layout import Layout
     from trainpipe.training.backtest import bars_per_year, long_short_backtest
     from trainpipe.training.metrics import evaluate
-    from trainpipe.training.metrics_file import METRICS_FILE, ModelMetrics
-    from trainpipe.training.units import aux_targets_for, error_path
+    from trainpipe.training.metrics_file import ModelMetrics
+    from trainpipe.training.units import aux_targets_for
 
-    family, stage = request["family"], request["stage"]
-    plan = TrainingPlan.model_validate_json(Path(request["plan_path"]).read_text())
-    expected = request.get("plan_digest")
+    h_bars = cut.horizon_bars[job.target]  # as rank converted it (names or targets.horizonBars)
+    fold = cut_split(frame_ts(frame), frame_symbols(frame), cut, h_bars + request.embargo_bars)
+    # Rows with a NaN target are dropped for this target; the index stays the frame's (sequence models need it).
+    train_rows = _labelled(frame.iloc[fold.train], job.target)
+    test_rows = _labelled(frame.iloc[fold.test], job.target)
+    if train_rows.empty or test_rows.empty:
+        raise ValueError(f"{job.job_id}: {len(train_rows)} labelled training and {len(test_rows)} labelled holdout rows under the run's cut")
+    trainer = make_trainer(request.family, features=job.features, target=job.target, task=job.task, params=unit.params,
+                           seed=request.seed, horizon_bars=h_bars, aux_targets=aux_targets_for(job, plan, request.family))
+    t0 = time.perf_counter()
+    trainer.fit(train_rows)
+    train_seconds = time.perf_counter() - t0
+    if trainer.spec.sequence:
+        # Windows need the history before each test row: predict on every row up to the end of the
+        # test block (features only; labels are never inputs) and keep the test rows.
+        pred = trainer.predict(frame)[test_rows.index.to_numpy()]
+    else:
+        pred = trainer.predict(test_rows)
+    y = test_rows[job.target].to_numpy(dtype=np.float64)
+    ts, syms = frame_ts(test_rows), frame_symbols(test_rows)
+    task = TaskType(job.task)
+    # The positive class from all of the job's labels: the holdout alone may lack one (training encodes the same).
+    positive = positive_label(np.unique(frame[job.target].dropna().to_numpy())) if task is TaskType.BINARY else None
+    metrics = evaluate(y, pred, ts, syms, task, positive=positive)
+    returns_col = _returns_column(job.target, task, frame.columns, horizon_minutes)
+    if returns_col is None:
+        backtest: dict[str, Any] = {"available": False, "reason": f"no fwd_ret_* column with the horizon of {job.target} in the plan"}
+    else:
+        backtest = long_short_backtest(pred, test_rows[returns_col].to_numpy(dtype=np.float64), ts, syms, horizon_bars=h_bars,
+                                       bars_a_year=bars_per_year(frame_ts(frame), frame_symbols(frame)),
+                                       centre=0.5 if task is TaskType.BINARY else 0.0)
+        backtest["returns_column"] = returns_col
+    device = str(trainer.extra_meta.get("device", "cpu"))
+    record = ModelMetrics(
+        job_id=job.job_id, target=job.target, symbol=job.symbol, family=request.family, stage=request.stage, task=task.value,
+        device=device, n_train=len(train_rows), n_test=len(test_rows), train_seconds=round(train_seconds, 4),
+        peak_rss_mb=round(peak_rss_mb(), 1), metrics=metrics, backtest=backtest, fingerprint=unit.fingerprint,
+        holdout={"fraction": cut.fraction, "horizon_bars": h_bars, "embargo_bars": request.embargo_bars,
+                 "purge_bars": h_bars + request.embargo_bars, "train_end": str(train_rows["ts"].max()),
+                 "test_start": str(test_rows["ts"].min()),
+                 "split": "the run's holdout cut: each symbol's latest bars, purged in its own bars (trainpipe.cv.cut_split)"},
+        params=trainer.params,
+    )
+    return TrainedUnit(trainer, record, train_seconds, device)
+
+
+def run_request(request: WorkerRequest, emit: Callable[[dict[str, Any]], None]) -> int:
+    """Train every unit of the request (`train_unit`) and write its model; `emit` receives one record per unit. Returns the number of failures."""
+    from trainpipe.contract.names import SYMBOL_COLUMN
+    from trainpipe.contract.plan import TrainingPlan, plan_digest
+    from trainpipe.contract.targets import horizon_bars
+    from trainpipe.cv import holdout_cut, pinned_mask
+    from trainpipe.data.frames import frame_symbols, frame_ts
+    from trainpipe.io.atomic import atomic_dir, write_json, write_text
+    from trainpipe.io.layout import Layout
+    from trainpipe.training.metrics_file import METRICS_FILE
+    from trainpipe.training.units import error_path
+
+    family = request.family
+    plan = TrainingPlan.model_validate_json(Path(request.plan_path).read_text())
+    expected = request.plan_digest
     if expected is not None and plan_digest(plan) != expected:
         # The plan file changed after the parent read it: these units belong to another plan now.
-        raise RuntimeError(f"{request['plan_path']} is no longer the plan this request was made from (digest {expected[:12]}…); rerun the unit")
+        raise RuntimeError(f"{request.plan_path} is no longer the plan this request was made from (digest {expected[:12]}…); rerun the unit")
     jobs = {job.job_id: job for job in plan.jobs}
-    layout = Layout(Path(request["layout_root"]))
-    units = request["units"]
-    my_jobs = [jobs[u["job_id"]] for u in units]
+    layout = Layout(Path(request.layout_root))
+    my_jobs = [jobs[u.job_id] for u in request.units]
 
     # One panel for all units of this family: the union of their symbols and columns.
     symbols = None if any(j.symbol is None for j in my_jobs) else sorted({j.symbol for j in my_jobs if j.symbol})
     columns = sorted({c for j in my_jobs for c in j.features} | {j.target for j in plan.jobs})
-    loader = _load_callable(request["panel_loader"])
-    panel = loader(Path(request["data_dir"]), symbols, interval=request["interval"], columns=columns)
+    loader = _load_callable(request.panel_loader)
+    panel = loader(Path(request.data_dir), symbols, interval=request.interval, columns=columns)
     full = panel.frame.reset_index(drop=True)
     cut = plan.metadata.holdout_cut
     if cut is None:
         # A plan made without rank (bench, synthetic tests): fix the cut here, on the panel loaded, the same way rank would.
         horizons = {j.target: horizon_bars(j.target, panel.interval_minutes) for j in plan.jobs}
-        cut = holdout_cut(frame_ts(full), frame_symbols(full), request["holdout_fraction"], horizons, request["embargo_bars"])
+        cut = holdout_cut(frame_ts(full), frame_symbols(full), request.holdout_fraction, horizons, request.embargo_bars)
     else:
         # Exactly the bars rank read: bars appended since, or older than its maxRowsPerSymbol window, are not this run's.
         full = full.loc[pinned_mask(frame_ts(full), frame_symbols(full), cut)].reset_index(drop=True)
 
     failures = 0
-    for unit in units:
-        job = jobs[unit["job_id"]]
-        record: dict[str, Any] = {"job_id": job.job_id, "family": family, "stage": stage}
+    for unit in request.units:
+        job = jobs[unit.job_id]
+        record: dict[str, Any] = {"job_id": job.job_id, "family": family, "stage": request.stage}
         started = time.perf_counter()
         try:
             frame = full if job.symbol is None else full.loc[full[SYMBOL_COLUMN].astype(str) == job.symbol].reset_index(drop=True)
             if frame.empty:
-                raise ValueError(f"no rows for symbol {job.symbol!r} in {request['data_dir']}")
-            h_bars = cut.horizon_bars[job.target]  # as rank converted it (names or targets.horizonBars)
-            fold = cut_split(frame_ts(frame), frame_symbols(frame), cut, h_bars + request["embargo_bars"])
-            # Rows with a NaN target are dropped for this target; the index stays the frame's (sequence models need it).
-            train_rows = _labelled(frame.iloc[fold.train], job.target)
-            test_rows = _labelled(frame.iloc[fold.test], job.target)
-            if train_rows.empty or test_rows.empty:
-                raise ValueError(f"{job.job_id}: {len(train_rows)} labelled training and {len(test_rows)} labelled holdout rows under the run's cut")
-            trainer = make_trainer(family, features=job.features, target=job.target, task=job.task, params=unit["params"],
-                                   seed=request["seed"], horizon_bars=h_bars, aux_targets=aux_targets_for(job, plan, family))
-            t0 = time.perf_counter()
-            trainer.fit(train_rows)
-            train_seconds = time.perf_counter() - t0
-            if trainer.spec.sequence:
-                # Windows need the history before each test row: predict on every row up to the end of the
-                # test block (features only; labels are never inputs) and keep the test rows.
-                pred = trainer.predict(frame)[test_rows.index.to_numpy()]
-            else:
-                pred = trainer.predict(test_rows)
-            y = test_rows[job.target].to_numpy(dtype=np.float64)
-            ts, syms = frame_ts(test_rows), frame_symbols(test_rows)
-            task = TaskType(job.task)
-            # The positive class from all of the job's labels: the holdout alone may lack one (training encodes the same).
-            positive = positive_label(np.unique(frame[job.target].dropna().to_numpy())) if task is TaskType.BINARY else None
-            metrics = evaluate(y, pred, ts, syms, task, positive=positive)
-            returns_col = _returns_column(job.target, TaskType(job.task), frame.columns, horizon_minutes)
-            if returns_col is None:
-                backtest: dict[str, Any] = {"available": False, "reason": f"no fwd_ret_* column with the horizon of {job.target} in the plan"}
-            else:
-                backtest = long_short_backtest(pred, test_rows[returns_col].to_numpy(dtype=np.float64), ts, syms, horizon_bars=h_bars,
-                                               bars_a_year=bars_per_year(frame_ts(frame), frame_symbols(frame)),
-                                               centre=0.5 if task is TaskType.BINARY else 0.0)
-                backtest["returns_column"] = returns_col
-            device = str(trainer.extra_meta.get("device", "cpu"))
+                raise ValueError(f"no rows for symbol {job.symbol!r} in {request.data_dir}")
+            trained = train_unit(job, unit, frame, cut, plan, request)
             model_dir = layout.model_dir(job.job_id, family)
             with atomic_dir(model_dir) as tmp:
-                trainer.save(tmp)
-                write_json(tmp / METRICS_FILE, ModelMetrics(
-                    job_id=job.job_id, target=job.target, symbol=job.symbol, family=family, stage=stage, task=TaskType(job.task).value,
-                    device=device, n_train=len(train_rows), n_test=len(test_rows), train_seconds=round(train_seconds, 4),
-                    peak_rss_mb=round(peak_rss_mb(), 1), metrics=metrics, backtest=backtest, fingerprint=unit["fingerprint"],
-                    holdout={"fraction": cut.fraction, "horizon_bars": h_bars, "embargo_bars": request["embargo_bars"],
-                             "purge_bars": h_bars + request["embargo_bars"], "train_end": str(train_rows["ts"].max()),
-                             "test_start": str(test_rows["ts"].min()),
-                             "split": "the run's holdout cut: each symbol's latest bars, purged in its own bars (trainpipe.cv.cut_split)"},
-                    params=trainer.params,
-                ).model_dump(mode="json"))
+                trained.trainer.save(tmp)
+                write_json(tmp / METRICS_FILE, trained.metrics.model_dump(mode="json"))
             stale_error = error_path(layout, job.job_id, family)
             if stale_error.exists():
                 stale_error.unlink()
-            record.update(status="trained", seconds=round(time.perf_counter() - started, 3), device=device, model_dir=str(model_dir),
-                          train_seconds=round(train_seconds, 4), peak_rss_mb=round(peak_rss_mb(), 1))
+            record.update(status="trained", seconds=round(time.perf_counter() - started, 3), device=trained.device, model_dir=str(model_dir),
+                          train_seconds=round(trained.train_seconds, 4), peak_rss_mb=round(peak_rss_mb(), 1))
         except Exception as exc:  # one unit's failure is recorded and the family goes on
             failures += 1
             text = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
@@ -177,14 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("TRAINPIPE_BLOCK_FRAMEWORKS") == "1":
         sys.meta_path.insert(0, _FrameworkBlocker())  # type: ignore[arg-type]
     try:
-        request = json.loads(args.request.read_text())
-        results = Path(request["results_path"])
-        for key in ("family", "stage", "plan_path", "layout_root", "data_dir", "units", "panel_loader"):
-            if key not in request:
-                raise KeyError(f"request {args.request} lacks {key!r}")
-    except (OSError, ValueError, KeyError) as exc:
-        print(f"trainpipe worker: unusable request {args.request}: {exc}", file=sys.stderr)
+        request = read_worker_request(args.request)
+    except RequestFileError as exc:
+        print(f"trainpipe worker: unusable request: {exc}", file=sys.stderr)
         return 2
+    results = Path(request.results_path)
 
     def emit(record: dict[str, Any]) -> None:
         with open(results, "a") as handle:
