@@ -12,7 +12,7 @@ import socket
 from datetime import UTC, datetime
 from typing import Any
 
-from trainpipe.contract.names import API_GROUP, API_VERSION, KIND, MANAGER
+from trainpipe.contract.names import API_GROUP, API_VERSION, KIND, LABEL_STAGE, MANAGER
 from trainpipe_operator.decide import Decision
 from trainpipe_operator.kubeapi import ApiError, Kube, path, pipelines_path
 from trainpipe_operator.metrics import Metrics
@@ -46,7 +46,7 @@ def act(kube: Kube, obj: dict[str, Any], view: PipelineView, decision: Decision,
     ns = view.namespace
     for manifest in decision.create:
         if kube.create(_collection(manifest), manifest) and manifest["kind"] == "Job":
-            metrics.jobs_created.labels(stage=manifest["metadata"]["labels"].get("trainpipe.io/stage", "")).inc()
+            metrics.jobs_created.labels(stage=manifest["metadata"]["labels"].get(LABEL_STAGE, "")).inc()
             log.info("%s/%s: created Job %s", ns, view.name, manifest["metadata"]["name"])
     for manifest in decision.upsert:
         collection = _collection(manifest)

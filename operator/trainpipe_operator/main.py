@@ -74,7 +74,7 @@ async def serve(args: argparse.Namespace) -> None:
 
     namespaces = tuple(args.namespace)
     config = config_from(args)
-    limiter = TokenBucket(args.api_qps, args.api_burst or max(1, int(2 * args.api_qps))) if args.api_qps else None
+    limiter = limiter_from(args)
     reconciler = Reconciler(kube=Kube(load_client(args.kubeconfig), limiter), config=config, metrics=Metrics(),
                             health=WatchHealth(grace_seconds=args.stall_seconds), namespaces=namespaces, workers=args.workers)
     ready, stop = asyncio.Event(), asyncio.Event()
@@ -104,13 +104,20 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
     )
 
 
+def limiter_from(args: argparse.Namespace) -> TokenBucket | None:
+    """The API rate limit of --api-qps/--api-burst (burst defaults to twice the rate); None = unlimited."""
+    if args.api_qps is None and args.api_burst is None:
+        return None
+    qps = args.api_qps or 0.0
+    return TokenBucket(qps, args.api_burst or max(1, int(2 * qps)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         config_from(args)  # a bad flag stops here with its name, before anything connects
-        if args.api_qps is not None or args.api_burst is not None:
-            TokenBucket(args.api_qps or 0, args.api_burst or max(1, int(2 * (args.api_qps or 0))))
+        limiter_from(args)
     except (ConfigError, ValueError) as exc:
         parser.error(str(exc))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)

@@ -6,21 +6,12 @@ what its predecessor made, without random suffixes or in-process bookkeeping.
 
 from __future__ import annotations
 
-import hashlib
-
 from trainpipe.contract.names import Stage
+from trainpipe.contract.units import dns_label
 
 # A Job's pods are named and host-named `<job>-<index>-<suffix>`; keeping Job names this short leaves
 # room for the index of any realistic Indexed Job inside the 63-character label and hostname limits.
 MAX_JOB_NAME = 52
-_HASH = 8
-
-
-def _shorten(name: str, limit: int) -> str:
-    if len(name) <= limit:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:_HASH]
-    return f"{name[: limit - _HASH - 1].rstrip('-')}-{digest}"
 
 
 def family_slug(family: str) -> str:
@@ -31,7 +22,8 @@ def family_slug(family: str) -> str:
 def job_name(pipeline: str, run: str, stage: Stage, family: str | None, attempt: int) -> str:
     """`<pipeline>-<run>-<stage>[-<family>]-<attempt>`, hashed when longer than MAX_JOB_NAME."""
     parts = [pipeline, run, stage.value] + ([family_slug(family)] if family else []) + [str(attempt)]
-    return _shorten("-".join(parts), MAX_JOB_NAME)
+    # Every part is DNS-safe already, so dns_label only cuts and hashes names over the limit.
+    return dns_label("-".join(parts), MAX_JOB_NAME)
 
 
 def plan_configmap(pipeline: str) -> str:

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -102,7 +102,6 @@ class Observed:
     plan: ObservedPlan | None = None
     missing_claims: tuple[str, ...] = ()  # claims the spec names that do not exist
     artifacts_claim_exists: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def pods_of(self, job: str) -> list[ObservedPod]:
         return [p for p in self.pods if p.job == job]

@@ -8,6 +8,7 @@ JSON Schema (2020-12) into that dialect.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,14 +149,19 @@ def render() -> str:
     return header + yaml.safe_dump(crd(), sort_keys=False, width=120)
 
 
-def main(argv: list[str] | None = None) -> int:
+def write_generated(argv: list[str] | None, default: Path, text: Callable[[], str]) -> int:
+    """`python -m <generator> [PATH]`: write the generated text atomically to PATH (or `default`), print the path."""
     args = argv if argv is not None else sys.argv[1:]
-    path = Path(args[0]) if args else CRD_PATH
+    path = Path(args[0]) if args else default
     from trainpipe.io.atomic import write_text
 
-    write_text(path, render())
+    write_text(path, text())
     print(path)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return write_generated(argv, CRD_PATH, render)
 
 
 if __name__ == "__main__":

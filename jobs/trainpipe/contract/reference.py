@@ -7,12 +7,11 @@ reference can never describe a field the API server would not accept.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from trainpipe.contract.crd import spec_schema, status_schema
+from trainpipe.contract.crd import spec_schema, status_schema, write_generated
 from trainpipe.contract.names import API_GROUP, API_VERSION, KIND
 
 REFERENCE_PATH = Path("docs") / "reference.md"
@@ -80,13 +79,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argv if argv is not None else sys.argv[1:]
-    path = Path(args[0]) if args else REFERENCE_PATH
-    from trainpipe.io.atomic import write_text
-
-    write_text(path, render())
-    print(path)
-    return 0
+    return write_generated(argv, REFERENCE_PATH, render)
 
 
 if __name__ == "__main__":
