@@ -192,29 +192,21 @@ def trainpipe(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60, check=False)
 
 
-def serve_pod_logs(cluster: Cluster, kube: Kube, namespace: str, pod: str, container: str) -> None:
-    """Make `kubectl logs` of a pod real on the local cluster, if the executor has not already.
+def wait_for_pod_logs(kube: Kube, namespace: str, pod: str) -> None:
+    """Wait until `kubectl logs` can serve a finished pod: the executor publishes its CRI-format log in a kwok `Logs`
+    object named after the pod (the resource is enabled by hack/cluster/kwokctl.yaml.in)."""
+    path = f"/apis/kwok.x-k8s.io/v1alpha1/namespaces/{namespace}/logs/{pod}"
 
-    kwok (Logs resource, enabled by hack/cluster/kwokctl.yaml.in) serves a pod's log from a file named in a
-    `Logs` object named after the pod, in the CRI log format a kubelet's runtime writes. The executor writes
-    plain output to executor/logs/<ns>/<pod>/<container>.log; this writes the CRI copy and the Logs object.
-    """
-    plain = cluster.executor_dir / "logs" / namespace / pod / f"{container}.log"
-    cri = cluster.executor_dir / "cri-logs" / namespace / pod / f"{container}.log"  # beside, not among, the plain logs
-    if not cri.exists():
-        cri.parent.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        cri.write_text("".join(f"{stamp} stdout F {line}\n" for line in plain.read_text(errors="replace").splitlines()))
-    try:
-        kube.create(f"/apis/kwok.x-k8s.io/v1alpha1/namespaces/{namespace}/logs", {
-            "apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs", "metadata": {"name": pod},
-            "spec": {"logs": [{"containers": [container], "logsFile": str(cri)}]}})
-    except ApiError as err:
-        if err.status == 404:
-            pytest.fail("the cluster has no kwok Logs resource: it was started before hack/cluster/kwokctl.yaml.in enabled it; "
-                        "restart it (make cluster-down && make cluster-up)", pytrace=False)
-        if err.status != 409:
-            raise
+    def published() -> bool:
+        try:
+            return bool(kube.get(path))
+        except ApiError as err:
+            if err.status == 404 and "the server could not find the requested resource" in err.message:
+                pytest.fail("the cluster has no kwok Logs resource: it was started before hack/cluster/kwokctl.yaml.in enabled it; "
+                            "restart it (make cluster-down && make cluster-up)", pytrace=False)
+            return False
+
+    wait_for(f"the executor to publish the log of {pod}", published, timeout=30)
 
 
 def test_trainpipe_status_and_logs_explain_a_failed_unit_and_a_waiting_stage(cluster: Cluster, kube: Kube, namespace: str,
@@ -244,7 +236,7 @@ def test_trainpipe_status_and_logs_explain_a_failed_unit_and_a_waiting_stage(clu
                    if p["status"].get("phase") == "Failed"]
     assert failed_pods
     for pod in failed_pods:
-        serve_pod_logs(cluster, kube, namespace, pod["metadata"]["name"], pod["spec"]["containers"][0]["name"])
+        wait_for_pod_logs(kube, namespace, pod["metadata"]["name"])
     pod = failed_pods[0]
     index = pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
     got = trainpipe(cluster, "logs", "broken", "-n", namespace, "--stage", "cpu", "--family", "lightgbm", "--unit", index, "--tail", "5")
