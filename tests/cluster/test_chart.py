@@ -153,7 +153,9 @@ def test_the_chart_installs_runs_a_pipeline_upgrades_under_load_and_uninstalls_k
     assert "--cpu-image=ghcr.io/trainpipe/jobs-cpu:upgraded" in new_pod["spec"]["containers"][0]["args"]
     wait_condition(kube, namespace, "second", "Ready", timeout=RUN_TIMEOUT)
     upgraded_at = new_pod["metadata"]["creationTimestamp"]
-    later = [j for j in stage_jobs(kube, namespace, "second") if j["metadata"]["creationTimestamp"] >= upgraded_at]
+    # Strictly after: timestamps have one-second resolution, and the old operator may create a Job in the
+    # second its replacement's pod is created (Recreate deletes the old pod first, not its last writes).
+    later = [j for j in stage_jobs(kube, namespace, "second") if j["metadata"]["creationTimestamp"] > upgraded_at]
     assert later, "no Job of pipeline second was created after the upgrade"
     assert {j["spec"]["template"]["spec"]["containers"][0]["image"] for j in later} == {"ghcr.io/trainpipe/jobs-cpu:upgraded"}
     assert " DEBUG " in release.log(new_pod)
