@@ -45,7 +45,7 @@ if ! apiserver_ready; then
     "$HACK/cluster-down.sh" >/dev/null 2>&1 || true
   fi
   config="$STATE/kwokctl.yaml"
-  sed -e "s|@K8S@|$K8S_DIR|g" -e "s|@ETCD@|$ETCD_DIR|g" -e "s|@KWOK@|$KWOK_DIR|g" \
+  sed -e "s|@K8S@|$K8S_DIR|g" -e "s|@ETCD@|$ETCD_DIR|g" -e "s|@KWOK@|$KWOK_DIR|g" -e "s|@REPO@|$REPO|g" \
     "$HACK/cluster/kwokctl.yaml.in" > "$config"
   for stage in "$KWOK_DIR"/stages/*.yaml; do
     printf -- '---\n' >> "$config"
