@@ -6,7 +6,7 @@
 OPERATOR_ARGS ?=
 DEMO_TIMEOUT ?= 1800
 
-.PHONY: operator-up operator-down demo-cluster bench-operator
+.PHONY: operator-up operator-down demo-cluster bench-operator bench-scale
 
 operator-up: install cluster-up ## Install the CRD + RBAC and run the operator locally as its ServiceAccount (reused when up)
 	@$(CLUSTER_ENV) hack/operator-up.sh $(OPERATOR_ARGS)
@@ -22,3 +22,9 @@ demo-cluster: install cluster-build ## The demo on Kubernetes: cluster, operator
 
 bench-operator: install cluster-up ## Operator hand-off latency on the local cluster (skipped pods) into BENCHMARKS.md
 	$(CLUSTER_ENV) $(VENV)/bin/python hack/operator-bench.py --pipelines 20
+
+# Full run: 50 then 200 pipelines (37 + 1 report pods each); it prints how long each N took.
+# SCALE_ARGS narrows it for development, e.g. SCALE_ARGS="--pipelines 5 --no-write".
+SCALE_ARGS ?= --pipelines 50 200
+bench-scale: install cluster-up ## N pipelines at once: operator vs an ideal script, API writes, RSS, hand-offs, object size into BENCHMARKS.md + docs/bench-scale.png
+	$(CLUSTER_ENV) $(VENV)/bin/python hack/scale-bench.py $(SCALE_ARGS)

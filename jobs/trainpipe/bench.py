@@ -224,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def bench(args: argparse.Namespace) -> int:
     from trainpipe.io.atomic import write_text
+    from trainpipe.io.layout import Layout
+    from trainpipe.io.stage_files import read_rankings
 
     command = "make bench  (= python -m trainpipe.bench --data-dir " + str(args.data_dir) + f" --repeats {args.repeats})"
     scratch = Path(tempfile.mkdtemp(prefix="trainpipe-bench-"))
@@ -254,7 +256,7 @@ def bench(args: argparse.Namespace) -> int:
                 fox[stage].append(run_stage_process(stage, fox_spec, scratch / "fox-out", args.threads))
             print(f"bench: foxml-scale #{i + 1}: rank {fox[Stage.RANK][-1]['seconds']:.1f}s select {fox[Stage.SELECT][-1]['seconds']:.1f}s",
                   file=sys.stderr)
-        fox_rank = json.loads((scratch / "fox-out/ranking/target_rankings.json").read_text())
+        fox_rank = read_rankings(Layout(scratch / "fox-out"))
 
         # 3. memory at scale: with 3.6 MB of example data, fixed library overheads dominate any ratio
         big_dir = foxml_scale_data(scratch / "scale", n_symbols=40)
@@ -317,8 +319,8 @@ def bench(args: argparse.Namespace) -> int:
             "| target | task | score | rank IC | AUC | consistency | status |",
             "| --- | --- | ---: | ---: | ---: | ---: | --- |",
         ]
-        for t in fox_rank["targets"]:
-            lines.append(f"| {t['target']} | {t['task']} | {_f(t['score'])} | {_f(t['rank_ic'])} | {_f(t['auc'])} | {_f(t['consistency'])} | {t['status']} |")
+        for t in fox_rank.targets:
+            lines.append(f"| {t.target} | {t.task.value} | {_f(t.score)} | {_f(t.rank_ic)} | {_f(t.auc)} | {_f(t.consistency)} | {t.status.value} |")
         lines += [
             "",
             f"## Memory at scale (40 symbols × 4,000 rows = 160,000 rows, 27 features, 6 targets; median of {args.repeats})",
@@ -382,7 +384,7 @@ def _memory_cells(full: list[dict], small: list[dict]) -> str:
 
 
 def _families(data_dir: Path) -> list[dict]:
-    from trainpipe.training import measure_families
+    from trainpipe.training.bench import measure_families
 
     return measure_families(data_dir)
 

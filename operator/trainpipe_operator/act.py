@@ -20,10 +20,12 @@ from trainpipe_operator.observed import SUSPENDED_BY_OPERATOR, PipelineView
 
 log = logging.getLogger("trainpipe.operator")
 INSTANCE = os.environ.get("POD_NAME") or socket.gethostname()
+# PUTs of one status against an object a client keeps editing, before the pass starts over.
+STATUS_WRITE_ATTEMPTS = 5
 
 
 class StatusConflict(Exception):
-    """The pipeline changed since it was read (a spec edit): reconcile again from a fresh read."""
+    """Someone else wrote the pipeline's status since it was read: reconcile again from a fresh read."""
 
 
 def status_wire(decision: Decision) -> dict[str, Any]:
@@ -58,13 +60,7 @@ def act(kube: Kube, obj: dict[str, Any], view: PipelineView, decision: Decision,
         kube.merge_patch(path(ns, "jobs", name, group="batch/v1"), {"metadata": {"annotations": {SUSPENDED_BY_OPERATOR: None}}, "spec": {"suspend": False}})
     new_status = status_wire(decision)
     if new_status != (obj.get("status") or {}):
-        body = dict(obj, status=new_status)  # carries resourceVersion: a concurrent spec edit makes this a 409
-        try:
-            kube.replace(pipelines_path(ns, view.name) + "/status", body)
-        except ApiError as err:
-            if err.status == 409:
-                raise StatusConflict(str(err)) from None
-            raise
+        write_status(kube, obj, pipelines_path(ns, view.name), new_status)
     for name in decision.delete_jobs:
         if kube.delete(path(ns, "jobs", name, group="batch/v1")):
             log.info("%s/%s: deleted Job %s", ns, view.name, name)
@@ -73,6 +69,34 @@ def act(kube: Kube, obj: dict[str, Any], view: PipelineView, decision: Decision,
         metrics.jobs_finished.labels(stage=stage, outcome=outcome).inc(jobs)
     for event in decision.events:
         post_event(kube, view, event.type, event.reason, event.message)
+
+
+def write_status(kube: Kube, obj: dict[str, Any], resource_path: str, status: dict[str, Any]) -> None:
+    """PUT `status` to /status with a resourceVersion, so it never overwrites a status it did not start from.
+
+    A 409 means the object changed since this pass read it. An edit of the spec, labels or
+    annotations does not make the status wrong: it reports what this pass observed, and its
+    observedGeneration says which spec it was computed for (the edit's own event brings the next
+    pass). So the status goes again on the fresh object, as long as the status there is still the
+    one this pass started from; only a status written by someone else calls for a pass from scratch.
+    Recomputing on every edit instead would let a client that edits faster than a pass takes keep
+    status from ever being written while the Jobs run on.
+    """
+    current, conflict = obj, ""
+    for _ in range(STATUS_WRITE_ATTEMPTS):
+        try:
+            kube.replace(resource_path + "/status", dict(current, status=status))
+            return
+        except ApiError as err:
+            if err.status != 409:
+                raise
+            conflict = str(err)
+        current = kube.get_or_none(resource_path)
+        if current is None:
+            return  # deleted meanwhile: its Jobs go with it
+        if (current.get("status") or {}) != (obj.get("status") or {}):
+            raise StatusConflict(f"{conflict}; and the status changed meanwhile")
+    raise StatusConflict(conflict)
 
 
 def post_event(kube: Kube, view: PipelineView, kind: str, reason: str, message: str) -> None:

@@ -18,7 +18,6 @@ from trainpipe.contract.families import FAMILY_STAGE
 from trainpipe.contract.names import STAGE_ORDER, Stage
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.reports import PlanReport, RankReport
-from trainpipe.contract.runs import run_id
 from trainpipe.contract.status import ConditionType, PipelineStatus, PlanRef, Reason, RunRecord, RunRef, StageStatus
 from trainpipe_operator import manifests
 from trainpipe_operator.conditions import set_condition
@@ -26,7 +25,7 @@ from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.manifests import JobIntent, Owner
 from trainpipe_operator.naming import job_name
 from trainpipe_operator.observed import Observed, ObservedJob, ObservedPlan, PipelineView
-from trainpipe_operator.schedule import schedule_state, seconds_until
+from trainpipe_operator.schedule import current_run, seconds_until
 
 SUCCEEDED, FAILED = "Succeeded", "Failed"
 # How soon to look again while a Job we need to re-create is still being deleted.
@@ -123,8 +122,7 @@ def decide(view: PipelineView, observed: Observed, config: OperatorConfig, now: 
     if view.spec is None:
         return _invalid(view, now, f"the spec cannot be used: {view.spec_error}")
     spec = view.spec
-    slot, schedule = schedule_state(spec.schedule, view.status.schedule, now)
-    run = run_id(spec, view.rerun_token, slot)
+    run, slot, schedule = current_run(spec, view.rerun_token, view.status.schedule, now)
     p = _Pass(view, spec, observed, config, now, run, status={}, stages={}, slot=slot)
     _start_or_continue_run(p)
     p.status["schedule"] = schedule.model_dump() if schedule else None

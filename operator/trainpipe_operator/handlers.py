@@ -14,6 +14,7 @@ from typing import Any
 import kopf
 
 from trainpipe.contract.names import API_GROUP, API_VERSION, LABEL_MANAGED_BY, LABEL_PIPELINE, MANAGER, PLURAL
+from trainpipe_operator.observed import pod_event_wakes
 from trainpipe_operator.runtime import Reconciler
 
 CHILD_LABELS: dict[str, Any] = {LABEL_PIPELINE: kopf.PRESENT, LABEL_MANAGED_BY: MANAGER}
@@ -67,9 +68,9 @@ def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
             reconciler.enqueue((namespace, labels[LABEL_PIPELINE]))
 
     @kopf.on.event("", "v1", "pods", labels=CHILD_LABELS, registry=registry)
-    async def pod_event(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
-        # Pods add what Jobs do not show: the scheduler's reason for Pending, termination messages.
-        if namespace is not None:
+    async def pod_event(event: kopf.RawEvent, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+        # Pods add what Jobs do not show: the scheduler's reason for Pending (see pod_event_wakes).
+        if namespace is not None and pod_event_wakes(event.get("object") or {}):
             reconciler.enqueue((namespace, labels[LABEL_PIPELINE]))
 
     return registry

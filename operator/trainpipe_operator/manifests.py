@@ -6,6 +6,7 @@ here talks to the API server, so `decide` can return whole manifests and tests c
 
 from __future__ import annotations
 
+import copy
 import json
 import posixpath
 from dataclasses import dataclass
@@ -38,7 +39,17 @@ from trainpipe_operator.naming import artifacts_claim, job_name, plan_configmap
 
 CONTAINER = "trainpipe"
 TERMINATION_LOG = "/dev/termination-log"
-SCRATCH = "/tmp"
+SCRATCH = "/tmp"  # an emptyDir: the only writable path besides the artifacts (and data) volumes
+# Stage pods run with the least a container can hold; the cluster's restricted Pod Security Standard
+# admits them as they are. Pod level: runAsNonRoot (the images run as user 10001; a root image is
+# refused by the kubelet instead of running as root) and the runtime's default seccomp profile.
+POD_SECURITY_CONTEXT: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+# Container level: no setuid gains, no Linux capabilities (the stages only compute and write files),
+# and a read-only root filesystem: a stage writes only its outputs on the artifacts volume and scratch
+# files under /tmp (HOME, TMPDIR, MPLCONFIGDIR and the working directory point there), so a stray write
+# anywhere else fails loudly instead of being lost with the container.
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                              "capabilities": {"drop": ["ALL"]}}
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 INDEXED_STAGES = frozenset({Stage.SELECT, Stage.CPU, Stage.GPU})
 
@@ -173,6 +184,8 @@ def job(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent, config: O
         "image": image_of(spec, stage, config) or "",
         "command": ["trainpipe"],
         "args": stage_args(spec, owner.name, run, intent),
+        # The images set no WORKDIR: files a library drops in the working directory land in scratch.
+        "workingDir": SCRATCH,
         "env": [
             # Thread pools follow the container's CPU limit (node allocatable without one), never the node's cores.
             {"name": CPUS_ENV, "valueFrom": {"resourceFieldRef": {"containerName": CONTAINER, "resource": "limits.cpu", "divisor": "1"}}},
@@ -184,15 +197,17 @@ def job(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent, config: O
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
     }
     if spec.images.pull_policy:
         container["imagePullPolicy"] = spec.images.pull_policy
 
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",  # podFailurePolicy needs it; retries are the Job's, per index
-        "automountServiceAccountToken": False,  # what a pod tells the operator goes in its termination message
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        # No API token: stages never call the API server (what a pod tells the operator goes in its
+        # termination message), so a compromised stage cannot act as its ServiceAccount.
+        "automountServiceAccountToken": False,
+        "securityContext": copy.deepcopy(POD_SECURITY_CONTEXT),
         "containers": [container],
         "volumes": volumes,
     }

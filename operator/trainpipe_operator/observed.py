@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,7 @@ class ObservedJob:
     succeeded: int = 0
     failed: int = 0  # failed pods (all indexes)
     active: int = 0
+    ready: int = 0  # active pods with the Ready condition: active - ready pods are still Pending or starting
     failed_indexes: tuple[int, ...] = ()
     complete: bool = False
     failed_condition: str | None = None  # the Failed condition's "reason: message" when the Job failed
@@ -160,11 +162,48 @@ def parse_job(obj: dict[str, Any]) -> ObservedJob | None:
         name=meta["name"], run=run, stage=stage, family=None if family in (None, NO_FAMILY) else family, attempt=attempt,
         completions=int(spec.get("completions") or 1), indexed=spec.get("completionMode") == "Indexed",
         succeeded=int(status.get("succeeded") or 0), failed=int(status.get("failed") or 0), active=int(status.get("active") or 0),
+        ready=int(status.get("ready") or 0),
         failed_indexes=_indexes(status.get("failedIndexes")), complete="Complete" in conditions,
         failed_condition=f"{failed.get('reason', '')}: {failed.get('message', '')}".strip(": ") if failed else None,
         suspended=bool(spec.get("suspend")), suspended_by_operator=annotations.get(SUSPENDED_BY_OPERATOR) == "true",
         deleting=bool(meta.get("deletionTimestamp")), plan_digest=annotations.get(ANNOTATION_PLAN_DIGEST),
     )
+
+
+def needs_pods(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus) -> bool:
+    """Whether the run's pods can tell `decide` anything its Jobs do not: if not, the pass skips the pod LIST.
+
+    Pods add three facts: what a finished rank or plan pod reported (read once, until the status holds
+    it), why a failed Job failed, and the scheduler's reason a pod is still Pending. A Job whose pods
+    all run Ready, or that finished with nothing left to read, needs no pod read; at hundreds of
+    pipelines most passes are of that kind, and each skipped LIST spares the API server a scan of the
+    namespace's pods and the operator the parsing of the run's.
+    """
+    recorded = status.run_id == run
+    unread = {Stage.RANK: not recorded or status.selected_targets is None, Stage.PLAN: not recorded or status.plan is None}
+    for job in jobs:
+        if job.run != run or job.deleting:
+            continue
+        if job.failed_condition is not None:
+            return True
+        if job.complete:
+            if unread.get(job.stage, False):
+                return True
+        elif job.active > job.ready:  # a pod not running yet may be unschedulable
+            return True
+    return False
+
+
+def pod_event_wakes(obj: Mapping[str, Any]) -> bool:
+    """Whether a pod's watch event is worth a pass: only the scheduler's verdict on a Pending pod (placed or not).
+
+    Everything else a pod does (start, become Ready, finish, fail) also changes its Job's counters or
+    conditions, and the Job's own event wakes the pipeline; the pass it starts reads the pod's
+    termination message, which is there before the Job counts the pod. Waking on the pod too would
+    more than double the passes at scale without telling `decide` anything new.
+    """
+    status = obj.get("status") or {}
+    return status.get("phase", "Pending") == "Pending" and any(c.get("type") == "PodScheduled" for c in status.get("conditions") or [])
 
 
 def parse_pod(obj: dict[str, Any]) -> ObservedPod | None:

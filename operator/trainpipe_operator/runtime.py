@@ -102,7 +102,8 @@ class Reconciler:
                 self.metrics.record_status(key, None)
                 return None
             obj, view = found
-            decision = decide(view, observe(self.kube, view), self.config, self.clock())
+            now = self.clock()  # one instant for both, so they agree on a scheduled run's slot
+            decision = decide(view, observe(self.kube, view, now), self.config, now)
             act(self.kube, obj, view, decision, self.metrics)
             self.metrics.record_status(key, decision.status)
             return decision.requeue_after
@@ -119,7 +120,7 @@ class Reconciler:
                 if again is not None:
                     self.later(key, max(0.1, again))
             except StatusConflict:
-                self.enqueue(key)  # the spec changed under us: recompute from a fresh read now
+                self.enqueue(key)  # another writer changed status under us: recompute from a fresh read now
             except Exception as exc:  # noqa: BLE001 — any API or transport error: retry the key with back-off
                 n = self._failures.get(key, 0)
                 self._failures[key] = n + 1

@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from trainpipe.contract.cluster import ScheduleSpec
+from trainpipe.contract.pipeline import PipelineSpec
+from trainpipe.contract.runs import run_id
 from trainpipe.contract.status import ScheduleStatus
 
 _FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -49,6 +51,18 @@ def schedule_state(spec: ScheduleSpec | None, previous: ScheduleStatus | None, n
     if fired > floor:
         slot = _text(fired)
     return slot, ScheduleStatus(cron=spec.cron, time_zone=spec.time_zone, since=since, slot=slot, next_run_at=_text(next_fire(spec, now)))
+
+
+def current_run(spec: PipelineSpec, rerun_token: str | None, previous: ScheduleStatus | None,
+                now: datetime) -> tuple[str, str | None, ScheduleStatus | None]:
+    """(the run id, its schedule slot, the schedule status to write) of a pipeline at `now`.
+
+    One function for observe and decide: observe selects the run's pods by this id, so an id computed
+    without the slot would find no pods of a scheduled run and its rank and plan reports would never
+    be read.
+    """
+    slot, schedule = schedule_state(spec.schedule, previous, now)
+    return run_id(spec, rerun_token, slot), slot, schedule
 
 
 def seconds_until(text: str | None, now: datetime) -> float | None:

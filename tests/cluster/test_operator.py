@@ -148,6 +148,16 @@ def test_a_pipeline_runs_every_stage_as_jobs_cpu_before_gpu_and_ends_ready(clust
 
     out = artifacts_dir(cluster, namespace, status, "e2e-artifacts")
     assert (out / "report.html").stat().st_size > 1000
+    # The plan file keeps the snake_case keys plan readers look up, and the digest the operator carried (camelCase
+    # termination message → ConfigMap → `train --plan-digest`) is the one computed from that file.
+    from trainpipe.contract.plan import plan_digest
+    from trainpipe.io.plan_files import read_training_plan
+
+    plan_file = out / "globals" / "training_plan" / "master_training_plan.json"
+    raw = json.loads(plan_file.read_text())
+    assert raw["metadata"]["run_id"] == status["runId"] and raw["metadata"]["total_jobs"] == len(raw["jobs"]) > 0
+    assert {"job_id", "training_type", "model_families", "estimated_samples"} <= set(raw["jobs"][0]) and "by_route" in raw["summary"]
+    assert plan_digest(read_training_plan(plan_file)) == plan_cm["digest"]
     metrics = list((out / "models").glob("*/*/metrics.json"))
     assert {m.parent.name for m in metrics} == {"lightgbm", "mlp"}
     assert sum(json.loads(plan_cm["units"]).values()) == len(metrics)
@@ -284,7 +294,7 @@ ACCESS = [
     ("update", "trainingpipelines.trainpipe.io/status", True),
     ("create", "jobs.batch", True),
     ("patch", "jobs.batch", True),
-    ("get", "pods", True),
+    ("list", "pods", True),  # by label only: it never reads a pod (or a Job) by name
     ("patch", "trainingpipelines.trainpipe.io", False),  # the spec is the user's: the operator writes status only
     ("update", "trainingpipelines.trainpipe.io", False),
     ("delete", "pods", False),

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import machine_device, ok, trainpipe
+from trainpipe.contract.cut import HoldoutCut
 from trainpipe.data.loading import load_panel
 from trainpipe.families.registry import load_model
 from trainpipe.io.layout import Layout
@@ -60,8 +61,11 @@ def test_plan_artefacts(first_run):
     assert layout.routing_plan_md.exists()
     master = json.loads(layout.master_training_plan.read_text())
     assert master == json.loads(layout.training_plan_mirror.read_text())
-    assert master["metadata"]["routingPlanPath"] == "METRICS/routing_plan/routing_plan.json"
+    # snake_case keys, as plan readers written before trainpipe look them up.
+    assert master["metadata"]["routing_plan_path"] == "METRICS/routing_plan/routing_plan.json"
     assert master["jobs"], "the plan has jobs"
+    assert master["metadata"]["total_jobs"] == master["summary"]["total_jobs"] == sum(master["summary"]["by_route"].values()) == len(master["jobs"])
+    assert {j["training_type"] for j in master["jobs"]} <= {"cross_sectional", "symbol_specific"}
     assert set(routing["targets"]) == {j["target"] for j in master["jobs"]}
     for view in ["by_target", "by_symbol", "by_type", "by_route"]:
         assert any((layout.training_plan_dir / view).glob("*.json")), view
@@ -69,19 +73,19 @@ def test_plan_artefacts(first_run):
     assert priorities == sorted(priorities, reverse=True)
     # The run's cut, fixed before ranking, is in the plan and is the one rank recorded.
     ranking = json.loads(layout.rankings_json.read_text())
-    assert master["metadata"]["holdoutCut"] == ranking["holdout_cut"]
+    assert HoldoutCut.model_validate(master["metadata"]["holdout_cut"]) == HoldoutCut.model_validate(ranking["holdout_cut"])
     assert set(ranking["holdout_cut"]["symbols"]) == set(ranking["symbols"])
 
 
 def test_every_planned_model_is_trained_with_honest_metrics_and_reloads(first_run, example_data):
     layout, _ = first_run
     master = json.loads(layout.master_training_plan.read_text())
-    cut = master["metadata"]["holdoutCut"]
+    cut = master["metadata"]["holdout_cut"]
     panel = load_panel(example_data)
     new_rows = panel.frame.tail(60)
     for job in master["jobs"]:
-        for family in job["modelFamilies"]:
-            model_dir = layout.model_dir(job["jobId"], family)
+        for family in job["model_families"]:
+            model_dir = layout.model_dir(job["job_id"], family)
             metrics = json.loads((model_dir / "metrics.json").read_text())
             assert metrics["device"] == "cpu"
             assert metrics["n_test"] > 0 and metrics["n_train"] > metrics["n_test"]
@@ -92,11 +96,11 @@ def test_every_planned_model_is_trained_with_honest_metrics_and_reloads(first_ru
             assert "hit_rate_baseline" in metrics["metrics"]
             assert metrics["metrics"]["rank_ic" if job["task"] == "regression" else "auc"] is not None
             # Scored on the run's holdout only: nothing before the earliest holdout start of its symbols.
-            starts = [s["holdoutStart"] for sym, s in cut["symbols"].items() if job["symbol"] in (None, sym)]
+            starts = [s["holdout_start"] for sym, s in cut["symbols"].items() if job["symbol"] in (None, sym)]
             assert pd.Timestamp(metrics["holdout"]["test_start"]) >= pd.Timestamp(min(starts))
             assert pd.Timestamp(metrics["holdout"]["train_end"]) < pd.Timestamp(min(starts))
     job = master["jobs"][0]
-    model = load_model(layout.model_dir(job["jobId"], job["modelFamilies"][0]))
+    model = load_model(layout.model_dir(job["job_id"], job["model_families"][0]))
     rows = new_rows if job["symbol"] is None else new_rows[new_rows["symbol"] == job["symbol"]]
     pred = model.predict(rows)
     assert len(pred) == len(rows) and np.isfinite(pred).all()
@@ -130,7 +134,7 @@ def test_second_run_hits_the_cache_and_a_setting_reruns_only_its_stages(first_ru
 
 def _without_timestamp(path: Path) -> dict:
     data = json.loads(path.read_text())
-    data["metadata"].pop("generatedAt")
+    data["metadata"].pop("generated_at")
     return data
 
 
@@ -163,15 +167,15 @@ def test_cpu_stage_finishes_before_the_gpu_stage_starts(example_data, tmp_path):
                  "--top-m-features", "10", "--families", "mlp", "lightgbm", "lstm", "--output-dir", "two-stage", cwd=tmp_path))
     layout = Layout(out)
     plan = json.loads(layout.master_training_plan.read_text())
-    assert plan["jobs"][0]["modelFamilies"] == ["lightgbm", "mlp", "lstm"]  # CPU→GPU order, whatever the flag order
-    cpu_done = [(layout.model_dir(j["jobId"], "lightgbm") / "metrics.json").stat().st_mtime for j in plan["jobs"]]
+    assert plan["jobs"][0]["model_families"] == ["lightgbm", "mlp", "lstm"]  # CPU→GPU order, whatever the flag order
+    cpu_done = [(layout.model_dir(j["job_id"], "lightgbm") / "metrics.json").stat().st_mtime for j in plan["jobs"]]
     gpu_started = [p.stat().st_mtime for p in layout.training_work_dir("gpu").glob("*/request.json")]
     assert len(gpu_started) == 2 and max(cpu_done) <= min(gpu_started)
     # GPU families train on the GPU the machine has, on the CPU when it has none, and say which.
     expected = {"mlp": machine_device("tf"), "lstm": machine_device("torch")}
     for job in plan["jobs"]:
         for family in ("mlp", "lstm"):
-            metrics = json.loads((layout.model_dir(job["jobId"], family) / "metrics.json").read_text())
+            metrics = json.loads((layout.model_dir(job["job_id"], family) / "metrics.json").read_text())
             assert metrics["stage"] == "gpu" and metrics["device"].split(":")[0] == expected[family], (family, metrics["device"])
 
 
@@ -201,4 +205,4 @@ def test_a_unit_run_alone_trains_the_model_the_whole_run_trained(first_run, exam
     for timing in ("train_seconds", "peak_rss_mb"):
         whole.pop(timing), alone.pop(timing)
     assert alone == whole
-    assert report["jobId"] in {job["jobId"] for job in plan["jobs"]}
+    assert report["jobId"] in {job["job_id"] for job in plan["jobs"]}  # the termination message stays camelCase

@@ -64,3 +64,29 @@ def make_return_panel(n_days: int = 1500, symbols=("AAA", "BBB", "CCC"), seed: i
         f["noise_0"] = rng.normal(size=n_days)
         frames.append(f)
     return pd.concat(frames).sort_values(["ts", "symbol"], kind="stable").reset_index(drop=True)
+
+
+def make_noise_panel(n_days: int = 500, symbols=("AAA", "BBB", "CCC", "DDD"), n_features: int = 30, seed: int = 0,
+                     persistence: float = 0.8, horizon: int = 5) -> pd.DataFrame:
+    """Pure noise: features `f00…` and the multi-day forward return `fwd_ret_<horizon>d` are independent.
+
+    Features are AR(1) with lag-one autocorrelation `persistence`, like the moving averages and
+    volatilities real panels carry; the target sums the next `horizon` daily returns, so neighbouring
+    labels overlap. Both make a holdout of n rows worth far fewer than n independent ones.
+    """
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(seed)
+    ts = pd.date_range("2016-01-01", periods=n_days, freq="D", tz="UTC")
+    frames = []
+    for sym in symbols:
+        shocks = rng.normal(size=(n_days, n_features))
+        shocks[0] /= np.sqrt(1 - persistence**2)  # start at the stationary spread
+        x = lfilter([np.sqrt(1 - persistence**2)], [1, -persistence], shocks, axis=0)
+        f = pd.DataFrame(x, columns=[f"f{k:02d}" for k in range(n_features)])
+        f.insert(0, "symbol", sym)
+        f.insert(0, "ts", ts)
+        r = pd.Series(rng.normal(scale=0.01, size=n_days))
+        f[f"fwd_ret_{horizon}d"] = r[::-1].rolling(horizon).sum()[::-1].shift(-1)  # r[t+1] + … + r[t+h]
+        frames.append(f)
+    return pd.concat(frames).sort_values(["ts", "symbol"], kind="stable").reset_index(drop=True)

@@ -30,6 +30,7 @@ def oos(rows, horizon_bars=1):
                 "horizon_bars": horizon_bars,
                 "score_sd": np.nan,
                 "timestamps": 0,
+                "ir": np.nan,
             }
         )
     return pd.DataFrame.from_records(records)
@@ -91,6 +92,18 @@ def test_a_single_cross_sectional_fold_uses_its_per_timestamp_spread():
     frame["score_sd"], frame["timestamps"] = 0.2, 1000
     cs = build_candidates(frame, {}, {})[0]
     assert cs.score_ci_high - cs.score - 0 == pytest.approx(1.96 * 0.2 / math.sqrt(1000 / 5))
+
+
+def test_the_cross_section_carries_the_mean_ir_of_its_folds_and_symbols_none():
+    frame = FRAME.copy()
+    cs_rows = frame["symbol"].isna() & (frame["target"] == "fwd_ret_1d")
+    frame.loc[cs_rows, "ir"] = [0.5, np.nan]  # a fold with too few timestamps for a spread has no IR
+    frame.loc[frame["symbol"] == "AAA", "ir"] = 9.0  # never read: a symbol's score has no per-timestamp spread
+    cands = by_key(build_candidates(frame, {}, {}))
+    assert cands[("fwd_ret_1d", None)].ir == pytest.approx(0.5)
+    assert cands[("fwd_ret_1d", "AAA")].ir is None
+    assert cands[("y_up", None)].ir is None  # no fold has an IR
+    assert candidates_frame(list(cands.values()))["ir"].dtype == "float64"
 
 
 def test_all_nan_side_has_no_candidate():

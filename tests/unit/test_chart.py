@@ -148,7 +148,7 @@ def test_the_operator_accepts_every_flag_the_chart_passes(values: list[str]) -> 
     config = config_from(args)  # every value is also usable, not only parsed
     if "values-prod.yaml" in " ".join(values):
         assert dict(config.cpu_node_selector) == {"trainpipe.io/pool": "cpu"} and dict(config.gpu_node_selector) == {"trainpipe.io/pool": "gpu"}
-        assert config.gpu_tolerations and args.api_qps == 20 and args.api_burst == 40
+        assert config.gpu_tolerations and args.api_qps == 100 and args.api_burst == 200
 
 
 def test_values_become_flags_port_and_probes() -> None:
@@ -168,7 +168,7 @@ def test_job_defaults_and_rate_limits_are_flags_only_when_set() -> None:
         "--cpu-node-selector", "--gpu-node-selector", "--gpu-toleration", "--api-qps", "--api-burst", "--job-service-account")]
     args = container(render("-f", str(CHART / "values-prod.yaml")))["args"]
     assert "--cpu-node-selector=trainpipe.io/pool=cpu" in args and "--gpu-node-selector=trainpipe.io/pool=gpu" in args
-    assert "--api-qps=20" in args and "--api-burst=40" in args
+    assert "--api-qps=100" in args and "--api-burst=200" in args
     toleration = json.loads(next(a for a in args if a.startswith("--gpu-toleration=")).split("=", 1)[1])
     assert toleration == {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 

@@ -13,6 +13,7 @@ from trainpipe.contract.pipeline import ManifestError
 from trainpipe.data.errors import DataError
 from trainpipe.families.catalogue import UnknownFamilyError
 from trainpipe.io.plan_files import PlanFileError
+from trainpipe.io.stage_files import StageFileError
 from trainpipe.resources import CpuSettingError
 from trainpipe.runner.plan_identity import StalePlanError
 from trainpipe.runner.steps import StageFailedError, StageInputError
@@ -33,6 +34,7 @@ from trainpipe.training.units import UnitAddressError, UnitNotFoundError
         (CpuSettingError("TRAINPIPE_CPUS='two'"), ExitCode.INVALID_SPEC),
         (DataError("data/AAA.parquet: column sig is text"), ExitCode.BAD_DATA),
         (StageInputError("ranking/target_rankings.json is missing"), ExitCode.MISSING_INPUT),
+        (StageFileError("ranking/target_rankings.json is missing: run `trainpipe rank` first"), ExitCode.MISSING_INPUT),
         (PlanFileError("no training plan there"), ExitCode.MISSING_INPUT),
         (UnitNotFoundError("no select unit 7"), ExitCode.MISSING_INPUT),
         (StageGateError("the gpu stage cannot start", ["j/lightgbm: missing"]), ExitCode.GATE_CLOSED),

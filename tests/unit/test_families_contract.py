@@ -20,8 +20,8 @@ import pytest
 
 from trainpipe.families.base import FamilyParamError, UnsupportedTaskError
 from trainpipe.families.catalogue import ALL_FAMILIES, CATALOGUE, FAMILIES
+from trainpipe.families.preprocessing import MissingFeatureError
 from trainpipe.families.registry import load_model, make_trainer
-from trainpipe.training.preprocessing import MissingFeatureError
 from trainpipe.training.synthetic import synthetic_frame
 
 FEATURES = ["f3", "f0", "f1", "f2"]  # deliberately not frame order; f4, f5 are extra columns the models must ignore

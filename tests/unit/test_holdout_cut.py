@@ -17,6 +17,7 @@ from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.cv import cut_split, development_mask, holdout_cut, pinned_mask
 from trainpipe.io.layout import Layout
 from trainpipe.io.plan_files import read_training_plan
+from trainpipe.io.stage_files import read_data_pins, read_rankings
 from trainpipe.runner.steps import RunContext, run_stage
 
 
@@ -129,7 +130,7 @@ def clean_run(tmp_path_factory):
 @pytest.mark.parametrize("how", ["shuffle", "nan", "times100"])
 def test_rank_select_and_plan_never_read_the_holdout(clean_run, how):
     root, frame, layout = clean_run
-    cut = HoldoutCut.model_validate(json.loads(layout.rankings_json.read_text())["holdout_cut"])
+    cut = read_rankings(layout).holdout_cut
     plan = read_training_plan(layout.master_training_plan)
     assert plan.metadata.holdout_cut == cut and plan.jobs, "the plan records the cut and has jobs to compare"
     assert cut.purge_bars == 1 + 2  # the longest horizon (1 day) plus the embargo
@@ -138,8 +139,7 @@ def test_rank_select_and_plan_never_read_the_holdout(clean_run, how):
     shutil.rmtree(data, ignore_errors=True)
     write_panel(_perturb(frame, cut, how), data)
     perturbed = _run_until_plan(data, root / f"out-{how}")
-    pins = json.loads(perturbed.data_pins_json.read_text())
-    assert pins["digest"] != json.loads(layout.data_pins_json.read_text())["digest"], "the data really changed"
+    assert read_data_pins(perturbed).digest != read_data_pins(layout).digest, "the data really changed"
 
     before, after = _outputs(layout), _outputs(perturbed)
     assert sorted(before) == sorted(after)

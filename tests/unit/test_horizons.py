@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from trainpipe.contract.pipeline import PipelineSpec
@@ -60,6 +58,7 @@ def test_a_run_stops_at_rank_on_an_unreadable_horizon_and_the_spec_field_fixes_i
     from trainpipe.contract.names import Stage
     from trainpipe.data.errors import DataError
     from trainpipe.io.layout import Layout
+    from trainpipe.io.stage_files import read_rankings
     from trainpipe.runner.steps import RunContext, run_stage
 
     frame = make_panel(n_days=400).rename(columns={"fwd_ret_noise_1d": "fwd_ret_close"})
@@ -71,5 +70,5 @@ def test_a_run_stops_at_rank_on_an_unreadable_horizon_and_the_spec_field_fixes_i
     fixed = PipelineSpec.model_validate({**wire, "targets": {"horizonBars": {"fwd_ret_close": 3}}})
     ctx = RunContext(spec=fixed, layout=Layout(tmp_path / "b"), threads=1)
     run_stage(ctx, Stage.RANK)
-    cut = json.loads(ctx.layout.rankings_json.read_text())["holdout_cut"]
-    assert cut["horizonBars"]["fwd_ret_close"] == 3 and cut["purgeBars"] == 3 + 5  # the longest horizon + the default embargo
+    cut = read_rankings(ctx.layout).holdout_cut
+    assert cut.horizon_bars["fwd_ret_close"] == 3 and cut.purge_bars == 3 + 5  # the longest horizon + the default embargo

@@ -67,7 +67,7 @@ def test_write_routing_files(tmp_path):
     assert pd.read_parquet(layout.routing_candidates).shape[0] == len(CANDIDATES)
     assert read_routing_plan(layout) == routing
     assert read_routing_plan(layout.routing_plan_dir) == routing
-    assert json.loads(layout.routing_plan_json.read_text())["candidatesPath"] == "METRICS/routing_candidates.parquet"
+    assert json.loads(layout.routing_plan_json.read_text())["candidates_path"] == "METRICS/routing_candidates.parquet"
     md = layout.routing_plan_md.read_text()
     assert "## fwd_ret_1d" in md and "cross-sectional: **ENABLED** (STRONG)" in md
     assert "| BBB | ROUTE_EXPERIMENTAL_ONLY |" in md and "cross-sectional: **DISABLED** (DISALLOWED)" in md
@@ -100,10 +100,10 @@ def test_write_training_plan_files_and_views(tmp_path):
     }
     by_target = json.loads(view_path(layout, "by_target", "fwd_ret_1d").read_text())
     assert by_target["target"] == "fwd_ret_1d"
-    assert [j["jobId"] for j in by_target["jobs"]] == ["sym_fwd_ret_1d_aaa", "cs_fwd_ret_1d"]  # plan order kept
+    assert [j["job_id"] for j in by_target["jobs"]] == ["sym_fwd_ret_1d_aaa", "cs_fwd_ret_1d"]  # plan order kept
     by_symbol = json.loads(view_path(layout, "by_symbol", "AAA").read_text())
-    assert {j["jobId"] for j in by_symbol["jobs"]} == {"sym_fwd_ret_1d_aaa", "sym_y_up_5m_aaa"}
-    assert json.loads(view_path(layout, "by_type", "cross_sectional").read_text())["trainingType"] == "cross_sectional"
+    assert {j["job_id"] for j in by_symbol["jobs"]} == {"sym_fwd_ret_1d_aaa", "sym_y_up_5m_aaa"}
+    assert json.loads(view_path(layout, "by_type", "cross_sectional").read_text())["training_type"] == "cross_sectional"
     assert json.loads(view_path(layout, "by_route", "ROUTE_EXPERIMENTAL_ONLY").read_text())["route"] == "ROUTE_EXPERIMENTAL_ONLY"
 
 
@@ -145,11 +145,11 @@ def test_invalid_training_plan_error_names_the_file(tmp_path, content):
 def test_schema_error_names_the_field(tmp_path):
     layout = Layout(tmp_path)
     routing, _ = make_plans(layout)
-    wire = routing.to_wire()
-    wire["targets"]["fwd_ret_1d"]["crossSectional"]["state"] = "MAYBE"
+    content = routing.to_snake()
+    content["targets"]["fwd_ret_1d"]["cross_sectional"]["state"] = "MAYBE"
     path = tmp_path / "routing_plan.json"
-    path.write_text(json.dumps(wire))
-    with pytest.raises(PlanFileError, match=r"routing_plan\.json: not a valid routing plan: field 'targets.fwd_ret_1d.crossSectional.state'"):
+    path.write_text(json.dumps(content))
+    with pytest.raises(PlanFileError, match=r"routing_plan\.json: not a valid routing plan: field 'targets.fwd_ret_1d.cross_sectional.state'"):
         read_routing_plan(path)
 
 

@@ -46,7 +46,7 @@ def cs(state, score=0.05, n=5000):
 def sym(route, cs_state, local_state, score=0.04, n=800):
     return SymbolDecision(
         route=route, cs_state=cs_state, local_state=local_state, score=score, sample_size=n,
-        reasons=[f"route: {route.value}", f"symbol {local_state.value}", f"cs {cs_state.value}"],
+        reason=[f"route: {route.value}", f"symbol {local_state.value}", f"cs {cs_state.value}"],
     )
 
 
@@ -215,9 +215,9 @@ def test_deterministic_only_generated_at_differs():
 
 
 def _without_generated_at(plan: TrainingPlan) -> dict:
-    wire = plan.to_wire()
-    del wire["metadata"]["generatedAt"]
-    return wire
+    content = plan.to_snake()  # the spelling of the plan files
+    del content["metadata"]["generated_at"]
+    return content
 
 
 def test_golden_small_plan():
@@ -230,5 +230,5 @@ def test_golden_small_plan():
     assert got == GOLDEN.read_text()
     # The golden file is also a valid plan once a generated_at is put back.
     wire = json.loads(got)
-    wire["metadata"]["generatedAt"] = "2024-01-02T03:04:05Z"
+    wire["metadata"]["generated_at"] = "2024-01-02T03:04:05Z"
     assert TrainingPlan.model_validate(wire) == build()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from panels import FEATURES, TARGETS, make_panel, make_return_panel
 from trainpipe.contract.names import TargetStatus, TaskType
@@ -80,6 +81,18 @@ def test_the_scan_catches_rank_sign_next_bar_and_part_of_the_horizon_but_no_past
     assert found["next_bar"].shift == 0
     # Past returns overlap up to 19 of the 20 bars of the 20-day labels they are compared with: not leaks.
     assert _leaks(frame, past + ["noise_0"], "fwd_ret_20d", 20) == {}
+
+
+def test_a_coarse_copy_is_reported_with_its_spearman_correlation_ties_sharing_their_mean_rank():
+    # Five values for 3,000 rows: nearly every row ties, so ranking ties one after another would report
+    # about 0.95 where the Spearman correlation is 0.98 (and rank it below its Pearson one).
+    rng = np.random.default_rng(5)
+    y = rng.standard_t(4, 3000) * 0.01
+    coarse = np.clip(np.round(y * 200), -2, 2)
+    symbols = np.repeat(["AAA", "BBB"], 1500)
+    (leak,) = find_leaks(coarse[:, None].astype(np.float32), y, symbols, ["coarse"], 1, 0.3, "fwd_ret_1d")
+    assert (leak.feature, leak.shift, leak.method) == ("coarse", 0, "spearman vs level")
+    assert leak.correlation == pytest.approx(stats.spearmanr(coarse, y).statistic, abs=1e-5)
 
 
 def test_horizons_over_40_bars_are_scanned_to_the_horizon():

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from trainpipe.contract.rankings import TooGoodLimits
 from trainpipe.report.html import flag_too_good
 
-LIMITS = {"max_rank_ic": 0.15, "max_r2": 0.05, "max_auc": 0.65}
+LIMITS = TooGoodLimits(max_rank_ic=0.15, max_r2=0.05, max_auc=0.65)
 
 
 def test_holdout_scores_beyond_rankings_limits_are_flagged():

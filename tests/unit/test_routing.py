@@ -268,7 +268,7 @@ def test_route_target_stores_real_cs_state_and_metrics():
     # BBB has no candidate at all: its local side is disallowed, the CS model serves it.
     bbb = routing.symbols["BBB"]
     assert (bbb.route, bbb.local_state, bbb.score, bbb.sample_size) == (Route.CROSS_SECTIONAL, SideState.DISALLOWED, None, 0)
-    assert any("no out-of-sample score" in r for r in bbb.reasons)
+    assert any("no out-of-sample score" in r for r in bbb.reason)
 
 
 def test_experimental_cs_is_not_enabled():
@@ -299,7 +299,7 @@ def test_experimental_cap_blocks_weakest_deterministically():
         "DDD": Route.BLOCKED,
         "EEE": Route.SYMBOL_SPECIFIC,
     }
-    assert "experimental cap" in routing.symbols["DDD"].reasons[0]
+    assert "experimental cap" in routing.symbols["DDD"].reason[0]
     assert routing.symbols["DDD"].local_state is SideState.EXPERIMENTAL  # the evidence stays visible
     assert route_target("t", list(reversed(cands)), ["EEE", "DDD", "CCC", "BBB", "AAA"], spec) == routing
 

@@ -9,8 +9,10 @@ from trainpipe.families.base import FamilyParamError
 from trainpipe.families.registry import load_model
 from trainpipe.io.layout import Layout
 from trainpipe.io.requests import read_worker_request
-from trainpipe.training import StageGateError, read_all_metrics, run_training, run_training_stage
+from trainpipe.io.training_files import read_stage_result
 from trainpipe.training.bench import benchmark_plan
+from trainpipe.training.metrics_file import read_all_metrics
+from trainpipe.training.stage import StageGateError, run_training, run_training_stage
 from trainpipe.training.synthetic import SYNTHETIC_LOADER, load_synthetic_panel, synthetic_frame, write_synthetic_data
 
 FEATURES = ["f0", "f1", "f2", "f3"]
@@ -41,7 +43,7 @@ def test_cpu_then_gpu_trains_each_job_on_its_rows_and_resumes(tmp_path, data_dir
     events = []
     results = run_training(_plan(), layout, data_dir, families=None, on_progress=events.append, **KW)
     cpu, gpu = results["cpu"], results["gpu"]
-    assert (cpu.trained, cpu.failed, gpu.trained, gpu.failed) == (4, 0, 1, 0), cpu.to_dict()
+    assert (cpu.trained, cpu.failed, gpu.trained, gpu.failed) == (4, 0, 1, 0), cpu.to_file()
     assert [e["family"] for e in events if e["event"] == "family_start"] == ["lightgbm", "reward_based", "ftrl_proximal", "tab_lstm"]
     metrics = {(m.job_id, m.family): m for m in read_all_metrics(layout)}
     assert set(metrics) == {("bench_fwd_ret_1d", "lightgbm"), ("bench_fwd_ret_1d", "ftrl_proximal"), ("bench_fwd_ret_1d", "tab_lstm"),
@@ -74,6 +76,10 @@ def test_a_failing_unit_is_recorded_and_blocks_the_gpu_stage(tmp_path, data_dir)
                       ("sym_aaa_y_up_1d", "ftrl_proximal"): "failed"}
     error = (layout.models_dir / "sym_aaa_y_up_1d" / "ftrl_proximal.error.txt").read_text()
     assert "not_in_data" in error
+    written = read_stage_result(layout.training_work_dir("cpu") / "result.json")
+    assert (written.trained, written.failed) == (2, 1)
+    [failed] = [r for r in written.records if r.status == "failed"]
+    assert failed.job_id == "sym_aaa_y_up_1d" and "not_in_data" in failed.reason  # the worker's error, carried to the stage's record
     assert not layout.model_dir("sym_aaa_y_up_1d", "ftrl_proximal").exists()
     with pytest.raises(StageGateError, match="sym_aaa_y_up_1d/ftrl_proximal: failed") as info:
         run_training_stage(plan, "gpu", layout, data_dir, families=["ftrl_proximal", "lightgbm", "tab_lstm"], **KW)
@@ -106,7 +112,8 @@ _TIMING = ("train_seconds", "peak_rss_mb")
 def test_a_unit_trained_alone_is_the_unit_a_whole_stage_trains(tmp_path, data_dir) -> None:
     from trainpipe.contract.units import family_units
     from trainpipe.io.atomic import write_text
-    from trainpipe.training import run_training_unit
+    from trainpipe.io.training_files import read_unit_run_result
+    from trainpipe.training.stage import run_training_unit
 
     plan = _plan()
     whole = Layout(tmp_path / "whole")
@@ -125,7 +132,8 @@ def test_a_unit_trained_alone_is_the_unit_a_whole_stage_trains(tmp_path, data_di
     assert (load_model(alone.model_dir(unit.job_id, "ftrl_proximal")).predict(rows)
             == load_model(whole.model_dir(unit.job_id, "ftrl_proximal")).predict(rows)).all()
     # its working files are its own: another unit of the family in parallel writes elsewhere
-    assert (alone.unit_work_dir("cpu", unit.unit_id) / "result.json").exists()
+    result = read_unit_run_result(alone.unit_work_dir("cpu", unit.unit_id) / "result.json")
+    assert (result.unit_id, result.index, result.job_id, result.status) == (unit.unit_id, 1, "sym_aaa_y_up_1d", "trained")
     assert not alone.training_work_dir("cpu").exists()
     _, again = run_training_unit(plan, "cpu", "ftrl_proximal", 1, alone, data_dir, plan_path=alone.master_training_plan, **KW)
     assert again.status == "skipped"

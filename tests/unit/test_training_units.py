@@ -9,10 +9,10 @@ import pytest
 from trainpipe.contract.names import TaskType
 from trainpipe.contract.targets import positive_label
 from trainpipe.families.catalogue import ALL_FAMILIES, CPU_FAMILIES, GPU_FAMILIES, UnknownFamilyError, resolve_families, stage_of
+from trainpipe.families.early_stopping import early_stopping_split
 from trainpipe.families.windows import window_index
 from trainpipe.training.backtest import bars_per_year, long_short_backtest
 from trainpipe.training.bench import benchmark_plan
-from trainpipe.training.holdout import early_stopping_split
 from trainpipe.training.metrics import auc, evaluate
 from trainpipe.training.units import UnitAddressError, UnitNotFoundError, gate_problems, plan_units, thread_env, unit_at
 

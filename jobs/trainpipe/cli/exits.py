@@ -21,6 +21,7 @@ def exit_table() -> tuple[tuple[type[BaseException], ExitCode], ...]:
     from trainpipe.data.errors import DataError
     from trainpipe.families.catalogue import UnknownFamilyError
     from trainpipe.io.plan_files import PlanFileError
+    from trainpipe.io.stage_files import StageFileError
     from trainpipe.resources import CpuSettingError
     from trainpipe.runner.plan_identity import StalePlanError
     from trainpipe.runner.steps import SpecDataMismatchError, StageFailedError, StageInputError
@@ -40,6 +41,7 @@ def exit_table() -> tuple[tuple[type[BaseException], ExitCode], ...]:
         (DataError, ExitCode.BAD_DATA),
         (StageInputError, ExitCode.MISSING_INPUT),
         (PlanFileError, ExitCode.MISSING_INPUT),
+        (StageFileError, ExitCode.MISSING_INPUT),
         (UnitNotFoundError, ExitCode.MISSING_INPUT),
         (StageGateError, ExitCode.GATE_CLOSED),
         (StalePlanError, ExitCode.STALE_PLAN),

@@ -287,10 +287,10 @@ def _stage_report(args: argparse.Namespace, layout, outcomes, report_path) -> di
 
 def _select_unit(ctx, args: argparse.Namespace, where: list[str]) -> dict:
     from trainpipe.cli.display import console
-    from trainpipe.runner.steps import read_rankings
+    from trainpipe.io.stage_files import read_rankings
     from trainpipe.runner.units import select_address, select_unit
 
-    target, index = select_address(read_rankings(ctx.layout)["selected"], args.target, args.unit_index)
+    target, index = select_address(read_rankings(ctx.layout).selected, args.target, args.unit_index)
     where[0] = f"select unit {index} (target {target})"
     outcome = select_unit(ctx, target, force=args.force)
     console.print(f"[cyan]select[/] unit {index} ({target}): {_said(outcome.status)}")

@@ -11,6 +11,10 @@ PLURAL = "trainingpipelines"
 
 PLAN_SCHEMA_VERSION = "trainpipe.io/plan/v1"
 ROUTING_SCHEMA_VERSION = "trainpipe.io/routing/v1"
+RANKINGS_SCHEMA_VERSION = "trainpipe.io/rankings/v1"
+SELECTION_SCHEMA_VERSION = "trainpipe.io/selection/v1"
+STAGE_RECORD_SCHEMA_VERSION = "trainpipe.io/stage-record/v1"
+TRAINING_RESULT_SCHEMA_VERSION = "trainpipe.io/training-result/v1"
 
 
 class Stage(StrEnum):

@@ -25,8 +25,8 @@ from trainpipe.contract.names import SYMBOL_COLUMN, TIMESTAMP_COLUMN, TaskType
 from trainpipe.contract.targets import positive_label
 from trainpipe.data.frames import frame_symbols, frame_ts
 from trainpipe.families.catalogue import FAMILIES, FamilySpec
+from trainpipe.families.preprocessing import Preprocessor, select_features
 from trainpipe.io.atomic import json_default
-from trainpipe.training.preprocessing import Preprocessor, select_features
 
 META_FILE = "model_meta.json"
 META_VERSION = 1
@@ -305,6 +305,6 @@ class Trainer(ABC):
     # helpers for families ---------------------------------------------------------------------
     def tail_split(self, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
         """Time-ordered early-stopping split of the training rows (validation = latest tail, purged)."""
-        from trainpipe.training.holdout import early_stopping_split
+        from trainpipe.families.early_stopping import early_stopping_split
 
         return early_stopping_split(rows.ts, float(self.params.get("validation_fraction", 0.15)), self.horizon_bars)

@@ -110,7 +110,7 @@ class QuantileLightGBMTrainer(Trainer):
         return self._quantiles(x)[:, self.extra_meta["quantiles"].index(0.5)]
 
     def predict_quantiles(self, frame: pd.DataFrame) -> pd.DataFrame:
-        from trainpipe.training.preprocessing import select_features
+        from trainpipe.families.preprocessing import select_features
 
         assert self.pre is not None
         x = self.pre.transform(select_features(frame, self.features, self.family))

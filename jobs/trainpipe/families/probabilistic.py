@@ -53,7 +53,7 @@ class NGBoostTrainer(Trainer):
 
     def predict_distribution(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Per-row Normal parameters (loc, scale) in target units; regression only."""
-        from trainpipe.training.preprocessing import select_features
+        from trainpipe.families.preprocessing import select_features
 
         assert self.pre is not None and self.task is TaskType.REGRESSION
         dist = self.model.pred_dist(self.pre.transform(select_features(frame, self.features, self.family)), max_iter=self.extra_meta["best_iteration"])

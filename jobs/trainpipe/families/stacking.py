@@ -18,7 +18,7 @@ import pandas as pd
 from trainpipe.contract.names import TaskType
 from trainpipe.families.base import FamilyParamError, Rows, Trainer
 from trainpipe.families.catalogue import FAMILIES
-from trainpipe.training.preprocessing import select_features
+from trainpipe.families.preprocessing import select_features
 
 _STACKABLE = {name for name, spec in FAMILIES.items() if spec.stage == "cpu" and name not in ("ensemble", "meta_learning")}
 

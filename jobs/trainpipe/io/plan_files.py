@@ -4,11 +4,16 @@ Written (paths from `Layout`):
 
 * `METRICS/routing_candidates.parquet`, `METRICS/routing_plan/routing_plan.json` and `.md`;
 * `globals/training_plan/master_training_plan.json` (canonical), `training_plan.json` (byte-identical
-  mirror for seed-era readers), `training_plan.md`, and the derived views `by_target/`, `by_symbol/`,
-  `by_type/`, `by_route/` (one JSON per key: `{<key>: value, "jobs": [...]}`, camelCase like the plan).
+  mirror for readers that look for that name), `training_plan.md`, and the derived views `by_target/`,
+  `by_symbol/`, `by_type/`, `by_route/` (one JSON per key: `{<key>: value, "jobs": [...]}`).
+
+Every JSON file here has snake_case keys (`metadata.run_id`, `jobs[].job_id`, `summary.by_route`,
+`{"training_type": …}`): plan readers written before trainpipe key on that spelling, and camelCase is
+kept for what Kubernetes reads (the CR, the plan Job's report, the plan ConfigMap). Reading accepts
+either spelling, so plans written in camelCase by earlier versions still load.
 
 Every view folder is rebuilt in a temp folder and swapped in whole, so a view of a target or symbol
-that left the plan never survives a rewrite. JSON goes through the contract models (`to_wire` on
+that left the plan never survives a rewrite. JSON goes through the contract models (`to_snake` on
 write, `model_validate` on read), so a file that does not match the schema is refused on both sides.
 """
 
@@ -43,14 +48,14 @@ class PlanFileError(ValueError):
 def write_routing(layout: Layout, candidates_df: pd.DataFrame, routing_plan: RoutingPlan) -> None:
     """Write routing_candidates.parquet, routing_plan.json and the human report routing_plan.md."""
     atomic.write_parquet(layout.routing_candidates, candidates_df)
-    atomic.write_json(layout.routing_plan_json, routing_plan.to_wire())
+    atomic.write_json(layout.routing_plan_json, routing_plan.to_snake())
     atomic.write_text(layout.routing_plan_md, routing_markdown(routing_plan))
 
 
 def write_training_plan(layout: Layout, plan: TrainingPlan) -> None:
     """Write the master plan, its mirror, the Markdown summary and the four derived view folders."""
-    text = json.dumps(plan.to_wire(), indent=2, allow_nan=False) + "\n"
-    # The same bytes in both files: the mirror exists for readers that look for the seed's other name.
+    text = json.dumps(plan.to_snake(), indent=2, allow_nan=False) + "\n"
+    # The same bytes in both files: the mirror exists for plan readers that open training_plan.json.
     atomic.write_text(layout.master_training_plan, text)
     atomic.write_text(layout.training_plan_mirror, text)
     atomic.write_text(layout.training_plan_md, training_markdown(plan))
@@ -58,7 +63,7 @@ def write_training_plan(layout: Layout, plan: TrainingPlan) -> None:
     for name, (key_name, key_of) in _VIEWS.items():
         with atomic.atomic_dir(layout.training_plan_dir / name) as tmp:
             for key, jobs in _group(plan.jobs, key_of).items():
-                payload = {key_name: key, "jobs": [job.to_wire() for job in jobs]}
+                payload = {key_name: key, "jobs": [job.to_snake() for job in jobs]}
                 atomic.write_json(tmp / f"{_file_stem(key, name)}.json", payload)
 
 
@@ -73,7 +78,7 @@ def view_path(layout: Layout, view: str, key: str) -> Path:
 _VIEWS: dict[str, tuple[str, Callable[[TrainingJob], str | None]]] = {
     "by_target": ("target", lambda job: job.target),
     "by_symbol": ("symbol", lambda job: job.symbol),
-    "by_type": ("trainingType", lambda job: job.training_type.value),
+    "by_type": ("training_type", lambda job: job.training_type.value),
     "by_route": ("route", lambda job: job.route.value),
 }
 
@@ -191,7 +196,7 @@ def routing_markdown(plan: RoutingPlan) -> str:
             f"- task: {routing.task.value}, horizon: {_horizon(routing.horizon_minutes)}",
             (
                 f"- cross-sectional: **{'ENABLED' if cs.enabled else 'DISABLED'}** ({cs.state.value}), "
-                f"{cs.metric_name}={_num(cs.score)}, n={cs.sample_size}"
+                f"{cs.metric_name}={_num(cs.score)}, IR={_num(cs.ir)}, n={cs.sample_size}"
             ),
             f"  - {_cell(cs.reason)}",
             f"- symbol routes: {', '.join(f'{r} {sum(d.route.value == r for d in routing.symbols.values())}' for r in routes) or 'none'}",
@@ -203,7 +208,7 @@ def routing_markdown(plan: RoutingPlan) -> str:
                 # The CS reason is shown once above the table, not in every row.
                 lines.append(
                     f"| {symbol} | {d.route.value} | {d.cs_state.value} | {d.local_state.value} | {_num(d.score)} | "
-                    f"{d.sample_size} | {_cell('<br>'.join(r for r in d.reasons if not r.startswith('cs ')))} |"
+                    f"{d.sample_size} | {_cell('<br>'.join(r for r in d.reason if not r.startswith('cs ')))} |"
                 )
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"

@@ -12,8 +12,10 @@ from pathlib import Path
 import pandas as pd
 
 from trainpipe import __version__
+from trainpipe.contract.rankings import RankingsFile, TargetRanking, TooGoodLimits
 from trainpipe.io.atomic import write_text
 from trainpipe.io.layout import Layout
+from trainpipe.io.stage_files import StageFileError, read_rankings, read_selection
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#1d2330;padding:0 1rem}
@@ -38,7 +40,7 @@ def write_report(layout: Layout) -> Path:
 
 
 def render(layout: Layout) -> str:
-    ranking = _read_json(layout.rankings_json) or {}
+    ranking = _rankings(layout)
     plan = _read_json(layout.master_training_plan)
     metrics = model_metrics_frame(layout)
     parts = [
@@ -48,10 +50,10 @@ def render(layout: Layout) -> str:
         f"<p class='meta'>{html.escape(str(layout.root))} · trainpipe {__version__} · written {datetime.now(UTC).isoformat(timespec='seconds')}</p>",
         _cards(ranking, plan, metrics),
         _cut_section(ranking),
-        _ranking_section(ranking),
+        _ranking_section(ranking, _cross_sectional_irs(layout)),
         _selection_section(layout, ranking),
         _plan_section(plan),
-        _models_section(flag_too_good(metrics, ranking.get("too_good_limits"))),
+        _models_section(flag_too_good(metrics, ranking.too_good_limits if ranking else None)),
         "</body></html>",
     ]
     return "\n".join(p for p in parts if p)
@@ -73,7 +75,7 @@ def model_metrics_frame(layout: Layout) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def flag_too_good(metrics: pd.DataFrame, limits: dict | None) -> pd.DataFrame:
+def flag_too_good(metrics: pd.DataFrame, limits: TooGoodLimits | None) -> pd.DataFrame:
     """Add `too_good`: the reason a model's holdout score is beyond the limits ranking used, or "" (pure).
 
     The same limits as ranking's, applied to the final holdout: a leak ranking missed shows up here.
@@ -83,13 +85,21 @@ def flag_too_good(metrics: pd.DataFrame, limits: dict | None) -> pd.DataFrame:
 
     def reason(row) -> str:
         rank_ic, auc = row.get("rank_ic"), row.get("auc")
-        if row.get("task") == "regression" and rank_ic is not None and pd.notna(rank_ic) and abs(rank_ic) > limits["max_rank_ic"]:
-            return f"holdout rank IC {rank_ic:.3f} beyond ±{limits['max_rank_ic']}: look for a leak"
-        if row.get("task") != "regression" and auc is not None and pd.notna(auc) and max(auc, 1 - auc) > limits["max_auc"]:
-            return f"holdout AUC {auc:.3f} beyond {limits['max_auc']}: look for a leak"
+        if row.get("task") == "regression" and rank_ic is not None and pd.notna(rank_ic) and abs(rank_ic) > limits.max_rank_ic:
+            return f"holdout rank IC {rank_ic:.3f} beyond ±{limits.max_rank_ic}: look for a leak"
+        if row.get("task") != "regression" and auc is not None and pd.notna(auc) and max(auc, 1 - auc) > limits.max_auc:
+            return f"holdout AUC {auc:.3f} beyond {limits.max_auc}: look for a leak"
         return ""
 
     return metrics.assign(too_good=[reason(row) for row in metrics.to_dict("records")])
+
+
+def _rankings(layout: Layout) -> RankingsFile | None:
+    """The run's rankings, or None before rank has run (the report then says so; it never fails on a partial run)."""
+    try:
+        return read_rankings(layout)
+    except StageFileError:
+        return None
 
 
 def _read_json(path: Path):
@@ -125,61 +135,76 @@ def _table(frame: pd.DataFrame, columns: list[str]) -> str:
     return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
-def _cards(ranking, plan, metrics: pd.DataFrame) -> str:
+def _cards(ranking: RankingsFile | None, plan, metrics: pd.DataFrame) -> str:
     cards = [
-        ("targets ranked", len(ranking.get("targets", []))),
-        ("targets kept", len(ranking.get("selected", []))),
-        ("symbols", len(ranking.get("symbols", []))),
+        ("targets ranked", len(ranking.targets) if ranking else 0),
+        ("targets kept", len(ranking.selected) if ranking else 0),
+        ("symbols", len(ranking.symbols) if ranking else 0),
         ("plan jobs", len(plan["jobs"]) if plan else 0),
         ("models trained", len(metrics)),
     ]
     return "<div class='cards'>" + "".join(f"<div class='card'><b>{v}</b>{html.escape(k)}</div>" for k, v in cards) + "</div>"
 
 
-def _cut_section(ranking) -> str:
+def _cut_section(ranking: RankingsFile | None) -> str:
     """The run's holdout cut: which bars chose targets, features and routes, and which only scored the models."""
-    cut = (ranking or {}).get("holdout_cut")
-    if not cut:
+    if ranking is None:
         return ""
-    rows = pd.DataFrame([{"symbol": sym, **c} for sym, c in cut["symbols"].items()])
+    cut = ranking.holdout_cut
+    rows = pd.DataFrame([{"symbol": sym, **c.to_wire()} for sym, c in cut.symbols.items()])
     rows = rows.rename(columns={"firstTs": "first bar", "developmentEnd": "development ends before", "holdoutStart": "holdout starts",
                                 "lastTs": "last bar", "holdoutRows": "holdout bars"})
-    return (f"<h2>Holdout cut</h2><p>Fixed before ranking: each symbol's latest {cut['fraction']:.0%} of its own bars is the holdout, "
-            f"and ranking, selection and routing read only bars ending {cut['purgeBars']} bars earlier (longest horizon + embargo). "
+    return (f"<h2>Holdout cut</h2><p>Fixed before ranking: each symbol's latest {cut.fraction:.0%} of its own bars is the holdout, "
+            f"and ranking, selection and routing read only bars ending {cut.purge_bars} bars earlier (longest horizon + embargo). "
             "Only the model metrics below are measured on the holdout.</p>"
             + _table(rows, ["symbol", "first bar", "development ends before", "holdout starts", "last bar", "rows", "holdout bars"]))
 
 
-def _ranking_section(ranking) -> str:
-    if not ranking:
+def _cross_sectional_irs(layout: Layout) -> dict[str, float]:
+    """Each target's cross-sectional IR from rank's fold scores, as routing judges it; none before rank has run."""
+    from trainpipe.stages.candidates import cross_sectional_irs
+
+    try:
+        return cross_sectional_irs(pd.read_parquet(layout.oos_scores_parquet, columns=["target", "symbol", "score", "ir"]))
+    except (OSError, KeyError, ValueError):  # not ranked yet, or ranked by a trainpipe that kept no IR
+        return {}
+
+
+def _ranking_section(ranking: RankingsFile | None, cs_irs: dict[str, float]) -> str:
+    if ranking is None:
         return "<h2>Target ranking</h2><p class='muted'>Ranking has not run.</p>"
-    table = pd.DataFrame(ranking["targets"])
-    cols = ["rank", "target", "task", "metric_name", "score", "ic", "rank_ic", "r2", "auc", "lgbm_score", "linear_score",
+    table = pd.DataFrame([row.model_dump(mode="json") for row in ranking.targets], columns=list(TargetRanking.model_fields))
+    table["cs_ir"] = [cs_irs.get(t, float("nan")) for t in table["target"]]
+    cols = ["rank", "target", "task", "metric_name", "score", "ic", "rank_ic", "cs_ir", "r2", "auc", "lgbm_score", "linear_score",
             "consistency", "composite", "n_samples", "n_folds", "status", "reason", "selected"]
     chart = _chart_ranking(table)
-    leaks = pd.DataFrame(ranking.get("leaks") or [])
+    leaks = pd.DataFrame([leak.model_dump(mode="json") for leak in ranking.leaks])
     leak_note = ("<p>No feature leaked a label not yet known at its row.</p>" if leaks.empty else
                  "<p><b>Leaking features left every target's pool</b> (a feature tracking any target's unresolved label):</p>"
                  + _table(leaks, ["feature", "target", "shift", "method", "correlation", "bound"]))
     return ("<h2>Target ranking</h2><p>Purged walk-forward out-of-sample scores (LightGBM and a linear baseline) on the rows "
-            "before the holdout cut; composite = mean skill × (0.5 + 0.5 × share of folds with positive skill).</p>"
+            "before the holdout cut; composite = mean skill × (0.5 + 0.5 × share of folds with positive skill). "
+            "cs_ir = (mean − no skill) / sd of the per-timestamp cross-sectional scores (rank IC, or AUC for labels), "
+            "averaged over folds: how steadily the cross-sectional score routing judges holds from one timestamp to the next; "
+            "blank without a cross-section.</p>"
             + leak_note + chart + _table(table, cols))
 
 
-def _selection_section(layout: Layout, ranking) -> str:
+def _selection_section(layout: Layout, ranking: RankingsFile | None) -> str:
     out = ["<h2>Selected features</h2>"]
-    for target in ranking.get("selected", []) if ranking else []:
-        sel = _read_json(layout.selected_features(target))
-        if not sel:
-            continue
-        stab = sel.get("stability", {})
+    for target in ranking.selected if ranking else []:
+        try:
+            sel = read_selection(layout, target)
+        except StageFileError:
+            continue  # not selected yet: the report shows what exists
+        stab = sel.stability
         try:
             scores = pd.read_parquet(layout.feature_scores(target))
         except (FileNotFoundError, OSError):
             scores = pd.DataFrame()
-        out.append(f"<details><summary><b>{html.escape(target)}</b> — {len(sel['features'])} features; stability "
-                   f"{html.escape(str(stab.get('state')))} (overlap {_fmt(stab.get('overlap'))}, τ {_fmt(stab.get('kendall_tau'))})</summary>")
-        out.append("<p>" + ", ".join(html.escape(f) for f in sel["features"]) + "</p>")
+        out.append(f"<details><summary><b>{html.escape(target)}</b> — {len(sel.features)} features; stability "
+                   f"{html.escape(stab.state.value)} (overlap {_fmt(stab.overlap)}, τ {_fmt(stab.kendall_tau)})</summary>")
+        out.append("<p>" + ", ".join(html.escape(f) for f in sel.features) + "</p>")
         if not scores.empty:
             out.append(_table(scores.head(25), list(scores.columns)))
         out.append("</details>")
@@ -192,11 +217,12 @@ def _plan_section(plan) -> str:
     jobs = pd.DataFrame(plan["jobs"])
     if jobs.empty:
         return "<h2>Training plan</h2><p>The plan has no jobs.</p>"
+    # Plans written by earlier versions spell their keys in camelCase.
     jobs = jobs.rename(columns={"jobId": "job_id", "trainingType": "training_type", "modelFamilies": "model_families", "estimatedSamples": "estimated_samples"})
     jobs["model_families"] = jobs["model_families"].map(lambda fams: ", ".join(fams))
     jobs["features"] = jobs["features"].map(len)
     summary = plan.get("summary", {})
-    routes = ", ".join(f"{html.escape(k)}: {v}" for k, v in (summary.get("byRoute") or {}).items())
+    routes = ", ".join(f"{html.escape(k)}: {v}" for k, v in (summary.get("by_route") or summary.get("byRoute") or {}).items())
     return (f"<h2>Training plan</h2><p>{len(jobs)} jobs — {routes}</p>"
             + _table(jobs, ["job_id", "target", "symbol", "route", "training_type", "priority", "estimated_samples", "features", "model_families", "reason"]))
 

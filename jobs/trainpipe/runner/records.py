@@ -6,32 +6,19 @@ parallel pods never write the same record. Each is written atomically, after the
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from trainpipe.io.atomic import write_json
+from trainpipe.contract.records import StageRecord
+from trainpipe.io import stage_files
 from trainpipe.io.layout import Layout
 
 
-@dataclass(frozen=True)
-class StageRecord:
-    stage: str
-    key: str
-    finished_at: str
-    outputs: tuple[str, ...]  # relative to the output dir
-    summary: dict
-    unit: str | None = None  # the unit a unit record covers (a target for select)
-    reused_from: str | None = None  # the sibling run folder the outputs were copied from
-
-
 def read_record_at(path: Path) -> StageRecord | None:
+    """The record at `path`, or None when there is none or it cannot be trusted (then the stage or unit simply runs again)."""
     try:
-        raw = json.loads(path.read_text())
-        return StageRecord(raw["stage"], raw["key"], raw["finished_at"], tuple(raw["outputs"]), raw.get("summary", {}),
-                           raw.get("unit"), raw.get("reused_from"))
-    except (FileNotFoundError, KeyError, ValueError, TypeError):
+        return stage_files.read_record(path)
+    except stage_files.StageFileError:
         return None
 
 
@@ -55,18 +42,9 @@ def is_fresh(layout: Layout, stage: str, key: str) -> bool:
 
 def write_record_at(path: Path, stage: str, key: str, outputs: list[str], summary: dict, *,
                     unit: str | None = None, reused_from: str | None = None) -> None:
-    payload = {
-        "stage": stage,
-        "key": key,
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "outputs": sorted(outputs),
-        "summary": summary,
-    }
-    if unit is not None:
-        payload["unit"] = unit
-    if reused_from is not None:
-        payload["reused_from"] = reused_from
-    write_json(path, payload)
+    finished_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    stage_files.write_record(path, StageRecord(stage=stage, key=key, finished_at=finished_at, outputs=tuple(sorted(outputs)),
+                                               summary=summary, unit=unit, reused_from=reused_from))
 
 
 def write_record(layout: Layout, stage: str, key: str, outputs: list[str], summary: dict, *, reused_from: str | None = None) -> None:

@@ -12,13 +12,14 @@ from trainpipe.contract.plan import plan_digest
 from trainpipe.contract.reports import PlanReport, RankReport
 from trainpipe.contract.units import unit_counts
 from trainpipe.io.layout import Layout
-from trainpipe.runner.steps import StageOutcome, read_rankings
+from trainpipe.io.stage_files import read_rankings
+from trainpipe.runner.steps import StageOutcome
 
 
 def rank_report(layout: Layout) -> dict:
     """`selected` is the select Job's completion count; `targets` (optional, may be dropped for size) names them."""
     ranking = read_rankings(layout)
-    report = RankReport(selected=len(ranking["selected"]), ranked=len(ranking["targets"]), targets=list(ranking["selected"]))
+    report = RankReport(selected=len(ranking.selected), ranked=len(ranking.targets), targets=list(ranking.selected))
     return report.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from trainpipe.contract.records import StageRecord
 from trainpipe.io.atomic import atomic_dir, atomic_path
 from trainpipe.io.layout import Layout
-from trainpipe.runner.records import StageRecord, outputs_exist, read_record_at, write_record_at
+from trainpipe.runner.records import outputs_exist, read_record_at, write_record_at
 from trainpipe.training.units import error_path, unit_state
 
 

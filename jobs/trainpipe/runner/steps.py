@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -20,14 +20,18 @@ from pathlib import Path
 import pandas as pd
 
 from trainpipe.contract.cut import HoldoutCut
-from trainpipe.contract.names import COMPUTE_STAGES, Leakage, Stability, Stage, TargetStatus, TaskType
+from trainpipe.contract.names import COMPUTE_STAGES, Leakage, Stage, TargetStatus, TaskType
 from trainpipe.contract.pipeline import DEFAULT_FAMILIES, PipelineSpec, TrainingSpec
 from trainpipe.contract.plan import PlanMetadata, TrainingPlanMetadata
+from trainpipe.contract.rankings import DataPins, FeatureLeak, RankingsFile, TargetRanking, TooGoodLimits
+from trainpipe.contract.selection import SelectionEntry, SelectionStability, SelectionSummary, TargetSelection
 from trainpipe.contract.targets import HorizonError, horizon_bars
 from trainpipe.cv import development_mask, holdout_cut, pinned_mask
 from trainpipe.data.errors import DataError
-from trainpipe.io.atomic import write_json, write_parquet
+from trainpipe.io import stage_files
+from trainpipe.io.atomic import write_parquet
 from trainpipe.io.layout import Layout
+from trainpipe.io.stage_files import read_rankings, read_selection
 from trainpipe.resources import available_cpus
 from trainpipe.runner import records
 from trainpipe.runner.digests import code_version, digest_files, digest_json
@@ -167,11 +171,16 @@ def load(ctx: RunContext, columns: list[str], cut: HoldoutCut | None = None):
 
 
 def development_frame(frame: pd.DataFrame, cut: HoldoutCut) -> pd.DataFrame:
-    """The rows rank, select and plan may read: each symbol's bars before its development end."""
+    """The rows rank, select and plan may read: each symbol's bars before its development end.
+
+    The columns move out of `frame` one at a time (the caller's panel is left without columns), so the
+    panel is never held twice: a whole-frame copy here was the rank stage's memory peak.
+    """
     from trainpipe.data.frames import frame_symbols, frame_ts
 
     keep = development_mask(frame_ts(frame), frame_symbols(frame), cut)
-    return frame.loc[keep].reset_index(drop=True)
+    columns = {name: frame.pop(name)[keep].reset_index(drop=True) for name in list(frame.columns)}
+    return pd.DataFrame(columns, copy=False)  # not consolidated: no second copy, and each column can be freed alone
 
 
 def target_horizons(ctx: RunContext, targets: list[str], interval_minutes: float) -> dict[str, int]:
@@ -190,16 +199,6 @@ def run_cut(ctx: RunContext, frame: pd.DataFrame, horizons: dict[str, int]) -> H
         return holdout_cut(frame_ts(frame), frame_symbols(frame), ctx.spec.training.holdout_fraction, horizons, ctx.spec.ranking.embargo_bars)
     except ValueError as exc:
         raise DataError(f"{ctx.data_dir}: {exc}") from None
-
-
-def read_cut(layout: Layout) -> HoldoutCut:
-    """The run's holdout cut as rank recorded it."""
-    try:
-        return HoldoutCut.model_validate(json.loads(layout.rankings_json.read_text())["holdout_cut"])
-    except FileNotFoundError:
-        raise StageInputError(f"{layout.rankings_json} is missing: run `trainpipe rank` first") from None
-    except KeyError:
-        raise StageInputError(f"{layout.rankings_json} records no holdout cut (written by an older trainpipe): rerun `trainpipe rank`") from None
 
 
 def rank_step(ctx: RunContext) -> dict:
@@ -223,31 +222,26 @@ def rank_step(ctx: RunContext) -> dict:
     layout = ctx.layout
     write_parquet(layout.oos_scores_parquet, result.oos_scores)
     write_parquet(layout.rankings_parquet, result.table)
-    write_json(layout.rankings_json, {
-        "interval_minutes": interval_minutes,
-        "symbols": list(symbols),
-        "features": list(result.features),  # the pool select may use: leaking features have left it
-        "candidate_features": features,
-        "leaks": [asdict(leak) for leak in result.leaks],
-        "selected": list(result.selected),
-        "holdout_cut": cut.to_wire(),
+    stage_files.write_rankings(layout, RankingsFile(
+        interval_minutes=interval_minutes,
+        symbols=list(symbols),
+        features=list(result.features),
+        candidate_features=features,
+        leaks=[FeatureLeak(feature=k.feature, target=k.target, shift=k.shift, correlation=k.correlation, method=k.method, bound=k.bound)
+               for k in result.leaks],
+        selected=list(result.selected),
+        holdout_cut=cut,
         # The report applies the same limits to the models' holdout metrics.
-        "too_good_limits": {"max_rank_ic": params.max_rank_ic, "max_r2": params.max_r2, "max_auc": params.max_auc},
-        "targets": json.loads(result.table.to_json(orient="records")),
-    })
+        too_good_limits=TooGoodLimits(max_rank_ic=params.max_rank_ic, max_r2=params.max_r2, max_auc=params.max_auc),
+        # Through pandas' JSON: NaN becomes null and floats keep the 10 significant digits the file always had.
+        targets=[TargetRanking.model_validate(row) for row in json.loads(result.table.to_json(orient="records"))],
+    ))
     # Kept apart from the rankings: the digest covers the holdout's bars too, which the rankings must not depend on.
-    write_json(layout.data_pins_json, {"files": [str(p) for p in ctx.data_files], "digest": ctx.data_digest})
+    stage_files.write_data_pins(layout, DataPins(files=[str(p) for p in ctx.data_files], digest=ctx.data_digest))
     if not result.selected:
         reasons = "; ".join(f"{r.target}: {r.status} {r.reason}".strip() for r in result.table.itertuples())
         raise StageInputError(f"no target passed ranking, so there is nothing to select or train. Per target: {reasons}")
     return {"targets_ranked": len(targets), "selected": list(result.selected), "rows": n_rows, "development_rows": len(frame)}
-
-
-def read_rankings(layout: Layout) -> dict:
-    try:
-        return json.loads(layout.rankings_json.read_text())
-    except FileNotFoundError:
-        raise StageInputError(f"{layout.rankings_json} is missing: run `trainpipe rank` first") from None
 
 
 # ---------------------------------------------------------------- select
@@ -255,12 +249,12 @@ def read_rankings(layout: Layout) -> dict:
 
 def select_step(ctx: RunContext) -> dict:
     ranking = read_rankings(ctx.layout)
-    summary = select_targets(ctx, ranking, ranking["selected"])
-    write_json(ctx.layout.selection_summary, {"targets": summary})
-    return {"targets": summary}
+    summary = select_targets(ctx, ranking, ranking.selected)
+    stage_files.write_selection_summary(ctx.layout, SelectionSummary(targets=summary))
+    return {"targets": {t: entry.to_wire() for t, entry in summary.items()}}
 
 
-def select_targets(ctx: RunContext, ranking: dict, targets: list[str]) -> dict[str, dict]:
+def select_targets(ctx: RunContext, ranking: RankingsFile, targets: list[str]) -> dict[str, SelectionEntry]:
     """Select features for `targets` (some of the ranking's kept targets); write each one's artefacts and unit record.
 
     The panel holds every kept target's column whichever targets are asked for, so a target selected on
@@ -270,10 +264,9 @@ def select_targets(ctx: RunContext, ranking: dict, targets: list[str]) -> dict[s
     from trainpipe.stages.rank import sample_recent
     from trainpipe.stages.select import SelectParams, TargetToSelect, select_all
 
-    selected = ranking["selected"]
-    by_target = {row["target"]: row for row in ranking["targets"]}
-    features = ranking["features"]
-    cut = read_cut(ctx.layout)
+    selected = ranking.selected
+    features = ranking.features
+    cut = ranking.holdout_cut
     panel = load(ctx, features + selected, cut)
     development = development_frame(panel.frame, cut)
     del panel
@@ -281,7 +274,7 @@ def select_targets(ctx: RunContext, ranking: dict, targets: list[str]) -> dict[s
     frame = sample_recent(development, ctx.spec.ranking.max_rows)  # the same rows rank scored
     x = x[len(development) - len(frame):]
     params = SelectParams.from_spec(ctx.spec, ctx.threads)
-    tasks = {target: TaskType(by_target[target]["task"]) for target in targets}
+    tasks = {target: ranking.target(target).task for target in targets}
     selections = {}
     if ctx.spec.features.auto:
         to_select = [TargetToSelect(t, tasks[t], cut.horizon_bars[t]) for t in targets]
@@ -291,11 +284,10 @@ def select_targets(ctx: RunContext, ranking: dict, targets: list[str]) -> dict[s
     return {target: _write_selection(ctx, target, tasks[target], selections.get(target)) for target in targets}
 
 
-def _write_selection(ctx: RunContext, target: str, task: TaskType, selection) -> dict:
+def _write_selection(ctx: RunContext, target: str, task: TaskType, selection) -> SelectionEntry:
     from trainpipe.stages.select import stability
 
-    path = ctx.layout.selected_features(target)
-    previous = _previous_selection(path)
+    previous = _previous_selection(ctx.layout, target)
     if selection is not None:
         chosen, scores = list(selection.features), selection.scores
     else:
@@ -303,16 +295,14 @@ def _write_selection(ctx: RunContext, target: str, task: TaskType, selection) ->
         scores = pd.DataFrame({"feature": chosen, "consensus": float("nan"), "support": 0, "selected": True})
     stab = stability(chosen, previous)
     write_parquet(ctx.layout.feature_scores(target), scores)
-    write_json(path, {
-        "target": target,
-        "task": task.value,
-        "features": chosen,
-        "stability": {"state": stab.stability.value, "overlap": stab.overlap, "kendall_tau": stab.kendall_tau,
-                      "previous_features": list(stab.previous) if stab.previous else None},
-    })
-    entry = {"n_features": len(chosen), "stability": stab.stability.value}
+    stage_files.write_selection(ctx.layout, TargetSelection(
+        target=target, task=task, features=chosen,
+        stability=SelectionStability(state=stab.stability, overlap=stab.overlap, kendall_tau=stab.kendall_tau,
+                                     previous_features=list(stab.previous) if stab.previous else None),
+    ))
+    entry = SelectionEntry(n_features=len(chosen), stability=stab.stability)
     records.write_record_at(ctx.layout.select_unit_record(target), Stage.SELECT.value, select_unit_key(ctx, target),
-                            selection_outputs(ctx.layout, target), entry, unit=target)
+                            selection_outputs(ctx.layout, target), entry.to_wire(), unit=target)
     return entry
 
 
@@ -335,19 +325,12 @@ def selection_is_current(ctx: RunContext, target: str) -> bool:
             and set(selection_outputs(layout, target)) <= set(record.outputs))
 
 
-def _previous_selection(path: Path) -> list[str] | None:
+def _previous_selection(layout: Layout, target: str) -> list[str] | None:
+    """The features the last selection of `target` in this folder chose; None on a first run (or an unreadable file)."""
     try:
-        return list(json.loads(path.read_text())["features"])
-    except (FileNotFoundError, KeyError, ValueError):
+        return list(read_selection(layout, target).features)
+    except stage_files.StageFileError:
         return None
-
-
-def read_selection(layout: Layout, target: str) -> dict:
-    path = layout.selected_features(target)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise StageInputError(f"{path} is missing: run `trainpipe select` first") from None
 
 
 # ---------------------------------------------------------------- plan
@@ -369,8 +352,7 @@ def plan_step(ctx: RunContext) -> dict:
     from trainpipe.stages.routing import build_routing_plan
 
     ranking = read_rankings(ctx.layout)
-    selected = ranking["selected"]
-    by_target = {row["target"]: row for row in ranking["targets"]}
+    selected = ranking.selected
     stale = [t for t in selected if not selection_is_current(ctx, t)]
     if stale:
         raise StageInputError(
@@ -383,22 +365,22 @@ def plan_step(ctx: RunContext) -> dict:
     except FileNotFoundError:
         raise StageInputError(f"{ctx.layout.oos_scores_parquet} is missing: run `trainpipe rank` first") from None
     oos = oos[oos["target"].isin(selected)]
-    stab = {t: Stability(s["stability"]["state"]) for t, s in selections.items()}
-    leakage = {t: Leakage.SAFE if by_target[t]["status"] == TargetStatus.OK.value else Leakage.BLOCKED for t in selected}
+    stab = {t: s.stability.state for t, s in selections.items()}
+    leakage = {t: Leakage.SAFE if ranking.target(t).status is TargetStatus.OK else Leakage.BLOCKED for t in selected}
     candidates = build_candidates(oos, stab, leakage)
     meta = ctx.plan_metadata()
-    routing = build_routing_plan(candidates, ranking["symbols"], ctx.spec.routing, PlanMetadata(**meta),
+    routing = build_routing_plan(candidates, ranking.symbols, ctx.spec.routing, PlanMetadata(**meta),
                                  ctx.layout.relative(ctx.layout.routing_candidates))
     write_routing(ctx.layout, candidates_frame(candidates), routing)
     training = ctx.spec.training
     families = requested_families(training)
     plan = build_training_plan(
         routing,
-        {t: s["features"] for t, s in selections.items()},
-        {t: TaskType(by_target[t]["task"]) for t in selected},
+        {t: s.features for t, s in selections.items()},
+        {t: ranking.target(t).task for t in selected},
         families,
         list(training.families) if training.families else None,
-        TrainingPlanMetadata(**meta, routing_plan_path=ctx.layout.relative(ctx.layout.routing_plan_json), holdout_cut=read_cut(ctx.layout),
+        TrainingPlanMetadata(**meta, routing_plan_path=ctx.layout.relative(ctx.layout.routing_plan_json), holdout_cut=ranking.holdout_cut,
                              model_families=families, model_families_requested=list(training.families) or None),
         allow_empty=training.allow_empty_plan,
     )
@@ -444,7 +426,7 @@ def training_options(ctx: RunContext, stage: Stage) -> dict:
 
 def train_step(ctx: RunContext, stage: Stage, family: str | None = None) -> dict:
     """Train the plan's units of `stage` (only `family`'s when given); raises StageFailedError when some failed."""
-    from trainpipe.training import run_training_stage
+    from trainpipe.training.stage import run_training_stage
 
     plan = read_current_plan(ctx)
     result = run_training_stage(plan, stage.value, ctx.layout, ctx.data_dir, families=train_families(ctx.spec.training), family=family,

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainpipe.contract.names import Stage
+from trainpipe.contract.records import StageRecord
+from trainpipe.contract.selection import SelectionEntry
+from trainpipe.io.stage_files import read_rankings
 from trainpipe.runner import records
 from trainpipe.runner.steps import (
     RunContext,
     StageOutcome,
     read_current_plan,
-    read_rankings,
     select_targets,
     select_unit_key,
     selection_is_current,
@@ -63,7 +65,7 @@ def select_address(selected: Sequence[str], target: str | None, index: int | Non
 def select_unit(ctx: RunContext, target: str, force: bool = False) -> UnitOutcome:
     """Select features for one kept target: done here → at once; done by a sibling run → copied; else computed."""
     ranking = read_rankings(ctx.layout)
-    target, index = select_address(ranking["selected"], target, None)
+    target, index = select_address(ranking.selected, target, None)
     started = time.perf_counter()
     path = ctx.layout.select_unit_record(target)
     status = "ran"
@@ -74,13 +76,14 @@ def select_unit(ctx: RunContext, target: str, force: bool = False) -> UnitOutcom
     else:
         select_targets(ctx, ranking, [target])
     record = records.read_record_at(path)
-    entry = record.summary if record is not None else _summary_from_stage(ctx, target)
+    raw = record.summary if record is not None else _summary_from_stage(ctx, target)
+    entry = SelectionEntry.model_validate(raw) if raw else None
     summary = {"stage": Stage.SELECT.value, "unitIndex": index, "target": target, "status": status,
-               "features": entry.get("n_features"), "stability": entry.get("stability")}
+               "features": entry.n_features if entry else None, "stability": entry.stability.value if entry else None}
     return UnitOutcome(Stage.SELECT, index, target, status, time.perf_counter() - started, summary)
 
 
-def _reused_selection(ctx: RunContext, reuse_dir: Path, target: str) -> records.StageRecord | None:
+def _reused_selection(ctx: RunContext, reuse_dir: Path, target: str) -> StageRecord | None:
     from trainpipe.runner.reuse import reuse_record
 
     return reuse_record(reuse_dir, ctx.layout, ctx.layout.select_unit_record(target), select_unit_key(ctx, target))

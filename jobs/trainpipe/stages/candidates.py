@@ -19,6 +19,9 @@ Decisions (documented here because routing reads the result):
   With k = 1 the interval comes from the fold's own sample at its *effective* size, n / horizon bars
   (overlapping labels are not independent): for the cross-section the per-timestamp spread over its
   timestamps, for a symbol the sampling error of a correlation (1/√(n−3)) or of an AUC (1/√(3n)).
+* ir (cross-sectional row only) = mean over the valid folds of each fold's information ratio of its
+  per-timestamp scores, (mean − no-skill) / sd, averaged the same way as the score; None when no fold has
+  one (too few timestamps) and for symbol rows, whose score is one correlation with no per-timestamp spread.
 * sample_size = sum of `n_samples` over the valid folds: the real number of out-of-sample rows the
   score rests on (the seed always wrote 0 here and blocked every route).
 * Stability and leakage come per target (selection and ranking judge a target, not a symbol) and are
@@ -38,7 +41,7 @@ from trainpipe.contract.names import Leakage, Stability, TaskType
 from trainpipe.contract.plan import RoutingCandidate
 
 OOS_SCORE_COLUMNS: tuple[str, ...] = (
-    "target", "symbol", "fold", "task", "metric_name", "score", "n_samples", "horizon_minutes", "horizon_bars", "score_sd", "timestamps",
+    "target", "symbol", "fold", "task", "metric_name", "score", "n_samples", "horizon_minutes", "horizon_bars", "score_sd", "timestamps", "ir",
 )
 
 CANDIDATE_COLUMNS: tuple[str, ...] = tuple(RoutingCandidate.model_fields)
@@ -79,6 +82,20 @@ def build_candidates(
     return sorted(candidates, key=candidate_sort_key)
 
 
+def cross_sectional_irs(oos_scores: pd.DataFrame) -> dict[str, float]:
+    """Each target's cross-sectional IR as its routing candidate carries it; targets without one are left out. For the report."""
+    cs = oos_scores.loc[oos_scores["symbol"].isna() & np.isfinite(oos_scores["score"].astype(float))]
+    irs = {str(target): _mean_fold_ir(rows) for target, rows in cs.groupby("target", sort=True)}
+    return {target: ir for target, ir in irs.items() if ir is not None}
+
+
+def _mean_fold_ir(valid: pd.DataFrame) -> float | None:
+    """Mean of the folds' IRs (valid folds only), like the score; None when no fold had enough timestamps for one."""
+    irs = valid["ir"].astype(float).to_numpy()
+    irs = irs[np.isfinite(irs)]
+    return float(irs.mean()) if len(irs) else None
+
+
 def candidate_sort_key(candidate: RoutingCandidate) -> tuple[str, int, str]:
     """Target, then the CS row (symbol None) before symbols, then symbol name."""
     return (candidate.target, 0 if candidate.symbol is None else 1, candidate.symbol or "")
@@ -103,6 +120,7 @@ def candidates_frame(candidates: list[RoutingCandidate]) -> pd.DataFrame:
             "n_folds": "int64",
             "stability": "string",
             "leakage_status": "string",
+            "ir": "float64",
         }
     )
 
@@ -191,4 +209,5 @@ def _side_candidate(
         n_folds=k,
         stability=stability,
         leakage_status=leakage,
+        ir=_mean_fold_ir(valid) if symbol is None else None,
     )

@@ -132,6 +132,7 @@ def build_training_plan(
     plan_metadata = TrainingPlanMetadata(
         **{name: getattr(metadata, name) for name in PlanMetadata.model_fields},
         routing_plan_path=path,
+        metrics_snapshot=routing.candidates_path,
         model_families=family_list,
         model_families_requested=None if families_requested is None else list(families_requested),
         holdout_cut=metadata.holdout_cut if isinstance(metadata, TrainingPlanMetadata) else None,
@@ -178,7 +179,7 @@ def _target_jobs(target: str, routing: TargetRouting, features: list[str], task:
                 features=list(features),
                 priority=_SYMBOL_ROUTE_PRIORITY[decision.route],
                 estimated_samples=decision.sample_size,
-                reason="; ".join(decision.reasons),
+                reason="; ".join(decision.reason),
                 metadata=_metadata(
                     cs_state=decision.cs_state,
                     local_state=decision.local_state,
@@ -201,7 +202,7 @@ def _no_job_reasons(routing: TargetRouting) -> list[str]:
     lines = [f"cross-sectional: {routing.cross_sectional.reason}"]
     for symbol in sorted(routing.symbols):
         d = routing.symbols[symbol]
-        lines.append(f"{symbol}: {d.route.value}: " + "; ".join(d.reasons))
+        lines.append(f"{symbol}: {d.route.value}: " + "; ".join(d.reason))
     return lines
 
 

@@ -300,6 +300,7 @@ def route_target(
         enabled=cs_state in USABLE_STATES,
         state=cs_state,
         score=None if cs is None else cs.score,
+        ir=None if cs is None else cs.ir,
         sample_size=0 if cs is None else cs.sample_size,
         metric_name=thresholds.metric_name,
         reason=f"{cs_state.value}: {cs_reason}"
@@ -318,7 +319,7 @@ def route_target(
             score=None if candidate is None else candidate.score,
             sample_size=0 if candidate is None else candidate.sample_size,
             # Conclusion first: job reasons and reports are often cut to their first characters.
-            reasons=[f"route: {why}", f"symbol {local_state.value}: {local_reason}", f"cs {cs_state.value}: {cs_reason}"],
+            reason=[f"route: {why}", f"symbol {local_state.value}: {local_reason}", f"cs {cs_state.value}: {cs_reason}"],
         )
     decisions = _apply_experimental_cap(decisions, len(universe), spec)
     return TargetRouting(task=task, horizon_minutes=horizon, cross_sectional=cs_decision, symbols=decisions)
@@ -339,7 +340,7 @@ def _apply_experimental_cap(decisions: dict[str, SymbolDecision], n_symbols: int
             f"{spec.max_fraction_symbols_per_target} of {n_symbols} symbols allows {cap} experimental symbol "
             f"routes; this one ranks {rank} of {len(ranked)} by score"
         )
-        capped[symbol] = d.model_copy(update={"route": Route.BLOCKED, "reasons": [note, *d.reasons]})
+        capped[symbol] = d.model_copy(update={"route": Route.BLOCKED, "reason": [note, *d.reason]})
     return capped
 
 

@@ -26,19 +26,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from trainpipe.contract.pipeline import PipelineSpec, RankingSpec, TrainingSpec
 from trainpipe.contract.plan import TrainingPlan, plan_digest
 from trainpipe.contract.requests import UnitRequest, WorkerRequest
+from trainpipe.contract.results import StageResultFile, UnitRecord, UnitResult, UnitRunResult
 from trainpipe.contract.units import WorkUnit
 from trainpipe.families.base import check_params
 from trainpipe.families.catalogue import resolve_families
-from trainpipe.io.atomic import write_json, write_text
+from trainpipe.io.atomic import write_text
 from trainpipe.io.layout import Layout
 from trainpipe.io.requests import write_worker_request
+from trainpipe.io.training_files import read_unit_results, write_stage_result, write_unit_run_result
 from trainpipe.resources import available_cpus
 from trainpipe.training.metrics_file import METRICS_FILE
 from trainpipe.training.units import (
@@ -67,17 +69,6 @@ class StageGateError(RuntimeError):
         super().__init__(message)
         self.problems = problems
         self.cpu_result = cpu_result
-
-
-@dataclass(frozen=True)
-class UnitRecord:
-    job_id: str
-    family: str
-    status: str  # trained | failed | skipped (up to date, or not trainable) | reused (copied from another run)
-    reason: str = ""
-    seconds: float = 0.0
-    device: str = ""
-    model_dir: str = ""
 
 
 @dataclass
@@ -109,9 +100,9 @@ class StageResult:
     def ok(self) -> bool:
         return self.failed == 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, "trained": self.trained, "failed": self.failed, "skipped": self.skipped, "reused": self.reused,
-                "seconds": round(self.seconds, 3), "records": [asdict(r) for r in self.records]}
+    def to_file(self) -> StageResultFile:
+        return StageResultFile(stage=self.stage, trained=self.trained, failed=self.failed, skipped=self.skipped, reused=self.reused,
+                               seconds=round(self.seconds, 3), records=list(self.records))
 
 
 @dataclass(frozen=True)
@@ -194,10 +185,12 @@ def _settled(layout: Layout, unit: WorkUnit, fingerprint: str, reuse: ReuseModel
     """The unit's record when it needs no training: done here with this fingerprint, or copied from another run."""
     model_dir = layout.model_dir(unit.job_id, unit.family)
     if unit_state(layout, unit.job_id, unit.family, fingerprint) == "done":
-        return UnitRecord(unit.job_id, unit.family, "skipped", "up to date (same fingerprint)", device=_device(model_dir), model_dir=str(model_dir))
+        return UnitRecord(job_id=unit.job_id, family=unit.family, status="skipped", reason="up to date (same fingerprint)",
+                          device=_device(model_dir), model_dir=str(model_dir))
     source = reuse(unit.job_id, unit.family, fingerprint) if reuse is not None else None
     if source is not None:
-        return UnitRecord(unit.job_id, unit.family, "reused", f"same fingerprint in {source}", device=_device(model_dir), model_dir=str(model_dir))
+        return UnitRecord(job_id=unit.job_id, family=unit.family, status="reused", reason=f"same fingerprint in {source}",
+                          device=_device(model_dir), model_dir=str(model_dir))
     return None
 
 
@@ -251,7 +244,7 @@ def run_training_stage(
     started = time.perf_counter()
     progress = on_progress or (lambda event: None)
     units, skips = plan_units(plan, stage, chosen)
-    result = StageResult(stage=stage, records=[UnitRecord(s.job_id, s.family, "skipped", s.reason) for s in skips])
+    result = StageResult(stage=stage, records=[UnitRecord(job_id=s.job_id, family=s.family, status="skipped", reason=s.reason) for s in skips])
     prints = {(u.job_id, u.family): _fingerprint(plan, u, settings) for u in units}
     pending = []
     for unit in units:
@@ -267,8 +260,9 @@ def run_training_stage(
         progress({"event": "family_start", "stage": stage, "family": name, "units": len(fam_units)})
         result.records += _train(plan, plan_path, stage, name, fam_units, prints, WorkFiles(work_dir / name), layout, data_dir, settings, progress)
     result.seconds = time.perf_counter() - started
-    write_json(work_dir / "result.json", result.to_dict())
-    progress({"event": "stage_done", **{k: v for k, v in result.to_dict().items() if k != "records"}})
+    done = result.to_file()
+    write_stage_result(work_dir / "result.json", done)
+    progress({"event": "stage_done", **done.model_dump(mode="json", exclude={"schema_version", "records"})})
     return result
 
 
@@ -316,7 +310,8 @@ def run_training_unit(
     work = WorkFiles(layout.unit_work_dir(stage, unit.unit_id))
     started = time.perf_counter()
     [record] = _train(plan, plan_path, stage, unit.family, [unit], {(unit.job_id, unit.family): fingerprint}, work, layout, data_dir, settings, progress)
-    write_json(work.result, {**asdict(record), "unit_id": unit.unit_id, "index": index, "wall_seconds": round(time.perf_counter() - started, 3)})
+    write_unit_run_result(work.result, UnitRunResult(**record.model_dump(), unit_id=unit.unit_id, index=index,
+                                                     wall_seconds=round(time.perf_counter() - started, 3)))
     return unit, record
 
 
@@ -328,31 +323,32 @@ def _train(plan: TrainingPlan, plan_path: Path, stage: str, family: str, units: 
         data_dir=str(data_dir), panel_loader=settings.panel_loader, results_path=str(work.results), **settings.split,
         units=tuple(UnitRequest(job_id=u.job_id, fingerprint=prints[(u.job_id, u.family)], params=_params_for(family, settings.params)) for u in units),
     )
-    done = {r["job_id"]: r for r in _run_family(request, work, settings.isolate, settings.timeout_s, progress)}
+    done = {r.job_id: r for r in _run_family(request, work, settings.isolate, settings.timeout_s, progress)}
     out = []
     for unit in units:
         rec = done.get(unit.job_id)
         if rec is None:
             reason = f"worker for {family} ended before this unit finished; see {work.log}"
             write_text(error_path(layout, unit.job_id, family), reason + "\n")
-            rec = {"status": "failed", "error": reason}
-        out.append(UnitRecord(unit.job_id, family, rec["status"], rec.get("error", ""), float(rec.get("seconds", 0.0)),
-                              rec.get("device", ""), rec.get("model_dir", "")))
+            out.append(UnitRecord(job_id=unit.job_id, family=family, status="failed", reason=reason))
+            continue
+        out.append(UnitRecord(job_id=unit.job_id, family=family, status=rec.status, reason=rec.error or "", seconds=rec.seconds,
+                              device=rec.device or "", model_dir=rec.model_dir or ""))
     return out
 
 
-def _run_family(request: WorkerRequest, work: WorkFiles, isolate: bool, timeout_s: float | None, progress: ProgressFn) -> list[dict[str, Any]]:
+def _run_family(request: WorkerRequest, work: WorkFiles, isolate: bool, timeout_s: float | None, progress: ProgressFn) -> list[UnitResult]:
     family = request.family
     work.root.mkdir(parents=True, exist_ok=True)
     work.results.unlink(missing_ok=True)
     if not isolate:
         from trainpipe.training.worker import run_request
 
-        collected: list[dict[str, Any]] = []
+        collected: list[UnitResult] = []
 
-        def emit(record: dict[str, Any]) -> None:
+        def emit(record: UnitResult) -> None:
             collected.append(record)
-            progress({"event": "unit_done", **record})
+            progress({"event": "unit_done", **record.to_line()})
 
         run_request(request, emit)
         return collected
@@ -377,25 +373,13 @@ def _run_family(request: WorkerRequest, work: WorkFiles, isolate: bool, timeout_
                 break
             time.sleep(0.2)
     _emit_new(work.results, seen, progress)
-    return _read_results(work.results)
-
-
-def _read_results(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut by a crash mid-write
-    return out
+    return read_unit_results(work.results)
 
 
 def _emit_new(path: Path, seen: int, progress: ProgressFn) -> int:
-    records = _read_results(path)
+    records = read_unit_results(path)
     for record in records[seen:]:
-        progress({"event": "unit_done", **record})
+        progress({"event": "unit_done", **record.to_line()})
     return max(seen, len(records))
 
 

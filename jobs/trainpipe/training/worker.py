@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import resource
 import sys
@@ -24,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from trainpipe.contract.requests import UnitRequest, WorkerRequest
+from trainpipe.contract.results import UnitResult
 from trainpipe.io.requests import RequestFileError, read_worker_request
+from trainpipe.io.training_files import append_unit_result
 
 _BLOCKED = ("tensorflow", "torch", "keras", "jax")
 
@@ -123,7 +124,7 @@ def train_unit(job: Any, unit: UnitRequest, frame: Any, cut: Any, plan: Any, req
     return TrainedUnit(trainer, record, train_seconds, device)
 
 
-def run_request(request: WorkerRequest, emit: Callable[[dict[str, Any]], None]) -> int:
+def run_request(request: WorkerRequest, emit: Callable[[UnitResult], None]) -> int:
     """Train every unit of the request (`train_unit`) and write its model; `emit` receives one record per unit. Returns the number of failures."""
     from trainpipe.contract.names import SYMBOL_COLUMN
     from trainpipe.contract.plan import TrainingPlan, plan_digest
@@ -163,7 +164,6 @@ def run_request(request: WorkerRequest, emit: Callable[[dict[str, Any]], None]) 
     failures = 0
     for unit in request.units:
         job = jobs[unit.job_id]
-        record: dict[str, Any] = {"job_id": job.job_id, "family": family, "stage": request.stage}
         started = time.perf_counter()
         try:
             frame = full if job.symbol is None else full.loc[full[SYMBOL_COLUMN].astype(str) == job.symbol].reset_index(drop=True)
@@ -177,13 +177,15 @@ def run_request(request: WorkerRequest, emit: Callable[[dict[str, Any]], None]) 
             stale_error = error_path(layout, job.job_id, family)
             if stale_error.exists():
                 stale_error.unlink()
-            record.update(status="trained", seconds=round(time.perf_counter() - started, 3), device=trained.device, model_dir=str(model_dir),
-                          train_seconds=round(trained.train_seconds, 4), peak_rss_mb=round(peak_rss_mb(), 1))
+            record = UnitResult(job_id=job.job_id, family=family, stage=request.stage, status="trained",
+                                seconds=round(time.perf_counter() - started, 3), device=trained.device, model_dir=str(model_dir),
+                                train_seconds=round(trained.train_seconds, 4), peak_rss_mb=round(peak_rss_mb(), 1))
         except Exception as exc:  # one unit's failure is recorded and the family goes on
             failures += 1
             text = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
             write_text(error_path(layout, job.job_id, family), text)
-            record.update(status="failed", seconds=round(time.perf_counter() - started, 3), error=f"{type(exc).__name__}: {exc}")
+            record = UnitResult(job_id=job.job_id, family=family, stage=request.stage, status="failed",
+                                seconds=round(time.perf_counter() - started, 3), error=f"{type(exc).__name__}: {exc}")
         emit(record)
     return failures
 
@@ -213,15 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trainpipe worker: unusable request: {exc}", file=sys.stderr)
         return 2
     results = Path(request.results_path)
-
-    def emit(record: dict[str, Any]) -> None:
-        with open(results, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-
     try:
-        failures = run_request(request, emit)
+        failures = run_request(request, lambda record: append_unit_result(results, record))
     except Exception:  # setup failed (plan, data): every unit of this request is lost; the parent records why
         traceback.print_exc()
         return 2

@@ -1,0 +1,100 @@
+"""What `trainpipe rank` writes and select, plan, the report and the rank command's exit report read: `ranking/target_rankings.json`.
+
+Keys stay snake_case on disk (`SnakeContract`); the holdout cut inside keeps its camelCase. The one
+writer and reader is `trainpipe.io.stage_files`.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from trainpipe.contract.base import SnakeContract
+from trainpipe.contract.cut import HoldoutCut
+from trainpipe.contract.names import RANKINGS_SCHEMA_VERSION, TargetStatus, TaskType
+
+
+class TargetRanking(SnakeContract):
+    """One target's row of the ranking table, best first; scores are None where the task has none (or no fold scored)."""
+
+    rank: int = Field(ge=1)
+    target: str
+    task: TaskType
+    horizon_minutes: int | None
+    metric_name: str = Field(description="ic for regression, auc for classification")
+    score: float | None = Field(description="rank IC (regression) or AUC: the score ranking and routing judge")
+    ic: float | None
+    rank_ic: float | None
+    r2: float | None
+    auc: float | None
+    lgbm_score: float | None
+    linear_score: float | None
+    consistency: float | None = Field(description="Share of walk-forward folds with positive skill")
+    composite: float | None = Field(description="Mean skill × (0.5 + 0.5 × consistency): the order of the table")
+    n_samples: int = Field(ge=0)
+    n_folds: int = Field(ge=0)
+    status: TargetStatus
+    reason: str
+    selected: bool = Field(description="Kept for selection: OK and within ranking.topN")
+
+
+class FeatureLeak(SnakeContract):
+    """A feature that tracks a label not yet known at its row; it left every target's pool."""
+
+    feature: str
+    target: str
+    shift: int = Field(description="feature[t] matches target[t - shift]; shift < horizon means the label was not yet known at t")
+    correlation: float
+    method: str = Field(description="pearson/spearman against the label's level/sign")
+    bound: float = Field(description="The |correlation| information known at t could reach at this shift")
+
+
+class TooGoodLimits(SnakeContract):
+    """The out-of-sample limits past which a score is a leak rather than skill; the report applies them to the holdout metrics too."""
+
+    max_rank_ic: float
+    max_r2: float
+    max_auc: float
+
+
+class RankingsFile(SnakeContract):
+    schema_version: str = RANKINGS_SCHEMA_VERSION
+    interval_minutes: float = Field(gt=0)
+    symbols: list[str]
+    features: list[str] = Field(description="The pool select may use: leaking features have left it")
+    candidate_features: list[str] = Field(description="Every feature ranking started from")
+    leaks: list[FeatureLeak]
+    selected: list[str] = Field(description="Targets kept for selection, in rank order: select unit i is selected[i]")
+    holdout_cut: HoldoutCut
+    too_good_limits: TooGoodLimits
+    targets: list[TargetRanking]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RankingsFile:
+        if self.schema_version != RANKINGS_SCHEMA_VERSION:
+            raise ValueError(f"rankings schema {self.schema_version!r} is not {RANKINGS_SCHEMA_VERSION!r}")
+        ranked = {row.target: row for row in self.targets}
+        unknown = [t for t in self.selected if t not in ranked or not ranked[t].selected]
+        if unknown:
+            raise ValueError(f"selected names {unknown}, which the ranking table does not mark selected")
+        return self
+
+    def target(self, name: str) -> TargetRanking:
+        """The ranking row of `name`; KeyError when it was not ranked."""
+        for row in self.targets:
+            if row.target == name:
+                return row
+        raise KeyError(name)
+
+
+class DataPins(SnakeContract):
+    """`ranking/data_files.json`: the data files rank read and their digest (the holdout's bars included, so kept apart from the rankings)."""
+
+    schema_version: str = RANKINGS_SCHEMA_VERSION
+    files: list[str]
+    digest: str
+
+    @model_validator(mode="after")
+    def _version(self) -> DataPins:
+        if self.schema_version != RANKINGS_SCHEMA_VERSION:
+            raise ValueError(f"data pins schema {self.schema_version!r} is not {RANKINGS_SCHEMA_VERSION!r}")
+        return self

@@ -1,0 +1,35 @@
+"""A stage's (or one select target's) completion record, `.trainpipe/<stage>.json`: what the cache and `--reuse-dir` trust.
+
+Written last, after every output it lists; read by `trainpipe.runner.records` through `trainpipe.io.stage_files`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from trainpipe.contract.base import SnakeContract
+from trainpipe.contract.names import STAGE_RECORD_SCHEMA_VERSION
+
+
+class StageRecord(SnakeContract):
+    schema_version: str = STAGE_RECORD_SCHEMA_VERSION
+    stage: str
+    key: str = Field(description="Digest of every input of the stage: the record is current only while it matches")
+    finished_at: str = Field(description="ISO-8601 UTC")
+    outputs: tuple[str, ...] = Field(description="Relative to the output folder; the record is current only while all exist")
+    summary: dict[str, Any] = Field(default_factory=dict, description="The stage's own summary (counts, kept targets)")
+    unit: str | None = Field(None, description="The unit a unit record covers (a target for select)")
+    reused_from: str | None = Field(None, description="The sibling run folder the outputs were copied from")
+
+    @model_validator(mode="after")
+    def _version(self) -> StageRecord:
+        if self.schema_version != STAGE_RECORD_SCHEMA_VERSION:
+            raise ValueError(f"stage record schema {self.schema_version!r} is not {STAGE_RECORD_SCHEMA_VERSION!r}")
+        return self
+
+    def to_file(self) -> dict[str, Any]:
+        """The file's JSON: `unit` and `reused_from` appear only when set."""
+        wire = self.to_wire()
+        return {k: v for k, v in wire.items() if v is not None or k not in ("unit", "reused_from")}

@@ -1,0 +1,88 @@
+"""What a training stage reports about its units: the worker's line per unit, the stage's record per unit, and the result files.
+
+* `UnitResult`: one line of a worker's `results.jsonl`, appended as soon as the unit ends; the training
+  stage reads them back (a worker that dies leaves the lines of the units it finished);
+* `UnitRecord`: what the stage concluded about a unit (trained, failed, skipped, reused), in `StageResultFile`
+  (`.trainpipe/training/<stage>/result.json`) and, for a unit run alone, `UnitRunResult`
+  (`.trainpipe/units/<stage>/<unit>/result.json`).
+
+snake_case keys on disk. The one writer and reader of each file is `trainpipe.io.training_files`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from trainpipe.contract.base import SnakeContract
+from trainpipe.contract.names import TRAINING_RESULT_SCHEMA_VERSION
+
+UnitStatus = Literal["trained", "failed", "skipped", "reused"]
+
+
+class UnitResult(SnakeContract):
+    """The worker's report of one unit it trained (or failed to); optional fields are left out of the line when unset."""
+
+    job_id: str
+    family: str
+    stage: str
+    status: Literal["trained", "failed"]
+    seconds: float = Field(ge=0, description="Wall time of the unit in the worker: load of its rows, fit, evaluation, save")
+    device: str | None = None
+    model_dir: str | None = None
+    train_seconds: float | None = Field(None, description="Time in fit alone")
+    peak_rss_mb: float | None = None
+    error: str | None = Field(None, description="`Type: message` of a failure; the traceback is in the unit's .error.txt")
+
+    def to_line(self) -> dict:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class UnitRecord(SnakeContract):
+    """What the stage concluded about one unit: trained or failed by a worker, skipped (up to date, not trainable), or reused."""
+
+    job_id: str
+    family: str
+    status: UnitStatus
+    reason: str = ""
+    seconds: float = 0.0
+    device: str = ""
+    model_dir: str = ""
+
+
+class StageResultFile(SnakeContract):
+    """`result.json` of a whole training stage run in one process."""
+
+    schema_version: str = TRAINING_RESULT_SCHEMA_VERSION
+    stage: str
+    trained: int = Field(ge=0)
+    failed: int = Field(ge=0)
+    skipped: int = Field(ge=0)
+    reused: int = Field(ge=0)
+    seconds: float
+    records: list[UnitRecord]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StageResultFile:
+        if self.schema_version != TRAINING_RESULT_SCHEMA_VERSION:
+            raise ValueError(f"training result schema {self.schema_version!r} is not {TRAINING_RESULT_SCHEMA_VERSION!r}")
+        counts = {s: sum(r.status == s for r in self.records) for s in ("trained", "failed", "skipped", "reused")}
+        if counts != {"trained": self.trained, "failed": self.failed, "skipped": self.skipped, "reused": self.reused}:
+            raise ValueError(f"the counts disagree with the records ({counts})")
+        return self
+
+
+class UnitRunResult(UnitRecord):
+    """`result.json` of one unit run on its own (one pod of a family's Indexed Job)."""
+
+    schema_version: str = TRAINING_RESULT_SCHEMA_VERSION
+    unit_id: str
+    index: int = Field(ge=0, description="The unit's index among its family's units (the pod's completion index)")
+    wall_seconds: float
+
+    @model_validator(mode="after")
+    def _version(self) -> UnitRunResult:
+        if self.schema_version != TRAINING_RESULT_SCHEMA_VERSION:
+            raise ValueError(f"training result schema {self.schema_version!r} is not {TRAINING_RESULT_SCHEMA_VERSION!r}")
+        return self

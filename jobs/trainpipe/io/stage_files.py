@@ -1,0 +1,103 @@
+"""Files of the rank and select stages and the stage records: the one writer and the one reader of each.
+
+* `ranking/target_rankings.json` (`RankingsFile`) and `ranking/data_files.json` (`DataPins`), written by rank;
+* `selection/<target>/selected_features.json` (`TargetSelection`) and `selection/selection_summary.json`
+  (`SelectionSummary`), written by select;
+* `.trainpipe/<stage>.json` and select unit records (`StageRecord`), written by the runner.
+
+Called by `trainpipe.runner`, `trainpipe.report` and the tests. Every file goes through its contract model
+on write and on read; a reader names the file and the command that rewrites it when the file is missing or
+does not match its schema.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from trainpipe.contract.base import Contract
+from trainpipe.contract.pipeline import format_validation_error
+from trainpipe.contract.rankings import DataPins, RankingsFile
+from trainpipe.contract.records import StageRecord
+from trainpipe.contract.selection import SelectionSummary, TargetSelection
+from trainpipe.io import atomic
+from trainpipe.io.layout import Layout
+
+_Model = TypeVar("_Model", bound=Contract)
+
+RERUN_RANK = "run `trainpipe rank`"
+RERUN_SELECT = "run `trainpipe select` (or `trainpipe select --target T` for one target)"
+
+
+class StageFileError(ValueError):
+    """A rank or select artefact that is missing, not JSON, or not its schema; the message names the file and what to run."""
+
+
+def _read(path: Path, model: type[_Model], what: str, rerun: str) -> _Model:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise StageFileError(f"{path} is missing: {rerun} first") from None
+    except OSError as exc:
+        raise StageFileError(f"{path}: cannot read the {what} ({exc}); {rerun} to rewrite it") from None
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as exc:
+        raise StageFileError(f"{path}: not a valid {what} (written by another trainpipe version?): "
+                             f"{format_validation_error(exc)}; {rerun} to rewrite it") from None
+
+
+# ---------------------------------------------------------------- rank
+
+
+def write_rankings(layout: Layout, rankings: RankingsFile) -> None:
+    atomic.write_json(layout.rankings_json, rankings.to_wire())
+
+
+def read_rankings(layout: Layout) -> RankingsFile:
+    return _read(layout.rankings_json, RankingsFile, "rankings file", RERUN_RANK)
+
+
+def write_data_pins(layout: Layout, pins: DataPins) -> None:
+    atomic.write_json(layout.data_pins_json, pins.to_wire())
+
+
+def read_data_pins(layout: Layout) -> DataPins:
+    return _read(layout.data_pins_json, DataPins, "data pins file", RERUN_RANK)
+
+
+# ---------------------------------------------------------------- select
+
+
+def write_selection(layout: Layout, selection: TargetSelection) -> None:
+    atomic.write_json(layout.selected_features(selection.target), selection.to_wire())
+
+
+def read_selection(layout: Layout, target: str) -> TargetSelection:
+    selection = _read(layout.selected_features(target), TargetSelection, "feature selection", RERUN_SELECT)
+    if selection.target != target:
+        raise StageFileError(f"{layout.selected_features(target)} holds the selection of {selection.target!r}, not {target!r}; "
+                             f"{RERUN_SELECT} to rewrite it")
+    return selection
+
+
+def write_selection_summary(layout: Layout, summary: SelectionSummary) -> None:
+    atomic.write_json(layout.selection_summary, summary.to_wire())
+
+
+def read_selection_summary(layout: Layout) -> SelectionSummary:
+    return _read(layout.selection_summary, SelectionSummary, "selection summary", RERUN_SELECT)
+
+
+# ---------------------------------------------------------------- stage records
+
+
+def write_record(path: Path, record: StageRecord) -> None:
+    atomic.write_json(path, record.to_file())
+
+
+def read_record(path: Path) -> StageRecord:
+    """The record at `path`; StageFileError when it is missing or unreadable (the cache then treats the stage as not done)."""
+    return _read(path, StageRecord, "stage record", "rerun the stage")

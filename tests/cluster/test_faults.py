@@ -1,0 +1,329 @@
+"""Faults on the real control plane: the operator, the API server, a Job, the plan ConfigMap or a pod dies.
+
+Cost matters here (two cores, shared with the rest of `make test`), so most tests use skipped pods:
+the executor completes pods labelled `executor.trainpipe.io/skip` without running them and gives them
+the termination messages rank and plan would write, so fan-out still comes from a real-shaped plan.
+Where a test must hold a run at a stage, the pipeline names a Kueue queue: the operator then creates
+its Jobs suspended and the test admits them, as Kueue would. Two tests run real stage commands on the
+example data, because what they check lives in a real process: a deleted Job whose rank process is
+running, and a training unit killed mid-way. Each test's docstring says which kind it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from clusterkit import (
+    BATCH,
+    CORE,
+    ApiError,
+    Cluster,
+    Kube,
+    OperatorProcess,
+    condition,
+    pipeline_manifest,
+    pipelines_path,
+    wait_condition,
+    wait_for,
+)
+from controlplane import crash_and_restart_apiserver, pid_of
+from test_operator import SKIP, SKIP_MESSAGE, JobRecorder, apply, artifacts_dir, get, jobs, pods, stage_of
+from trainpipe.contract.names import LABEL_RUN, STAGE_ORDER
+from trainpipe.families.registry import load_model
+
+SEED = int(os.environ.get("TRAINPIPE_FAULT_SEED", "11"))  # the kill moments; a failure message names it
+QUEUE = "faults"  # any name: there is no Kueue here, the test admits the Jobs itself
+DIGEST = "d1" * 32
+UNITS = {"lightgbm": 2, "xgboost": 2, "mlp": 2}  # 2 CPU Jobs and 1 GPU Job of 2 units each
+JOBS_PER_RUN = 1 + 1 + 1 + 2 + 1 + 1  # rank, select (one Indexed Job), plan, a Job per family, report
+REAL_RUN_TIMEOUT = 420
+# Shorter than one pass of the operator (read, list, write): nearly every status write meets an edit.
+EDIT_INTERVAL = 0.01
+RUNNING = {s.value for s in STAGE_ORDER}  # status.stage while a run is between its first and last stage
+
+
+def skipped_spec(units: dict[str, int] = UNITS, **spec: Any) -> dict[str, Any]:
+    """Every stage's pods skipped; rank reports 2 targets and plan reports `units`, as real ones would."""
+    plan = {"planDigest": DIGEST, "units": units, "path": "globals/training_plan/master_training_plan.json"}
+    messages = {"rank": {"selected": 2}, "plan": plan}
+    stages: dict[str, Any] = {}
+    for stage in STAGE_ORDER:
+        meta: dict[str, Any] = {"labels": {SKIP: "true"}}
+        if stage.value in messages:
+            meta["annotations"] = {SKIP_MESSAGE: json.dumps(messages[stage.value])}
+        stages[stage.value] = {"podMetadata": meta}
+    return {"training": {"families": list(units)}, "stages": stages, "data": {"volume": None}, **spec}
+
+
+def admit(kube: Kube, namespace: str, stages: set[str]) -> int:
+    """Unsuspend the held Jobs of `stages`, as Kueue admits queued work; how many were admitted."""
+    admitted = 0
+    for job in kube.get(f"{BATCH}/namespaces/{namespace}/jobs")["items"]:
+        if job["spec"].get("suspend") and stage_of(job) in stages:
+            kube.patch(f"{BATCH}/namespaces/{namespace}/jobs/{job['metadata']['name']}", {"spec": {"suspend": False}})
+            admitted += 1
+    return admitted
+
+
+def admit_until_ready(kube: Kube, namespace: str, name: str, timeout: float = 120) -> None:
+    def ready() -> bool:
+        admit(kube, namespace, {s.value for s in STAGE_ORDER})
+        cond = condition(get(kube, namespace, name), "Ready")
+        return bool(cond and cond["status"] == "True")
+
+    wait_for(f"{namespace}/{name} Ready while admitting its Jobs", ready, timeout=timeout, interval=0.5)
+
+
+def held_at(kube: Kube, namespace: str, name: str, stage: str) -> list[dict[str, Any]]:
+    """Admit every Job before `stage`; return `stage`'s Jobs once they all exist, still held."""
+    before = {s.value for s in STAGE_ORDER[: [s.value for s in STAGE_ORDER].index(stage)]}
+
+    def probe() -> list[dict[str, Any]]:
+        admit(kube, namespace, before)
+        mine = [j for j in jobs(kube, namespace, name) if stage_of(j) == stage]
+        return mine if mine and all(j["spec"].get("suspend") for j in mine) else []
+
+    return wait_for(f"{namespace}/{name} held at stage {stage}", probe, timeout=240, interval=0.5)
+
+
+def wait_ready(kube: Kube, namespace: str, name: str, timeout: float) -> None:
+    """Wait for Ready, failing at once (with the reason) if the run stalls instead."""
+    def settled() -> dict[str, Any] | None:
+        obj = get(kube, namespace, name)
+        return obj if any((condition(obj, c) or {}).get("status") == "True" for c in ("Ready", "Stalled")) else None
+
+    obj = wait_for(f"{namespace}/{name} Ready or Stalled", settled, timeout=timeout, interval=0.5)
+    assert (condition(obj, "Ready") or {}).get("status") == "True", f"the run stalled: {obj['status'].get('message')}"
+
+
+def added_counts(recorded: list[dict[str, Any]]) -> Counter[str]:
+    return Counter(j["metadata"]["name"] for j in recorded)
+
+
+def counters_match_jobs(kube: Kube, namespace: str, name: str) -> list[str]:
+    """Each stage's status counters against its Jobs' own counts; the mismatches, in words."""
+    obj = get(kube, namespace, name)
+    status = obj["status"]
+    finished: Counter[str] = Counter()
+    for job in jobs(kube, namespace, name):
+        assert job["metadata"]["labels"][LABEL_RUN] == status["runId"]
+        finished[stage_of(job)] += min(job["status"].get("succeeded", 0), job["spec"]["completions"])
+    wrong = []
+    for stage in STAGE_ORDER:
+        recorded = status["stages"].get(stage.value, {})
+        if recorded.get("outcome") != "Succeeded" or recorded.get("succeeded", 0) != finished[stage.value]:
+            wrong.append(f"{name} stage {stage.value}: status {recorded} but Jobs report {finished[stage.value]} succeeded")
+    done, total = status["progress"].split("/")
+    if done != total:
+        wrong.append(f"{name}: progress {status['progress']}")
+    return wrong
+
+
+def test_sigkill_at_random_moments_during_twenty_pipelines_loses_nothing_and_duplicates_no_job(
+        kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    """Skipped pods. The operator is SIGKILLed 10 times at seeded random moments while 20 pipelines
+    run (two more are created before each kill, so every kill meets pipelines at different stages)."""
+    rng = random.Random(SEED)
+    recorder = JobRecorder(kube, namespace)
+    names = [f"p{i:02d}" for i in range(20)]
+    kills = []
+    for cycle in range(10):
+        for name in names[2 * cycle: 2 * cycle + 2]:
+            apply(kube, namespace, pipeline_manifest(name, validate=False, **skipped_spec()))
+        up = rng.uniform(0.2, 3.0)
+        time.sleep(up)
+        stages = Counter((get(kube, namespace, n).get("status") or {}).get("stage") or "new" for n in names[: 2 * cycle + 2])
+        operator.kill()  # SIGKILL: no cleanup, whatever pass was half done stays half done
+        down = rng.uniform(0.0, 1.0)
+        kills.append((f"kill {cycle} after {up:.2f}s up, {down:.2f}s down, stages {dict(stages)}", bool(set(stages) & RUNNING)))
+        time.sleep(down)
+        operator.start()
+    story = f"seed {SEED}:\n" + "\n".join(line for line, _ in kills)
+    for name in names:
+        wait_condition(kube, namespace, name, "Ready", timeout=180)
+    recorded = recorder.stop()
+    assert not JobRecorder.duplicates(recorded), story
+    assert sorted(added_counts(recorded).values()) == [1] * len(names) * JOBS_PER_RUN, story
+    wrong = [w for name in names for w in counters_match_jobs(kube, namespace, name)]
+    assert not wrong, story
+    assert sum(mid for _, mid in kills) >= len(kills) // 2, f"too few kills met a pipeline mid-run: {story}"
+
+
+def test_a_deleted_running_job_is_recreated_once_and_never_in_a_loop(kube: Kube, namespace: str, operator: OperatorProcess,
+                                                                   example_data: Any) -> None:
+    """Real rank command in the Job that is deleted (its pod is a running process, which the executor
+    kills with the pod); the re-created Job and every later stage use skipped pods, by an edit of
+    spec.stages.rank.podMetadata before the delete: a scheduling field, so still the same run."""
+    recorder = JobRecorder(kube, namespace)
+    spec = skipped_spec()
+    rank_skipped = spec["stages"]["rank"]
+    spec["stages"]["rank"] = {}
+    spec.pop("data")  # the example data: rank runs for real
+    apply(kube, namespace, pipeline_manifest("del", **spec))
+
+    def running_rank() -> dict[str, Any] | None:
+        return next((p for p in pods(kube, namespace, "del") if stage_of(p) == "rank" and p["status"].get("phase") == "Running"), None)
+
+    pod = wait_for("the rank pod Running", running_rank, timeout=120)
+    job = pod["metadata"]["labels"]["job-name"]
+    run = get(kube, namespace, "del")["status"]["runId"]
+    old_uid = kube.get(f"{BATCH}/namespaces/{namespace}/jobs/{job}")["metadata"]["uid"]
+    generation = kube.patch(pipelines_path(namespace, "del"), {"spec": {"stages": {"rank": rank_skipped}}})["metadata"]["generation"]
+    wait_for("the edit observed", lambda: get(kube, namespace, "del")["status"].get("observedGeneration") == generation, timeout=60)
+    kube.delete(f"{BATCH}/namespaces/{namespace}/jobs/{job}", propagationPolicy="Background")
+    wait_condition(kube, namespace, "del", "Ready", timeout=180)
+    # A loop would show as the Job being created again and again after the run went on: give it time to.
+    time.sleep(5)
+    recorded = recorder.stop()
+    counts = added_counts(recorded)
+    assert counts[job] == 2, f"Job {job} ADDED {counts[job]} times (expected: the original and one re-creation)"
+    assert all(n == 1 for name, n in counts.items() if name != job), counts
+    assert kube.get(f"{BATCH}/namespaces/{namespace}/jobs/{job}")["metadata"]["uid"] != old_uid
+    assert get(kube, namespace, "del")["status"]["runId"] == run
+    assert not counters_match_jobs(kube, namespace, "del")
+
+
+def test_a_deleted_plan_configmap_is_restored_with_the_same_digest_and_the_run_goes_on(
+        kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    """Skipped pods, held at the GPU stage through a queue while the ConfigMap is deleted."""
+    apply(kube, namespace, pipeline_manifest("plan", validate=False, **skipped_spec(queueName=QUEUE)))
+    held_at(kube, namespace, "plan", "cpu")
+    path = f"{CORE}/namespaces/{namespace}/configmaps/plan-plan"
+    before = kube.get(path)
+    assert before["data"]["digest"] == DIGEST
+    kube.delete(path)
+    admit(kube, namespace, {"cpu"})  # the run goes on; the next passes must put the plan back
+    held_at(kube, namespace, "plan", "gpu")
+
+    def restored() -> dict[str, Any] | None:
+        try:
+            return kube.get(path)
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    after = wait_for("the plan ConfigMap restored", restored, timeout=60)
+    assert after["metadata"]["uid"] != before["metadata"]["uid"], "the ConfigMap was never deleted"
+    assert after["data"] == before["data"], "the restored plan differs from what the plan Job reported"
+    assert get(kube, namespace, "plan")["status"]["plan"]["digest"] == DIGEST
+    admit_until_ready(kube, namespace, "plan")
+    assert kube.get(path)["data"]["digest"] == DIGEST
+
+
+def test_the_operator_recovers_by_itself_after_the_api_server_restarts_mid_run(
+        cluster: Cluster, kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    """Skipped pods, held at the CPU stage through a queue while kube-apiserver is killed and started
+    again (no pod of this test runs during the outage). Disturbs other tests on a shared cluster for
+    the few seconds of the outage: it is the only test here that does."""
+    apply(kube, namespace, pipeline_manifest("api", validate=False, **skipped_spec(queueName=QUEUE)))
+    held_at(kube, namespace, "api", "cpu")
+    pid = operator.pid
+    outage = crash_and_restart_apiserver(cluster)
+    assert pid_of(cluster, "kube-apiserver") is not None
+    kube.request("GET", "/readyz")
+    admit_until_ready(kube, namespace, "api", timeout=180)
+    assert operator.running and operator.pid == pid, "the operator had to be restarted"
+    assert operator.get("/healthz")[0] == 200, f"after a {outage:.1f}s outage: {operator.log_tail()}"
+    assert not counters_match_jobs(kube, namespace, "api")
+    for component in ("kube-controller-manager", "kube-scheduler", "kwok-controller", "etcd"):
+        assert pid_of(cluster, component) is not None, f"{component} died during the API server's outage"
+
+
+def test_spec_label_and_annotation_edits_racing_status_writes_are_all_kept(
+        kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    """Skipped pods. A client edits the pipeline every EDIT_INTERVAL for the whole run (spec fields
+    that do not change the run, labels, annotations), while the operator writes status at every
+    hand-off: every edit must survive, and so must the operator's status, written as the run goes."""
+    apply(kube, namespace, pipeline_manifest("race", validate=False, **skipped_spec()))
+    path = pipelines_path(namespace, "race")
+    edits = 0
+    stages_seen: set[str] = set()
+    start = time.monotonic()
+    while True:
+        obj = get(kube, namespace, "race")
+        stages_seen.add((obj.get("status") or {}).get("stage") or "")
+        ready = condition(obj, "Ready")
+        if ready and ready["status"] == "True" and edits >= 40:
+            break
+        assert time.monotonic() - start < 180, f"not Ready after {edits} edits: {obj.get('status')}"
+        kube.patch(path, {"metadata": {"labels": {"edit": str(edits)}, "annotations": {f"faults.trainpipe.io/edit-{edits}": "x"}},
+                          "spec": {"keepRuns": 2 + edits % 7, "activeDeadlineSeconds": 3600 + edits}})
+        edits += 1
+        time.sleep(EDIT_INTERVAL)
+    assert len(stages_seen - {""}) >= 3, (f"status showed no progress while the edits went on (stages seen: {stages_seen}): "
+                                          "the operator's status writes lost every race with the edits")
+    final = wait_condition(kube, namespace, "race", "Ready", timeout=60)
+    obj = get(kube, namespace, "race")
+    meta, spec, status = obj["metadata"], obj["spec"], obj["status"]
+    last = edits - 1
+    assert meta["labels"]["edit"] == str(last)
+    assert not [i for i in range(edits) if f"faults.trainpipe.io/edit-{i}" not in meta["annotations"]], "annotations lost"
+    assert (spec["keepRuns"], spec["activeDeadlineSeconds"]) == (2 + last % 7, 3600 + last), "a spec edit was lost"
+    assert status["observedGeneration"] == meta["generation"] == final["observedGeneration"]
+    assert not [r for r in status.get("history", []) if r["outcome"] != "Succeeded"], "an edit restarted the run"
+    assert not counters_match_jobs(kube, namespace, "race")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_a_training_pod_killed_mid_unit_is_retried_and_leaves_no_half_written_output(
+        cluster: Cluster, kube: Kube, namespace: str, operator: OperatorProcess, example_data: Any) -> None:
+    """Real rank, select, plan and CPU training on the example data (the kill must meet a real
+    process writing real files); the report is skipped. One kill only: a real run costs a minute."""
+    apply(kube, namespace, pipeline_manifest("kill", targets={"topN": 2}, stages={"report": {"podMetadata": {"labels": {SKIP: "true"}}}}))
+
+    def training() -> tuple[dict[str, Any], int] | None:
+        for pod in pods(kube, namespace, "kill"):
+            statuses = pod["status"].get("containerStatuses") or []
+            if stage_of(pod) != "cpu" or pod["status"].get("phase") != "Running" or not statuses:
+                continue
+            pid = int(statuses[0]["containerID"].removeprefix("executor://") or 0)
+            if pid and _children(pid):  # the unit's training worker has started
+                return pod, pid
+        return None
+
+    pod, pid = wait_for("a CPU unit training", training, timeout=REAL_RUN_TIMEOUT, interval=0.2)
+    time.sleep(random.Random(SEED).uniform(0.0, 1.0))
+    os.killpg(pid, signal.SIGKILL)  # the whole container, as when a node or the OOM killer takes it
+    index = pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+    job = pod["metadata"]["labels"]["job-name"]
+    wait_ready(kube, namespace, "kill", timeout=REAL_RUN_TIMEOUT)
+
+    attempts = [p for p in pods(kube, namespace, "kill") if p["metadata"]["labels"].get("job-name") == job
+                and p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == index]
+    exits = sorted(p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] for p in attempts)
+    assert exits == [0, 137], f"index {index} of {job}: exit codes {exits} (expected the killed pod, then one retry)"
+    obj = get(kube, namespace, "kill")
+    run = artifacts_dir(cluster, namespace, obj["status"], "kill-artifacts")
+    leftovers = [str(p) for p in run.rglob("*") if p.name.endswith(".tmp") or ".tmp." in p.name or p.name.endswith(".old")]
+    assert not leftovers, f"temporary files left behind: {leftovers}"
+    units = sorted(p.parent for p in run.glob("models/*/*/metrics.json"))
+    assert len(units) == sum(obj["status"]["plan"]["units"].values()) >= 2
+    for unit in units:  # every model reads back whole
+        load_model(unit)
+    for path in run.rglob("*.json"):  # and every file the stages wrote atomically parses
+        json.loads(path.read_text())
+    for path in run.rglob("*.parquet"):
+        pd.read_parquet(path)
+    shapes = {tuple(sorted(p.relative_to(u).as_posix() for p in u.rglob("*"))) for u in units}
+    assert len(shapes) == 1, f"the killed unit's files differ from the others': {shapes}"

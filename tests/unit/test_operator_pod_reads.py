@@ -1,0 +1,163 @@
+"""Which pod facts a reconcile pass reads (`needs_pods`) and which pod events wake it (`pod_event_wakes`): never less than `decide` needs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from trainpipe.contract.names import Stage
+from trainpipe.contract.pipeline import PipelineSpec
+from trainpipe.contract.runs import run_id
+from trainpipe.contract.status import PipelineStatus, PlanRef, Reason, StageStatus
+from trainpipe_operator.config import OperatorConfig
+from trainpipe_operator.decide import decide
+from trainpipe_operator.naming import job_name
+from trainpipe_operator.observed import Observed, ObservedJob, ObservedPod, PipelineView, needs_pods, pod_event_wakes
+
+NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+CONFIG = OperatorConfig(cpu_image="jobs-cpu:1", gpu_image="jobs-gpu:1")
+SPEC = PipelineSpec.model_validate({"data": {"dir": "example", "volume": {"claimName": "bars"}}, "training": {"families": ["lightgbm", "mlp"]}})
+RUN = run_id(SPEC)
+UNITS = {"lightgbm": 4, "mlp": 4}
+PLAN = PlanRef(digest="d" * 64, path=f"/artifacts/demo/{RUN}/globals/training_plan/master_training_plan.json", units=UNITS)
+RANK_REPORT = '{"stage":"rank","selected":3}'
+PLAN_REPORT = '{"stage":"plan","planDigest":"' + "d" * 64 + '","units":{"lightgbm":4,"mlp":4},"path":"globals/training_plan/master_training_plan.json"}'
+
+
+def job(stage: Stage, family: str | None = None, *, run: str = RUN, completions: int = 1, succeeded: int = 0, active: int = 0, ready: int = 0,
+        complete: bool = False, failed: str | None = None) -> ObservedJob:
+    return ObservedJob(name=job_name("demo", run, stage, family, 0), run=run, stage=stage, family=family, attempt=0, completions=completions,
+                       indexed=stage in (Stage.SELECT, Stage.CPU, Stage.GPU), succeeded=succeeded, active=active, ready=ready, complete=complete,
+                       failed_condition=failed)
+
+
+def pods_of(j: ObservedJob, n: int, phase: str, message: str = "", unschedulable: str | None = None) -> tuple[ObservedPod, ...]:
+    return tuple(ObservedPod(name=f"{j.name}-{i}-x", job=j.name, index=i if j.indexed else None, phase=phase, message=message,
+                             exit_code=0 if phase == "Succeeded" else (2 if phase == "Failed" else None), unschedulable=unschedulable)
+                 for i in range(n))
+
+
+def status_after(*finished: Stage, selected: int | None = 3, plan: PlanRef | None = PLAN) -> PipelineStatus:
+    stages = {s.value: StageStatus(succeeded=1, outcome="Succeeded", started_at="2026-12-01T11:00:00Z", finished_at="2026-12-01T11:01:00Z")
+              for s in finished}
+    return PipelineStatus(run_id=RUN, run_generation=1, started_at="2026-12-01T11:00:00Z", selected_targets=selected, plan=plan,
+                          output_path=f"/artifacts/demo/{RUN}", stages=stages)
+
+
+def view(status: PipelineStatus) -> PipelineView:
+    return PipelineView(namespace="ns", name="demo", uid="uid-1", generation=1, spec=SPEC, spec_error=None, status=status)
+
+
+RANK_DONE = job(Stage.RANK, complete=True, succeeded=1)
+PLAN_DONE = job(Stage.PLAN, complete=True, succeeded=1)
+EARLY = (Stage.RANK, Stage.SELECT, Stage.PLAN)
+CPU_ALL_READY = job(Stage.CPU, "lightgbm", completions=4, active=4, ready=4)
+CPU_TWO_PENDING = job(Stage.CPU, "lightgbm", completions=4, active=4, ready=2)
+CPU_FAILED = job(Stage.CPU, "lightgbm", completions=4, succeeded=3, failed="FailedIndexes: Job has failed indexes")
+OLD_RUN_FAILED = job(Stage.CPU, "lightgbm", run="r0000000000", completions=4, failed="BackoffLimitExceeded: Job has reached the specified backoff limit")
+
+# (what the pass sees, the pods the run has, whether they must be read)
+CASES = {
+    "rank just finished: its report is still to read": (PipelineStatus(), (RANK_DONE,), pods_of(RANK_DONE, 1, "Succeeded", RANK_REPORT), True),
+    "rank's report already in the status": (status_after(Stage.RANK, plan=None), (RANK_DONE,), pods_of(RANK_DONE, 1, "Succeeded", RANK_REPORT), False),
+    "plan just finished: its report is still to read": (status_after(Stage.RANK, Stage.SELECT, plan=None), (PLAN_DONE,),
+                                                        pods_of(PLAN_DONE, 1, "Succeeded", PLAN_REPORT), True),
+    "training pods all running Ready": (status_after(*EARLY), (CPU_ALL_READY,), pods_of(CPU_ALL_READY, 4, "Running"), False),
+    "training pods not running yet, maybe unschedulable": (status_after(*EARLY), (CPU_TWO_PENDING,),
+                                                           pods_of(CPU_TWO_PENDING, 2, "Pending", unschedulable="0/4 nodes are available: 4 Insufficient cpu."),
+                                                           True),
+    "a failed Job: its pods say why": (status_after(*EARLY), (CPU_FAILED,), pods_of(CPU_FAILED, 1, "Failed", "bad column close in AAPL.parquet"), True),
+    "a failed Job of an earlier run only": (status_after(*EARLY), (OLD_RUN_FAILED,), pods_of(OLD_RUN_FAILED, 1, "Failed", "old"), False),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_pods_are_read_only_when_they_can_add_to_what_the_jobs_show(name):
+    status, jobs, _, expected = CASES[name]
+    assert needs_pods(jobs, RUN, status) is expected
+
+
+@pytest.mark.parametrize("name", [n for n, case in CASES.items() if not case[3]])
+def test_a_pass_that_skips_the_pod_read_decides_exactly_as_one_that_reads_them(name):
+    status, jobs, pods, _ = CASES[name]
+    with_pods = decide(view(status), Observed(jobs=jobs, pods=pods), CONFIG, NOW)
+    without = decide(view(status), Observed(jobs=jobs), CONFIG, NOW)
+    assert without == with_pods
+
+
+@pytest.mark.parametrize("name", [n for n, case in CASES.items() if case[3]])
+def test_the_passes_that_read_pods_would_decide_wrongly_without_them(name):
+    status, jobs, pods, _ = CASES[name]
+    with_pods = decide(view(status), Observed(jobs=jobs, pods=pods), CONFIG, NOW)
+    without = decide(view(status), Observed(jobs=jobs), CONFIG, NOW)
+    assert without.status != with_pods.status
+
+
+def test_a_pending_pod_the_scheduler_cannot_place_is_reported_because_its_pods_were_read():
+    status, jobs, pods, _ = CASES["training pods not running yet, maybe unschedulable"]
+    decision = decide(view(status), Observed(jobs=jobs, pods=pods if needs_pods(jobs, RUN, status) else ()), CONFIG, NOW)
+    assert decision.status.stages["cpu"].reason == Reason.UNSCHEDULABLE.value
+    assert "Insufficient cpu" in (decision.status.stages["cpu"].message or "")
+
+
+SCHEDULED = {"type": "PodScheduled", "status": "True"}
+UNSCHEDULABLE = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/4 nodes are available: 4 Insufficient cpu."}
+
+
+@pytest.mark.parametrize(("status", "wakes"), [
+    ({"phase": "Pending", "conditions": [UNSCHEDULABLE]}, True),  # the reason a stage waits: no Job shows it
+    ({"phase": "Pending", "conditions": [SCHEDULED]}, True),  # placed after all: the waiting reason must clear
+    ({}, False),  # just created: its Job already counts it active
+    ({"phase": "Running", "conditions": [SCHEDULED, {"type": "Ready", "status": "True"}]}, False),  # the Job's ready count changes
+    ({"phase": "Succeeded", "conditions": [SCHEDULED]}, False),  # the Job's succeeded count changes; the pass reads the message
+    ({"phase": "Failed", "conditions": [SCHEDULED]}, False),  # the Job's failed count or condition changes
+])
+def test_only_the_schedulers_verdict_on_a_pending_pod_wakes_its_pipeline(status, wakes):
+    assert pod_event_wakes({"metadata": {"name": "p"}, "status": status}) is wakes
+
+
+class _RecordingKube:
+    """Answers the LISTs and GETs `observe` makes from fixed objects, and records the pod selectors it used."""
+
+    def __init__(self, jobs: list[dict[str, object]], pods: list[dict[str, object]]) -> None:
+        self.jobs, self.pods, self.pod_selectors = jobs, pods, []  # type: ignore[var-annotated]
+
+    def get(self, resource: str, labelSelector: str = "") -> dict[str, object]:  # noqa: N803 -- the API's parameter name
+        if resource.endswith("/pods"):
+            self.pod_selectors.append(labelSelector)
+            wanted = dict(term.split("=") for term in labelSelector.split(","))
+            return {"items": [p for p in self.pods if all(p["metadata"]["labels"].get(k) == v for k, v in wanted.items())]}  # type: ignore[index]
+        return {"items": self.jobs}
+
+    def get_or_none(self, resource: str) -> dict[str, object] | None:
+        return {"metadata": {"name": resource.rsplit("/", 1)[-1]}} if "/persistentvolumeclaims/" in resource else None
+
+
+def test_a_scheduled_runs_rank_report_is_read_from_the_pods_of_its_slot():
+    """A run started by a cron fire time has an id that includes the slot: observe must select that run's
+    pods, or the rank pod's report is never read and the run waits forever after rank."""
+    from trainpipe.contract.names import LABEL_PIPELINE, LABEL_RUN, LABEL_STAGE
+    from trainpipe.contract.status import ScheduleStatus
+    from trainpipe_operator.observe import observe
+
+    slot = "2026-12-01T02:00:00Z"
+    spec = SPEC.model_copy(update={"schedule": PipelineSpec.model_validate({"data": {"dir": "example"}, "schedule": {"cron": "0 2 * * *", "timeZone": "UTC"}}).schedule})
+    run = run_id(spec, None, slot)
+    assert run != run_id(spec), "the slot is part of the run's identity"
+    schedule = ScheduleStatus(cron="0 2 * * *", time_zone="UTC", since="2026-11-30T00:00:00Z", slot=slot, next_run_at="2026-12-02T02:00:00Z")
+    status = PipelineStatus(run_id=run, run_generation=1, started_at="2026-12-01T02:00:05Z", schedule=schedule)
+    name = job_name("demo", run, Stage.RANK, None, 0)
+    labels = {LABEL_PIPELINE: "demo", LABEL_RUN: run, LABEL_STAGE: Stage.RANK.value, "trainpipe.io/attempt": "0"}
+    rank_job = {"metadata": {"name": name, "labels": labels},
+                "spec": {"completions": 1}, "status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}}
+    rank_pod = {"metadata": {"name": f"{name}-abcde", "labels": {**labels, "job-name": name}},
+                "status": {"phase": "Succeeded", "containerStatuses": [{"state": {"terminated": {"exitCode": 0, "message": RANK_REPORT}}}]}}
+    kube = _RecordingKube([rank_job], [rank_pod])
+    scheduled = PipelineView(namespace="ns", name="demo", uid="uid-1", generation=1, spec=spec, spec_error=None, status=status)
+
+    observed = observe(kube, scheduled, NOW)  # type: ignore[arg-type]
+
+    assert kube.pod_selectors == [f"{LABEL_PIPELINE}=demo,{LABEL_RUN}={run}"]
+    assert [p.message for p in observed.pods] == [RANK_REPORT]
+    assert decide(scheduled, observed, CONFIG, NOW).status.selected_targets == 3
