@@ -64,6 +64,8 @@ from clusterkit import (  # noqa: E402
     pipelines_path,
     wait_for,
 )
+from executor import SKIP_LABEL as SKIP  # noqa: E402
+from executor import SKIP_MESSAGE_ANNOTATION as SKIP_MESSAGE  # noqa: E402
 from trainpipe.contract.families import FAMILY_STAGE  # noqa: E402
 from trainpipe.contract.names import API_GROUP, API_VERSION, KIND, LABEL_PIPELINE, LABEL_STAGE, STAGE_ORDER, Route, Stage, TaskType, TrainingType  # noqa: E402
 from trainpipe.contract.pipeline import PipelineSpec, TrainingPipeline  # noqa: E402
@@ -75,8 +77,6 @@ from trainpipe_operator import manifests  # noqa: E402
 from trainpipe_operator.main import build_parser, config_from  # noqa: E402
 from trainpipe_operator.manifests import JobIntent, Owner  # noqa: E402
 
-SKIP = "executor.trainpipe.io/skip"
-SKIP_MESSAGE = "executor.trainpipe.io/termination-message"
 CPU_FAMILIES = ("lightgbm", "xgboost", "catboost", "ngboost")
 GPU_FAMILIES = ("mlp", "lstm")
 TARGETS = 5

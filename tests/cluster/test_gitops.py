@@ -37,13 +37,13 @@ from clusterkit import (
     wait_condition,
     wait_for,
 )
+from executor import SKIP_LABEL as SKIP
+from executor import SKIP_MESSAGE_ANNOTATION as SKIP_MESSAGE
 from trainpipe.contract.names import LABEL_PIPELINE, LABEL_STAGE
 
 REPO = Path(__file__).resolve().parents[2]
 HEALTH_LUA = REPO / "operator" / "deploy" / "argocd-health.lua"
 DASHBOARD = REPO / "operator" / "deploy" / "grafana-dashboard.json"
-SKIP = "executor.trainpipe.io/skip"
-SKIP_MESSAGE = "executor.trainpipe.io/termination-message"
 PLAN_PATH = "globals/training_plan/master_training_plan.json"
 TIMEOUT = 120
 

@@ -39,13 +39,13 @@ from clusterkit import (
     wait_condition,
     wait_for,
 )
+from executor import SKIP_LABEL as SKIP
+from executor import SKIP_MESSAGE_ANNOTATION as SKIP_MESSAGE
 from trainpipe.contract.names import ANNOTATION_RERUN, LABEL_MANAGED_BY, LABEL_PIPELINE, LABEL_RUN, LABEL_STAGE, MANAGER
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "trainpipe"
 RULES_FILE = CHART / "files" / "operator-rules.yaml"
-SKIP = "executor.trainpipe.io/skip"
-SKIP_MESSAGE = "executor.trainpipe.io/termination-message"
 # A skipped stage takes about a second; waits allow for a machine shared with other test runs.
 WAIT = 240
 PLAN = {"planDigest": "1" * 64, "path": "globals/training_plan/master_training_plan.json"}

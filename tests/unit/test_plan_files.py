@@ -139,7 +139,7 @@ def test_invalid_training_plan_error_names_the_file(tmp_path, content):
     path.write_text(content)
     with pytest.raises(PlanFileError, match=str(path)) as info:
         read_training_plan(path)
-    assert "rerun `trainpipe plan`" in str(info.value)
+    assert "run `trainpipe plan` to rewrite it" in str(info.value)
 
 
 def test_schema_error_names_the_field(tmp_path):

@@ -31,7 +31,7 @@ def test_a_rankings_file_of_another_schema_is_refused_with_the_field_named(tmp_p
     layout = Layout(tmp_path)
     layout.ranking_dir.mkdir()
     layout.rankings_json.write_text(json.dumps({"interval_minutes": 1440.0, "selected": ["fwd_ret_1d"]}))
-    with pytest.raises(StageFileError, match=r"target_rankings\.json: not a valid rankings file .*symbols.*run `trainpipe rank` to rewrite it"):
+    with pytest.raises(StageFileError, match=r"target_rankings\.json: not a valid rankings file: .*symbols.*run `trainpipe rank` to rewrite it"):
         read_rankings(layout)
     layout.rankings_json.write_text("{not json")
     with pytest.raises(StageFileError, match=r"target_rankings\.json: not a valid rankings file"):

@@ -165,8 +165,8 @@ def test_a_worker_request_is_refused_with_its_file_and_field_named(tmp_path) -> 
     from trainpipe.io.requests import RequestFileError
 
     path = tmp_path / "request.json"
-    with pytest.raises(RequestFileError, match="cannot read the worker request"):
+    with pytest.raises(RequestFileError, match=r"request\.json is missing: run the training stage first"):
         read_worker_request(path)
     path.write_text('{"family": "lightgbm", "embargoBars": 5, "colour": "red"}')
-    with pytest.raises(RequestFileError, match=r"request.json: not a worker request: .*field 'units': Field required.*field 'colour': Extra inputs"):
+    with pytest.raises(RequestFileError, match=r"request.json: not a valid worker request: .*field 'units': Field required.*field 'colour': Extra inputs"):
         read_worker_request(path)

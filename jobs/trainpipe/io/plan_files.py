@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import TypeVar
 
 import pandas as pd
-from pydantic import ValidationError
 
 from trainpipe.contract.base import Contract
-from trainpipe.contract.pipeline import format_validation_error
 from trainpipe.contract.plan import RoutingPlan, TrainingJob, TrainingPlan
 from trainpipe.io import atomic
 from trainpipe.io.layout import Layout
+from trainpipe.io.model_files import read_model
 
 VIEW_DIRS: tuple[str, ...] = ("by_target", "by_symbol", "by_type", "by_route")
 
@@ -159,16 +158,7 @@ def read_routing_plan(source: Layout | Path | str) -> RoutingPlan:
 
 
 def _read_model(path: Path, model: type[_Model], what: str) -> _Model:
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise PlanFileError(f"{path}: not valid JSON ({exc}); rerun `trainpipe plan` to rewrite the {what}") from None
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise PlanFileError(
-            f"{path}: not a valid {what}: {format_validation_error(exc)}; rerun `trainpipe plan` to rewrite it"
-        ) from None
+    return read_model(path, model, what=what, rerun="run `trainpipe plan`", error=PlanFileError)
 
 
 # ----------------------------------------------------------------------------------------- markdown

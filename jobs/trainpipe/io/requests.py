@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from trainpipe.contract.pipeline import format_validation_error
 from trainpipe.contract.requests import WorkerRequest
 from trainpipe.io import atomic
+from trainpipe.io.model_files import read_model
 
 
 class RequestFileError(ValueError):
@@ -20,11 +18,4 @@ def write_worker_request(path: Path, request: WorkerRequest) -> None:
 
 
 def read_worker_request(path: Path) -> WorkerRequest:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise RequestFileError(f"{path}: cannot read the worker request ({exc}); rerun the training stage to rewrite it") from None
-    try:
-        return WorkerRequest.model_validate_json(text)
-    except ValidationError as exc:
-        raise RequestFileError(f"{path}: not a worker request: {format_validation_error(exc)}; rerun the training stage to rewrite it") from None
+    return read_model(path, WorkerRequest, what="worker request", rerun="run the training stage", error=RequestFileError)

@@ -15,15 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import ValidationError
-
 from trainpipe.contract.base import Contract
-from trainpipe.contract.pipeline import format_validation_error
 from trainpipe.contract.rankings import DataPins, RankingsFile
 from trainpipe.contract.records import StageRecord
 from trainpipe.contract.selection import SelectionSummary, TargetSelection
 from trainpipe.io import atomic
 from trainpipe.io.layout import Layout
+from trainpipe.io.model_files import read_model
 
 _Model = TypeVar("_Model", bound=Contract)
 
@@ -36,17 +34,7 @@ class StageFileError(ValueError):
 
 
 def _read(path: Path, model: type[_Model], what: str, rerun: str) -> _Model:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise StageFileError(f"{path} is missing: {rerun} first") from None
-    except OSError as exc:
-        raise StageFileError(f"{path}: cannot read the {what} ({exc}); {rerun} to rewrite it") from None
-    try:
-        return model.model_validate_json(text)
-    except ValidationError as exc:
-        raise StageFileError(f"{path}: not a valid {what} (written by another trainpipe version?): "
-                             f"{format_validation_error(exc)}; {rerun} to rewrite it") from None
+    return read_model(path, model, what=what, rerun=rerun, error=StageFileError)
 
 
 # ---------------------------------------------------------------- rank

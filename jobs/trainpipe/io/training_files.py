@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from trainpipe.contract.pipeline import format_validation_error
 from trainpipe.contract.results import StageResultFile, UnitResult, UnitRunResult
 from trainpipe.io import atomic
+from trainpipe.io.model_files import read_model
 
 _Model = TypeVar("_Model", StageResultFile, UnitRunResult)
 
@@ -59,7 +60,8 @@ def write_stage_result(path: Path, result: StageResultFile) -> None:
 
 
 def read_stage_result(path: Path) -> StageResultFile:
-    return _read(path, StageResultFile, "training stage result", "rerun `trainpipe train --stage <stage>`")
+    return read_model(path, StageResultFile, what="training stage result", rerun="run `trainpipe train --stage <stage>`",
+                      error=TrainingFileError)
 
 
 def write_unit_run_result(path: Path, result: UnitRunResult) -> None:
@@ -67,15 +69,5 @@ def write_unit_run_result(path: Path, result: UnitRunResult) -> None:
 
 
 def read_unit_run_result(path: Path) -> UnitRunResult:
-    return _read(path, UnitRunResult, "training unit result", "rerun the unit (`trainpipe train --family F --unit-index I`)")
-
-
-def _read(path: Path, model: type[_Model], what: str, rerun: str) -> _Model:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise TrainingFileError(f"{path}: cannot read the {what} ({exc}); {rerun}") from None
-    try:
-        return model.model_validate_json(text)
-    except ValidationError as exc:
-        raise TrainingFileError(f"{path}: not a valid {what}: {format_validation_error(exc)}; {rerun}") from None
+    return read_model(path, UnitRunResult, what="training unit result",
+                      rerun="run the unit (`trainpipe train --family F --unit-index I`)", error=TrainingFileError)
