@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import statistics
@@ -30,7 +31,8 @@ from trainpipe.contract.names import COMPUTE_STAGES, Stage
 from trainpipe.resources import available_cpus
 
 FOXML_SECONDS = 700.0  # FoxML rank + select on 3 symbols × 4,000 rows × 6 targets × 27 features, this machine class
-CLUSTER_START, CLUSTER_END = "<!-- cluster:start -->", "<!-- cluster:end -->"
+# Sections other benchmarks own (hack/write-section.py writes `<!-- NAME:start -->` … `<!-- NAME:end -->`).
+OWNED_SECTION = re.compile(r"<!-- (?P<name>[\w-]+):start -->.*?<!-- (?P=name):end -->", re.DOTALL)
 
 
 # ------------------------------------------------------------------ one stage in this process
@@ -396,15 +398,13 @@ def _f(v, digits: int = 4) -> str:
 
 
 def _merge(path: Path, body: str) -> str:
-    """Our sections, with the cluster tier's section (owned by hack/) carried over unchanged."""
+    """Our sections, with every section another benchmark owns (cluster tier, operator, scale) carried over unchanged."""
     try:
         old = path.read_text()
     except FileNotFoundError:
         return body
-    if CLUSTER_START in old and CLUSTER_END in old:
-        cluster = old[old.index(CLUSTER_START): old.index(CLUSTER_END) + len(CLUSTER_END)]
-        return body + "\n" + cluster + "\n"
-    return body
+    owned = [m.group(0) for m in OWNED_SECTION.finditer(old)]
+    return body + "".join("\n" + section + "\n" for section in owned)
 
 
 if __name__ == "__main__":
