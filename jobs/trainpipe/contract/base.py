@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
 
 
@@ -14,6 +16,20 @@ class Contract(BaseModel):
         frozen=True,
         use_enum_values=False,
     )
+    # A versioned file's kind ("rankings", "routing plan"): set, it makes the model refuse a `schema_version`
+    # other than its field's default, with `SCHEMA_FIX` (what to run) appended to the error.
+    SCHEMA_NAME: ClassVar[str] = ""
+    SCHEMA_FIX: ClassVar[str] = ""
+
+    @model_validator(mode="after")
+    def _schema_version(self) -> Contract:
+        if self.SCHEMA_NAME:
+            expected = type(self).model_fields["schema_version"].default
+            found = getattr(self, "schema_version", None)
+            if found != expected:
+                fix = f"; {self.SCHEMA_FIX}" if self.SCHEMA_FIX else ""
+                raise ValueError(f"{self.SCHEMA_NAME} schema {found!r} is not {expected!r}{fix}")
+        return self
 
     def to_wire(self) -> dict:
         """JSON-ready dict with camelCase keys, as written to files, ConfigMaps and the CRD."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     AliasChoices,
@@ -135,6 +135,8 @@ class PlanMetadata(_Derived):
 
 
 class RoutingPlan(Contract):
+    SCHEMA_NAME: ClassVar[str] = "routing plan"
+    SCHEMA_FIX: ClassVar[str] = "rerun `trainpipe plan`"
     schema_version: str = ROUTING_SCHEMA_VERSION
     metadata: PlanMetadata
     candidates_path: str = Field(description="Path of routing_candidates.parquet, relative to the output dir")
@@ -151,11 +153,6 @@ class RoutingPlan(Contract):
         # Plan readers find the candidates file under metadata.metrics_snapshot.
         return _with_metadata_key(handler(self), info, "metrics_snapshot", self.candidates_path)
 
-    @model_validator(mode="after")
-    def _version(self) -> RoutingPlan:
-        if self.schema_version != ROUTING_SCHEMA_VERSION:
-            raise ValueError(f"routing plan schema {self.schema_version!r} is not {ROUTING_SCHEMA_VERSION!r}; rerun `trainpipe plan`")
-        return self
 
 
 class TrainingJob(Contract):
@@ -198,6 +195,8 @@ class TrainingPlanMetadata(PlanMetadata):
 
 
 class TrainingPlan(Contract):
+    SCHEMA_NAME: ClassVar[str] = "training plan"
+    SCHEMA_FIX: ClassVar[str] = "rerun `trainpipe plan`"
     schema_version: str = PLAN_SCHEMA_VERSION
     metadata: TrainingPlanMetadata
     jobs: list[TrainingJob]
@@ -216,8 +215,6 @@ class TrainingPlan(Contract):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingPlan:
-        if self.schema_version != PLAN_SCHEMA_VERSION:
-            raise ValueError(f"training plan schema {self.schema_version!r} is not {PLAN_SCHEMA_VERSION!r}; rerun `trainpipe plan`")
         ids = [job.job_id for job in self.jobs]
         if len(set(ids)) != len(ids):
             raise ValueError("training plan has duplicate job_id values")

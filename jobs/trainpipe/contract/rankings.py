@@ -6,6 +6,8 @@ writer and reader is `trainpipe.io.stage_files`.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, model_validator
 
 from trainpipe.contract.base import SnakeContract
@@ -57,6 +59,7 @@ class TooGoodLimits(SnakeContract):
 
 
 class RankingsFile(SnakeContract):
+    SCHEMA_NAME: ClassVar[str] = "rankings"
     schema_version: str = RANKINGS_SCHEMA_VERSION
     interval_minutes: float = Field(gt=0)
     symbols: list[str]
@@ -70,8 +73,6 @@ class RankingsFile(SnakeContract):
 
     @model_validator(mode="after")
     def _consistent(self) -> RankingsFile:
-        if self.schema_version != RANKINGS_SCHEMA_VERSION:
-            raise ValueError(f"rankings schema {self.schema_version!r} is not {RANKINGS_SCHEMA_VERSION!r}")
         ranked = {row.target: row for row in self.targets}
         unknown = [t for t in self.selected if t not in ranked or not ranked[t].selected]
         if unknown:
@@ -89,12 +90,8 @@ class RankingsFile(SnakeContract):
 class DataPins(SnakeContract):
     """`ranking/data_files.json`: the data files rank read and their digest (the holdout's bars included, so kept apart from the rankings)."""
 
+    SCHEMA_NAME: ClassVar[str] = "data pins"
     schema_version: str = RANKINGS_SCHEMA_VERSION
     files: list[str]
     digest: str
 
-    @model_validator(mode="after")
-    def _version(self) -> DataPins:
-        if self.schema_version != RANKINGS_SCHEMA_VERSION:
-            raise ValueError(f"data pins schema {self.schema_version!r} is not {RANKINGS_SCHEMA_VERSION!r}")
-        return self

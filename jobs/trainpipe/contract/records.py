@@ -5,15 +5,16 @@ Written last, after every output it lists; read by `trainpipe.runner.records` th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from trainpipe.contract.base import SnakeContract
 from trainpipe.contract.names import STAGE_RECORD_SCHEMA_VERSION
 
 
 class StageRecord(SnakeContract):
+    SCHEMA_NAME: ClassVar[str] = "stage record"
     schema_version: str = STAGE_RECORD_SCHEMA_VERSION
     stage: str
     key: str = Field(description="Digest of every input of the stage: the record is current only while it matches")
@@ -23,11 +24,6 @@ class StageRecord(SnakeContract):
     unit: str | None = Field(None, description="The unit a unit record covers (a target for select)")
     reused_from: str | None = Field(None, description="The sibling run folder the outputs were copied from")
 
-    @model_validator(mode="after")
-    def _version(self) -> StageRecord:
-        if self.schema_version != STAGE_RECORD_SCHEMA_VERSION:
-            raise ValueError(f"stage record schema {self.schema_version!r} is not {STAGE_RECORD_SCHEMA_VERSION!r}")
-        return self
 
     def to_file(self) -> dict[str, Any]:
         """The file's JSON: `unit` and `reused_from` appear only when set."""

@@ -11,7 +11,7 @@ snake_case keys on disk. The one writer and reader of each file is `trainpipe.io
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -54,6 +54,7 @@ class UnitRecord(SnakeContract):
 class StageResultFile(SnakeContract):
     """`result.json` of a whole training stage run in one process."""
 
+    SCHEMA_NAME: ClassVar[str] = "training result"
     schema_version: str = TRAINING_RESULT_SCHEMA_VERSION
     stage: str
     trained: int = Field(ge=0)
@@ -65,8 +66,6 @@ class StageResultFile(SnakeContract):
 
     @model_validator(mode="after")
     def _consistent(self) -> StageResultFile:
-        if self.schema_version != TRAINING_RESULT_SCHEMA_VERSION:
-            raise ValueError(f"training result schema {self.schema_version!r} is not {TRAINING_RESULT_SCHEMA_VERSION!r}")
         counts = {s: sum(r.status == s for r in self.records) for s in ("trained", "failed", "skipped", "reused")}
         if counts != {"trained": self.trained, "failed": self.failed, "skipped": self.skipped, "reused": self.reused}:
             raise ValueError(f"the counts disagree with the records ({counts})")
@@ -76,13 +75,9 @@ class StageResultFile(SnakeContract):
 class UnitRunResult(UnitRecord):
     """`result.json` of one unit run on its own (one pod of a family's Indexed Job)."""
 
+    SCHEMA_NAME: ClassVar[str] = "training result"
     schema_version: str = TRAINING_RESULT_SCHEMA_VERSION
     unit_id: str
     index: int = Field(ge=0, description="The unit's index among its family's units (the pod's completion index)")
     wall_seconds: float
 
-    @model_validator(mode="after")
-    def _version(self) -> UnitRunResult:
-        if self.schema_version != TRAINING_RESULT_SCHEMA_VERSION:
-            raise ValueError(f"training result schema {self.schema_version!r} is not {TRAINING_RESULT_SCHEMA_VERSION!r}")
-        return self

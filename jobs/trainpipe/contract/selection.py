@@ -6,7 +6,9 @@ whole stage; snake_case keys on disk. The one writer and reader is `trainpipe.io
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from typing import ClassVar
+
+from pydantic import Field
 
 from trainpipe.contract.base import SnakeContract
 from trainpipe.contract.names import SELECTION_SCHEMA_VERSION, Stability, TaskType
@@ -22,17 +24,13 @@ class SelectionStability(SnakeContract):
 
 
 class TargetSelection(SnakeContract):
+    SCHEMA_NAME: ClassVar[str] = "selection"
     schema_version: str = SELECTION_SCHEMA_VERSION
     target: str
     task: TaskType
     features: list[str] = Field(description="Ordered: the plan's jobs train on exactly this list")
     stability: SelectionStability
 
-    @model_validator(mode="after")
-    def _version(self) -> TargetSelection:
-        if self.schema_version != SELECTION_SCHEMA_VERSION:
-            raise ValueError(f"selection schema {self.schema_version!r} is not {SELECTION_SCHEMA_VERSION!r}")
-        return self
 
 
 class SelectionEntry(SnakeContract):
@@ -43,11 +41,7 @@ class SelectionEntry(SnakeContract):
 
 
 class SelectionSummary(SnakeContract):
+    SCHEMA_NAME: ClassVar[str] = "selection summary"
     schema_version: str = SELECTION_SCHEMA_VERSION
     targets: dict[str, SelectionEntry]
 
-    @model_validator(mode="after")
-    def _version(self) -> SelectionSummary:
-        if self.schema_version != SELECTION_SCHEMA_VERSION:
-            raise ValueError(f"selection summary schema {self.schema_version!r} is not {SELECTION_SCHEMA_VERSION!r}")
-        return self
