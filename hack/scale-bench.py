@@ -22,7 +22,10 @@ What is reported: wall time until every pipeline is Ready (operator) or every re
 (ideal) and their ratio; hand-off latency (a stage's last Job Complete → the next stage's first Job
 created), as seen by one watcher, so both ends carry the same watch delay; the operator's API requests
 per pipeline by verb and resource from the API server's audit log (events apart) with the server-side
-latency of its reads; its peak RSS (VmHWM); the largest TrainingPipeline object seen in any watch event.
+latency of its reads, and whether every (group, resource, verb) it used is one the chart's RBAC grants
+(helm/trainpipe/files/operator-rules.yaml, read at the end of the run), with what it grants unused, its
+denied requests and its Secrets requests; its peak RSS (VmHWM); the largest TrainingPipeline object seen
+in any watch event.
 """
 
 from __future__ import annotations
@@ -257,19 +260,25 @@ class Watcher:
 
 @dataclass
 class Requests:
-    """The operator's requests in one namespace, by (verb, resource label), events apart."""
+    """The operator's requests in one namespace, by (verb, resource label), events apart; and all of them
+    (events too, and its cluster-scoped ones) against the chart's RBAC rules."""
 
     writes: Counter[tuple[str, str]]
     reads: Counter[tuple[str, str]]  # get and list (watches are long-running: one each, not per pass)
     read_ms: dict[tuple[str, str], list[float]]  # server-side latency of each read
+    privileges: auditlog.Privileges
 
     @staticmethod
-    def of(log: Path, mark: AuditMark, namespace: str) -> Requests:
+    def of(log: Path, mark: auditlog.AuditMark, namespace: str) -> Requests:
         writes: Counter[tuple[str, str]] = Counter()
         reads: Counter[tuple[str, str]] = Counter()
         latencies: dict[tuple[str, str], list[float]] = defaultdict(list)
+        mine: list[auditlog.Request] = []
         for segment, offset in mark.segments(log):
             for r in auditlog.read(segment, offset, user=lambda u: u == OPERATOR_USER):
+                if r.namespace not in (namespace, ""):
+                    continue
+                mine.append(r)
                 if r.namespace != namespace or r.resource == "events":
                     continue
                 if r.is_write:
@@ -278,31 +287,7 @@ class Requests:
                     reads[(r.verb, r.label)] += 1
             for key, values in read_latencies(segment, offset, namespace).items():
                 latencies[key] += values
-        return Requests(writes, reads, dict(latencies))
-
-
-@dataclass(frozen=True)
-class AuditMark:
-    """Where the audit log stood when a phase began. The API server rotates it (at 100 MB by default) into
-    `audit-<time>.log` beside it, which a phase at 200 pipelines outgrows: the file that was current
-    then is found again by its inode."""
-
-    inode: int
-    offset: int
-    at: float
-
-    @staticmethod
-    def now(log: Path) -> AuditMark:
-        st = log.stat() if log.exists() else None
-        return AuditMark(st.st_ino if st else 0, st.st_size if st else 0, time.time())
-
-    def segments(self, log: Path) -> list[tuple[Path, int]]:
-        """The files written since the mark, oldest first, each with the byte to start at."""
-        files = sorted(log.parent.glob("audit*.log"), key=lambda f: f.stat().st_mtime)
-        marked = next((i for i, f in enumerate(files) if f.stat().st_ino == self.inode), None)
-        if marked is None:  # the marked file itself was pruned: whatever was written since
-            return [(f, 0) for f in files if f.stat().st_mtime >= self.at]
-        return [(files[marked], self.offset)] + [(f, 0) for f in files[marked + 1:]]
+        return Requests(writes, reads, dict(latencies), auditlog.Privileges.of(mine, auditlog.chart_rules()))
 
 
 def read_latencies(log: Path, offset: int, namespace: str) -> dict[tuple[str, str], list[float]]:
@@ -409,7 +394,7 @@ class Bench:
         with self.scratch_namespace("op", phase) as ns:
             kubeconfig = self.cluster.install_operator_access(self.state / "bench-scale.kubeconfig")
             operator = OperatorProcess(kubeconfig, self.state / "bench-scale-operator.log", namespaces=[ns], extra_args=self.operator_args).start()
-            mark = AuditMark.now(self.audit)
+            mark = auditlog.AuditMark.now(self.audit)
             watcher = Watcher(self.kube, ns)
             time.sleep(1.0)
             try:
@@ -567,6 +552,8 @@ def section(args: argparse.Namespace, operator_args: list[str], work: Workload, 
             ms = r.read_ms.get((verb, resource))
             cells.append(f"{count / op.pipelines:.1f}" + (f" ({median(ms):.1f} ms)" if ms else ""))
         lines.append(f"| {verb} | {resource} | " + " | ".join(cells) + " |")
+    lines += ["", f"The operator's requests against the chart's RBAC ({auditlog.RULES_FILE.relative_to(REPO)}; events and cluster-scoped requests included):", ""]
+    lines += [f"- N={op.pipelines}: " + (op.requests.privileges.summary() if op.requests else "n/a (no audit log)") for op, _ in results]
     lines += ["", "Run time of the benchmark itself (both phases, namespace deletion included): "
               + ", ".join(f"N={op.pipelines}: {(op.total + ideal.total) / 60:.1f} min" for op, ideal in results) + "."]
     if plot is not None:
@@ -646,6 +633,7 @@ def main() -> int:
         print(f"== {n} pipelines × {bench.work.pods} pods", flush=True)
         op = bench.run_operator(n)
         print(f"   operator: all Ready after {op.wall:.1f}s (phase {op.total:.0f}s, namespace deletion {op.cleanup:.0f}s)", flush=True)
+        print(f"   operator RBAC: {op.requests.privileges.summary() if op.requests else 'n/a (no audit log)'}", flush=True)
         ideal = bench.run_ideal(n) if not args.operator_only else Phase("ideal", n, wall=float("nan"))
         print(f"   ideal:    all done after {ideal.wall:.1f}s (phase {ideal.total:.0f}s, namespace deletion {ideal.cleanup:.0f}s)", flush=True)
         print(f"   N={n} took {(op.total + ideal.total) / 60:.1f} min in all", flush=True)

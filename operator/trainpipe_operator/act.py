@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from trainpipe.contract.names import API_GROUP, API_VERSION, KIND, LABEL_STAGE, MANAGER
+from trainpipe.contract.status import Reason
+from trainpipe_operator.cache import ChildCache
 from trainpipe_operator.decide import Decision
 from trainpipe_operator.kubeapi import ApiError, Kube, path, pipelines_path
 from trainpipe_operator.metrics import Metrics
@@ -44,34 +46,75 @@ def _collection(manifest: dict[str, Any]) -> str:
     raise ValueError(f"act cannot create a {kind}")
 
 
-def act(kube: Kube, obj: dict[str, Any], view: PipelineView, decision: Decision, metrics: Metrics) -> None:
-    ns = view.namespace
+def progress_only(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether two statuses differ only in running counts: stage unit counters, `progress`, and the
+    "stage cpu: 12/20 units done, …" message a running stage shows. Those follow every pod a Job starts
+    or finishes; everything else (a stage starting or ending, a failure, a reason to wait) does not."""
+    return old != new and _without_counts(old) == _without_counts(new)
+
+
+def _without_counts(status: dict[str, Any]) -> dict[str, Any]:
+    out = dict(status, progress=None)
+    out["stages"] = {name: dict(stage, pending=0, active=0, succeeded=0, failed=0) for name, stage in (status.get("stages") or {}).items()}
+    if status.get("conditions") and any(c.get("reason") == Reason.STAGE_RUNNING.value for c in status["conditions"]):
+        out["message"] = None
+        out["conditions"] = [dict(c, message="") if c.get("reason") == Reason.STAGE_RUNNING.value else c for c in status["conditions"]]
+    return out
+
+
+def act(kube: Kube, obj: dict[str, Any], view: PipelineView, decision: Decision, metrics: Metrics, cache: ChildCache | None = None,
+        *, hold_progress: bool = False) -> bool:
+    """Apply `decision`; every answer the API gives to a write goes into `cache`, so the next pass starts from it.
+
+    With `hold_progress`, a status that only moves running counts (`progress_only`) is not written:
+    at hundreds of pipelines those writes were most of the operator's load on the API server, and a
+    count a few seconds old is still true enough. Returns whether the status was held back, so the
+    caller looks again when the hold ends.
+    """
+    ns, key = view.namespace, (view.namespace, view.name)
+    cache = cache if cache is not None else ChildCache()
     for manifest in decision.create:
-        if kube.create(_collection(manifest), manifest) and manifest["kind"] == "Job":
+        created = kube.create(_collection(manifest), manifest)
+        if created is None:
+            if manifest["kind"] == "Job":
+                cache.unprime(key)  # it exists, yet the cache did not show it: read it all again next pass
+            continue
+        cache.wrote(created)
+        if manifest["kind"] == "Job":
             metrics.jobs_created.labels(stage=manifest["metadata"]["labels"].get(LABEL_STAGE, "")).inc()
             log.info("%s/%s: created Job %s", ns, view.name, manifest["metadata"]["name"])
     for manifest in decision.upsert:
         collection = _collection(manifest)
-        if not kube.create(collection, manifest):
-            kube.replace(f"{collection}/{manifest['metadata']['name']}", manifest)
+        written = kube.create(collection, manifest)
+        if written is None:
+            written = kube.replace(f"{collection}/{manifest['metadata']['name']}", manifest)
+        cache.wrote(written)
     for name in decision.suspend_jobs:
-        kube.merge_patch(path(ns, "jobs", name, group="batch/v1"), {"metadata": {"annotations": {SUSPENDED_BY_OPERATOR: "true"}}, "spec": {"suspend": True}})
+        cache.wrote(kube.merge_patch(path(ns, "jobs", name, group="batch/v1"),
+                                     {"metadata": {"annotations": {SUSPENDED_BY_OPERATOR: "true"}}, "spec": {"suspend": True}}))
     for name in decision.resume_jobs:
-        kube.merge_patch(path(ns, "jobs", name, group="batch/v1"), {"metadata": {"annotations": {SUSPENDED_BY_OPERATOR: None}}, "spec": {"suspend": False}})
-    new_status = status_wire(decision)
-    if new_status != (obj.get("status") or {}):
-        write_status(kube, obj, pipelines_path(ns, view.name), new_status)
+        cache.wrote(kube.merge_patch(path(ns, "jobs", name, group="batch/v1"),
+                                     {"metadata": {"annotations": {SUSPENDED_BY_OPERATOR: None}}, "spec": {"suspend": False}}))
+    new_status, old_status = status_wire(decision), obj.get("status") or {}
+    held = hold_progress and progress_only(old_status, new_status)
+    if new_status != old_status and not held:
+        written = write_status(kube, obj, pipelines_path(ns, view.name), new_status)
+        if written is not None:
+            cache.wrote(written)
     for name in decision.delete_jobs:
-        if kube.delete(path(ns, "jobs", name, group="batch/v1")):
+        answer = kube.delete(path(ns, "jobs", name, group="batch/v1"))
+        cache.job_deleted(key, name, answer)
+        if answer is not None:
             log.info("%s/%s: deleted Job %s", ns, view.name, name)
     for stage, outcome, seconds, jobs in decision.finished_stages:
         metrics.stage_seconds.labels(stage=stage, outcome=outcome).observe(seconds)
         metrics.jobs_finished.labels(stage=stage, outcome=outcome).inc(jobs)
     for event in decision.events:
         post_event(kube, view, event.type, event.reason, event.message)
+    return held
 
 
-def write_status(kube: Kube, obj: dict[str, Any], resource_path: str, status: dict[str, Any]) -> None:
+def write_status(kube: Kube, obj: dict[str, Any], resource_path: str, status: dict[str, Any]) -> dict[str, Any] | None:
     """PUT `status` to /status with a resourceVersion, so it never overwrites a status it did not start from.
 
     A 409 means the object changed since this pass read it. An edit of the spec, labels or
@@ -79,21 +122,22 @@ def write_status(kube: Kube, obj: dict[str, Any], resource_path: str, status: di
     observedGeneration says which spec it was computed for (the edit's own event brings the next
     pass). So the status goes again on the fresh object, as long as the status there is still the
     one this pass started from; only a status written by someone else calls for a pass from scratch.
+    Returns the object as written (None when the pipeline went meanwhile).
     Recomputing on every edit instead would let a client that edits faster than a pass takes keep
     status from ever being written while the Jobs run on.
     """
     current, conflict = obj, ""
     for _ in range(STATUS_WRITE_ATTEMPTS):
         try:
-            kube.replace(resource_path + "/status", dict(current, status=status))
-            return
+            written: dict[str, Any] = kube.replace(resource_path + "/status", dict(current, status=status))
+            return written
         except ApiError as err:
             if err.status != 409:
                 raise
             conflict = str(err)
         current = kube.get_or_none(resource_path)
         if current is None:
-            return  # deleted meanwhile: its Jobs go with it
+            return None  # deleted meanwhile: its Jobs go with it
         if (current.get("status") or {}) != (obj.get("status") or {}):
             raise StatusConflict(f"{conflict}; and the status changed meanwhile")
     raise StatusConflict(conflict)

@@ -50,27 +50,42 @@ def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
         reconciler.logged_in.set()
         return info
 
+    # Each handler first records what it saw in the reconciler's cache, then wakes the pipeline, so the
+    # pass that follows reads the change without asking the API server.
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
     async def pipeline_event(event: kopf.RawEvent, namespace: str | None, name: str, meta: kopf.Meta, **_: Any) -> None:
         if namespace is None:
             return
         key = (namespace, name)
         if event.get("type") == "DELETED":
+            reconciler.cache.pipeline_deleted(key, str(meta.get("resourceVersion", "")))
             reconciler.health.forget(key)
             reconciler.metrics.record_status(key, None)
             return
+        reconciler.cache.put_pipeline(dict(event["object"]))
         reconciler.health.saw(key, str(meta.get("resourceVersion", "")))
-        reconciler.enqueue(key)
+        reconciler.notify(key)
 
     @kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS, registry=registry)
-    async def job_event(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+    async def job_event(event: kopf.RawEvent, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
         if namespace is not None:
-            reconciler.enqueue((namespace, labels[LABEL_PIPELINE]))
+            reconciler.cache.job_event(event.get("type"), dict(event["object"]))
+            reconciler.notify((namespace, labels[LABEL_PIPELINE]))
 
     @kopf.on.event("", "v1", "pods", labels=CHILD_LABELS, registry=registry)
     async def pod_event(event: kopf.RawEvent, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
         # Pods add what Jobs do not show: the scheduler's reason for Pending (see pod_event_wakes).
-        if namespace is not None and pod_event_wakes(event.get("object") or {}):
-            reconciler.enqueue((namespace, labels[LABEL_PIPELINE]))
+        if namespace is not None:
+            obj = dict(event["object"])
+            reconciler.cache.pod_event(event.get("type"), obj)
+            if pod_event_wakes(obj):
+                reconciler.notify((namespace, labels[LABEL_PIPELINE]))
+
+    @kopf.on.event("", "v1", "configmaps", labels=CHILD_LABELS, registry=registry)
+    async def configmap_event(event: kopf.RawEvent, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+        # The <pipeline>-plan ConfigMap: deleted or edited by hand, the pipeline's pass writes it back.
+        if namespace is not None:
+            reconciler.cache.configmap_event(event.get("type"), dict(event["object"]))
+            reconciler.notify((namespace, labels[LABEL_PIPELINE]))
 
     return registry

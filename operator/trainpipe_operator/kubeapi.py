@@ -83,14 +83,14 @@ class Kube:
                 return None
             raise
 
-    def create(self, collection: str, body: dict[str, Any]) -> bool:
-        """Create; False when it already exists (deterministic names make that success)."""
+    def create(self, collection: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create and return what the API server stored; None when it already exists (deterministic names make that success)."""
         try:
-            self.request("POST", collection, body)
-            return True
+            created: dict[str, Any] = self.request("POST", collection, body)
+            return created
         except ApiError as err:
             if err.status == 409:
-                return False
+                return None
             raise
 
     def replace(self, resource_path: str, body: dict[str, Any]) -> Any:
@@ -99,11 +99,11 @@ class Kube:
     def merge_patch(self, resource_path: str, body: dict[str, Any]) -> Any:
         return self.request("PATCH", resource_path, body, content_type=MERGE_PATCH)
 
-    def delete(self, resource_path: str, propagation: str = "Background") -> bool:
+    def delete(self, resource_path: str, propagation: str = "Background") -> Any:
+        """Delete; returns the API's answer (the object or a Status), None when it was already gone."""
         try:
-            self.request("DELETE", resource_path, {"propagationPolicy": propagation})
-            return True
+            return self.request("DELETE", resource_path, {"propagationPolicy": propagation}) or {}
         except ApiError as err:
             if err.status == 404:
-                return False
+                return None
             raise

@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=int(os.environ.get("TRAINPIPE_OPERATOR_PORT", "8080")), help="HTTP port of /metrics, /healthz and /readyz.")
     p.add_argument("--resync-seconds", type=float, default=30.0, help="Every pipeline is reconciled at least this often, events or not.")
     p.add_argument("--workers", type=int, default=4, help="Pipelines reconciled at the same time.")
+    p.add_argument("--event-batch-seconds", type=float, default=0.25,
+                   help="A pipeline's pass waits this long after a watch event, folding the events that follow into it.")
+    p.add_argument("--status-progress-seconds", type=float, default=5.0,
+                   help="A status change that only moves running unit counts is written at most this often per pipeline (stage changes at once).")
     p.add_argument("--stall-seconds", type=float, default=180.0, help="Liveness fails when the watch lags a fresh LIST for this long.")
     p.add_argument("--log-level", default=os.environ.get("TRAINPIPE_LOG_LEVEL", "INFO"))
     return p
@@ -76,7 +80,8 @@ async def serve(args: argparse.Namespace) -> None:
     config = config_from(args)
     limiter = limiter_from(args)
     reconciler = Reconciler(kube=Kube(load_client(args.kubeconfig), limiter), config=config, metrics=Metrics(),
-                            health=WatchHealth(grace_seconds=args.stall_seconds), namespaces=namespaces, workers=args.workers)
+                            health=WatchHealth(grace_seconds=args.stall_seconds), namespaces=namespaces, workers=args.workers,
+                            progress_seconds=args.status_progress_seconds, batch_seconds=args.event_batch_seconds)
     ready, stop = asyncio.Event(), asyncio.Event()
     runner = web.AppRunner(http_app(reconciler, ready), access_log=None)
     await runner.setup()

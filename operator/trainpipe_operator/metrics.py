@@ -23,6 +23,9 @@ class Metrics:
         self.jobs_finished = Counter("trainpipe_jobs_finished_total", "Jobs of finished stages, by outcome", ["stage", "outcome"], registry=r)
         self.reconcile_seconds = Histogram("trainpipe_reconcile_duration_seconds", "One observe → decide → act pass",
                                            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r)
+        self.reconcile_passes = Counter("trainpipe_reconcile_passes_total",
+                                        "Passes, by where they read the pipeline and its children: the operator's cache or the API server (in full)",
+                                        ["read"], registry=r)
         self.reconcile_errors = Counter("trainpipe_reconcile_errors_total", "Passes that raised (retried with backoff)", registry=r)
         self.watch_stalled = Gauge("trainpipe_watch_stalled", "1 while the pipeline watch lags behind a fresh LIST", registry=r)
         self._conditions: dict[tuple[str, str], set[str]] = {}

@@ -1,8 +1,10 @@
-"""Read one pipeline and its children from the API server into the snapshots `decide` takes.
+"""Read one pipeline and its children into the snapshots `decide` takes: from the cache when it can be trusted, else from the API server.
 
-Reads go to the API server (label-selected LISTs, consistent reads), not to a watch cache: after a
-restart or a missed event the snapshot is still the cluster's truth, which is what keeps `decide`
-from creating a Job twice.
+A full read (GET the pipeline, label-selected LISTs, GET the claims) is what a pass after a start, a
+failed pass or the relist period makes: after a restart or a missed event the snapshot is the
+cluster's truth, which is what keeps `decide` from creating a Job twice. It also refills the cache
+(see `cache`), from which the passes in between read without a request, except for the few facts
+only a fresh LIST is sure to hold (`observed.pod_read`).
 """
 
 from __future__ import annotations
@@ -11,39 +13,69 @@ from datetime import datetime
 from typing import Any
 
 from trainpipe.contract.names import LABEL_PIPELINE, LABEL_RUN
+from trainpipe_operator.cache import ChildCache, Key
 from trainpipe_operator.kubeapi import Kube, path, pipelines_path
 from trainpipe_operator.naming import artifacts_claim, plan_configmap
-from trainpipe_operator.observed import Observed, PipelineView, needs_pods, parse_job, parse_pipeline, parse_plan_configmap, parse_pod
+from trainpipe_operator.observed import Observed, PipelineView, PodRead, pod_read
 from trainpipe_operator.schedule import current_run
 
 
-def read_pipeline(kube: Kube, namespace: str, name: str) -> tuple[dict[str, Any], PipelineView] | None:
-    obj = kube.get_or_none(pipelines_path(namespace, name))
+def read_pipeline(kube: Kube, cache: ChildCache, key: Key) -> tuple[dict[str, Any], PipelineView] | None:
+    """The pipeline from the cache when it is trusted, else a GET (which refreshes the cache)."""
+    known, obj = cache.pipeline(key) if cache.fresh(key) else (False, None)
+    if not known:
+        obj = kube.get_or_none(pipelines_path(*key))
+        if obj is None:
+            cache.pipeline_deleted(key, "")
+        else:
+            cache.put_pipeline(obj)
     if obj is None or (obj.get("metadata") or {}).get("deletionTimestamp"):
         return None  # gone or going: ownerReferences clean up its Jobs
-    return obj, parse_pipeline(obj)
+    return obj, cache.view(obj)
 
 
-def observe(kube: Kube, view: PipelineView, now: datetime) -> Observed:
-    ns, name = view.namespace, view.name
-    selector = f"{LABEL_PIPELINE}={name}"
-    jobs = [j for j in (parse_job(o) for o in kube.get(path(ns, "jobs", group="batch/v1"), labelSelector=selector)["items"]) if j is not None]
-    pods: list[Any] = []
+def observe(kube: Kube, cache: ChildCache, view: PipelineView, now: datetime) -> Observed:
+    key = (view.namespace, view.name)
+    selector = f"{LABEL_PIPELINE}={view.name}"
+    full = not cache.fresh(key)
+    if full:
+        started = cache.clock()  # trust runs from the start of the reads, not their end
+        cache.list_jobs(key, kube.get(path(view.namespace, "jobs", group="batch/v1"), labelSelector=selector))
+        cache.list_plans(key, kube.get(path(view.namespace, "configmaps"), labelSelector=selector))
+    jobs = cache.jobs(key)
+    pods: tuple[Any, ...] = ()
     missing: list[str] = []
     artifacts_exists = True
     if view.spec is not None:
         run, _, _ = current_run(view.spec, view.rerun_token, view.status.schedule, now)
-        # Only the current run's pods, and only when they can add to what the Jobs show (see needs_pods).
-        if needs_pods(jobs, run, view.status):
-            pods = [p for p in (parse_pod(o) for o in kube.get(path(ns, "pods"), labelSelector=f"{selector},{LABEL_RUN}={run}")["items"]) if p is not None]
+        need = pod_read(jobs, run, view.status)
+        if need is not PodRead.NONE:
+            cached = None if need is PodRead.FRESH or full else cache.pods(key, run)
+            if cached is None:
+                # Only the current run's pods: earlier runs' are of no use to `decide`.
+                cache.list_pods(key, run, kube.get(path(view.namespace, "pods"), labelSelector=f"{selector},{LABEL_RUN}={run}"))
+                cached = cache.pods(key, run)
+            pods = cached or ()
         volume = view.spec.data.volume
-        if volume is not None and kube.get_or_none(path(ns, "persistentvolumeclaims", volume.claim_name)) is None:
+        if volume is not None and not _claim_exists(kube, cache, view.namespace, volume.claim_name, full):
             missing.append(volume.claim_name)
         named = view.spec.artifacts.claim_name
         if named is not None:
-            if kube.get_or_none(path(ns, "persistentvolumeclaims", named)) is None:
+            if not _claim_exists(kube, cache, view.namespace, named, full):
                 missing.append(named)
         else:
-            artifacts_exists = kube.get_or_none(path(ns, "persistentvolumeclaims", artifacts_claim(name))) is not None
-    plan = parse_plan_configmap(kube.get_or_none(path(ns, "configmaps", plan_configmap(name))))
-    return Observed(jobs=tuple(jobs), pods=tuple(pods), plan=plan, missing_claims=tuple(missing), artifacts_claim_exists=artifacts_exists)
+            artifacts_exists = _claim_exists(kube, cache, view.namespace, artifacts_claim(view.name), full)
+    if full:
+        cache.primed(key, started)
+    return Observed(jobs=jobs, pods=pods, plan=cache.plan(key, plan_configmap(view.name)), missing_claims=tuple(missing),
+                    artifacts_claim_exists=artifacts_exists)
+
+
+def _claim_exists(kube: Kube, cache: ChildCache, namespace: str, name: str, full: bool) -> bool:
+    """A claim seen lately is taken to exist (claims are not watched); a missing one is asked again every pass."""
+    if not full and cache.claim_known(namespace, name):
+        return True
+    if kube.get_or_none(path(namespace, "persistentvolumeclaims", name)) is None:
+        return False
+    cache.claim_exists(namespace, name)
+    return True

@@ -1,6 +1,6 @@
 """Frozen snapshots of what the cluster holds for one pipeline, and pure parsers from API dicts into them.
 
-`observe` fills these from the API server; `decide` reads only these. Parsing lives here (not in
+`observe` fills these from the API server or the operator's cache of it; `decide` reads only these. Parsing lives here (not in
 `observe`) so that tests can build snapshots from the same dicts the API returns.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from pydantic import ValidationError
@@ -170,28 +171,37 @@ def parse_job(obj: dict[str, Any]) -> ObservedJob | None:
     )
 
 
-def needs_pods(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus) -> bool:
-    """Whether the run's pods can tell `decide` anything its Jobs do not: if not, the pass skips the pod LIST.
+class PodRead(Enum):
+    """What a pass must know of the run's pods, beyond what its Jobs show."""
+
+    NONE = "none"
+    # Why a pod is still Pending: the pod's own event wakes the pass (pod_event_wakes), and it is in
+    # the cache by then, so the cache is as good as a LIST.
+    CACHED = "cached"
+    # What a finished rank or plan pod reported, or why a pod failed: the Job's event can reach the
+    # operator before the pod's (two watches, no order between them), so only a LIST is sure to hold it.
+    FRESH = "fresh"
+
+
+def pod_read(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus) -> PodRead:
+    """Which pod read the run's Jobs call for (the strongest any Job needs).
 
     Pods add three facts: what a finished rank or plan pod reported (read once, until the status holds
     it), why a failed Job failed, and the scheduler's reason a pod is still Pending. A Job whose pods
     all run Ready, or that finished with nothing left to read, needs no pod read; at hundreds of
-    pipelines most passes are of that kind, and each skipped LIST spares the API server a scan of the
-    namespace's pods and the operator the parsing of the run's.
+    pipelines most passes are of that kind.
     """
     recorded = status.run_id == run
     unread = {Stage.RANK: not recorded or status.selected_targets is None, Stage.PLAN: not recorded or status.plan is None}
+    need = PodRead.NONE
     for job in jobs:
         if job.run != run or job.deleting:
             continue
-        if job.failed_condition is not None:
-            return True
-        if job.complete:
-            if unread.get(job.stage, False):
-                return True
-        elif job.active > job.ready:  # a pod not running yet may be unschedulable
-            return True
-    return False
+        if job.failed_condition is not None or (job.complete and unread.get(job.stage, False)):
+            return PodRead.FRESH
+        if not job.complete and job.active > job.ready:  # a pod not running yet may be unschedulable
+            need = PodRead.CACHED
+    return need
 
 
 def pod_event_wakes(obj: Mapping[str, Any]) -> bool:

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from trainpipe.contract.names import API_GROUP, API_VERSION, KIND
 from trainpipe_operator.act import StatusConflict, act
+from trainpipe_operator.cache import ChildCache
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.decide import decide
 from trainpipe_operator.health import WatchHealth
@@ -68,15 +70,29 @@ class Reconciler:
     health: WatchHealth
     namespaces: tuple[str, ...] = ()
     workers: int = 4
+    # A status that only moves running counts waits this long after the pipeline's last status write.
+    progress_seconds: float = 5.0
+    # A watch event's pass waits this long, so the burst a Job's pods make (each start and finish
+    # changes the Job) folds into one pass instead of one pass per event.
+    batch_seconds: float = 0.25
     queue: ReconcileQueue = field(default_factory=ReconcileQueue)
+    cache: ChildCache = field(default_factory=ChildCache)
     _failures: dict[Key, int] = field(default_factory=dict)
     _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
+    _status_written: dict[Key, float] = field(default_factory=dict)  # monotonic time of each pipeline's last status write
     resynced: asyncio.Event = field(default_factory=asyncio.Event)
     logged_in: asyncio.Event = field(default_factory=asyncio.Event)  # kopf's watches have credentials
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def enqueue(self, key: Key) -> None:
         self.queue.add(key)
+
+    def notify(self, key: Key) -> None:
+        """A watch event about `key`: a pass within `batch_seconds`, one for all the events until then."""
+        if self.batch_seconds > 0:
+            self.later(key, self.batch_seconds)
+        else:
+            self.enqueue(key)
 
     def later(self, key: Key, delay: float) -> None:
         """Look at `key` again after `delay` seconds (deadlines, TTLs, back-off); the earliest wins."""
@@ -96,15 +112,23 @@ class Reconciler:
     def reconcile_once(self, key: Key) -> float | None:
         """One observe → decide → act pass (blocking; runs in a worker thread). Returns when to look again."""
         started = time.perf_counter()
+        self.metrics.reconcile_passes.labels(read="cache" if self.cache.fresh(key) else "api").inc()
         try:
-            found = read_pipeline(self.kube, *key)
+            found = read_pipeline(self.kube, self.cache, key)
             if found is None:
                 self.metrics.record_status(key, None)
+                self._status_written.pop(key, None)
                 return None
             obj, view = found
             now = self.clock()  # one instant for both, so they agree on a scheduled run's slot
-            decision = decide(view, observe(self.kube, view, now), self.config, now)
-            act(self.kube, obj, view, decision, self.metrics)
+            decision = decide(view, observe(self.kube, self.cache, view, now), self.config, now)
+            since = time.monotonic() - self._status_written.get(key, float("-inf"))
+            held = act(self.kube, obj, view, decision, self.metrics, self.cache, hold_progress=since < self.progress_seconds)
+            if held:
+                wait = self.progress_seconds - since
+                return wait if decision.requeue_after is None else min(wait, decision.requeue_after)
+            if decision.status != view.status:
+                self._status_written[key] = time.monotonic()
             self.metrics.record_status(key, decision.status)
             return decision.requeue_after
         finally:
@@ -120,12 +144,14 @@ class Reconciler:
                 if again is not None:
                     self.later(key, max(0.1, again))
             except StatusConflict:
+                self.cache.unprime(key)
                 self.enqueue(key)  # another writer changed status under us: recompute from a fresh read now
             except Exception as exc:  # noqa: BLE001 — any API or transport error: retry the key with back-off
                 n = self._failures.get(key, 0)
                 self._failures[key] = n + 1
                 delay = ERROR_BACKOFF[min(n, len(ERROR_BACKOFF) - 1)]
                 self.metrics.reconcile_errors.inc()
+                self.cache.unprime(key)  # whatever went wrong, the next pass reads the API server in full
                 log.warning("%s/%s: reconcile failed (%s); retrying in %.1fs", *key, exc, delay)
                 self.later(key, delay)
             finally:
@@ -136,6 +162,8 @@ class Reconciler:
         out: dict[Key, str] = {}
         for ns in self.namespaces or (None,):
             for item in self.kube.get(pipelines_path(ns))["items"]:
+                # A LIST's items carry no kind; the cached object is also the body of the next status PUT.
+                self.cache.put_pipeline({"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, **item})  # makes good a missed event
                 meta = item["metadata"]
                 out[(meta["namespace"], meta["name"])] = meta.get("resourceVersion", "")
         return out

@@ -6,23 +6,31 @@ script imports it without the test dependencies.
 
 The log (hack/cluster/audit-policy.yaml) holds ServiceAccount requests only, at Metadata level, one
 JSON event per line. A request can appear twice: long-running ones (watches) are logged when the
-response starts and again when it completes; `read` keeps one per request. The log only grows
-(the local cluster does not rotate it), so a caller records `end_offset` before a scenario and
-reads from there, which keeps out whatever other tests did before.
+response starts and again when it completes; `read` keeps one per request. A short scenario records
+`end_offset` before it runs and reads from there, which keeps out whatever other tests did before; a
+long one (a benchmark, a whole test module) records an `AuditMark`, which also follows the API
+server's rotation of the log at 100 MB. `Privileges` compares what requests used with what RBAC
+rules grant (the chart's rules: `chart_rules`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Verbs that change state. Reads are list, get and watch; `deletecollection` is a write too.
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
+# The operator's RBAC rules: the one file the chart's Role and operator/deploy/rbac.yaml are made from.
+RULES_FILE = Path(__file__).resolve().parents[2] / "helm" / "trainpipe" / "files" / "operator-rules.yaml"
+
+Rule = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb), as RBAC grants it
 
 
 def log_path(cluster_state: str | os.PathLike[str]) -> Path:
@@ -50,7 +58,7 @@ class Request:
     uri: str
 
     @property
-    def rule(self) -> tuple[str, str, str]:
+    def rule(self) -> Rule:
         """(apiGroup, resource[/subresource], verb): the terms an RBAC rule grants in."""
         return self.group, self.qualified_resource, self.verb
 
@@ -127,11 +135,109 @@ def in_namespace(namespace: str) -> Callable[[str], bool]:
     return lambda name: name.startswith(prefix)
 
 
-def granted(rules: Iterable[dict]) -> set[tuple[str, str, str]]:
+def granted(rules: Iterable[dict]) -> set[Rule]:
     """(apiGroup, resource[/subresource], verb) for every combination a list of RBAC rules grants,
     comparable with `Request.rule` (helm/trainpipe/files/operator-rules.yaml, or a live Role's rules)."""
     return {(g, r, v) for rule in rules for g in rule.get("apiGroups", []) for r in rule.get("resources", [])
             for v in rule.get("verbs", [])}
+
+
+def chart_rules(path: str | os.PathLike[str] = RULES_FILE) -> list[dict[str, Any]]:
+    """The RBAC rules of helm/trainpipe/files/operator-rules.yaml, read now, so a check follows an edit of the file."""
+    import yaml  # here, not at the top: the rest of this module is standard library for scripts
+
+    rules = yaml.safe_load(Path(path).read_text())
+    if not isinstance(rules, list):
+        raise ValueError(f"{path}: expected a list of RBAC rules, got {type(rules).__name__}")
+    return rules
+
+
+def rule_label(rule: Rule) -> str:
+    """kubectl's spelling of a granted or used rule: `create jobs.batch`, `update trainingpipelines.trainpipe.io/status`."""
+    group, resource, verb = rule
+    name, _, sub = resource.partition("/")
+    return f"{verb} {name}.{group}{'/' + sub if sub else ''}" if group else f"{verb} {resource}"
+
+
+@dataclass(frozen=True)
+class Privileges:
+    """What some requests used against what RBAC rules grant; `problems` is empty when they stayed inside the grant.
+
+    `used` holds resource requests only: a non-resource URL (/version, /apis) is granted to every
+    ServiceAccount by the cluster's discovery roles, not by the chart. A denied request (403) and any
+    touch of Secrets are problems whatever the rules say: the operator must never need either.
+    """
+
+    used: frozenset[Rule]
+    granted: frozenset[Rule]
+    denied: tuple[Request, ...]
+    secrets: tuple[Request, ...]
+
+    @staticmethod
+    def of(requests: Iterable[Request], rules: Iterable[dict[str, Any]]) -> Privileges:
+        requests = list(requests)
+        return Privileges(used=frozenset(r.rule for r in requests if r.resource), granted=frozenset(granted(rules)),
+                          denied=tuple(r for r in requests if r.code == 403),
+                          secrets=tuple(r for r in requests if r.resource == "secrets"))
+
+    def covers(self, rule: Rule) -> bool:
+        """Whether the rules grant `rule`, a `*` in a rule granting every group, resource or verb."""
+        return any(all(g in (u, "*") for g, u in zip(grant, rule)) for grant in self.granted)
+
+    @property
+    def used_not_granted(self) -> list[Rule]:
+        return sorted(r for r in self.used if not self.covers(r))
+
+    @property
+    def granted_not_used(self) -> list[Rule]:
+        return sorted(self.granted - self.used)
+
+    @property
+    def problems(self) -> list[str]:
+        """One line per request or rule outside the grant: used but not granted, denied (403), touching Secrets."""
+        return ([f"used but not granted: {rule_label(r)}" for r in self.used_not_granted]
+                + [f"denied (403): {r.user} {r.verb} {r.label} {r.uri}" for r in self.denied]
+                + [f"touched Secrets ({r.code}): {r.user} {r.verb} {r.uri}" for r in self.secrets])
+
+    def summary(self) -> str:
+        """One line: whether used ⊆ granted, what is outside either way, and the 403 and Secrets counts."""
+        def listed(rules: list[Rule]) -> str:
+            return ", ".join(rule_label(r) for r in rules) or "none"
+
+        return (f"used ⊆ granted: {'no' if self.used_not_granted else 'yes'}; used not granted: {listed(self.used_not_granted)}; "
+                f"granted not used: {listed(self.granted_not_used)}; 403s: {len(self.denied)}; Secrets: {len(self.secrets)}")
+
+
+@dataclass(frozen=True)
+class AuditMark:
+    """Where the audit log stood at a moment. The API server rotates it (at 100 MB by default) into
+    `audit-<time>.log` beside it, which a long scenario outgrows: the file that was current then is
+    found again by its inode."""
+
+    inode: int
+    offset: int
+    at: float
+
+    @staticmethod
+    def now(log: str | os.PathLike[str]) -> AuditMark:
+        try:
+            st = os.stat(log)
+        except FileNotFoundError:
+            return AuditMark(0, 0, time.time())
+        return AuditMark(st.st_ino, st.st_size, time.time())
+
+    def segments(self, log: str | os.PathLike[str]) -> list[tuple[Path, int]]:
+        """The files written since the mark, oldest first, each with the byte to start at."""
+        files = sorted(Path(log).parent.glob("audit*.log"), key=lambda f: f.stat().st_mtime)
+        marked = next((i for i, f in enumerate(files) if f.stat().st_ino == self.inode), None)
+        if marked is None:  # the marked file itself was pruned (or the cluster made anew): whatever was written since
+            return [(f, 0) for f in files if f.stat().st_mtime >= self.at]
+        return [(files[marked], self.offset)] + [(f, 0) for f in files[marked + 1:]]
+
+    def read(self, log: str | os.PathLike[str], user: Callable[[str], bool] | None = None) -> Iterator[Request]:
+        """`read` over every file written since the mark (one per request within a file)."""
+        for segment, offset in self.segments(log):
+            yield from read(segment, offset, user)
 
 
 def summarise(requests: Iterable[Request], *, writes_only: bool = False) -> Counter[tuple[str, str, str]]:

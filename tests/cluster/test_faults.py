@@ -7,6 +7,12 @@ Where a test must hold a run at a stage, the pipeline names a Kueue queue: the o
 its Jobs suspended and the test admits them, as Kueue would. Two tests run real stage commands on the
 example data, because what they check lives in a real process: a deleted Job whose rank process is
 running, and a training unit killed mid-way. Each test's docstring says which kind it is.
+
+The module ends with a least-privilege check over every fault test that ran before it: the API
+server's audit log must show that, while pods and the API server died around it, the operator (and
+any ServiceAccount of a fault test's namespace) asked for nothing the chart's RBAC does not grant,
+was never denied, and never touched Secrets. Faults drive the operator down paths a clean run never
+takes (restarts, relists, re-creations), which is where a stray verb would hide.
 """
 
 from __future__ import annotations
@@ -17,14 +23,20 @@ import random
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 
+import auditlog
 from clusterkit import (
     BATCH,
     CORE,
+    OPERATOR_NAMESPACE,
+    OPERATOR_SERVICE_ACCOUNT,
     ApiError,
     Cluster,
     Kube,
@@ -49,6 +61,48 @@ REAL_RUN_TIMEOUT = 420
 # Shorter than one pass of the operator (read, list, write): nearly every status write meets an edit.
 EDIT_INTERVAL = 0.01
 RUNNING = {s.value for s in STAGE_ORDER}  # status.stage while a run is between its first and last stage
+# The identity of the `operator` fixture's process (operator_kubeconfig acts as this ServiceAccount).
+OPERATOR_USER = auditlog.service_account(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT)
+
+
+@dataclass
+class FaultAudit:
+    """The fault tests' share of the API server's audit log: where it stood when the module began, and
+    each fault test's namespace with whether that test passed."""
+
+    log: Path
+    mark: auditlog.AuditMark
+    namespaces: dict[str, bool] = field(default_factory=dict)
+
+    def requests(self) -> list[auditlog.Request]:
+        """The operator's requests in the fault tests' namespaces, its cluster-scoped ones, and every request of
+        a ServiceAccount of those namespaces (the Jobs' pods), since the module began.
+
+        Cluster-scoped requests cannot be told apart by namespace: an operator of another test module running
+        at the same time, under the same ServiceAccount, would add its own (the same code, the same RBAC).
+        """
+        mine = tuple(f"{auditlog.SERVICE_ACCOUNT_PREFIX}{ns}:" for ns in self.namespaces)
+        return [r for r in self.mark.read(self.log, user=lambda u: u == OPERATOR_USER or u.startswith(mine))
+                if r.user != OPERATOR_USER or r.namespace in self.namespaces or not r.namespace]
+
+
+@pytest.fixture(scope="module")
+def fault_audit(cluster: Cluster) -> FaultAudit:
+    log = auditlog.log_path(cluster.state)
+    assert log.exists(), f"{log} is missing: the local control plane runs without its audit policy (hack/cluster-up.sh)"
+    return FaultAudit(log, auditlog.AuditMark.now(log))
+
+
+@pytest.fixture(autouse=True)
+def _audited(request: pytest.FixtureRequest, fault_audit: FaultAudit) -> Iterator[None]:
+    """Records the namespace of each test that runs the operator, for the module's last test to check."""
+    if "operator" not in request.fixturenames:
+        yield
+        return
+    namespace = request.getfixturevalue("namespace")
+    yield
+    call = getattr(request.node, "report_call", None)  # kept by conftest's pytest_runtest_makereport
+    fault_audit.namespaces[namespace] = bool(call and call.passed)
 
 
 def skipped_spec(units: dict[str, int] = UNITS, **spec: Any) -> dict[str, Any]:
@@ -327,3 +381,30 @@ def test_a_training_pod_killed_mid_unit_is_retried_and_leaves_no_half_written_ou
         pd.read_parquet(path)
     shapes = {tuple(sorted(p.relative_to(u).as_posix() for p in u.rglob("*"))) for u in units}
     assert len(shapes) == 1, f"the killed unit's files differ from the others': {shapes}"
+
+
+def test_every_request_of_the_fault_runs_was_granted_by_the_chart_and_none_denied_or_touching_secrets(
+        fault_audit: FaultAudit) -> None:
+    """Runs last: the audit log of every fault test above that ran, against the chart's RBAC rules read now."""
+    if not fault_audit.namespaces:
+        pytest.skip("no fault test of this module ran in this session (deselected): nothing to check")
+    passed = sorted(ns for ns, ok in fault_audit.namespaces.items() if ok)
+
+    def jobs_made(requests: list[auditlog.Request]) -> set[str]:
+        return {r.namespace for r in requests if r.user == OPERATOR_USER and r.rule == ("batch", "jobs", "create") and r.code == 201}
+
+    # Every passed test created its pipeline's Jobs: wait (briefly) for the log to show them all, as the
+    # audit backend may write behind the responses; the assertion below says which are missing.
+    deadline = time.monotonic() + 30
+    while not jobs_made(requests := fault_audit.requests()) >= set(passed) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    made = jobs_made(requests)
+    print("\n" + auditlog.format_summary(auditlog.summarise(requests)))
+    assert requests, (f"no request of {OPERATOR_USER} or the fault tests' ServiceAccounts in {fault_audit.log} "
+                      f"since the module began (namespaces {sorted(fault_audit.namespaces)}): is the audit policy recording them?")
+    assert made >= set(passed), (f"the audit log shows no Job created by {OPERATOR_USER} in {sorted(set(passed) - made)}, "
+                                 "whose tests passed and so created Jobs: the log or its reading is missing requests")
+    privileges = auditlog.Privileges.of(requests, auditlog.chart_rules())
+    print(privileges.summary())
+    assert not privileges.problems, (f"during the fault runs ({len(requests)} requests in {len(fault_audit.namespaces)} namespaces), "
+                                     f"against {auditlog.RULES_FILE.name}:\n" + "\n".join(privileges.problems))

@@ -1,8 +1,10 @@
-"""tests/cluster/auditlog.py on a hand-written audit log: one count per request, offsets, filters and labels."""
+"""tests/cluster/auditlog.py on a hand-written audit log: one count per request, offsets, filters and labels,
+rotation, and requests against RBAC rules."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -59,3 +61,52 @@ def test_filters_keep_one_namespace_s_accounts_and_writes_and_counts_divide_per_
     writes = auditlog.summarise(mine, writes_only=True)
     assert writes == {(OPERATOR, "create", "events"): 4}
     assert auditlog.format_summary(writes, per=2).splitlines() == [OPERATOR, "  create events  2"]
+
+
+RULES = [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "list"]},
+         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
+         {"apiGroups": ["trainpipe.io"], "resources": ["trainingpipelines/status"], "verbs": ["update"]}]
+
+
+def test_privileges_name_each_use_without_a_grant_each_denial_and_each_touch_of_secrets(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    write(log, event("c", "create", "jobs", group="batch", code=201), event("g", "get", "configmaps"),
+          event("u", "update", "configmaps", code=403, uri="/api/v1/namespaces/ns/configmaps/p-plan"),
+          event("s", "get", "secrets", user=JOBS, code=403, uri="/api/v1/namespaces/ns/secrets/x"),
+          event("st", "update", "trainingpipelines", group="trainpipe.io", sub="status"), event("d", "get", uri="/apis"))
+    privileges = auditlog.Privileges.of(auditlog.read(log), RULES)
+    assert privileges.used_not_granted == [("", "configmaps", "update"), ("", "secrets", "get")]
+    assert privileges.granted_not_used == [("batch", "jobs", "list")]
+    assert privileges.problems == [
+        "used but not granted: update configmaps", "used but not granted: get secrets",
+        f"denied (403): {OPERATOR} update configmaps /api/v1/namespaces/ns/configmaps/p-plan",
+        f"denied (403): {JOBS} get secrets /api/v1/namespaces/ns/secrets/x",
+        f"touched Secrets (403): {JOBS} get /api/v1/namespaces/ns/secrets/x"]
+    assert privileges.summary() == ("used ⊆ granted: no; used not granted: update configmaps, get secrets; "
+                                    "granted not used: list jobs.batch; 403s: 2; Secrets: 1")
+
+
+def test_requests_inside_the_grant_pass_and_a_wildcard_grants_every_verb() -> None:
+    requests = [auditlog.Request(OPERATOR, verb, "batch", "jobs", "", "ns", "", 200, "/x") for verb in ("create", "list")]
+    inside = auditlog.Privileges.of(requests, RULES)
+    assert not inside.problems
+    assert inside.summary().startswith("used ⊆ granted: yes; used not granted: none; ")
+    assert not auditlog.Privileges.of(requests + [auditlog.Request(OPERATOR, "patch", "batch", "jobs", "", "ns", "", 200, "/x")],
+                                      [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["*"]}]).problems
+    # The chart's own rules parse into grants (the operator creates Jobs whatever else changes).
+    assert ("batch", "jobs", "create") in auditlog.Privileges.of([], auditlog.chart_rules()).granted
+
+
+def test_a_mark_reads_on_across_the_api_server_s_rotation_of_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    write(log, event("before", "delete", "configmaps"))
+    mark = auditlog.AuditMark.now(log)
+    write(log, event("after", "create", "jobs", group="batch"))
+    rotated = tmp_path / "audit-2026-12-01T21-00-00.000.log"
+    log.rename(rotated)  # as the API server does at 100 MB: the marked file lives on under a new name
+    os.utime(rotated, (mark.at, mark.at))
+    write(log, event("later", "list", "pods"))
+    os.utime(log, (mark.at + 1, mark.at + 1))  # newer than the mark, whatever the file system's clock granularity
+    assert [r.verb for r in mark.read(log)] == ["create", "list"]
+    rotated.unlink()  # the marked file pruned too: whatever was written since the mark
+    assert [r.verb for r in mark.read(log)] == ["list"]

@@ -51,9 +51,9 @@ class RecordingKube:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
 
-    def create(self, collection: str, body: dict[str, Any]) -> bool:
+    def create(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(("create", collection))
-        return True
+        return body
 
     def replace(self, resource_path: str, body: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(("replace", resource_path))
@@ -63,9 +63,9 @@ class RecordingKube:
         self.calls.append(("patch", resource_path))
         return body
 
-    def delete(self, resource_path: str, propagation: str = "Background") -> bool:
+    def delete(self, resource_path: str, propagation: str = "Background") -> dict[str, Any]:
         self.calls.append(("delete", resource_path))
-        return True
+        return {}
 
 
 def view(status: PipelineStatus | None = None, name: str = "demo") -> PipelineView:
@@ -94,6 +94,8 @@ def exercised_metrics() -> Metrics:
     metrics.record_status(("ns", "demo"), finished.status)
     metrics.record_status(("ns", "other"), failed.status)
     metrics.reconcile_seconds.observe(0.02)
+    metrics.reconcile_passes.labels(read="api").inc()
+    metrics.reconcile_passes.labels(read="cache").inc(3)
     metrics.reconcile_errors.inc(0)
     metrics.watch_stalled.set(0)
     assert ("create", "/apis/batch/v1/namespaces/ns/jobs") in kube.calls
@@ -137,6 +139,7 @@ def test_metrics_are_served_in_prometheus_text_format(exported: dict[str, Any]) 
         "trainpipe_jobs_created": "counter",
         "trainpipe_jobs_finished": "counter",
         "trainpipe_reconcile_duration_seconds": "histogram",
+        "trainpipe_reconcile_passes": "counter",
         "trainpipe_reconcile_errors": "counter",
         "trainpipe_watch_stalled": "gauge",
     }
@@ -155,6 +158,7 @@ def test_series_carry_what_the_operator_did(exported: dict[str, Any]) -> None:
     assert series[("trainpipe_stage_duration_seconds_count", (("outcome", "Succeeded"), ("stage", "rank")))] == 1.0
     assert series[("trainpipe_stage_duration_seconds_bucket", (("le", "+Inf"), ("outcome", "Succeeded"), ("stage", "rank")))] == 1.0
     assert series[("trainpipe_reconcile_duration_seconds_count", ())] == 1.0
+    assert series[("trainpipe_reconcile_passes_total", (("read", "cache"),))] == 3.0
 
 
 def dashboard_exprs() -> list[tuple[str, str]]:

@@ -1,4 +1,4 @@
-"""Which pod facts a reconcile pass reads (`needs_pods`) and which pod events wake it (`pod_event_wakes`): never less than `decide` needs."""
+"""Which pod facts a reconcile pass reads (`pod_read`), from where, and which pod events wake it (`pod_event_wakes`): never less than `decide` needs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from trainpipe.contract.status import PipelineStatus, PlanRef, Reason, StageStat
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.decide import decide
 from trainpipe_operator.naming import job_name
-from trainpipe_operator.observed import Observed, ObservedJob, ObservedPod, PipelineView, needs_pods, pod_event_wakes
+from trainpipe_operator.observed import Observed, ObservedJob, ObservedPod, PipelineView, PodRead, pod_event_wakes, pod_read
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 CONFIG = OperatorConfig(cpu_image="jobs-cpu:1", gpu_image="jobs-gpu:1")
@@ -57,28 +57,34 @@ CPU_TWO_PENDING = job(Stage.CPU, "lightgbm", completions=4, active=4, ready=2)
 CPU_FAILED = job(Stage.CPU, "lightgbm", completions=4, succeeded=3, failed="FailedIndexes: Job has failed indexes")
 OLD_RUN_FAILED = job(Stage.CPU, "lightgbm", run="r0000000000", completions=4, failed="BackoffLimitExceeded: Job has reached the specified backoff limit")
 
-# (what the pass sees, the pods the run has, whether they must be read)
+# (what the pass sees, the pods the run has, which read they call for). A report or a failure message
+# must come from a LIST: the Job's event can reach the operator before its pod's.
 CASES = {
-    "rank just finished: its report is still to read": (PipelineStatus(), (RANK_DONE,), pods_of(RANK_DONE, 1, "Succeeded", RANK_REPORT), True),
-    "rank's report already in the status": (status_after(Stage.RANK, plan=None), (RANK_DONE,), pods_of(RANK_DONE, 1, "Succeeded", RANK_REPORT), False),
+    "rank just finished: its report is still to read": (PipelineStatus(), (RANK_DONE,), pods_of(RANK_DONE, 1, "Succeeded", RANK_REPORT),
+                                                        PodRead.FRESH),
+    "rank's report already in the status": (status_after(Stage.RANK, plan=None), (RANK_DONE,), pods_of(RANK_DONE, 1, "Succeeded", RANK_REPORT),
+                                            PodRead.NONE),
     "plan just finished: its report is still to read": (status_after(Stage.RANK, Stage.SELECT, plan=None), (PLAN_DONE,),
-                                                        pods_of(PLAN_DONE, 1, "Succeeded", PLAN_REPORT), True),
-    "training pods all running Ready": (status_after(*EARLY), (CPU_ALL_READY,), pods_of(CPU_ALL_READY, 4, "Running"), False),
+                                                        pods_of(PLAN_DONE, 1, "Succeeded", PLAN_REPORT), PodRead.FRESH),
+    "training pods all running Ready": (status_after(*EARLY), (CPU_ALL_READY,), pods_of(CPU_ALL_READY, 4, "Running"), PodRead.NONE),
     "training pods not running yet, maybe unschedulable": (status_after(*EARLY), (CPU_TWO_PENDING,),
                                                            pods_of(CPU_TWO_PENDING, 2, "Pending", unschedulable="0/4 nodes are available: 4 Insufficient cpu."),
-                                                           True),
-    "a failed Job: its pods say why": (status_after(*EARLY), (CPU_FAILED,), pods_of(CPU_FAILED, 1, "Failed", "bad column close in AAPL.parquet"), True),
-    "a failed Job of an earlier run only": (status_after(*EARLY), (OLD_RUN_FAILED,), pods_of(OLD_RUN_FAILED, 1, "Failed", "old"), False),
+                                                           PodRead.CACHED),
+    "a failed Job: its pods say why": (status_after(*EARLY), (CPU_FAILED,), pods_of(CPU_FAILED, 1, "Failed", "bad column close in AAPL.parquet"),
+                                       PodRead.FRESH),
+    "a failed Job beside pending pods: the failure's message wins": (status_after(*EARLY), (CPU_TWO_PENDING, CPU_FAILED),
+                                                                     pods_of(CPU_FAILED, 1, "Failed", "bad column close in AAPL.parquet"), PodRead.FRESH),
+    "a failed Job of an earlier run only": (status_after(*EARLY), (OLD_RUN_FAILED,), pods_of(OLD_RUN_FAILED, 1, "Failed", "old"), PodRead.NONE),
 }
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_pods_are_read_only_when_they_can_add_to_what_the_jobs_show(name):
     status, jobs, _, expected = CASES[name]
-    assert needs_pods(jobs, RUN, status) is expected
+    assert pod_read(jobs, RUN, status) is expected
 
 
-@pytest.mark.parametrize("name", [n for n, case in CASES.items() if not case[3]])
+@pytest.mark.parametrize("name", [n for n, case in CASES.items() if case[3] is PodRead.NONE])
 def test_a_pass_that_skips_the_pod_read_decides_exactly_as_one_that_reads_them(name):
     status, jobs, pods, _ = CASES[name]
     with_pods = decide(view(status), Observed(jobs=jobs, pods=pods), CONFIG, NOW)
@@ -86,7 +92,7 @@ def test_a_pass_that_skips_the_pod_read_decides_exactly_as_one_that_reads_them(n
     assert without == with_pods
 
 
-@pytest.mark.parametrize("name", [n for n, case in CASES.items() if case[3]])
+@pytest.mark.parametrize("name", [n for n, case in CASES.items() if case[3] is not PodRead.NONE])
 def test_the_passes_that_read_pods_would_decide_wrongly_without_them(name):
     status, jobs, pods, _ = CASES[name]
     with_pods = decide(view(status), Observed(jobs=jobs, pods=pods), CONFIG, NOW)
@@ -96,7 +102,7 @@ def test_the_passes_that_read_pods_would_decide_wrongly_without_them(name):
 
 def test_a_pending_pod_the_scheduler_cannot_place_is_reported_because_its_pods_were_read():
     status, jobs, pods, _ = CASES["training pods not running yet, maybe unschedulable"]
-    decision = decide(view(status), Observed(jobs=jobs, pods=pods if needs_pods(jobs, RUN, status) else ()), CONFIG, NOW)
+    decision = decide(view(status), Observed(jobs=jobs, pods=pods if pod_read(jobs, RUN, status) is not PodRead.NONE else ()), CONFIG, NOW)
     assert decision.status.stages["cpu"].reason == Reason.UNSCHEDULABLE.value
     assert "Insufficient cpu" in (decision.status.stages["cpu"].message or "")
 
@@ -128,7 +134,7 @@ class _RecordingKube:
             self.pod_selectors.append(labelSelector)
             wanted = dict(term.split("=") for term in labelSelector.split(","))
             return {"items": [p for p in self.pods if all(p["metadata"]["labels"].get(k) == v for k, v in wanted.items())]}  # type: ignore[index]
-        return {"items": self.jobs}
+        return {"items": self.jobs if resource.endswith("/jobs") else []}
 
     def get_or_none(self, resource: str) -> dict[str, object] | None:
         return {"metadata": {"name": resource.rsplit("/", 1)[-1]}} if "/persistentvolumeclaims/" in resource else None
@@ -139,6 +145,7 @@ def test_a_scheduled_runs_rank_report_is_read_from_the_pods_of_its_slot():
     pods, or the rank pod's report is never read and the run waits forever after rank."""
     from trainpipe.contract.names import LABEL_PIPELINE, LABEL_RUN, LABEL_STAGE
     from trainpipe.contract.status import ScheduleStatus
+    from trainpipe_operator.cache import ChildCache
     from trainpipe_operator.observe import observe
 
     slot = "2026-12-01T02:00:00Z"
@@ -156,7 +163,7 @@ def test_a_scheduled_runs_rank_report_is_read_from_the_pods_of_its_slot():
     kube = _RecordingKube([rank_job], [rank_pod])
     scheduled = PipelineView(namespace="ns", name="demo", uid="uid-1", generation=1, spec=spec, spec_error=None, status=status)
 
-    observed = observe(kube, scheduled, NOW)  # type: ignore[arg-type]
+    observed = observe(kube, ChildCache(), scheduled, NOW)  # type: ignore[arg-type]
 
     assert kube.pod_selectors == [f"{LABEL_PIPELINE}=demo,{LABEL_RUN}={run}"]
     assert [p.message for p in observed.pods] == [RANK_REPORT]
