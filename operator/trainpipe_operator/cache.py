@@ -1,5 +1,9 @@
 """What the operator has seen of each pipeline and its children: watch events, its own writes, and consistent LISTs.
 
+Pipelines, Jobs and plan ConfigMaps are watched; pods are not (see `observed.pod_read`): a stage's
+pods make most of a cluster's watch traffic and tell the operator little its Jobs do not, so they are
+LISTed when a pass needs them and kept here for a short while.
+
 A pass that reads this instead of the API server costs no requests; at hundreds of pipelines the GETs
 and LISTs of every pass were the operator's whole overhead (each pass waited on five or six requests
 to a busy API server, and the queue behind it). What keeps it as safe as reading the API server:
@@ -24,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from trainpipe.contract.names import LABEL_PIPELINE, LABEL_RUN
+from trainpipe.contract.names import LABEL_PIPELINE
 from trainpipe_operator.observed import ObservedJob, ObservedPlan, ObservedPod, PipelineView, parse_job, parse_pipeline, parse_plan_configmap, parse_pod
 
 Key = tuple[str, str]  # (namespace, pipeline)
@@ -97,7 +101,7 @@ class PipelineCache:
 
     obj: tuple[str, dict[str, Any] | None] | None = None  # (resourceVersion, object); object None = deleted
     jobs: Versioned[ObservedJob] = field(default_factory=Versioned)
-    pods: dict[str, Versioned[ObservedPod]] = field(default_factory=dict)  # by run
+    pods: dict[str, tuple[float, tuple[ObservedPod, ...]]] = field(default_factory=dict)  # by run: (when LISTed, what)
     plans: Versioned[ObservedPlan] = field(default_factory=Versioned)  # the <pipeline>-plan ConfigMap
     primed_at: float | None = None
     view: tuple[str, PipelineView] | None = None  # the parsed object, by resourceVersion: parsing is most of a cached pass
@@ -163,16 +167,6 @@ class ChildCache:
             else:
                 store.apply(name, rv, parse_job(obj))
 
-    def pod_event(self, kind: str | None, obj: dict[str, Any]) -> None:
-        key, name, rv = _identity(obj)
-        run = ((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_RUN, "")
-        with self._lock:
-            store = self._of(key).pods.setdefault(run, Versioned())
-            if kind == "DELETED":
-                store.deleted(name, rv)
-            else:
-                store.apply(name, rv, parse_pod(obj))
-
     def configmap_event(self, kind: str | None, obj: dict[str, Any]) -> None:
         key, name, rv = _identity(obj)
         with self._lock:
@@ -208,10 +202,11 @@ class ChildCache:
         with self._lock:
             self._of(key).jobs.replace(((o["metadata"]["name"], version(o), parse_job(o)) for o in listing.get("items") or []), version(listing))
 
-    def list_pods(self, key: Key, run: str, listing: dict[str, Any]) -> None:
+    def list_pods(self, key: Key, run: str, listing: dict[str, Any]) -> tuple[ObservedPod, ...]:
+        pods = tuple(sorted((p for p in (parse_pod(o) for o in listing.get("items") or []) if p is not None), key=lambda p: p.name))
         with self._lock:
-            store = self._of(key).pods.setdefault(run, Versioned())
-            store.replace(((o["metadata"]["name"], version(o), parse_pod(o)) for o in listing.get("items") or []), version(listing))
+            self._of(key).pods = {run: (self.clock(), pods)}  # only the current run's are ever asked for
+        return pods
 
     def list_plans(self, key: Key, listing: dict[str, Any]) -> None:
         with self._lock:
@@ -238,8 +233,7 @@ class ChildCache:
             held = self._pipelines.get(key)
             if held is not None:
                 held.primed_at = None
-                for store in held.pods.values():
-                    store.listed = False
+                held.pods = {}
 
     # ---- reads for a pass ---------------------------------------------------------------------
 
@@ -254,12 +248,12 @@ class ChildCache:
             held = self._pipelines.get(key)
             return tuple(held.jobs.values()) if held else ()
 
-    def pods(self, key: Key, run: str) -> tuple[ObservedPod, ...] | None:
-        """The run's pods; None when they were never LISTed since the cache was last trusted."""
+    def pods(self, key: Key, run: str, max_age: float) -> tuple[ObservedPod, ...] | None:
+        """The run's pods as LISTed at most `max_age` seconds ago; None when there is no such LIST."""
         with self._lock:
             held = self._pipelines.get(key)
-            store = held.pods.get(run) if held else None
-            return tuple(store.values()) if store is not None and store.listed else None
+            listed = held.pods.get(run) if held else None
+            return listed[1] if listed is not None and self.clock() - listed[0] <= max_age else None
 
     def plan(self, key: Key, name: str) -> ObservedPlan | None:
         with self._lock:

@@ -3,8 +3,8 @@
 A full read (GET the pipeline, label-selected LISTs, GET the claims) is what a pass after a start, a
 failed pass or the relist period makes: after a restart or a missed event the snapshot is the
 cluster's truth, which is what keeps `decide` from creating a Job twice. It also refills the cache
-(see `cache`), from which the passes in between read without a request, except for the few facts
-only a fresh LIST is sure to hold (`observed.pod_read`).
+(see `cache`), from which the passes in between read without a request. Pods are not watched: they
+are LISTed when a pass needs them (`observed.pod_read`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from trainpipe.contract.names import LABEL_PIPELINE, LABEL_RUN
 from trainpipe_operator.cache import ChildCache, Key
 from trainpipe_operator.kubeapi import Kube, path, pipelines_path
 from trainpipe_operator.naming import artifacts_claim, plan_configmap
-from trainpipe_operator.observed import Observed, PipelineView, PodRead, pod_read
+from trainpipe_operator.observed import POD_RECHECK_SECONDS, Observed, ObservedPod, PipelineView, PodRead, pod_read
 from trainpipe_operator.schedule import current_run
 
 
@@ -43,19 +43,19 @@ def observe(kube: Kube, cache: ChildCache, view: PipelineView, now: datetime) ->
         cache.list_jobs(key, kube.get(path(view.namespace, "jobs", group="batch/v1"), labelSelector=selector))
         cache.list_plans(key, kube.get(path(view.namespace, "configmaps"), labelSelector=selector))
     jobs = cache.jobs(key)
-    pods: tuple[Any, ...] = ()
+    pods: tuple[ObservedPod, ...] = ()
     missing: list[str] = []
+    need = PodRead.NONE
     artifacts_exists = True
     if view.spec is not None:
         run, _, _ = current_run(view.spec, view.rerun_token, view.status.schedule, now)
         need = pod_read(jobs, run, view.status)
         if need is not PodRead.NONE:
-            cached = None if need is PodRead.FRESH or full else cache.pods(key, run)
-            if cached is None:
+            listed = None if need is PodRead.FRESH else cache.pods(key, run, POD_RECHECK_SECONDS)
+            if listed is None:
                 # Only the current run's pods: earlier runs' are of no use to `decide`.
-                cache.list_pods(key, run, kube.get(path(view.namespace, "pods"), labelSelector=f"{selector},{LABEL_RUN}={run}"))
-                cached = cache.pods(key, run)
-            pods = cached or ()
+                listed = cache.list_pods(key, run, kube.get(path(view.namespace, "pods"), labelSelector=f"{selector},{LABEL_RUN}={run}"))
+            pods = listed
         volume = view.spec.data.volume
         if volume is not None and not _claim_exists(kube, cache, view.namespace, volume.claim_name, full):
             missing.append(volume.claim_name)
@@ -68,7 +68,7 @@ def observe(kube: Kube, cache: ChildCache, view: PipelineView, now: datetime) ->
     if full:
         cache.primed(key, started)
     return Observed(jobs=jobs, pods=pods, plan=cache.plan(key, plan_configmap(view.name)), missing_claims=tuple(missing),
-                    artifacts_claim_exists=artifacts_exists)
+                    artifacts_claim_exists=artifacts_exists, recheck_after=POD_RECHECK_SECONDS if need is PodRead.WAITING else None)
 
 
 def _claim_exists(kube: Kube, cache: ChildCache, namespace: str, name: str, full: bool) -> bool:

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -105,6 +105,8 @@ class Observed:
     plan: ObservedPlan | None = None
     missing_claims: tuple[str, ...] = ()  # claims the spec names that do not exist
     artifacts_claim_exists: bool = True
+    # Look again this soon even without events: pods are waiting, and pods are not watched.
+    recheck_after: float | None = None
 
     def pods_of(self, job: str) -> list[ObservedPod]:
         return [p for p in self.pods if p.job == job]
@@ -172,15 +174,20 @@ def parse_job(obj: dict[str, Any]) -> ObservedJob | None:
 
 
 class PodRead(Enum):
-    """What a pass must know of the run's pods, beyond what its Jobs show."""
+    """What a pass must know of the run's pods, beyond what its Jobs show. Pods are not watched: a
+    stage's pods make most of the watch traffic of a busy cluster (every start, Ready and finish of
+    every pod), and decoding it cost the operator more than all its passes."""
 
     NONE = "none"
-    # Why a pod is still Pending: the pod's own event wakes the pass (pod_event_wakes), and it is in
-    # the cache by then, so the cache is as good as a LIST.
-    CACHED = "cached"
-    # What a finished rank or plan pod reported, or why a pod failed: the Job's event can reach the
-    # operator before the pod's (two watches, no order between them), so only a LIST is sure to hold it.
+    # Why a pod is still Pending (the scheduler's reason): a LIST a few seconds old is good enough,
+    # and the pass comes back after that while pods wait (POD_RECHECK_SECONDS), events or not.
+    WAITING = "waiting"
+    # What a finished rank or plan pod reported, or why a pod failed: read once, from a LIST made now.
     FRESH = "fresh"
+
+
+# How stale the pod LIST behind "why a stage waits" may be, and how soon a pass with waiting pods looks again.
+POD_RECHECK_SECONDS = 10.0
 
 
 def pod_read(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus) -> PodRead:
@@ -200,20 +207,8 @@ def pod_read(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus) -> P
         if job.failed_condition is not None or (job.complete and unread.get(job.stage, False)):
             return PodRead.FRESH
         if not job.complete and job.active > job.ready:  # a pod not running yet may be unschedulable
-            need = PodRead.CACHED
+            need = PodRead.WAITING
     return need
-
-
-def pod_event_wakes(obj: Mapping[str, Any]) -> bool:
-    """Whether a pod's watch event is worth a pass: only the scheduler's verdict on a Pending pod (placed or not).
-
-    Everything else a pod does (start, become Ready, finish, fail) also changes its Job's counters or
-    conditions, and the Job's own event wakes the pipeline; the pass it starts reads the pod's
-    termination message, which is there before the Job counts the pod. Waking on the pod too would
-    more than double the passes at scale without telling `decide` anything new.
-    """
-    status = obj.get("status") or {}
-    return status.get("phase", "Pending") == "Pending" and any(c.get("type") == "PodScheduled" for c in status.get("conditions") or [])
 
 
 def parse_pod(obj: dict[str, Any]) -> ObservedPod | None:

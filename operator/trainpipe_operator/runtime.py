@@ -121,16 +121,16 @@ class Reconciler:
                 return None
             obj, view = found
             now = self.clock()  # one instant for both, so they agree on a scheduled run's slot
-            decision = decide(view, observe(self.kube, self.cache, view, now), self.config, now)
+            observed = observe(self.kube, self.cache, view, now)
+            decision = decide(view, observed, self.config, now)
             since = time.monotonic() - self._status_written.get(key, float("-inf"))
             held = act(self.kube, obj, view, decision, self.metrics, self.cache, hold_progress=since < self.progress_seconds)
-            if held:
-                wait = self.progress_seconds - since
-                return wait if decision.requeue_after is None else min(wait, decision.requeue_after)
-            if decision.status != view.status:
-                self._status_written[key] = time.monotonic()
-            self.metrics.record_status(key, decision.status)
-            return decision.requeue_after
+            again = [t for t in (decision.requeue_after, observed.recheck_after, self.progress_seconds - since if held else None) if t is not None]
+            if not held:
+                if decision.status != view.status:
+                    self._status_written[key] = time.monotonic()
+                self.metrics.record_status(key, decision.status)
+            return min(again) if again else None
         finally:
             self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
 

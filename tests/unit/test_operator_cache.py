@@ -19,7 +19,7 @@ from trainpipe.contract.status import PipelineStatus
 from trainpipe_operator.cache import ChildCache, Versioned, newer
 from trainpipe_operator.naming import job_name
 from trainpipe_operator.observe import observe, read_pipeline
-from trainpipe_operator.observed import PipelineView
+from trainpipe_operator.observed import POD_RECHECK_SECONDS, PipelineView
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 KEY = ("ns", "demo")
@@ -121,16 +121,19 @@ def test_a_deleted_pipeline_takes_its_children_out_of_the_cache():
     assert cache.jobs(KEY) == ()
 
 
-def test_pods_are_kept_per_run_and_trusted_only_once_listed():
-    cache = ChildCache()
-    cache.pod_event(None, pod("a", "5"))
-    assert cache.pods(KEY, RUN) is None, "events alone may have missed a pod"
-    cache.list_pods(KEY, RUN, {"metadata": {"resourceVersion": "9"}, "items": [pod("a", "5"), pod("b", "6")]})
-    cache.pod_event("ADDED", pod("old-run", "10", run="r0"))
-    cache.pod_event("MODIFIED", pod("b", "11", phase="Succeeded"))
-    assert [(p.name, p.phase) for p in cache.pods(KEY, RUN) or ()] == [("a", "Running"), ("b", "Succeeded")]
+def test_a_pod_list_serves_the_passes_of_the_next_seconds_then_is_asked_again():
+    clock = Clock()
+    cache = ChildCache(clock=clock)
+    assert cache.pods(KEY, RUN, 10) is None
+    cache.list_pods(KEY, RUN, {"metadata": {"resourceVersion": "9"}, "items": [pod("b", "6"), pod("a", "5")]})
+    clock.t += 10
+    assert [p.name for p in cache.pods(KEY, RUN, 10) or ()] == ["a", "b"]
+    assert cache.pods(KEY, "r0", 10) is None, "another run's pods are never taken for this run's"
+    clock.t += 1
+    assert cache.pods(KEY, RUN, 10) is None
+    cache.list_pods(KEY, RUN, {"metadata": {"resourceVersion": "9"}, "items": []})
     cache.unprime(KEY)
-    assert cache.pods(KEY, RUN) is None
+    assert cache.pods(KEY, RUN, 10) is None
 
 
 def test_the_cache_is_trusted_for_the_relist_period_after_a_full_read_and_not_after_a_failure():
@@ -196,16 +199,35 @@ def test_a_pass_after_a_full_read_asks_the_api_server_nothing_and_sees_what_the_
 
     kube.requests.clear()
     cache.job_event("MODIFIED", job(rv="101", succeeded=1))  # rank finished: the Job's event
-    cache.pod_event("MODIFIED", pod(f"{RANK}-x", "102", phase="Succeeded"))
     found = read_pipeline(kube, cache, KEY)  # type: ignore[arg-type]
     assert found is not None
     second = observe(kube, cache, found[1], NOW)  # type: ignore[arg-type]
     assert [j.complete for j in second.jobs] == [True]
-    # rank's report is still to read: that one comes from a fresh LIST of the run's pods, never the cache
+    # rank's report is still to read: that one comes from a LIST of the run's pods made now
     assert kube.requests == [("list", "pods")]
 
     kube.requests.clear()
     settled = PipelineView(namespace="ns", name="demo", uid="u1", generation=1, spec=SPEC, spec_error=None,
                            status=PipelineStatus(run_id=RUN, selected_targets=3))
-    observe(kube, cache, settled, NOW)  # type: ignore[arg-type]
-    assert kube.requests == []
+    third = observe(kube, cache, settled, NOW)  # type: ignore[arg-type]
+    assert kube.requests == [] and third.recheck_after is None
+
+
+def test_while_pods_wait_a_pass_lists_them_at_most_every_recheck_period_and_comes_back_by_itself():
+    clock = Clock()
+    kube = CountingKube([job(rv="40")], pipeline("50"))
+    cache = ChildCache(clock=clock)
+    waiting = {**job(rv="41"), "status": {"active": 1, "ready": 0}}  # its pod is not running yet: maybe unschedulable
+    cache.list_jobs(KEY, {"metadata": {"resourceVersion": "41"}, "items": [waiting]})
+    cache.primed(KEY)
+    cache.claim_exists("ns", "bars")
+    cache.claim_exists("ns", "demo-artifacts")
+    view = PipelineView(namespace="ns", name="demo", uid="u1", generation=1, spec=SPEC, spec_error=None, status=PipelineStatus(run_id=RUN))
+    first = observe(kube, cache, view, NOW)  # type: ignore[arg-type]
+    assert kube.requests == [("list", "pods")] and first.recheck_after == POD_RECHECK_SECONDS
+    clock.t += POD_RECHECK_SECONDS / 2
+    assert observe(kube, cache, view, NOW).recheck_after == POD_RECHECK_SECONDS  # type: ignore[arg-type]
+    assert kube.requests == [("list", "pods")], "a LIST a few seconds old still says why pods wait"
+    clock.t += POD_RECHECK_SECONDS
+    observe(kube, cache, view, NOW)  # type: ignore[arg-type]
+    assert kube.requests == [("list", "pods")] * 2

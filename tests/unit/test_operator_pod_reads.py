@@ -1,4 +1,4 @@
-"""Which pod facts a reconcile pass reads (`pod_read`), from where, and which pod events wake it (`pod_event_wakes`): never less than `decide` needs."""
+"""Which pod facts a reconcile pass reads (`pod_read`), and how fresh: never less than `decide` needs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from trainpipe.contract.status import PipelineStatus, PlanRef, Reason, StageStat
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.decide import decide
 from trainpipe_operator.naming import job_name
-from trainpipe_operator.observed import Observed, ObservedJob, ObservedPod, PipelineView, PodRead, pod_event_wakes, pod_read
+from trainpipe_operator.observed import Observed, ObservedJob, ObservedPod, PipelineView, PodRead, pod_read
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 CONFIG = OperatorConfig(cpu_image="jobs-cpu:1", gpu_image="jobs-gpu:1")
@@ -69,7 +69,7 @@ CASES = {
     "training pods all running Ready": (status_after(*EARLY), (CPU_ALL_READY,), pods_of(CPU_ALL_READY, 4, "Running"), PodRead.NONE),
     "training pods not running yet, maybe unschedulable": (status_after(*EARLY), (CPU_TWO_PENDING,),
                                                            pods_of(CPU_TWO_PENDING, 2, "Pending", unschedulable="0/4 nodes are available: 4 Insufficient cpu."),
-                                                           PodRead.CACHED),
+                                                           PodRead.WAITING),
     "a failed Job: its pods say why": (status_after(*EARLY), (CPU_FAILED,), pods_of(CPU_FAILED, 1, "Failed", "bad column close in AAPL.parquet"),
                                        PodRead.FRESH),
     "a failed Job beside pending pods: the failure's message wins": (status_after(*EARLY), (CPU_TWO_PENDING, CPU_FAILED),
@@ -105,22 +105,6 @@ def test_a_pending_pod_the_scheduler_cannot_place_is_reported_because_its_pods_w
     decision = decide(view(status), Observed(jobs=jobs, pods=pods if pod_read(jobs, RUN, status) is not PodRead.NONE else ()), CONFIG, NOW)
     assert decision.status.stages["cpu"].reason == Reason.UNSCHEDULABLE.value
     assert "Insufficient cpu" in (decision.status.stages["cpu"].message or "")
-
-
-SCHEDULED = {"type": "PodScheduled", "status": "True"}
-UNSCHEDULABLE = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/4 nodes are available: 4 Insufficient cpu."}
-
-
-@pytest.mark.parametrize(("status", "wakes"), [
-    ({"phase": "Pending", "conditions": [UNSCHEDULABLE]}, True),  # the reason a stage waits: no Job shows it
-    ({"phase": "Pending", "conditions": [SCHEDULED]}, True),  # placed after all: the waiting reason must clear
-    ({}, False),  # just created: its Job already counts it active
-    ({"phase": "Running", "conditions": [SCHEDULED, {"type": "Ready", "status": "True"}]}, False),  # the Job's ready count changes
-    ({"phase": "Succeeded", "conditions": [SCHEDULED]}, False),  # the Job's succeeded count changes; the pass reads the message
-    ({"phase": "Failed", "conditions": [SCHEDULED]}, False),  # the Job's failed count or condition changes
-])
-def test_only_the_schedulers_verdict_on_a_pending_pod_wakes_its_pipeline(status, wakes):
-    assert pod_event_wakes({"metadata": {"name": "p"}, "status": status}) is wakes
 
 
 class _RecordingKube:
