@@ -24,7 +24,7 @@ from trainpipe_operator.conditions import set_condition
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.manifests import JobIntent, Owner
 from trainpipe_operator.naming import job_name
-from trainpipe_operator.observed import Observed, ObservedJob, ObservedPlan, PipelineView
+from trainpipe_operator.observed import STAMP_FORMAT, Observed, ObservedJob, ObservedPlan, PipelineView, parse_iso
 from trainpipe_operator.schedule import current_run, seconds_until
 
 SUCCEEDED, FAILED = "Succeeded", "Failed"
@@ -56,13 +56,7 @@ class Decision:
 
 
 def iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_iso(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=None)
+    return moment.strftime(STAMP_FORMAT)
 
 
 def termination_report(text: str, model: type[RankReport] | type[PlanReport]) -> RankReport | PlanReport | None:

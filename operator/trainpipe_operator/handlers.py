@@ -1,4 +1,8 @@
-"""The kopf adapter: low-level watch handlers that only wake the reconcile queue, and kopf's settings.
+"""The kopf adapter: low-level watch handlers that fill the reconcile cache and wake the queue, and kopf's settings.
+
+Watched: pipelines, their Jobs and their plan ConfigMaps. Not pods: every start, Ready and finish of
+every pod is a watch event, and decoding them cost the operator more than all its passes; a pass
+LISTs the few pods it needs (observed.pod_read).
 
 Handlers are coroutines: kopf runs them on its event loop, the loop the reconcile queue lives on (kopf
 would run plain functions in threads, where touching the queue is unsafe). Only `on.event` handlers: they keep no state on the objects (no kopf annotations on Jobs or

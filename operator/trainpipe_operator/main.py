@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=4, help="Pipelines reconciled at the same time.")
     p.add_argument("--event-batch-seconds", type=float, default=0.25,
                    help="A pipeline's pass waits this long after a watch event, folding the events that follow into it.")
-    p.add_argument("--status-progress-seconds", type=float, default=5.0,
+    p.add_argument("--status-progress-seconds", type=float, default=10.0,
                    help="A status change that only moves running unit counts is written at most this often per pipeline (stage changes at once).")
     p.add_argument("--stall-seconds", type=float, default=180.0, help="Liveness fails when the watch lags a fresh LIST for this long.")
     p.add_argument("--log-level", default=os.environ.get("TRAINPIPE_LOG_LEVEL", "INFO"))

@@ -16,7 +16,7 @@ from trainpipe.contract.names import LABEL_PIPELINE, LABEL_RUN
 from trainpipe_operator.cache import ChildCache, Key
 from trainpipe_operator.kubeapi import Kube, path, pipelines_path
 from trainpipe_operator.naming import artifacts_claim, plan_configmap
-from trainpipe_operator.observed import POD_RECHECK_SECONDS, Observed, ObservedPod, PipelineView, PodRead, pod_read
+from trainpipe_operator.observed import POD_RECHECK_SECONDS, Observed, ObservedPod, PipelineView, PodRead, pod_read, pod_wait_left
 from trainpipe_operator.schedule import current_run
 
 
@@ -45,13 +45,18 @@ def observe(kube: Kube, cache: ChildCache, view: PipelineView, now: datetime) ->
     jobs = cache.jobs(key)
     pods: tuple[ObservedPod, ...] = ()
     missing: list[str] = []
-    need = PodRead.NONE
+    need, recheck, every = PodRead.NONE, None, POD_RECHECK_SECONDS
     artifacts_exists = True
     if view.spec is not None:
         run, _, _ = current_run(view.spec, view.rerun_token, view.status.schedule, now)
         need = pod_read(jobs, run, view.status)
+        if need is PodRead.WAITING:
+            wait, every = pod_wait_left(jobs, run, view.status, now)
+            recheck = wait or every  # pods only starting: look when they have waited long enough; else at the next LIST
+            if wait > 0:
+                need = PodRead.NONE
         if need is not PodRead.NONE:
-            listed = None if need is PodRead.FRESH else cache.pods(key, run, POD_RECHECK_SECONDS)
+            listed = None if need is PodRead.FRESH else cache.pods(key, run, every)
             if listed is None:
                 # Only the current run's pods: earlier runs' are of no use to `decide`.
                 listed = cache.list_pods(key, run, kube.get(path(view.namespace, "pods"), labelSelector=f"{selector},{LABEL_RUN}={run}"))
@@ -68,7 +73,7 @@ def observe(kube: Kube, cache: ChildCache, view: PipelineView, now: datetime) ->
     if full:
         cache.primed(key, started)
     return Observed(jobs=jobs, pods=pods, plan=cache.plan(key, plan_configmap(view.name)), missing_claims=tuple(missing),
-                    artifacts_claim_exists=artifacts_exists, recheck_after=POD_RECHECK_SECONDS if need is PodRead.WAITING else None)
+                    artifacts_claim_exists=artifacts_exists, recheck_after=recheck)
 
 
 def _claim_exists(kube: Kube, cache: ChildCache, namespace: str, name: str, full: bool) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -186,8 +187,19 @@ class PodRead(Enum):
     FRESH = "fresh"
 
 
-# How stale the pod LIST behind "why a stage waits" may be, and how soon a pass with waiting pods looks again.
+# How stale the pod LIST behind "why a stage waits" may be, and how soon a pass with waiting pods looks
+# again. It is also how long a stage's pods may take to start before that LIST is made at all: pods
+# starting normally take a few seconds, and listing them meanwhile is the most of what the operator
+# would ask a busy API server.
 POD_RECHECK_SECONDS = 10.0
+POD_RECHECK_MAX_SECONDS = 60.0
+STAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # the status' timestamps (UTC, whole seconds)
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.strptime(text, STAMP_FORMAT)
 
 
 def pod_read(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus) -> PodRead:
@@ -209,6 +221,27 @@ def pod_read(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus) -> P
         if not job.complete and job.active > job.ready:  # a pod not running yet may be unschedulable
             need = PodRead.WAITING
     return need
+
+
+def pod_wait_left(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus, now: datetime) -> tuple[float, float]:
+    """(seconds until the run's waiting pods have waited long enough to ask why, how old a pod LIST may be then).
+
+    Counted from the start of the stage of each Job whose pods are not all running (a stage with no
+    recorded start is asked about at once). The longer a stage waits, the less often it is asked
+    again (half its wait, at most POD_RECHECK_MAX_SECONDS): a reason minutes old seldom changes by
+    the second, and on a cluster where hundreds of stages wait at once those LISTs were a third of
+    the operator's requests."""
+    left, waited = float("inf"), 0.0
+    for job in jobs:
+        if job.run != run or job.deleting or job.complete or job.active <= job.ready:
+            continue
+        stage = status.stages.get(job.stage.value) if status.run_id == run else None
+        started = parse_iso(stage.started_at if stage else None)
+        age = (now.replace(tzinfo=None) - started).total_seconds() if started is not None else POD_RECHECK_SECONDS
+        left, waited = min(left, max(0.0, POD_RECHECK_SECONDS - age)), max(waited, age)
+    if left == float("inf"):
+        return 0.0, POD_RECHECK_SECONDS
+    return left, min(POD_RECHECK_MAX_SECONDS, max(POD_RECHECK_SECONDS, waited / 2))
 
 
 def parse_pod(obj: dict[str, Any]) -> ObservedPod | None:

@@ -11,11 +11,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from trainpipe.contract.names import API_GROUP, API_VERSION, KIND
-from trainpipe_operator.act import StatusConflict, act
+from trainpipe_operator.act import StatusConflict, act, post_event
 from trainpipe_operator.cache import ChildCache
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.decide import decide
@@ -71,7 +72,7 @@ class Reconciler:
     namespaces: tuple[str, ...] = ()
     workers: int = 4
     # A status that only moves running counts waits this long after the pipeline's last status write.
-    progress_seconds: float = 5.0
+    progress_seconds: float = 10.0
     # A watch event's pass waits this long, so the burst a Job's pods make (each start and finish
     # changes the Job) folds into one pass instead of one pass per event.
     batch_seconds: float = 0.25
@@ -80,6 +81,9 @@ class Reconciler:
     _failures: dict[Key, int] = field(default_factory=dict)
     _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
     _status_written: dict[Key, float] = field(default_factory=dict)  # monotonic time of each pipeline's last status write
+    # Events are posted by one thread of their own, in order: a pass never waits on them, and a
+    # lost Event is only logged (post_event), so nothing a pass decides depends on them.
+    _events: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="events"))
     resynced: asyncio.Event = field(default_factory=asyncio.Event)
     logged_in: asyncio.Event = field(default_factory=asyncio.Event)  # kopf's watches have credentials
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
@@ -124,7 +128,8 @@ class Reconciler:
             observed = observe(self.kube, self.cache, view, now)
             decision = decide(view, observed, self.config, now)
             since = time.monotonic() - self._status_written.get(key, float("-inf"))
-            held = act(self.kube, obj, view, decision, self.metrics, self.cache, hold_progress=since < self.progress_seconds)
+            held = act(self.kube, obj, view, decision, self.metrics, self.cache, hold_progress=since < self.progress_seconds,
+                       post=lambda *event: self._events.submit(post_event, *event))
             again = [t for t in (decision.requeue_after, observed.recheck_after, self.progress_seconds - since if held else None) if t is not None]
             if not held:
                 if decision.status != view.status:
@@ -191,3 +196,4 @@ class Reconciler:
         finally:
             for task in tasks:
                 task.cancel()
+            self._events.shutdown(wait=False, cancel_futures=True)  # Events still queued at exit are not worth waiting for

@@ -60,6 +60,7 @@ JOBS_PER_RUN = 1 + 1 + 1 + 2 + 1 + 1  # rank, select (one Indexed Job), plan, a 
 REAL_RUN_TIMEOUT = 420
 # Shorter than one pass of the operator (read, list, write): nearly every status write meets an edit.
 EDIT_INTERVAL = 0.01
+API_RESTARTED: list[str] = []  # namespaces of tests that restarted the API server (see the RBAC check below)
 RUNNING = {s.value for s in STAGE_ORDER}  # status.stage while a run is between its first and last stage
 # The identity of the `operator` fixture's process (operator_kubeconfig acts as this ServiceAccount).
 OPERATOR_USER = auditlog.service_account(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT)
@@ -282,6 +283,7 @@ def test_the_operator_recovers_by_itself_after_the_api_server_restarts_mid_run(
     apply(kube, namespace, pipeline_manifest("api", validate=False, **skipped_spec(queueName=QUEUE)))
     held_at(kube, namespace, "api", "cpu")
     pid = operator.pid
+    API_RESTARTED.append(namespace)
     outage = crash_and_restart_apiserver(cluster)
     assert pid_of(cluster, "kube-apiserver") is not None
     kube.request("GET", "/readyz")
@@ -404,7 +406,14 @@ def test_every_request_of_the_fault_runs_was_granted_by_the_chart_and_none_denie
                       f"since the module began (namespaces {sorted(fault_audit.namespaces)}): is the audit policy recording them?")
     assert made >= set(passed), (f"the audit log shows no Job created by {OPERATOR_USER} in {sorted(set(passed) - made)}, "
                                  "whose tests passed and so created Jobs: the log or its reading is missing requests")
-    privileges = auditlog.Privileges.of(requests, auditlog.chart_rules())
-    print(privileges.summary())
+    rules = auditlog.chart_rules()
+    # A restarted API server answers 403 for a moment, until its RBAC authorizer has read the
+    # bindings again: in the restart test's namespace a denial of a verb the chart grants is that
+    # moment, not a missing grant (a verb it does not grant fails the check as used-not-granted).
+    grants = auditlog.Privileges.of([], rules)
+    warming = [r for r in requests if r.code == 403 and r.namespace in API_RESTARTED and grants.covers(r.rule)]
+    requests = [r for r in requests if r not in warming]
+    privileges = auditlog.Privileges.of(requests, rules)
+    print(privileges.summary() + (f"; {len(warming)} denial(s) while the restarted API server warmed up" if warming else ""))
     assert not privileges.problems, (f"during the fault runs ({len(requests)} requests in {len(fault_audit.namespaces)} namespaces), "
                                      f"against {auditlog.RULES_FILE.name}:\n" + "\n".join(privileges.problems))

@@ -7,6 +7,7 @@ pass that still asks the API server for everything and so falls behind at hundre
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from trainpipe.contract.names import LABEL_PIPELINE, LABEL_RUN, LABEL_STAGE, Stage
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.runs import run_id
-from trainpipe.contract.status import PipelineStatus
+from trainpipe.contract.status import PipelineStatus, StageStatus
 from trainpipe_operator.cache import ChildCache, Versioned, newer
 from trainpipe_operator.naming import job_name
 from trainpipe_operator.observe import observe, read_pipeline
@@ -231,3 +232,9 @@ def test_while_pods_wait_a_pass_lists_them_at_most_every_recheck_period_and_come
     clock.t += POD_RECHECK_SECONDS
     observe(kube, cache, view, NOW)  # type: ignore[arg-type]
     assert kube.requests == [("list", "pods")] * 2
+
+    kube.requests.clear()
+    just_started = view.status.model_copy(update={"stages": {"rank": StageStatus(active=1, started_at="2026-12-01T11:59:58Z")}})
+    fresh_stage = observe(kube, cache, dataclasses.replace(view, status=just_started), NOW)  # type: ignore[arg-type]
+    assert kube.requests == [] and fresh_stage.recheck_after == pytest.approx(POD_RECHECK_SECONDS - 2), \
+        "a stage whose pods started 2 s ago is not asked about yet, and is looked at again when it is due"

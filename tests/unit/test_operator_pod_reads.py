@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -13,7 +13,17 @@ from trainpipe.contract.status import PipelineStatus, PlanRef, Reason, StageStat
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.decide import decide
 from trainpipe_operator.naming import job_name
-from trainpipe_operator.observed import Observed, ObservedJob, ObservedPod, PipelineView, PodRead, pod_read
+from trainpipe_operator.observed import (
+    POD_RECHECK_MAX_SECONDS,
+    POD_RECHECK_SECONDS,
+    Observed,
+    ObservedJob,
+    ObservedPod,
+    PipelineView,
+    PodRead,
+    pod_read,
+    pod_wait_left,
+)
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 CONFIG = OperatorConfig(cpu_image="jobs-cpu:1", gpu_image="jobs-gpu:1")
@@ -152,3 +162,22 @@ def test_a_scheduled_runs_rank_report_is_read_from_the_pods_of_its_slot():
     assert kube.pod_selectors == [f"{LABEL_PIPELINE}=demo,{LABEL_RUN}={run}"]
     assert [p.message for p in observed.pods] == [RANK_REPORT]
     assert decide(scheduled, observed, CONFIG, NOW).status.selected_targets == 3
+
+
+def started(seconds_ago: float) -> PipelineStatus:
+    """The run at its CPU stage, which started `seconds_ago` before NOW."""
+    stamp = (NOW - timedelta(seconds=seconds_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status = status_after(*EARLY)
+    return status.model_copy(update={"stages": {**status.stages, "cpu": StageStatus(active=4, started_at=stamp)}})
+
+
+@pytest.mark.parametrize(("status", "jobs", "left", "every"), [
+    (started(3), (CPU_TWO_PENDING,), POD_RECHECK_SECONDS - 3, POD_RECHECK_SECONDS),  # pods only starting: ask why later, not now
+    (started(POD_RECHECK_SECONDS + 5), (CPU_TWO_PENDING,), 0.0, POD_RECHECK_SECONDS),  # waited long enough: read the scheduler's reason
+    (started(50), (CPU_TWO_PENDING,), 0.0, 25.0),  # waiting a while: asked again less often
+    (started(3600), (CPU_TWO_PENDING,), 0.0, POD_RECHECK_MAX_SECONDS),  # but never less than once a minute
+    (status_after(*EARLY), (CPU_TWO_PENDING,), 0.0, POD_RECHECK_SECONDS),  # no recorded start: ask at once
+    (started(3), (CPU_ALL_READY,), 0.0, POD_RECHECK_SECONDS),  # nothing waits
+])
+def test_pods_are_asked_why_they_wait_once_they_have_waited_a_while_and_less_often_the_longer_they_wait(status, jobs, left, every):
+    assert pod_wait_left(jobs, RUN, status, NOW) == (pytest.approx(left), pytest.approx(every))
