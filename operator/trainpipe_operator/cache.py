@@ -159,22 +159,20 @@ class ChildCache:
     # ---- children from watch events -----------------------------------------------------------
 
     def job_event(self, kind: str | None, obj: dict[str, Any]) -> None:
-        key, name, rv = _identity(obj)
-        with self._lock:
-            store = self._of(key).jobs
-            if kind == "DELETED":
-                store.deleted(name, rv)
-            else:
-                store.apply(name, rv, parse_job(obj))
+        self._event(kind, obj, lambda held: held.jobs, parse_job)
 
     def configmap_event(self, kind: str | None, obj: dict[str, Any]) -> None:
+        self._event(kind, obj, lambda held: held.plans, parse_plan_configmap)
+
+    def _event(self, kind: str | None, obj: dict[str, Any], store_of: Callable[[PipelineCache], Versioned[Any]],
+               parse: Callable[[dict[str, Any]], Any]) -> None:
         key, name, rv = _identity(obj)
         with self._lock:
-            store = self._of(key).plans
+            store = store_of(self._of(key))
             if kind == "DELETED":
                 store.deleted(name, rv)
             else:
-                store.apply(name, rv, parse_plan_configmap(obj))
+                store.apply(name, rv, parse(obj))
 
     # ---- the operator's own writes -------------------------------------------------------------
 
@@ -260,10 +258,6 @@ class ChildCache:
             held = self._pipelines.get(key)
             entry = held.plans.entries.get(name) if held else None
             return entry[1] if entry else None
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._pipelines)
 
 
 def _identity(obj: dict[str, Any]) -> tuple[Key, str, str]:

@@ -218,9 +218,14 @@ def pod_read(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus) -> P
             continue
         if job.failed_condition is not None or (job.complete and unread.get(job.stage, False)):
             return PodRead.FRESH
-        if not job.complete and job.active > job.ready:  # a pod not running yet may be unschedulable
+        if _starting(job, run):  # a pod not running yet may be unschedulable
             need = PodRead.WAITING
     return need
+
+
+def _starting(job: ObservedJob, run: str) -> bool:
+    """A Job of the run whose pods are not all running yet."""
+    return job.run == run and not job.deleting and not job.complete and job.active > job.ready
 
 
 def pod_wait_left(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus, now: datetime) -> tuple[float, float]:
@@ -233,7 +238,7 @@ def pod_wait_left(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus,
     the operator's requests."""
     left, waited = float("inf"), 0.0
     for job in jobs:
-        if job.run != run or job.deleting or job.complete or job.active <= job.ready:
+        if not _starting(job, run):
             continue
         stage = status.stages.get(job.stage.value) if status.run_id == run else None
         started = parse_iso(stage.started_at if stage else None)
