@@ -9,7 +9,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from clusterkit import CORE, ApiError, Cluster, Kube
+from clusterkit import CORE, ApiError, Cluster, Kube, wait_for
 
 
 def test_service_account_kubeconfig_has_exactly_the_granted_rbac(cluster: Cluster, kube: Kube, namespace: str,
@@ -29,7 +29,17 @@ def test_service_account_kubeconfig_has_exactly_the_granted_rbac(cluster: Cluste
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-configmaps"},
         "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": namespace}]})
 
-    names = [cm["metadata"]["name"] for cm in as_sa.get(f"{CORE}/namespaces/{namespace}/configmaps")["items"]]
+    def listed() -> list[str] | None:
+        # A new RoleBinding reaches the API server's authorizer through its own watch: a busy
+        # server may still answer 403 for a moment after the create returns.
+        try:
+            return [cm["metadata"]["name"] for cm in as_sa.get(f"{CORE}/namespaces/{namespace}/configmaps")["items"]]
+        except ApiError as err:
+            if err.status == 403:
+                return None
+            raise
+
+    names = wait_for("the new RoleBinding to take effect", listed, timeout=30)
     assert "kube-root-ca.crt" in names
     with pytest.raises(ApiError) as still_denied:
         as_sa.create(f"{CORE}/namespaces/{namespace}/configmaps",
