@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Scale benchmark on the local control plane: N pipelines at once, the operator against an ideal script.
 
-Usage: hack/scale-bench.py [--pipelines 50 200] [--workers 4] [--api-qps Q] [--api-burst B]
+Usage: hack/scale-bench.py [--pipelines 50 200] [--workers 4] [--api-qps Q] [--api-burst B] [--fresh-cluster DIR]
                            [--out BENCHMARKS.md] [--plot docs/bench-scale.png] [--no-write]
-(the local cluster must be up: make cluster-up; `make bench-scale` runs the full set.)
+(without --fresh-cluster the local cluster must be up: make cluster-up; `make bench-scale` runs the full set.)
 
-For each N, two phases run one after the other, each in a fresh namespace that is deleted (and waited
-for) before the next phase starts, so the cluster is left as it was found:
+For each N, two phases run one after the other. With --fresh-cluster DIR (what `make bench-scale`
+passes) each phase gets a local control plane of its own, started in DIR and deleted after it: a
+long-lived API server grows slower per write over a phase (see `Bench.control_plane`), so the second
+phase would pay for the first. Without it, each phase runs in a fresh namespace of the running local
+cluster that is deleted (and waited for) before the next phase starts, so the cluster is left as found:
 
 * operator: the operator runs as its own process with its ServiceAccount's RBAC (as in
   hack/operator-bench.py) and N TrainingPipelines are created at once. Each pipeline keeps 5 targets
@@ -332,24 +335,57 @@ class Phase:
     pass_seconds: float = 0.0
     cleanup: float = 0.0
     total: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds from the first create to the last pipeline done, by process
 
 
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.state = Path(os.environ.get("TRAINPIPE_CLUSTER_DIR", REPO / ".cache" / "cluster"))
         versions = dict(line.split("=", 1) for line in (REPO / "hack" / "versions.env").read_text().splitlines() if "=" in line and not line.startswith("#"))
         tools_root = Path(os.environ.get("TRAINPIPE_TOOLS", Path.home() / ".cache/trainpipe/tools"))
-        tools = {c: tools_root / f"{c}-{versions[f'{c.upper()}_VERSION'].strip()}" for c in ("kubernetes", "etcd", "kwok", "helm")}
-        self.kube = Kube(self.state / "kubeconfig")
-        self.cluster = Cluster(kubeconfig=self.state / "kubeconfig", state=self.state, tools=tools, kube=self.kube, started_here=False)
-        self.audit = auditlog.log_path(self.state)
+        self.tools = {c: tools_root / f"{c}-{versions[f'{c.upper()}_VERSION'].strip()}" for c in ("kubernetes", "etcd", "kwok", "helm")}
+        self.fresh = args.fresh_cluster
+        if not self.fresh:  # else each phase attaches to the control plane it starts
+            self.attach(Path(os.environ.get("TRAINPIPE_CLUSTER_DIR", REPO / ".cache" / "cluster")))
         self.work = Workload.build()
         self.operator_args = [f"--workers={args.workers}"]
         if args.api_qps:
             self.operator_args.append(f"--api-qps={args.api_qps}")
         if args.api_burst:
             self.operator_args.append(f"--api-burst={args.api_burst}")
+
+    def attach(self, state: Path) -> None:
+        self.state = state
+        self.kube = Kube(self.state / "kubeconfig")
+        self.cluster = Cluster(kubeconfig=self.state / "kubeconfig", state=self.state, tools=self.tools, kube=self.kube, started_here=False)
+        self.audit = auditlog.log_path(self.state)
+
+    def _cluster_script(self, name: str) -> None:
+        env = os.environ | {"TRAINPIPE_CLUSTER_DIR": str(self.fresh), "VENV": str(Path(sys.executable).parents[1])}
+        subprocess.run([str(REPO / "hack" / name)], env=env, check=True, stdout=subprocess.DEVNULL)
+
+    @contextlib.contextmanager
+    def control_plane(self, phase: Phase) -> Iterator[None]:
+        """With --fresh-cluster: a control plane started for this phase alone and deleted after it.
+
+        The API server's CPU per write roughly doubles over a phase of 200 pipelines (its heap and
+        etcd's history grow; measured 15 → 30 ms per status PUT), so on one long-lived control plane
+        whichever phase runs second pays for the first. A fresh one per phase compares like with like.
+        """
+        if not self.fresh:
+            yield
+            return
+        self._cluster_script("cluster-down.sh")  # a stale one from an interrupted run
+        self._cluster_script("cluster-up.sh")
+        self.attach(self.fresh)
+        self.cluster.install_operator_access(self.state / "bench-scale.kubeconfig")  # the same objects in both phases
+        settle()
+        try:
+            yield
+        finally:
+            started = time.monotonic()
+            self._cluster_script("cluster-down.sh")
+            phase.cleanup = time.monotonic() - started
 
     def namespace(self, kind: str) -> str:
         ns = f"bench-scale-{kind}-{secrets.token_hex(3)}"
@@ -380,11 +416,13 @@ class Bench:
     @contextlib.contextmanager
     def scratch_namespace(self, kind: str, phase: Phase) -> Iterator[str]:
         """A fresh namespace for one phase, deleted afterwards (also when the phase fails) so the cluster is left as found."""
-        ns = self.namespace(kind)
-        try:
-            yield ns
-        finally:
-            phase.cleanup = self.drop(ns)
+        with self.control_plane(phase):
+            ns = self.namespace(kind)
+            try:
+                yield ns
+            finally:
+                if not self.fresh:
+                    phase.cleanup = self.drop(ns)
 
     def names(self, n: int) -> list[str]:
         return [f"p{i:03d}" for i in range(n)]
@@ -398,10 +436,11 @@ class Bench:
             watcher = Watcher(self.kube, ns)
             time.sleep(1.0)
             try:
-                started = time.monotonic()
+                started, cpu = time.monotonic(), CpuMeter(operator.pid)
                 for name in self.names(n):
                     _create(self.kube, pipelines_path(ns), self.work.manifest(name))
                 wait_for(f"{n} pipelines Ready", lambda: len(watcher.ready) == n, timeout=self.args.timeout, interval=0.5)
+                phase.cpu = cpu.used()
                 phase.wall = max(watcher.ready.values()) - started
                 phase.hwm_kb = _vm(operator.pid, "VmHWM")
                 phase.passes, phase.pass_seconds = _reconcile_metrics(operator.get("/metrics")[1])
@@ -454,10 +493,11 @@ class Bench:
             watcher = Watcher(self.kube, ns, on_complete)
             time.sleep(1.0)
             try:
-                started = time.monotonic()
+                started, cpu = time.monotonic(), CpuMeter(None)
                 for name in self.names(n):
                     pool.submit(create, name, order[0])
                 wait_for(f"{n} ideal runs complete", done.is_set, timeout=self.args.timeout, interval=0.5)
+                phase.cpu = cpu.used()
                 phase.wall = max(max(t) for (_, s), t in watcher.completed.items() if s == order[-1].value) - started
             finally:
                 watcher.stop()
@@ -491,6 +531,53 @@ def _vm(pid: int, key: str) -> int | None:
     return None
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+# Control-plane processes by their /proc comm (15 characters at most), as the local cluster names them.
+COMPONENTS = ("kube-apiserver", "etcd", "kube-controller", "kube-scheduler")
+
+
+class CpuMeter:
+    """CPU seconds spent between construction and used(): the whole machine, the operator, each control-plane process.
+
+    On two shared cores the operator's cost is mostly CPU it takes from the control plane, and the
+    API-server CPU its requests cause; the ideal phase's figures are the same cluster without it.
+    """
+
+    def __init__(self, operator_pid: int | None) -> None:
+        self.operator_pid = operator_pid
+        self.start = self.sample()
+
+    def sample(self) -> dict[str, float]:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        out = {"machine": (sum(int(v) for v in fields[:8]) - int(fields[3]) - int(fields[4])) / TICK}  # all but idle and iowait
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:  # the process exited meanwhile
+                continue
+            comm, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+            name = "operator" if int(stat.parent.name) == self.operator_pid else comm if comm in COMPONENTS else None
+            if name is not None:
+                out[name] = out.get(name, 0.0) + (int(rest[11]) + int(rest[12])) / TICK  # utime + stime
+        return out
+
+    def used(self) -> dict[str, float]:
+        end = self.sample()
+        return {k: v - self.start.get(k, 0.0) for k, v in end.items()}
+
+
+def settle(idle: float = 0.15, window: float = 5.0, limit: float = 90.0) -> None:
+    """Wait until the machine is about idle (busy below `idle` of its cores over `window` seconds): a
+    control plane just started (and a CRD just installed) builds its caches and API documents for a
+    while, work that would otherwise land on whichever phase comes first."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        meter = CpuMeter(None)
+        time.sleep(window)
+        if meter.used()["machine"] < idle * window * (os.cpu_count() or 1):
+            return
+
+
 def _reconcile_metrics(text: str) -> tuple[int, float]:
     values = {}
     for line in text.splitlines():
@@ -517,7 +604,8 @@ def section(args: argparse.Namespace, operator_args: list[str], work: Workload, 
     lines = [
         f"## Scale: {', '.join(str(op.pipelines) for op, _ in results)} pipelines at once (local control plane, skipped pods)",
         "",
-        f"Command: `make bench-scale` (= `{command.strip()}` on the running local cluster), "
+        f"Command: `make bench-scale` (= `{command.strip()}`"
+        + (", each phase on a control plane started for it" if args.fresh_cluster else " on the running local cluster") + "), "
         f"{time.strftime('%Y-%m-%d', time.gmtime())}, {os.cpu_count()} cores; operator flags `{' '.join(operator_args)}`.",
         f"Each pipeline: {TARGETS} selected targets, a {TARGETS}-job plan (made with the contract models) × {len(CPU_FAMILIES)} CPU and {len(GPU_FAMILIES)} GPU "
         f"families = {work.jobs} Jobs and {work.pods} pods (1 rank + {TARGETS} select + 1 plan + {sum(v for k, v in work.units.items() if FAMILY_STAGE[k] is Stage.CPU)} CPU "
@@ -552,9 +640,16 @@ def section(args: argparse.Namespace, operator_args: list[str], work: Workload, 
             ms = r.read_ms.get((verb, resource))
             cells.append(f"{count / op.pipelines:.1f}" + (f" ({median(ms):.1f} ms)" if ms else ""))
         lines.append(f"| {verb} | {resource} | " + " | ".join(cells) + " |")
+    lines += ["", "CPU seconds used from the first create until every pipeline was done, operator phase / ideal phase "
+              f"(/proc; {os.cpu_count()} cores, so a phase can use at most {os.cpu_count()} × its wall time):", ""]
+    lines += ["| pipelines | machine | operator | " + " | ".join(COMPONENTS) + " | everything else |", "|---:|" + "---:|" * (3 + len(COMPONENTS))]
+    for op, ideal in results:
+        cells = [f"{op.cpu.get(k, 0.0):.0f}" + (f" / {ideal.cpu.get(k, 0.0):.0f}" if k != "operator" else "") for k in ("machine", "operator", *COMPONENTS)]
+        rest = [p.cpu.get("machine", 0.0) - sum(v for k, v in p.cpu.items() if k != "machine") for p in (op, ideal)]
+        lines.append(f"| {op.pipelines} | " + " | ".join(cells) + f" | {rest[0]:.0f} / {rest[1]:.0f} |")
     lines += ["", f"The operator's requests against the chart's RBAC ({auditlog.RULES_FILE.relative_to(REPO)}; events and cluster-scoped requests included):", ""]
     lines += [f"- N={op.pipelines}: " + (op.requests.privileges.summary() if op.requests else "n/a (no audit log)") for op, _ in results]
-    lines += ["", "Run time of the benchmark itself (both phases, namespace deletion included): "
+    lines += ["", "Run time of the benchmark itself (both phases, cleanup included): "
               + ", ".join(f"N={op.pipelines}: {(op.total + ideal.total) / 60:.1f} min" for op, ideal in results) + "."]
     if plot is not None:
         lines += ["", f"![scale benchmark]({plot.relative_to(args.out.parent) if plot.is_relative_to(args.out.parent) else plot})"]
@@ -623,6 +718,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "bench-scale.png")
     parser.add_argument("--no-write", action="store_true", help="Print the section; leave BENCHMARKS.md and the plot alone.")
+    parser.add_argument("--fresh-cluster", type=Path, default=None, metavar="DIR",
+                        help="Run each phase on a control plane of its own, started in DIR and deleted after it (make bench-scale does); "
+                             "default: the running local cluster, each phase in a namespace deleted after it.")
     parser.add_argument("--operator-only", action="store_true", help="Skip the ideal phase (for comparing operator flags); implies --no-write.")
     args = parser.parse_args()
     # SIGTERM runs the finally blocks too: the operator is stopped and the phase's namespace deleted.
@@ -632,10 +730,11 @@ def main() -> int:
     for n in args.pipelines:
         print(f"== {n} pipelines × {bench.work.pods} pods", flush=True)
         op = bench.run_operator(n)
-        print(f"   operator: all Ready after {op.wall:.1f}s (phase {op.total:.0f}s, namespace deletion {op.cleanup:.0f}s)", flush=True)
+        print(f"   operator: all Ready after {op.wall:.1f}s (phase {op.total:.0f}s, cleanup {op.cleanup:.0f}s)", flush=True)
         print(f"   operator RBAC: {op.requests.privileges.summary() if op.requests else 'n/a (no audit log)'}", flush=True)
         ideal = bench.run_ideal(n) if not args.operator_only else Phase("ideal", n, wall=float("nan"))
-        print(f"   ideal:    all done after {ideal.wall:.1f}s (phase {ideal.total:.0f}s, namespace deletion {ideal.cleanup:.0f}s)", flush=True)
+        print(f"   ideal:    all done after {ideal.wall:.1f}s (phase {ideal.total:.0f}s, cleanup {ideal.cleanup:.0f}s)", flush=True)
+        print("   CPU s (operator / ideal): " + ", ".join(f"{k} {op.cpu.get(k, 0.0):.0f} / {ideal.cpu.get(k, 0.0):.0f}" for k in ("machine", "operator", *COMPONENTS)), flush=True)
         print(f"   N={n} took {(op.total + ideal.total) / 60:.1f} min in all", flush=True)
         results.append((op, ideal))
     args.no_write = args.no_write or args.operator_only

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from trainpipe.contract.names import LABEL_PIPELINE
@@ -63,17 +64,20 @@ class Versioned(Generic[T]):
     entries: dict[str, tuple[str, T | None]] = field(default_factory=dict)
     listed: bool = False  # a LIST filled it since it was last distrusted: what it lacks does not exist
 
-    def apply(self, name: str, rv: str, value: T | None) -> None:
+    def apply(self, name: str, rv: str, value: T | None) -> tuple[bool, T | None]:
+        """Take `value` unless it is older than what is held; returns (taken, the value held before)."""
         held = self.entries.get(name)
         if not newer(rv, held[0] if held else self.floor):
-            return  # older than what is here, or than the LIST that already showed its fate
+            return False, None  # older than what is here, or than the LIST that already showed its fate
         self.entries[name] = (rv, value)
+        return True, held[1] if held else None
 
-    def deleted(self, name: str, rv: str) -> None:
+    def deleted(self, name: str, rv: str) -> tuple[bool, T | None]:
         """A watch DELETED event. Remembered as a tombstone while a LIST could still be under way (one
         started before the delete would otherwise bring the object back); the next LIST drops it."""
         if name in self.entries or self.listed:
-            self.apply(name, rv, None)
+            return self.apply(name, rv, None)
+        return False, None
 
     def forget(self, name: str, rv: str) -> None:
         """The operator deleted it: a tombstone, so events from before the delete cannot bring it back."""
@@ -101,7 +105,7 @@ class PipelineCache:
 
     obj: tuple[str, dict[str, Any] | None] | None = None  # (resourceVersion, object); object None = deleted
     jobs: Versioned[ObservedJob] = field(default_factory=Versioned)
-    pods: dict[str, tuple[float, tuple[ObservedPod, ...]]] = field(default_factory=dict)  # by run: (when LISTed, what)
+    pods: dict[str, tuple[float, dict[str, str], tuple[ObservedPod, ...]]] = field(default_factory=dict)  # by run: (when, the LIST's query, what)
     plans: Versioned[ObservedPlan] = field(default_factory=Versioned)  # the <pipeline>-plan ConfigMap
     primed_at: float | None = None
     view: tuple[str, PipelineView] | None = None  # the parsed object, by resourceVersion: parsing is most of a cached pass
@@ -142,7 +146,9 @@ class ChildCache:
                 self._of(key).view = (rv, parsed)
         return parsed
 
-    def put_pipeline(self, obj: dict[str, Any]) -> None:
+    def put_pipeline(self, obj: dict[str, Any]) -> bool:
+        """Hold `obj` unless a version as new is held; returns whether it was taken. The watch event of
+        the operator's own status write brings the version its answer already put here: not news."""
         meta = obj.get("metadata") or {}
         key = (meta.get("namespace", ""), meta["name"])
         rv = version(obj)
@@ -150,6 +156,8 @@ class ChildCache:
             held = self._of(key)
             if held.obj is None or newer(rv, held.obj[0]):
                 held.obj = (rv, obj)
+                return True
+            return False
 
     def pipeline_deleted(self, key: Key, rv: str) -> None:
         """The pipeline is gone: drop its children (ownerReferences delete them) and remember it went."""
@@ -158,21 +166,20 @@ class ChildCache:
 
     # ---- children from watch events -----------------------------------------------------------
 
-    def job_event(self, kind: str | None, obj: dict[str, Any]) -> None:
-        self._event(kind, obj, lambda held: held.jobs, parse_job)
+    def job_event(self, kind: str | None, obj: dict[str, Any]) -> Change:
+        return self._event(kind, obj, lambda held: held.jobs, parse_job)
 
-    def configmap_event(self, kind: str | None, obj: dict[str, Any]) -> None:
-        self._event(kind, obj, lambda held: held.plans, parse_plan_configmap)
+    def configmap_event(self, kind: str | None, obj: dict[str, Any]) -> Change:
+        return self._event(kind, obj, lambda held: held.plans, parse_plan_configmap)
 
     def _event(self, kind: str | None, obj: dict[str, Any], store_of: Callable[[PipelineCache], Versioned[Any]],
-               parse: Callable[[dict[str, Any]], Any]) -> None:
+               parse: Callable[[dict[str, Any]], Any]) -> Change:
         key, name, rv = _identity(obj)
+        value = None if kind == "DELETED" else parse(obj)
         with self._lock:
             store = store_of(self._of(key))
-            if kind == "DELETED":
-                store.deleted(name, rv)
-            else:
-                store.apply(name, rv, parse(obj))
+            taken, before = store.deleted(name, rv) if kind == "DELETED" else store.apply(name, rv, value)
+        return change(taken, before, value)
 
     # ---- the operator's own writes -------------------------------------------------------------
 
@@ -200,10 +207,10 @@ class ChildCache:
         with self._lock:
             self._of(key).jobs.replace(((o["metadata"]["name"], version(o), parse_job(o)) for o in listing.get("items") or []), version(listing))
 
-    def list_pods(self, key: Key, run: str, listing: dict[str, Any]) -> tuple[ObservedPod, ...]:
+    def list_pods(self, key: Key, run: str, query: dict[str, str], listing: dict[str, Any]) -> tuple[ObservedPod, ...]:
         pods = tuple(sorted((p for p in (parse_pod(o) for o in listing.get("items") or []) if p is not None), key=lambda p: p.name))
         with self._lock:
-            self._of(key).pods = {run: (self.clock(), pods)}  # only the current run's are ever asked for
+            self._of(key).pods = {run: (self.clock(), query, pods)}  # only the current run's are ever asked for
         return pods
 
     def list_plans(self, key: Key, listing: dict[str, Any]) -> None:
@@ -246,18 +253,34 @@ class ChildCache:
             held = self._pipelines.get(key)
             return tuple(held.jobs.values()) if held else ()
 
-    def pods(self, key: Key, run: str, max_age: float) -> tuple[ObservedPod, ...] | None:
-        """The run's pods as LISTed at most `max_age` seconds ago; None when there is no such LIST."""
+    def pods(self, key: Key, run: str, query: dict[str, str], max_age: float) -> tuple[ObservedPod, ...] | None:
+        """The run's pods as a LIST with `query` answered at most `max_age` seconds ago; None when there is no such LIST."""
         with self._lock:
             held = self._pipelines.get(key)
             listed = held.pods.get(run) if held else None
-            return listed[1] if listed is not None and self.clock() - listed[0] <= max_age else None
+            return listed[2] if listed is not None and listed[1] == query and self.clock() - listed[0] <= max_age else None
 
     def plan(self, key: Key, name: str) -> ObservedPlan | None:
         with self._lock:
             held = self._pipelines.get(key)
             entry = held.plans.entries.get(name) if held else None
             return entry[1] if entry else None
+
+
+class Change(Enum):
+    """What a watch event changed in what a pass reads, which says how soon the pass should come."""
+
+    NONE = "none"  # nothing a pass reads: an older version, an echo of the operator's own write, a field not parsed
+    COUNTS = "counts"  # only a Job's running counts (ObservedJob.counts_only): the status shows them, nothing is decided on them
+    STATE = "state"  # anything else: a child appearing or going, a Job finishing, failing or suspended
+
+
+def change(taken: bool, before: Any, after: Any) -> Change:
+    if not taken or before == after:
+        return Change.NONE
+    if isinstance(before, ObservedJob) and isinstance(after, ObservedJob) and before.counts_only(after):
+        return Change.COUNTS
+    return Change.STATE
 
 
 def _identity(obj: dict[str, Any]) -> tuple[Key, str, str]:

@@ -70,8 +70,9 @@ def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
         reconciler.logged_in.set()
         return info
 
-    # Each handler first records what it saw in the reconciler's cache, then wakes the pipeline, so the
-    # pass that follows reads the change without asking the API server.
+    # Each handler first records what it saw in the reconciler's cache, then wakes the pipeline as soon
+    # as the change calls for (runtime.Reconciler.changed), so the pass that follows reads it without
+    # asking the API server.
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
     async def pipeline_event(event: kopf.RawEvent, namespace: str | None, name: str, meta: kopf.Meta, **_: Any) -> None:
         if namespace is None:
@@ -82,21 +83,19 @@ def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
             reconciler.health.forget(key)
             reconciler.metrics.record_status(key, None)
             return
-        reconciler.cache.put_pipeline(dict(event["object"]))
         reconciler.health.saw(key, str(meta.get("resourceVersion", "")))
-        reconciler.notify(key)
+        if reconciler.cache.put_pipeline(dict(event["object"])):  # not the echo of the operator's own status write
+            reconciler.notify(key)
 
     @kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS, registry=registry)
     async def job_event(event: kopf.RawEvent, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
         if namespace is not None:
-            reconciler.cache.job_event(event.get("type"), dict(event["object"]))
-            reconciler.notify((namespace, labels[LABEL_PIPELINE]))
+            reconciler.changed((namespace, labels[LABEL_PIPELINE]), reconciler.cache.job_event(event.get("type"), dict(event["object"])))
 
     @kopf.on.event("", "v1", "configmaps", labels=CHILD_LABELS, registry=registry)
     async def configmap_event(event: kopf.RawEvent, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
         # The <pipeline>-plan ConfigMap: deleted or edited by hand, the pipeline's pass writes it back.
         if namespace is not None:
-            reconciler.cache.configmap_event(event.get("type"), dict(event["object"]))
-            reconciler.notify((namespace, labels[LABEL_PIPELINE]))
+            reconciler.changed((namespace, labels[LABEL_PIPELINE]), reconciler.cache.configmap_event(event.get("type"), dict(event["object"])))
 
     return registry

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="A pipeline's pass waits this long after a watch event, folding the events that follow into it.")
     p.add_argument("--status-progress-seconds", type=float, default=10.0,
                    help="A status change that only moves running unit counts is written at most this often per pipeline (stage changes at once).")
+    p.add_argument("--status-progress-rate", type=float, default=5.0,
+                   help="Such count-only writes per second across all running pipelines: with more running than this × "
+                        "--status-progress-seconds, each pipeline's counts wait longer (0: no cap).")
     p.add_argument("--stall-seconds", type=float, default=180.0, help="Liveness fails when the watch lags a fresh LIST for this long.")
     p.add_argument("--log-level", default=os.environ.get("TRAINPIPE_LOG_LEVEL", "INFO"))
     return p
@@ -81,7 +84,8 @@ async def serve(args: argparse.Namespace) -> None:
     limiter = limiter_from(args)
     reconciler = Reconciler(kube=Kube(load_client(args.kubeconfig), limiter), config=config, metrics=Metrics(),
                             health=WatchHealth(grace_seconds=args.stall_seconds), namespaces=namespaces, workers=args.workers,
-                            progress_seconds=args.status_progress_seconds, batch_seconds=args.event_batch_seconds)
+                            progress_seconds=args.status_progress_seconds, progress_rate=args.status_progress_rate,
+                            batch_seconds=args.event_batch_seconds)
     ready, stop = asyncio.Event(), asyncio.Event()
     runner = web.AppRunner(http_app(reconciler, ready), access_log=None)
     await runner.setup()

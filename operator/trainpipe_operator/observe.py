@@ -12,11 +12,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from trainpipe.contract.names import LABEL_PIPELINE, LABEL_RUN
+from trainpipe.contract.names import LABEL_PIPELINE, LABEL_RUN, LABEL_STAGE
 from trainpipe_operator.cache import ChildCache, Key
 from trainpipe_operator.kubeapi import Kube, path, pipelines_path
 from trainpipe_operator.naming import artifacts_claim, plan_configmap
-from trainpipe_operator.observed import POD_RECHECK_SECONDS, Observed, ObservedPod, PipelineView, PodRead, pod_read, pod_wait_left
+from trainpipe_operator.observed import POD_RECHECK_SECONDS, Observed, ObservedPod, PipelineView, PodRead, PodScope, pod_read, pod_scope, pod_wait_left
 from trainpipe_operator.schedule import current_run
 
 
@@ -56,10 +56,13 @@ def observe(kube: Kube, cache: ChildCache, view: PipelineView, now: datetime) ->
             if wait > 0:
                 need = PodRead.NONE
         if need is not PodRead.NONE:
-            listed = None if need is PodRead.FRESH else cache.pods(key, run, every)
+            query = pod_query(selector, run, pod_scope(jobs, run, view.status, need))
+            listed = None if need is PodRead.FRESH else cache.pods(key, run, query, every)
             if listed is None:
-                # Only the current run's pods: earlier runs' are of no use to `decide`.
-                listed = cache.list_pods(key, run, kube.get(path(view.namespace, "pods"), labelSelector=f"{selector},{LABEL_RUN}={run}"))
+                # Why pods wait may come from the API server's watch cache as it stands (resourceVersion
+                # 0: no quorum read, no wait for the cache to catch up); a report is read consistently.
+                answer = kube.get(path(view.namespace, "pods"), **query, **({"resourceVersion": "0"} if need is PodRead.WAITING else {}))
+                listed = cache.list_pods(key, run, query, answer)
             pods = listed
         volume = view.spec.data.volume
         if volume is not None and not _claim_exists(kube, cache, view.namespace, volume.claim_name, full):
@@ -74,6 +77,14 @@ def observe(kube: Kube, cache: ChildCache, view: PipelineView, now: datetime) ->
         cache.primed(key, started)
     return Observed(jobs=jobs, pods=pods, plan=cache.plan(key, plan_configmap(view.name)), missing_claims=tuple(missing),
                     artifacts_claim_exists=artifacts_exists, recheck_after=recheck)
+
+
+def pod_query(selector: str, run: str, scope: PodScope) -> dict[str, str]:
+    """The LIST parameters for `scope`'s pods of `run` (earlier runs' pods are of no use to `decide`)."""
+    labels = f"{selector},{LABEL_RUN}={run}"
+    if scope.stages:
+        labels += f",{LABEL_STAGE} in ({','.join(s.value for s in scope.stages)})"
+    return {"labelSelector": labels} | ({"fieldSelector": "status.phase=Pending"} if scope.pending_only else {})
 
 
 def _claim_exists(kube: Kube, cache: ChildCache, namespace: str, name: str, full: bool) -> bool:

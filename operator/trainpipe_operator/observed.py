@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -50,6 +50,10 @@ class PipelineView:
     resource_version: str = ""
 
 
+# The fields of a Job's status that move with each of its pods.
+COUNT_FIELDS = ("succeeded", "failed", "active", "ready")
+
+
 @dataclass(frozen=True)
 class ObservedJob:
     name: str
@@ -70,6 +74,12 @@ class ObservedJob:
     suspended_by_operator: bool = False
     deleting: bool = False
     plan_digest: str | None = None
+
+    def counts_only(self, other: ObservedJob) -> bool:
+        """Whether `other` differs from this Job only in its running counts (pods starting, Ready,
+        finishing, a failed try the Job retries). `decide` puts those in the status and decides
+        nothing on them: a stage ends on the Job's Complete or Failed condition."""
+        return other != self and replace(self, **{f: getattr(other, f) for f in COUNT_FIELDS}) == other
 
     @property
     def failed_units(self) -> int:
@@ -210,17 +220,48 @@ def pod_read(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus) -> P
     all run Ready, or that finished with nothing left to read, needs no pod read; at hundreds of
     pipelines most passes are of that kind.
     """
-    recorded = status.run_id == run
-    unread = {Stage.RANK: not recorded or status.selected_targets is None, Stage.PLAN: not recorded or status.plan is None}
+    unread = _unread(run, status)
     need = PodRead.NONE
     for job in jobs:
-        if job.run != run or job.deleting:
-            continue
-        if job.failed_condition is not None or (job.complete and unread.get(job.stage, False)):
+        if _to_read_now(job, run, unread):
             return PodRead.FRESH
         if _starting(job, run):  # a pod not running yet may be unschedulable
             need = PodRead.WAITING
     return need
+
+
+@dataclass(frozen=True)
+class PodScope:
+    """Which of the run's pods a read needs: those of `stages`, and only the Pending ones if `pending_only`."""
+
+    stages: tuple[Stage, ...]
+    pending_only: bool
+
+
+def pod_scope(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus, need: PodRead) -> PodScope:
+    """The pods behind `need`, and no more: a LIST's answer is decoded whole, and the run's finished
+    pods, most of it, were the operator's largest CPU cost at a hundred pipelines at once.
+
+    FRESH: the stages with a report to read or a failed Job. WAITING: the Pending pods of the stages
+    whose pods are not all running (only a Pending pod can be unschedulable).
+    """
+    if need is PodRead.FRESH:
+        unread = _unread(run, status)
+        wanted = {j.stage for j in jobs if _to_read_now(j, run, unread)}
+    else:
+        wanted = {j.stage for j in jobs if _starting(j, run)} if need is PodRead.WAITING else set()
+    return PodScope(tuple(s for s in Stage if s in wanted), pending_only=need is not PodRead.FRESH)
+
+
+def _unread(run: str, status: PipelineStatus) -> dict[Stage, bool]:
+    """Whether the rank and plan reports of `run` are still to be put in the status."""
+    recorded = status.run_id == run
+    return {Stage.RANK: not recorded or status.selected_targets is None, Stage.PLAN: not recorded or status.plan is None}
+
+
+def _to_read_now(job: ObservedJob, run: str, unread: dict[Stage, bool]) -> bool:
+    """A Job of the run whose pods hold what a pass needs now: why it failed, or its unread report."""
+    return job.run == run and not job.deleting and (job.failed_condition is not None or (job.complete and unread.get(job.stage, False)))
 
 
 def _starting(job: ObservedJob, run: str) -> bool:

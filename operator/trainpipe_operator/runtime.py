@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from trainpipe.contract.names import API_GROUP, API_VERSION, KIND
+from trainpipe.contract.status import ConditionType
 from trainpipe_operator.act import StatusConflict, act, post_event
-from trainpipe_operator.cache import ChildCache
+from trainpipe_operator.cache import Change, ChildCache
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.decide import decide
 from trainpipe_operator.health import WatchHealth
@@ -63,6 +64,17 @@ class ReconcileQueue:
         return len(self._waiting)
 
 
+def progress_hold(running: int, floor: float, rate: float) -> float:
+    """Seconds a pipeline's status holds back a change of running counts: `floor`, or longer when
+    `running` pipelines at that pace would write more than `rate` such updates a second in all.
+
+    A status write is the API server's dearest request from this operator (its schema, fields and
+    watchers); at 200 running pipelines a 10 s floor made half of all writes count updates. A
+    stage starting, ending or failing is never held, so this only makes counts older, not hand-offs.
+    """
+    return max(floor, running / rate) if rate > 0 else floor
+
+
 @dataclass
 class Reconciler:
     kube: Kube
@@ -71,8 +83,10 @@ class Reconciler:
     health: WatchHealth
     namespaces: tuple[str, ...] = ()
     workers: int = 4
-    # A status that only moves running counts waits this long after the pipeline's last status write.
+    # A status that only moves running counts waits this long after the pipeline's last status write,
+    # or longer at more than progress_rate × progress_seconds running pipelines (`progress_hold`).
     progress_seconds: float = 10.0
+    progress_rate: float = 5.0
     # A watch event's pass waits this long, so the burst a Job's pods make (each start and finish
     # changes the Job) folds into one pass instead of one pass per event.
     batch_seconds: float = 0.25
@@ -81,6 +95,8 @@ class Reconciler:
     _failures: dict[Key, int] = field(default_factory=dict)
     _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
     _status_written: dict[Key, float] = field(default_factory=dict)  # monotonic time of each pipeline's last status write
+    _running: set[Key] = field(default_factory=set)  # pipelines whose last pass left a run in progress
+    _passed: dict[Key, float] = field(default_factory=dict)  # monotonic start of each pipeline's last pass
     # Events are posted by one thread of their own, in order: a pass never waits on them, and a
     # lost Event is only logged (post_event), so nothing a pass decides depends on them.
     _events: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="events"))
@@ -97,6 +113,20 @@ class Reconciler:
             self.later(key, self.batch_seconds)
         else:
             self.enqueue(key)
+
+    def changed(self, key: Key, change: Change) -> None:
+        """A watch event's `change` to what `key`'s pass reads: none needs no pass; a Job's running
+        counts wait until the status may take them (`progress_seconds` after its last write), since
+        the pass would hold them until then anyway. At hundreds of pipelines those events were most
+        of the passes, and the queue they made delayed the passes that start the next stage."""
+        if change is Change.STATE:
+            self.notify(key)
+        elif change is Change.COUNTS:
+            since = time.monotonic() - self._status_written.get(key, float("-inf"))
+            self.later(key, max(self.batch_seconds, self.hold() - since))
+
+    def hold(self) -> float:
+        return progress_hold(len(self._running), self.progress_seconds, self.progress_rate)
 
     def later(self, key: Key, delay: float) -> None:
         """Look at `key` again after `delay` seconds (deadlines, TTLs, back-off); the earliest wins."""
@@ -116,21 +146,28 @@ class Reconciler:
     def reconcile_once(self, key: Key) -> float | None:
         """One observe → decide → act pass (blocking; runs in a worker thread). Returns when to look again."""
         started = time.perf_counter()
+        self._passed[key] = time.monotonic()
         self.metrics.reconcile_passes.labels(read="cache" if self.cache.fresh(key) else "api").inc()
         try:
             found = read_pipeline(self.kube, self.cache, key)
             if found is None:
                 self.metrics.record_status(key, None)
                 self._status_written.pop(key, None)
+                self._running.discard(key)
+                self._passed.pop(key, None)
                 return None
             obj, view = found
             now = self.clock()  # one instant for both, so they agree on a scheduled run's slot
             observed = observe(self.kube, self.cache, view, now)
             decision = decide(view, observed, self.config, now)
-            since = time.monotonic() - self._status_written.get(key, float("-inf"))
-            held = act(self.kube, obj, view, decision, self.metrics, self.cache, hold_progress=since < self.progress_seconds,
+            since, hold = time.monotonic() - self._status_written.get(key, float("-inf")), self.hold()
+            held = act(self.kube, obj, view, decision, self.metrics, self.cache, hold_progress=since < hold,
                        post=lambda *event: self._events.submit(post_event, *event))
-            again = [t for t in (decision.requeue_after, observed.recheck_after, self.progress_seconds - since if held else None) if t is not None]
+            again = [t for t in (decision.requeue_after, observed.recheck_after, hold - since if held else None) if t is not None]
+            if any(c.type == ConditionType.RECONCILING and c.status == "True" for c in decision.status.conditions):
+                self._running.add(key)
+            else:
+                self._running.discard(key)
             if not held:
                 if decision.status != view.status:
                     self._status_written[key] = time.monotonic()
@@ -162,27 +199,35 @@ class Reconciler:
             finally:
                 self.queue.done(key)
 
-    def list_pipelines(self) -> dict[Key, str]:
-        """Every pipeline the operator serves, with its resourceVersion (blocking)."""
+    def list_pipelines(self) -> tuple[dict[Key, str], set[Key]]:
+        """Every pipeline the operator serves with its resourceVersion, and those the LIST showed a
+        version of that no watch event had brought (blocking)."""
         out: dict[Key, str] = {}
+        missed: set[Key] = set()
         for ns in self.namespaces or (None,):
             for item in self.kube.get(pipelines_path(ns))["items"]:
-                # A LIST's items carry no kind; the cached object is also the body of the next status PUT.
-                self.cache.put_pipeline({"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, **item})  # makes good a missed event
                 meta = item["metadata"]
-                out[(meta["namespace"], meta["name"])] = meta.get("resourceVersion", "")
-        return out
+                key = (meta["namespace"], meta["name"])
+                out[key] = meta.get("resourceVersion", "")
+                # A LIST's items carry no kind; the cached object is also the body of the next status PUT.
+                if self.cache.put_pipeline({"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, **item}):  # makes good a missed event
+                    missed.add(key)
+        return out, missed
 
     async def resync(self, period: float) -> None:
-        """Level-triggered safety net: every pipeline is looked at every `period` seconds, events or not."""
+        """Level-triggered safety net: every pipeline is looked at at least every `period` seconds, events or not."""
         loop = asyncio.get_running_loop()
         while True:
             try:
-                versions = await loop.run_in_executor(None, self.list_pipelines)
+                versions, missed = await loop.run_in_executor(None, self.list_pipelines)
                 self.health.listed(versions, loop.time())
                 self.metrics.watch_stalled.set(1 if self.health.stalled(loop.time()) else 0)
+                now = time.monotonic()
                 for key in versions:
-                    self.enqueue(key)
+                    # A pipeline with a pass this period already was looked at; passing it again
+                    # only adds to the queue the busy pipelines wait in.
+                    if key in missed or now - self._passed.get(key, float("-inf")) >= period:
+                        self.enqueue(key)
                 self.resynced.set()
             except Exception as exc:  # noqa: BLE001 — the next period tries again; liveness reports a lasting failure
                 log.warning("resync failed: %s", exc)

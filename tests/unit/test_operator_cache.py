@@ -125,16 +125,18 @@ def test_a_deleted_pipeline_takes_its_children_out_of_the_cache():
 def test_a_pod_list_serves_the_passes_of_the_next_seconds_then_is_asked_again():
     clock = Clock()
     cache = ChildCache(clock=clock)
-    assert cache.pods(KEY, RUN, 10) is None
-    cache.list_pods(KEY, RUN, {"metadata": {"resourceVersion": "9"}, "items": [pod("b", "6"), pod("a", "5")]})
+    cpu = {"labelSelector": "x", "fieldSelector": "status.phase=Pending"}
+    assert cache.pods(KEY, RUN, cpu, 10) is None
+    cache.list_pods(KEY, RUN, cpu, {"metadata": {"resourceVersion": "9"}, "items": [pod("b", "6"), pod("a", "5")]})
     clock.t += 10
-    assert [p.name for p in cache.pods(KEY, RUN, 10) or ()] == ["a", "b"]
-    assert cache.pods(KEY, "r0", 10) is None, "another run's pods are never taken for this run's"
+    assert [p.name for p in cache.pods(KEY, RUN, cpu, 10) or ()] == ["a", "b"]
+    assert cache.pods(KEY, "r0", cpu, 10) is None, "another run's pods are never taken for this run's"
+    assert cache.pods(KEY, RUN, {"labelSelector": "y"}, 10) is None, "nor the answer to another selection of pods"
     clock.t += 1
-    assert cache.pods(KEY, RUN, 10) is None
-    cache.list_pods(KEY, RUN, {"metadata": {"resourceVersion": "9"}, "items": []})
+    assert cache.pods(KEY, RUN, cpu, 10) is None
+    cache.list_pods(KEY, RUN, cpu, {"metadata": {"resourceVersion": "9"}, "items": []})
     cache.unprime(KEY)
-    assert cache.pods(KEY, RUN, 10) is None
+    assert cache.pods(KEY, RUN, cpu, 10) is None
 
 
 def test_the_cache_is_trusted_for_the_relist_period_after_a_full_read_and_not_after_a_failure():
@@ -174,9 +176,11 @@ class CountingKube:
 
     def __init__(self, jobs: list[dict[str, Any]], pipeline_obj: dict[str, Any]) -> None:
         self.jobs, self.pipeline_obj, self.requests = jobs, pipeline_obj, []  # type: ignore[var-annotated]
+        self.versions: list[str | None] = []
 
-    def get(self, resource: str, labelSelector: str = "") -> dict[str, Any]:  # noqa: N803 -- the API's parameter name
+    def get(self, resource: str, labelSelector: str = "", resourceVersion: str | None = None, fieldSelector: str = "") -> dict[str, Any]:  # noqa: N803 -- the API's parameter names
         self.requests.append(("list", resource.rsplit("/", 1)[-1]))
+        self.versions.append(resourceVersion)  # None: a consistent read; "0": whatever the API server's watch cache holds
         items = self.jobs if resource.endswith("/jobs") else []
         return {"metadata": {"resourceVersion": "100"}, "items": items}
 
@@ -204,8 +208,8 @@ def test_a_pass_after_a_full_read_asks_the_api_server_nothing_and_sees_what_the_
     assert found is not None
     second = observe(kube, cache, found[1], NOW)  # type: ignore[arg-type]
     assert [j.complete for j in second.jobs] == [True]
-    # rank's report is still to read: that one comes from a LIST of the run's pods made now
-    assert kube.requests == [("list", "pods")]
+    # rank's report is still to read: that one comes from a consistent LIST of the run's pods made now
+    assert kube.requests == [("list", "pods")] and kube.versions[-1] is None
 
     kube.requests.clear()
     settled = PipelineView(namespace="ns", name="demo", uid="u1", generation=1, spec=SPEC, spec_error=None,
@@ -226,6 +230,7 @@ def test_while_pods_wait_a_pass_lists_them_at_most_every_recheck_period_and_come
     view = PipelineView(namespace="ns", name="demo", uid="u1", generation=1, spec=SPEC, spec_error=None, status=PipelineStatus(run_id=RUN))
     first = observe(kube, cache, view, NOW)  # type: ignore[arg-type]
     assert kube.requests == [("list", "pods")] and first.recheck_after == POD_RECHECK_SECONDS
+    assert kube.versions == ["0"], "why pods wait is read from the API server's watch cache, not a quorum read"
     clock.t += POD_RECHECK_SECONDS / 2
     assert observe(kube, cache, view, NOW).recheck_after == POD_RECHECK_SECONDS  # type: ignore[arg-type]
     assert kube.requests == [("list", "pods")], "a LIST a few seconds old still says why pods wait"

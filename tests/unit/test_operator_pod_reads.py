@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -22,6 +24,7 @@ from trainpipe_operator.observed import (
     PipelineView,
     PodRead,
     pod_read,
+    pod_scope,
     pod_wait_left,
 )
 
@@ -110,11 +113,47 @@ def test_the_passes_that_read_pods_would_decide_wrongly_without_them(name):
     assert without.status != with_pods.status
 
 
+# Pods a run has besides the ones each case is about: finished pods of earlier stages, running ones.
+BYSTANDERS = (*pods_of(RANK_DONE, 1, "Succeeded", RANK_REPORT), *pods_of(CPU_ALL_READY, 4, "Running"),
+              *pods_of(job(Stage.SELECT, completions=3, succeeded=3, complete=True), 3, "Succeeded"))
+STAGE_OF_JOB = {j.name: j.stage for j in (RANK_DONE, PLAN_DONE, CPU_ALL_READY, CPU_TWO_PENDING, CPU_FAILED, job(Stage.SELECT))}
+
+
+@pytest.mark.parametrize(("name", "stages", "pending_only"), [
+    ("rank just finished: its report is still to read", (Stage.RANK,), False),
+    ("plan just finished: its report is still to read", (Stage.PLAN,), False),
+    ("training pods not running yet, maybe unschedulable", (Stage.CPU,), True),
+    ("a failed Job: its pods say why", (Stage.CPU,), False),
+    ("a failed Job beside pending pods: the failure's message wins", (Stage.CPU,), False),
+])
+def test_a_pod_read_lists_only_the_pods_it_needs_and_decides_as_if_it_had_them_all(name, stages, pending_only):
+    status, jobs, pods, _ = CASES[name]
+    scope = pod_scope(jobs, RUN, status, pod_read(jobs, RUN, status))
+    assert (scope.stages, scope.pending_only) == (stages, pending_only)
+    everything = (*pods, *BYSTANDERS)
+    narrowed = tuple(p for p in everything if STAGE_OF_JOB[p.job] in scope.stages and (p.phase == "Pending" or not scope.pending_only))
+    assert len(narrowed) < len(everything)
+    assert decide(view(status), Observed(jobs=jobs, pods=narrowed), CONFIG, NOW) == decide(view(status), Observed(jobs=jobs, pods=everything), CONFIG, NOW)
+
+
 def test_a_pending_pod_the_scheduler_cannot_place_is_reported_because_its_pods_were_read():
     status, jobs, pods, _ = CASES["training pods not running yet, maybe unschedulable"]
     decision = decide(view(status), Observed(jobs=jobs, pods=pods if pod_read(jobs, RUN, status) is not PodRead.NONE else ()), CONFIG, NOW)
     assert decision.status.stages["cpu"].reason == Reason.UNSCHEDULABLE.value
     assert "Insufficient cpu" in (decision.status.stages["cpu"].message or "")
+
+
+def selects(labels: str, fields: str, pod: dict[str, Any]) -> bool:
+    """The API server's label (`k=v`, `k in (a,b)`) and field (`status.phase=P`) selectors, as far as `observe` uses them."""
+    have = pod["metadata"]["labels"]
+    for term in re.split(r",(?![^(]*\))", labels):
+        if " in " in term:
+            key, values = term.split(" in ")
+            if have.get(key) not in values.strip("()").split(","):
+                return False
+        elif have.get(term.split("=")[0]) != term.split("=")[1]:
+            return False
+    return not fields or (pod.get("status") or {}).get("phase") == fields.removeprefix("status.phase=")
 
 
 class _RecordingKube:
@@ -123,11 +162,10 @@ class _RecordingKube:
     def __init__(self, jobs: list[dict[str, object]], pods: list[dict[str, object]]) -> None:
         self.jobs, self.pods, self.pod_selectors = jobs, pods, []  # type: ignore[var-annotated]
 
-    def get(self, resource: str, labelSelector: str = "") -> dict[str, object]:  # noqa: N803 -- the API's parameter name
+    def get(self, resource: str, labelSelector: str = "", fieldSelector: str = "", resourceVersion: str | None = None) -> dict[str, object]:  # noqa: N803 -- the API's parameter names
         if resource.endswith("/pods"):
             self.pod_selectors.append(labelSelector)
-            wanted = dict(term.split("=") for term in labelSelector.split(","))
-            return {"items": [p for p in self.pods if all(p["metadata"]["labels"].get(k) == v for k, v in wanted.items())]}  # type: ignore[index]
+            return {"items": [p for p in self.pods if selects(labelSelector, fieldSelector, p)]}
         return {"items": self.jobs if resource.endswith("/jobs") else []}
 
     def get_or_none(self, resource: str) -> dict[str, object] | None:
@@ -159,7 +197,7 @@ def test_a_scheduled_runs_rank_report_is_read_from_the_pods_of_its_slot():
 
     observed = observe(kube, ChildCache(), scheduled, NOW)  # type: ignore[arg-type]
 
-    assert kube.pod_selectors == [f"{LABEL_PIPELINE}=demo,{LABEL_RUN}={run}"]
+    assert kube.pod_selectors == [f"{LABEL_PIPELINE}=demo,{LABEL_RUN}={run},{LABEL_STAGE} in (rank)"]
     assert [p.message for p in observed.pods] == [RANK_REPORT]
     assert decide(scheduled, observed, CONFIG, NOW).status.selected_targets == 3
 
@@ -181,3 +219,13 @@ def started(seconds_ago: float) -> PipelineStatus:
 ])
 def test_pods_are_asked_why_they_wait_once_they_have_waited_a_while_and_less_often_the_longer_they_wait(status, jobs, left, every):
     assert pod_wait_left(jobs, RUN, status, NOW) == (pytest.approx(left), pytest.approx(every))
+
+
+def test_the_pod_list_asks_the_api_server_for_the_scope_alone():
+    from trainpipe_operator.observe import pod_query
+    from trainpipe_operator.observed import PodScope
+
+    assert pod_query("trainpipe.io/pipeline=demo", "r1", PodScope((Stage.CPU, Stage.GPU), pending_only=True)) == {
+        "labelSelector": "trainpipe.io/pipeline=demo,trainpipe.io/run=r1,trainpipe.io/stage in (cpu,gpu)", "fieldSelector": "status.phase=Pending"}
+    assert pod_query("trainpipe.io/pipeline=demo", "r1", PodScope((Stage.RANK,), pending_only=False)) == {
+        "labelSelector": "trainpipe.io/pipeline=demo,trainpipe.io/run=r1,trainpipe.io/stage in (rank)"}
