@@ -116,17 +116,20 @@ class Reconciler:
 
     def changed(self, key: Key, change: Change) -> None:
         """A watch event's `change` to what `key`'s pass reads: none needs no pass; a Job's running
-        counts wait until the status may take them (`progress_seconds` after its last write), since
+        counts wait until the status may take them (`hold()` after its last write), since
         the pass would hold them until then anyway. At hundreds of pipelines those events were most
         of the passes, and the queue they made delayed the passes that start the next stage."""
         if change is Change.STATE:
             self.notify(key)
         elif change is Change.COUNTS:
-            since = time.monotonic() - self._status_written.get(key, float("-inf"))
-            self.later(key, max(self.batch_seconds, self.hold() - since))
+            self.later(key, max(self.batch_seconds, self.hold() - self._since_status(key)))
 
     def hold(self) -> float:
         return progress_hold(len(self._running), self.progress_seconds, self.progress_rate)
+
+    def _since_status(self, key: Key) -> float:
+        """Seconds since the operator last wrote `key`'s status (infinite when it never has)."""
+        return time.monotonic() - self._status_written.get(key, float("-inf"))
 
     def later(self, key: Key, delay: float) -> None:
         """Look at `key` again after `delay` seconds (deadlines, TTLs, back-off); the earliest wins."""
@@ -160,7 +163,7 @@ class Reconciler:
             now = self.clock()  # one instant for both, so they agree on a scheduled run's slot
             observed = observe(self.kube, self.cache, view, now)
             decision = decide(view, observed, self.config, now)
-            since, hold = time.monotonic() - self._status_written.get(key, float("-inf")), self.hold()
+            since, hold = self._since_status(key), self.hold()
             held = act(self.kube, obj, view, decision, self.metrics, self.cache, hold_progress=since < hold,
                        post=lambda *event: self._events.submit(post_event, *event))
             again = [t for t in (decision.requeue_after, observed.recheck_after, hold - since if held else None) if t is not None]
