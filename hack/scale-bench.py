@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Scale benchmark on the local control plane: N pipelines at once, the operator against an ideal script.
 
-Usage: hack/scale-bench.py [--pipelines 50 200] [--workers 4] [--api-qps Q] [--api-burst B] [--fresh-cluster DIR]
+Usage: hack/scale-bench.py [--pipelines 50 200] [--repeat K] [--workers 4] [--api-qps Q] [--api-burst B] [--fresh-cluster DIR]
                            [--out BENCHMARKS.md] [--plot docs/bench-scale.png] [--no-write]
 (without --fresh-cluster the local cluster must be up: make cluster-up; `make bench-scale` runs the full set.)
 
-For each N, two phases run one after the other. With --fresh-cluster DIR (what `make bench-scale`
+For each N, two phases run one after the other, K times with --repeat K (the order alternating, so a
+drift of the machine falls on both sides); the ratio reported is the median of the K side-by-side
+ratios, and the other figures are those of the pair with that ratio. With --fresh-cluster DIR (what `make bench-scale`
 passes) each phase gets a local control plane of its own, started in DIR and deleted after it: a
 long-lived API server grows slower per write over a phase (see `Bench.control_plane`), so the second
 phase would pay for the first. Without it, each phase runs in a fresh namespace of the running local
@@ -333,6 +335,7 @@ class Phase:
     largest: int = 0
     passes: int = 0
     pass_seconds: float = 0.0
+    status_writes: dict[str, float] = field(default_factory=dict)  # the operator's own count, by what changed
     cleanup: float = 0.0
     total: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds from the first create to the last pipeline done, by process
@@ -344,7 +347,7 @@ class Bench:
         versions = dict(line.split("=", 1) for line in (REPO / "hack" / "versions.env").read_text().splitlines() if "=" in line and not line.startswith("#"))
         tools_root = Path(os.environ.get("TRAINPIPE_TOOLS", Path.home() / ".cache/trainpipe/tools"))
         self.tools = {c: tools_root / f"{c}-{versions[f'{c.upper()}_VERSION'].strip()}" for c in ("kubernetes", "etcd", "kwok", "helm")}
-        self.fresh = args.fresh_cluster
+        self.fresh = args.fresh_cluster.resolve() if args.fresh_cluster else None  # kwokctl runs the binaries from the paths it is given
         if not self.fresh:  # else each phase attaches to the control plane it starts
             self.attach(Path(os.environ.get("TRAINPIPE_CLUSTER_DIR", REPO / ".cache" / "cluster")))
         self.work = Workload.build()
@@ -443,7 +446,10 @@ class Bench:
                 phase.cpu = cpu.used()
                 phase.wall = max(watcher.ready.values()) - started
                 phase.hwm_kb = _vm(operator.pid, "VmHWM")
-                phase.passes, phase.pass_seconds = _reconcile_metrics(operator.get("/metrics")[1])
+                metrics = _metric_values(operator.get("/metrics")[1])
+                phase.passes = int(metrics.get("trainpipe_reconcile_duration_seconds_count", 0))
+                phase.pass_seconds = metrics.get("trainpipe_reconcile_duration_seconds_sum", 0.0)
+                phase.status_writes = {change: metrics.get(f'trainpipe_status_writes_total{{change="{change}"}}', 0.0) for change in ("state", "counts")}
             finally:
                 watcher.stop()
                 operator.stop()
@@ -452,6 +458,14 @@ class Bench:
             phase.requests = Requests.of(self.audit, mark, ns) if self.audit.exists() else None
         phase.total = time.monotonic() - begun
         return phase
+
+    def run_pair(self, n: int, ideal_first: bool) -> tuple[Phase, Phase]:
+        skip = self.args.operator_only
+        if ideal_first and not skip:
+            ideal = self.run_ideal(n)
+            return self.run_operator(n), ideal
+        op = self.run_operator(n)
+        return op, (self.run_ideal(n) if not skip else Phase("ideal", n, wall=float("nan")))
 
     def run_ideal(self, n: int) -> Phase:
         phase, begun = Phase("ideal", n), time.monotonic()
@@ -578,13 +592,14 @@ def settle(idle: float = 0.15, window: float = 5.0, limit: float = 90.0) -> None
             return
 
 
-def _reconcile_metrics(text: str) -> tuple[int, float]:
+def _metric_values(text: str) -> dict[str, float]:
+    """Prometheus text format → {'name{labels}': value}, comments apart."""
     values = {}
     for line in text.splitlines():
-        for key in ("trainpipe_reconcile_duration_seconds_count", "trainpipe_reconcile_duration_seconds_sum"):
-            if line.startswith(key + " "):
-                values[key] = float(line.split()[1])
-    return int(values.get("trainpipe_reconcile_duration_seconds_count", 0)), values.get("trainpipe_reconcile_duration_seconds_sum", 0.0)
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
 
 
 # ---- reporting ----------------------------------------------------------------------------------
@@ -599,7 +614,21 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def section(args: argparse.Namespace, operator_args: list[str], work: Workload, results: list[tuple[Phase, Phase]], plot: Path | None) -> str:
+def median_pair(pairs: list[tuple[Phase, Phase]]) -> tuple[Phase, Phase]:
+    """The pair whose operator/ideal ratio is the median of all (the lower of the two middle ones for an even count)."""
+    ordered = sorted(pairs, key=lambda pair: pair[0].wall / pair[1].wall)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def ratio_cell(pairs: list[tuple[Phase, Phase]]) -> str:
+    ratios = [op.wall / ideal.wall for op, ideal in pairs]
+    if len(ratios) == 1:
+        return f"{ratios[0]:.2f}×"
+    return f"**{median(ratios):.2f}×** ({', '.join(f'{r:.2f}' for r in ratios)})"
+
+
+def section(args: argparse.Namespace, operator_args: list[str], work: Workload, runs: list[list[tuple[Phase, Phase]]], plot: Path | None) -> str:
+    results = [median_pair(pairs) for pairs in runs]
     command = "hack/scale-bench.py " + " ".join(sys.argv[1:])
     lines = [
         f"## Scale: {', '.join(str(op.pipelines) for op, _ in results)} pipelines at once (local control plane, skipped pods)",
@@ -614,18 +643,22 @@ def section(args: argparse.Namespace, operator_args: list[str], work: Workload, 
         "*Ideal* is a script with no operator that creates the same manifests (the operator's builder) in the same order with the same number of workers, "
         "each stage as soon as the previous one is Complete. Targets: ratio ≤ 1.3×, hand-off median ≤ 1 s, peak RSS ≤ 250 MB, object far below 1 MiB.",
         "",
-        "| pipelines | pods | wall: operator | wall: ideal | ratio | hand-off median / p99 (operator) | hand-off median / p99 (ideal) "
+        "| pipelines | pods | wall: operator | wall: ideal | ratio" + (f" (median of {args.repeat}; each run)" if args.repeat > 1 else "") + " | hand-off median / p99 (operator) | hand-off median / p99 (ideal) "
         "| API writes per pipeline | operator requests/s | peak RSS | largest TrainingPipeline | reconcile passes (mean) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for op, ideal in results:
+    for (op, ideal), pairs in zip(results, runs):
         writes = sum(op.requests.writes.values()) / op.pipelines if op.requests else float("nan")
         rate = (sum(op.requests.writes.values()) + sum(op.requests.reads.values())) / op.wall if op.requests else float("nan")
         lines.append(
-            f"| {op.pipelines} | {op.pipelines * work.pods:,} | {op.wall:.1f} s | {ideal.wall:.1f} s | {op.wall / ideal.wall:.2f}× "
+            f"| {op.pipelines} | {op.pipelines * work.pods:,} | {op.wall:.1f} s | {ideal.wall:.1f} s | {ratio_cell(pairs)} "
             f"| {median(op.handoffs) * 1000:.0f} / {pct(op.handoffs, 99) * 1000:.0f} ms | {median(ideal.handoffs) * 1000:.0f} / {pct(ideal.handoffs, 99) * 1000:.0f} ms "
             f"| {writes:.1f} | {rate:.0f} | {(op.hwm_kb or 0) / 1024:.0f} MB | {op.largest / 1024:.1f} KiB "
             f"| {op.passes:,} ({op.pass_seconds / max(op.passes, 1) * 1000:.0f} ms) |")
+    if args.repeat > 1:
+        lines += ["", f"Each N ran {args.repeat} times, operator and ideal phases alternating in order; walls and every other figure here "
+                  "are those of the run with the median ratio. Wall times of all runs (operator / ideal): "
+                  + "; ".join(f"N={pairs[0][0].pipelines}: " + ", ".join(f"{op.wall:.1f} / {ideal.wall:.1f} s" for op, ideal in pairs) for pairs in runs) + "."]
     lines += ["", "The operator's API requests per pipeline run (audit log of its ServiceAccount, events apart; reads with their server-side median latency):", ""]
     keys = sorted({k for op, _ in results if op.requests for k in (*op.requests.writes, *op.requests.reads)}, key=lambda k: (k[0] not in auditlog.WRITE_VERBS, k))
     lines += ["| verb | resource | " + " | ".join(f"N={op.pipelines}" for op, _ in results) + " |", "|---|---|" + "---:|" * len(results)]
@@ -640,6 +673,10 @@ def section(args: argparse.Namespace, operator_args: list[str], work: Workload, 
             ms = r.read_ms.get((verb, resource))
             cells.append(f"{count / op.pipelines:.1f}" + (f" ({median(ms):.1f} ms)" if ms else ""))
         lines.append(f"| {verb} | {resource} | " + " | ".join(cells) + " |")
+    lines += ["", "Status writes per pipeline run by what changed (the operator's `trainpipe_status_writes_total`; a stage, condition or reason is "
+              "written at once, a change of running counts only is held): "
+              + "; ".join(f"N={op.pipelines}: " + ", ".join(f"{change} {count / op.pipelines:.1f}" for change, count in op.status_writes.items())
+                          for op, _ in results) + "."]
     lines += ["", "CPU seconds used from the first create until every pipeline was done, operator phase / ideal phase "
               f"(/proc; {os.cpu_count()} cores, so a phase can use at most {os.cpu_count()} × its wall time):", ""]
     lines += ["| pipelines | machine | operator | " + " | ".join(COMPONENTS) + " | everything else |", "|---:|" + "---:|" * (3 + len(COMPONENTS))]
@@ -649,8 +686,8 @@ def section(args: argparse.Namespace, operator_args: list[str], work: Workload, 
         lines.append(f"| {op.pipelines} | " + " | ".join(cells) + f" | {rest[0]:.0f} / {rest[1]:.0f} |")
     lines += ["", f"The operator's requests against the chart's RBAC ({auditlog.RULES_FILE.relative_to(REPO)}; events and cluster-scoped requests included):", ""]
     lines += [f"- N={op.pipelines}: " + (op.requests.privileges.summary() if op.requests else "n/a (no audit log)") for op, _ in results]
-    lines += ["", "Run time of the benchmark itself (both phases, cleanup included): "
-              + ", ".join(f"N={op.pipelines}: {(op.total + ideal.total) / 60:.1f} min" for op, ideal in results) + "."]
+    lines += ["", "Run time of the benchmark itself (all phases, cleanup included): "
+              + ", ".join(f"N={pairs[0][0].pipelines}: {sum(op.total + ideal.total for op, ideal in pairs) / 60:.1f} min" for pairs in runs) + "."]
     if plot is not None:
         lines += ["", f"![scale benchmark]({plot.relative_to(args.out.parent) if plot.is_relative_to(args.out.parent) else plot})"]
     return "\n".join(lines)
@@ -711,6 +748,7 @@ def draw(results: list[tuple[Phase, Phase]], path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pipelines", type=int, nargs="+", default=[50, 200], help="Pipelines at once; one operator and one ideal phase per value.")
+    parser.add_argument("--repeat", type=int, default=1, help="Operator and ideal phases per N, order alternating; the median ratio is reported.")
     parser.add_argument("--workers", type=int, default=build_parser().get_default("workers"), help="The operator's --workers, and the ideal script's threads.")
     parser.add_argument("--api-qps", type=float, default=None, help="The operator's --api-qps (default: unset).")
     parser.add_argument("--api-burst", type=int, default=None, help="The operator's --api-burst (default: unset).")
@@ -723,25 +761,30 @@ def main() -> int:
                              "default: the running local cluster, each phase in a namespace deleted after it.")
     parser.add_argument("--operator-only", action="store_true", help="Skip the ideal phase (for comparing operator flags); implies --no-write.")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     # SIGTERM runs the finally blocks too: the operator is stopped and the phase's namespace deleted.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bench = Bench(args)
-    results = []
+    runs = []
     for n in args.pipelines:
-        print(f"== {n} pipelines × {bench.work.pods} pods", flush=True)
-        op = bench.run_operator(n)
-        print(f"   operator: all Ready after {op.wall:.1f}s (phase {op.total:.0f}s, cleanup {op.cleanup:.0f}s)", flush=True)
-        print(f"   operator RBAC: {op.requests.privileges.summary() if op.requests else 'n/a (no audit log)'}", flush=True)
-        ideal = bench.run_ideal(n) if not args.operator_only else Phase("ideal", n, wall=float("nan"))
-        print(f"   ideal:    all done after {ideal.wall:.1f}s (phase {ideal.total:.0f}s, cleanup {ideal.cleanup:.0f}s)", flush=True)
-        print("   CPU s (operator / ideal): " + ", ".join(f"{k} {op.cpu.get(k, 0.0):.0f} / {ideal.cpu.get(k, 0.0):.0f}" for k in ("machine", "operator", *COMPONENTS)), flush=True)
-        print(f"   N={n} took {(op.total + ideal.total) / 60:.1f} min in all", flush=True)
-        results.append((op, ideal))
+        pairs = []
+        for r in range(args.repeat):
+            print(f"== {n} pipelines × {bench.work.pods} pods" + (f", run {r + 1}/{args.repeat}" if args.repeat > 1 else ""), flush=True)
+            op, ideal = bench.run_pair(n, ideal_first=r % 2 == 1)
+            print(f"   operator: all Ready after {op.wall:.1f}s (phase {op.total:.0f}s, cleanup {op.cleanup:.0f}s)", flush=True)
+            print("   status writes per pipeline: " + ", ".join(f"{k} {v / n:.1f}" for k, v in op.status_writes.items()), flush=True)
+            print(f"   operator RBAC: {op.requests.privileges.summary() if op.requests else 'n/a (no audit log)'}", flush=True)
+            print(f"   ideal:    all done after {ideal.wall:.1f}s (phase {ideal.total:.0f}s, cleanup {ideal.cleanup:.0f}s); ratio {op.wall / ideal.wall:.2f}", flush=True)
+            print("   CPU s (operator / ideal): " + ", ".join(f"{k} {op.cpu.get(k, 0.0):.0f} / {ideal.cpu.get(k, 0.0):.0f}" for k in ("machine", "operator", *COMPONENTS)), flush=True)
+            pairs.append((op, ideal))
+        print(f"   N={n} took {sum(op.total + ideal.total for op, ideal in pairs) / 60:.1f} min in all", flush=True)
+        runs.append(pairs)
     args.no_write = args.no_write or args.operator_only
     plot = None if args.no_write else args.plot.resolve()
     if plot is not None:
-        draw(results, plot)
-    body = section(args, bench.operator_args, bench.work, results, plot)
+        draw([median_pair(pairs) for pairs in runs], plot)
+    body = section(args, bench.operator_args, bench.work, runs, plot)
     print(body)
     if not args.no_write:
         subprocess.run([sys.executable, str(REPO / "hack" / "write-section.py"), str(args.out), "scale"], input=body, text=True, check=True)

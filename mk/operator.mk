@@ -23,11 +23,13 @@ demo-cluster: install cluster-build ## The demo on Kubernetes: cluster, operator
 bench-operator: install cluster-up ## Operator hand-off latency on the local cluster (skipped pods) into BENCHMARKS.md
 	$(CLUSTER_ENV) $(VENV)/bin/python hack/operator-bench.py --pipelines 20
 
-# Full run: 50 then 200 pipelines (37 + 1 report pods each); it prints how long each N took. Each
-# phase runs on a control plane of its own in $(SCALE_CLUSTER_DIR), started for it and deleted after
-# (the cluster of `make cluster-up`, if up, is left alone). SCALE_ARGS narrows it for development,
-# e.g. SCALE_ARGS="--pipelines 5 --no-write".
-SCALE_ARGS ?= --pipelines 50 200
+# Full run: 50 then 200 pipelines (37 + 1 report pods each), three operator/ideal pairs each (the
+# median ratio is reported: one pair's ratio moved by ±0.15 between runs of the same code); about
+# 35 minutes on 2 cores, and it prints how long each N took. Each phase runs on a control plane of
+# its own in $(SCALE_CLUSTER_DIR), started for it and deleted after (the cluster of `make
+# cluster-up`, if up, is left alone, but its idle load is noise: take it down first). SCALE_ARGS
+# narrows it for development, e.g. SCALE_ARGS="--pipelines 5 --no-write".
+SCALE_ARGS ?= --pipelines 50 200 --repeat 3
 SCALE_CLUSTER_DIR ?= $(CURDIR)/.cache/scale-cluster
 bench-scale: install cluster-build ## N pipelines at once: operator vs an ideal script, API writes, RSS, hand-offs, object size into BENCHMARKS.md + docs/bench-scale.png
 	$(CLUSTER_ENV) $(VENV)/bin/python hack/scale-bench.py --fresh-cluster $(SCALE_CLUSTER_DIR) $(SCALE_ARGS)

@@ -26,6 +26,9 @@ class Metrics:
         self.reconcile_passes = Counter("trainpipe_reconcile_passes_total",
                                         "Passes, by where they read the pipeline and its children: the operator's cache or the API server (in full)",
                                         ["read"], registry=r)
+        self.status_writes = Counter("trainpipe_status_writes_total",
+                                     "Status writes, by what changed: only running counts, or the state (a stage, condition or reason)",
+                                     ["change"], registry=r)
         self.reconcile_errors = Counter("trainpipe_reconcile_errors_total", "Passes that raised (retried with backoff)", registry=r)
         self.watch_stalled = Gauge("trainpipe_watch_stalled", "1 while the pipeline watch lags behind a fresh LIST", registry=r)
         self._conditions: dict[tuple[str, str], set[str]] = {}

@@ -92,7 +92,11 @@ def test_act_holds_back_only_progress_and_only_while_asked(name, hold, written):
     old, new, _ = CASES[name]
     assert old.stage == "cpu" and status_wire_of(old) != status_wire_of(new)
     obj = {"metadata": {"name": "demo", "namespace": "ns", "resourceVersion": "1"}, "status": status_wire_of(old)}
-    kube = Writes()
-    held = act(kube, obj, view(old), Decision(status=new), Metrics(), hold_progress=hold)  # type: ignore[arg-type]
+    kube, metrics = Writes(), Metrics()
+    held = act(kube, obj, view(old), Decision(status=new), metrics, hold_progress=hold)  # type: ignore[arg-type]
     assert kube.puts == (["/apis/trainpipe.io/v1alpha1/namespaces/ns/trainingpipelines/demo/status"] if written else [])
     assert held is (not written)
+    # /metrics tells an admin how many of the status writes were only counts (what the hold trims)
+    counted = {change: metrics.registry.get_sample_value("trainpipe_status_writes_total", {"change": change}) or 0.0 for change in ("state", "counts")}
+    kind = "counts" if CASES[name][2] else "state"
+    assert counted == {kind: 1.0 if written else 0.0, ({"state", "counts"} - {kind}).pop(): 0.0}
