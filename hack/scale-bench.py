@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Scale benchmark on the local control plane: N pipelines at once, the operator against an ideal script.
 
-Usage: hack/scale-bench.py [--pipelines 50 200] [--repeat K] [--workers 4] [--api-qps Q] [--api-burst B] [--fresh-cluster DIR]
+Usage: hack/scale-bench.py [--pipelines 50 200] [--repeat K] [--workers 4] [--api-qps Q] [--api-burst B] [--operator-arg FLAG=VALUE]... [--fresh-cluster DIR]
                            [--out BENCHMARKS.md] [--plot docs/bench-scale.png] [--no-write]
 (without --fresh-cluster the local cluster must be up: make cluster-up; `make bench-scale` runs the full set.)
 
@@ -356,6 +356,7 @@ class Bench:
             self.operator_args.append(f"--api-qps={args.api_qps}")
         if args.api_burst:
             self.operator_args.append(f"--api-burst={args.api_burst}")
+        self.operator_args += args.operator_arg
 
     def attach(self, state: Path) -> None:
         self.state = state
@@ -752,6 +753,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=build_parser().get_default("workers"), help="The operator's --workers, and the ideal script's threads.")
     parser.add_argument("--api-qps", type=float, default=None, help="The operator's --api-qps (default: unset).")
     parser.add_argument("--api-burst", type=int, default=None, help="The operator's --api-burst (default: unset).")
+    parser.add_argument("--operator-arg", action="append", default=[], metavar="FLAG=VALUE",
+                        help="One more operator flag, e.g. --operator-arg=--status-progress-rate=1 (repeatable).")
     parser.add_argument("--timeout", type=float, default=3600.0, help="Seconds one phase (or one namespace deletion) may take.")
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "bench-scale.png")

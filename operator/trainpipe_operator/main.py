@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="A pipeline's pass waits this long after a watch event, folding the events that follow into it.")
     p.add_argument("--status-progress-seconds", type=float, default=10.0,
                    help="A status change that only moves running unit counts is written at most this often per pipeline (stage changes at once).")
-    p.add_argument("--status-progress-rate", type=float, default=5.0,
+    p.add_argument("--status-progress-rate", type=float, default=1.0,
                    help="Such count-only writes per second across all running pipelines: with more running than this × "
                         "--status-progress-seconds, each pipeline's counts wait longer (0: no cap).")
     p.add_argument("--stall-seconds", type=float, default=180.0, help="Liveness fails when the watch lags a fresh LIST for this long.")

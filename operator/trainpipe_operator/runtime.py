@@ -86,7 +86,7 @@ class Reconciler:
     # A status that only moves running counts waits this long after the pipeline's last status write,
     # or longer at more than progress_rate × progress_seconds running pipelines (`progress_hold`).
     progress_seconds: float = 10.0
-    progress_rate: float = 5.0
+    progress_rate: float = 1.0
     # A watch event's pass waits this long, so the burst a Job's pods make (each start and finish
     # changes the Job) folds into one pass instead of one pass per event.
     batch_seconds: float = 0.25

@@ -140,6 +140,7 @@ def test_metrics_are_served_in_prometheus_text_format(exported: dict[str, Any]) 
         "trainpipe_jobs_finished": "counter",
         "trainpipe_reconcile_duration_seconds": "histogram",
         "trainpipe_reconcile_passes": "counter",
+        "trainpipe_status_writes": "counter",
         "trainpipe_reconcile_errors": "counter",
         "trainpipe_watch_stalled": "gauge",
     }
@@ -159,6 +160,7 @@ def test_series_carry_what_the_operator_did(exported: dict[str, Any]) -> None:
     assert series[("trainpipe_stage_duration_seconds_bucket", (("le", "+Inf"), ("outcome", "Succeeded"), ("stage", "rank")))] == 1.0
     assert series[("trainpipe_reconcile_duration_seconds_count", ())] == 1.0
     assert series[("trainpipe_reconcile_passes_total", (("read", "cache"),))] == 3.0
+    assert series[("trainpipe_status_writes_total", (("change", "state"),))] == 3.0  # a run started, a stage handed off, a stage failed
 
 
 def dashboard_exprs() -> list[tuple[str, str]]:
