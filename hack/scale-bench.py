@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import urllib3
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "cluster"))
@@ -447,10 +448,10 @@ class Bench:
                 phase.cpu = cpu.used()
                 phase.wall = max(watcher.ready.values()) - started
                 phase.hwm_kb = _vm(operator.pid, "VmHWM")
-                metrics = _metric_values(operator.get("/metrics")[1])
-                phase.passes = int(metrics.get("trainpipe_reconcile_duration_seconds_count", 0))
-                phase.pass_seconds = metrics.get("trainpipe_reconcile_duration_seconds_sum", 0.0)
-                phase.status_writes = {change: metrics.get(f'trainpipe_status_writes_total{{change="{change}"}}', 0.0) for change in ("state", "counts")}
+                metrics = {(s.name, tuple(s.labels.items())): s.value for f in text_string_to_metric_families(operator.get("/metrics")[1]) for s in f.samples}
+                phase.passes = int(metrics.get(("trainpipe_reconcile_duration_seconds_count", ()), 0))
+                phase.pass_seconds = metrics.get(("trainpipe_reconcile_duration_seconds_sum", ()), 0.0)
+                phase.status_writes = {change: metrics.get(("trainpipe_status_writes_total", (("change", change),)), 0.0) for change in ("state", "counts")}
             finally:
                 watcher.stop()
                 operator.stop()
@@ -591,16 +592,6 @@ def settle(idle: float = 0.15, window: float = 5.0, limit: float = 90.0) -> None
         time.sleep(window)
         if meter.used()["machine"] < idle * window * (os.cpu_count() or 1):
             return
-
-
-def _metric_values(text: str) -> dict[str, float]:
-    """Prometheus text format → {'name{labels}': value}, comments apart."""
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
 
 
 # ---- reporting ----------------------------------------------------------------------------------
@@ -748,7 +739,7 @@ def draw(results: list[tuple[Phase, Phase]], path: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pipelines", type=int, nargs="+", default=[50, 200], help="Pipelines at once; one operator and one ideal phase per value.")
+    parser.add_argument("--pipelines", type=int, nargs="+", default=[50, 200], help="Pipelines at once; one operator and one ideal phase per value (× --repeat).")
     parser.add_argument("--repeat", type=int, default=1, help="Operator and ideal phases per N, order alternating; the median ratio is reported.")
     parser.add_argument("--workers", type=int, default=build_parser().get_default("workers"), help="The operator's --workers, and the ideal script's threads.")
     parser.add_argument("--api-qps", type=float, default=None, help="The operator's --api-qps (default: unset).")

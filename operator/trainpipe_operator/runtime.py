@@ -167,7 +167,8 @@ class Reconciler:
             held = act(self.kube, obj, view, decision, self.metrics, self.cache, hold_progress=since < hold,
                        post=lambda *event: self._events.submit(post_event, *event))
             again = [t for t in (decision.requeue_after, observed.recheck_after, hold - since if held else None) if t is not None]
-            if any(c.type == ConditionType.RECONCILING and c.status == "True" for c in decision.status.conditions):
+            reconciling = decision.status.condition(ConditionType.RECONCILING)
+            if reconciling is not None and reconciling.status == "True":
                 self._running.add(key)
             else:
                 self._running.discard(key)
