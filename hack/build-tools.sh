@@ -66,7 +66,7 @@ stamp_of() {
 
 # The cluster runs kwok with only these upstream stages: nodes come up Ready and keep heartbeating,
 # deleted pods are removed. The pod lifecycle itself (Running -> Succeeded/Failed) belongs to
-# tests/cluster/executor.py, so kwok's pod-ready/pod-complete stages must not race it.
+# trainpipe_localcluster/executor.py, so kwok's pod-ready/pod-complete stages must not race it.
 copy_kwok_stages() {
   local dest="$1/stages" src
   [[ -f "$dest/pod-delete.yaml" ]] && return 0

@@ -16,7 +16,7 @@
 # trainpipe.io/rerun=$(date +%s)` starts a new run. `helm uninstall trainpipe -n trainpipe-system`
 # removes the operator and keeps the CRD, the pipeline and its outputs.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../localcluster/lib.sh"
 
 ns="${DEMO_NAMESPACE:-trainpipe-demo}"
 timeout="${DEMO_TIMEOUT:-1800}"
@@ -35,7 +35,7 @@ operator_pod_log() {
   echo "$STATE/executor/logs/$OPERATOR_NAMESPACE/${pod:-<pod>}/operator.log"
 }
 
-"$HACK/cluster-up.sh" >/dev/null
+"$LOCALCLUSTER/up.sh" >/dev/null
 if operator_alive; then
   say "the operator of 'make operator-up' (pid $(cat "$OPERATOR_PID")) serves every namespace and would race the chart's: run 'make operator-down' first"
   exit 1

@@ -2,7 +2,7 @@
 # Stops the operator hack/operator-up.sh started: SIGTERM, then SIGKILL after a grace period
 # (OPERATOR_GRACE seconds, default 15). The CRD, RBAC and pipelines stay in the cluster.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../localcluster/lib.sh"
 
 grace="${OPERATOR_GRACE:-15}"
 if operator_alive; then

@@ -11,7 +11,7 @@
 # Files: $STATE/operator.{log,pid,port,kubeconfig}; stop it with hack/operator-down.sh. The token in
 # operator.kubeconfig lasts 24h: after that, operator-down + operator-up gives the operator a new one.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../localcluster/lib.sh"
 
 timeout="${OPERATOR_READY_TIMEOUT:-90}"
 
@@ -68,7 +68,7 @@ fi
 kubectl apply --server-side --force-conflicts --field-manager trainpipe-hack -f "$CRD_FILE" >/dev/null
 kubectl wait --for=condition=Established --timeout=60s -f "$CRD_FILE" >/dev/null
 kubectl apply --server-side --force-conflicts --field-manager trainpipe-hack -f "$RBAC_FILE" >/dev/null
-"$HACK/cluster-sa-kubeconfig.sh" "$OPERATOR_NAMESPACE" "$OPERATOR_SA" "$OPERATOR_KUBECONFIG" 24h 2>/dev/null
+"$LOCALCLUSTER/sa-kubeconfig.sh" "$OPERATOR_NAMESPACE" "$OPERATOR_SA" "$OPERATOR_KUBECONFIG" 24h 2>/dev/null
 
 port="${OPERATOR_PORT:-$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 echo "$port" > "$OPERATOR_PORT_FILE"

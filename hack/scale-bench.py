@@ -58,10 +58,8 @@ import urllib3
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "cluster"))
 
-import auditlog  # noqa: E402  (tests/cluster: the audit log summariser the least-privilege test uses)
-from clusterkit import (  # noqa: E402
+from trainpipe_localcluster import (  # noqa: E402
     BATCH,
     CORE,
     OPERATOR_NAMESPACE,
@@ -70,11 +68,13 @@ from clusterkit import (  # noqa: E402
     Cluster,
     Kube,
     OperatorProcess,
+    auditlog,
     pipelines_path,
     wait_for,
 )
-from executor import SKIP_LABEL as SKIP  # noqa: E402
-from executor import SKIP_MESSAGE_ANNOTATION as SKIP_MESSAGE  # noqa: E402
+from trainpipe_localcluster.executor import SKIP_LABEL as SKIP  # noqa: E402
+from trainpipe_localcluster.executor import SKIP_MESSAGE_ANNOTATION as SKIP_MESSAGE  # noqa: E402
+
 from trainpipe.contract.families import FAMILY_STAGE  # noqa: E402
 from trainpipe.contract.names import API_GROUP, API_VERSION, KIND, LABEL_PIPELINE, LABEL_STAGE, STAGE_ORDER, Route, Stage, TaskType, TrainingType  # noqa: E402
 from trainpipe.contract.pipeline import PipelineSpec, TrainingPipeline  # noqa: E402
@@ -367,7 +367,7 @@ class Bench:
 
     def _cluster_script(self, name: str) -> None:
         env = os.environ | {"TRAINPIPE_CLUSTER_DIR": str(self.fresh), "VENV": str(Path(sys.executable).parents[1])}
-        subprocess.run([str(REPO / "hack" / name)], env=env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([str(REPO / "localcluster" / name)], env=env, check=True, stdout=subprocess.DEVNULL)
 
     @contextlib.contextmanager
     def control_plane(self, phase: Phase) -> Iterator[None]:
@@ -380,8 +380,8 @@ class Bench:
         if not self.fresh:
             yield
             return
-        self._cluster_script("cluster-down.sh")  # a stale one from an interrupted run
-        self._cluster_script("cluster-up.sh")
+        self._cluster_script("down.sh")  # a stale one from an interrupted run
+        self._cluster_script("up.sh")
         self.attach(self.fresh)
         self.cluster.install_operator_access(self.state / "bench-scale.kubeconfig")  # the same objects in both phases
         settle()
@@ -389,7 +389,7 @@ class Bench:
             yield
         finally:
             started = time.monotonic()
-            self._cluster_script("cluster-down.sh")
+            self._cluster_script("down.sh")
             phase.cleanup = time.monotonic() - started
 
     def namespace(self, kind: str) -> str:

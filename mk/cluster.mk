@@ -13,10 +13,10 @@ cluster-build: ## Build kube-apiserver/-controller-manager/-scheduler, kubectl, 
 	@$(CLUSTER_ENV) hack/build-tools.sh
 
 cluster-up: cluster-build ## Start the local control plane, 4 simulated nodes and the pod executor (reused when up)
-	@$(CLUSTER_ENV) hack/cluster-up.sh >/dev/null
+	@$(CLUSTER_ENV) localcluster/up.sh >/dev/null
 
 cluster-down: ## Stop the local cluster and delete its state (binaries stay cached)
-	@$(CLUSTER_ENV) hack/cluster-down.sh
+	@$(CLUSTER_ENV) localcluster/down.sh
 
 test-cluster: cluster-build ## Run the cluster tier (tests/cluster) against the local cluster, starting it if needed
 	$(CLUSTER_ENV) $(VENV)/bin/python -m pytest tests/cluster -m cluster

@@ -23,6 +23,7 @@ class OperatorConfig:
     # Used when a stage's spec sets no nodeSelector: the CPU pool for every stage but gpu, the GPU pool for gpu.
     cpu_node_selector: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     gpu_node_selector: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    cpu_tolerations: tuple[Mapping[str, Any], ...] = ()  # added to every Job but GPU ones (a tainted CPU pool)
     gpu_tolerations: tuple[Mapping[str, Any], ...] = ()  # added to every GPU Job (the cluster's GPU taints)
     job_service_account: str | None = None  # when a pipeline names no serviceAccountName
 

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from trainpipe.contract.families import FAMILY_STAGE
+from trainpipe.contract.kubelet import KILLED_BY_KUBELET
 from trainpipe.contract.names import STAGE_ORDER, Stage
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.reports import PlanReport, RankReport
@@ -24,7 +25,7 @@ from trainpipe_operator.conditions import set_condition
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.manifests import JobIntent, Owner
 from trainpipe_operator.naming import job_name
-from trainpipe_operator.observed import STAMP_FORMAT, Observed, ObservedJob, ObservedPlan, PipelineView, parse_iso
+from trainpipe_operator.observed import STAMP_FORMAT, Observed, ObservedJob, ObservedPlan, ObservedPod, PipelineView, parse_iso
 from trainpipe_operator.schedule import current_run, seconds_until
 
 SUCCEEDED, FAILED = "Succeeded", "Failed"
@@ -104,8 +105,9 @@ class _Pass:
     def event(self, kind: str, reason: Reason, message: str) -> None:
         self.events.append(EventIntent(kind, reason.value, message[:MAX_MESSAGE]))
 
-    def stop(self, state: str, reason: Reason, message: str) -> None:
-        self.state, self.reason, self.message = state, reason.value, message[:MAX_MESSAGE]
+    def stop(self, state: str, reason: Reason | str, message: str) -> None:
+        """The run's state, with our reason or the kubelet's own (OOMKilled, ImagePullBackOff, ...)."""
+        self.state, self.reason, self.message = state, str(reason), message[:MAX_MESSAGE]
 
     def run_jobs(self) -> list[ObservedJob]:
         return [j for j in self.observed.jobs if j.run == self.run]
@@ -199,7 +201,7 @@ def _failed_stage(p: _Pass) -> bool:
     for stage in STAGE_ORDER:
         s = p.stages.get(stage.value)
         if s is not None and s.outcome == FAILED:
-            p.stop("failed", Reason(s.reason or Reason.STAGE_FAILED.value), s.message or f"stage {stage.value} failed")
+            p.stop("failed", s.reason or Reason.STAGE_FAILED.value, s.message or f"stage {stage.value} failed")
             return True
     return False
 
@@ -318,7 +320,9 @@ def _count(jobs: list[ObservedJob], intents: list[JobIntent], names: list[str]) 
             continue
         done = min(job.succeeded, intent.completions)
         bad = min(job.failed_units, intent.completions - done)
-        running = min(job.active, intent.completions - done - bad)
+        # Only a Ready pod runs: one still pulling its image or creating its container (or stuck doing so)
+        # counts as pending, so an image that cannot be pulled is never shown as running.
+        running = min(job.ready, job.active, intent.completions - done - bad)
         succeeded, failed, active = succeeded + done, failed + bad, active + running
         pending += max(0, intent.completions - done - bad - running)
     return {"pending": pending, "active": active, "succeeded": succeeded, "failed": failed}
@@ -369,20 +373,22 @@ def _walk_stages(p: _Pass) -> None:
             continue
         broken = [j for j in mine if j.failed_condition]
         if broken:
-            message = _failure_message(p, stage, broken)
-            p.stages[stage.value] = current.model_copy(update={"outcome": FAILED, "reason": Reason.STAGE_FAILED.value, "finished_at": p.stamp, "message": message})
+            cause, message = _failure_message(p, stage, broken)
+            p.stages[stage.value] = current.model_copy(update={"outcome": FAILED, "reason": cause, "finished_at": p.stamp, "message": message})
             p.finished.append((stage.value, FAILED, _seconds(started, p.stamp), len(broken)))
             p.event("Warning", Reason.STAGE_FAILED, message)
-            p.stop("failed", Reason.STAGE_FAILED, message)
+            p.stop("failed", cause, message)
             return
         p.stages[stage.value] = current
-        waiting = _unschedulable(p, names)
-        if waiting:
-            p.stop("running", Reason.UNSCHEDULABLE, waiting)
-            p.stages[stage.value] = current.model_copy(update={"reason": Reason.UNSCHEDULABLE.value, "message": waiting})
+        progress = (f"stage {stage.value}: {counts['succeeded']}/{sum(i.completions for i in intents)} units done, "
+                    f"{counts['active']} running, {counts['pending']} pending")
+        trouble = _stuck(p, stage, mine) or _retrying(p, stage, mine)
+        if trouble:
+            cause, note = trouble
+            p.stop("running", cause, f"{progress}; {note}")
+            p.stages[stage.value] = current.model_copy(update={"reason": cause, "message": note})
         else:
-            p.stop("running", Reason.STAGE_RUNNING, f"stage {stage.value}: {counts['succeeded']}/{sum(i.completions for i in intents)} units done, "
-                   f"{counts['active']} running, {counts['pending']} pending")
+            p.stop("running", Reason.STAGE_RUNNING, progress)
         return
     # Every stage succeeded in this pass.
     p.status["finished_at"] = p.stamp
@@ -421,25 +427,67 @@ def _record_outputs(p: _Pass, stage: Stage, jobs: list[ObservedJob]) -> str | No
     return None
 
 
-def _failure_message(p: _Pass, stage: Stage, broken: list[ObservedJob]) -> str:
+def _failure_message(p: _Pass, stage: Stage, broken: list[ObservedJob]) -> tuple[str, str]:
+    """(reason, message) of a failed stage: the kubelet's reason when it names the cause (OOMKilled), else ours."""
     job = broken[0]
     what = f"stage {stage.value}" + (f", family {job.family}" if job.family else "")
     pods = [pod for pod in p.observed.pods_of(job.name) if pod.phase == "Failed"]
     if job.failed_indexes:
         pods = [pod for pod in pods if pod.index in set(job.failed_indexes)] or pods
         what += f", index {','.join(str(i) for i in job.failed_indexes[:5])}"
+    retry = f"then `kubectl annotate tp {p.view.name} trainpipe.io/retry=<token>`"
+    killed = next((pod for pod in reversed(pods) if pod.reason in KILLED_BY_KUBELET), None)
+    if killed is not None:
+        return killed.reason, f"{what} failed in Job {job.name}: {_kill_note(p, stage, job, killed)}, {retry}"
     detail = next((pod.message.splitlines()[-1] for pod in reversed(pods) if pod.message), "")
     exit_code = next((pod.exit_code for pod in reversed(pods) if pod.exit_code is not None), None)
     tail = f": {detail}" if detail else ""
     code = f" (exit {exit_code})" if exit_code is not None else ""
-    return f"{what} failed in Job {job.name}{code}{tail} [{job.failed_condition}]; fix the cause, then `kubectl annotate tp {p.view.name} trainpipe.io/retry=<token>`"
+    return Reason.STAGE_FAILED.value, f"{what} failed in Job {job.name}{code}{tail} [{job.failed_condition}]; fix the cause, {retry}"
 
 
-def _unschedulable(p: _Pass, names: list[str]) -> str | None:
-    pending = [pod for pod in p.observed.pods if pod.job in set(names) and pod.phase == "Pending" and pod.unschedulable]
-    if not pending:
-        return None
-    return f"{len(pending)} pod(s) of Job {pending[0].job} cannot be scheduled: {pending[0].unschedulable}"
+def _kill_note(p: _Pass, stage: Stage, job: ObservedJob, pod: ObservedPod) -> str:
+    """`OOMKilled: raise <the spec field that set the limit>` (the family's override when it has one)."""
+    settings = manifests.settings_of(p.spec, stage)
+    families = getattr(settings, "families", {}) or {}
+    if job.family is not None and job.family in families:
+        field, limits = f"stages.{stage.value}.families.{job.family}.limits.memory", families[job.family].limits
+    else:
+        field, limits = f"stages.{stage.value}.resources.limits.memory", settings.resources.limits
+    now = f" (now {limits['memory']})" if "memory" in limits else " (none set: the node's memory was exhausted)"
+    return f"{pod.reason}: raise {field}{now}"
+
+
+def _unit(pod: ObservedPod) -> str:
+    return f"unit {pod.index}" if pod.index is not None else "the unit"
+
+
+def _stuck(p: _Pass, stage: Stage, jobs: list[ObservedJob]) -> tuple[str, str] | None:
+    """Why the stage's pods cannot start, with the unit named: a container the kubelet cannot start
+    (ErrImagePull, ImagePullBackOff, CreateContainerConfigError, ...: its own reason), else the scheduler's."""
+    names = {j.name for j in jobs}
+    pending = [pod for pod in p.observed.pods if pod.job in names and pod.phase == "Pending"]
+    for pod in pending:
+        if pod.waiting:
+            reason = pod.waiting.split(":", 1)[0]
+            family = next((f", family {j.family}" for j in jobs if j.name == pod.job and j.family), "")
+            return reason, f"{_unit(pod)} of stage {stage.value}{family} cannot start (pod {pod.name}): {pod.waiting}"
+    unschedulable = [pod for pod in pending if pod.unschedulable]
+    if unschedulable:
+        return Reason.UNSCHEDULABLE.value, f"{len(unschedulable)} pod(s) of Job {unschedulable[0].job} cannot be scheduled: {unschedulable[0].unschedulable}"
+    return None
+
+
+def _retrying(p: _Pass, stage: Stage, jobs: list[ObservedJob]) -> tuple[str, str] | None:
+    """A unit the kubelet killed (OOMKilled) while its Job still retries it: shown before the retries run out."""
+    for job in jobs:
+        if job.failed == 0:
+            continue
+        killed = next((pod for pod in p.observed.pods_of(job.name) if pod.phase == "Failed" and pod.reason in KILLED_BY_KUBELET), None)
+        if killed is not None:
+            family = f", family {job.family}" if job.family else ""
+            return killed.reason, f"{_unit(killed)} of stage {stage.value}{family} was {_kill_note(p, stage, job, killed)}; retrying"
+    return None
 
 
 def _seconds(start: str | None, end: str) -> float:

@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Node selector of rank/select/plan/cpu/report Jobs whose stage sets none (repeatable).")
     p.add_argument("--gpu-node-selector", action="append", default=[], metavar="KEY=VALUE",
                    help="Node selector of GPU Jobs whose stage sets none (repeatable).")
+    p.add_argument("--cpu-toleration", action="append", default=[], metavar="JSON",
+                   help='A toleration added to every rank/select/plan/cpu/report Job, e.g. \'{"key":"pool","operator":"Equal","value":"batch","effect":"NoSchedule"}\' (repeatable).')
     p.add_argument("--gpu-toleration", action="append", default=[], metavar="JSON",
                    help='A toleration added to every GPU Job, e.g. \'{"key":"nvidia.com/gpu","operator":"Exists","effect":"NoSchedule"}\' (repeatable).')
     p.add_argument("--job-service-account", default=None, metavar="NAME", help="ServiceAccount of the Jobs' pods when a pipeline names none.")
@@ -108,6 +110,7 @@ def config_from(args: argparse.Namespace) -> OperatorConfig:
         cpu_image=args.cpu_image, gpu_image=args.gpu_image, resync_seconds=args.resync_seconds,
         cpu_node_selector=parse_selector("--cpu-node-selector", args.cpu_node_selector),
         gpu_node_selector=parse_selector("--gpu-node-selector", args.gpu_node_selector),
+        cpu_tolerations=tuple(parse_toleration("--cpu-toleration", t) for t in args.cpu_toleration),
         gpu_tolerations=tuple(parse_toleration("--gpu-toleration", t) for t in args.gpu_toleration),
         job_service_account=args.job_service_account,
     )

@@ -162,14 +162,18 @@ def job(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent, config: O
     tolerations = [{k: v for k, v in t.items() if v is not None} for t in tolerations]
     if stage is Stage.GPU:
         extra = [dict(GPU_TOLERATION)] if spec.stages.gpu.tolerate_gpu_taint else []
-        for toleration in extra + [dict(t) for t in config.gpu_tolerations]:
-            if toleration not in tolerations:
-                tolerations.append(toleration)
+        extra += [dict(t) for t in config.gpu_tolerations]
+    else:
+        extra = [dict(t) for t in config.cpu_tolerations]
+    for toleration in extra:
+        if toleration not in tolerations:
+            tolerations.append(toleration)
 
     mounts: list[dict[str, Any]] = [{"name": "artifacts", "mountPath": spec.artifacts.mount_path}, {"name": "scratch", "mountPath": SCRATCH}]
     volumes: list[dict[str, Any]] = [
         {"name": "artifacts", "persistentVolumeClaim": {"claimName": spec.artifacts.claim_name or artifacts_claim(owner.name)}},
-        {"name": "scratch", "emptyDir": {}},
+        # A bound on scratch: past it the kubelet evicts the pod instead of letting it fill the node's disk.
+        {"name": "scratch", "emptyDir": {"sizeLimit": str(settings.scratch_size_limit)}},
     ]
     data_volume = spec.data.volume
     if data_volume is not None:
@@ -182,7 +186,8 @@ def job(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent, config: O
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": image_of(spec, stage, config) or "",
-        "command": ["trainpipe"],
+        # No command: the image's entrypoint runs `trainpipe` under an init (tini) that forwards SIGTERM to
+        # the stage and its worker and reaps them, so a deleted pod stops cleanly within its grace period.
         "args": stage_args(spec, owner.name, run, intent),
         # The images set no WORKDIR: files a library drops in the working directory land in scratch.
         "workingDir": SCRATCH,

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from trainpipe.contract.kubelet import STARTING_REASONS
 from trainpipe.contract.names import (
     ANNOTATION_PLAN_DIGEST,
     ANNOTATION_RERUN,
@@ -97,6 +98,8 @@ class ObservedPod:
     exit_code: int | None = None
     message: str = ""  # the container's termination message (what the stage command wrote)
     unschedulable: str | None = None  # the scheduler's reason when PodScheduled is False
+    reason: str = ""  # the kubelet's reason the container ended (OOMKilled, Error, ...)
+    waiting: str = ""  # "<reason>: <message>" of a container that cannot start (ErrImagePull, ...)
 
 
 @dataclass(frozen=True)
@@ -260,8 +263,11 @@ def _unread(run: str, status: PipelineStatus) -> dict[Stage, bool]:
 
 
 def _to_read_now(job: ObservedJob, run: str, unread: dict[Stage, bool]) -> bool:
-    """A Job of the run whose pods hold what a pass needs now: why it failed, or its unread report."""
-    return job.run == run and not job.deleting and (job.failed_condition is not None or (job.complete and unread.get(job.stage, False)))
+    """A Job of the run whose pods hold what a pass needs now: why it failed or why a try of it failed
+    (the kubelet's OOMKilled shows while the Job still retries), or its unread report."""
+    if job.run != run or job.deleting:
+        return False
+    return job.failed_condition is not None or (job.failed > 0 and not job.complete) or (job.complete and unread.get(job.stage, False))
 
 
 def _starting(job: ObservedJob, run: str) -> bool:
@@ -297,17 +303,22 @@ def parse_pod(obj: dict[str, Any]) -> ObservedPod | None:
     if not job:
         return None
     index = (meta.get("annotations") or {}).get(JOB_INDEX_ANNOTATION)
-    exit_code, message = None, ""
-    for cs in status.get("containerStatuses") or []:
-        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+    exit_code, message, reason, waiting = None, "", "", ""
+    for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        state = cs.get("state") or {}
+        term = state.get("terminated") or (cs.get("lastState") or {}).get("terminated")
         if term:
-            exit_code, message = term.get("exitCode"), (term.get("message") or "").strip()
+            exit_code, message, reason = term.get("exitCode"), (term.get("message") or "").strip(), term.get("reason") or ""
+        wait = state.get("waiting") or {}
+        if wait.get("reason") and wait["reason"] not in STARTING_REASONS and not waiting:
+            waiting = f"{wait['reason']}: {wait.get('message') or ''}".strip(": ")
     unschedulable = None
     for cond in status.get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
             unschedulable = cond.get("message") or cond.get("reason") or "not scheduled"
     return ObservedPod(name=meta["name"], job=job, index=int(index) if index not in (None, "") else None,
-                       phase=status.get("phase", "Pending"), exit_code=exit_code, message=message, unschedulable=unschedulable)
+                       phase=status.get("phase", "Pending"), exit_code=exit_code, message=message, unschedulable=unschedulable,
+                       reason=reason, waiting=waiting)
 
 
 PLAN_KEYS = ("run", "digest", "path", "units")

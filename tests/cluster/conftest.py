@@ -1,6 +1,6 @@
 """Fixtures of the cluster tier: a session-wide local control plane, a fresh namespace per test, the operator.
 
-The cluster (hack/cluster-up.sh: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+The cluster (localcluster/up.sh: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 kwok with 2 CPU + 2 GPU simulated nodes, the pod executor) is reused when it is already up and then
 left up; otherwise this session starts it and stops it at the end. Missing binaries make every test
 here fail with the command to run: the tier never skips itself.
@@ -25,9 +25,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from clusterkit import (
+from trainpipe_localcluster import (
     CORE,
     EXAMPLE_CLAIM,
     EXAMPLE_DATA_FILE,
@@ -44,6 +42,7 @@ from clusterkit import (
 
 REPO = Path(__file__).resolve().parents[2]
 HACK = REPO / "hack"
+LOCALCLUSTER = REPO / "localcluster"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -108,16 +107,16 @@ def cluster() -> Iterator[Cluster]:
     env = dict(os.environ, TRAINPIPE_CLUSTER_DIR=str(state), VENV=venv)
     started_here = not _cluster_is_up(kubeconfig, state)
     # Also when it is up: cluster-up.sh then returns at once, or restarts an executor whose code changed.
-    up = subprocess.run([str(HACK / "cluster-up.sh")], env=env, capture_output=True, text=True, timeout=300,
+    up = subprocess.run([str(LOCALCLUSTER / "up.sh")], env=env, capture_output=True, text=True, timeout=300,
                         check=False)
     if up.returncode != 0:
-        pytest.fail(f"hack/cluster-up.sh failed (rc {up.returncode}):\n{up.stderr[-4000:]}", pytrace=False)
+        pytest.fail(f"localcluster/up.sh failed (rc {up.returncode}):\n{up.stderr[-4000:]}", pytrace=False)
     kube = Kube(kubeconfig)
     try:
         yield Cluster(kubeconfig=kubeconfig, state=state, tools=tools, kube=kube, started_here=started_here)
     finally:
         if started_here:
-            subprocess.run([str(HACK / "cluster-down.sh")], env=env, capture_output=True, text=True, timeout=120,
+            subprocess.run([str(LOCALCLUSTER / "down.sh")], env=env, capture_output=True, text=True, timeout=120,
                            check=False)
 
 

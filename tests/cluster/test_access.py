@@ -8,8 +8,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
-
-from clusterkit import CORE, ApiError, Cluster, Kube, wait_for
+from trainpipe_localcluster import CORE, ApiError, Cluster, Kube, wait_for
 
 
 def test_service_account_kubeconfig_has_exactly_the_granted_rbac(cluster: Cluster, kube: Kube, namespace: str,

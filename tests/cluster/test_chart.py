@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from clusterkit import (
+from trainpipe_localcluster import (
     BATCH,
     CORE,
     Cluster,
@@ -30,6 +29,7 @@ from clusterkit import (
     wait_condition,
     wait_for,
 )
+
 from trainpipe.contract.names import LABEL_PIPELINE, LABEL_STAGE
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,8 +6,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-
-from clusterkit import (
+from trainpipe_localcluster import (
     BATCH,
     CORE,
     Cluster,
@@ -18,7 +17,7 @@ from clusterkit import (
     pods_of_job,
     wait_for,
 )
-from executor import parse_quantity, resource_field_value
+from trainpipe_localcluster.executor import parse_quantity, resource_field_value
 
 
 def _pod(name: str, command: list[str], **spec: object) -> dict:

@@ -30,9 +30,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-
-import auditlog
-from clusterkit import (
+from trainpipe_localcluster import (
     BATCH,
     CORE,
     OPERATOR_NAMESPACE,
@@ -41,13 +39,15 @@ from clusterkit import (
     Cluster,
     Kube,
     OperatorProcess,
+    auditlog,
     condition,
     pipeline_manifest,
     pipelines_path,
     wait_condition,
     wait_for,
 )
-from controlplane import crash_and_restart_apiserver, pid_of
+from trainpipe_localcluster.controlplane import crash_and_restart_apiserver, pid_of
+
 from test_operator import SKIP, SKIP_MESSAGE, JobRecorder, apply, artifacts_dir, get, jobs, pods, stage_of
 from trainpipe.contract.names import LABEL_RUN, STAGE_ORDER
 from trainpipe.families.registry import load_model
@@ -90,7 +90,7 @@ class FaultAudit:
 @pytest.fixture(scope="module")
 def fault_audit(cluster: Cluster) -> FaultAudit:
     log = auditlog.log_path(cluster.state)
-    assert log.exists(), f"{log} is missing: the local control plane runs without its audit policy (hack/cluster-up.sh)"
+    assert log.exists(), f"{log} is missing: the local control plane runs without its audit policy (localcluster/up.sh)"
     return FaultAudit(log, auditlog.AuditMark.now(log))
 
 

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from clusterkit import (
+from trainpipe_localcluster import (
     CORE,
     ApiError,
     Cluster,
@@ -37,8 +36,9 @@ from clusterkit import (
     wait_condition,
     wait_for,
 )
-from executor import SKIP_LABEL as SKIP
-from executor import SKIP_MESSAGE_ANNOTATION as SKIP_MESSAGE
+from trainpipe_localcluster.executor import SKIP_LABEL as SKIP
+from trainpipe_localcluster.executor import SKIP_MESSAGE_ANNOTATION as SKIP_MESSAGE
+
 from trainpipe.contract.names import LABEL_PIPELINE, LABEL_STAGE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -194,7 +194,7 @@ def trainpipe(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
 
 def wait_for_pod_logs(kube: Kube, namespace: str, pod: str) -> None:
     """Wait until `kubectl logs` can serve a finished pod: the executor publishes its CRI-format log in a kwok `Logs`
-    object named after the pod (the resource is enabled by hack/cluster/kwokctl.yaml.in)."""
+    object named after the pod (the resource is enabled by localcluster/config/kwokctl.yaml.in)."""
     path = f"/apis/kwok.x-k8s.io/v1alpha1/namespaces/{namespace}/logs/{pod}"
 
     def published() -> bool:
@@ -202,7 +202,7 @@ def wait_for_pod_logs(kube: Kube, namespace: str, pod: str) -> None:
             return bool(kube.get(path))
         except ApiError as err:
             if err.status == 404 and "the server could not find the requested resource" in err.message:
-                pytest.fail("the cluster has no kwok Logs resource: it was started before hack/cluster/kwokctl.yaml.in enabled it; "
+                pytest.fail("the cluster has no kwok Logs resource: it was started before localcluster/config/kwokctl.yaml.in enabled it; "
                             "restart it (make cluster-down && make cluster-up)", pytrace=False)
             return False
 
@@ -293,7 +293,7 @@ class FluxControllers:
     """
 
     def __init__(self, cluster: Cluster, bin_dir: Path, state: Path) -> None:
-        from clusterkit import free_port
+        from trainpipe_localcluster import free_port
 
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []
@@ -364,8 +364,7 @@ def test_a_commit_retrains_through_flux_and_its_kustomization_is_ready_only_once
         cluster: Cluster, kube: Kube, namespace: str, operator: OperatorProcess, example_data: Any, flux: FluxControllers,
         tmp_path: Path) -> None:
     import yaml
-
-    from gitserver import GitServer, git
+    from trainpipe_localcluster.gitserver import GitServer, git
 
     work, repos = tmp_path / "work", tmp_path / "repos"
     work.mkdir()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clusterkit import (
+from trainpipe_localcluster import (
     BATCH,
     CORE,
     GPU_RESOURCE,

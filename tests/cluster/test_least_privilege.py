@@ -3,7 +3,7 @@ and the security settings of the pods the cluster holds (the local executor enfo
 
 The operator is the chart's Deployment, in the test's namespace with the chart's Role there, and the
 Jobs run as the chart's Jobs ServiceAccount, so every request by a ServiceAccount of that namespace
-in the API server's audit log (hack/cluster/audit-policy.yaml) belongs to this scenario. Every stage
+in the API server's audit log (localcluster/config/audit-policy.yaml) belongs to this scenario. Every stage
 pod is skipped (the executor completes it without running it; rank and plan hand over the reports
 they would write), so the scenario costs seconds yet walks the operator's paths: a full run with a
 CPU and a GPU family; a rerun that supersedes it (old Jobs deleted, the plan ConfigMap rewritten);
@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-import auditlog
-from clusterkit import (
+from trainpipe_localcluster import (
     BATCH,
     CORE,
     Cluster,
     Kube,
+    auditlog,
     claim_manifest,
     free_port,
     http_get,
@@ -39,8 +38,9 @@ from clusterkit import (
     wait_condition,
     wait_for,
 )
-from executor import SKIP_LABEL as SKIP
-from executor import SKIP_MESSAGE_ANNOTATION as SKIP_MESSAGE
+from trainpipe_localcluster.executor import SKIP_LABEL as SKIP
+from trainpipe_localcluster.executor import SKIP_MESSAGE_ANNOTATION as SKIP_MESSAGE
+
 from trainpipe.contract.names import ANNOTATION_RERUN, LABEL_MANAGED_BY, LABEL_PIPELINE, LABEL_RUN, LABEL_STAGE, MANAGER
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,7 +122,7 @@ def status_of(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
 def test_the_operator_and_jobs_use_every_verb_the_chart_grants_and_nothing_else_from_hardened_pods(
         cluster: Cluster, kube: Kube, namespace: str) -> None:
     log = auditlog.log_path(cluster.state)
-    assert log.exists(), f"{log} is missing: the local control plane runs without its audit policy (hack/cluster-up.sh)"
+    assert log.exists(), f"{log} is missing: the local control plane runs without its audit policy (localcluster/up.sh)"
     start = auditlog.end_offset(log)
 
     # The API server's own Pod Security admission refuses, in this namespace, any pod that the

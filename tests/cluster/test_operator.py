@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from clusterkit import (
+from trainpipe_localcluster import (
     BATCH,
     CORE,
     ApiError,
@@ -30,8 +29,9 @@ from clusterkit import (
     wait_condition,
     wait_for,
 )
-from executor import SKIP_LABEL as SKIP
-from executor import SKIP_MESSAGE_ANNOTATION as SKIP_MESSAGE
+from trainpipe_localcluster.executor import SKIP_LABEL as SKIP
+from trainpipe_localcluster.executor import SKIP_MESSAGE_ANNOTATION as SKIP_MESSAGE
+
 from trainpipe.contract.names import GPU_RESOURCE, LABEL_ATTEMPT, LABEL_FAMILY, LABEL_PIPELINE, LABEL_RUN, LABEL_STAGE
 
 RUN_TIMEOUT = 420  # a real run of the small test spec takes one to two minutes on two cores

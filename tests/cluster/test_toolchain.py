@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from clusterkit import CORE, Cluster, Kube
+from trainpipe_localcluster import CORE, Cluster, Kube
 
 REPO = Path(__file__).resolve().parents[2]
 

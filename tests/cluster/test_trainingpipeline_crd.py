@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from trainpipe_localcluster import ApiError, Kube, wait_for
 
-from clusterkit import ApiError, Kube, wait_for
 from trainpipe.contract.crd import render
 from trainpipe.contract.names import API_GROUP, API_VERSION, PLURAL
 from trainpipe.contract.pipeline import TrainingPipeline

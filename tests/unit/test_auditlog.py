@@ -1,16 +1,14 @@
-"""tests/cluster/auditlog.py on a hand-written audit log: one count per request, offsets, filters and labels,
+"""trainpipe_localcluster.auditlog on a hand-written audit log: one count per request, offsets, filters and labels,
 rotation, and requests against RBAC rules."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cluster"))
-import auditlog  # noqa: E402 -- lives with the cluster tier, which benchmark scripts import it from too
+from trainpipe_localcluster import auditlog
 
 OPERATOR = auditlog.service_account("ns", "tp-operator")
 JOBS = auditlog.service_account("ns", "tp-jobs")

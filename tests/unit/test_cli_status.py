@@ -87,3 +87,16 @@ def test_logs_matches_a_target_in_termination_messages_in_either_spelling() -> N
     assert [p["metadata"]["name"] for p in pick(pods, target="fwd_ret_5d")] == ["s0"]
     assert [p["metadata"]["name"] for p in pick(pods, target="fwd_ret_20d")] == ["s1"]
     assert pick(pods, target="fwd_ret_1d") == []
+
+
+def test_the_kubelets_reasons_show_for_a_pod_that_cannot_start_and_one_killed_at_its_limit() -> None:
+    pulling = pod("p-0", "Pending", index=0)
+    pulling["status"]["containerStatuses"] = [{"state": {"waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "r/nope:1"'}}}]
+    status = {"observedGeneration": 1, "runId": "r1", "stage": "cpu",
+              "conditions": [cond("Reconciling", "True", "ImagePullBackOff", "unit 0 of stage cpu cannot start")], "stages": {"cpu": {"pending": 1}}}
+    page = render(pipeline(status), [pulling])
+    assert "ImagePullBackOff: unit 0 of stage cpu cannot start" in page
+    assert 'pod p-0 (cpu lightgbm unit 0) Pending: ImagePullBackOff: Back-off pulling image "r/nope:1"' in page
+    killed = pod("p-1", "Failed", index=1, code=137)
+    killed["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] = "OOMKilled"
+    assert "pod p-1 (cpu lightgbm unit 1) exit 137: OOMKilled" in render(pipeline(FAILED), [killed])

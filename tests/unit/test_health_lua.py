@@ -82,7 +82,7 @@ def test_a_new_pipeline_is_progressing_with_the_operators_message() -> None:
 
 
 def test_a_run_going_through_its_stages_is_progressing() -> None:
-    running = job(Stage.CPU, "lightgbm", completions=2, succeeded=1, active=1)
+    running = job(Stage.CPU, "lightgbm", completions=2, succeeded=1, active=1, ready=1)
     status, message = health(written(decided(view(after(Stage.RANK, Stage.SELECT, Stage.PLAN)), running)))
     assert (status, message) == ("Progressing", "stage cpu: 1/2 units done, 1 running, 0 pending")
 

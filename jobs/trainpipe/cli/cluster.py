@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from trainpipe.contract.kubelet import KILLED_BY_KUBELET, STARTING_REASONS
 from trainpipe.contract.names import API_GROUP, API_VERSION, LABEL_PIPELINE, LABEL_RUN, PLURAL
 
 INSTALL_HINT = "pip install trainpipe[operator]"
@@ -117,13 +118,28 @@ def _api_message(status: int, text: str, path: str) -> str:
 
 
 def termination(pod: dict[str, Any]) -> tuple[int | None, str]:
-    """(exit code, termination message) of the pod's first terminated container (current state, else the last one)."""
+    """(exit code, termination message) of the pod's first terminated container (current state, else the last one).
+
+    A container the kubelet ended (OOMKilled) leaves no message of its own: its reason stands in for one."""
     for cs in (pod.get("status") or {}).get("containerStatuses") or []:
         for state in (cs.get("state") or {}, cs.get("lastState") or {}):
             term = state.get("terminated")
             if term:
-                return term.get("exitCode"), (term.get("message") or "").strip()
+                message = (term.get("message") or "").strip()
+                if term.get("reason") in KILLED_BY_KUBELET:
+                    message = f"{term['reason']}" + (f": {message}" if message else "")
+                return term.get("exitCode"), message
     return None, ""
+
+
+
+def waiting(pod: dict[str, Any]) -> str | None:
+    """`<reason>: <message>` of a container the kubelet cannot start (ErrImagePull, ImagePullBackOff, ...), if any."""
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        wait = (cs.get("state") or {}).get("waiting") or {}
+        if wait.get("reason") and wait["reason"] not in STARTING_REASONS:
+            return f"{wait['reason']}: {wait.get('message') or ''}".strip(": ")
+    return None
 
 
 def unit_index(pod: dict[str, Any]) -> int | None:

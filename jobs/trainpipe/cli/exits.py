@@ -61,7 +61,7 @@ def exit_code_for(exc: BaseException) -> ExitCode | None:
 
 # For `trainpipe --help`: one line per code, the same facts as the table above.
 EPILOG_TABLE = """\
-exit codes (what the operator's podFailurePolicy reads; 2-7 are permanent, 1 is retried):
+exit codes (what the operator's podFailurePolicy reads; 2-7 are permanent, 1 and 143 are retried):
   0  OK             the stage or unit is done (or was already done, or was copied from another run)
   1  UNIT_FAILED    the work itself failed: a model raised, a worker died (retry the same command)
   2  INVALID_SPEC   bad flags, -f manifest or --spec-json; unknown family; a family of the other --stage;
@@ -72,4 +72,5 @@ exit codes (what the operator's podFailurePolicy reads; 2-7 are permanent, 1 is 
   5  GATE_CLOSED    a gpu stage or unit while cpu units of the plan are not done
   6  STALE_PLAN     the plan on the volume has another --run-id or --plan-digest than this call's
   7  EMPTY_PLAN     routing left nothing to train and training.allowEmptyPlan is false
+  143  TERMINATED   SIGTERM (the pod was deleted or evicted): temp files removed, finished units kept
 """

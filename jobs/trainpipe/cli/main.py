@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from trainpipe.cli.exits import exit_code_for
     from trainpipe.contract.exitcodes import ExitCode
+    from trainpipe.termination import Terminated, sigterm_raises
 
     args_list = sys.argv[1:] if argv is None else argv
     try:
@@ -110,7 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     log_path = getattr(args, "termination_log", None)
     where = [_where(args)]  # a select unit names its target once it is known
     try:
-        report = _dispatch(args, where)
+        with sigterm_raises():
+            report = _dispatch(args, where)
+    except Terminated as exc:
+        print(f"{exc}; finished stages and units are kept and a rerun resumes after them", file=sys.stderr)
+        _log_failure(log_path, where[0], ExitCode.TERMINATED, str(exc))
+        return int(ExitCode.TERMINATED)
     except KeyboardInterrupt:
         print("interrupted; finished stages are kept and a rerun resumes after them", file=sys.stderr)
         _log_failure(log_path, where[0], ExitCode.UNIT_FAILED, "interrupted")

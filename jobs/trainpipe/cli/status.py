@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from trainpipe.cli.cluster import ClusterError, add_cluster_options, connect, get_pipeline, termination, unit_index
+from trainpipe.cli.cluster import ClusterError, add_cluster_options, connect, get_pipeline, termination, unit_index, waiting
 from trainpipe.contract.names import LABEL_FAMILY, LABEL_STAGE, NO_FAMILY, STAGE_ORDER
 from trainpipe.contract.status import ConditionType
 
@@ -96,7 +96,7 @@ def _waiting(pipeline: dict[str, Any], conds: dict[str, Any], pods: list[dict[st
         out.append(f"{reconciling.get('reason')}: {reconciling.get('message') or status.get('message') or ''}".rstrip(": "))
         pending: dict[str, list[dict[str, Any]]] = {}
         for pod in pods:
-            reason = _unschedulable(pod)
+            reason = _unschedulable(pod) or _cannot_start(pod)
             if reason:
                 pending.setdefault(reason, []).append(pod)
         for reason, group in pending.items():  # one line per scheduler reason, however many units share it
@@ -113,6 +113,11 @@ def _unschedulable(pod: dict[str, Any]) -> str | None:
     if cond and cond.get("status") == "False":
         return cond.get("message") or cond.get("reason") or "not scheduled"
     return None
+
+
+def _cannot_start(pod: dict[str, Any]) -> str | None:
+    """The kubelet's reason a Pending pod's container does not start (ErrImagePull, ...)."""
+    return waiting(pod) if (pod.get("status") or {}).get("phase") == "Pending" else None
 
 
 def _unit(pod: dict[str, Any]) -> str:

@@ -75,6 +75,8 @@ class StageSettings(Contract):
     active_deadline_seconds: int | None = Field(None, ge=1, description="Bound on each of the stage's Jobs.")
     backoff_limit: int = Field(2, ge=0, le=100, description="Pod retries of a Job (per index where backoffLimitPerIndex is used).")
     pod_metadata: PodMetadata = Field(default_factory=PodMetadata)
+    scratch_size_limit: Quantity = Field("2Gi", description="Size limit of the pods' /tmp (an emptyDir, the only writable path besides the volumes): "
+                                                           "the kubelet evicts a pod whose scratch files outgrow it.")
 
 
 class FanOutSettings(StageSettings):

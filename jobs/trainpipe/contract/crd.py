@@ -124,8 +124,11 @@ def crd() -> dict[str, Any]:
                     {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Ready')].status"},
                     {"name": "Stage", "type": "string", "jsonPath": ".status.stage"},
                     {"name": "Progress", "type": "string", "jsonPath": ".status.progress", "description": "Units succeeded / units known in the current run"},
+                    # Why it is not Ready, in one word: our reason or the kubelet's own (OOMKilled, ImagePullBackOff).
+                    {"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type=='Ready')].reason"},
                     {"name": "Run", "type": "string", "jsonPath": ".status.runId"},
                     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
                 ],
                 "schema": {"openAPIV3Schema": {
                     "type": "object",

@@ -1,4 +1,10 @@
-"""Atomic file writes (temp file in the same folder, fsync, rename) so a crash never leaves half a file."""
+"""Atomic file writes (temp file in the same folder, fsync, rename) so a crash never leaves half a file.
+
+The temp files and folders are made private (mkstemp: 0600, mkdtemp: 0700) and a rename keeps that mode,
+so each is given the mode a plain open() or mkdir() would have given it (0666/0777 less the umask)
+before it takes its final name: a volume's files are read by stage pods of other users (a GPU node's
+pod, a tool reading the models), and a private file there reads as "Permission denied".
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,22 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once, at import (single-threaded then): os.umask can only be read by setting it.
+_UMASK = _umask()
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
 
 
 @contextmanager
@@ -18,6 +37,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; on clean exit it replaces `path`, on error it is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -40,6 +60,8 @@ def write_json(path: Path, payload: Any) -> None:
 
 
 def write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    # pandas is not imported by this module: the termination log is written through it, also when
+    # SIGTERM arrives while pandas itself is still being imported.
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False, engine="pyarrow")
 
@@ -60,6 +82,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp.chmod(DIR_MODE)
     try:
         yield tmp
         if path.exists():

@@ -361,19 +361,39 @@ def _run_family(request: WorkerRequest, work: WorkFiles, isolate: bool, timeout_
         # A fresh interpreter (never fork): no inherited OpenMP/CUDA state, and its own thread env.
         proc = subprocess.Popen([sys.executable, "-m", "trainpipe.training.worker", "--request", str(work.request)],
                                 env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(work.root))
-        while True:
-            code = proc.poll()
-            seen = _emit_new(work.results, seen, progress)
-            if code is not None:
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                log.write(f"\ntrainpipe: killed after {timeout_s}s (family timeout)\n")
-                break
-            time.sleep(0.2)
+        try:
+            while True:
+                code = proc.poll()
+                seen = _emit_new(work.results, seen, progress)
+                if code is not None:
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait()
+                    log.write(f"\ntrainpipe: killed after {timeout_s}s (family timeout)\n")
+                    break
+                time.sleep(0.2)
+        except BaseException:
+            # Stopped (SIGTERM, Ctrl-C) or failed here: the worker must not outlive this process. A pod's
+            # init sends SIGTERM to the whole group already; a signal to this process alone does not reach it.
+            _stop(proc)
+            raise
     _emit_new(work.results, seen, progress)
     return read_unit_results(work.results)
+
+
+WORKER_STOP_SECONDS = 10.0  # how long a terminated worker may take to remove its temp files before SIGKILL
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(WORKER_STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _emit_new(path: Path, seen: int, progress: ProgressFn) -> int:

@@ -26,6 +26,7 @@ from trainpipe.contract.requests import UnitRequest, WorkerRequest
 from trainpipe.contract.results import UnitResult
 from trainpipe.io.requests import RequestFileError, read_worker_request
 from trainpipe.io.training_files import append_unit_result
+from trainpipe.termination import EXIT_TERMINATED, Terminated, sigterm_raises
 
 _BLOCKED = ("tensorflow", "torch", "keras", "jax")
 
@@ -216,7 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results = Path(request.results_path)
     try:
-        failures = run_request(request, lambda record: append_unit_result(results, record))
+        with sigterm_raises():
+            failures = run_request(request, lambda record: append_unit_result(results, record))
+    except Terminated as exc:  # the pod is going away: the unit in progress left no files; the parent records it
+        print(f"trainpipe worker: {exc}", file=sys.stderr)
+        return EXIT_TERMINATED
     except Exception:  # setup failed (plan, data): every unit of this request is lost; the parent records why
         traceback.print_exc()
         return 2

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import urllib3
 
-from clusterkit import ApiError, Cluster
+from trainpipe_localcluster.cluster import Cluster
+from trainpipe_localcluster.kube import ApiError
 
-# hack/cluster-lib.sh: KWOK_WORKDIR=$STATE/kwok and CLUSTER_NAME=trainpipe.
+# localcluster/lib.sh: KWOK_WORKDIR=$STATE/kwok and CLUSTER_NAME=trainpipe.
 CLUSTER_NAME = "trainpipe"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok-controller")
 

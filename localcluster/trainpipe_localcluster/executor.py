@@ -1,7 +1,7 @@
 """Pod executor and volume provisioner for the local kwok cluster: runs bound pods as host processes.
 
-Started by hack/cluster-up.sh (`python tests/cluster/executor.py --kubeconfig ... --state-dir ...`)
-and stopped by hack/cluster-down.sh through its pidfile. kwok simulates the nodes only; this process
+Started by localcluster/up.sh (`python -m trainpipe_localcluster.executor --kubeconfig ... --state-dir ...`)
+and stopped by localcluster/down.sh through its pidfile. kwok simulates the nodes only; this process
 plays the kubelet for every pod the real kube-scheduler bound to a node:
 
 * Pending + bound -> volumes prepared, status Running, each container's command + args run as a
@@ -64,8 +64,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from clusterkit import CORE, STRATEGIC, ApiError, Kube
+from trainpipe_localcluster.kube import CORE, STRATEGIC, ApiError, Kube
 
 PROVISIONER = "trainpipe.io/local-dir"
 SKIP_LABEL = "executor.trainpipe.io/skip"

@@ -3,11 +3,11 @@
 # build times (from the cached build's records, or a real cold build with --cold), warm start time
 # (cluster-down, then cluster-up with binaries cached) and each process's resident memory.
 #
-# Usage: hack/cluster-bench.sh [--cold]
+# Usage: localcluster/bench.sh [--cold]
 #   --cold  also builds everything once from empty Go module/build caches in a temporary folder
 #           (downloads ~600 MB of modules, ~6-10 min of 2 cores), and reports that time.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # The last cold build's result is kept next to the binaries, so later runs can still report it.
 record="$TOOLS/cold-build.txt"
@@ -22,14 +22,14 @@ if [[ "${1:-}" == "--cold" ]]; then
   echo "${cold}s wall on $(date -u +%Y-%m-%d), module downloads included (compile + link: ${per%, }; load average after: $load)" > "$record"
   chmod -R u+w "$scratch" && rm -rf "$scratch"
 fi
-cold_line="$(cat "$record" 2>/dev/null || echo "not measured yet on this machine (run hack/cluster-bench.sh --cold)")"
+cold_line="$(cat "$record" 2>/dev/null || echo "not measured yet on this machine (run localcluster/bench.sh --cold)")"
 
 cached_start=$(date +%s%N)
 "$HACK/build-tools.sh" 2>/dev/null
 cached_ms=$(( ($(date +%s%N) - cached_start) / 1000000 ))
 
-"$HACK/cluster-down.sh" 2>/dev/null || true
-"$HACK/cluster-up.sh" >/dev/null
+"$LOCALCLUSTER/down.sh" 2>/dev/null || true
+"$LOCALCLUSTER/up.sh" >/dev/null
 warm="$(cat "$STATE/last-start-seconds")"
 sleep 20  # let the controllers settle before reading memory
 
@@ -52,7 +52,7 @@ done
 "$HACK/write-section.py" "$REPO/BENCHMARKS.md" cluster <<MD
 ## Local control plane (cluster tier)
 
-Measured by \`hack/cluster-bench.sh${1:+ $1}\` on $(date -u +%Y-%m-%d), $(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB, $(go env GOVERSION).
+Measured by \`localcluster/bench.sh${1:+ $1}\` on $(date -u +%Y-%m-%d), $(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB, $(go env GOVERSION).
 Kubernetes $KUBERNETES_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION.
 
 | component | compile + link of the cached binaries (modules already downloaded) | binaries |

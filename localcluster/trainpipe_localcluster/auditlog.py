@@ -1,10 +1,10 @@
 """Reads the local control plane's API-server audit log into requests and counts them by user, verb and resource.
 
 Used by the least-privilege test (tests/cluster/test_least_privilege.py) and by benchmark scripts
-under hack/ (add tests/cluster to sys.path, as the executor does). Standard library only, so a
+under hack/. Standard library only, so a
 script imports it without the test dependencies.
 
-The log (hack/cluster/audit-policy.yaml) holds ServiceAccount requests only, at Metadata level, one
+The log (localcluster/config/audit-policy.yaml) holds ServiceAccount requests only, at Metadata level, one
 JSON event per line. A request can appear twice: long-running ones (watches) are logged when the
 response starts and again when it completes; `read` keeps one per request. A short scenario records
 `end_offset` before it runs and reads from there, which keeps out whatever other tests did before; a

@@ -1,8 +1,10 @@
-# Shared settings for hack/cluster-*.sh: where the binaries and the runtime state live.
+# Shared settings for localcluster/*.sh and the hack/ scripts that use the local cluster: where the
+# binaries and the runtime state live.
 # shellcheck shell=bash
-HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HACK/.." && pwd)"
-# shellcheck source=versions.env
+LOCALCLUSTER="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$LOCALCLUSTER/.." && pwd)"
+HACK="$REPO/hack"
+# shellcheck source=../hack/versions.env
 source "$HACK/versions.env"
 TOOLS="${TRAINPIPE_TOOLS:-$HOME/.cache/trainpipe/tools}"
 K8S_DIR="$TOOLS/kubernetes-$KUBERNETES_VERSION"
@@ -41,8 +43,8 @@ apiserver_ready() {
 
 # True when the running executor was started before its code last changed (it runs the old code).
 executor_stale() {
-  pid_alive "$EXECUTOR_PID" && { [[ "$REPO/tests/cluster/executor.py" -nt "$EXECUTOR_PID" ]] ||
-    [[ "$REPO/tests/cluster/clusterkit.py" -nt "$EXECUTOR_PID" ]]; }
+  pid_alive "$EXECUTOR_PID" && { [[ "$LOCALCLUSTER/trainpipe_localcluster/executor.py" -nt "$EXECUTOR_PID" ]] ||
+    [[ "$LOCALCLUSTER/trainpipe_localcluster/kube.py" -nt "$EXECUTOR_PID" ]]; }
 }
 
 # True when the pidfile names a live `python -m trainpipe_operator` (not a recycled pid).

@@ -2,9 +2,9 @@
 # Writes a kubeconfig that acts as a ServiceAccount of the local cluster (creating the account if
 # needed), so a client gets exactly the RBAC that account was granted, e.g. by a chart.
 #
-# Usage: hack/cluster-sa-kubeconfig.sh NAMESPACE SERVICEACCOUNT OUTFILE [DURATION, default 24h]
+# Usage: localcluster/sa-kubeconfig.sh NAMESPACE SERVICEACCOUNT OUTFILE [DURATION, default 24h]
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if [[ $# -lt 3 ]]; then
   sed -n '2,5p' "${BASH_SOURCE[0]}" >&2

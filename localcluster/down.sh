@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Stops the local cluster started by hack/cluster-up.sh: the operator (if hack/operator-up.sh
+# Stops the local cluster started by localcluster/up.sh: the operator (if hack/operator-up.sh
 # started one), the executor (and the pod processes it runs), then kwok and the control plane.
 # Removes the cluster's state; binaries stay cached.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # First, so that it does not log a storm of connection errors while the API server goes away.
 if [[ -f "$OPERATOR_PID" ]]; then "$HACK/operator-down.sh"; fi

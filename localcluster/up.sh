@@ -3,9 +3,9 @@
 # kwok) from the binaries hack/build-tools.sh built, then the simulated node pool, the default
 # StorageClass and the pod executor. Reuses a cluster that is already up.
 #
-# Prints the kubeconfig path on stdout: `export KUBECONFIG=$(hack/cluster-up.sh)`.
+# Prints the kubeconfig path on stdout: `export KUBECONFIG=$(localcluster/up.sh)`.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/cluster-lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 for bin in "$K8S_DIR/bin/kube-apiserver" "$ETCD_DIR/bin/etcd" "$KWOK_DIR/bin/kwokctl" "$KWOK_DIR/stages/pod-delete.yaml"; do
   if [[ ! -e "$bin" ]]; then
@@ -29,7 +29,7 @@ fi
 if apiserver_ready && executor_stale; then
   # Edited since it started (a developer's loop): the cluster stays, the executor is replaced. Pods it
   # was running are reported failed (ExecutorLost) by the new one, as after a node restart.
-  log "tests/cluster/executor.py or clusterkit.py changed since the executor started: restarting it"
+  log "trainpipe_localcluster/executor.py or kube.py changed since the executor started: restarting it"
   pid="$(cat "$EXECUTOR_PID")"
   kill -TERM "$pid"
   for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -42,11 +42,11 @@ if ! apiserver_ready; then
   # expect only the bootstrap objects to exist.
   if [[ -d "$KWOK_WORKDIR/clusters/$CLUSTER_NAME" ]]; then
     log "removing a stale cluster in $KWOK_WORKDIR"
-    "$HACK/cluster-down.sh" >/dev/null 2>&1 || true
+    "$LOCALCLUSTER/down.sh" >/dev/null 2>&1 || true
   fi
   config="$STATE/kwokctl.yaml"
   sed -e "s|@K8S@|$K8S_DIR|g" -e "s|@ETCD@|$ETCD_DIR|g" -e "s|@KWOK@|$KWOK_DIR|g" -e "s|@REPO@|$REPO|g" \
-    "$HACK/cluster/kwokctl.yaml.in" > "$config"
+    "$LOCALCLUSTER/config/kwokctl.yaml.in" > "$config"
   for stage in "$KWOK_DIR"/stages/*.yaml; do
     printf -- '---\n' >> "$config"
     cat "$stage" >> "$config"
@@ -60,14 +60,14 @@ if ! apiserver_ready; then
     log "component logs: $KWOK_WORKDIR/clusters/$CLUSTER_NAME/logs/"
     exit 1
   fi
-  kubectl apply -f "$HACK/cluster/bootstrap.yaml" >/dev/null
+  kubectl apply -f "$LOCALCLUSTER/config/bootstrap.yaml" >/dev/null
 fi
 
 if ! pid_alive "$EXECUTOR_PID"; then
   mkdir -p "$STATE/executor"
   log "starting the pod executor (log: $STATE/executor.log)"
   # setsid: the executor outlives this shell (make returns) and is stopped by its pidfile.
-  setsid "$VENV/bin/python" "$REPO/tests/cluster/executor.py" --kubeconfig "$KUBECONFIG_FILE" \
+  setsid "$VENV/bin/python" -m trainpipe_localcluster.executor --kubeconfig "$KUBECONFIG_FILE" \
     --state-dir "$STATE/executor" --pidfile "$EXECUTOR_PID" \
     >> "$STATE/executor.log" 2>&1 < /dev/null &
   for _ in $(seq 50); do pid_alive "$EXECUTOR_PID" && break; sleep 0.1; done
