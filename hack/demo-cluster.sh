@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The demo on Kubernetes: starts the local cluster (reused when up), installs the operator with the
-# Helm chart (helm/trainpipe, values-dev.yaml: release `trainpipe` in trainpipe-system, watching the
-# demo namespace; `helm upgrade --install`, so a rerun applies changed values), puts the example data
-# on a claim with a Job, applies examples/cluster-pipeline.yaml, follows the run until the pipeline
-# is Ready, then shows its Jobs and where its report is on this machine.
+# The demo on Kubernetes: starts the local cluster (reused when up; with its real node when this
+# machine can run one), installs the operator with the Helm chart (helm/trainpipe, values-dev.yaml and
+# the local cluster's values: release `trainpipe` in trainpipe-system, watching the demo namespace;
+# `helm upgrade --install`, so a rerun applies changed values) with the chart's example data, applies
+# examples/cluster-pipeline.yaml, follows the run until the pipeline is Ready, then shows its Jobs and
+# where its report is on this machine.
 #
-# The operator is the chart's Deployment: its pod runs as a process of the local pod executor, with
-# the token of the chart's ServiceAccount and exactly the chart's RBAC. Its log is the pod's log
-# ($STATE/executor/logs/trainpipe-system/<pod>/operator.log); its HTTP port (/metrics, /healthz,
-# /readyz on 127.0.0.1) is a free one, kept in $STATE/demo-operator.port across reruns.
+# With the real node up, the operator and every CPU-side stage run in real containers there, from the
+# images `make images` builds and `make images-push` pushes to the cluster's registry; the GPU stage runs
+# on the simulated GPU nodes. Without it (the reason is printed), every pod runs as a process of the
+# local pod executor, on the simulated nodes. Either way the operator has exactly the chart's RBAC.
+# Its HTTP port (/metrics, /healthz, /readyz) is a free one, kept in $STATE/demo-operator.port.
 #
 # Env: DEMO_NAMESPACE (default trainpipe-demo), DEMO_TIMEOUT (seconds for the run, default 1800),
 #      DEMO_HELM_ARGS (more `helm upgrade` arguments, e.g. "--set logLevel=INFO").
@@ -21,18 +23,19 @@ source "$(dirname "${BASH_SOURCE[0]}")/../localcluster/lib.sh"
 ns="${DEMO_NAMESPACE:-trainpipe-demo}"
 timeout="${DEMO_TIMEOUT:-1800}"
 manifest="$REPO/examples/cluster-pipeline.yaml"
-data_file="$REPO/examples/cluster-example-data.yaml"  # its claim is spec.data.volume.claimName in $manifest
-data_job=trainpipe-example-data  # the Job in $data_file
 chart="$REPO/helm/trainpipe"
 release=trainpipe
 port_file="$STATE/demo-operator.port"
+values_file="$STATE/values-local.yaml"
 say() { printf '[demo] %s\n' "$*" >&2; }
 helm() { "$HELM_DIR/bin/helm" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
-operator_pod_log() {
-  local pod
-  pod="$(kubectl get pods -n "$OPERATOR_NAMESPACE" -l "app.kubernetes.io/instance=$release,app.kubernetes.io/name=trainpipe-operator" \
-    -o jsonpath='{.items[-1:].metadata.name}' 2>/dev/null)"
-  echo "$STATE/executor/logs/$OPERATOR_NAMESPACE/${pod:-<pod>}/operator.log"
+operator_pod() {
+  kubectl get pods -n "$OPERATOR_NAMESPACE" -l "app.kubernetes.io/instance=$release,app.kubernetes.io/name=trainpipe-operator" \
+    -o jsonpath='{.items[-1:].metadata.name}' 2>/dev/null
+}
+operator_log() {  # the pod's output: from the kubelet on the real node, else the executor's file
+  if [[ "$real" == up ]]; then kubectl logs -n "$OPERATOR_NAMESPACE" "$(operator_pod)" --tail=30 2>&1 || true
+  else tail -n 30 "$STATE/executor/logs/$OPERATOR_NAMESPACE/$(operator_pod)/operator.log" 2>/dev/null || true; fi
 }
 
 "$LOCALCLUSTER/up.sh" >/dev/null
@@ -40,53 +43,51 @@ if operator_alive; then
   say "the operator of 'make operator-up' (pid $(cat "$OPERATOR_PID")) serves every namespace and would race the chart's: run 'make operator-down' first"
   exit 1
 fi
+if node_status="$("$VENV/bin/python" -m trainpipe_localcluster.node status --state-dir "$STATE" 2>&1)"; then
+  real=up
+  say "$node_status: the operator and the CPU-side stages run in real containers there"
+  # The images the node pulls: built (cached) and pushed to the cluster's registry.
+  make -C "$REPO" --no-print-directory images-push IMAGES="operator jobs-cpu" >&2
+else
+  real=down
+  say "no real node ($node_status): every pod runs as a process of the local pod executor"
+fi
 
 kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 for _ in $(seq 120); do kubectl get serviceaccount default -n "$ns" >/dev/null 2>&1 && break; sleep 0.5; done
 
-# 0. The operator, from the chart. --take-ownership: the CRD (and trainpipe-system's ServiceAccount)
-#    may exist already, applied by hack/operator-up.sh or the tests; the release adopts them.
+# 0. The operator and the example data, from the chart. --take-ownership: the CRD (and trainpipe-system's
+#    ServiceAccount) may exist already, applied by hack/operator-up.sh or the tests; the release adopts them.
 [[ -s "$port_file" ]] || "$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' > "$port_file"
 port="$(cat "$port_file")"
-say "helm upgrade --install $release $chart -n $OPERATOR_NAMESPACE -f values-dev.yaml (watching $ns, port $port)"
+"$VENV/bin/python" -m trainpipe_localcluster.values --state-dir "$STATE" --port "$port" > "$values_file"
+say "helm upgrade --install $release $chart -n $OPERATOR_NAMESPACE -f values-dev.yaml -f $values_file (watching $ns, port $port, example data on)"
 # shellcheck disable=SC2086  # DEMO_HELM_ARGS is a list of arguments
-helm upgrade --install "$release" "$chart" -n "$OPERATOR_NAMESPACE" --create-namespace --take-ownership \
-  -f "$chart/values-dev.yaml" --set "watchNamespaces={$ns}" --set "port=$port" ${DEMO_HELM_ARGS:-} \
-  --wait --timeout 180s >/dev/null
+if ! helm upgrade --install "$release" "$chart" -n "$OPERATOR_NAMESPACE" --create-namespace --take-ownership \
+    -f "$chart/values-dev.yaml" -f "$values_file" --set "watchNamespaces={$ns}" --set exampleData.enabled=true ${DEMO_HELM_ARGS:-} \
+    --wait --wait-for-jobs --timeout 600s >/dev/null; then
+  say "helm did not finish; the operator's log ends with:"; operator_log >&2
+  kubectl get pods,jobs -n "$ns" >&2
+  exit 1
+fi
+host=127.0.0.1
+[[ "$real" == up ]] && host="$(kubectl get pod -n "$OPERATOR_NAMESPACE" "$(operator_pod)" -o jsonpath='{.status.podIP}')"
 deadline=$((SECONDS + 120))
-until [[ "$(http_status "http://127.0.0.1:$port/readyz")" == 200 ]]; do
+until [[ "$(http_status "http://$host:$port/readyz")" == 200 ]]; do
   if ((SECONDS > deadline)); then
-    say "the chart's operator is not ready on http://127.0.0.1:$port/readyz after 120s; its log ($(operator_pod_log)) ends with:"
-    tail -n 30 "$(operator_pod_log)" >&2 2>/dev/null || true
+    say "the chart's operator is not ready on http://$host:$port/readyz after 120s; its log ends with:"
+    operator_log >&2
     exit 1
   fi
   sleep 0.5
 done
-say "operator ready: http://127.0.0.1:$port/metrics, log $(operator_pod_log)"
-
-# 1. The example data (6 real daily series) on a claim, written by a Job as on any cluster.
-say "example data: $data_file (claim and Job trainpipe-example-data: trainpipe data example --out /data/example)"
-kubectl apply -n "$ns" -f "$data_file" >/dev/null
-job_state() {
-  kubectl get job "$data_job" -n "$ns" -o jsonpath='{range .status.conditions[?(@.status=="True")]}{.type}{" "}{end}'
-}
-deadline=$((SECONDS + 300))
-until [[ " $(job_state) " == *" Complete "* ]]; do
-  if [[ " $(job_state) " == *" Failed "* ]] || ((SECONDS > deadline)); then
-    say "Job $data_job did not complete; its pod's output:"
-    for pod in $(kubectl get pods -n "$ns" -l "job-name=$data_job" -o jsonpath='{.items[*].metadata.name}'); do
-      tail -n 30 "$STATE/executor/logs/$ns/$pod/main.log" >&2 2>/dev/null || true
-    done
-    say "fix the cause, then: kubectl delete job -n $ns $data_job && $0"
-    exit 1
-  fi
-  sleep 1
-done
+say "operator ready: http://$host:$port/metrics (pod $OPERATOR_NAMESPACE/$(operator_pod))"
+say "example data: written by the chart's Job to claim trainpipe-example-data (example/)"
 
 # 2. The pipeline, followed until Ready (fails fast when it stalls).
 pipeline="$(kubectl create --dry-run=client -o jsonpath='{.metadata.name}' -f "$manifest")"
 kubectl apply -n "$ns" -f "$manifest" >/dev/null
-say "TrainingPipeline $pipeline applied in $ns; following it (at most ${timeout}s; operator log: $(operator_pod_log))"
+say "TrainingPipeline $pipeline applied in $ns; following it (at most ${timeout}s)"
 fields='{.metadata.generation}|{.status.conditions[?(@.type=="Ready")].status}|{.status.conditions[?(@.type=="Ready")].observedGeneration}|{.status.conditions[?(@.type=="Stalled")].status}|{.status.stage}|{.status.progress}|{.status.message}'
 deadline=$((SECONDS + timeout)) last=""
 while :; do

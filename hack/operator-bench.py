@@ -27,9 +27,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
-from trainpipe_localcluster import BATCH, CORE, Cluster, Kube, OperatorProcess, pipeline_manifest, pipelines_path, wait_for  # noqa: E402
-
 from trainpipe.contract.names import LABEL_PIPELINE, LABEL_STAGE, STAGE_ORDER  # noqa: E402
+from trainpipe_localcluster import BATCH, CORE, Cluster, Kube, OperatorProcess, pipeline_manifest, pipelines_path, wait_for  # noqa: E402
 
 SKIP = "executor.trainpipe.io/skip"
 SKIP_MESSAGE = "executor.trainpipe.io/termination-message"

@@ -59,6 +59,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
 
+from trainpipe.contract.families import FAMILY_STAGE  # noqa: E402
+from trainpipe.contract.names import API_GROUP, API_VERSION, KIND, LABEL_PIPELINE, LABEL_STAGE, STAGE_ORDER, Route, Stage, TaskType, TrainingType  # noqa: E402
+from trainpipe.contract.pipeline import PipelineSpec, TrainingPipeline  # noqa: E402
+from trainpipe.contract.plan import PlanSummary, TrainingJob, TrainingPlan, TrainingPlanMetadata, plan_digest  # noqa: E402
+from trainpipe.contract.reports import PlanReport, RankReport  # noqa: E402
+from trainpipe.contract.runs import run_id  # noqa: E402
+from trainpipe.contract.units import unit_counts  # noqa: E402
 from trainpipe_localcluster import (  # noqa: E402
     BATCH,
     CORE,
@@ -74,14 +81,6 @@ from trainpipe_localcluster import (  # noqa: E402
 )
 from trainpipe_localcluster.executor import SKIP_LABEL as SKIP  # noqa: E402
 from trainpipe_localcluster.executor import SKIP_MESSAGE_ANNOTATION as SKIP_MESSAGE  # noqa: E402
-
-from trainpipe.contract.families import FAMILY_STAGE  # noqa: E402
-from trainpipe.contract.names import API_GROUP, API_VERSION, KIND, LABEL_PIPELINE, LABEL_STAGE, STAGE_ORDER, Route, Stage, TaskType, TrainingType  # noqa: E402
-from trainpipe.contract.pipeline import PipelineSpec, TrainingPipeline  # noqa: E402
-from trainpipe.contract.plan import PlanSummary, TrainingJob, TrainingPlan, TrainingPlanMetadata, plan_digest  # noqa: E402
-from trainpipe.contract.reports import PlanReport, RankReport  # noqa: E402
-from trainpipe.contract.runs import run_id  # noqa: E402
-from trainpipe.contract.units import unit_counts  # noqa: E402
 from trainpipe_operator import manifests  # noqa: E402
 from trainpipe_operator.main import build_parser, config_from  # noqa: E402
 from trainpipe_operator.manifests import JobIntent, Owner  # noqa: E402

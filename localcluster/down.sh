@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Stops the local cluster started by localcluster/up.sh: the operator (if hack/operator-up.sh
-# started one), the executor (and the pod processes it runs), then kwok and the control plane.
-# Removes the cluster's state; binaries stay cached.
+# started one), the executor (and the pod processes it runs), the real node (localcluster/node/down.sh:
+# its kubelet, containers, containerd, mounts, interfaces, firewall chains, cgroups), the registry,
+# then kwok and the control plane. Removes the cluster's state; binaries stay cached.
+# localcluster/node/leftovers.sh then checks that nothing is left.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -17,10 +19,22 @@ if [[ -f "$EXECUTOR_PID" ]]; then
   fi
   rm -f "$EXECUTOR_PID"
 fi
+# The real node before the control plane, so that its kubelet does not retry against a gone API server.
+# It refuses (exit 1) while anything is still mounted under its folder: then the state is not deleted.
+if ! "$LOCALCLUSTER/node/down.sh"; then
+  log "the real node was not stopped cleanly; the state in $STATE is kept. See the lines above, then run $0 again"
+  exit 1
+fi
+stop_pidfile "$REGISTRY_PID" registry
 if [[ -d "$KWOK_WORKDIR/clusters/$CLUSTER_NAME" ]]; then
   log "deleting the control plane ($KWOK_WORKDIR)"
   kwokctl delete cluster --kubeconfig "$KUBECONFIG_FILE" >/dev/null 2>&1 || \
     log "kwokctl delete cluster failed; stop the processes whose pids are in $KWOK_WORKDIR/clusters/$CLUSTER_NAME/pids"
+fi
+if [[ -d "$STATE" && -n "$(mounts_under "$STATE")" ]]; then
+  log "still mounted under $STATE (not deleted, to keep the host folders they show safe):"
+  mounts_under "$STATE" >&2
+  exit 1
 fi
 rm -rf "$STATE"
 log "down"

@@ -11,6 +11,10 @@ K8S_DIR="$TOOLS/kubernetes-$KUBERNETES_VERSION"
 ETCD_DIR="$TOOLS/etcd-$ETCD_VERSION"
 KWOK_DIR="$TOOLS/kwok-$KWOK_VERSION"
 HELM_DIR="$TOOLS/helm-$HELM_VERSION"
+REGISTRY_BIN_DIR="$TOOLS/registry-$REGISTRY_VERSION"
+PAUSE_DIR="$TOOLS/pause-$PAUSE_VERSION"
+# shellcheck source=config/node.env
+source "$LOCALCLUSTER/config/node.env"
 # Runtime state (etcd data, PKI, component logs, kubeconfig, claim folders, pod logs) is per clone,
 # so a developer's cluster and a CI run in a fresh clone never share one.
 STATE="${TRAINPIPE_CLUSTER_DIR:-$REPO/.cache/cluster}"
@@ -29,6 +33,17 @@ OPERATOR_LOG="$STATE/operator.log"
 OPERATOR_PORT_FILE="$STATE/operator.port"
 OPERATOR_KUBECONFIG="$STATE/operator.kubeconfig"
 export KWOK_WORKDIR="$STATE/kwok"
+KWOK_PKI="$KWOK_WORKDIR/clusters/$CLUSTER_NAME/pki"
+# The OCI registry (distribution) on loopback: `$STATE/registry` holds its address, 127.0.0.1:PORT,
+# which `make images-push` pushes to and pods on the real node pull from.
+REGISTRY_FILE="$STATE/registry"
+REGISTRY_PID="$STATE/registry.pid"
+REGISTRY_LOG="$STATE/registry.log"
+REGISTRY_DATA="$STATE/registry-data"
+# The real node (localcluster/node/): kubelet, containerd and their files; `status` says whether it
+# is up, or why not (trainpipe_localcluster.node reads it too).
+NODE_STATE="$STATE/node"
+NODE_STATUS="$NODE_STATE/status"
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 
@@ -52,6 +67,11 @@ operator_alive() {
   pid_alive "$OPERATOR_PID" && grep -qa trainpipe_operator "/proc/$(cat "$OPERATOR_PID")/cmdline" 2>/dev/null
 }
 
+# A TCP port on 127.0.0.1 that nothing listens on right now (the OS picks it).
+free_port() {
+  "$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 # HTTP status of a local URL, 000 when nothing answers (the venv's python: no curl needed).
 http_status() {
   "$VENV/bin/python" - "$1" <<'PY'
@@ -67,4 +87,47 @@ PY
 
 operator_ready() {
   operator_alive && [[ -f "$OPERATOR_PORT_FILE" ]] && [[ "$(http_status "http://127.0.0.1:$(cat "$OPERATOR_PORT_FILE")/readyz")" == 200 ]]
+}
+
+registry_ready() {
+  pid_alive "$REGISTRY_PID" && [[ -f "$REGISTRY_FILE" ]] && [[ "$(http_status "http://$(cat "$REGISTRY_FILE")/v2/")" == 200 ]]
+}
+
+# Starts the registry on loopback unless it answers already: the port of the last start when it is
+# free (pods and containerd's config name it), else a new free one. Storage under $REGISTRY_DATA.
+ensure_registry() {
+  registry_ready && return 0
+  if pid_alive "$REGISTRY_PID"; then kill -TERM "$(cat "$REGISTRY_PID")" 2>/dev/null || true; sleep 0.5; fi
+  local port="" config="$STATE/registry.yaml"
+  [[ -f "$REGISTRY_FILE" ]] && port="$(cut -d: -f2 "$REGISTRY_FILE")"
+  if [[ -z "$port" ]] || [[ "$(http_status "http://127.0.0.1:$port/")" != 000 ]]; then port="$(free_port)"; fi
+  mkdir -p "$REGISTRY_DATA"
+  sed -e "s|@ADDR@|127.0.0.1:$port|g" -e "s|@DATA@|$REGISTRY_DATA|g" "$LOCALCLUSTER/config/registry.yaml.in" > "$config"
+  log "starting the registry on 127.0.0.1:$port (log: $REGISTRY_LOG)"
+  # OTEL_TRACES_EXPORTER=none: distribution exports traces to an OTLP collector by default.
+  OTEL_TRACES_EXPORTER=none setsid "$REGISTRY_BIN_DIR/bin/registry" serve "$config" >> "$REGISTRY_LOG" 2>&1 < /dev/null &
+  echo $! > "$REGISTRY_PID"
+  echo "127.0.0.1:$port" > "$REGISTRY_FILE"
+  for _ in $(seq 100); do registry_ready && return 0; pid_alive "$REGISTRY_PID" || break; sleep 0.1; done
+  log "the registry did not start; $REGISTRY_LOG ends with:"
+  tail -n 20 "$REGISTRY_LOG" >&2
+  return 1
+}
+
+# Mount points at or under $1 on this machine (deepest first).
+mounts_under() {
+  awk -v p="$1" '$5 == p || index($5, p "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r -u
+}
+
+stop_pidfile() {  # stop_pidfile FILE NAME: TERM, then KILL after 10 s; removes FILE
+  local pid
+  [[ -f "$1" ]] || return 0
+  pid="$(cat "$1")"
+  if kill -0 "$pid" 2>/dev/null; then
+    log "stopping $2 (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  fi
+  rm -f "$1"
 }

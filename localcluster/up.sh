@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Starts the local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 # kwok) from the binaries hack/build-tools.sh built, then the simulated node pool, the default
-# StorageClass and the pod executor. Reuses a cluster that is already up.
+# StorageClass, the OCI registry on loopback, the real node (localcluster/node/up.sh; see
+# TRAINPIPE_REAL_NODE there) and the pod executor. Reuses what is already up.
 #
 # Prints the kubeconfig path on stdout: `export KUBECONFIG=$(localcluster/up.sh)`.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-for bin in "$K8S_DIR/bin/kube-apiserver" "$ETCD_DIR/bin/etcd" "$KWOK_DIR/bin/kwokctl" "$KWOK_DIR/stages/pod-delete.yaml"; do
+for bin in "$K8S_DIR/bin/kube-apiserver" "$ETCD_DIR/bin/etcd" "$KWOK_DIR/bin/kwokctl" "$KWOK_DIR/stages/pod-delete.yaml" \
+    "$REGISTRY_BIN_DIR/bin/registry"; do
   if [[ ! -e "$bin" ]]; then
     log "missing $bin: run 'make cluster-build' (or hack/build-tools.sh) first"
     exit 1
@@ -21,11 +23,8 @@ fi
 start=$(date +%s%N)
 mkdir -p "$STATE"
 
-if apiserver_ready && pid_alive "$EXECUTOR_PID" && ! executor_stale; then
-  log "already up (state in $STATE)"
-  echo "$KUBECONFIG_FILE"
-  exit 0
-fi
+reused=""
+if apiserver_ready && pid_alive "$EXECUTOR_PID" && ! executor_stale; then reused=1; fi
 if apiserver_ready && executor_stale; then
   # Edited since it started (a developer's loop): the cluster stays, the executor is replaced. Pods it
   # was running are reported failed (ExecutorLost) by the new one, as after a node restart.
@@ -44,9 +43,14 @@ if ! apiserver_ready; then
     log "removing a stale cluster in $KWOK_WORKDIR"
     "$LOCALCLUSTER/down.sh" >/dev/null 2>&1 || true
   fi
+  # down.sh removes the whole state folder.
+  mkdir -p "$STATE"
   config="$STATE/kwokctl.yaml"
   sed -e "s|@K8S@|$K8S_DIR|g" -e "s|@ETCD@|$ETCD_DIR|g" -e "s|@KWOK@|$KWOK_DIR|g" -e "s|@REPO@|$REPO|g" \
     "$LOCALCLUSTER/config/kwokctl.yaml.in" > "$config"
+  # Flags kwokctl has no option for (the API server's kubelet client, kwok's node selection): more
+  # top-level keys of the same KwokctlConfiguration document, so before the first `---`.
+  sed -e "s|@PKI@|$KWOK_PKI|g" "$LOCALCLUSTER/config/kwokctl-patches.yaml.in" >> "$config"
   for stage in "$KWOK_DIR"/stages/*.yaml; do
     printf -- '---\n' >> "$config"
     cat "$stage" >> "$config"
@@ -61,6 +65,15 @@ if ! apiserver_ready; then
     exit 1
   fi
   kubectl apply -f "$LOCALCLUSTER/config/bootstrap.yaml" >/dev/null
+fi
+
+ensure_registry
+# The real node: up, or why not on stderr and in $NODE_STATUS (fails here only when required).
+"$LOCALCLUSTER/node/up.sh"
+if [[ -n "$reused" ]]; then
+  log "already up (state in $STATE; real node: $(sed -n 's/^state=//p' "$NODE_STATUS"))"
+  echo "$KUBECONFIG_FILE"
+  exit 0
 fi
 
 if ! pid_alive "$EXECUTOR_PID"; then

@@ -6,7 +6,7 @@
 OPERATOR_ARGS ?=
 DEMO_TIMEOUT ?= 1800
 
-.PHONY: operator-up operator-down demo-cluster bench-operator bench-scale
+.PHONY: operator-up operator-down demo-cluster bench-operator bench-scale bench-demo
 
 operator-up: install cluster-up ## Install the CRD + RBAC and run the operator locally as its ServiceAccount (reused when up)
 	@$(CLUSTER_ENV) hack/operator-up.sh $(OPERATOR_ARGS)
@@ -33,3 +33,6 @@ SCALE_ARGS ?= --pipelines 50 200 --repeat 3
 SCALE_CLUSTER_DIR ?= $(CURDIR)/.cache/scale-cluster
 bench-scale: install cluster-build ## N pipelines at once: operator vs an ideal script, API writes, RSS, hand-offs, object size into BENCHMARKS.md + docs/bench-scale.png
 	$(CLUSTER_ENV) $(VENV)/bin/python hack/scale-bench.py --fresh-cluster $(SCALE_CLUSTER_DIR) $(SCALE_ARGS)
+
+bench-demo: install cluster-build ## The demo pipeline on the real node beside the simulated nodes (fresh cluster each) into BENCHMARKS.md
+	$(CLUSTER_ENV) $(VENV)/bin/python hack/demo-bench.py

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from trainpipe_localcluster.kube import CORE, ApiError, Kube, write_token_kubeconfig
@@ -13,6 +14,7 @@ OPERATOR_NAMESPACE = "trainpipe-system"
 OPERATOR_SERVICE_ACCOUNT = "trainpipe-operator"
 
 
+@dataclass
 class Cluster:
     """The running local cluster: admin client, paths to its tools, kubeconfigs and executor files."""
 

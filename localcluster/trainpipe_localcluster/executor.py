@@ -2,7 +2,9 @@
 
 Started by localcluster/up.sh (`python -m trainpipe_localcluster.executor --kubeconfig ... --state-dir ...`)
 and stopped by localcluster/down.sh through its pidfile. kwok simulates the nodes only; this process
-plays the kubelet for every pod the real kube-scheduler bound to a node:
+plays the kubelet for every pod the real kube-scheduler bound to a simulated node (one annotated
+kwok.x-k8s.io/node=fake, as bootstrap.yaml's are). Pods bound to any other node, such as the real
+node of localcluster/node/, are left to that node's kubelet:
 
 * Pending + bound -> volumes prepared, status Running, each container's command + args run as a
   local process with the pod's env and working dir, then status Succeeded/Failed with exit code,
@@ -16,8 +18,8 @@ Mapping from container to host process (images are ignored):
 * argv[0] `python`, `python3`, `python3.X` (also as an absolute path) -> the venv's python (this
   executor's interpreter); any other name that exists in the venv's bin/ (`trainpipe`, `kopf`)
   -> that script; everything else -> looked up on the host PATH. A container without `command`
-  uses the image's known entrypoint (`--entrypoint IMAGE=CMD`; images named `*trainpipe*` default
-  to `trainpipe`), else the pod fails with a message saying so.
+  uses the image's known entrypoint (`--entrypoint IMAGE=CMD`; by default jobs-cpu and jobs-gpu run
+  `trainpipe`, operator `trainpipe-operator`), else the pod fails with a message saying so.
 * Every volume mountPath is rewritten to the volume's host folder wherever it appears, at a path
   boundary, in command, args, env values and workingDir: a PVC -> its claim folder
   (`<state-dir>/volumes/<namespace>/<claim>`), a ConfigMap/Secret -> files in a per-pod folder,
@@ -39,8 +41,9 @@ Mapping from container to host process (images are ignored):
   (restarts: `<container>.restart-<n>.log`).
 
 Provisioner: every PVC of the StorageClass whose provisioner is `trainpipe.io/local-dir` gets a
-hostPath PersistentVolume pre-bound to it (folder created here); Released volumes are deleted
-with their folder (reclaimPolicy Delete).
+hostPath PersistentVolume pre-bound to it (folder created here, mode 0777 as rancher's
+local-path-provisioner makes it: the real node's kubelet bind-mounts it into containers running as the
+images' non-root user); Released volumes are deleted with their folder (reclaimPolicy Delete).
 """
 
 from __future__ import annotations
@@ -67,11 +70,16 @@ from typing import Any
 from trainpipe_localcluster.kube import CORE, STRATEGIC, ApiError, Kube
 
 PROVISIONER = "trainpipe.io/local-dir"
+# Nodes kwok simulates carry this annotation (kwok manages only those); only their pods are ours.
+SIMULATED_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 SKIP_LABEL = "executor.trainpipe.io/skip"
 SKIP_MESSAGE_ANNOTATION = "executor.trainpipe.io/termination-message"
 VENV_BIN = Path(sys.executable).parent
 PYTHON_NAMES = re.compile(r"^python(3(\.\d+)?)?$")
-DEFAULT_ENTRYPOINTS = {"trainpipe": "trainpipe"}
+# What the images' entrypoints run, by image name (the last path part, without tag or digest; a name that
+# contains a key also matches, first key first): images/*/Dockerfile put tini in front, which a host
+# process does without.
+DEFAULT_ENTRYPOINTS = {"jobs-cpu": "trainpipe", "jobs-gpu": "trainpipe", "operator": "trainpipe-operator", "trainpipe": "trainpipe"}
 MAX_TERMINATION_MESSAGE = 4096
 FALLBACK_LOG_LINES = 80
 # Mounts programs find by a fixed path rather than through args or env (ServiceAccount tokens).
@@ -666,20 +674,34 @@ class Executor:
         self.runs: dict[str, PodRun] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
-        self.node_allocatable: dict[str, dict[str, Any]] = {}
+        self.nodes: dict[str, dict[str, Any]] = {}
         self.bind_mounts = bind_mount_prefix()
 
-    def allocatable(self, node: str) -> dict[str, Any]:
-        """status.allocatable of a node, read once: the simulated pool's capacity does not change."""
-        if not node:
-            return {}
+    def node(self, name: str) -> dict[str, Any] | None:
+        """The Node named `name`, read once (the simulated pool does not change), or None if there is none."""
+        if not name:
+            return None
         with self.lock:
-            cached = self.node_allocatable.get(node)
+            cached = self.nodes.get(name)
         if cached is None:
-            cached = self.kube.get(f"{CORE}/nodes/{node}").get("status", {}).get("allocatable") or {}
+            try:
+                cached = self.kube.get(f"{CORE}/nodes/{name}")
+            except ApiError as err:
+                if err.status == 404:
+                    return None
+                raise
             with self.lock:
-                self.node_allocatable[node] = cached
+                self.nodes[name] = cached
         return cached
+
+    def allocatable(self, node: str) -> dict[str, Any]:
+        """status.allocatable of a node: the simulated pool's capacity does not change."""
+        return ((self.node(node) or {}).get("status") or {}).get("allocatable") or {}
+
+    def simulates(self, node: str) -> bool:
+        """Whether kwok simulates `node`, so that this executor runs its pods (a real kubelet runs the others)."""
+        key, value = SIMULATED_NODE_ANNOTATION
+        return ((self.node(node) or {}).get("metadata", {}).get("annotations") or {}).get(key) == value
 
     # -- generic list+watch loop ---------------------------------------------------------------
     def informer(self, path: str, handle: Callable[[str, dict[str, Any]], None]) -> None:
@@ -715,7 +737,7 @@ class Executor:
                     self.runs.pop(uid, None)
             return
         phase = pod.get("status", {}).get("phase", "Pending")
-        if run or not pod["spec"].get("nodeName"):
+        if run or not pod["spec"].get("nodeName") or not self.simulates(pod["spec"]["nodeName"]):
             return
         if phase == "Running":
             # Started by an executor that is gone: its processes died with it.
@@ -761,6 +783,9 @@ class Executor:
         meta = pvc["metadata"]
         folder = self.state / "volumes" / meta["namespace"] / meta["name"]
         folder.mkdir(parents=True, exist_ok=True)
+        # Writable by every user, as rancher's local-path-provisioner makes its folders: on the real node
+        # the kubelet bind-mounts it into containers running as the images' non-root user (10001).
+        folder.chmod(0o777)
         pv = {
             "apiVersion": "v1", "kind": "PersistentVolume",
             "metadata": {"name": f"pvc-{meta['uid']}",

@@ -19,12 +19,13 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
 from trainpipe_localcluster import (
     CORE,
     EXAMPLE_CLAIM,
@@ -39,6 +40,9 @@ from trainpipe_localcluster import (
     job_condition,
     wait_for,
 )
+from trainpipe_localcluster.node import REAL_NODE, RealNode
+from trainpipe_localcluster.node import status as real_node_status
+from trainpipe_localcluster.values import image_registry
 
 REPO = Path(__file__).resolve().parents[2]
 HACK = REPO / "hack"
@@ -48,6 +52,8 @@ LOCALCLUSTER = REPO / "localcluster"
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "cluster: needs the local Kubernetes control plane (make test-cluster starts it)")
+    config.addinivalue_line(
+        "markers", "gpu_image: needs the jobs-gpu image in the local registry (make test-gpu-image; not in make test)")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -116,8 +122,14 @@ def cluster() -> Iterator[Cluster]:
         yield Cluster(kubeconfig=kubeconfig, state=state, tools=tools, kube=kube, started_here=started_here)
     finally:
         if started_here:
-            subprocess.run([str(LOCALCLUSTER / "down.sh")], env=env, capture_output=True, text=True, timeout=120,
-                           check=False)
+            down = subprocess.run([str(LOCALCLUSTER / "down.sh")], env=env, capture_output=True, text=True, timeout=180,
+                                  check=False)
+            # A cluster this session started must leave nothing on the machine: no process, mount, network
+            # interface, firewall chain or cgroup of its real node (a teardown error fails the run).
+            left = subprocess.run([str(LOCALCLUSTER / "node" / "leftovers.sh")], env=env, capture_output=True, text=True,
+                                  timeout=60, check=False)
+            assert down.returncode == 0 and left.returncode == 0, (
+                f"localcluster/down.sh (rc {down.returncode}) left things behind:\n{down.stderr[-3000:]}\n{left.stdout}{left.stderr}")
 
 
 @pytest.fixture
@@ -151,6 +163,42 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
 @pytest.fixture
 def kube(cluster: Cluster) -> Kube:
     return cluster.kube
+
+
+@pytest.fixture(scope="session")
+def real_node(cluster: Cluster) -> RealNode:
+    """The real node (a kubelet with containerd, localcluster/node/), up. A node that is not up fails the
+    test with the reason localcluster/node/up.sh recorded: never a skip, never the simulated pool instead."""
+    status = real_node_status(cluster.state)
+    if not status.up:
+        pytest.fail(f"the real node {REAL_NODE.name} is not up ({status.state}): {status.reason}", pytrace=False)
+    return REAL_NODE
+
+
+@pytest.fixture(scope="session")
+def registry_image(cluster: Cluster) -> Callable[[str], str]:
+    """`registry_image("jobs-cpu")`: the project's image built (cached) and pushed to the cluster's registry; its ref.
+
+    `make test` builds the images before the tier, so here a build finds every layer cached and a push
+    uploads only what the registry lacks.
+    """
+    pushed: dict[str, str] = {}
+
+    def push(name: str) -> str:
+        if name not in pushed:
+            out = subprocess.run([str(HACK / "images.sh"), "push", name], cwd=REPO, capture_output=True, text=True,
+                                 env={**os.environ, "TRAINPIPE_CLUSTER_DIR": str(cluster.state)}, timeout=3600, check=False)
+            if out.returncode != 0:
+                pytest.fail(f"hack/images.sh push {name} failed (rc {out.returncode}):\n{out.stderr[-4000:]}", pytrace=False)
+            pushed[name] = f"{image_registry(cluster.state)}/{name}:{chart_app_version()}"
+        return pushed[name]
+
+    return push
+
+
+def chart_app_version() -> str:
+    """The chart's appVersion: the tag `make images` gives every image."""
+    return str(yaml.safe_load((REPO / "helm" / "trainpipe" / "Chart.yaml").read_text())["appVersion"])
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
+
 from trainpipe_localcluster import CORE, ApiError, Cluster, Kube, wait_for
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+
 from trainpipe_localcluster import BATCH, CORE, ApiError, Cluster, Kube, wait_for
 
 GROUP = "cluster-tier.trainpipe.io"

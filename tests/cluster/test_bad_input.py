@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from trainpipe_localcluster import BATCH, ApiError, Kube, OperatorProcess, pipeline_manifest, pipelines_path, wait_condition
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from trainpipe.contract.names import LABEL_PIPELINE, LABEL_STAGE
 from trainpipe_localcluster import (
     BATCH,
     CORE,
@@ -29,8 +31,6 @@ from trainpipe_localcluster import (
     wait_condition,
     wait_for,
 )
-
-from trainpipe.contract.names import LABEL_PIPELINE, LABEL_STAGE
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "trainpipe"

@@ -6,6 +6,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+
 from trainpipe_localcluster import (
     BATCH,
     CORE,

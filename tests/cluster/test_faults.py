@@ -30,6 +30,10 @@ from typing import Any
 
 import pandas as pd
 import pytest
+
+from test_operator import SKIP, SKIP_MESSAGE, JobRecorder, apply, artifacts_dir, get, jobs, pods, stage_of
+from trainpipe.contract.names import LABEL_RUN, STAGE_ORDER
+from trainpipe.families.registry import load_model
 from trainpipe_localcluster import (
     BATCH,
     CORE,
@@ -47,10 +51,6 @@ from trainpipe_localcluster import (
     wait_for,
 )
 from trainpipe_localcluster.controlplane import crash_and_restart_apiserver, pid_of
-
-from test_operator import SKIP, SKIP_MESSAGE, JobRecorder, apply, artifacts_dir, get, jobs, pods, stage_of
-from trainpipe.contract.names import LABEL_RUN, STAGE_ORDER
-from trainpipe.families.registry import load_model
 
 SEED = int(os.environ.get("TRAINPIPE_FAULT_SEED", "11"))  # the kill moments; a failure message names it
 QUEUE = "faults"  # any name: there is no Kueue here, the test admits the Jobs itself

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from trainpipe.contract.names import LABEL_PIPELINE, LABEL_STAGE
 from trainpipe_localcluster import (
     CORE,
     ApiError,
@@ -38,8 +40,6 @@ from trainpipe_localcluster import (
 )
 from trainpipe_localcluster.executor import SKIP_LABEL as SKIP
 from trainpipe_localcluster.executor import SKIP_MESSAGE_ANNOTATION as SKIP_MESSAGE
-
-from trainpipe.contract.names import LABEL_PIPELINE, LABEL_STAGE
 
 REPO = Path(__file__).resolve().parents[2]
 HEALTH_LUA = REPO / "operator" / "deploy" / "argocd-health.lua"
@@ -364,6 +364,7 @@ def test_a_commit_retrains_through_flux_and_its_kustomization_is_ready_only_once
         cluster: Cluster, kube: Kube, namespace: str, operator: OperatorProcess, example_data: Any, flux: FluxControllers,
         tmp_path: Path) -> None:
     import yaml
+
     from trainpipe_localcluster.gitserver import GitServer, git
 
     work, repos = tmp_path / "work", tmp_path / "repos"

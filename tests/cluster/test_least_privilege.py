@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from trainpipe.contract.names import ANNOTATION_RERUN, LABEL_MANAGED_BY, LABEL_PIPELINE, LABEL_RUN, LABEL_STAGE, MANAGER
 from trainpipe_localcluster import (
     BATCH,
     CORE,
@@ -40,8 +42,6 @@ from trainpipe_localcluster import (
 )
 from trainpipe_localcluster.executor import SKIP_LABEL as SKIP
 from trainpipe_localcluster.executor import SKIP_MESSAGE_ANNOTATION as SKIP_MESSAGE
-
-from trainpipe.contract.names import ANNOTATION_RERUN, LABEL_MANAGED_BY, LABEL_PIPELINE, LABEL_RUN, LABEL_STAGE, MANAGER
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "trainpipe"

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from trainpipe.contract.names import GPU_RESOURCE, LABEL_ATTEMPT, LABEL_FAMILY, LABEL_PIPELINE, LABEL_RUN, LABEL_STAGE
 from trainpipe_localcluster import (
     BATCH,
     CORE,
@@ -31,8 +33,6 @@ from trainpipe_localcluster import (
 )
 from trainpipe_localcluster.executor import SKIP_LABEL as SKIP
 from trainpipe_localcluster.executor import SKIP_MESSAGE_ANNOTATION as SKIP_MESSAGE
-
-from trainpipe.contract.names import GPU_RESOURCE, LABEL_ATTEMPT, LABEL_FAMILY, LABEL_PIPELINE, LABEL_RUN, LABEL_STAGE
 
 RUN_TIMEOUT = 420  # a real run of the small test spec takes one to two minutes on two cores
 

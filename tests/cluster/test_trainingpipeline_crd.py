@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from trainpipe_localcluster import ApiError, Kube, wait_for
 
 from trainpipe.contract.crd import render
 from trainpipe.contract.names import API_GROUP, API_VERSION, PLURAL
 from trainpipe.contract.pipeline import TrainingPipeline
+from trainpipe_localcluster import ApiError, Kube, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_NAME = f"{PLURAL}.{API_GROUP}"

@@ -129,7 +129,8 @@ def test_the_deployment_is_one_hardened_replica_replaced_not_rolled() -> None:
     assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                     "capabilities": {"drop": ["ALL"]}}
     assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
-    assert c["command"] == ["trainpipe-operator"] and c["image"] == "ghcr.io/trainpipe/operator:0.1.0"
+    assert "command" not in c, "the image's entrypoint (tini, then trainpipe-operator) forwards SIGTERM"
+    assert c["image"] == "ghcr.io/trainpipe/operator:0.1.0" and "hostNetwork" not in pod
     assert pod["serviceAccountName"] == "trainpipe-operator" and pod["automountServiceAccountToken"] is True
     assert {v["name"]: v for v in pod["volumes"]}["tmp"]["emptyDir"]  # the only writable folder
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -207,3 +208,52 @@ def test_every_value_is_documented() -> None:
         if line and not line.startswith((" ", "#")):
             above = next(lines[j] for j in range(i - 1, -1, -1) if not lines[j].startswith(("podAnnotations", "podLabels")))
             assert above.startswith("#"), f"values.yaml: {line!r} has no comment above it"
+
+
+# -- images, registries, the local-cluster settings and the example data ------------------------------
+def test_one_registry_value_moves_every_image_and_a_digest_pins_one() -> None:
+    docs = render("--set", "global.imageRegistry=127.0.0.1:5000/team", "--set", "jobs.images.gpu.digest=sha256:" + "b" * 64)
+    c = container(docs)
+    assert c["image"] == "127.0.0.1:5000/team/operator:0.1.0"
+    assert "--cpu-image=127.0.0.1:5000/team/jobs-cpu:0.1.0" in c["args"]
+    assert "--gpu-image=127.0.0.1:5000/team/jobs-gpu@sha256:" + "b" * 64 in c["args"]
+    # Without the global value each image keeps its own registry; an empty registry keeps the repository as written.
+    c = container(render("--set", "image.registry=", "--set", "image.repository=mirror.local/ops/operator", "--set-string", "image.tag=7"))
+    assert c["image"] == "mirror.local/ops/operator:7"
+
+
+def test_cpu_tolerations_and_host_network_reach_the_operator() -> None:
+    toleration = {"key": "trainpipe.io/real-node", "operator": "Exists", "effect": "NoSchedule"}
+    docs = render("--set-json", f"jobs.cpuTolerations=[{json.dumps(toleration)}]", "--set", "hostNetwork=true",
+                  "--set", "command={trainpipe-operator}")
+    c = container(docs)
+    assert json.loads(next(a for a in c["args"] if a.startswith("--cpu-toleration=")).split("=", 1)[1]) == toleration
+    assert c["command"] == ["trainpipe-operator"]
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    from trainpipe_operator.main import build_parser, config_from
+
+    assert [dict(t) for t in config_from(build_parser().parse_args(c["args"])).cpu_tolerations] == [toleration]
+
+
+def test_the_example_data_is_a_claim_and_a_hardened_job_in_the_pipelines_namespace() -> None:
+    assert not [d for d in render() if d.get("metadata", {}).get("name", "").startswith("trainpipe-example-data")]
+    docs = render("--set", "exampleData.enabled=true", "--set", "watchNamespaces={ml}")
+    claim = one(docs, "PersistentVolumeClaim")
+    job = one(docs, "Job")
+    assert claim["metadata"] == {**claim["metadata"], "name": "trainpipe-example-data", "namespace": "ml"}
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"] and "storageClassName" not in claim["spec"]
+    assert job["metadata"]["namespace"] == "ml" and job["metadata"]["name"].startswith("trainpipe-example-data-")
+    pod = job["spec"]["template"]["spec"]
+    main = pod["containers"][0]
+    assert main["image"] == "ghcr.io/trainpipe/jobs-cpu:0.1.0" and "command" not in main
+    assert main["args"] == ["data", "example", "--out", "/data/example"]
+    assert main["securityContext"]["readOnlyRootFilesystem"] is True and pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    assert {v["name"]: v for v in pod["volumes"]}["data"]["persistentVolumeClaim"]["claimName"] == "trainpipe-example-data"
+    # A new image is a new Job (a Job's pod template is immutable); the same image keeps the name.
+    again = one(render("--set", "exampleData.enabled=true", "--set", "watchNamespaces={ml}"), "Job")
+    moved = one(render("--set", "exampleData.enabled=true", "--set", "watchNamespaces={ml}", "--set-string", "jobs.images.cpu.tag=2"), "Job")
+    assert again["metadata"]["name"] == job["metadata"]["name"] != moved["metadata"]["name"]
+    # Without a watched namespace it goes to the release's.
+    assert one(render("--set", "exampleData.enabled=true"), "Job")["metadata"]["namespace"] == one(render(), "Deployment")["metadata"]["namespace"]

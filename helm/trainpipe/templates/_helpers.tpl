@@ -39,21 +39,36 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (printf "%s-jobs" (include "trainpipe.fullname" .)) .Values.jobs.serviceAccount.name -}}
 {{- end -}}
 
-{{/* The operator's image: repository@digest, else repository:tag (tag defaults to the chart's appVersion). */}}
-{{- define "trainpipe.image" -}}
-{{- if .Values.image.digest -}}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{/* An image reference from {registry, repository, tag, digest}: <registry>/<repository>@<digest> when a
+digest is set, else :<tag> (default: the chart's appVersion). global.imageRegistry, when set, replaces the
+registry; an empty registry leaves the repository as written. Empty when the repository is empty. */}}
+{{- define "trainpipe.imageRef" -}}
+{{- $image := index . 0 -}}{{- $root := index . 1 -}}
+{{- if $image.repository -}}
+{{- $registry := default $image.registry (($root.Values.global | default dict).imageRegistry) -}}
+{{- $name := ternary (printf "%s/%s" $registry $image.repository) $image.repository (ne $registry "") -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" $name $image.digest -}}
 {{- else -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- printf "%s:%s" $name (default $root.Chart.AppVersion $image.tag) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
-{{/* A default job image ({repository, tag}); empty when repository is empty (pipelines then name their images). */}}
-{{- define "trainpipe.jobImage" -}}
-{{- $image := index . 0 -}}{{- $root := index . 1 -}}
-{{- if $image.repository -}}
-{{- printf "%s:%s" $image.repository (default $root.Chart.AppVersion $image.tag) -}}
+{{/* The operator's image. */}}
+{{- define "trainpipe.image" -}}
+{{- include "trainpipe.imageRef" (list .Values.image .) -}}
 {{- end -}}
+
+{{/* A default job image; empty when its repository is empty (pipelines then name their images). */}}
+{{- define "trainpipe.jobImage" -}}
+{{- include "trainpipe.imageRef" . -}}
+{{- end -}}
+
+{{/* Where the example dataset's claim and Job go: exampleData.namespace, else the first watched namespace,
+else the release's. */}}
+{{- define "trainpipe.exampleDataNamespace" -}}
+{{- .Values.exampleData.namespace | default (first (concat .Values.watchNamespaces (list .Release.Namespace))) -}}
 {{- end -}}
 
 {{/* The operator's RBAC rules: files/operator-rules.yaml, also the source of operator/deploy/rbac.yaml. */}}
