@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for mode in MODES:
         lines.append(f"| {mode} | {med(mode, 'wall')} | {med(mode, 'pipeline')} | " + " | ".join(med(mode, '', s) for s in STAGES) + " |")
-    lines += ["", "On the real node the demo script also builds (cached) and pushes the operator and jobs-cpu images, and the "
+    lines += ["", "On the real node the demo script also builds (from the build cache when it holds them) and pushes the operator and jobs-cpu images, and the "
               "node pulls jobs-cpu (1.9 GB unpacked) once per fresh cluster: that is in the script's wall time, not the pipeline's."]
     text = "\n".join(lines)
     print(text)

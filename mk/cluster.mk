@@ -28,7 +28,7 @@ TEST_IMAGES ?= operator jobs-cpu
 
 test-cluster: cluster-build ## Build the operator and jobs-cpu images, then run the cluster tier (tests/cluster) against the local cluster, starting it if needed
 	$(MAKE) --no-print-directory images IMAGES="$(TEST_IMAGES)"
-	$(CLUSTER_ENV) $(VENV)/bin/python -m pytest tests/cluster -m "cluster and not gpu_image"
+	$(CLUSTER_ENV) $(VENV)/bin/python -m pytest tests/cluster -m "cluster and not gpu_image" --durations=15
 
 test-gpu-image: cluster-build ## Build jobs-gpu and run a tiny MLP and LSTM in it on the real node (not part of make test: several GB)
 	$(MAKE) --no-print-directory images IMAGES=jobs-gpu
