@@ -75,7 +75,8 @@ def _pods(kube: Kube) -> list[dict[str, Any]]:
     return kube.get(f"{CORE}/namespaces/{NAMESPACE}/pods")["items"]
 
 
-def test_install_docs_run_the_pipeline_in_real_containers(cluster: Cluster, kube: Kube, real_node: RealNode, tmp_path: Path) -> None:
+def test_install_docs_run_the_pipeline_in_real_containers(cluster: Cluster, kube: Kube, real_node: RealNode, tmp_path: Path,
+                                                          operator_kubeconfig: Path) -> None:
     extra = tmp_path / "values-local.yaml"
     import yaml
 
@@ -99,6 +100,10 @@ def test_install_docs_run_the_pipeline_in_real_containers(cluster: Cluster, kube
         assert not kube.exists(f"/apis/trainpipe.io/v1alpha1/namespaces/{NAMESPACE}/trainingpipelines/{PIPELINE}")
     finally:
         _clean(cluster, kube, env)
+        # The doc installs into trainpipe-system with --take-ownership, so it adopts the ServiceAccount and
+        # RBAC the other tests' operators act as, and `helm uninstall` deletes them: put them back and
+        # write a fresh token (the old one named the deleted account), as a later test expects them.
+        cluster.install_operator_access(operator_kubeconfig)
 
 
 def _check_operator(cluster: Cluster, kube: Kube, node: RealNode, registry: str) -> None:
