@@ -9,9 +9,11 @@ kubeconfigs written here work with any client, the official one too.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
 import os
+import shutil
 import socket
 import ssl
 import tempfile
@@ -83,6 +85,8 @@ def read_kubeconfig(path: str | os.PathLike[str]) -> Credentials:
     cluster = next(c["cluster"] for c in doc["clusters"] if c["name"] == ctx["cluster"])
     user = next((u["user"] for u in doc.get("users", []) if u["name"] == ctx.get("user")), {}) or {}
     scratch = Path(tempfile.mkdtemp(prefix="kubeconfig-"))
+    # The key and certificates must exist while this process talks to the API server; not after it.
+    atexit.register(shutil.rmtree, scratch, True)
     return Credentials(
         server=cluster["server"].rstrip("/"),
         ca_file=_materialise(cluster, "certificate-authority", scratch, path.parent),
