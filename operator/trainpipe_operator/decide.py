@@ -430,7 +430,7 @@ def _record_outputs(p: _Pass, stage: Stage, jobs: list[ObservedJob]) -> str | No
 def _failure_message(p: _Pass, stage: Stage, broken: list[ObservedJob]) -> tuple[str, str]:
     """(reason, message) of a failed stage: the kubelet's reason when it names the cause (OOMKilled), else ours."""
     job = broken[0]
-    what = f"stage {stage.value}" + (f", family {job.family}" if job.family else "")
+    what = f"stage {stage.value}{_family(job)}"
     pods = [pod for pod in p.observed.pods_of(job.name) if pod.phase == "Failed"]
     if job.failed_indexes:
         pods = [pod for pod in pods if pod.index in set(job.failed_indexes)] or pods
@@ -458,6 +458,10 @@ def _kill_note(p: _Pass, stage: Stage, job: ObservedJob, pod: ObservedPod) -> st
     return f"{pod.reason}: raise {field}{now}"
 
 
+def _family(job: ObservedJob) -> str:
+    return f", family {job.family}" if job.family else ""
+
+
 def _unit(pod: ObservedPod) -> str:
     return f"unit {pod.index}" if pod.index is not None else "the unit"
 
@@ -469,9 +473,8 @@ def _stuck(p: _Pass, stage: Stage, jobs: list[ObservedJob]) -> tuple[str, str] |
     pending = [pod for pod in p.observed.pods if pod.job in names and pod.phase == "Pending"]
     for pod in pending:
         if pod.waiting:
-            reason = pod.waiting.split(":", 1)[0]
-            family = next((f", family {j.family}" for j in jobs if j.name == pod.job and j.family), "")
-            return reason, f"{_unit(pod)} of stage {stage.value}{family} cannot start (pod {pod.name}): {pod.waiting}"
+            job = next(j for j in jobs if j.name == pod.job)
+            return pod.waiting.split(":", 1)[0], f"{_unit(pod)} of stage {stage.value}{_family(job)} cannot start (pod {pod.name}): {pod.waiting}"
     unschedulable = [pod for pod in pending if pod.unschedulable]
     if unschedulable:
         return Reason.UNSCHEDULABLE.value, f"{len(unschedulable)} pod(s) of Job {unschedulable[0].job} cannot be scheduled: {unschedulable[0].unschedulable}"
@@ -485,8 +488,7 @@ def _retrying(p: _Pass, stage: Stage, jobs: list[ObservedJob]) -> tuple[str, str
             continue
         killed = next((pod for pod in p.observed.pods_of(job.name) if pod.phase == "Failed" and pod.reason in KILLED_BY_KUBELET), None)
         if killed is not None:
-            family = f", family {job.family}" if job.family else ""
-            return killed.reason, f"{_unit(killed)} of stage {stage.value}{family} was {_kill_note(p, stage, job, killed)}; retrying"
+            return killed.reason, f"{_unit(killed)} of stage {stage.value}{_family(job)} was {_kill_note(p, stage, job, killed)}; retrying"
     return None
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from trainpipe.contract.kubelet import STARTING_REASONS
+from trainpipe.contract.kubelet import cannot_start
 from trainpipe.contract.names import (
     ANNOTATION_PLAN_DIGEST,
     ANNOTATION_RERUN,
@@ -303,22 +303,18 @@ def parse_pod(obj: dict[str, Any]) -> ObservedPod | None:
     if not job:
         return None
     index = (meta.get("annotations") or {}).get(JOB_INDEX_ANNOTATION)
-    exit_code, message, reason, waiting = None, "", "", ""
+    exit_code, message, reason = None, "", ""
     for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
-        state = cs.get("state") or {}
-        term = state.get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
         if term:
             exit_code, message, reason = term.get("exitCode"), (term.get("message") or "").strip(), term.get("reason") or ""
-        wait = state.get("waiting") or {}
-        if wait.get("reason") and wait["reason"] not in STARTING_REASONS and not waiting:
-            waiting = f"{wait['reason']}: {wait.get('message') or ''}".strip(": ")
     unschedulable = None
     for cond in status.get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
             unschedulable = cond.get("message") or cond.get("reason") or "not scheduled"
     return ObservedPod(name=meta["name"], job=job, index=int(index) if index not in (None, "") else None,
                        phase=status.get("phase", "Pending"), exit_code=exit_code, message=message, unschedulable=unschedulable,
-                       reason=reason, waiting=waiting)
+                       reason=reason, waiting=cannot_start(status))
 
 
 PLAN_KEYS = ("run", "digest", "path", "units")

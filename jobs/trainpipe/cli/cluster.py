@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from trainpipe.contract.kubelet import KILLED_BY_KUBELET, STARTING_REASONS
+from trainpipe.contract.kubelet import KILLED_BY_KUBELET
 from trainpipe.contract.names import API_GROUP, API_VERSION, LABEL_PIPELINE, LABEL_RUN, PLURAL
 
 INSTALL_HINT = "pip install trainpipe[operator]"
@@ -130,16 +130,6 @@ def termination(pod: dict[str, Any]) -> tuple[int | None, str]:
                     message = f"{term['reason']}" + (f": {message}" if message else "")
                 return term.get("exitCode"), message
     return None, ""
-
-
-
-def waiting(pod: dict[str, Any]) -> str | None:
-    """`<reason>: <message>` of a container the kubelet cannot start (ErrImagePull, ImagePullBackOff, ...), if any."""
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-        wait = (cs.get("state") or {}).get("waiting") or {}
-        if wait.get("reason") and wait["reason"] not in STARTING_REASONS:
-            return f"{wait['reason']}: {wait.get('message') or ''}".strip(": ")
-    return None
 
 
 def unit_index(pod: dict[str, Any]) -> int | None:

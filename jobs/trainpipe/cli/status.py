@@ -11,7 +11,8 @@ import argparse
 import sys
 from typing import Any
 
-from trainpipe.cli.cluster import ClusterError, add_cluster_options, connect, get_pipeline, termination, unit_index, waiting
+from trainpipe.cli.cluster import ClusterError, add_cluster_options, connect, get_pipeline, termination, unit_index
+from trainpipe.contract.kubelet import cannot_start
 from trainpipe.contract.names import LABEL_FAMILY, LABEL_STAGE, NO_FAMILY, STAGE_ORDER
 from trainpipe.contract.status import ConditionType
 
@@ -117,7 +118,8 @@ def _unschedulable(pod: dict[str, Any]) -> str | None:
 
 def _cannot_start(pod: dict[str, Any]) -> str | None:
     """The kubelet's reason a Pending pod's container does not start (ErrImagePull, ...)."""
-    return waiting(pod) if (pod.get("status") or {}).get("phase") == "Pending" else None
+    status = pod.get("status") or {}
+    return (cannot_start(status) or None) if status.get("phase") == "Pending" else None
 
 
 def _unit(pod: dict[str, Any]) -> str:
