@@ -2,7 +2,8 @@
 # Stops the local cluster started by localcluster/up.sh: the operator (if hack/operator-up.sh
 # started one), the executor (and the pod processes it runs), the real node (localcluster/node/down.sh:
 # its kubelet, containers, containerd, mounts, interfaces, firewall chains, cgroups), the registry,
-# then kwok and the control plane. Removes the cluster's state; binaries stay cached.
+# then kwok and the control plane. Removes the cluster's state; binaries and the registry's storage
+# (a machine cache, see lib.sh) stay.
 # localcluster/node/leftovers.sh then checks that nothing is left.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -26,6 +27,7 @@ if ! "$LOCALCLUSTER/node/down.sh"; then
   exit 1
 fi
 stop_pidfile "$REGISTRY_PID" registry
+collect_registry_garbage
 if [[ -d "$KWOK_WORKDIR/clusters/$CLUSTER_NAME" ]]; then
   log "deleting the control plane ($KWOK_WORKDIR)"
   kwokctl delete cluster --kubeconfig "$KUBECONFIG_FILE" >/dev/null 2>&1 || \

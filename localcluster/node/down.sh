@@ -33,6 +33,8 @@ if pid_alive "$CONTAINERD_PID" && node_ctr version >/dev/null 2>&1; then
   for task in $tasks; do
     for _ in $(seq 20); do node_ctr tasks delete "$task" >/dev/null 2>&1 && break; sleep 0.1; done
   done
+  # containerd's root outlives the node (a cache of images, lib.sh): no container may stay in it.
+  for id in $containers; do node_ctr containers delete "$id" >/dev/null 2>&1 || true; done
 fi
 kill_cgroup_processes() {  # whatever still runs in the cgroup of one of the node's containers
   local cg id pid
@@ -72,7 +74,7 @@ done
 #    (tmpfs, subPath bind mounts of host folders), shm, and the pods' network namespaces (which lie
 #    under containerd's state: netns_mounts_under_state_dir), whose veths go with them.
 for attempt in 1 2 3 4 5; do
-  left="$(mounts_under "$NODE_STATE")"
+  left="$(node_mounts)"
   [[ -z "$left" ]] && break
   while read -r mnt; do
     umount "$mnt" 2>/dev/null || { [[ $attempt -ge 3 ]] && umount -l "$mnt" 2>/dev/null; } || true
@@ -80,9 +82,9 @@ for attempt in 1 2 3 4 5; do
   kill_cgroup_processes
   sleep 0.2
 done
-left="$(mounts_under "$NODE_STATE")"
+left="$(node_mounts)"
 if [[ -n "$left" ]]; then
-  log "still mounted under $NODE_STATE (nothing deleted, to keep the host folders they show safe):"
+  log "still mounted under $NODE_STATE or $CONTAINERD_ROOT (nothing deleted, to keep the host folders they show safe):"
   echo "$left" >&2
   exit 1
 fi

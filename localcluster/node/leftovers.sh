@@ -20,7 +20,7 @@ for cg in $(node_cgroups); do
   procs="$(find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | tr '\n' ' ')"
   report "cgroup $cg${procs:+ with processes $procs}"
 done
-for mnt in $(mounts_under "$STATE"); do report "mount $mnt"; done
+for mnt in $( { mounts_under "$STATE"; mounts_under "$CONTAINERD_ROOT"; } | sort -u); do report "mount $mnt"; done
 for link in "$REAL_NODE_LINK" "$REAL_NODE_BRIDGE"; do
   if ip link show "$link" >/dev/null 2>&1; then report "network interface $link"; fi
 done

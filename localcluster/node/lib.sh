@@ -11,6 +11,12 @@ KUBELET_LOG="$NODE_STATE/kubelet.log"
 CONTAINERD_PID="$NODE_STATE/containerd.pid"
 CONTAINERD_LOG="$NODE_STATE/containerd.log"
 CONTAINERD_SOCK="$NODE_STATE/containerd/containerd.sock"
+# containerd's root (content store, unpacked layers, metadata) is a machine cache like the registry's
+# storage: an image an earlier node pulled is then pulled again as a manifest alone (jobs-cpu: 1 s
+# instead of 33 s). Only images live there across nodes: down.sh deletes every container, and up.sh
+# forgets every image's names before the kubelet starts (forget_image_names). Only one real node runs
+# on a machine at a time (the interface's alias), so one root serves them all.
+CONTAINERD_ROOT="${TRAINPIPE_CONTAINERD_ROOT:-${TRAINPIPE_CACHE:-$HOME/.cache/trainpipe}/containerd}"
 # The dummy interface's alias names the cluster that owns the machine's real node.
 LINK_OWNER="trainpipe:$STATE"
 # Kernel settings the kubelet changes at start (vm.overcommit_memory=1, kernel.panic=10, ...): their
@@ -37,6 +43,30 @@ link_owner() {
   alias="$(cat "/sys/class/net/$REAL_NODE_LINK/ifalias" 2>/dev/null || true)"
   echo "${alias#trainpipe:}"
 }
+
+# Run by up.sh between containerd's start and the kubelet's. A cached image's names came from an
+# earlier cluster's registry (another port) or from this one before a push: the kubelet, whose pull
+# policy is IfNotPresent for a tag, would run such an image without asking the registry what the tag
+# names now. So every name goes and each image keeps only the id reference containerd's CRI gives it
+# (sha256:<config digest>), which holds its content and layers; the next pull of the same image finds
+# them and fetches only the manifest. Images that had no name at this start (none of the last node's
+# pulls) are deleted, so the cache holds what the last node used, not every build.
+forget_image_names() {
+  local listing
+  listing="$(node_ctr images list 2>/dev/null | tail -n +2)" || return 0
+  local -A named=()
+  local ref digest
+  while read -r ref _ digest _; do
+    [[ -n "$ref" && "$ref" != sha256:* ]] && named[$digest]=1
+  done <<< "$listing"
+  while read -r ref _ digest _; do
+    [[ -z "$ref" ]] && continue
+    if [[ "$ref" != sha256:* || -z "${named[$digest]:-}" ]]; then node_ctr images remove "$ref" >/dev/null 2>&1 || true; fi
+  done <<< "$listing"
+}
+
+# Mounts of the node, deepest first: under its state folder and under containerd's cached root.
+node_mounts() { { mounts_under "$NODE_STATE"; mounts_under "$CONTAINERD_ROOT"; } | sort -r -u; }
 
 # Ids of the node's containers (pods' sandboxes too): from containerd while it answers, and from the
 # task folders in its state (there while a container runs, containerd up or not).

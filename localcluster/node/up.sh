@@ -92,7 +92,7 @@ set -E
 trap 'not_up failed "$0 line $LINENO failed: $BASH_COMMAND"' ERR
 # Left over from a node that was not stopped (killed cluster, crashed daemon): clean, then start afresh.
 if [[ -d "$NODE_STATE" || -n "$owner" ]]; then "$LOCALCLUSTER/node/down.sh" >/dev/null 2>&1 || true; fi
-mkdir -p "$NODE_STATE"/{containerd/certs.d,cni/net.d,cni/ipam,pki,kubelet,pod-logs,volume-plugins}
+mkdir -p "$CONTAINERD_ROOT" "$NODE_STATE"/{containerd/certs.d,cni/net.d,cni/ipam,pki,kubelet,pod-logs,volume-plugins}
 write_status starting ""
 
 for key in "${NODE_SYSCTLS[@]}"; do echo "$key=$(cat "/proc/sys/${key//.//}")"; done > "$SYSCTL_BEFORE"
@@ -145,7 +145,7 @@ pause_image="$("$VENV/bin/python" -m trainpipe_localcluster.node push-pause --re
   not_up failed "$(tail -n 1 "$NODE_STATE/push-pause.log")"
 
 render() {  # render TEMPLATE OUT: fill in every @KEY@ the node's config files use
-  sed -e "s|@NODE@|$NODE_STATE|g" -e "s|@PAUSE_IMAGE@|$pause_image|g" -e "s|@RUNC@|$(command -v runc)|g" \
+  sed -e "s|@NODE@|$NODE_STATE|g" -e "s|@ROOT@|$CONTAINERD_ROOT|g" -e "s|@PAUSE_IMAGE@|$pause_image|g" -e "s|@RUNC@|$(command -v runc)|g" \
       -e "s|@CNI_BIN@|$CNI_BIN|g" -e "s|@NETWORK@|$REAL_NODE_CNI_NETWORK|g" -e "s|@BRIDGE@|$REAL_NODE_BRIDGE|g" \
       -e "s|@POD_CIDR@|$REAL_NODE_POD_CIDR|g" -e "s|@ADDR@|$registry|g" -e "s|@NODE_IP@|$REAL_NODE_IP|g" \
       -e "s|@PORT@|${kubelet_port:-}|g" -e "s|@HEALTHZ_PORT@|${healthz_port:-}|g" -e "s|@CA@|$KWOK_PKI/ca.crt|g" \
@@ -166,6 +166,9 @@ echo $! > "$CONTAINERD_PID"
 for _ in $(seq 100); do node_ctr version >/dev/null 2>&1 && break; pid_alive "$CONTAINERD_PID" || break; sleep 0.1; done
 node_ctr version >/dev/null 2>&1 ||
   not_up failed "containerd did not start; $CONTAINERD_LOG ends with: $(tail -n 3 "$CONTAINERD_LOG")"
+# Containers an interrupted down.sh left in the cached root, then the cached images' names (lib.sh).
+for id in $(node_ctr containers list -q 2>/dev/null); do node_ctr containers delete "$id" >/dev/null 2>&1 || true; done
+forget_image_names
 
 kubelet_port="$(free_port)"; healthz_port="$(free_port)"
 render kubelet.yaml.in "$NODE_STATE/kubelet.yaml"

