@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainpipe.contract.names import COMPUTE_STAGES, Stage
+from trainpipe.contract.names import Stage
+from trainpipe.contract.stages import COMPUTE_STAGES
 from trainpipe.resources import available_cpus
 
 FOXML_SECONDS = 700.0  # FoxML rank + select on 3 symbols × 4,000 rows × 6 targets × 27 features, this machine class

@@ -18,7 +18,8 @@ from trainpipe.contract.families import FAMILY_STAGE
 from trainpipe.contract.kubelet import KILLED_BY_KUBELET
 from trainpipe.contract.names import STAGE_ORDER, Stage
 from trainpipe.contract.pipeline import PipelineSpec
-from trainpipe.contract.reports import PlanReport, RankReport
+from trainpipe.contract.reports import PlanReport, RankReport, StageReport
+from trainpipe.contract.stages import STAGES, FanOut
 from trainpipe.contract.status import ConditionType, PipelineStatus, PlanRef, Reason, RunRecord, RunRef, StageStatus
 from trainpipe_operator import manifests
 from trainpipe_operator.conditions import set_condition
@@ -26,7 +27,7 @@ from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.manifests import JobIntent, Owner
 from trainpipe_operator.naming import job_name
 from trainpipe_operator.observed import STAMP_FORMAT, Observed, ObservedJob, ObservedPlan, ObservedPod, PipelineView, parse_iso
-from trainpipe_operator.schedule import current_run, seconds_until
+from trainpipe_operator.schedule import CurrentRun, seconds_until
 
 SUCCEEDED, FAILED = "Succeeded", "Failed"
 # How soon to look again while a Job we need to re-create is still being deleted.
@@ -60,7 +61,7 @@ def iso(moment: datetime) -> str:
     return moment.strftime(STAMP_FORMAT)
 
 
-def termination_report(text: str, model: type[RankReport] | type[PlanReport]) -> RankReport | PlanReport | None:
+def termination_report(text: str, model: type[StageReport]) -> StageReport | None:
     """The report a successful stage command wrote to its termination log (its last line), or None."""
     try:
         return model.model_validate_json(text.strip().splitlines()[-1]) if text.strip() else None
@@ -78,7 +79,7 @@ class _Pass:
     config: OperatorConfig
     now: datetime
     run: str
-    status: dict[str, Any]
+    status: PipelineStatus  # the run's fields, typed; conditions, stage, progress and stages are set by _finish
     stages: dict[str, StageStatus]
     slot: str | None = None  # the cron fire time the run belongs to, if the schedule started it
     create: list[dict[str, Any]] = field(default_factory=list)
@@ -109,19 +110,28 @@ class _Pass:
         """The run's state, with our reason or the kubelet's own (OOMKilled, ImagePullBackOff, ...)."""
         self.state, self.reason, self.message = state, str(reason), message[:MAX_MESSAGE]
 
+    def record(self, **fields: Any) -> None:
+        """Set status fields by their Python names (PipelineStatus); an unknown name is an error here, not a lost write."""
+        unknown = set(fields) - set(PipelineStatus.model_fields)
+        if unknown:
+            raise AttributeError(f"PipelineStatus has no field {', '.join(sorted(unknown))}")
+        self.status = self.status.model_copy(update=fields)
+
     def run_jobs(self) -> list[ObservedJob]:
         return [j for j in self.observed.jobs if j.run == self.run]
 
 
-def decide(view: PipelineView, observed: Observed, config: OperatorConfig, now: datetime) -> Decision:
-    """What to do for one pipeline now. Pure: same inputs, same decision."""
-    if view.spec is None:
+def decide(view: PipelineView, observed: Observed, config: OperatorConfig, now: datetime, current: CurrentRun | None = None) -> Decision:
+    """What to do for one pipeline now, for its `current` run (the one observe read; computed from `now`
+    when not given). Pure: same inputs, same decision."""
+    current = current or view.current_run(now)
+    if view.spec is None or current is None:
         return _invalid(view, now, f"the spec cannot be used: {view.spec_error}")
     spec = view.spec
-    run, slot, schedule = current_run(spec, view.rerun_token, view.status.schedule, now)
-    p = _Pass(view, spec, observed, config, now, run, status={}, stages={}, slot=slot)
+    run, slot, schedule = current
+    p = _Pass(view, spec, observed, config, now, run, status=PipelineStatus(), stages={}, slot=slot)
     _start_or_continue_run(p)
-    p.status["schedule"] = schedule.model_dump() if schedule else None
+    p.record(schedule=schedule)
     if schedule is not None and (wait := seconds_until(schedule.next_run_at, now)) is not None:
         p.requeue.append(max(1.0, wait))
     # Jobs of any other run are left from a superseded or earlier run: their outputs stay on the volume,
@@ -145,7 +155,7 @@ def decide(view: PipelineView, observed: Observed, config: OperatorConfig, now: 
 def _start_or_continue_run(p: _Pass) -> None:
     old = p.view.status
     if old.run_id == p.run:
-        p.status = old.model_dump()
+        p.status = old
         p.stages = dict(old.stages)
         return
     history = list(old.history)
@@ -158,7 +168,7 @@ def _start_or_continue_run(p: _Pass) -> None:
         conditions=old.conditions, last_succeeded_run=old.last_succeeded_run, run_id=p.run, run_generation=p.view.generation,
         rerun_token=p.view.rerun_token, retry_token=p.view.retry_token, started_at=p.stamp,
         output_path=manifests.run_dir(p.spec, p.view.name, p.run), history=history[: p.spec.keep_runs],
-    ).model_dump()
+    )
     p.stages = {}
 
 
@@ -179,14 +189,9 @@ def _ensure_artifacts_claim(p: _Pass) -> None:
         p.create.append(manifests.artifacts_claim_manifest(p.spec, p.owner, p.config))
 
 
-def _plan_ref(p: _Pass) -> PlanRef | None:
-    raw = p.status.get("plan")
-    return PlanRef.model_validate(raw) if raw else None
-
-
 def _ensure_plan_config_map(p: _Pass) -> None:
     """Keep `<pipeline>-plan` equal to the plan the status recorded (restores it if deleted or edited)."""
-    ref = _plan_ref(p)
+    ref = p.status.plan
     if ref is None:
         return
     wanted = ObservedPlan(run=p.run, digest=ref.digest, path=ref.path, units=dict(ref.units))
@@ -209,16 +214,15 @@ def _failed_stage(p: _Pass) -> bool:
 def _handle_retry(p: _Pass) -> None:
     """A new `trainpipe.io/retry` token resumes a failed run at its failed stage, with attempt+1 Jobs."""
     token = p.view.retry_token
-    if not token or token == p.status.get("retry_token"):
+    if not token or token == p.status.retry_token:
         return
-    p.status["retry_token"] = token
+    p.record(retry_token=token)
     failed = next((st for st in STAGE_ORDER if (s := p.stages.get(st.value)) is not None and s.outcome == FAILED), None)
     if failed is None:
         return  # nothing failed: the token is recorded so that it does not fire later
     old = p.stages[failed.value]
     p.stages[failed.value] = StageStatus(attempt=old.attempt + 1)
-    p.status["finished_at"] = None
-    p.status["started_at"] = p.stamp  # a retry opens a new activeDeadlineSeconds window
+    p.record(finished_at=None, started_at=p.stamp)  # a retry opens a new activeDeadlineSeconds window
     p.delete.extend(j.name for j in p.run_jobs() if j.stage is failed and j.attempt <= old.attempt and not j.deleting)
     p.event("Normal", Reason.RETRYING, f"retrying stage {failed.value} of run {p.run} as attempt {old.attempt + 1}: units with outputs are not rerun")
 
@@ -230,7 +234,7 @@ def _run_finished(p: _Pass) -> bool:
 def _apply_ttl(p: _Pass) -> None:
     p.stop("done", Reason.SUCCEEDED, _success_message(p))
     ttl = p.spec.ttl_seconds_after_finished
-    finished = parse_iso(p.status.get("finished_at"))
+    finished = parse_iso(p.status.finished_at)
     if ttl is None or finished is None:
         return
     left = (finished - p.now.replace(tzinfo=None)).total_seconds() + ttl
@@ -255,7 +259,7 @@ def _precondition_problem(p: _Pass) -> bool:
 
 def _deadline_passed(p: _Pass) -> bool:
     deadline = p.spec.active_deadline_seconds
-    started = parse_iso(p.status.get("started_at"))
+    started = parse_iso(p.status.started_at)
     if deadline is None or started is None:
         return False
     left = (started - p.now.replace(tzinfo=None)).total_seconds() + deadline
@@ -289,24 +293,23 @@ def _suspend_or_resume(p: _Pass) -> None:
 
 
 def _intents(p: _Pass, stage: Stage, attempt: int) -> list[JobIntent] | tuple[Reason, str]:
-    """The Jobs a stage needs, or why they cannot be created yet (reason, message)."""
-    if stage in (Stage.RANK, Stage.PLAN, Stage.REPORT):
+    """The Jobs a stage needs (its row's fan-out), or why they cannot be created yet (reason, message)."""
+    row = STAGES[stage]
+    if row.fan_out is FanOut.SINGLE:
         return [JobIntent(stage, None, attempt, 1)]
-    if stage is Stage.SELECT:
-        n = p.status.get("selected_targets")
+    if row.fan_out is FanOut.PER_TARGET:
+        n = p.status.selected_targets
         if n is None:
             return Reason.STAGE_FAILED, "rank finished without reporting how many targets it kept; retry the run (trainpipe.io/retry)"
-        return [JobIntent(stage, None, attempt, int(n))] if n else []
-    ref = _plan_ref(p)
+        return [JobIntent(stage, None, attempt, n)] if n else []
+    ref = p.status.plan
     if ref is None:
         return Reason.STAGE_FAILED, "the plan stage finished but its digest and unit counts are unknown; retry the run (trainpipe.io/retry)"
-    from trainpipe.contract.families import FAMILY_STAGE
-
     out = [JobIntent(stage, fam, attempt, n, ref.digest) for fam, n in ref.units.items() if n > 0 and FAMILY_STAGE.get(fam) is stage]
     if out and manifests.image_of(p.spec, stage, p.config) is None:
-        units = sum(i.completions for i in out)
-        return Reason.INVALID_SPEC, (f"the plan has {units} {stage.value} units but there is no {stage.value} image: set spec.images.{stage.value} "
-                f"(the cpu image also works, explicitly), or start the operator with --{stage.value}-image")
+        units, pool = sum(i.completions for i in out), row.pool.value
+        return Reason.INVALID_SPEC, (f"the plan has {units} {stage.value} units but there is no {pool} image: set spec.images.{pool} "
+                f"(the cpu image also works, explicitly), or start the operator with --{pool}-image")
     return out
 
 
@@ -391,10 +394,9 @@ def _walk_stages(p: _Pass) -> None:
             p.stop("running", Reason.STAGE_RUNNING, progress)
         return
     # Every stage succeeded in this pass.
-    p.status["finished_at"] = p.stamp
-    record = RunRecord(run_id=p.run, outcome="Succeeded", started_at=p.status.get("started_at"), finished_at=p.stamp)
-    p.status["history"] = [record.model_dump(), *p.status.get("history", [])][: p.spec.keep_runs]
-    p.status["last_succeeded_run"] = RunRef(run_id=p.run, models_path=f"{manifests.run_dir(p.spec, p.view.name, p.run)}/models", finished_at=p.stamp).model_dump()
+    record = RunRecord(run_id=p.run, outcome="Succeeded", started_at=p.status.started_at, finished_at=p.stamp)
+    p.record(finished_at=p.stamp, history=[record, *p.status.history][: p.spec.keep_runs],
+             last_succeeded_run=RunRef(run_id=p.run, models_path=f"{manifests.run_dir(p.spec, p.view.name, p.run)}/models", finished_at=p.stamp))
     p.event("Normal", Reason.SUCCEEDED, f"run {p.run} succeeded; report at {manifests.run_dir(p.spec, p.view.name, p.run)}/report.html")
     p.stop("done", Reason.SUCCEEDED, _success_message(p))
     if p.spec.ttl_seconds_after_finished is not None:
@@ -402,27 +404,22 @@ def _walk_stages(p: _Pass) -> None:
 
 
 def _record_outputs(p: _Pass, stage: Stage, jobs: list[ObservedJob]) -> str | None:
-    """What a finished rank or plan Job told us (its pod's termination message); a problem message if unreadable."""
-    if stage not in (Stage.RANK, Stage.PLAN):
+    """What a finished Job of a reporting stage told us (its pod's termination message); a problem message if unreadable."""
+    model = STAGES[stage].report
+    if model is None or getattr(p.status, model.status_field) is not None:
         return None
     messages = [pod.message for pod in p.observed.pods_of(jobs[0].name) if pod.phase == "Succeeded"]
-    if stage is Stage.RANK:
-        if p.status.get("selected_targets") is not None:
-            return None
-        rank = next((r for m in messages if isinstance(r := termination_report(m, RankReport), RankReport)), None)
-        if rank is None:
-            return f"the rank Job {jobs[0].name} succeeded but its pod left no readable termination message (expected {{\"selected\": N}})"
-        p.status["selected_targets"] = rank.selected
+    report = next((r for m in messages if isinstance(r := termination_report(m, model), model)), None)
+    if isinstance(report, RankReport):
+        p.record(**{model.status_field: report.selected})
         return None
-    if p.status.get("plan") is not None:
-        return None
-    plan = next((r for m in messages if isinstance(r := termination_report(m, PlanReport), PlanReport)), None)
-    if plan is None:
-        return f"the plan Job {jobs[0].name} succeeded but its pod left no readable termination message (planDigest, path, units)"
+    if not isinstance(report, PlanReport):
+        return f"the {stage.value} Job {jobs[0].name} succeeded but its pod left no readable termination message ({model.expects})"
+    plan = report
     if plan.run_id not in (None, p.run):
         return f"the plan Job wrote a plan for run {plan.run_id}, not {p.run}"
     ref = PlanRef(digest=plan.plan_digest, path=f"{manifests.run_dir(p.spec, p.view.name, p.run)}/{plan.path}", units=dict(plan.units))
-    p.status["plan"] = ref.model_dump()
+    p.record(plan=ref)
     p.upsert.append(manifests.plan_config_map(p.owner, p.run, ref.digest, ref.path, dict(ref.units)))
     return None
 
@@ -522,7 +519,7 @@ def _finish(p: _Pass) -> Decision:
     current = next((s.value for s in STAGE_ORDER if (p.stages.get(s.value) or StageStatus()).outcome != SUCCEEDED), None)
     totals = _progress(p)
     status = PipelineStatus.model_validate({
-        **p.status,
+        **dict(p.status),
         "observed_generation": gen,
         "conditions": [ready, reconciling, stalled, suspended],
         "stage": _DISPLAY.get(state, current),
@@ -538,13 +535,16 @@ def _finish(p: _Pass) -> Decision:
 
 
 def _progress(p: _Pass) -> str:
-    """`succeeded/known` units of the run: rank 1, select per target, plan 1, a unit per model, report 1."""
-    known: dict[Stage, int] = {Stage.RANK: 1, Stage.PLAN: 1, Stage.REPORT: 1}
-    if p.status.get("selected_targets") is not None:
-        known[Stage.SELECT] = int(p.status["selected_targets"])
-    ref = _plan_ref(p)
-    if ref is not None:
-        for stage in (Stage.CPU, Stage.GPU):
+    """`succeeded/known` units of the run, by each stage's fan-out: 1, a unit per kept target, a unit per
+    planned model; a stage whose size is not known yet counts none."""
+    known: dict[Stage, int] = {}
+    ref, selected = p.status.plan, p.status.selected_targets
+    for stage, row in STAGES.items():
+        if row.fan_out is FanOut.SINGLE:
+            known[stage] = 1
+        elif row.fan_out is FanOut.PER_TARGET and selected is not None:
+            known[stage] = selected
+        elif row.fan_out is FanOut.PER_PLAN_UNIT and ref is not None:
             known[stage] = sum(n for fam, n in ref.units.items() if FAMILY_STAGE.get(fam) is stage)
     done = 0
     for stage in STAGE_ORDER:

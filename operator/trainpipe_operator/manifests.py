@@ -34,6 +34,7 @@ from trainpipe.contract.names import (
 )
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.runs import IDENTITY_FIELDS
+from trainpipe.contract.stages import STAGES, Pool
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.naming import artifacts_claim, job_name, plan_configmap
 
@@ -51,7 +52,6 @@ POD_SECURITY_CONTEXT: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": 
 CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                               "capabilities": {"drop": ["ALL"]}}
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
-INDEXED_STAGES = frozenset({Stage.SELECT, Stage.CPU, Stage.GPU})
 
 
 @dataclass(frozen=True)
@@ -101,19 +101,23 @@ def job_spec_json(spec: PipelineSpec) -> str:
 
 
 def stage_args(spec: PipelineSpec, pipeline: str, run: str, intent: JobIntent) -> list[str]:
+    """The stage's command (its row in contract.stages) with what one Job of this run needs."""
+    row = STAGES[intent.stage]
     out = run_dir(spec, pipeline, run)
-    if intent.stage is Stage.REPORT:
-        return ["report", "--output-dir", out, "--run-id", run, "--termination-log", TERMINATION_LOG,
+    if not row.computes:  # renders the run's files; prunes old run folders
+        return [*row.command, "--output-dir", out, "--run-id", run, "--termination-log", TERMINATION_LOG,
                 "--reuse-dir", pipeline_dir(spec, pipeline), "--keep-runs", str(spec.keep_runs)]
-    common = ["--spec-json", job_spec_json(spec), "--output-dir", out, "--run-id", run,
-              "--reuse-dir", pipeline_dir(spec, pipeline), "--termination-log", TERMINATION_LOG]
-    if intent.stage is Stage.SELECT:
-        return ["select", *common, "--unit-index", "$(JOB_COMPLETION_INDEX)"]
-    if intent.stage in (Stage.CPU, Stage.GPU):
-        assert intent.family is not None and intent.plan_digest is not None
-        return ["train", "--stage", intent.stage.value, *common, "--family", intent.family,
-                "--unit-index", "$(JOB_COMPLETION_INDEX)", "--plan-digest", intent.plan_digest]
-    return [intent.stage.value, *common]
+    args = [*row.command, "--spec-json", job_spec_json(spec), "--output-dir", out, "--run-id", run,
+            "--reuse-dir", pipeline_dir(spec, pipeline), "--termination-log", TERMINATION_LOG]
+    if row.trains:
+        if intent.family is None or intent.plan_digest is None:
+            raise ValueError(f"a {intent.stage.value} Job trains one family of one plan: its intent names neither")
+        args += ["--family", intent.family]
+    if row.indexed:
+        args += ["--unit-index", "$(JOB_COMPLETION_INDEX)"]
+    if row.trains:
+        args += ["--plan-digest", str(intent.plan_digest)]
+    return args
 
 
 def settings_of(spec: PipelineSpec, stage: Stage) -> StageSettings:
@@ -127,7 +131,7 @@ def resources_of(spec: PipelineSpec, stage: Stage, family: str | None) -> dict[s
     if family is not None and family in per_family:
         chosen = per_family[family]
     out = {k: {name: str(q) for name, q in v.items()} for k, v in chosen.to_wire().items() if v}
-    if stage is Stage.GPU and spec.stages.gpu.gpus_per_pod > 0:
+    if STAGES[stage].pool is Pool.GPU and spec.stages.gpu.gpus_per_pod > 0:
         # Extended resources are requested through limits (requests default to them).
         out.setdefault("limits", {})[GPU_RESOURCE] = str(spec.stages.gpu.gpus_per_pod)
     return out
@@ -141,7 +145,7 @@ def labels(pipeline: str, run: str, stage: Stage, family: str | None, attempt: i
 
 
 def image_of(spec: PipelineSpec, stage: Stage, config: OperatorConfig) -> str | None:
-    if stage is Stage.GPU:
+    if STAGES[stage].pool is Pool.GPU:
         return spec.images.gpu or config.gpu_image
     return spec.images.cpu or config.cpu_image
 
@@ -150,30 +154,57 @@ def job(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent, config: O
     """The batch/v1 Job of one stage (and family) of one run."""
     stage, family = intent.stage, intent.family
     settings = settings_of(spec, stage)
-    name = job_name(owner.name, run, stage, family, intent.attempt)
     own_labels = labels(owner.name, run, stage, family, intent.attempt)
-    indexed = stage in INDEXED_STAGES
     job_labels = dict(own_labels)
     if spec.queue_name:
         job_labels[KUEUE_QUEUE_LABEL] = spec.queue_name
     annotations = {ANNOTATION_PLAN_DIGEST: intent.plan_digest} if intent.plan_digest else {}
+    job_spec: dict[str, Any] = {
+        "completions": intent.completions,
+        "parallelism": min(intent.completions, getattr(settings, "parallelism", None) or intent.completions),
+        "completionMode": "Indexed" if STAGES[stage].indexed else "NonIndexed",
+        "suspend": suspend,
+        **failure_policy(spec, stage),
+        "template": {
+            "metadata": {"labels": {**settings.pod_metadata.labels, **own_labels}, "annotations": dict(settings.pod_metadata.annotations)},
+            "spec": pod_spec(spec, owner, run, intent, config),
+        },
+    }
+    if settings.active_deadline_seconds:
+        job_spec["activeDeadlineSeconds"] = settings.active_deadline_seconds
+    return {
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": job_name(owner.name, run, stage, family, intent.attempt), "namespace": owner.namespace, "labels": job_labels,
+                     "annotations": annotations, "ownerReferences": [owner.reference()]},
+        "spec": job_spec,
+    }
 
-    tolerations = [t.to_wire() for t in settings.tolerations]
-    tolerations = [{k: v for k, v in t.items() if v is not None} for t in tolerations]
-    if stage is Stage.GPU:
-        extra = [dict(GPU_TOLERATION)] if spec.stages.gpu.tolerate_gpu_taint else []
-        extra += [dict(t) for t in config.gpu_tolerations]
+
+def failure_policy(spec: PipelineSpec, stage: Stage) -> dict[str, Any]:
+    """Retries and what stops them: per index for an Indexed Job (one bad unit does not fail its siblings)."""
+    settings = settings_of(spec, stage)
+    indexed = STAGES[stage].indexed
+    permanent = {"action": "FailIndex" if indexed else "FailJob",
+                 "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": list(PERMANENT_EXIT_CODES)}}
+    policy: dict[str, Any] = {"podFailurePolicy": {"rules": [
+        permanent,
+        # Evictions and preemptions are the cluster's doing, not the unit's: they do not use up retries.
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+    ]}}
+    if indexed:
+        policy["backoffLimitPerIndex"] = getattr(settings, "backoff_limit_per_index", settings.backoff_limit)
     else:
-        extra = [dict(t) for t in config.cpu_tolerations]
-    for toleration in extra:
-        if toleration not in tolerations:
-            tolerations.append(toleration)
+        policy["backoffLimit"] = settings.backoff_limit
+    return policy
 
+
+def volumes(spec: PipelineSpec, owner: Owner, stage: Stage) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the pod's volumes, the container's mounts): the data claim if any, the artifacts claim, bounded scratch."""
     mounts: list[dict[str, Any]] = [{"name": "artifacts", "mountPath": spec.artifacts.mount_path}, {"name": "scratch", "mountPath": SCRATCH}]
-    volumes: list[dict[str, Any]] = [
+    pod_volumes: list[dict[str, Any]] = [
         {"name": "artifacts", "persistentVolumeClaim": {"claimName": spec.artifacts.claim_name or artifacts_claim(owner.name)}},
         # A bound on scratch: past it the kubelet evicts the pod instead of letting it fill the node's disk.
-        {"name": "scratch", "emptyDir": {"sizeLimit": str(settings.scratch_size_limit)}},
+        {"name": "scratch", "emptyDir": {"sizeLimit": str(settings_of(spec, stage).scratch_size_limit)}},
     ]
     data_volume = spec.data.volume
     if data_volume is not None:
@@ -181,8 +212,39 @@ def job(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent, config: O
         if data_volume.sub_path:
             mount["subPath"] = data_volume.sub_path
         mounts.insert(0, mount)
-        volumes.insert(0, {"name": "data", "persistentVolumeClaim": {"claimName": data_volume.claim_name, "readOnly": data_volume.read_only}})
+        pod_volumes.insert(0, {"name": "data", "persistentVolumeClaim": {"claimName": data_volume.claim_name, "readOnly": data_volume.read_only}})
+    return pod_volumes, mounts
 
+
+def env() -> list[dict[str, Any]]:
+    return [
+        # Thread pools follow the container's CPU limit (node allocatable without one), never the node's cores.
+        {"name": CPUS_ENV, "valueFrom": {"resourceFieldRef": {"containerName": CONTAINER, "resource": "limits.cpu", "divisor": "1"}}},
+        {"name": "HOME", "value": SCRATCH},
+        {"name": "TMPDIR", "value": SCRATCH},
+        {"name": "MPLCONFIGDIR", "value": SCRATCH},
+    ]
+
+
+def tolerations_of(spec: PipelineSpec, stage: Stage, config: OperatorConfig) -> list[dict[str, Any]]:
+    """The stage's own tolerations, then its pool's (the GPU taint's when asked for, the operator's), without repeats."""
+    tolerations = [{k: v for k, v in t.to_wire().items() if v is not None} for t in settings_of(spec, stage).tolerations]
+    if STAGES[stage].pool is Pool.GPU:
+        extra = [dict(GPU_TOLERATION)] if spec.stages.gpu.tolerate_gpu_taint else []
+        extra += [dict(t) for t in config.gpu_tolerations]
+    else:
+        extra = [dict(t) for t in config.cpu_tolerations]
+    for toleration in extra:
+        if toleration not in tolerations:
+            tolerations.append(toleration)
+    return tolerations
+
+
+def pod_spec(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent, config: OperatorConfig) -> dict[str, Any]:
+    """The pod of one unit: one hardened container running the stage's command, its volumes and placement."""
+    stage = intent.stage
+    settings = settings_of(spec, stage)
+    pod_volumes, mounts = volumes(spec, owner, stage)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": image_of(spec, stage, config) or "",
@@ -191,14 +253,8 @@ def job(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent, config: O
         "args": stage_args(spec, owner.name, run, intent),
         # The images set no WORKDIR: files a library drops in the working directory land in scratch.
         "workingDir": SCRATCH,
-        "env": [
-            # Thread pools follow the container's CPU limit (node allocatable without one), never the node's cores.
-            {"name": CPUS_ENV, "valueFrom": {"resourceFieldRef": {"containerName": CONTAINER, "resource": "limits.cpu", "divisor": "1"}}},
-            {"name": "HOME", "value": SCRATCH},
-            {"name": "TMPDIR", "value": SCRATCH},
-            {"name": "MPLCONFIGDIR", "value": SCRATCH},
-        ],
-        "resources": resources_of(spec, stage, family),
+        "env": env(),
+        "resources": resources_of(spec, stage, intent.family),
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -206,57 +262,29 @@ def job(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent, config: O
     }
     if spec.images.pull_policy:
         container["imagePullPolicy"] = spec.images.pull_policy
-
-    pod_spec: dict[str, Any] = {
+    pod: dict[str, Any] = {
         "restartPolicy": "Never",  # podFailurePolicy needs it; retries are the Job's, per index
         # No API token: stages never call the API server (what a pod tells the operator goes in its
         # termination message), so a compromised stage cannot act as its ServiceAccount.
         "automountServiceAccountToken": False,
         "securityContext": copy.deepcopy(POD_SECURITY_CONTEXT),
         "containers": [container],
-        "volumes": volumes,
+        "volumes": pod_volumes,
     }
-    node_selector = dict(settings.node_selector) or dict(config.gpu_node_selector if stage is Stage.GPU else config.cpu_node_selector)
+    gpu_pool = STAGES[stage].pool is Pool.GPU
+    node_selector = dict(settings.node_selector) or dict(config.gpu_node_selector if gpu_pool else config.cpu_node_selector)
     if node_selector:
-        pod_spec["nodeSelector"] = node_selector
+        pod["nodeSelector"] = node_selector
+    tolerations = tolerations_of(spec, stage, config)
     if tolerations:
-        pod_spec["tolerations"] = tolerations
+        pod["tolerations"] = tolerations
     if settings.affinity:
-        pod_spec["affinity"] = dict(settings.affinity)
+        pod["affinity"] = dict(settings.affinity)
     if spec.service_account_name or config.job_service_account:
-        pod_spec["serviceAccountName"] = spec.service_account_name or config.job_service_account
+        pod["serviceAccountName"] = spec.service_account_name or config.job_service_account
     if spec.priority_class_name:
-        pod_spec["priorityClassName"] = spec.priority_class_name
-
-    permanent = {"action": "FailIndex" if indexed else "FailJob",
-                 "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": list(PERMANENT_EXIT_CODES)}}
-    job_spec: dict[str, Any] = {
-        "completions": intent.completions,
-        "parallelism": min(intent.completions, getattr(settings, "parallelism", None) or intent.completions),
-        "completionMode": "Indexed" if indexed else "NonIndexed",
-        "suspend": suspend,
-        "podFailurePolicy": {"rules": [
-            permanent,
-            # Evictions and preemptions are the cluster's doing, not the unit's: they do not use up retries.
-            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-        ]},
-        "template": {
-            "metadata": {"labels": {**settings.pod_metadata.labels, **own_labels}, "annotations": dict(settings.pod_metadata.annotations)},
-            "spec": pod_spec,
-        },
-    }
-    if indexed:
-        job_spec["backoffLimitPerIndex"] = getattr(settings, "backoff_limit_per_index", settings.backoff_limit)
-    else:
-        job_spec["backoffLimit"] = settings.backoff_limit
-    if settings.active_deadline_seconds:
-        job_spec["activeDeadlineSeconds"] = settings.active_deadline_seconds
-    return {
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": name, "namespace": owner.namespace, "labels": job_labels, "annotations": annotations,
-                     "ownerReferences": [owner.reference()]},
-        "spec": job_spec,
-    }
+        pod["priorityClassName"] = spec.priority_class_name
+    return pod
 
 
 def plan_config_map(owner: Owner, run: str, digest: str, path: str, units: dict[str, int]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from trainpipe_operator.cache import ChildCache, Key
 from trainpipe_operator.kubeapi import Kube, path, pipelines_path
 from trainpipe_operator.naming import artifacts_claim, plan_configmap
 from trainpipe_operator.observed import POD_RECHECK_SECONDS, Observed, ObservedPod, PipelineView, PodRead, PodScope, pod_read, pod_scope, pod_wait_left
-from trainpipe_operator.schedule import current_run
+from trainpipe_operator.schedule import CurrentRun
 
 
 def read_pipeline(kube: Kube, cache: ChildCache, key: Key) -> tuple[dict[str, Any], PipelineView] | None:
@@ -34,7 +34,9 @@ def read_pipeline(kube: Kube, cache: ChildCache, key: Key) -> tuple[dict[str, An
     return obj, cache.view(obj)
 
 
-def observe(kube: Kube, cache: ChildCache, view: PipelineView, now: datetime) -> Observed:
+def observe(kube: Kube, cache: ChildCache, view: PipelineView, now: datetime, current: CurrentRun | None = None) -> Observed:
+    """What the cluster holds for the pipeline's `current` run (computed from `now` when not given)."""
+    current = current or view.current_run(now)
     key = (view.namespace, view.name)
     selector = f"{LABEL_PIPELINE}={view.name}"
     full = not cache.fresh(key)
@@ -47,8 +49,8 @@ def observe(kube: Kube, cache: ChildCache, view: PipelineView, now: datetime) ->
     missing: list[str] = []
     need, recheck, every = PodRead.NONE, None, POD_RECHECK_SECONDS
     artifacts_exists = True
-    if view.spec is not None:
-        run, _, _ = current_run(view.spec, view.rerun_token, view.status.schedule, now)
+    if view.spec is not None and current is not None:
+        run = current.run_id
         need = pod_read(jobs, run, view.status)
         if need is PodRead.WAITING:
             wait, every = pod_wait_left(jobs, run, view.status, now)

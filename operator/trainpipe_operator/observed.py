@@ -28,7 +28,9 @@ from trainpipe.contract.names import (
     Stage,
 )
 from trainpipe.contract.pipeline import PipelineSpec, format_validation_error
+from trainpipe.contract.stages import STAGES
 from trainpipe.contract.status import PipelineStatus
+from trainpipe_operator.schedule import CurrentRun, current_run
 
 JOB_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 # Set by the operator on Jobs it suspended, so that resuming never unsuspends a Job that Kueue holds.
@@ -49,6 +51,10 @@ class PipelineView:
     rerun_token: str | None = None
     retry_token: str | None = None
     resource_version: str = ""
+
+    def current_run(self, now: datetime) -> CurrentRun | None:
+        """The run the pipeline is on at `now` (None while its spec cannot be used)."""
+        return None if self.spec is None else current_run(self.spec, self.rerun_token, self.status.schedule, now)
 
 
 # The fields of a Job's status that move with each of its pods.
@@ -257,9 +263,10 @@ def pod_scope(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus, nee
 
 
 def _unread(run: str, status: PipelineStatus) -> dict[Stage, bool]:
-    """Whether the rank and plan reports of `run` are still to be put in the status."""
+    """Whether the report of each reporting stage (its row in contract.stages) of `run` is still to be put in the status."""
     recorded = status.run_id == run
-    return {Stage.RANK: not recorded or status.selected_targets is None, Stage.PLAN: not recorded or status.plan is None}
+    return {stage: not recorded or getattr(status, row.report.status_field) is None
+            for stage, row in STAGES.items() if row.report is not None}
 
 
 def _to_read_now(job: ObservedJob, run: str, unread: dict[Stage, bool]) -> bool:

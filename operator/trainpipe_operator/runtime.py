@@ -160,9 +160,10 @@ class Reconciler:
                 self._passed.pop(key, None)
                 return None
             obj, view = found
-            now = self.clock()  # one instant for both, so they agree on a scheduled run's slot
-            observed = observe(self.kube, self.cache, view, now)
-            decision = decide(view, observed, self.config, now)
+            now = self.clock()
+            current = view.current_run(now)  # once, so that observe and decide agree on the run (a scheduled run's slot)
+            observed = observe(self.kube, self.cache, view, now, current)
+            decision = decide(view, observed, self.config, now, current)
             since, hold = self._since_status(key), self.hold()
             held = act(self.kube, obj, view, decision, self.metrics, self.cache, hold_progress=since < hold,
                        post=lambda *event: self._events.submit(post_event, *event))

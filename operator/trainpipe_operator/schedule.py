@@ -8,6 +8,7 @@ fire times missed while the operator was down start one run at its return, not o
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -53,16 +54,19 @@ def schedule_state(spec: ScheduleSpec | None, previous: ScheduleStatus | None, n
     return slot, ScheduleStatus(cron=spec.cron, time_zone=spec.time_zone, since=since, slot=slot, next_run_at=_text(next_fire(spec, now)))
 
 
-def current_run(spec: PipelineSpec, rerun_token: str | None, previous: ScheduleStatus | None,
-                now: datetime) -> tuple[str, str | None, ScheduleStatus | None]:
-    """(the run id, its schedule slot, the schedule status to write) of a pipeline at `now`.
+class CurrentRun(NamedTuple):
+    """Which run a pipeline is on at one instant: computed once per pass and handed to observe and decide,
+    as observe selects the run's pods by this id (an id computed without the slot would find no pods of
+    a scheduled run, and its rank and plan reports would never be read)."""
 
-    One function for observe and decide: observe selects the run's pods by this id, so an id computed
-    without the slot would find no pods of a scheduled run and its rank and plan reports would never
-    be read.
-    """
+    run_id: str
+    slot: str | None  # the cron fire time the run belongs to, if the schedule started it
+    schedule: ScheduleStatus | None  # the schedule status to write
+
+
+def current_run(spec: PipelineSpec, rerun_token: str | None, previous: ScheduleStatus | None, now: datetime) -> CurrentRun:
     slot, schedule = schedule_state(spec.schedule, previous, now)
-    return run_id(spec, rerun_token, slot), slot, schedule
+    return CurrentRun(run_id(spec, rerun_token, slot), slot, schedule)
 
 
 def seconds_until(text: str | None, now: datetime) -> float | None:

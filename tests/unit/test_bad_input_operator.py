@@ -33,7 +33,8 @@ from test_operator_decide import (
 )
 from trainpipe.cli.main import main
 from trainpipe.contract.exitcodes import ExitCode
-from trainpipe.contract.names import TRAINING_STAGES, Stage
+from trainpipe.contract.names import Stage
+from trainpipe.contract.stages import TRAINING_STAGES
 from trainpipe.contract.status import PlanRef
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.decide import decide

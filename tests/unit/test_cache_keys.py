@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from trainpipe.contract.names import COMPUTE_STAGES, Stage
+from trainpipe.contract.names import Stage
 from trainpipe.contract.pipeline import PipelineSpec
+from trainpipe.contract.stages import COMPUTE_STAGES
 from trainpipe.runner.keys import stage_keys
 
 BASE = PipelineSpec()

@@ -9,7 +9,8 @@ from typing import NoReturn
 
 from trainpipe import __version__
 from trainpipe.cli.exits import EPILOG_TABLE, UsageError
-from trainpipe.contract.names import COMPUTE_STAGES, Stage
+from trainpipe.contract.names import Stage
+from trainpipe.contract.stages import COMPUTE_STAGES, TRAINING_STAGES
 
 EPILOG = """\
 examples:
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
             one.add_argument("--unit-index", type=unit_index_arg, metavar="I",
                               help="Select features for the I-th target (from 0) of `selected` in ranking/target_rankings.json only.")
         if name == "train":
-            p.add_argument("--stage", choices=["cpu", "gpu"], required=True, help="cpu: tree/linear/probabilistic families; gpu: TensorFlow and PyTorch families (run on CPU when no GPU is present).")
+            p.add_argument("--stage", choices=[s.value for s in TRAINING_STAGES], required=True, help="cpu: tree/linear/probabilistic families; gpu: TensorFlow and PyTorch families (run on CPU when no GPU is present).")
             unit = p.add_argument_group("one family or one unit (one pod of a family's Indexed Job)")
             unit.add_argument("--family", metavar="F", help="Train only this family's units (a family of --stage).")
             unit.add_argument("--unit-index", type=unit_index_arg, metavar="I",
@@ -253,7 +254,7 @@ def _stages(args: argparse.Namespace, where: list[str]) -> dict:
 
 def _stage_list(args: argparse.Namespace) -> list[Stage]:
     if args.command == "run":
-        return list(COMPUTE_STAGES[:3] if args.skip_training else COMPUTE_STAGES)
+        return [s for s in COMPUTE_STAGES if not (args.skip_training and s in TRAINING_STAGES)]
     if args.command == "train":
         return [Stage(args.stage)]
     return [Stage(args.command)]

@@ -32,9 +32,7 @@ class Stage(StrEnum):
 
 
 STAGE_ORDER: tuple[Stage, ...] = tuple(Stage)
-# The stages that compute artefacts and are cached by input digests; the report only renders them.
-COMPUTE_STAGES: tuple[Stage, ...] = STAGE_ORDER[:5]
-TRAINING_STAGES: tuple[Stage, ...] = (Stage.CPU, Stage.GPU)
+# What each stage is (fan-out, pool, command, report) is contract.stages.STAGES.
 
 # Labels every Job and pod of a pipeline carries; the operator selects its children by them.
 LABEL_PIPELINE = f"{API_GROUP}/pipeline"

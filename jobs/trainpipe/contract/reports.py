@@ -7,7 +7,7 @@ read, so a newer jobs image may add fields without breaking an older operator.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -18,6 +18,8 @@ _LENIENT = Contract.model_config | {"extra": "ignore"}
 
 class RankReport(Contract):
     model_config = _LENIENT
+    status_field: ClassVar[str] = "selected_targets"  # where the operator keeps what it read (PipelineStatus)
+    expects: ClassVar[str] = 'expected {"selected": N}'  # in the message when the pod left none readable
     stage: Literal["rank"] = "rank"
     selected: int = Field(ge=0, description="Targets kept: the select Job's completions (index i = ranking's selected[i])")
     ranked: int | None = Field(None, ge=0)
@@ -27,6 +29,8 @@ class RankReport(Contract):
 
 class PlanReport(Contract):
     model_config = _LENIENT
+    status_field: ClassVar[str] = "plan"
+    expects: ClassVar[str] = "planDigest, path, units"
     stage: Literal["plan"] = "plan"
     plan_digest: str = Field(pattern=r"^[0-9a-f]{64}$", description="trainpipe.contract.plan.plan_digest of the plan written")
     run_id: str | None = Field(None, description="The run the plan was made for (the --run-id given)")
@@ -34,3 +38,6 @@ class PlanReport(Contract):
     jobs: int | None = Field(None, ge=0)
     path: str = Field(description="The plan file, relative to the run's output folder")
     status: str | None = None
+
+
+StageReport = RankReport | PlanReport

@@ -13,7 +13,8 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from trainpipe.contract.families import FAMILY_NAMES, FAMILY_STAGE, FAMILY_TASKS
-from trainpipe.contract.names import TRAINING_STAGES, Stage, TaskType
+from trainpipe.contract.names import Stage, TaskType
+from trainpipe.contract.stages import TRAINING_STAGES
 
 StageName = Literal["cpu", "gpu"]
 Backend = Literal["none", "tf", "torch"]

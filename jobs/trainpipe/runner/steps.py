@@ -14,17 +14,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import pandas as pd
 
 from trainpipe.contract.cut import HoldoutCut
-from trainpipe.contract.names import COMPUTE_STAGES, Leakage, Stage, TargetStatus, TaskType
+from trainpipe.contract.names import Leakage, Stage, TargetStatus, TaskType
 from trainpipe.contract.pipeline import DEFAULT_FAMILIES, PipelineSpec, TrainingSpec
 from trainpipe.contract.plan import PlanMetadata, TrainingPlanMetadata
 from trainpipe.contract.rankings import DataPins, FeatureLeak, RankingsFile, TargetRanking, TooGoodLimits
 from trainpipe.contract.selection import SelectionEntry, SelectionStability, SelectionSummary, TargetSelection
+from trainpipe.contract.stages import COMPUTE_STAGES, REUSABLE_STAGES, TRAINING_STAGES
 from trainpipe.contract.targets import HorizonError, horizon_bars
 from trainpipe.cv import development_mask, holdout_cut, pinned_mask
 from trainpipe.data.errors import DataError
@@ -460,8 +461,7 @@ STEPS: dict[Stage, Callable[[RunContext], dict]] = {
     Stage.RANK: rank_step,
     Stage.SELECT: select_step,
     Stage.PLAN: plan_step,
-    Stage.CPU: lambda ctx: train_step(ctx, Stage.CPU),
-    Stage.GPU: lambda ctx: train_step(ctx, Stage.GPU),
+    **{stage: partial(train_step, stage=stage) for stage in TRAINING_STAGES},
 }
 
 # What each stage leaves behind (given its summary), relative to the output dir; a cached stage is reused
@@ -473,8 +473,8 @@ OUTPUTS: dict[Stage, Callable[[Layout, dict], list[Path]]] = {
     Stage.CPU: lambda lay, _: [lay.models_dir],
     Stage.GPU: lambda lay, _: [lay.models_dir],
 }
-# Stages whose whole outputs may be copied from a sibling run; the training stages reuse unit by unit (by fingerprint).
-REUSABLE_STAGES: tuple[Stage, ...] = (Stage.RANK, Stage.SELECT, Stage.PLAN)
+# The reusable stages' whole outputs may be copied from a sibling run (contract.stages); the training
+# stages reuse unit by unit, by fingerprint.
 
 
 @dataclass(frozen=True)

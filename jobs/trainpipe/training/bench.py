@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from trainpipe.contract.names import TRAINING_STAGES, Route, TaskType, TrainingType
+from trainpipe.contract.names import Route, TaskType, TrainingType
 from trainpipe.contract.plan import PlanSummary, TrainingJob, TrainingPlan, TrainingPlanMetadata
+from trainpipe.contract.stages import TRAINING_STAGES
 from trainpipe.families.catalogue import FAMILIES, resolve_families
 from trainpipe.io.layout import Layout
 
