@@ -42,7 +42,7 @@ from trainpipe.runner.plan_identity import stale_plan_reason
 from trainpipe.runner.reports import plan_report
 from trainpipe.stages.candidates import candidates_frame
 from trainpipe_operator import manifests
-from trainpipe_operator.decide import termination_report
+from trainpipe_operator.policies.gating import termination_report
 
 # The names plan readers look up, as the plan schema lists them. New keys may sit beside them; none may be missing.
 PLAN_TOP = {"metadata", "jobs", "summary"}
