@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
+from operator_builders import observed_job, pipeline_view
 from trainpipe.contract.names import API_GROUP, API_VERSION, KIND, Stage
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.runs import run_id
 from trainpipe.contract.status import PipelineStatus, PlanRef, StageStatus
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.decide import decide
-from trainpipe_operator.naming import job_name
 from trainpipe_operator.observed import Observed, ObservedJob, ObservedPlan, ObservedPod, PipelineView
 
 lupa = pytest.importorskip("lupa.lua51", reason="lupa is a dev dependency: pip install -e .[dev]")
@@ -49,14 +49,11 @@ def written(status: PipelineStatus, generation: int = 1, suspend: bool = False) 
 
 
 def view(status: PipelineStatus | None = None, generation: int = 1, spec: PipelineSpec = SPEC) -> PipelineView:
-    return PipelineView(namespace="ns", name="demo", uid="uid-1", generation=generation, spec=spec, spec_error=None,
-                        status=status or PipelineStatus(), rerun_token=None, retry_token=None)
+    return pipeline_view(spec, status, generation=generation)
 
 
 def job(stage: Stage, family: str | None = None, **kw: Any) -> ObservedJob:
-    base: dict[str, Any] = {"completions": 1, "indexed": stage in (Stage.SELECT, Stage.CPU, Stage.GPU), "succeeded": 0, "active": 0,
-                            "failed_indexes": (), "complete": False, "failed_condition": None, "suspended": False, "suspended_by_operator": False}
-    return ObservedJob(name=job_name("demo", RUN, stage, family, 0), run=RUN, stage=stage, family=family, attempt=0, **(base | kw))
+    return observed_job(stage, family, run=RUN, **kw)
 
 
 def after(*finished: Stage) -> PipelineStatus:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from operator_builders import observed_job, pipeline_view, succeeded_stages
 from trainpipe.contract.names import ANNOTATION_PLAN_DIGEST, GPU_RESOURCE, KUEUE_QUEUE_LABEL, LABEL_STAGE, Stage
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.runs import run_id
@@ -46,17 +47,15 @@ RUN = run_id(SPEC)
 
 def view(s: PipelineSpec = SPEC, status: PipelineStatus | None = None, generation: int = 1, rerun: str | None = None,
          retry: str | None = None) -> PipelineView:
-    return PipelineView(namespace="ns", name="demo", uid="uid-1", generation=generation, spec=s, spec_error=None,
-                        status=status or PipelineStatus(), rerun_token=rerun, retry_token=retry)
+    return pipeline_view(s, status, generation=generation, rerun=rerun, retry=retry)
 
 
 def job(stage: Stage, family: str | None = None, *, attempt: int = 0, run: str = RUN, completions: int = 1, succeeded: int = 0,
         active: int = 0, complete: bool = False, failed: str | None = None, failed_indexes: tuple[int, ...] = (), suspended: bool = False,
         by_operator: bool = False) -> ObservedJob:
-    return ObservedJob(name=job_name("demo", run, stage, family, attempt), run=run, stage=stage, family=family, attempt=attempt,
-                       completions=completions, indexed=stage in (Stage.SELECT, Stage.CPU, Stage.GPU), succeeded=succeeded, active=active,
-                       failed_indexes=failed_indexes, complete=complete, failed_condition=failed, suspended=suspended,
-                       suspended_by_operator=by_operator)
+    return observed_job(stage, family, run=run, attempt=attempt, completions=completions, succeeded=succeeded, active=active,
+                        failed_indexes=failed_indexes, complete=complete, failed_condition=failed, suspended=suspended,
+                        suspended_by_operator=by_operator)
 
 
 def done(stage: Stage, family: str | None = None, n: int = 1, **kw: Any) -> ObservedJob:
@@ -71,7 +70,7 @@ def pod(of: ObservedJob, phase: str = "Succeeded", message: str = "", index: int
 
 def status_after(*finished: Stage, selected: int | None = 3, plan: bool = True, **extra: Any) -> PipelineStatus:
     """A status in which `finished` stages succeeded, as the operator would have written it."""
-    stages = {s.value: StageStatus(succeeded=1, outcome="Succeeded", started_at="2026-12-01T11:00:00Z", finished_at="2026-12-01T11:01:00Z") for s in finished}
+    stages = succeeded_stages(*finished)
     ref = PlanRef(digest=DIGEST, path=f"/artifacts/demo/{RUN}/globals/training_plan/master_training_plan.json", units=UNITS) if plan else None
     return PipelineStatus(run_id=RUN, run_generation=1, started_at="2026-12-01T11:00:00Z", selected_targets=selected, plan=ref,
                           output_path=f"/artifacts/demo/{RUN}", stages=stages, **extra)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from operator_builders import observed_job, pipeline_view, succeeded_stages
 from trainpipe.contract.names import Stage
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.runs import run_id
@@ -40,9 +41,8 @@ PLAN_REPORT = '{"stage":"plan","planDigest":"' + "d" * 64 + '","units":{"lightgb
 
 def job(stage: Stage, family: str | None = None, *, run: str = RUN, completions: int = 1, succeeded: int = 0, active: int = 0, ready: int = 0,
         complete: bool = False, failed: str | None = None) -> ObservedJob:
-    return ObservedJob(name=job_name("demo", run, stage, family, 0), run=run, stage=stage, family=family, attempt=0, completions=completions,
-                       indexed=stage in (Stage.SELECT, Stage.CPU, Stage.GPU), succeeded=succeeded, active=active, ready=ready, complete=complete,
-                       failed_condition=failed)
+    return observed_job(stage, family, run=run, completions=completions, succeeded=succeeded, active=active, ready=ready, complete=complete,
+                        failed_condition=failed)
 
 
 def pods_of(j: ObservedJob, n: int, phase: str, message: str = "", unschedulable: str | None = None) -> tuple[ObservedPod, ...]:
@@ -52,14 +52,13 @@ def pods_of(j: ObservedJob, n: int, phase: str, message: str = "", unschedulable
 
 
 def status_after(*finished: Stage, selected: int | None = 3, plan: PlanRef | None = PLAN) -> PipelineStatus:
-    stages = {s.value: StageStatus(succeeded=1, outcome="Succeeded", started_at="2026-12-01T11:00:00Z", finished_at="2026-12-01T11:01:00Z")
-              for s in finished}
+    stages = succeeded_stages(*finished)
     return PipelineStatus(run_id=RUN, run_generation=1, started_at="2026-12-01T11:00:00Z", selected_targets=selected, plan=plan,
                           output_path=f"/artifacts/demo/{RUN}", stages=stages)
 
 
 def view(status: PipelineStatus) -> PipelineView:
-    return PipelineView(namespace="ns", name="demo", uid="uid-1", generation=1, spec=SPEC, spec_error=None, status=status)
+    return pipeline_view(SPEC, status)
 
 
 RANK_DONE = job(Stage.RANK, complete=True, succeeded=1)

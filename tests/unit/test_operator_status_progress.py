@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
+from operator_builders import observed_job, pipeline_view, succeeded_stages
 from trainpipe.contract.names import Stage
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.runs import run_id
-from trainpipe.contract.status import PipelineStatus, PlanRef, StageStatus
+from trainpipe.contract.status import PipelineStatus, PlanRef
 from trainpipe_operator.act import act, progress_only
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.decide import Decision, decide
 from trainpipe_operator.metrics import Metrics
-from trainpipe_operator.naming import job_name
 from trainpipe_operator.observed import Observed, ObservedJob, ObservedPod, PipelineView
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
@@ -27,19 +27,17 @@ CONFIG = OperatorConfig(cpu_image="jobs-cpu:1", gpu_image="jobs-gpu:1")
 SPEC = PipelineSpec.model_validate({"data": {"dir": "example", "volume": {"claimName": "bars"}}, "training": {"families": ["lightgbm", "mlp"]}})
 RUN = run_id(SPEC)
 PLAN = PlanRef(digest="d" * 64, path=f"/artifacts/demo/{RUN}/globals/training_plan/master_training_plan.json", units={"lightgbm": 4, "mlp": 4})
-EARLY = {s.value: StageStatus(succeeded=1, outcome="Succeeded", started_at="2026-12-01T11:00:00Z", finished_at="2026-12-01T11:01:00Z")
-         for s in (Stage.RANK, Stage.SELECT, Stage.PLAN)}
+EARLY = succeeded_stages(Stage.RANK, Stage.SELECT, Stage.PLAN)
 BEFORE = PipelineStatus(run_id=RUN, run_generation=1, started_at="2026-12-01T11:00:00Z", selected_targets=3, plan=PLAN,
                         output_path=f"/artifacts/demo/{RUN}", stages=EARLY)
 
 
 def cpu(**kw: Any) -> ObservedJob:
-    return ObservedJob(name=job_name("demo", RUN, Stage.CPU, "lightgbm", 0), run=RUN, stage=Stage.CPU, family="lightgbm", attempt=0,
-                       completions=4, indexed=True, **kw)
+    return observed_job(Stage.CPU, "lightgbm", run=RUN, completions=4, **kw)
 
 
 def view(status: PipelineStatus) -> PipelineView:
-    return PipelineView(namespace="ns", name="demo", uid="uid-1", generation=1, spec=SPEC, spec_error=None, status=status)
+    return pipeline_view(SPEC, status)
 
 
 def settle(jobs: tuple[ObservedJob, ...], pods: tuple[ObservedPod, ...] = (), start: PipelineStatus = BEFORE) -> PipelineStatus:
