@@ -10,11 +10,11 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from trainpipe.contract.names import API_GROUP, API_VERSION, KIND, LABEL_STAGE, MANAGER
 from trainpipe.contract.status import Reason
+from trainpipe.contract.timestamps import stamp
 from trainpipe_operator.cache import ChildCache
 from trainpipe_operator.decide import Decision
 from trainpipe_operator.kubeapi import ApiError, Kube, path, pipelines_path
@@ -154,12 +154,12 @@ def write_status(kube: Kube, obj: dict[str, Any], resource_path: str, status: di
 
 def post_event(kube: Kube, view: PipelineView, kind: str, reason: str, message: str) -> None:
     """A core/v1 Event on the pipeline; losing one is never worth failing a reconcile for."""
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = stamp()
     body = {
         "apiVersion": "v1", "kind": "Event",
         "metadata": {"generateName": f"{view.name}.", "namespace": view.namespace},
         "involvedObject": {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "name": view.name, "namespace": view.namespace, "uid": view.uid},
-        "type": kind, "reason": reason, "message": message, "count": 1, "firstTimestamp": stamp, "lastTimestamp": stamp,
+        "type": kind, "reason": reason, "message": message, "count": 1, "firstTimestamp": now, "lastTimestamp": now,
         "source": {"component": MANAGER}, "reportingComponent": MANAGER, "reportingInstance": INSTANCE[:128],
     }
     try:

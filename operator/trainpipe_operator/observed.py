@@ -30,6 +30,7 @@ from trainpipe.contract.names import (
 from trainpipe.contract.pipeline import PipelineSpec, format_validation_error
 from trainpipe.contract.stages import STAGES
 from trainpipe.contract.status import PipelineStatus
+from trainpipe.contract.timestamps import parse_stamp
 from trainpipe_operator.schedule import CurrentRun, current_run
 
 JOB_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
@@ -212,13 +213,6 @@ class PodRead(Enum):
 # would ask a busy API server.
 POD_RECHECK_SECONDS = 10.0
 POD_RECHECK_MAX_SECONDS = 60.0
-STAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # the status' timestamps (UTC, whole seconds)
-
-
-def parse_iso(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.strptime(text, STAMP_FORMAT)
 
 
 def pod_read(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus) -> PodRead:
@@ -295,8 +289,8 @@ def pod_wait_left(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus,
         if not _starting(job, run):
             continue
         stage = status.stages.get(job.stage.value) if status.run_id == run else None
-        started = parse_iso(stage.started_at if stage else None)
-        age = (now.replace(tzinfo=None) - started).total_seconds() if started is not None else POD_RECHECK_SECONDS
+        started = parse_stamp(stage.started_at if stage else None)
+        age = (now - started).total_seconds() if started is not None else POD_RECHECK_SECONDS
         left, waited = min(left, max(0.0, POD_RECHECK_SECONDS - age)), max(waited, age)
     if left == float("inf"):
         return 0.0, POD_RECHECK_SECONDS

@@ -17,16 +17,14 @@ from trainpipe.contract.cluster import ScheduleSpec
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.runs import run_id
 from trainpipe.contract.status import ScheduleStatus
-
-_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+from trainpipe.contract.timestamps import parse_stamp, stamp
 
 
 def _utc(text: str) -> datetime:
-    return datetime.strptime(text, _FORMAT).replace(tzinfo=UTC)
-
-
-def _text(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime(_FORMAT)
+    moment = parse_stamp(text)
+    if moment is None:
+        raise ValueError("an empty timestamp in the schedule status")
+    return moment
 
 
 def last_fire(schedule: ScheduleSpec, now: datetime) -> datetime:
@@ -46,12 +44,12 @@ def schedule_state(spec: ScheduleSpec | None, previous: ScheduleStatus | None, n
     if spec is None:
         return slot, previous.model_copy(update={"next_run_at": None}) if previous else None
     same = previous is not None and (previous.cron, previous.time_zone) == (spec.cron, spec.time_zone)
-    since = previous.since if same and previous is not None else _text(now)
+    since = previous.since if same and previous is not None else stamp(now)
     fired = last_fire(spec, now)
     floor = max(_utc(since), _utc(slot)) if slot else _utc(since)
     if fired > floor:
-        slot = _text(fired)
-    return slot, ScheduleStatus(cron=spec.cron, time_zone=spec.time_zone, since=since, slot=slot, next_run_at=_text(next_fire(spec, now)))
+        slot = stamp(fired)
+    return slot, ScheduleStatus(cron=spec.cron, time_zone=spec.time_zone, since=since, slot=slot, next_run_at=stamp(next_fire(spec, now)))
 
 
 class CurrentRun(NamedTuple):

@@ -6,10 +6,10 @@ parallel pods never write the same record. Each is written atomically, after the
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 from trainpipe.contract.records import StageRecord
+from trainpipe.contract.timestamps import stamp
 from trainpipe.io import stage_files
 from trainpipe.io.layout import Layout
 
@@ -42,7 +42,7 @@ def is_fresh(layout: Layout, stage: str, key: str) -> bool:
 
 def write_record_at(path: Path, stage: str, key: str, outputs: list[str], summary: dict, *,
                     unit: str | None = None, reused_from: str | None = None) -> None:
-    finished_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    finished_at = stamp()
     stage_files.write_record(path, StageRecord(stage=stage, key=key, finished_at=finished_at, outputs=tuple(sorted(outputs)),
                                                summary=summary, unit=unit, reused_from=reused_from))
 

@@ -13,7 +13,6 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from functools import cached_property, partial
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from trainpipe.contract.rankings import DataPins, FeatureLeak, RankingsFile, Tar
 from trainpipe.contract.selection import SelectionEntry, SelectionStability, SelectionSummary, TargetSelection
 from trainpipe.contract.stages import COMPUTE_STAGES, REUSABLE_STAGES, TRAINING_STAGES
 from trainpipe.contract.targets import HorizonError, horizon_bars
+from trainpipe.contract.timestamps import stamp
 from trainpipe.cv import development_mask, holdout_cut, pinned_mask
 from trainpipe.data.errors import DataError
 from trainpipe.io import stage_files
@@ -118,7 +118,7 @@ class RunContext:
 
     def plan_metadata(self) -> dict:
         return {
-            "generated_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "generated_at": stamp(),
             "run_id": self.run_id or "run-" + self.keys[Stage.PLAN][:16],
             "code_version": code_version(),
             "config_digest": digest_json(self.spec.to_wire())[:16],

@@ -5,8 +5,9 @@ from __future__ import annotations
 from trainpipe.contract.kubelet import KILLED_BY_KUBELET
 from trainpipe.contract.names import STAGE_ORDER, Stage
 from trainpipe.contract.status import Reason, StageStatus
+from trainpipe.contract.timestamps import parse_stamp
 from trainpipe_operator import manifests
-from trainpipe_operator.observed import ObservedJob, ObservedPod, parse_iso
+from trainpipe_operator.observed import ObservedJob, ObservedPod
 from trainpipe_operator.policies.passes import FAILED, SUCCEEDED, Pass
 
 
@@ -21,10 +22,10 @@ def failed_stage(p: Pass) -> bool:
 
 def deadline_passed(p: Pass) -> bool:
     deadline = p.spec.active_deadline_seconds
-    started = parse_iso(p.status.started_at)
+    started = parse_stamp(p.status.started_at)
     if deadline is None or started is None:
         return False
-    left = (started - p.now.replace(tzinfo=None)).total_seconds() + deadline
+    left = (started - p.now).total_seconds() + deadline
     if left > 0:
         p.requeue.append(left)
         return False

@@ -8,9 +8,10 @@ from typing import Any
 
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.status import PipelineStatus, Reason, StageStatus
+from trainpipe.contract.timestamps import stamp
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.manifests import Owner
-from trainpipe_operator.observed import STAMP_FORMAT, Observed, ObservedJob, PipelineView
+from trainpipe_operator.observed import Observed, ObservedJob, PipelineView
 
 SUCCEEDED, FAILED = "Succeeded", "Failed"
 
@@ -41,7 +42,7 @@ class Decision:
 
 
 def iso(moment: datetime) -> str:
-    return moment.strftime(STAMP_FORMAT)
+    return stamp(moment)
 
 
 @dataclass

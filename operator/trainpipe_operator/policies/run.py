@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from trainpipe.contract.names import STAGE_ORDER, Stage
 from trainpipe.contract.status import ConditionType, PipelineStatus, Reason, RunRecord, StageStatus
+from trainpipe.contract.timestamps import parse_stamp
 from trainpipe_operator import manifests
-from trainpipe_operator.observed import ObservedPlan, parse_iso
+from trainpipe_operator.observed import ObservedPlan
 from trainpipe_operator.policies.passes import FAILED, SUCCEEDED, Pass
 from trainpipe_operator.policies.status import success_message
 
@@ -80,10 +81,10 @@ def run_finished(p: Pass) -> bool:
 def apply_ttl(p: Pass) -> None:
     p.stop("done", Reason.SUCCEEDED, success_message(p))
     ttl = p.spec.ttl_seconds_after_finished
-    finished = parse_iso(p.status.finished_at)
+    finished = parse_stamp(p.status.finished_at)
     if ttl is None or finished is None:
         return
-    left = (finished - p.now.replace(tzinfo=None)).total_seconds() + ttl
+    left = (finished - p.now).total_seconds() + ttl
     if left > 0:
         p.requeue.append(left)
         return

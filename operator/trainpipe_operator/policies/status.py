@@ -8,14 +8,15 @@ from trainpipe.contract.families import FAMILY_STAGE
 from trainpipe.contract.names import STAGE_ORDER, Stage
 from trainpipe.contract.stages import STAGES, FanOut
 from trainpipe.contract.status import ConditionType, PipelineStatus, Reason, StageStatus
+from trainpipe.contract.timestamps import parse_stamp
 from trainpipe_operator import manifests
 from trainpipe_operator.conditions import set_condition
-from trainpipe_operator.observed import PipelineView, parse_iso
+from trainpipe_operator.observed import PipelineView
 from trainpipe_operator.policies.passes import MAX_MESSAGE, SUCCEEDED, Decision, EventIntent, Pass, iso
 
 
 def seconds_between(start: str | None, end: str) -> float:
-    a, b = parse_iso(start), parse_iso(end)
+    a, b = parse_stamp(start), parse_stamp(end)
     return (b - a).total_seconds() if a and b else 0.0
 
 
