@@ -67,6 +67,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from trainpipe.contract.quantity import parse_quantity
 from trainpipe_localcluster.kube import CORE, STRATEGIC, ApiError, Kube
 
 PROVISIONER = "trainpipe.io/local-dir"
@@ -109,30 +110,9 @@ def rewrite_paths(text: str, mapping: list[tuple[str, str]]) -> str:
     return re.sub(pattern, lambda m: hosts[m.group(1)], text)
 
 
-# A Kubernetes quantity: signed decimal number, then a binary (Ki..Ei) or decimal (n..E) suffix or an
-# exponent. The exponent comes first in the alternation so that "1E3" is 1000 and "1E" is one exa.
-_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
-_SUFFIXES: dict[str, Fraction] = {
-    "": Fraction(1), "n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000),
-    "k": Fraction(10**3), "M": Fraction(10**6), "G": Fraction(10**9), "T": Fraction(10**12),
-    "P": Fraction(10**15), "E": Fraction(10**18),
-    **{f"{p}i": Fraction(2 ** (10 * n)) for n, p in enumerate("KMGTPE", start=1)},
-}
 # The limits a kubelet replaces by the node's allocatable when a container sets none
 # (defaultPodLimitsForDownwardAPI), so a process never reads "0 cpus".
 NODE_DEFAULTED_LIMITS = ("cpu", "memory", "ephemeral-storage")
-
-
-def parse_quantity(value: str | int | float) -> Fraction:
-    """A resource quantity as Kubernetes writes it ("500m", "4Gi", "1e3", "2", 2) as an exact number."""
-    text = str(value).strip()
-    m = _QUANTITY.match(text)
-    if not m:
-        raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 2, 500m, 1.5Gi, 1e3)")
-    number, suffix = Fraction(m.group(1)), m.group(2) or ""
-    if suffix not in _SUFFIXES:  # an exponent
-        return number * Fraction(10) ** int(suffix[1:])
-    return number * _SUFFIXES[suffix]
 
 
 def resource_field_value(resource: str, resources: dict[str, Any], allocatable: dict[str, Any],

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
+from trainpipe.contract.quantity import parse_quantity
 from trainpipe_localcluster import (
     BATCH,
     CORE,
@@ -18,7 +18,7 @@ from trainpipe_localcluster import (
     pods_of_job,
     wait_for,
 )
-from trainpipe_localcluster.executor import parse_quantity, resource_field_value
+from trainpipe_localcluster.executor import resource_field_value
 
 
 def _pod(name: str, command: list[str], **spec: object) -> dict:
@@ -108,22 +108,6 @@ def test_container_without_command_fails_with_what_to_do(cluster: Cluster, kube:
              describe=lambda: cluster.dump(namespace))
     status = kube.get(f"{CORE}/namespaces/{namespace}/pods/no-command")["status"]["containerStatuses"][0]
     assert "set `command`" in status["state"]["terminated"]["message"]
-
-
-@pytest.mark.parametrize("text,value", [
-    ("2", 2), (2, 2), ("500m", Fraction(1, 2)), (".5", Fraction(1, 2)), ("+1.5", Fraction(3, 2)),
-    ("100n", Fraction(1, 10**7)), ("250u", Fraction(1, 4000)), ("1k", 1000), ("4Gi", 4 * 2**30),
-    ("1.5Mi", 3 * 2**19), ("2G", 2 * 10**9), ("1E", 10**18), ("1Ei", 2**60),
-    ("1e3", 1000), ("1E3", 1000), ("5e-1", Fraction(1, 2)),
-])
-def test_quantities_parse_exactly(text, value) -> None:
-    assert parse_quantity(text) == value
-
-
-@pytest.mark.parametrize("text", ["", "Gi", "1.2.3", "1 Gi", "1gi", "1e", "1Ki2", "-"])
-def test_malformed_quantities_are_refused(text) -> None:
-    with pytest.raises(ValueError, match="not a Kubernetes quantity"):
-        parse_quantity(text)
 
 
 NODE = {"cpu": "8", "memory": "32Gi", "ephemeral-storage": "200Gi"}

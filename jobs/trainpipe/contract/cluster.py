@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from trainpipe.contract.base import Contract
+from trainpipe.contract.quantity import SPEC_PATTERN, spec_quantity
 
 # A resource quantity as Kubernetes writes it: 2, "500m", "4Gi".
-Quantity = Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": r"^[+]?[0-9.]+([eE][-+]?[0-9]+|[numkKMGTPE]i?)?$"})]
+Quantity = Annotated[int | str, AfterValidator(spec_quantity), Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": SPEC_PATTERN})]
 DnsSubdomain = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
 AbsolutePath = Annotated[str, Field(min_length=1, pattern=r"^/")]
 LabelMap = dict[str, Annotated[str, Field(max_length=63)]]
