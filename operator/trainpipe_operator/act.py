@@ -71,8 +71,8 @@ def act(kube: Kube, obj: dict[str, Any], view: PipelineView, decision: Decision,
     """Apply `decision`; every answer the API gives to a write goes into `cache`, so the next pass starts from it.
 
     With `hold_progress`, a status that only moves running counts (`progress_only`) is not written:
-    holding them took the status writes of a run from 22 to 11-13 at 50 pipelines at once, and a
-    count a few seconds old is still true enough. Returns whether the status was held back, so the
+    holding them halves a run's status writes when many pipelines run at once (BENCHMARKS.md, "Design
+    measurements"), and a count a few seconds old is still true enough. Returns whether the status was held back, so the
     caller looks again when the hold ends. Events go through `post` (default: posted here, in order).
     """
     ns, key = view.namespace, (view.namespace, view.name)

@@ -35,9 +35,9 @@ def connection_info(config: Any) -> kopf.ConnectionInfo:
 
 class NoDiffBase(kopf.DiffBaseStorage):
     """No diff-base: kopf deep-copies every object of every watch event into one, to diff for
-    on.create/on.update handlers. This operator has only on.event handlers, so no diff is ever read;
-    at thousands of pods those copies were about a third of the event loop's time, taken from the
-    passes that share its process and from the cluster that shares its cores."""
+    on.create/on.update handlers. This operator has only on.event handlers, so no diff is ever read,
+    and at thousands of pods those copies take much of the event loop's time (BENCHMARKS.md, "Design
+    measurements") from the passes that share its process and from the cluster that shares its cores."""
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
         return None

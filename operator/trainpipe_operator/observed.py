@@ -282,8 +282,8 @@ def pod_wait_left(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus,
     Counted from the start of the stage of each Job whose pods are not all running (a stage with no
     recorded start is asked about at once). The longer a stage waits, the less often it is asked
     again (half its wait, at most POD_RECHECK_MAX_SECONDS): a reason minutes old seldom changes by
-    the second, and on a cluster where hundreds of stages wait at once those LISTs were a third of
-    the operator's requests."""
+    the second, and on a cluster where hundreds of stages wait at once those LISTs would be a large
+    share of the operator's requests (BENCHMARKS.md, "Design measurements")."""
     left, waited = float("inf"), 0.0
     for job in jobs:
         if not _starting(job, run):

@@ -69,7 +69,7 @@ def progress_hold(running: int, floor: float, rate: float) -> float:
     `running` pipelines at that pace would write more than `rate` such updates a second in all.
 
     A status write is the API server's dearest request from this operator (its schema, fields and
-    watchers); at 200 running pipelines a 10 s floor made half of all writes count updates. A
+    watchers); with hundreds running, a fixed floor leaves count updates a large share of all writes. A
     stage starting, ending or failing is never held, so this only makes counts older, not hand-offs.
     """
     return max(floor, running / rate) if rate > 0 else floor

@@ -11,8 +11,8 @@ from trainpipe.contract.names import SYMBOL_COLUMN, TIMESTAMP_COLUMN
 def frame_ts(frame: pd.DataFrame) -> np.ndarray:
     """The timestamp column as datetime64[ns] (UTC instants for zoned columns).
 
-    `Series.to_numpy()` of a zoned column is an object array of Timestamps, about 140 bytes per row:
-    on a 160,000-row panel that alone was 22 MiB, more than the features' matrix.
+    `Series.to_numpy()` of a zoned column is an object array of Timestamps, about 140 bytes per row,
+    which on a panel of many rows outweighs the features' matrix.
     """
     values = frame[TIMESTAMP_COLUMN]
     if isinstance(values.dtype, pd.DatetimeTZDtype):
