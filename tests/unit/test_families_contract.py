@@ -17,12 +17,12 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
+from trainpipe_bench.synthetic import synthetic_frame
 
 from trainpipe.families.base import FamilyParamError, UnsupportedTaskError
 from trainpipe.families.catalogue import ALL_FAMILIES, CATALOGUE, FAMILIES
 from trainpipe.families.preprocessing import MissingFeatureError
 from trainpipe.families.registry import load_model, make_trainer
-from trainpipe.training.synthetic import synthetic_frame
 
 FEATURES = ["f3", "f0", "f1", "f2"]  # deliberately not frame order; f4, f5 are extra columns the models must ignore
 _NN = {"epochs": 2, "batch_size": 64, "patience": 1}
@@ -168,7 +168,7 @@ def test_cpu_families_never_import_tensorflow_or_torch(tmp_path) -> None:
         import sys
         import trainpipe.families.registry as registry
         from trainpipe.families.catalogue import CPU_FAMILIES
-        from trainpipe.training.synthetic import synthetic_frame
+        from trainpipe_bench.synthetic import synthetic_frame
         frame = synthetic_frame(n_ts=60, n_features=4, seed=1)
         tiny = {TINY!r}
         for family in CPU_FAMILIES:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from trainpipe_bench.stage_bench import panel_bytes
 
-from trainpipe.bench import panel_bytes
 from trainpipe.data.frames import frame_ts
 from trainpipe.memory import configure, release
 from trainpipe.stages.binned import binned_dataset, subset

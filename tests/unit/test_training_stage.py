@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from trainpipe_bench.family_bench import benchmark_plan
+from trainpipe_bench.synthetic import SYNTHETIC_LOADER, load_synthetic_panel, synthetic_frame, write_synthetic_data
 
 from trainpipe.contract.names import Route, TaskType, TrainingType
 from trainpipe.families.base import FamilyParamError
@@ -10,10 +12,8 @@ from trainpipe.families.registry import load_model
 from trainpipe.io.layout import Layout
 from trainpipe.io.requests import read_worker_request
 from trainpipe.io.training_files import read_stage_result
-from trainpipe.training.bench import benchmark_plan
 from trainpipe.training.metrics_file import read_all_metrics
 from trainpipe.training.stage import StageGateError, run_training, run_training_stage
-from trainpipe.training.synthetic import SYNTHETIC_LOADER, load_synthetic_panel, synthetic_frame, write_synthetic_data
 
 FEATURES = ["f0", "f1", "f2", "f3"]
 PARAMS = {"lightgbm": {"n_estimators": 20}, "tab_lstm": {"epochs": 1, "d_token": 4, "hidden": 4, "batch_size": 64}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from trainpipe_bench.family_bench import benchmark_plan
 
 from trainpipe.contract.names import TaskType
 from trainpipe.contract.targets import positive_label
@@ -12,7 +13,6 @@ from trainpipe.families.catalogue import ALL_FAMILIES, CPU_FAMILIES, GPU_FAMILIE
 from trainpipe.families.early_stopping import early_stopping_split
 from trainpipe.families.windows import window_index
 from trainpipe.training.backtest import bars_per_year, long_short_backtest
-from trainpipe.training.bench import benchmark_plan
 from trainpipe.training.metrics import auc, evaluate
 from trainpipe.training.units import UnitAddressError, UnitNotFoundError, gate_problems, plan_units, thread_env, unit_at
 

@@ -50,7 +50,7 @@ class SyntheticPanel:
 
 
 PANEL_FILE = "panel.parquet"
-SYNTHETIC_LOADER = "trainpipe.training.synthetic:load_synthetic_panel"
+SYNTHETIC_LOADER = "trainpipe_bench.synthetic:load_synthetic_panel"
 
 
 def write_synthetic_data(data_dir: Path, frame: pd.DataFrame) -> Path:

@@ -1,6 +1,6 @@
 """`make bench`: wall time and peak memory per stage on the example data, the FoxML-scale comparison, per-family training.
 
-Each measured stage runs in a fresh subprocess (`python -m trainpipe.bench stage …`) so its peak RSS is its
+Each measured stage runs in a fresh subprocess (`python -m trainpipe_bench stage …`) so its peak RSS is its
 own. Memory is also measured on each symbol's latest 10% of rows: the difference of the two peaks is what
 the data costs, compared with the size of the loaded dataset (see MEMORY_HELP). Medians over repeats, side
 by side in one run.
@@ -121,7 +121,7 @@ def stage_main(args: argparse.Namespace) -> int:
 
 
 def run_stage_process(stage: Stage, spec: dict, out: Path, threads: int) -> dict:
-    cmd = [sys.executable, "-m", "trainpipe.bench", "stage", "--stage", stage.value, "--spec", json.dumps(spec), "--output-dir", str(out), "--threads", str(threads)]
+    cmd = [sys.executable, "-m", "trainpipe_bench", "stage", "--stage", stage.value, "--spec", json.dumps(spec), "--output-dir", str(out), "--threads", str(threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark of stage {stage} failed:\n{proc.stderr[-4000:]}")
@@ -207,7 +207,7 @@ def _median(rows: list[dict], key: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainpipe.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m trainpipe_bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd")
     st = sub.add_parser("stage", help="(internal) one measured stage")
     st.add_argument("--stage", required=True, choices=[s.value for s in COMPUTE_STAGES])
@@ -230,7 +230,7 @@ def bench(args: argparse.Namespace) -> int:
     from trainpipe.io.layout import Layout
     from trainpipe.io.stage_files import read_rankings
 
-    command = "make bench  (= python -m trainpipe.bench --data-dir " + str(args.data_dir) + f" --repeats {args.repeats})"
+    command = "make bench  (= python -m trainpipe_bench --data-dir " + str(args.data_dir) + f" --repeats {args.repeats})"
     scratch = Path(tempfile.mkdtemp(prefix="trainpipe-bench-"))
     lines: list[str] = []
     try:
@@ -387,7 +387,7 @@ def _memory_cells(full: list[dict], small: list[dict]) -> str:
 
 
 def _families(data_dir: Path) -> list[dict]:
-    from trainpipe.training.bench import measure_families
+    from trainpipe_bench.family_bench import measure_families
 
     return measure_families(data_dir)
 

@@ -1,0 +1,3 @@
+from trainpipe_bench.stage_bench import main
+
+raise SystemExit(main())
