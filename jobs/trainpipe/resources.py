@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 
+from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.names import CPUS_ENV
 
 
-class CpuSettingError(ValueError):
+class CpuSettingError(ValueError, CommandFailure):
     """TRAINPIPE_CPUS is set to something that is not a whole number."""
+
+    exit_code = ExitCode.INVALID_SPEC
 
 
 def cpus_from(env_value: str | None, cpu_count: int | None, affinity: int | None) -> int:

@@ -7,59 +7,21 @@ is a bug: it keeps its traceback and exits 1.
 
 from __future__ import annotations
 
-from trainpipe.contract.exitcodes import ExitCode
+from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 
 
-class UsageError(ValueError):
+class UsageError(ValueError, CommandFailure):
     """Command-line arguments argparse refused (unknown flag, bad value); the message is argparse's."""
 
-
-def exit_table() -> tuple[tuple[type[BaseException], ExitCode], ...]:
-    """(error type, exit code) in the order they are matched; imported here so `--help` stays fast."""
-    from trainpipe.cli.options import OptionsError
-    from trainpipe.contract.pipeline import ManifestError
-    from trainpipe.data.errors import DataError
-    from trainpipe.families.catalogue import UnknownFamilyError
-    from trainpipe.io.plan_files import PlanFileError
-    from trainpipe.io.stage_files import StageFileError
-    from trainpipe.resources import CpuSettingError
-    from trainpipe.runner.plan_identity import StalePlanError
-    from trainpipe.runner.steps import SpecDataMismatchError, StageFailedError, StageInputError
-    from trainpipe.runner.units import UnitFailedError
-    from trainpipe.stages.planning import EmptyPlanError
-    from trainpipe.training.stage import StageGateError
-    from trainpipe.training.units import UnitAddressError, UnitNotFoundError
-
-    return (
-        (UsageError, ExitCode.INVALID_SPEC),
-        (OptionsError, ExitCode.INVALID_SPEC),
-        (ManifestError, ExitCode.INVALID_SPEC),
-        (UnknownFamilyError, ExitCode.INVALID_SPEC),
-        (UnitAddressError, ExitCode.INVALID_SPEC),
-        (CpuSettingError, ExitCode.INVALID_SPEC),
-        (SpecDataMismatchError, ExitCode.INVALID_SPEC),
-        (DataError, ExitCode.BAD_DATA),
-        (StageInputError, ExitCode.MISSING_INPUT),
-        (PlanFileError, ExitCode.MISSING_INPUT),
-        (StageFileError, ExitCode.MISSING_INPUT),
-        (UnitNotFoundError, ExitCode.MISSING_INPUT),
-        (StageGateError, ExitCode.GATE_CLOSED),
-        (StalePlanError, ExitCode.STALE_PLAN),
-        (EmptyPlanError, ExitCode.EMPTY_PLAN),
-        (StageFailedError, ExitCode.UNIT_FAILED),
-        (UnitFailedError, ExitCode.UNIT_FAILED),
-    )
+    exit_code = ExitCode.INVALID_SPEC
 
 
 def exit_code_for(exc: BaseException) -> ExitCode | None:
-    """The exit code of a known failure, or None for an unexpected one (a bug)."""
-    for kind, code in exit_table():
-        if isinstance(exc, kind):
-            return code
-    return None
+    """The exit code of a known failure (each carries its own, `CommandFailure.exit_code`), or None for an unexpected one (a bug)."""
+    return exc.exit_code if isinstance(exc, CommandFailure) else None
 
 
-# For `trainpipe --help`: one line per code, the same facts as the table above.
+# For `trainpipe --help`: one line per code, the meaning each failure's exit_code stands for.
 EPILOG_TABLE = """\
 exit codes (what the operator's podFailurePolicy reads; 2-7 are permanent, 1 and 143 are retried):
   0  OK             the stage or unit is done (or was already done, or was copied from another run)

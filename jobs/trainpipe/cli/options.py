@@ -10,11 +10,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.pipeline import PipelineSpec, format_validation_error, load_manifest
 
 
-class OptionsError(ValueError):
+class OptionsError(ValueError, CommandFailure):
     """Flags that do not make a valid pipeline spec; the message names the flag or field."""
+
+    exit_code = ExitCode.INVALID_SPEC
 
 
 def add_pipeline_options(parser: argparse.ArgumentParser) -> None:

@@ -8,6 +8,7 @@ kernel's kills (OOM kill 137) are retried.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import ClassVar
 
 
 class ExitCode(IntEnum):
@@ -28,3 +29,10 @@ class ExitCode(IntEnum):
 
 # Exit codes a Job's podFailurePolicy turns into "fail now" (FailJob / FailIndex) instead of a retry.
 PERMANENT_EXIT_CODES: tuple[int, ...] = tuple(int(c) for c in ExitCode if c is not ExitCode.OK and not c.retriable)
+
+
+class CommandFailure(Exception):
+    """Mixed into every failure a stage command knows, with the code it exits with (what the operator's
+    podFailurePolicy reads). Any other exception is a bug: it keeps its traceback and exits 1."""
+
+    exit_code: ClassVar[ExitCode]

@@ -10,6 +10,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from trainpipe.contract.base import Contract
 from trainpipe.contract.cluster import ArtifactsSpec, ImagesSpec, ScheduleSpec, StagesSpec, VolumeSpec
+from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.status import PipelineStatus
 
 SelectionMethod = Literal["lightgbm_gain", "xgboost_gain", "catboost", "permutation", "mutual_info"]
@@ -174,8 +175,10 @@ class TrainingPipeline(Contract):
     status: PipelineStatus | None = None
 
 
-class ManifestError(ValueError):
+class ManifestError(ValueError, CommandFailure):
     """A pipeline file that cannot be used; the message names the file and the field."""
+
+    exit_code = ExitCode.INVALID_SPEC
 
 
 def load_manifest(path: Path) -> TrainingPipeline:

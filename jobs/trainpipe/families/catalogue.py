@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.families import FAMILY_NAMES, FAMILY_STAGE, FAMILY_TASKS
 from trainpipe.contract.names import Stage, TaskType
 from trainpipe.contract.stages import TRAINING_STAGES
@@ -149,8 +150,10 @@ _ALIASES: Mapping[str, str] = MappingProxyType(
 )
 
 
-class UnknownFamilyError(ValueError):
+class UnknownFamilyError(ValueError, CommandFailure):
     """A family name that is not in the catalogue; the message lists the valid names."""
+
+    exit_code = ExitCode.INVALID_SPEC
 
 
 def normalise_family(name: str) -> str:

@@ -27,6 +27,7 @@ from typing import TypeVar
 import pandas as pd
 
 from trainpipe.contract.base import Contract
+from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.plan import RoutingPlan, TrainingJob, TrainingPlan
 from trainpipe.io import atomic
 from trainpipe.io.layout import Layout
@@ -37,8 +38,10 @@ VIEW_DIRS: tuple[str, ...] = ("by_target", "by_symbol", "by_type", "by_route")
 _Model = TypeVar("_Model", bound=Contract)
 
 
-class PlanFileError(ValueError):
+class PlanFileError(ValueError, CommandFailure):
     """A plan file that is missing or does not match the schema; the message names the file."""
+
+    exit_code = ExitCode.MISSING_INPUT
 
 
 # ---------------------------------------------------------------------------------------------- write

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from trainpipe.contract.base import Contract
+from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.rankings import DataPins, RankingsFile
 from trainpipe.contract.records import StageRecord
 from trainpipe.contract.selection import SelectionSummary, TargetSelection
@@ -29,8 +30,10 @@ RERUN_RANK = "run `trainpipe rank`"
 RERUN_SELECT = "run `trainpipe select` (or `trainpipe select --target T` for one target)"
 
 
-class StageFileError(ValueError):
+class StageFileError(ValueError, CommandFailure):
     """A rank or select artefact that is missing, not JSON, or not its schema; the message names the file and what to run."""
+
+    exit_code = ExitCode.MISSING_INPUT
 
 
 def _read(path: Path, model: type[_Model], what: str, rerun: str) -> _Model:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.plan import TrainingPlan, plan_digest
 
 
-class StalePlanError(RuntimeError):
+class StalePlanError(RuntimeError, CommandFailure):
     """The plan on the volume is not the one this call was created for (run id or digest differs)."""
+
+    exit_code = ExitCode.STALE_PLAN
 
 
 def stale_plan_reason(plan: TrainingPlan, run_id: str | None, expected_digest: str | None) -> str | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from trainpipe.contract.cut import HoldoutCut
+from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.names import Leakage, Stage, TargetStatus, TaskType
 from trainpipe.contract.pipeline import DEFAULT_FAMILIES, PipelineSpec, TrainingSpec
 from trainpipe.contract.plan import PlanMetadata, TrainingPlanMetadata
@@ -42,16 +43,22 @@ from trainpipe.runner.plan_identity import check_plan
 Progress = Callable[[str, str, int | None], None]  # (stage, item label or "", total when starting)
 
 
-class StageInputError(RuntimeError):
+class StageInputError(RuntimeError, CommandFailure):
     """A stage was asked to run before the stage it depends on produced its artefacts."""
 
+    exit_code = ExitCode.MISSING_INPUT
 
-class SpecDataMismatchError(ValueError):
+
+class SpecDataMismatchError(ValueError, CommandFailure):
     """The spec names columns the data does not have (or leaves none): fix the spec, no rerun of a stage helps."""
 
+    exit_code = ExitCode.INVALID_SPEC
 
-class StageFailedError(RuntimeError):
+
+class StageFailedError(RuntimeError, CommandFailure):
     """Some units of a stage failed; the others' results are kept and a rerun retries only the failed ones."""
+
+    exit_code = ExitCode.UNIT_FAILED
 
     def __init__(self, stage: Stage, summary: dict):
         self.stage, self.summary = stage, summary

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.names import Stage
 from trainpipe.contract.records import StageRecord
 from trainpipe.contract.selection import SelectionEntry
@@ -42,8 +43,10 @@ class UnitOutcome:
     summary: dict  # camelCase, what the termination log reports
 
 
-class UnitFailedError(RuntimeError):
+class UnitFailedError(RuntimeError, CommandFailure):
     """The unit's own work failed (a model raised, its worker died); a retry may succeed."""
+
+    exit_code = ExitCode.UNIT_FAILED
 
 
 def select_address(selected: Sequence[str], target: str | None, index: int | None) -> tuple[str, int]:

@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.names import Route, SideState, TaskType, TrainingType
 from trainpipe.contract.plan import (
     PlanMetadata,
@@ -55,8 +56,10 @@ _SYMBOL_ROUTE_PRIORITY: Mapping[Route, int] = {
 _UNSAFE_ID_CHARS = re.compile(r"[^a-z0-9_.-]")
 
 
-class EmptyPlanError(ValueError):
+class EmptyPlanError(ValueError, CommandFailure):
     """The plan has no job; `reasons` maps each target to why nothing of it was routed."""
+
+    exit_code = ExitCode.EMPTY_PLAN
 
     def __init__(self, reasons: Mapping[str, list[str]]):
         self.reasons = {target: list(lines) for target, lines in reasons.items()}

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.pipeline import PipelineSpec, RankingSpec, TrainingSpec
 from trainpipe.contract.plan import TrainingPlan, plan_digest
 from trainpipe.contract.requests import UnitRequest, WorkerRequest
@@ -62,8 +63,10 @@ ProgressFn = Callable[[dict[str, Any]], None]
 ReuseModel = Callable[[str, str, str], str | None]
 
 
-class StageGateError(RuntimeError):
+class StageGateError(RuntimeError, CommandFailure):
     """The GPU stage may not start: some CPU units of the plan are not done. `problems` lists them."""
+
+    exit_code = ExitCode.GATE_CLOSED
 
     def __init__(self, message: str, problems: list[str], cpu_result: StageResult | None = None) -> None:
         super().__init__(message)

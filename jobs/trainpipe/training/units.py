@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import trainpipe
+from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.names import Stage
 from trainpipe.contract.plan import TrainingJob, TrainingPlan
 from trainpipe.contract.targets import horizon_minutes
@@ -24,12 +25,16 @@ from trainpipe.io.layout import Layout
 ERROR_FILE_SUFFIX = ".error.txt"
 
 
-class UnitAddressError(ValueError):
+class UnitAddressError(ValueError, CommandFailure):
     """A unit address that names a family of the other training stage; the message names the right stage."""
 
+    exit_code = ExitCode.INVALID_SPEC
 
-class UnitNotFoundError(LookupError):
+
+class UnitNotFoundError(LookupError, CommandFailure):
     """A unit index (or target) that the artefacts on the volume do not have; the message says how many there are."""
+
+    exit_code = ExitCode.MISSING_INPUT
 
 
 def check_stage(stage: str) -> str:
