@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.families import FAMILY_NAMES, FAMILY_STAGE, FAMILY_TASKS
@@ -22,7 +22,7 @@ Backend = Literal["none", "tf", "torch"]
 ThreadKind = Literal["openmp", "blas", "python", "tf", "torch"]
 
 # The training stages' spellings, from the contract (the same strings as Stage.CPU / Stage.GPU).
-STAGES: tuple[StageName, ...] = tuple(stage.value for stage in TRAINING_STAGES)  # type: ignore[assignment]
+STAGES: tuple[StageName, ...] = tuple(cast(StageName, stage.value) for stage in TRAINING_STAGES)
 
 # Params every neural family shares; tests pass tiny values.
 _NN_COMMON: dict[str, Any] = {

@@ -6,6 +6,8 @@ Binning once and training every target and fold on a subset of the bins avoids r
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from trainpipe.contract.names import TaskType
@@ -34,7 +36,7 @@ BOOSTER_PARAMS = {
 
 def booster_params(task: TaskType, n_classes: int, seed: int, threads: int) -> dict:
     """BOOSTER_PARAMS with the objective of `task` (labels 0..n_classes-1 for classification)."""
-    p = dict(BOOSTER_PARAMS, seed=seed, num_threads=threads)
+    p: dict[str, Any] = dict(BOOSTER_PARAMS, seed=seed, num_threads=threads)
     if task is TaskType.REGRESSION:
         p["objective"] = "regression"
     elif n_classes <= 2:

@@ -249,7 +249,7 @@ def _rank_one(frame, x, base, symbols: _Symbols, target, label: _Label, params):
     for fold in purged_walk_forward(ts, params.folds, purge=bars + params.embargo_bars, min_train=max(20, bars)):
         train, test = idx[fold.train], idx[fold.test]
         y_train, y_test = y_all[train], y_all[test]
-        if task is not TaskType.REGRESSION and np.unique(y_train).size < len(classes):
+        if classes is not None and np.unique(y_train).size < len(classes):
             continue
         p_lgbm = _fit_lgbm(base, train, test, y_train, x, task, classes, params)
         lin = train[-LINEAR_MAX_ROWS:]  # the most recent training rows: plenty for a linear baseline, bounded memory
@@ -272,7 +272,7 @@ def _rank_one(frame, x, base, symbols: _Symbols, target, label: _Label, params):
         return float(np.mean(vals)) if vals else float("nan")
 
     ic, rank_ic, r2, auc = mean_of("ic"), mean_of("rank_ic"), mean_of("r2"), mean_of("auc")
-    fold_skills = [np.nanmean([skill(task, fm[m]["rank_ic"], fm[m]["auc"]) for m in fm]) for fm in fold_metrics]
+    fold_skills = [float(np.nanmean([skill(task, fm[m]["rank_ic"], fm[m]["auc"]) for m in fm])) for fm in fold_metrics]
     composite, consistency = composite_score(fold_skills)
     score = rank_ic if task is TaskType.REGRESSION else auc
     model_score = {m: float(np.nanmean([fm[m]["rank_ic" if task is TaskType.REGRESSION else "auc"] for fm in fold_metrics])) for m in ("lgbm", "linear")}
@@ -307,7 +307,7 @@ def _fit_lgbm(base, train, test, y_train, x, task, classes, params) -> np.ndarra
         label = np.searchsorted(classes, y_train).astype(np.float64)
     p = booster_params(task, 0 if classes is None else len(classes), params.seed, params.threads)
     booster = lgb.train(p, subset(base, train, label), num_boost_round=LGBM_RANK_ROUNDS)
-    return booster.predict(x[test])
+    return np.asarray(booster.predict(x[test]))
 
 
 def _fit_linear(x, train_rows, y_train, test_rows, task, classes, seed) -> np.ndarray:

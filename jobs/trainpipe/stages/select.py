@@ -8,6 +8,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -178,7 +179,7 @@ def select_all(
             y = np.searchsorted(np.unique(y), y).astype(np.float64)
         return _Labels(rows, y, ts, t.task, t.horizon_bars)
 
-    runners: dict[str, Callable[..., dict[str, np.ndarray]]] = {
+    runners: dict[str, Callable[..., Any]] = {
         "lightgbm_gain": _lightgbm_methods,
         "permutation": _lightgbm_methods,
         "xgboost_gain": _xgboost_gain,

@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--request", required=True, type=Path, help="request JSON written by trainpipe.training.stage")
     args = parser.parse_args(argv)
     if os.environ.get("TRAINPIPE_BLOCK_FRAMEWORKS") == "1":
-        sys.meta_path.insert(0, _FrameworkBlocker())  # type: ignore[arg-type]
+        sys.meta_path.insert(0, _FrameworkBlocker())
     try:
         request = read_worker_request(args.request)
     except RequestFileError as exc:

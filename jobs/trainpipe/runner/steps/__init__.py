@@ -1,0 +1,122 @@
+"""The stage steps behind `trainpipe rank|select|plan|train`: load inputs, call the pure stage, write artefacts.
+
+Each step is idempotent: it writes every artefact atomically and only then records its cache key, so an
+interrupted run resumes at the first stage whose record is missing or stale. Select also records each
+target on its own (`.trainpipe/units/select/<target>.json`), so one target can be selected alone and the
+plan accepts either record (`trainpipe.runner.units`). With `reuse_dir`, a stage that is not done here is
+first looked for in sibling run folders (`trainpipe.runner.reuse`).
+
+One module per stage (`rank`, `selection`, `plan`, `train`) over `context`; this package maps each
+stage of contract.stages to its step and the outputs it leaves, and runs one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from trainpipe.contract.names import Stage
+from trainpipe.contract.stages import COMPUTE_STAGES, REUSABLE_STAGES, TRAINING_STAGES
+from trainpipe.io.layout import Layout
+from trainpipe.runner import records
+from trainpipe.runner.steps.context import (
+    Progress,
+    RunContext,
+    SpecDataMismatchError,
+    StageFailedError,
+    StageInputError,
+    candidate_columns,
+    default_threads,
+    development_frame,
+    load,
+    run_cut,
+    target_horizons,
+)
+from trainpipe.runner.steps.plan import plan_step, requested_families
+from trainpipe.runner.steps.rank import rank_step
+from trainpipe.runner.steps.selection import select_step, select_targets, select_unit_key, selection_is_current, selection_outputs
+from trainpipe.runner.steps.train import read_current_plan, train_families, train_step, training_options
+
+STEPS: dict[Stage, Callable[[RunContext], dict]] = {
+    Stage.RANK: rank_step,
+    Stage.SELECT: select_step,
+    Stage.PLAN: plan_step,
+    **{stage: partial(train_step, stage=stage) for stage in TRAINING_STAGES},
+}
+
+
+# What each stage leaves behind (given its summary), relative to the output dir; a cached stage is reused
+# only if these still exist, and a stage taken from another run copies exactly these.
+OUTPUTS: dict[Stage, Callable[[Layout, dict], list[Path]]] = {
+    Stage.RANK: lambda lay, _: [lay.rankings_parquet, lay.rankings_json, lay.oos_scores_parquet, lay.data_pins_json],
+    Stage.SELECT: lambda lay, summary: [lay.selection_summary] + [p for t in summary["targets"] for p in (lay.selected_features(t), lay.feature_scores(t))],
+    Stage.PLAN: lambda lay, _: [lay.routing_candidates, lay.routing_plan_dir, lay.training_plan_dir],
+    Stage.CPU: lambda lay, _: [lay.models_dir],
+    Stage.GPU: lambda lay, _: [lay.models_dir],
+}
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    stage: Stage
+    cached: bool
+    seconds: float
+    summary: dict
+    reused_from: str | None = None  # the sibling run folder the outputs were copied from
+
+
+def run_stage(ctx: RunContext, stage: Stage, force: bool = False) -> StageOutcome:
+    """Run one stage unless its record matches the current inputs (then reuse it and say so), or a sibling run has it."""
+    key = ctx.keys[stage]
+    if not force and records.is_fresh(ctx.layout, stage.value, key):
+        record = records.read_record(ctx.layout, stage.value)
+        return StageOutcome(stage, True, 0.0, record.summary if record else {})
+    records.clear_record(ctx.layout, stage.value)
+    # Downstream records are stale once this stage's outputs are replaced, whatever their keys say.
+    for later in COMPUTE_STAGES[COMPUTE_STAGES.index(stage) + 1:]:
+        records.clear_record(ctx.layout, later.value)
+    start = time.perf_counter()
+    if not force and ctx.reuse_dir is not None and stage in REUSABLE_STAGES:
+        from trainpipe.runner.reuse import reuse_record
+
+        reused = reuse_record(ctx.reuse_dir, ctx.layout, ctx.layout.stage_record(stage.value), key)
+        if reused is not None:
+            return StageOutcome(stage, True, time.perf_counter() - start, reused.summary, reused.reused_from)
+    summary = STEPS[stage](ctx)
+    outputs = [ctx.layout.relative(p) for p in OUTPUTS[stage](ctx.layout, summary)]
+    records.write_record(ctx.layout, stage.value, key, outputs, summary)
+    return StageOutcome(stage, False, time.perf_counter() - start, summary)
+
+
+__all__ = [
+    "OUTPUTS",
+    "Progress",
+    "RunContext",
+    "STEPS",
+    "SpecDataMismatchError",
+    "StageFailedError",
+    "StageInputError",
+    "StageOutcome",
+    "candidate_columns",
+    "default_threads",
+    "development_frame",
+    "load",
+    "plan_step",
+    "rank_step",
+    "read_current_plan",
+    "requested_families",
+    "run_cut",
+    "run_stage",
+    "select_step",
+    "select_targets",
+    "select_unit_key",
+    "selection_is_current",
+    "selection_outputs",
+    "target_horizons",
+    "train_families",
+    "train_step",
+    "training_options",
+]

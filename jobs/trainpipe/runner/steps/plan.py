@@ -1,0 +1,67 @@
+"""The plan step: route the kept targets and write the routing and training plans."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from trainpipe.contract.names import Leakage, TargetStatus
+from trainpipe.contract.pipeline import DEFAULT_FAMILIES, TrainingSpec
+from trainpipe.contract.plan import PlanMetadata, TrainingPlanMetadata
+from trainpipe.io.stage_files import read_rankings, read_selection
+from trainpipe.runner.steps.context import (
+    RunContext,
+    StageInputError,
+)
+from trainpipe.runner.steps.selection import selection_is_current
+
+
+def requested_families(training: TrainingSpec) -> list[str]:
+    """Families in CPU→GPU order: `families` filters the `modelTypes` set; neither given = the default three."""
+    from trainpipe.families.catalogue import resolve_families
+
+    if not training.families and training.model_types is None:
+        return resolve_families(DEFAULT_FAMILIES, None)
+    return resolve_families(training.families or None, training.model_types)
+
+
+def plan_step(ctx: RunContext) -> dict:
+    from trainpipe.io.plan_files import write_routing, write_training_plan
+    from trainpipe.stages.candidates import build_candidates, candidates_frame
+    from trainpipe.stages.planning import build_training_plan
+    from trainpipe.stages.routing import build_routing_plan
+
+    ranking = read_rankings(ctx.layout)
+    selected = ranking.selected
+    stale = [t for t in selected if not selection_is_current(ctx, t)]
+    if stale:
+        raise StageInputError(
+            f"the feature selection of {', '.join(stale)} is missing or was made from other inputs (no current record under "
+            f"{ctx.layout.state_dir}); run `trainpipe select` (or `trainpipe select --target T` per target) with the same settings first"
+        )
+    selections = {t: read_selection(ctx.layout, t) for t in selected}
+    try:
+        oos = pd.read_parquet(ctx.layout.oos_scores_parquet)
+    except FileNotFoundError:
+        raise StageInputError(f"{ctx.layout.oos_scores_parquet} is missing: run `trainpipe rank` first") from None
+    oos = oos[oos["target"].isin(selected)]
+    stab = {t: s.stability.state for t, s in selections.items()}
+    leakage = {t: Leakage.SAFE if ranking.target(t).status is TargetStatus.OK else Leakage.BLOCKED for t in selected}
+    candidates = build_candidates(oos, stab, leakage)
+    meta = ctx.plan_metadata()
+    routing = build_routing_plan(candidates, ranking.symbols, ctx.spec.routing, PlanMetadata(**meta),
+                                 ctx.layout.relative(ctx.layout.routing_candidates))
+    write_routing(ctx.layout, candidates_frame(candidates), routing)
+    training = ctx.spec.training
+    families = requested_families(training)
+    plan = build_training_plan(
+        routing,
+        {t: s.features for t, s in selections.items()},
+        {t: ranking.target(t).task for t in selected},
+        families,
+        list(training.families) if training.families else None,
+        TrainingPlanMetadata(**meta, routing_plan_path=ctx.layout.relative(ctx.layout.routing_plan_json), holdout_cut=ranking.holdout_cut,
+                             model_families=families, model_families_requested=list(training.families) or None),
+        allow_empty=training.allow_empty_plan,
+    )
+    write_training_plan(ctx.layout, plan)
+    return {"jobs": len(plan.jobs), "by_route": dict(plan.summary.by_route), "families": families}

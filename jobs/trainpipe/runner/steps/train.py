@@ -1,0 +1,79 @@
+"""The train step: a stage's (cpu or gpu) units of the plan, in worker processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from trainpipe.contract.names import Stage
+from trainpipe.contract.pipeline import TrainingSpec
+from trainpipe.runner.plan_identity import check_plan
+from trainpipe.runner.steps.context import (
+    RunContext,
+    StageFailedError,
+)
+from trainpipe.runner.steps.plan import requested_families
+
+
+def train_families(training: TrainingSpec) -> list[str] | None:
+    """The family filter of the training stages: the spec's selection when it makes one, else None (every family of the plan)."""
+    if not training.families and training.model_types is None:
+        return None
+    return requested_families(training)
+
+
+def read_current_plan(ctx: RunContext):
+    """The plan to train (`RunContext.training_plan_path`), refused (StalePlanError) when it is not the run's or not the digest the caller expects."""
+    from trainpipe.io.plan_files import read_training_plan
+
+    path = ctx.training_plan_path()
+    plan = read_training_plan(path)
+    check_plan(plan, path, ctx.run_id, ctx.expected_plan_digest)
+    return plan
+
+
+def training_options(ctx: RunContext, stage: Stage) -> dict:
+    """Keyword arguments every training call of this run shares: the split, the progress feed and where finished units may be copied from."""
+    from functools import partial
+
+    from trainpipe.runner.reuse import reuse_model
+
+    return {
+        "interval": ctx.spec.data.interval,
+        "holdout_fraction": ctx.spec.training.holdout_fraction,
+        "embargo_bars": ctx.spec.ranking.embargo_bars,
+        "seed": ctx.spec.seed,
+        "on_progress": _training_progress(ctx, stage),
+        "reuse": None if ctx.reuse_dir is None else partial(reuse_model, ctx.reuse_dir, ctx.layout),
+    }
+
+
+def train_step(ctx: RunContext, stage: Stage, family: str | None = None) -> dict:
+    """Train the plan's units of `stage` (only `family`'s when given); raises StageFailedError when some failed."""
+    from trainpipe.training.stage import run_training_stage
+
+    plan = read_current_plan(ctx)
+    result = run_training_stage(plan, stage.value, ctx.layout, ctx.data_dir, families=train_families(ctx.spec.training), family=family,
+                                **training_options(ctx, stage))
+    summary = {
+        "units": len(result.records), "trained": result.trained, "failed": result.failed, "skipped": result.skipped, "reused": result.reused,
+        "devices": sorted({r.device for r in result.records if r.device}),
+        "failures": [{"job_id": r.job_id, "family": r.family, "reason": r.reason} for r in result.records if r.status == "failed"],
+    }
+    if result.failed:
+        raise StageFailedError(stage, summary)
+    return summary
+
+
+def _training_progress(ctx: RunContext, stage: Stage) -> Callable[[dict], None]:
+    """Turn the training stage's events into progress ticks: a family adds its units, each unit advances."""
+    total = 0
+
+    def on_event(event: dict) -> None:
+        nonlocal total
+        if event.get("event") == "family_start":
+            total += int(event.get("units", 0))
+            ctx.tick(stage, "", total)
+        elif event.get("event") == "unit_done":
+            ctx.tick(stage, f"{event.get('job_id')} · {event.get('family')}")
+
+    return on_event
