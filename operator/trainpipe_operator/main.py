@@ -17,6 +17,7 @@ from trainpipe_operator.config import ConfigError, OperatorConfig, parse_selecto
 from trainpipe_operator.health import WatchHealth
 from trainpipe_operator.kubeapi import Kube, load_client
 from trainpipe_operator.metrics import Metrics
+from trainpipe_operator.pacing import StatusPacing
 from trainpipe_operator.ratelimit import TokenBucket
 from trainpipe_operator.runtime import Reconciler
 
@@ -86,7 +87,7 @@ async def serve(args: argparse.Namespace) -> None:
     limiter = limiter_from(args)
     reconciler = Reconciler(kube=Kube(load_client(args.kubeconfig), limiter), config=config, metrics=Metrics(),
                             health=WatchHealth(grace_seconds=args.stall_seconds), namespaces=namespaces, workers=args.workers,
-                            progress_seconds=args.status_progress_seconds, progress_rate=args.status_progress_rate,
+                            pacing=StatusPacing(args.status_progress_seconds, args.status_progress_rate),
                             batch_seconds=args.event_batch_seconds)
     ready, stop = asyncio.Event(), asyncio.Event()
     runner = web.AppRunner(http_app(reconciler, ready), access_log=None)

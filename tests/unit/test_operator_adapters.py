@@ -9,7 +9,7 @@ import pytest
 from trainpipe.contract.names import Stage
 from trainpipe_operator.health import WatchHealth
 from trainpipe_operator.observed import parse_job, parse_pipeline, parse_plan_configmap, parse_pod
-from trainpipe_operator.runtime import ReconcileQueue
+from trainpipe_operator.workqueue import WorkQueue
 
 LABELS = {"trainpipe.io/pipeline": "demo", "trainpipe.io/run": "r1", "trainpipe.io/stage": "cpu", "trainpipe.io/family": "xgboost",
           "trainpipe.io/attempt": "1"}
@@ -70,7 +70,7 @@ def test_the_watch_is_stalled_only_when_a_list_keeps_showing_versions_no_event_b
 
 def test_the_queue_folds_bursts_and_never_runs_one_key_twice_at_once():
     async def scenario() -> list[tuple[str, str]]:
-        queue = ReconcileQueue()
+        queue: WorkQueue[tuple[str, str]] = WorkQueue()
         a, b = ("ns", "a"), ("ns", "b")
         for key in (a, a, b, a):
             queue.add(key)
@@ -86,6 +86,14 @@ def test_the_queue_folds_bursts_and_never_runs_one_key_twice_at_once():
         return [first, second, third]
 
     assert asyncio.run(scenario()) == [("ns", "a"), ("ns", "b"), ("ns", "a")]
+
+
+def test_failures_back_off_longer_each_time_until_a_success_resets_them():
+    queue: WorkQueue[str] = WorkQueue(backoff=(0.5, 1.0, 5.0))
+    assert [queue.failed("a") for _ in range(4)] == [0.5, 1.0, 5.0, 5.0]
+    assert queue.failed("b") == 0.5, "each key backs off on its own"
+    queue.forget("a")
+    assert queue.failed("a") == 0.5
 
 
 def test_the_token_bucket_allows_a_burst_then_the_sustained_rate():

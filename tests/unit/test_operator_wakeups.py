@@ -22,7 +22,9 @@ from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.health import WatchHealth
 from trainpipe_operator.metrics import Metrics
 from trainpipe_operator.observed import ObservedJob, ObservedPlan
-from trainpipe_operator.runtime import Reconciler, progress_hold
+from trainpipe_operator.pacing import StatusPacing, progress_hold
+from trainpipe_operator.runtime import Reconciler
+from trainpipe_operator.workqueue import WorkQueue
 
 BASE = ObservedJob(name=RANK, run="r1", stage=Stage.RANK, family=None, attempt=0, completions=4, indexed=True)
 
@@ -94,12 +96,12 @@ class Loop:
 def reconciler(monkeypatch: pytest.MonkeyPatch, loop: Loop) -> Reconciler:
     monkeypatch.setattr(asyncio, "get_running_loop", lambda: loop)
     return Reconciler(kube=None, config=OperatorConfig(), metrics=Metrics(), health=WatchHealth(grace_seconds=60),  # type: ignore[arg-type]
-                      progress_seconds=10.0, batch_seconds=0.25)
+                      pacing=StatusPacing(floor=10.0), batch_seconds=0.25)
 
 
 def test_a_state_change_wakes_the_pass_within_the_batch_window_and_counts_wait_for_the_status_hold(monkeypatch):
     loop, clock = Loop(), [100.0]
-    monkeypatch.setattr("trainpipe_operator.runtime.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("trainpipe_operator.pacing.time.monotonic", lambda: clock[0])
     r = reconciler(monkeypatch, loop)
 
     r.changed(KEY, Change.NONE)
@@ -109,14 +111,16 @@ def test_a_state_change_wakes_the_pass_within_the_batch_window_and_counts_wait_f
     assert [when for when, _ in loop.calls] == [0.25]
 
     loop.calls.clear()
-    r._timers.clear()
-    r._status_written[KEY] = clock[0] - 4.0  # the last status write was 4 s ago
+    r.queue = WorkQueue()
+    clock[0] -= 4.0
+    r.pacing.passed(KEY, running=True, wrote=True)  # the last status write was 4 s ago
+    clock[0] += 4.0
     r.changed(KEY, Change.COUNTS)
     assert [when for when, _ in loop.calls] == [pytest.approx(6.0)], "counts go in when the status may take them, not before"
 
     r.changed(KEY, Change.STATE)  # a Job finished meanwhile: the earlier wake-up replaces the later one
     assert [when for when, _ in loop.calls][-1] == 0.25
-    assert r._timers[KEY].when() == 0.25
+    assert r.queue.wakes_at(KEY) == 0.25
 
 
 @pytest.mark.parametrize(("running", "floor", "rate", "expected"), [
@@ -138,7 +142,7 @@ def test_a_resync_passes_only_pipelines_without_a_pass_this_period_or_with_a_ver
     busy, idle, missed = ("ns", "busy"), ("ns", "idle"), ("ns", "missed")
     r._passed.update({busy: 990.0, idle: 900.0, missed: 995.0})
     enqueued: list[tuple[str, str]] = []
-    monkeypatch.setattr(r, "enqueue", enqueued.append)
+    monkeypatch.setattr(r.queue, "add", enqueued.append)
 
     async def one_resync() -> None:
         async def listed() -> tuple[dict[tuple[str, str], str], set[tuple[str, str]]]:
