@@ -141,6 +141,10 @@ push() {
     [ -n "$digest" ] || { echo "$out" >&2; die "$name: no digest in the push output"; }
     bytes=$(pushed_bytes "$ref" "$VERSION" 2>/dev/null || echo "")
     log "pushed $ref:$VERSION@$digest${bytes:+ ($((bytes / 1000000)) MB compressed)}"
+    # Only the tag goes (trainpipe/<name>:<version> still names the image): a tag per registry pushed to
+    # would otherwise keep every earlier build's layers alive in the engine (a new local registry port
+    # each cluster made one per run).
+    "$DOCKER" rmi "$ref:$VERSION" >/dev/null
     local key
     key=$(echo "$name" | tr 'a-z-' 'A-Z_')
     {
