@@ -34,7 +34,7 @@ if pid_alive "$CONTAINERD_PID" && node_ctr version >/dev/null 2>&1; then
     for _ in $(seq 20); do node_ctr tasks delete "$task" >/dev/null 2>&1 && break; sleep 0.1; done
   done
   # containerd's root outlives the node (a cache of images, lib.sh): no container may stay in it.
-  for id in $containers; do node_ctr containers delete "$id" >/dev/null 2>&1 || true; done
+  delete_node_containers $containers
 fi
 kill_cgroup_processes() {  # whatever still runs in the cgroup of one of the node's containers
   local cg id pid

@@ -65,6 +65,12 @@ forget_image_names() {
   done <<< "$listing"
 }
 
+# Deletes every container record (and its writable layer) from containerd, whose root outlives the node.
+delete_node_containers() {
+  local id
+  for id in "$@"; do node_ctr containers delete "$id" >/dev/null 2>&1 || true; done
+}
+
 # Mounts of the node, deepest first: under its state folder and under containerd's cached root.
 node_mounts() { { mounts_under "$NODE_STATE"; mounts_under "$CONTAINERD_ROOT"; } | sort -r -u; }
 

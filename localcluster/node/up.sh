@@ -167,7 +167,7 @@ for _ in $(seq 100); do node_ctr version >/dev/null 2>&1 && break; pid_alive "$C
 node_ctr version >/dev/null 2>&1 ||
   not_up failed "containerd did not start; $CONTAINERD_LOG ends with: $(tail -n 3 "$CONTAINERD_LOG")"
 # Containers an interrupted down.sh left in the cached root, then the cached images' names (lib.sh).
-for id in $(node_ctr containers list -q 2>/dev/null); do node_ctr containers delete "$id" >/dev/null 2>&1 || true; done
+delete_node_containers $(node_ctr containers list -q 2>/dev/null)
 forget_image_names
 
 kubelet_port="$(free_port)"; healthz_port="$(free_port)"

@@ -12,6 +12,7 @@ _NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
 _SUFFIX = r"(?:[eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])"
 # What a spec accepts (the CRD's pattern too): no sign but an optional +, as requests and sizes are never negative.
 SPEC_PATTERN = rf"^[+]?{_NUMBER}{_SUFFIX}?$"
+_SPEC_QUANTITY = re.compile(SPEC_PATTERN)
 _QUANTITY = re.compile(rf"^([+-]?{_NUMBER})({_SUFFIX})?$")
 _SCALES: dict[str, Fraction] = {
     "": Fraction(1), "n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000),
@@ -39,6 +40,6 @@ def spec_quantity(value: int | str) -> int | str:
         if value < 0:
             raise ValueError(f"{value} is negative: a quantity here is a size or an amount of a resource")
         return value
-    if not re.match(SPEC_PATTERN, value):
+    if not _SPEC_QUANTITY.match(value):
         raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 2, 500m, 1.5Gi, 1e3)")
     return value

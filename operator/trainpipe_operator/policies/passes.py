@@ -17,6 +17,7 @@ SUCCEEDED, FAILED = "Succeeded", "Failed"
 
 
 MAX_MESSAGE = 1024
+_STATUS_FIELDS = frozenset(PipelineStatus.model_fields)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class Pass:
 
     def record(self, **fields: Any) -> None:
         """Set status fields by their Python names (PipelineStatus); an unknown name is an error here, not a lost write."""
-        unknown = set(fields) - set(PipelineStatus.model_fields)
+        unknown = set(fields) - _STATUS_FIELDS
         if unknown:
             raise AttributeError(f"PipelineStatus has no field {', '.join(sorted(unknown))}")
         self.status = self.status.model_copy(update=fields)
