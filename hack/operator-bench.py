@@ -27,7 +27,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
-from trainpipe.contract.names import LABEL_PIPELINE, LABEL_STAGE, STAGE_ORDER  # noqa: E402
+from trainpipe.contract.names import LABEL_PIPELINE, LABEL_STAGE  # noqa: E402
+from trainpipe.contract.stages import STAGES  # noqa: E402
 from trainpipe_localcluster import BATCH, CORE, Cluster, Kube, OperatorProcess, pipeline_manifest, pipelines_path, wait_for  # noqa: E402
 
 SKIP = "executor.trainpipe.io/skip"
@@ -40,11 +41,11 @@ def seeded_spec() -> dict[str, Any]:
     plan = {"planDigest": "0" * 64, "units": UNITS, "path": "globals/training_plan/master_training_plan.json"}
     messages = {"rank": {"selected": 3}, "plan": plan}
     stages = {}
-    for stage in STAGE_ORDER:
+    for stage in STAGES.order:
         meta: dict[str, Any] = {"labels": {SKIP: "true"}}
-        if stage.value in messages:
-            meta["annotations"] = {SKIP_MESSAGE: json.dumps(messages[stage.value])}
-        stages[stage.value] = {"podMetadata": meta}
+        if stage in messages:
+            meta["annotations"] = {SKIP_MESSAGE: json.dumps(messages[stage])}
+        stages[stage] = {"podMetadata": meta}
     return {"training": {"families": list(UNITS)}, "stages": stages, "data": {"volume": None}}
 
 
@@ -94,7 +95,7 @@ class Watcher:
             added = self.job_added.get(pipeline, [])
             if added:
                 first.append(min(t for _, t in added) - created)
-            stages = [s.value for s in STAGE_ORDER]
+            stages = list(STAGES.order)
             for before, after in zip(stages, stages[1:]):
                 done = [t for s, t in self.job_complete.get(pipeline, []) if s == before]
                 nxt = [t for s, t in added if s == after]

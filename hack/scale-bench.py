@@ -60,11 +60,12 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parents[1]
 
 from trainpipe.contract.families import FAMILY_STAGE  # noqa: E402
-from trainpipe.contract.names import API_GROUP, API_VERSION, KIND, LABEL_PIPELINE, LABEL_STAGE, STAGE_ORDER, Route, Stage, TaskType, TrainingType  # noqa: E402
+from trainpipe.contract.names import API_GROUP, API_VERSION, KIND, LABEL_PIPELINE, LABEL_STAGE, Route, Stage, TaskType, TrainingType  # noqa: E402
 from trainpipe.contract.pipeline import PipelineSpec, TrainingPipeline  # noqa: E402
 from trainpipe.contract.plan import PlanSummary, TrainingJob, TrainingPlan, TrainingPlanMetadata, plan_digest  # noqa: E402
 from trainpipe.contract.reports import PlanReport, RankReport  # noqa: E402
 from trainpipe.contract.runs import run_id  # noqa: E402
+from trainpipe.contract.stages import STAGES  # noqa: E402
 from trainpipe.contract.units import unit_counts  # noqa: E402
 from trainpipe_localcluster import (  # noqa: E402
     BATCH,
@@ -128,12 +129,12 @@ class Workload:
         messages = {Stage.RANK: rank.model_dump_json(by_alias=True, exclude_none=True),
                     Stage.PLAN: report.model_dump_json(by_alias=True, exclude_none=True)}
         stages: dict[str, Any] = {}
-        for stage in STAGE_ORDER:
+        for stage in STAGES.order:
             meta: dict[str, Any] = {"labels": {SKIP: "true"}}
             if stage in messages:
                 meta["annotations"] = {SKIP_MESSAGE: messages[stage]}
             # Tiny requests: the benchmark measures the control plane, not how many pods 4 simulated nodes hold.
-            stages[stage.value] = {"podMetadata": meta, "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}
+            stages[stage] = {"podMetadata": meta, "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}
         # The local cluster has two simulated GPUs; GPU pods still go to the GPU pool's nodes (toleration).
         stages[Stage.GPU.value]["gpusPerPod"] = 0
         spec = {"training": {"families": [*CPU_FAMILIES, *GPU_FAMILIES]}, "targets": {"topN": TARGETS},
@@ -145,14 +146,14 @@ class Workload:
         TrainingPipeline.model_validate(manifest)
         return manifest
 
-    def intents(self) -> dict[Stage, list[JobIntent]]:
+    def intents(self) -> dict[str, list[JobIntent]]:
         """The Jobs of each stage, as decide sizes them from the rank and plan reports."""
-        out: dict[Stage, list[JobIntent]] = {}
-        for stage in STAGE_ORDER:
+        out: dict[str, list[JobIntent]] = {}
+        for stage in STAGES.order:
             if stage in (Stage.CPU, Stage.GPU):
-                out[stage] = [JobIntent(stage, fam, 0, n, self.digest) for fam, n in self.units.items() if FAMILY_STAGE[fam] is stage]
+                out[stage] = [JobIntent(stage, fam, 0, n, self.digest) for fam, n in self.units.items() if FAMILY_STAGE[fam] == stage]
             else:
-                out[stage] = [JobIntent(stage, None, 0, self.selected if stage is Stage.SELECT else 1)]
+                out[stage] = [JobIntent(stage, None, 0, self.selected if stage == Stage.SELECT else 1)]
         return out
 
     @property
@@ -246,7 +247,7 @@ class Watcher:
     def handoffs(self) -> list[float]:
         """Per pipeline and stage boundary: the next stage's first Job created − this stage's last Job Complete."""
         out = []
-        stages = [s.value for s in STAGE_ORDER]
+        stages = list(STAGES.order)
         with self._lock:
             for pipeline in {p for p, _ in self.added}:
                 for before, after in zip(stages, stages[1:]):
@@ -475,15 +476,15 @@ class Bench:
             run = run_id(spec)
             config = config_from(build_parser().parse_args([]))
             intents = self.work.intents()
-            order = list(STAGE_ORDER)
-            left: dict[tuple[str, str], int] = {(p, s.value): len(intents[s]) for p in self.names(n) for s in order}
+            order = list(STAGES.order)
+            left: dict[tuple[str, str], int] = {(p, s): len(intents[s]) for p in self.names(n) for s in order}
             done = threading.Event()
             finished: list[str] = []
             pool = ThreadPoolExecutor(self.args.workers)
 
-            def create(pipeline: str, stage: Stage) -> None:
+            def create(pipeline: str, stage: str) -> None:
                 owner = Owner(ns, pipeline, "")
-                objects = [manifests.artifacts_claim_manifest(spec, owner, config)] if stage is order[0] else []
+                objects = [manifests.artifacts_claim_manifest(spec, owner, config)] if stage == order[0] else []
                 objects += [manifests.job(spec, owner, run, intent, config, suspend=False) for intent in intents[stage]]
                 for obj in objects:
                     obj["metadata"].pop("ownerReferences", None)  # no owner exists here; the garbage collector would delete them
@@ -497,7 +498,7 @@ class Bench:
                 left[key] -= 1
                 if left[key]:
                     return
-                i = [s.value for s in order].index(stage)
+                i = order.index(stage)
                 if i + 1 < len(order):
                     pool.submit(create, pipeline, order[i + 1])
                 else:

@@ -14,7 +14,7 @@ from typing import Any
 
 from trainpipe.contract.names import Route, TaskType, TrainingType
 from trainpipe.contract.plan import PlanSummary, TrainingJob, TrainingPlan, TrainingPlanMetadata
-from trainpipe.contract.stages import TRAINING_STAGES
+from trainpipe.contract.stages import STAGES
 from trainpipe.families.catalogue import FAMILIES, resolve_families
 from trainpipe.io.layout import Layout
 
@@ -57,8 +57,8 @@ def measure_families(
     root = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="trainpipe-bench-"))
     layout = Layout(root)
     records = {}
-    for stage in TRAINING_STAGES:
-        result = run_training_stage(plan, stage.value, layout, Path(data_dir), interval=interval, families=names, holdout_fraction=0.2,
+    for stage in STAGES.training:
+        result = run_training_stage(plan, stage, layout, Path(data_dir), interval=interval, families=names, holdout_fraction=0.2,
                                     embargo_bars=5, seed=seed, params=params, panel_loader=loader)
         records.update({r.family: r for r in result.records})
     metrics = {m.family: m for m in read_all_metrics(layout)}

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from trainpipe.contract.names import Stage
-from trainpipe.contract.stages import COMPUTE_STAGES
+from trainpipe.contract.stages import STAGES
 from trainpipe.resources import available_cpus
 
 FOXML_SECONDS = 700.0  # FoxML rank + select on 3 symbols × 4,000 rows × 6 targets × 27 features, this machine class
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainpipe_bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd")
     st = sub.add_parser("stage", help="(internal) one measured stage")
-    st.add_argument("--stage", required=True, choices=[s.value for s in COMPUTE_STAGES])
+    st.add_argument("--stage", required=True, choices=list(STAGES.computing))
     st.add_argument("--spec", required=True)
     st.add_argument("--output-dir", required=True)
     st.add_argument("--threads", type=int, default=2)

@@ -30,7 +30,6 @@ from trainpipe.contract.names import (
     LABEL_STAGE,
     MANAGER,
     NO_FAMILY,
-    Stage,
 )
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.runs import IDENTITY_FIELDS
@@ -68,7 +67,7 @@ class Owner:
 class JobIntent:
     """One Job decide wants: which stage, family and attempt, how many units, which plan it trains."""
 
-    stage: Stage
+    stage: str
     family: str | None
     attempt: int
     completions: int
@@ -111,7 +110,7 @@ def stage_args(spec: PipelineSpec, pipeline: str, run: str, intent: JobIntent) -
             "--reuse-dir", pipeline_dir(spec, pipeline), "--termination-log", TERMINATION_LOG]
     if row.trains:
         if intent.family is None or intent.plan_digest is None:
-            raise ValueError(f"a {intent.stage.value} Job trains one family of one plan: its intent names neither")
+            raise ValueError(f"a {intent.stage} Job trains one family of one plan: its intent names neither")
         args += ["--family", intent.family]
     if row.indexed:
         args += ["--unit-index", "$(JOB_COMPLETION_INDEX)"]
@@ -120,11 +119,11 @@ def stage_args(spec: PipelineSpec, pipeline: str, run: str, intent: JobIntent) -
     return args
 
 
-def settings_of(spec: PipelineSpec, stage: Stage) -> StageSettings:
-    return getattr(spec.stages, stage.value)
+def settings_of(spec: PipelineSpec, stage: str) -> StageSettings:
+    return spec.stages.of(stage)
 
 
-def resources_of(spec: PipelineSpec, stage: Stage, family: str | None) -> dict[str, Any]:
+def resources_of(spec: PipelineSpec, stage: str, family: str | None) -> dict[str, Any]:
     settings = settings_of(spec, stage)
     chosen: ResourceRequirements = settings.resources
     per_family = getattr(settings, "families", {}) or {}
@@ -137,14 +136,14 @@ def resources_of(spec: PipelineSpec, stage: Stage, family: str | None) -> dict[s
     return out
 
 
-def labels(pipeline: str, run: str, stage: Stage, family: str | None, attempt: int) -> dict[str, str]:
+def labels(pipeline: str, run: str, stage: str, family: str | None, attempt: int) -> dict[str, str]:
     return {
-        LABEL_PIPELINE: pipeline, LABEL_RUN: run, LABEL_STAGE: stage.value, LABEL_FAMILY: family or NO_FAMILY,
+        LABEL_PIPELINE: pipeline, LABEL_RUN: run, LABEL_STAGE: stage, LABEL_FAMILY: family or NO_FAMILY,
         LABEL_ATTEMPT: str(attempt), LABEL_MANAGED_BY: MANAGER,
     }
 
 
-def image_of(spec: PipelineSpec, stage: Stage, config: OperatorConfig) -> str | None:
+def image_of(spec: PipelineSpec, stage: str, config: OperatorConfig) -> str | None:
     if STAGES[stage].pool is Pool.GPU:
         return spec.images.gpu or config.gpu_image
     return spec.images.cpu or config.cpu_image
@@ -180,7 +179,7 @@ def job(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent, config: O
     }
 
 
-def failure_policy(spec: PipelineSpec, stage: Stage) -> dict[str, Any]:
+def failure_policy(spec: PipelineSpec, stage: str) -> dict[str, Any]:
     """Retries and what stops them: per index for an Indexed Job (one bad unit does not fail its siblings)."""
     settings = settings_of(spec, stage)
     indexed = STAGES[stage].indexed
@@ -198,7 +197,7 @@ def failure_policy(spec: PipelineSpec, stage: Stage) -> dict[str, Any]:
     return policy
 
 
-def volumes(spec: PipelineSpec, owner: Owner, stage: Stage) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def volumes(spec: PipelineSpec, owner: Owner, stage: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(the pod's volumes, the container's mounts): the data claim if any, the artifacts claim, bounded scratch."""
     mounts: list[dict[str, Any]] = [{"name": "artifacts", "mountPath": spec.artifacts.mount_path}, {"name": "scratch", "mountPath": SCRATCH}]
     pod_volumes: list[dict[str, Any]] = [
@@ -226,7 +225,7 @@ def env() -> list[dict[str, Any]]:
     ]
 
 
-def tolerations_of(spec: PipelineSpec, stage: Stage, config: OperatorConfig) -> list[dict[str, Any]]:
+def tolerations_of(spec: PipelineSpec, stage: str, config: OperatorConfig) -> list[dict[str, Any]]:
     """The stage's own tolerations, then its pool's (the GPU taint's when asked for, the operator's), without repeats."""
     tolerations = [{k: v for k, v in t.to_wire().items() if v is not None} for t in settings_of(spec, stage).tolerations]
     if STAGES[stage].pool is Pool.GPU:

@@ -6,7 +6,6 @@ what its predecessor made, without random suffixes or in-process bookkeeping.
 
 from __future__ import annotations
 
-from trainpipe.contract.names import Stage
 from trainpipe.contract.units import dns_label
 
 # A Job's pods are named and host-named `<job>-<index>-<suffix>`; keeping Job names this short leaves
@@ -19,9 +18,9 @@ def family_slug(family: str) -> str:
     return family.replace("_", "-")
 
 
-def job_name(pipeline: str, run: str, stage: Stage, family: str | None, attempt: int) -> str:
+def job_name(pipeline: str, run: str, stage: str, family: str | None, attempt: int) -> str:
     """`<pipeline>-<run>-<stage>[-<family>]-<attempt>`, hashed when longer than MAX_JOB_NAME."""
-    parts = [pipeline, run, stage.value] + ([family_slug(family)] if family else []) + [str(attempt)]
+    parts = [pipeline, run, stage] + ([family_slug(family)] if family else []) + [str(attempt)]
     # Every part is DNS-safe already, so dns_label only cuts and hashes names over the limit.
     return dns_label("-".join(parts), MAX_JOB_NAME)
 

@@ -85,7 +85,7 @@ def pod_query(selector: str, run: str, scope: PodScope) -> dict[str, str]:
     """The LIST parameters for `scope`'s pods of `run` (earlier runs' pods are of no use to `decide`)."""
     labels = f"{selector},{LABEL_RUN}={run}"
     if scope.stages:
-        labels += f",{LABEL_STAGE} in ({','.join(s.value for s in scope.stages)})"
+        labels += f",{LABEL_STAGE} in ({','.join(scope.stages)})"
     return {"labelSelector": labels} | ({"fieldSelector": "status.phase=Pending"} if scope.pending_only else {})
 
 

@@ -25,7 +25,6 @@ from trainpipe.contract.names import (
     LABEL_RUN,
     LABEL_STAGE,
     NO_FAMILY,
-    Stage,
 )
 from trainpipe.contract.pipeline import PipelineSpec, format_validation_error
 from trainpipe.contract.stages import STAGES
@@ -66,7 +65,7 @@ COUNT_FIELDS = ("succeeded", "failed", "active", "ready")
 class ObservedJob:
     name: str
     run: str
-    stage: Stage
+    stage: str
     family: str | None
     attempt: int
     completions: int
@@ -173,7 +172,7 @@ def parse_job(obj: dict[str, Any]) -> ObservedJob | None:
     meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
     labels = meta.get("labels") or {}
     try:
-        stage = Stage(labels[LABEL_STAGE])
+        stage = STAGES[labels[LABEL_STAGE]].stage  # a stage the table does not know is not one of our Jobs
         attempt = int(labels.get(LABEL_ATTEMPT, "0"))
         run = labels[LABEL_RUN]
     except (KeyError, ValueError):
@@ -237,7 +236,7 @@ def pod_read(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus) -> P
 class PodScope:
     """Which of the run's pods a read needs: those of `stages`, and only the Pending ones if `pending_only`."""
 
-    stages: tuple[Stage, ...]
+    stages: tuple[str, ...]
     pending_only: bool
 
 
@@ -253,17 +252,17 @@ def pod_scope(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus, nee
         wanted = {j.stage for j in jobs if _to_read_now(j, run, unread)}
     else:
         wanted = {j.stage for j in jobs if _starting(j, run)} if need is PodRead.WAITING else set()
-    return PodScope(tuple(s for s in Stage if s in wanted), pending_only=need is not PodRead.FRESH)
+    return PodScope(tuple(s for s in STAGES.order if s in wanted), pending_only=need is not PodRead.FRESH)
 
 
-def _unread(run: str, status: PipelineStatus) -> dict[Stage, bool]:
+def _unread(run: str, status: PipelineStatus) -> dict[str, bool]:
     """Whether the report of each reporting stage (its row in contract.stages) of `run` is still to be put in the status."""
     recorded = status.run_id == run
     return {stage: not recorded or getattr(status, row.report.status_field) is None
             for stage, row in STAGES.items() if row.report is not None}
 
 
-def _to_read_now(job: ObservedJob, run: str, unread: dict[Stage, bool]) -> bool:
+def _to_read_now(job: ObservedJob, run: str, unread: dict[str, bool]) -> bool:
     """A Job of the run whose pods hold what a pass needs now: why it failed or why a try of it failed
     (the kubelet's OOMKilled shows while the Job still retries), or its unread report."""
     if job.run != run or job.deleting:
@@ -288,7 +287,7 @@ def pod_wait_left(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus,
     for job in jobs:
         if not _starting(job, run):
             continue
-        stage = status.stages.get(job.stage.value) if status.run_id == run else None
+        stage = status.stages.get(job.stage) if status.run_id == run else None
         started = parse_stamp(stage.started_at if stage else None)
         age = (now - started).total_seconds() if started is not None else POD_RECHECK_SECONDS
         left, waited = min(left, max(0.0, POD_RECHECK_SECONDS - age)), max(waited, age)

@@ -32,7 +32,8 @@ import pandas as pd
 import pytest
 
 from test_operator import SKIP, SKIP_MESSAGE, JobRecorder, apply, artifacts_dir, get, jobs, pods, stage_of
-from trainpipe.contract.names import LABEL_RUN, STAGE_ORDER
+from trainpipe.contract.names import LABEL_RUN
+from trainpipe.contract.stages import STAGES
 from trainpipe.families.registry import load_model
 from trainpipe_localcluster import (
     BATCH,
@@ -61,7 +62,7 @@ REAL_RUN_TIMEOUT = 420
 # Shorter than one pass of the operator (read, list, write): nearly every status write meets an edit.
 EDIT_INTERVAL = 0.01
 API_RESTARTED: list[str] = []  # namespaces of tests that restarted the API server (see the RBAC check below)
-RUNNING = {s.value for s in STAGE_ORDER}  # status.stage while a run is between its first and last stage
+RUNNING = {s.value for s in STAGES.order}  # status.stage while a run is between its first and last stage
 # The identity of the `operator` fixture's process (operator_kubeconfig acts as this ServiceAccount).
 OPERATOR_USER = auditlog.service_account(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT)
 
@@ -111,7 +112,7 @@ def skipped_spec(units: dict[str, int] = UNITS, **spec: Any) -> dict[str, Any]:
     plan = {"planDigest": DIGEST, "units": units, "path": "globals/training_plan/master_training_plan.json"}
     messages = {"rank": {"selected": 2}, "plan": plan}
     stages: dict[str, Any] = {}
-    for stage in STAGE_ORDER:
+    for stage in STAGES.order:
         meta: dict[str, Any] = {"labels": {SKIP: "true"}}
         if stage.value in messages:
             meta["annotations"] = {SKIP_MESSAGE: json.dumps(messages[stage.value])}
@@ -131,7 +132,7 @@ def admit(kube: Kube, namespace: str, stages: set[str]) -> int:
 
 def admit_until_ready(kube: Kube, namespace: str, name: str, timeout: float = 120) -> None:
     def ready() -> bool:
-        admit(kube, namespace, {s.value for s in STAGE_ORDER})
+        admit(kube, namespace, {s.value for s in STAGES.order})
         cond = condition(get(kube, namespace, name), "Ready")
         return bool(cond and cond["status"] == "True")
 
@@ -140,7 +141,7 @@ def admit_until_ready(kube: Kube, namespace: str, name: str, timeout: float = 12
 
 def held_at(kube: Kube, namespace: str, name: str, stage: str) -> list[dict[str, Any]]:
     """Admit every Job before `stage`; return `stage`'s Jobs once they all exist, still held."""
-    before = {s.value for s in STAGE_ORDER[: [s.value for s in STAGE_ORDER].index(stage)]}
+    before = {s.value for s in STAGES.order[: [s.value for s in STAGES.order].index(stage)]}
 
     def probe() -> list[dict[str, Any]]:
         admit(kube, namespace, before)
@@ -173,7 +174,7 @@ def counters_match_jobs(kube: Kube, namespace: str, name: str) -> list[str]:
         assert job["metadata"]["labels"][LABEL_RUN] == status["runId"]
         finished[stage_of(job)] += min(job["status"].get("succeeded", 0), job["spec"]["completions"])
     wrong = []
-    for stage in STAGE_ORDER:
+    for stage in STAGES.order:
         recorded = status["stages"].get(stage.value, {})
         if recorded.get("outcome") != "Succeeded" or recorded.get("succeeded", 0) != finished[stage.value]:
             wrong.append(f"{name} stage {stage.value}: status {recorded} but Jobs report {finished[stage.value]} succeeded")

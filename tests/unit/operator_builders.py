@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainpipe.contract.names import Stage
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.stages import STAGES
 from trainpipe.contract.status import PipelineStatus, StageStatus
@@ -23,12 +22,12 @@ def pipeline_view(spec: PipelineSpec, status: PipelineStatus | None = None, *, g
                         status=status or PipelineStatus(), rerun_token=rerun, retry_token=retry)
 
 
-def observed_job(stage: Stage, family: str | None = None, *, run: str, attempt: int = 0, completions: int = 1, **fields: Any) -> ObservedJob:
+def observed_job(stage: str, family: str | None = None, *, run: str, attempt: int = 0, completions: int = 1, **fields: Any) -> ObservedJob:
     """A Job of the pipeline as observed: named and indexed as the operator makes it (its stage's row)."""
     return ObservedJob(name=job_name(PIPELINE, run, stage, family, attempt), run=run, stage=stage, family=family, attempt=attempt,
                        completions=completions, indexed=STAGES[stage].indexed, **fields)
 
 
-def succeeded_stages(*finished: Stage) -> dict[str, StageStatus]:
+def succeeded_stages(*finished: str) -> dict[str, StageStatus]:
     """The status's record of `finished` stages, each succeeded with one unit."""
-    return {s.value: StageStatus(succeeded=1, outcome="Succeeded", started_at=STARTED, finished_at=FINISHED) for s in finished}
+    return {s: StageStatus(succeeded=1, outcome="Succeeded", started_at=STARTED, finished_at=FINISHED) for s in finished}

@@ -34,7 +34,7 @@ from test_operator_decide import (
 from trainpipe.cli.main import main
 from trainpipe.contract.exitcodes import ExitCode
 from trainpipe.contract.names import Stage
-from trainpipe.contract.stages import TRAINING_STAGES
+from trainpipe.contract.stages import STAGES
 from trainpipe.contract.status import PlanRef
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.decide import decide
@@ -42,7 +42,7 @@ from trainpipe_operator.observed import Observed, parse_pipeline
 
 
 def training_jobs(d) -> list[str]:
-    return [name for name, m in created_jobs(d).items() if m["metadata"]["labels"]["trainpipe.io/stage"] in {s.value for s in TRAINING_STAGES}]
+    return [name for name, m in created_jobs(d).items() if m["metadata"]["labels"]["trainpipe.io/stage"] in set(STAGES.training)]
 
 
 def stalled(d) -> tuple[str, str, str]:

@@ -6,8 +6,10 @@ import pytest
 
 from trainpipe.contract.names import Stage
 from trainpipe.contract.pipeline import PipelineSpec
-from trainpipe.contract.stages import COMPUTE_STAGES
+from trainpipe.contract.stages import STAGES
 from trainpipe.runner.keys import stage_keys
+
+COMPUTE_STAGES = STAGES.computing
 
 BASE = PipelineSpec()
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 
 from trainpipe.cli.main import build_parser
-from trainpipe.contract.names import STAGE_ORDER, Stage
+from trainpipe.contract.names import Stage
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.reports import PlanReport, RankReport
-from trainpipe.contract.stages import COMPUTE_STAGES, REUSABLE_STAGES, STAGES, TRAINING_STAGES, Pool
+from trainpipe.contract.stages import STAGES, Pool
 from trainpipe.contract.status import PipelineStatus
-from trainpipe.runner.steps import OUTPUTS, STEPS
+from trainpipe.runner.steps import STEPS
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.manifests import JobIntent, Owner, job
 
@@ -21,9 +21,9 @@ DIGEST = "a" * 64
 
 
 def test_every_stage_has_one_row_in_run_order_and_the_derived_sets_follow_the_rows():
-    assert tuple(STAGES) == STAGE_ORDER
-    assert COMPUTE_STAGES == tuple(s for s in STAGE_ORDER if s is not Stage.REPORT)
-    assert TRAINING_STAGES == (Stage.CPU, Stage.GPU) and REUSABLE_STAGES == (Stage.RANK, Stage.SELECT, Stage.PLAN)
+    assert STAGES.order == tuple(Stage)
+    assert STAGES.computing == tuple(s for s in Stage if s is not Stage.REPORT)
+    assert STAGES.training == (Stage.CPU, Stage.GPU) and STAGES.reusable == (Stage.RANK, Stage.SELECT, Stage.PLAN)
     assert {s: r.report for s, r in STAGES.items() if r.report} == {Stage.RANK: RankReport, Stage.PLAN: PlanReport}
 
 
@@ -35,7 +35,7 @@ def test_each_report_names_a_status_field_the_operator_fills():
 
 
 def test_the_runner_has_a_step_and_outputs_for_every_computing_stage():
-    assert set(STEPS) == set(OUTPUTS) == set(COMPUTE_STAGES)
+    assert set(STEPS) == set(STAGES.computing)
 
 
 def _intent(stage: Stage) -> JobIntent:
@@ -44,7 +44,7 @@ def _intent(stage: Stage) -> JobIntent:
     return JobIntent(stage, family, 0, 3 if row.indexed else 1, DIGEST if row.trains else None)
 
 
-@pytest.mark.parametrize("stage", STAGE_ORDER)
+@pytest.mark.parametrize("stage", STAGES.order)
 def test_the_job_of_each_row_runs_a_command_the_cli_parses_with_the_unit_options_of_its_fan_out(stage: Stage):
     row = STAGES[stage]
     manifest = job(SPEC, Owner("ml", "p", "uid"), "r1", _intent(stage), OperatorConfig(), suspend=False)

@@ -38,7 +38,7 @@ def summary_table(outcomes: Sequence, output_dir: str) -> Table:
     table.add_column("result")
     for o in outcomes:
         status = "[cyan]reused[/]" if getattr(o, "reused_from", None) else "[cyan]cached[/]" if o.cached else "[green]ran[/]"
-        table.add_row(o.stage.value, status, f"{o.seconds:.1f}", describe(o.summary))
+        table.add_row(str(o.stage), status, f"{o.seconds:.1f}", describe(o.summary))
     return table
 
 

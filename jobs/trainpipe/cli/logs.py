@@ -13,7 +13,8 @@ import sys
 from typing import Any
 
 from trainpipe.cli.cluster import ClusterError, add_cluster_options, connect, get_pipeline, termination, unit_index
-from trainpipe.contract.names import LABEL_FAMILY, LABEL_STAGE, NO_FAMILY, STAGE_ORDER
+from trainpipe.contract.names import LABEL_FAMILY, LABEL_STAGE, NO_FAMILY
+from trainpipe.contract.stages import STAGES
 
 DEFAULT_TAIL = 50
 
@@ -22,7 +23,7 @@ def add_parser(sub: Any) -> None:
     text = "Print the last lines of a stage's pod output: the failing unit's, or the one picked by --family/--unit/--target."
     p = sub.add_parser("logs", help=text, description=text)
     add_cluster_options(p)
-    p.add_argument("--stage", required=True, choices=[s.value for s in STAGE_ORDER], help="The stage whose pods to read.")
+    p.add_argument("--stage", required=True, choices=list(STAGES.order), help="The stage whose pods to read.")
     p.add_argument("--family", metavar="F", help="Only this family's units (cpu and gpu stages).")
     p.add_argument("--unit", type=int, metavar="I", help="Only unit I (the Indexed Job's completion index).")
     p.add_argument("--target", metavar="T", help="Only units whose termination message names this target.")

@@ -10,7 +10,7 @@ from typing import NoReturn
 from trainpipe import __version__
 from trainpipe.cli.exits import EPILOG_TABLE, UsageError
 from trainpipe.contract.names import Stage
-from trainpipe.contract.stages import COMPUTE_STAGES, TRAINING_STAGES
+from trainpipe.contract.stages import STAGES
 
 EPILOG = """\
 examples:
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
             one.add_argument("--unit-index", type=unit_index_arg, metavar="I",
                               help="Select features for the I-th target (from 0) of `selected` in ranking/target_rankings.json only.")
         if name == "train":
-            p.add_argument("--stage", choices=[s.value for s in TRAINING_STAGES], required=True, help="cpu: tree/linear/probabilistic families; gpu: TensorFlow and PyTorch families (run on CPU when no GPU is present).")
+            p.add_argument("--stage", choices=list(STAGES.training), required=True, help="cpu: tree/linear/probabilistic families; gpu: TensorFlow and PyTorch families (run on CPU when no GPU is present).")
             unit = p.add_argument_group("one family or one unit (one pod of a family's Indexed Job)")
             unit.add_argument("--family", metavar="F", help="Train only this family's units (a family of --stage).")
             unit.add_argument("--unit-index", type=unit_index_arg, metavar="I",
@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "output folder (globals/training_plan/, then the seed's legacy METRICS/training_plan/).")
         if name == "run":
             p.add_argument("--skip-training", action="store_true", help="Stop after the plan (rank, select, plan only).")
+    _add_table_stage_parsers(sub, set(stage_help) | {"report"})
 
     report = sub.add_parser("report", help="Rebuild report.html from an output folder.")
     report.add_argument("--output-dir", type=Path, required=True, metavar="DIR")
@@ -93,6 +94,32 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_parser(sub)
     logs.add_parser(sub)
     return parser
+
+
+def _add_table_stage_parsers(sub, taken: set[str]) -> None:
+    """A subcommand for each stage of the table that has none written above, so that its Jobs' command parses.
+
+    Such a stage runs whole in one pod (its step over the run's context); a stage that fans out into
+    units needs its own unit options, written above like select's and train's.
+    """
+    from trainpipe.cli.options import add_pipeline_options, add_run_options
+    from trainpipe.contract.stages import FanOut
+
+    for stage, row in STAGES.items():
+        if row.command[0] in taken:
+            continue
+        if row.fan_out is not FanOut.SINGLE or len(row.command) != 1:
+            raise RuntimeError(f"stage {stage!r} ({row.fan_out.value}, command {' '.join(row.command)!r}) needs its own "
+                               "subcommand in trainpipe.cli.main: only a single-unit stage of one word gets one from the table")
+        text = f"Run the {stage} stage."
+        p = sub.add_parser(row.command[0], help=text, description=text)
+        add_pipeline_options(p)
+        add_run_options(p)
+
+
+def _stage_of(command: str) -> str:
+    """The stage a stage subcommand (not train, not run) runs: the row whose command is that word."""
+    return next(stage for stage, row in STAGES.items() if row.command == (command,))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,15 +279,15 @@ def _stages(args: argparse.Namespace, where: list[str]) -> dict:
     return _stage_report(args, layout, outcomes, report_path)
 
 
-def _stage_list(args: argparse.Namespace) -> list[Stage]:
+def _stage_list(args: argparse.Namespace) -> list[str]:
     if args.command == "run":
-        return [s for s in COMPUTE_STAGES if not (args.skip_training and s in TRAINING_STAGES)]
+        return [s for s in STAGES.computing if not (args.skip_training and s in STAGES.training)]
     if args.command == "train":
-        return [Stage(args.stage)]
-    return [Stage(args.command)]
+        return [STAGES[args.stage].stage]
+    return [_stage_of(args.command)]
 
 
-def _run_stages(ctx, stages: list[Stage], force: bool):
+def _run_stages(ctx, stages: list[str], force: bool):
     """Run `stages` in order; stop at the first whose units failed and return it (the others' results stand)."""
     from trainpipe.cli.display import console
     from trainpipe.runner.steps import StageFailedError, StageOutcome, run_stage
@@ -272,9 +299,9 @@ def _run_stages(ctx, stages: list[Stage], force: bool):
         except StageFailedError as exc:
             return outcomes, exc
         if outcome.reused_from is not None:
-            console.print(f"[cyan]{stage.value}[/]: same inputs as {outcome.reused_from} — copied its outputs")
+            console.print(f"[cyan]{stage}[/]: same inputs as {outcome.reused_from} — copied its outputs")
         elif outcome.cached:
-            console.print(f"[cyan]{stage.value}[/]: inputs unchanged since the last run — reusing its outputs")
+            console.print(f"[cyan]{stage}[/]: inputs unchanged since the last run — reusing its outputs")
         outcomes.append(outcome)
     return outcomes, None
 
@@ -287,7 +314,7 @@ def _stage_report(args: argparse.Namespace, layout, outcomes, report_path) -> di
     if args.command == "plan":
         return {**plan_report(layout), "status": status_of(outcomes[0])}
     if args.command == "run":
-        return {"stage": "run", "stages": {o.stage.value: status_of(o) for o in outcomes},
+        return {"stage": "run", "stages": {o.stage: status_of(o) for o in outcomes},
                 "report": layout.relative(report_path) if report_path is not None else None}
     return stage_report(outcomes[0])
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from trainpipe.cli.cluster import ClusterError, add_cluster_options, connect, get_pipeline, termination, unit_index
 from trainpipe.contract.kubelet import cannot_start
-from trainpipe.contract.names import LABEL_FAMILY, LABEL_STAGE, NO_FAMILY, STAGE_ORDER
+from trainpipe.contract.names import LABEL_FAMILY, LABEL_STAGE, NO_FAMILY
+from trainpipe.contract.stages import STAGES
 from trainpipe.contract.status import ConditionType
 
 COLUMNS = ("STAGE", "ATTEMPT", "PENDING", "ACTIVE", "SUCCEEDED", "FAILED", "OUTCOME", "STARTED", "FINISHED")
@@ -72,12 +73,12 @@ def render(pipeline: dict[str, Any], pods: list[dict[str, Any]]) -> str:
 
 def _stage_table(stages: dict[str, Any]) -> list[str]:
     rows = [COLUMNS]
-    for stage in STAGE_ORDER:
-        s = stages.get(stage.value)
+    for stage in STAGES.order:
+        s = stages.get(stage)
         if s is None:
-            rows.append((stage.value, "-", "-", "-", "-", "-", "not started", "-", "-"))
+            rows.append((stage, "-", "-", "-", "-", "-", "not started", "-", "-"))
             continue
-        rows.append((stage.value, str(s.get("attempt", 0)), str(s.get("pending", 0)), str(s.get("active", 0)), str(s.get("succeeded", 0)),
+        rows.append((stage, str(s.get("attempt", 0)), str(s.get("pending", 0)), str(s.get("active", 0)), str(s.get("succeeded", 0)),
                      str(s.get("failed", 0)), s.get("outcome") or ("waiting" if s.get("reason") else "running"),
                      s.get("startedAt") or "-", s.get("finishedAt") or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]

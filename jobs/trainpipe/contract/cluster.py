@@ -102,6 +102,11 @@ class StagesSpec(Contract):
     gpu: GpuSettings = Field(default_factory=GpuSettings)
     report: StageSettings = Field(default_factory=StageSettings)
 
+    def of(self, stage: str) -> StageSettings:
+        """The settings of `stage`: its block here, or the defaults for a stage this spec has no block for."""
+        settings = getattr(self, stage, None) if stage in type(self).model_fields else None
+        return settings if isinstance(settings, StageSettings) else StageSettings()
+
 
 class ScheduleSpec(Contract):
     """Retrains without a commit: a new run at each fire time, even when the spec is unchanged (the data grew)."""

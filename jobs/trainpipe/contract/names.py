@@ -18,7 +18,7 @@ TRAINING_RESULT_SCHEMA_VERSION = "trainpipe.io/training-result/v1"
 
 
 class Stage(StrEnum):
-    """Pipeline stages in execution order; the order of this enum is the order they run.
+    """The built-in pipeline stages, in the order they run.
 
     One spelling everywhere: CLI, cache records, Job names, the `trainpipe.io/stage` label, status.
     """
@@ -31,8 +31,7 @@ class Stage(StrEnum):
     REPORT = "report"
 
 
-STAGE_ORDER: tuple[Stage, ...] = tuple(Stage)
-# What each stage is (fan-out, pool, command, report) is contract.stages.STAGES.
+# What each stage is (fan-out, pool, command, report) and the order they run in is contract.stages.STAGES.
 
 # Labels every Job and pod of a pipeline carries; the operator selects its children by them.
 LABEL_PIPELINE = f"{API_GROUP}/pipeline"

@@ -4,15 +4,21 @@ The operator fans a stage out into Jobs, builds their command lines, picks their
 the run's progress and knows which pods leave a report from this table; the runner and the CLI run the
 same commands. What a stage does beyond its row is its step function on the jobs side and, when it
 reports something the operator sizes the next stage by, its report model (`contract.reports`).
+
+A stage is named by a string (the `Stage` members are the built-in ones), and everything that walks the
+stages asks `STAGES` when it runs, never a tuple taken at import: a stage added to the table
+(`STAGES.added(row, after=...)`) is then fanned out, run, counted and reported like the others. Its
+scheduling settings are `spec.stages.<name>` when the spec has that block, the defaults otherwise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
-from trainpipe.contract.names import STAGE_ORDER, Stage
+from trainpipe.contract.names import Stage
 from trainpipe.contract.reports import PlanReport, RankReport, StageReport
 
 
@@ -33,7 +39,7 @@ class Pool(StrEnum):
 
 @dataclass(frozen=True)
 class StageRow:
-    stage: Stage
+    stage: str  # a Stage member for the built-in stages: the CLI word, cache record, Job name part and label value
     fan_out: FanOut
     pool: Pool
     command: tuple[str, ...]  # the `trainpipe` words that run one unit of it
@@ -54,24 +60,67 @@ class StageRow:
         return self.fan_out is FanOut.PER_PLAN_UNIT
 
 
-STAGES: dict[Stage, StageRow] = {row.stage: row for row in (
+class StageTable(Mapping[str, StageRow]):
+    """The rows in run order. One instance (`STAGES`), read at run time by both sides."""
+
+    def __init__(self, rows: tuple[StageRow, ...]) -> None:
+        self._rows = {row.stage: row for row in rows}
+
+    def __getitem__(self, stage: str) -> StageRow:
+        try:
+            return self._rows[stage]
+        except KeyError:
+            raise KeyError(f"{stage!r} is not a stage; the stages are {', '.join(self._rows)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def where(self, keep: Callable[[StageRow], bool]) -> tuple[str, ...]:
+        """The stages whose row `keep` accepts, in run order."""
+        return tuple(stage for stage, row in self._rows.items() if keep(row))
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        return tuple(self._rows)
+
+    @property
+    def computing(self) -> tuple[str, ...]:
+        """The stages cached by the digest of their inputs: all but the report, which only renders them."""
+        return self.where(lambda r: r.computes)
+
+    @property
+    def training(self) -> tuple[str, ...]:
+        return self.where(lambda r: r.trains)
+
+    @property
+    def reusable(self) -> tuple[str, ...]:
+        return self.where(lambda r: r.reusable)
+
+    @contextmanager
+    def added(self, row: StageRow, *, after: str) -> Iterator[StageRow]:
+        """The table with `row` run right after stage `after`, for the duration of the block (an extension's or a test's stage)."""
+        if row.stage in self._rows:
+            raise ValueError(f"stage {row.stage!r} is already in the table")
+        before = dict(self._rows)
+        at = self.order.index(self[after].stage) + 1
+        items = list(before.items())
+        self._rows = dict([*items[:at], (row.stage, row), *items[at:]])
+        try:
+            yield row
+        finally:
+            self._rows = before
+
+
+STAGES = StageTable((
     StageRow(Stage.RANK, FanOut.SINGLE, Pool.CPU, ("rank",), report=RankReport, reusable=True),
     StageRow(Stage.SELECT, FanOut.PER_TARGET, Pool.CPU, ("select",), reusable=True),
     StageRow(Stage.PLAN, FanOut.SINGLE, Pool.CPU, ("plan",), report=PlanReport, reusable=True),
     StageRow(Stage.CPU, FanOut.PER_PLAN_UNIT, Pool.CPU, ("train", "--stage", Stage.CPU.value)),
     StageRow(Stage.GPU, FanOut.PER_PLAN_UNIT, Pool.GPU, ("train", "--stage", Stage.GPU.value)),
     StageRow(Stage.REPORT, FanOut.SINGLE, Pool.CPU, ("report",), computes=False),
-)}
-if tuple(STAGES) != STAGE_ORDER:  # a row per stage, in the order they run
-    raise AssertionError(f"contract.stages.STAGES lists {tuple(STAGES)}, the stages are {STAGE_ORDER}")
-
-
-def stages_where(keep: Callable[[StageRow], bool]) -> tuple[Stage, ...]:
-    """The stages whose row `keep` accepts, in run order."""
-    return tuple(stage for stage, row in STAGES.items() if keep(row))
-
-
-# The stages cached by input digests (all but the report, which only renders them), and the training ones.
-COMPUTE_STAGES: tuple[Stage, ...] = stages_where(lambda r: r.computes)
-TRAINING_STAGES: tuple[Stage, ...] = stages_where(lambda r: r.trains)
-REUSABLE_STAGES: tuple[Stage, ...] = stages_where(lambda r: r.reusable)
+))
+if STAGES.order != tuple(Stage):  # a row per built-in stage, in the order they run
+    raise AssertionError(f"contract.stages.STAGES lists {STAGES.order}, the built-in stages are {tuple(Stage)}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from trainpipe.contract.families import FAMILY_NAMES, FAMILY_STAGE, FAMILY_TASKS
 from trainpipe.contract.names import Stage, TaskType, TrainingType
 from trainpipe.contract.plan import TrainingPlan
-from trainpipe.contract.stages import TRAINING_STAGES
+from trainpipe.contract.stages import STAGES
 
 # A unit id is used in folder names, log lines and status messages; DNS-label rules keep it usable
 # as a Kubernetes name part too. Long ids keep a readable head and a digest of the whole.
@@ -86,8 +86,8 @@ def stage_units(plan: TrainingPlan, stage: Stage, families: Sequence[str] | None
     Per job: its model_families ∩ the stage's families ∩ `families` (None = no filter). Blocked jobs are
     not units; a family name the table does not know, or a task the family cannot learn, is a skip.
     """
-    if stage not in TRAINING_STAGES:
-        raise ValueError(f"{stage!r} is not a training stage; use {' or '.join(s.value for s in TRAINING_STAGES)}")
+    if stage not in STAGES.training:
+        raise ValueError(f"{stage!r} is not a training stage; use {' or '.join(STAGES.training)}")
     allowed = None if families is None else set(families)
     units: list[WorkUnit] = []
     skips: list[SkippedUnit] = []
@@ -123,7 +123,7 @@ def family_units(plan: TrainingPlan, family: str) -> list[WorkUnit]:
 def unit_counts(plan: TrainingPlan) -> dict[str, int]:
     """Units per family (families with at least one unit, table order): the completions of each Indexed Job."""
     counts: dict[str, int] = {}
-    for stage in TRAINING_STAGES:
-        for unit in stage_units(plan, stage)[0]:
+    for stage in STAGES.training:
+        for unit in stage_units(plan, Stage(stage))[0]:
             counts[unit.family] = counts.get(unit.family, 0) + 1
     return counts

@@ -15,14 +15,14 @@ from typing import Any, Literal, cast
 from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.families import FAMILY_NAMES, FAMILY_STAGE, FAMILY_TASKS
 from trainpipe.contract.names import Stage, TaskType
-from trainpipe.contract.stages import TRAINING_STAGES
+from trainpipe.contract.stages import STAGES as STAGE_TABLE
 
 StageName = Literal["cpu", "gpu"]
 Backend = Literal["none", "tf", "torch"]
 ThreadKind = Literal["openmp", "blas", "python", "tf", "torch"]
 
 # The training stages' spellings, from the contract (the same strings as Stage.CPU / Stage.GPU).
-STAGES: tuple[StageName, ...] = tuple(cast(StageName, stage.value) for stage in TRAINING_STAGES)
+STAGES: tuple[StageName, ...] = tuple(cast(StageName, stage) for stage in STAGE_TABLE.training)
 
 # Params every neural family shares; tests pass tiny values.
 _NN_COMMON: dict[str, Any] = {

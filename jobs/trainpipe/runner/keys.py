@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from trainpipe.contract.names import Stage
 from trainpipe.contract.pipeline import PipelineSpec
+from trainpipe.contract.stages import STAGES
 from trainpipe.runner.digests import digest_json
 
 
-def stage_keys(spec: PipelineSpec, data_digest: str, code: str, run_id: str | None = None, plan_file: str | None = None) -> dict[Stage, str]:
+def stage_keys(spec: PipelineSpec, data_digest: str, code: str, run_id: str | None = None, plan_file: str | None = None) -> dict[str, str]:
     """Changing a setting changes the key of the stage that reads it and of every stage downstream, nothing else.
 
     The run id (`--run-id`) is recorded in the plan, so it is an input of the plan and the stages after it:
     rank and select outputs carry over between runs of the same inputs, a plan is written per run.
     `plan_file` is the digest of a plan the plan stage did not write (`train --training-plan-dir`, or the
     seed's legacy folder): training then depends on that file, not on the plan stage's key alone.
+    A computing stage added to the table reads no setting of its own: its key chains the key of the
+    stage before it.
     """
     s = spec.to_wire()
     rank = digest_json({
@@ -31,4 +34,9 @@ def stage_keys(spec: PipelineSpec, data_digest: str, code: str, run_id: str | No
     cpu_inputs = {"stage": Stage.CPU, "up": plan, "holdout": s["training"]["holdoutFraction"]}
     train_cpu = digest_json(cpu_inputs if plan_file is None else {**cpu_inputs, "planFile": plan_file})
     train_gpu = digest_json({"stage": Stage.GPU, "up": train_cpu})
-    return {Stage.RANK: rank, Stage.SELECT: select, Stage.PLAN: plan, Stage.CPU: train_cpu, Stage.GPU: train_gpu}
+    built_in: dict[str, str] = {Stage.RANK: rank, Stage.SELECT: select, Stage.PLAN: plan, Stage.CPU: train_cpu, Stage.GPU: train_gpu}
+    keys: dict[str, str] = {}
+    for stage in STAGES.computing:
+        up = list(keys.values())[-1] if keys else digest_json({"code": code, "data": data_digest})
+        keys[stage] = built_in.get(stage) or digest_json({"stage": stage, "up": up})
+    return keys

@@ -36,7 +36,7 @@ def plan_report(layout: Layout) -> dict:
 def stage_report(outcome: StageOutcome) -> dict:
     """Select (all targets) and the training stages: counts from the stage's summary."""
     summary = outcome.summary
-    report: dict[str, Any] = {"stage": outcome.stage.value, "status": status_of(outcome)}
+    report: dict[str, Any] = {"stage": str(outcome.stage), "status": status_of(outcome)}
     if "targets" in summary and isinstance(summary["targets"], dict):
         report["targets"] = len(summary["targets"])
     for key in ("units", "trained", "skipped", "reused", "failed"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from trainpipe.contract.kubelet import KILLED_BY_KUBELET
-from trainpipe.contract.names import STAGE_ORDER, Stage
+from trainpipe.contract.stages import STAGES
 from trainpipe.contract.status import Reason, StageStatus
 from trainpipe.contract.timestamps import parse_stamp
 from trainpipe_operator import manifests
@@ -12,10 +12,10 @@ from trainpipe_operator.policies.passes import FAILED, SUCCEEDED, Pass
 
 
 def failed_stage(p: Pass) -> bool:
-    for stage in STAGE_ORDER:
-        s = p.stages.get(stage.value)
+    for stage in STAGES.order:
+        s = p.stages.get(stage)
         if s is not None and s.outcome == FAILED:
-            p.stop("failed", s.reason or Reason.STAGE_FAILED.value, s.message or f"stage {stage.value} failed")
+            p.stop("failed", s.reason or Reason.STAGE_FAILED.value, s.message or f"stage {stage} failed")
             return True
     return False
 
@@ -29,10 +29,10 @@ def deadline_passed(p: Pass) -> bool:
     if left > 0:
         p.requeue.append(left)
         return False
-    current = next((s for s in STAGE_ORDER if (p.stages.get(s.value) or StageStatus()).outcome != SUCCEEDED), Stage.REPORT)
-    message = f"run exceeded activeDeadlineSeconds={deadline} during stage {current.value}; its Jobs were stopped"
-    old = p.stages.get(current.value) or StageStatus()
-    p.stages[current.value] = old.model_copy(update={"outcome": FAILED, "reason": Reason.DEADLINE_EXCEEDED.value, "message": message,
+    current = next((s for s in STAGES.order if (p.stages.get(s) or StageStatus()).outcome != SUCCEEDED), STAGES.order[-1])
+    message = f"run exceeded activeDeadlineSeconds={deadline} during stage {current}; its Jobs were stopped"
+    old = p.stages.get(current) or StageStatus()
+    p.stages[current] = old.model_copy(update={"outcome": FAILED, "reason": Reason.DEADLINE_EXCEEDED.value, "message": message,
                                                      "finished_at": p.stamp, "active": 0})
     p.delete.extend(j.name for j in p.run_jobs() if not j.complete and not j.failed_condition and not j.deleting)
     p.event("Warning", Reason.DEADLINE_EXCEEDED, message)
@@ -40,10 +40,10 @@ def deadline_passed(p: Pass) -> bool:
     return True
 
 
-def failure_message(p: Pass, stage: Stage, broken: list[ObservedJob]) -> tuple[str, str]:
+def failure_message(p: Pass, stage: str, broken: list[ObservedJob]) -> tuple[str, str]:
     """(reason, message) of a failed stage: the kubelet's reason when it names the cause (OOMKilled), else ours."""
     job = broken[0]
-    what = f"stage {stage.value}{family_phrase(job)}"
+    what = f"stage {stage}{family_phrase(job)}"
     pods = [pod for pod in p.observed.pods_of(job.name) if pod.phase == "Failed"]
     if job.failed_indexes:
         pods = [pod for pod in pods if pod.index in set(job.failed_indexes)] or pods
@@ -59,14 +59,14 @@ def failure_message(p: Pass, stage: Stage, broken: list[ObservedJob]) -> tuple[s
     return Reason.STAGE_FAILED.value, f"{what} failed in Job {job.name}{code}{tail} [{job.failed_condition}]; fix the cause, {retry}"
 
 
-def kill_note(p: Pass, stage: Stage, job: ObservedJob, pod: ObservedPod) -> str:
+def kill_note(p: Pass, stage: str, job: ObservedJob, pod: ObservedPod) -> str:
     """`OOMKilled: raise <the spec field that set the limit>` (the family's override when it has one)."""
     settings = manifests.settings_of(p.spec, stage)
     families = getattr(settings, "families", {}) or {}
     if job.family is not None and job.family in families:
-        field, limits = f"stages.{stage.value}.families.{job.family}.limits.memory", families[job.family].limits
+        field, limits = f"stages.{stage}.families.{job.family}.limits.memory", families[job.family].limits
     else:
-        field, limits = f"stages.{stage.value}.resources.limits.memory", settings.resources.limits
+        field, limits = f"stages.{stage}.resources.limits.memory", settings.resources.limits
     now = f" (now {limits['memory']})" if "memory" in limits else " (none set: the node's memory was exhausted)"
     return f"{pod.reason}: raise {field}{now}"
 
@@ -79,7 +79,7 @@ def unit_phrase(pod: ObservedPod) -> str:
     return f"unit {pod.index}" if pod.index is not None else "the unit"
 
 
-def why_stuck(p: Pass, stage: Stage, jobs: list[ObservedJob]) -> tuple[str, str] | None:
+def why_stuck(p: Pass, stage: str, jobs: list[ObservedJob]) -> tuple[str, str] | None:
     """Why the stage's pods cannot start, with the unit named: a container the kubelet cannot start
     (ErrImagePull, ImagePullBackOff, CreateContainerConfigError, ...: its own reason), else the scheduler's."""
     names = {j.name for j in jobs}
@@ -87,19 +87,19 @@ def why_stuck(p: Pass, stage: Stage, jobs: list[ObservedJob]) -> tuple[str, str]
     for pod in pending:
         if pod.waiting:
             job = next(j for j in jobs if j.name == pod.job)
-            return pod.waiting.split(":", 1)[0], f"{unit_phrase(pod)} of stage {stage.value}{family_phrase(job)} cannot start (pod {pod.name}): {pod.waiting}"
+            return pod.waiting.split(":", 1)[0], f"{unit_phrase(pod)} of stage {stage}{family_phrase(job)} cannot start (pod {pod.name}): {pod.waiting}"
     unschedulable = [pod for pod in pending if pod.unschedulable]
     if unschedulable:
         return Reason.UNSCHEDULABLE.value, f"{len(unschedulable)} pod(s) of Job {unschedulable[0].job} cannot be scheduled: {unschedulable[0].unschedulable}"
     return None
 
 
-def kubelet_retrying(p: Pass, stage: Stage, jobs: list[ObservedJob]) -> tuple[str, str] | None:
+def kubelet_retrying(p: Pass, stage: str, jobs: list[ObservedJob]) -> tuple[str, str] | None:
     """A unit the kubelet killed (OOMKilled) while its Job still retries it: shown before the retries run out."""
     for job in jobs:
         if job.failed == 0:
             continue
         killed = next((pod for pod in p.observed.pods_of(job.name) if pod.phase == "Failed" and pod.reason in KILLED_BY_KUBELET), None)
         if killed is not None:
-            return killed.reason, f"{unit_phrase(killed)} of stage {stage.value}{family_phrase(job)} was {kill_note(p, stage, job, killed)}; retrying"
+            return killed.reason, f"{unit_phrase(killed)} of stage {stage}{family_phrase(job)} was {kill_note(p, stage, job, killed)}; retrying"
     return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from trainpipe.contract.families import FAMILY_STAGE
-from trainpipe.contract.names import STAGE_ORDER, Stage
 from trainpipe.contract.reports import PlanReport, RankReport, StageReport
 from trainpipe.contract.stages import STAGES, FanOut
 from trainpipe.contract.status import PlanRef, Reason, RunRecord, RunRef, StageStatus
@@ -31,7 +30,7 @@ def termination_report(text: str, model: type[StageReport]) -> StageReport | Non
         return None
 
 
-def stage_intents(p: Pass, stage: Stage, attempt: int) -> list[JobIntent] | tuple[Reason, str]:
+def stage_intents(p: Pass, stage: str, attempt: int) -> list[JobIntent] | tuple[Reason, str]:
     """The Jobs a stage needs (its row's fan-out), or why they cannot be created yet (reason, message)."""
     row = STAGES[stage]
     if row.fan_out is FanOut.SINGLE:
@@ -44,10 +43,10 @@ def stage_intents(p: Pass, stage: Stage, attempt: int) -> list[JobIntent] | tupl
     ref = p.status.plan
     if ref is None:
         return Reason.STAGE_FAILED, "the plan stage finished but its digest and unit counts are unknown; retry the run (trainpipe.io/retry)"
-    out = [JobIntent(stage, fam, attempt, n, ref.digest) for fam, n in ref.units.items() if n > 0 and FAMILY_STAGE.get(fam) is stage]
+    out = [JobIntent(stage, fam, attempt, n, ref.digest) for fam, n in ref.units.items() if n > 0 and FAMILY_STAGE.get(fam) == stage]
     if out and manifests.image_of(p.spec, stage, p.config) is None:
         units, pool = sum(i.completions for i in out), row.pool.value
-        return Reason.INVALID_SPEC, (f"the plan has {units} {stage.value} units but there is no {pool} image: set spec.images.{pool} "
+        return Reason.INVALID_SPEC, (f"the plan has {units} {stage} units but there is no {pool} image: set spec.images.{pool} "
                 f"(the cpu image also works, explicitly), or start the operator with --{pool}-image")
     return out
 
@@ -72,22 +71,22 @@ def count_units(jobs: list[ObservedJob], intents: list[JobIntent], names: list[s
 
 def walk_stages(p: Pass) -> None:
     """Ensure the current stage's Jobs; on its completion record it and go on to the next in the same pass."""
-    for stage in STAGE_ORDER:
-        old = p.stages.get(stage.value) or StageStatus()
+    for stage in STAGES.order:
+        old = p.stages.get(stage) or StageStatus()
         if old.outcome == SUCCEEDED:
             continue
         intents = stage_intents(p, stage, old.attempt)
         if isinstance(intents, tuple):
             reason, problem = intents
             # Not an outcome: fixing the spec (an image) or a retry lets the same run go on.
-            p.stages[stage.value] = old.model_copy(update={"reason": reason.value, "message": problem})
+            p.stages[stage] = old.model_copy(update={"reason": reason.value, "message": problem})
             p.stop("invalid" if reason is Reason.INVALID_SPEC else "failed", reason, problem)
             return
         if not intents:  # nothing to do in this stage (e.g. a plan without GPU families)
-            p.stages[stage.value] = old.model_copy(update={"outcome": SUCCEEDED, "started_at": old.started_at or p.stamp, "finished_at": p.stamp})
+            p.stages[stage] = old.model_copy(update={"outcome": SUCCEEDED, "started_at": old.started_at or p.stamp, "finished_at": p.stamp})
             continue
         names = [job_name(p.view.name, p.run, i.stage, i.family, i.attempt) for i in intents]
-        jobs = [j for j in p.run_jobs() if j.stage is stage and j.attempt == old.attempt]
+        jobs = [j for j in p.run_jobs() if j.stage == stage and j.attempt == old.attempt]
         present = {j.name: j for j in jobs}
         for intent, name in zip(intents, names):
             job = present.get(name)
@@ -98,37 +97,37 @@ def walk_stages(p: Pass) -> None:
         counts = count_units(jobs, intents, names)
         started: str = old.started_at or p.stamp
         if old.started_at is None:
-            p.event("Normal", Reason.JOBS_CREATED, f"stage {stage.value}: {len(intents)} Job(s), {sum(i.completions for i in intents)} unit(s)")
+            p.event("Normal", Reason.JOBS_CREATED, f"stage {stage}: {len(intents)} Job(s), {sum(i.completions for i in intents)} unit(s)")
         current = old.model_copy(update={**counts, "started_at": started, "reason": None, "message": None})
         mine = [present[n] for n in names if n in present and not present[n].deleting]
         if len(mine) == len(names) and all(j.complete for j in mine):
             unreadable = record_outputs(p, stage, mine)
             if unreadable:
-                p.stages[stage.value] = current.model_copy(update={"outcome": FAILED, "reason": Reason.STAGE_FAILED.value, "finished_at": p.stamp,
+                p.stages[stage] = current.model_copy(update={"outcome": FAILED, "reason": Reason.STAGE_FAILED.value, "finished_at": p.stamp,
                                                                    "message": unreadable})
                 p.event("Warning", Reason.STAGE_FAILED, unreadable)
                 p.stop("failed", Reason.STAGE_FAILED, unreadable)
                 return
-            p.stages[stage.value] = current.model_copy(update={"outcome": SUCCEEDED, "finished_at": p.stamp})
-            p.finished.append((stage.value, SUCCEEDED, seconds_between(started, p.stamp), len(mine)))
-            p.event("Normal", Reason.STAGE_SUCCEEDED, f"stage {stage.value} of run {p.run} succeeded ({counts['succeeded']} unit(s))")
+            p.stages[stage] = current.model_copy(update={"outcome": SUCCEEDED, "finished_at": p.stamp})
+            p.finished.append((stage, SUCCEEDED, seconds_between(started, p.stamp), len(mine)))
+            p.event("Normal", Reason.STAGE_SUCCEEDED, f"stage {stage} of run {p.run} succeeded ({counts['succeeded']} unit(s))")
             continue
         broken = [j for j in mine if j.failed_condition]
         if broken:
             cause, message = failure_message(p, stage, broken)
-            p.stages[stage.value] = current.model_copy(update={"outcome": FAILED, "reason": cause, "finished_at": p.stamp, "message": message})
-            p.finished.append((stage.value, FAILED, seconds_between(started, p.stamp), len(broken)))
+            p.stages[stage] = current.model_copy(update={"outcome": FAILED, "reason": cause, "finished_at": p.stamp, "message": message})
+            p.finished.append((stage, FAILED, seconds_between(started, p.stamp), len(broken)))
             p.event("Warning", Reason.STAGE_FAILED, message)
             p.stop("failed", cause, message)
             return
-        p.stages[stage.value] = current
-        progress = (f"stage {stage.value}: {counts['succeeded']}/{sum(i.completions for i in intents)} units done, "
+        p.stages[stage] = current
+        progress = (f"stage {stage}: {counts['succeeded']}/{sum(i.completions for i in intents)} units done, "
                     f"{counts['active']} running, {counts['pending']} pending")
         trouble = why_stuck(p, stage, mine) or kubelet_retrying(p, stage, mine)
         if trouble:
             cause, note = trouble
             p.stop("running", cause, f"{progress}; {note}")
-            p.stages[stage.value] = current.model_copy(update={"reason": cause, "message": note})
+            p.stages[stage] = current.model_copy(update={"reason": cause, "message": note})
         else:
             p.stop("running", Reason.STAGE_RUNNING, progress)
         return
@@ -142,7 +141,7 @@ def walk_stages(p: Pass) -> None:
         p.requeue.append(float(p.spec.ttl_seconds_after_finished))
 
 
-def record_outputs(p: Pass, stage: Stage, jobs: list[ObservedJob]) -> str | None:
+def record_outputs(p: Pass, stage: str, jobs: list[ObservedJob]) -> str | None:
     """What a finished Job of a reporting stage told us (its pod's termination message); a problem message if unreadable."""
     model = STAGES[stage].report
     if model is None or getattr(p.status, model.status_field) is not None:
@@ -153,7 +152,7 @@ def record_outputs(p: Pass, stage: Stage, jobs: list[ObservedJob]) -> str | None
         p.record(**{model.status_field: report.selected})
         return None
     if not isinstance(report, PlanReport):
-        return f"the {stage.value} Job {jobs[0].name} succeeded but its pod left no readable termination message ({model.expects})"
+        return f"the {stage} Job {jobs[0].name} succeeded but its pod left no readable termination message ({model.expects})"
     plan = report
     if plan.run_id not in (None, p.run):
         return f"the plan Job wrote a plan for run {plan.run_id}, not {p.run}"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from trainpipe.contract.names import STAGE_ORDER, Stage
+from trainpipe.contract.names import Stage
+from trainpipe.contract.stages import STAGES
 from trainpipe.contract.status import ConditionType, PipelineStatus, Reason, RunRecord, StageStatus
 from trainpipe.contract.timestamps import parse_stamp
 from trainpipe_operator import manifests
@@ -64,18 +65,18 @@ def handle_retry(p: Pass) -> None:
     if not token or token == p.status.retry_token:
         return
     p.record(retry_token=token)
-    failed = next((st for st in STAGE_ORDER if (s := p.stages.get(st.value)) is not None and s.outcome == FAILED), None)
+    failed = next((st for st in STAGES.order if (s := p.stages.get(st)) is not None and s.outcome == FAILED), None)
     if failed is None:
         return  # nothing failed: the token is recorded so that it does not fire later
-    old = p.stages[failed.value]
-    p.stages[failed.value] = StageStatus(attempt=old.attempt + 1)
+    old = p.stages[failed]
+    p.stages[failed] = StageStatus(attempt=old.attempt + 1)
     p.record(finished_at=None, started_at=p.stamp)  # a retry opens a new activeDeadlineSeconds window
-    p.delete.extend(j.name for j in p.run_jobs() if j.stage is failed and j.attempt <= old.attempt and not j.deleting)
-    p.event("Normal", Reason.RETRYING, f"retrying stage {failed.value} of run {p.run} as attempt {old.attempt + 1}: units with outputs are not rerun")
+    p.delete.extend(j.name for j in p.run_jobs() if j.stage == failed and j.attempt <= old.attempt and not j.deleting)
+    p.event("Normal", Reason.RETRYING, f"retrying stage {failed} of run {p.run} as attempt {old.attempt + 1}: units with outputs are not rerun")
 
 
 def run_finished(p: Pass) -> bool:
-    return all(p.stages.get(s.value) is not None and p.stages[s.value].outcome == SUCCEEDED for s in STAGE_ORDER)
+    return all(p.stages.get(s) is not None and p.stages[s].outcome == SUCCEEDED for s in STAGES.order)
 
 
 def apply_ttl(p: Pass) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from trainpipe.contract.families import FAMILY_STAGE
-from trainpipe.contract.names import STAGE_ORDER, Stage
 from trainpipe.contract.stages import STAGES, FanOut
 from trainpipe.contract.status import ConditionType, PipelineStatus, Reason, StageStatus
 from trainpipe.contract.timestamps import parse_stamp
@@ -39,7 +38,7 @@ def finish(p: Pass) -> Decision:
                             reason if state in ("failed", "invalid") else "NotStalled", message if state in ("failed", "invalid") else "", gen, stamp)
     suspended = set_condition(prev, ConditionType.SUSPENDED, "True" if state == "suspended" else "False",
                               Reason.SUSPENDED.value if state == "suspended" else Reason.NOT_SUSPENDED.value, "", gen, stamp)
-    current = next((s.value for s in STAGE_ORDER if (p.stages.get(s.value) or StageStatus()).outcome != SUCCEEDED), None)
+    current = next((s for s in STAGES.order if (p.stages.get(s) or StageStatus()).outcome != SUCCEEDED), None)
     totals = progress_of(p)
     status = PipelineStatus.model_validate({
         **dict(p.status),
@@ -47,7 +46,7 @@ def finish(p: Pass) -> Decision:
         "conditions": [ready, reconciling, stalled, suspended],
         "stage": DISPLAY.get(state, current),
         "progress": totals,
-        "stages": {k: v for k, v in sorted(p.stages.items(), key=lambda kv: STAGE_ORDER.index(Stage(kv[0])))},
+        "stages": {k: v for k, v in sorted(p.stages.items(), key=lambda kv: STAGES.order.index(kv[0]))},
         "message": message or None,
     })
     return Decision(
@@ -60,7 +59,7 @@ def finish(p: Pass) -> Decision:
 def progress_of(p: Pass) -> str:
     """`succeeded/known` units of the run, by each stage's fan-out: 1, a unit per kept target, a unit per
     planned model; a stage whose size is not known yet counts none."""
-    known: dict[Stage, int] = {}
+    known: dict[str, int] = {}
     ref, selected = p.status.plan, p.status.selected_targets
     for stage, row in STAGES.items():
         if row.fan_out is FanOut.SINGLE:
@@ -68,10 +67,10 @@ def progress_of(p: Pass) -> str:
         elif row.fan_out is FanOut.PER_TARGET and selected is not None:
             known[stage] = selected
         elif row.fan_out is FanOut.PER_PLAN_UNIT and ref is not None:
-            known[stage] = sum(n for fam, n in ref.units.items() if FAMILY_STAGE.get(fam) is stage)
+            known[stage] = sum(n for fam, n in ref.units.items() if FAMILY_STAGE.get(fam) == stage)
     done = 0
-    for stage in STAGE_ORDER:
-        s = p.stages.get(stage.value)
+    for stage in STAGES.order:
+        s = p.stages.get(stage)
         if s is not None:
             done += known.get(stage, s.total) if s.outcome == SUCCEEDED else s.succeeded
     return f"{done}/{sum(known.values())}"

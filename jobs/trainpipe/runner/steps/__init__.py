@@ -7,7 +7,8 @@ plan accepts either record (`trainpipe.runner.units`). With `reuse_dir`, a stage
 first looked for in sibling run folders (`trainpipe.runner.reuse`).
 
 One module per stage (`rank`, `selection`, `plan`, `train`) over `context`; this package maps each
-stage of contract.stages to its step and the outputs it leaves, and runs one.
+computing stage of contract.stages to its `Step` (the function and the outputs it leaves), and runs one.
+A stage added to the table runs here once `STEPS` has its step.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from functools import partial
 from pathlib import Path
 
 from trainpipe.contract.names import Stage
-from trainpipe.contract.stages import COMPUTE_STAGES, REUSABLE_STAGES, TRAINING_STAGES
+from trainpipe.contract.stages import STAGES
 from trainpipe.io.layout import Layout
 from trainpipe.runner import records
 from trainpipe.runner.steps.context import (
@@ -40,62 +41,78 @@ from trainpipe.runner.steps.rank import rank_step
 from trainpipe.runner.steps.selection import select_step, select_targets, select_unit_key, selection_is_current, selection_outputs
 from trainpipe.runner.steps.train import read_current_plan, train_families, train_step, training_options
 
-STEPS: dict[Stage, Callable[[RunContext], dict]] = {
-    Stage.RANK: rank_step,
-    Stage.SELECT: select_step,
-    Stage.PLAN: plan_step,
-    **{stage: partial(train_step, stage=stage) for stage in TRAINING_STAGES},
+
+@dataclass(frozen=True)
+class Step:
+    """One computing stage on the jobs side: what computes it (returning its summary) and what it leaves behind.
+
+    `outputs` (given the summary) are paths under the output dir: a cached stage is reused only if they
+    still exist, and a stage taken from another run copies exactly these.
+    """
+
+    run: Callable[[RunContext], dict]
+    outputs: Callable[[Layout, dict], list[Path]]
+
+
+def _models(lay: Layout, _: dict) -> list[Path]:
+    return [lay.models_dir]
+
+
+STEPS: dict[str, Step] = {
+    Stage.RANK: Step(rank_step, lambda lay, _: [lay.rankings_parquet, lay.rankings_json, lay.oos_scores_parquet, lay.data_pins_json]),
+    Stage.SELECT: Step(select_step, lambda lay, summary: [lay.selection_summary]
+                       + [p for t in summary["targets"] for p in (lay.selected_features(t), lay.feature_scores(t))]),
+    Stage.PLAN: Step(plan_step, lambda lay, _: [lay.routing_candidates, lay.routing_plan_dir, lay.training_plan_dir]),
+    **{stage: Step(partial(train_step, stage=Stage(stage)), _models) for stage in STAGES.training},
 }
 
 
-# What each stage leaves behind (given its summary), relative to the output dir; a cached stage is reused
-# only if these still exist, and a stage taken from another run copies exactly these.
-OUTPUTS: dict[Stage, Callable[[Layout, dict], list[Path]]] = {
-    Stage.RANK: lambda lay, _: [lay.rankings_parquet, lay.rankings_json, lay.oos_scores_parquet, lay.data_pins_json],
-    Stage.SELECT: lambda lay, summary: [lay.selection_summary] + [p for t in summary["targets"] for p in (lay.selected_features(t), lay.feature_scores(t))],
-    Stage.PLAN: lambda lay, _: [lay.routing_candidates, lay.routing_plan_dir, lay.training_plan_dir],
-    Stage.CPU: lambda lay, _: [lay.models_dir],
-    Stage.GPU: lambda lay, _: [lay.models_dir],
-}
+def step_of(stage: str) -> Step:
+    try:
+        return STEPS[stage]
+    except KeyError:
+        raise KeyError(f"stage {stage!r} has a row in contract.stages but no step in trainpipe.runner.steps.STEPS") from None
 
 
 @dataclass(frozen=True)
 class StageOutcome:
-    stage: Stage
+    stage: str
     cached: bool
     seconds: float
     summary: dict
     reused_from: str | None = None  # the sibling run folder the outputs were copied from
 
 
-def run_stage(ctx: RunContext, stage: Stage, force: bool = False) -> StageOutcome:
+def run_stage(ctx: RunContext, stage: str, force: bool = False) -> StageOutcome:
     """Run one stage unless its record matches the current inputs (then reuse it and say so), or a sibling run has it."""
     key = ctx.keys[stage]
-    if not force and records.is_fresh(ctx.layout, stage.value, key):
-        record = records.read_record(ctx.layout, stage.value)
+    if not force and records.is_fresh(ctx.layout, stage, key):
+        record = records.read_record(ctx.layout, stage)
         return StageOutcome(stage, True, 0.0, record.summary if record else {})
-    records.clear_record(ctx.layout, stage.value)
+    records.clear_record(ctx.layout, stage)
     # Downstream records are stale once this stage's outputs are replaced, whatever their keys say.
-    for later in COMPUTE_STAGES[COMPUTE_STAGES.index(stage) + 1:]:
-        records.clear_record(ctx.layout, later.value)
+    computing = STAGES.computing
+    for later in computing[computing.index(stage) + 1:]:
+        records.clear_record(ctx.layout, later)
     start = time.perf_counter()
-    if not force and ctx.reuse_dir is not None and stage in REUSABLE_STAGES:
+    if not force and ctx.reuse_dir is not None and stage in STAGES.reusable:
         from trainpipe.runner.reuse import reuse_record
 
-        reused = reuse_record(ctx.reuse_dir, ctx.layout, ctx.layout.stage_record(stage.value), key)
+        reused = reuse_record(ctx.reuse_dir, ctx.layout, ctx.layout.stage_record(stage), key)
         if reused is not None:
             return StageOutcome(stage, True, time.perf_counter() - start, reused.summary, reused.reused_from)
-    summary = STEPS[stage](ctx)
-    outputs = [ctx.layout.relative(p) for p in OUTPUTS[stage](ctx.layout, summary)]
-    records.write_record(ctx.layout, stage.value, key, outputs, summary)
+    step = step_of(stage)
+    summary = step.run(ctx)
+    outputs = [ctx.layout.relative(p) for p in step.outputs(ctx.layout, summary)]
+    records.write_record(ctx.layout, stage, key, outputs, summary)
     return StageOutcome(stage, False, time.perf_counter() - start, summary)
 
 
 __all__ = [
-    "OUTPUTS",
     "Progress",
     "RunContext",
     "STEPS",
+    "Step",
     "SpecDataMismatchError",
     "StageFailedError",
     "StageInputError",

@@ -79,7 +79,7 @@ class RunContext:
         return digest_files(self.data_files)
 
     @cached_property
-    def keys(self) -> dict[Stage, str]:
+    def keys(self) -> dict[str, str]:
         # A plan this run's plan stage did not write (given, or the seed's legacy folder) is an input of training itself.
         outside = self.outside_plan()
         plan_file = None if outside is None else digest_files((outside,))
@@ -101,9 +101,9 @@ class RunContext:
             return None
         return None if path.parent.resolve() == self.layout.training_plan_dir.resolve() else path
 
-    def tick(self, stage: Stage, item: str = "", total: int | None = None) -> None:
+    def tick(self, stage: str, item: str = "", total: int | None = None) -> None:
         if self.progress is not None:
-            self.progress(stage.value, item, total)
+            self.progress(stage, item, total)
 
     def plan_metadata(self) -> dict:
         return {
