@@ -72,6 +72,7 @@ class JobIntent:
     attempt: int
     completions: int
     plan_digest: str | None = None
+    keep: tuple[str, ...] = ()  # a run's last step: run folders its pruning must leave (`report --pin`)
 
 
 def data_dir(spec: PipelineSpec) -> str:
@@ -105,7 +106,8 @@ def stage_args(spec: PipelineSpec, pipeline: str, run: str, intent: JobIntent) -
     out = run_dir(spec, pipeline, run)
     if not row.computes:  # renders the run's files; prunes old run folders
         return [*row.command, "--output-dir", out, "--run-id", run, "--termination-log", TERMINATION_LOG,
-                "--reuse-dir", pipeline_dir(spec, pipeline), "--keep-runs", str(spec.keep_runs)]
+                "--reuse-dir", pipeline_dir(spec, pipeline), "--keep-runs", str(spec.keep_runs),
+                *(arg for run_id in intent.keep for arg in ("--pin", run_id))]
     args = [*row.command, "--spec-json", job_spec_json(spec), "--output-dir", out, "--run-id", run,
             "--reuse-dir", pipeline_dir(spec, pipeline), "--termination-log", TERMINATION_LOG]
     if row.trains:

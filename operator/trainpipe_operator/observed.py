@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from trainpipe.contract.kubelet import cannot_start
 from trainpipe.contract.names import (
+    ANNOTATION_PIN,
     ANNOTATION_PLAN_DIGEST,
     ANNOTATION_RERUN,
     ANNOTATION_RETRY,
@@ -51,6 +52,12 @@ class PipelineView:
     rerun_token: str | None = None
     retry_token: str | None = None
     resource_version: str = ""
+    pinned_runs: tuple[str, ...] = ()  # trainpipe.io/pin
+
+    def runs_kept(self) -> tuple[str, ...]:
+        """The run folders pruning must never remove: the pinned ones and the last successful run (its models may be served)."""
+        last = self.status.last_succeeded_run
+        return tuple(dict.fromkeys([*self.pinned_runs, *([last.run_id] if last is not None else [])]))
 
     def current_run(self, now: datetime) -> CurrentRun | None:
         """The run the pipeline is on at `now` (None while its spec cannot be used)."""
@@ -152,6 +159,7 @@ def parse_pipeline(obj: dict[str, Any]) -> PipelineView:
         namespace=meta.get("namespace", ""), name=meta["name"], uid=meta.get("uid", ""), generation=int(meta.get("generation") or 1),
         spec=spec, spec_error=error, status=status, rerun_token=annotations.get(ANNOTATION_RERUN),
         retry_token=annotations.get(ANNOTATION_RETRY), resource_version=meta.get("resourceVersion", ""),
+        pinned_runs=tuple(dict.fromkeys(r for r in annotations.get(ANNOTATION_PIN, "").replace(",", " ").split())),
     )
 
 

@@ -21,7 +21,7 @@ from trainpipe.contract.status import PipelineStatus, PlanRef, StageStatus
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.decide import Decision, decide
 from trainpipe_operator.naming import MAX_JOB_NAME, job_name
-from trainpipe_operator.observed import Observed, ObservedJob, ObservedPlan, ObservedPod, PipelineView
+from trainpipe_operator.observed import Observed, ObservedJob, ObservedPlan, ObservedPod, PipelineView, parse_pipeline
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 CONFIG = OperatorConfig(cpu_image="jobs-cpu:1", gpu_image="jobs-gpu:1")
@@ -544,6 +544,19 @@ def test_the_report_job_prunes_run_folders_beyond_keep_runs():
     [report] = created_jobs(d).values()
     args = report["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[0] == "report" and args[args.index("--keep-runs") + 1] == "3" and args[args.index("--reuse-dir") + 1] == "/artifacts/demo"
+
+
+def test_the_report_job_never_prunes_the_last_good_run_or_a_pinned_one():
+    from trainpipe.contract.status import RunRef
+
+    st = status_after(*[s for s in Stage if s is not Stage.REPORT],
+                      last_succeeded_run=RunRef(run_id="r-good", models_path="/artifacts/demo/r-good/models", finished_at="2026-11-30T10:00:00Z"))
+    pinned = parse_pipeline({"metadata": {"name": "demo", "namespace": "ns", "annotations": {"trainpipe.io/pin": "r-audit, r-q3,r-audit"}},
+                             "spec": BASE})
+    d = run(replace(view(status=st), pinned_runs=pinned.pinned_runs), plan=plan_cm())
+    [report] = created_jobs(d).values()
+    args = report["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--pin"] == ["r-audit", "r-q3", "r-good"]
 
 
 def test_environment_defaults_apply_only_where_the_pipeline_says_nothing():

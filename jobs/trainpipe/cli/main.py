@@ -86,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_spec_source(report.add_argument_group("pipeline (validated only: the report renders what the output folder holds)"))
     add_run_options(report, reuse_help="The pipeline's folder of run folders (<artifacts>/<pipeline>); with --keep-runs, older runs there are removed.")
     report.add_argument("--keep-runs", type=int, metavar="N",
-                        help="After writing the report, keep only the N newest run folders in --reuse-dir (this one always). [spec.keepRuns]")
+                        help="Finish a successful run (the operator's last step): record this run as succeeded, then keep the N newest "
+                             "successful run folders in --reuse-dir (this one among them); failed runs never count, nothing newer "
+                             "than this run is touched. [spec.keepRuns]")
+    report.add_argument("--pin", action="append", default=[], metavar="RUN",
+                        help="With --keep-runs: a run folder never removed (repeatable; the operator passes lastSucceededRun and "
+                             "the trainpipe.io/pin annotation's runs).")
 
     # Reading a pipeline in a cluster (the Kubernetes client, from the operator extra, is imported only when they run).
     from trainpipe.cli import logs, status
@@ -236,11 +241,12 @@ def _report(args: argparse.Namespace) -> dict:
     report = html_report(layout)
     if args.keep_runs is not None:
         from trainpipe.cli.options import OptionsError
-        from trainpipe.runner.retention import prune_runs
+        from trainpipe.runner.retention import mark_succeeded, prune_runs
 
         if args.reuse_dir is None or args.keep_runs < 1:
             raise OptionsError("--keep-runs needs --reuse-dir (the folder of this pipeline's run folders) and a value of at least 1")
-        removed = prune_runs(Path(args.reuse_dir), args.keep_runs, Path(args.output_dir).resolve())
+        mark_succeeded(layout.root)
+        removed = prune_runs(Path(args.reuse_dir), args.keep_runs, Path(args.output_dir).resolve(), set(args.pin))
         report["removedRuns"] = [p.name for p in removed]
     return report
 
@@ -276,6 +282,10 @@ def _stages(args: argparse.Namespace, where: list[str]) -> dict:
         print(report_path)
     if failure is not None:
         raise failure
+    if args.command == "run" and not args.skip_training:
+        from trainpipe.runner.retention import mark_succeeded
+
+        mark_succeeded(layout.root)
     return _stage_report(args, layout, outcomes, report_path)
 
 

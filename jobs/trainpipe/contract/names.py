@@ -47,6 +47,8 @@ NO_FAMILY = "all"
 # Annotations a user sets on a pipeline: a new token starts a new run / resumes a Stalled run.
 ANNOTATION_RERUN = f"{API_GROUP}/rerun"
 ANNOTATION_RETRY = f"{API_GROUP}/retry"
+# Run ids (comma-separated) whose folders keepRuns never removes.
+ANNOTATION_PIN = f"{API_GROUP}/pin"
 # Set by the operator on the Jobs it creates: the plan digest a training pod must find on the volume.
 ANNOTATION_PLAN_DIGEST = f"{API_GROUP}/plan-digest"
 

@@ -157,7 +157,7 @@ class PipelineSpec(Contract):
     priority_class_name: str | None = Field(None, description="PriorityClass of the Jobs' pods.")
     queue_name: str | None = Field(None, max_length=63, description="Kueue LocalQueue: Jobs are created suspended with the kueue.x-k8s.io/queue-name label and Kueue admits them.")
     schedule: ScheduleSpec | None = Field(None, description="Start a new run at each fire time of this cron schedule, even with an unchanged spec; changing it never starts a run by itself.")
-    keep_runs: int = Field(10, ge=1, le=1000, description="Run folders on the artifacts volume and run records in status kept per pipeline; older ones are removed after a successful run.")
+    keep_runs: int = Field(10, ge=1, le=1000, description="Successful run folders on the artifacts volume and run records in status kept per pipeline; older ones are removed after a successful run (failed runs never count; lastSucceededRun and runs in the trainpipe.io/pin annotation stay).")
 
 
 class ObjectMeta(Contract):

@@ -34,7 +34,7 @@ def stage_intents(p: Pass, stage: str, attempt: int) -> list[JobIntent] | tuple[
     """The Jobs a stage needs (its row's fan-out), or why they cannot be created yet (reason, message)."""
     row = STAGES[stage]
     if row.fan_out is FanOut.SINGLE:
-        return [JobIntent(stage, None, attempt, 1)]
+        return [JobIntent(stage, None, attempt, 1, keep=() if row.computes else p.view.runs_kept())]
     if row.fan_out is FanOut.PER_TARGET:
         n = p.status.selected_targets
         if n is None:
