@@ -128,7 +128,7 @@ def _stage_of(command: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainpipe.cli.exits import exit_code_for
+    from trainpipe.cli.exits import exit_code_for, known_failure
     from trainpipe.contract.exitcodes import ExitCode
     from trainpipe.termination import Terminated, sigterm_raises
 
@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; finished stages are kept and a rerun resumes after them", file=sys.stderr)
         _log_failure(log_path, where[0], ExitCode.UNIT_FAILED, "interrupted")
         return 130
-    except Exception as exc:  # noqa: BLE001 — every known failure becomes one clear line and its exit code, not a traceback
+    except Exception as raised:  # noqa: BLE001 — every known failure becomes one clear line and its exit code, not a traceback
+        exc = known_failure(raised)
         code = exit_code_for(exc)
         _log_failure(log_path, where[0], code or ExitCode.UNIT_FAILED, str(exc) if code is not None else f"{type(exc).__name__}: {exc}")
         if code is None:

@@ -154,6 +154,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
         _fault(FaultPoint.BEFORE_RENAME, path)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc  # a write into an open file names none
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -211,6 +215,10 @@ def atomic_dir(path: Path) -> Iterator[Path]:
             os.replace(tmp, path)
             shutil.rmtree(old)
         _fsync_dir(path.parent)
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc  # a write into an open file names none
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
