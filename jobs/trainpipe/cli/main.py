@@ -155,14 +155,14 @@ def main(argv: list[str] | None = None) -> int:
         _log_failure(log_path, where[0], ExitCode.UNIT_FAILED, "interrupted")
         return 130
     except Exception as raised:  # noqa: BLE001 — every known failure becomes one clear line and its exit code, not a traceback
-        exc = known_failure(raised)
-        code = exit_code_for(exc)
-        _log_failure(log_path, where[0], code or ExitCode.UNIT_FAILED, str(exc) if code is not None else f"{type(exc).__name__}: {exc}")
+        failure = known_failure(raised)
+        code = exit_code_for(failure)
+        _log_failure(log_path, where[0], code or ExitCode.UNIT_FAILED, str(failure) if code is not None else f"{type(failure).__name__}: {failure}")
         if code is None:
             raise  # a bug: keep the traceback (exit 1, retried like a unit failure)
         from trainpipe.cli.display import console
 
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=False)
+        console.print(f"[bold red]error:[/] {failure}", highlight=False, markup=False)
         if code is ExitCode.UNIT_FAILED:
             console.print("rerun the same command to retry only the failed units", highlight=False)
         return int(code)
