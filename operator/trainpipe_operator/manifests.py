@@ -7,6 +7,7 @@ here talks to the API server, so `decide` can return whole manifests and tests c
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import posixpath
 from dataclasses import dataclass
@@ -35,11 +36,15 @@ from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.runs import IDENTITY_FIELDS
 from trainpipe.contract.stages import STAGES, Pool
 from trainpipe_operator.config import OperatorConfig
-from trainpipe_operator.naming import artifacts_claim, job_name, plan_configmap
+from trainpipe_operator.naming import artifacts_claim, job_name, plan_configmap, spec_configmap
 
 CONTAINER = "trainpipe"
 TERMINATION_LOG = "/dev/termination-log"
 SCRATCH = "/tmp"  # an emptyDir: the only writable path besides the artifacts (and data) volumes
+# The run's spec, from its ConfigMap: one file, never a command-line argument (Linux caps one at 128 KiB,
+# and a spec of 5,000 symbols and 2,000 features is about 0.8 MiB).
+SPEC_DIR = "/etc/trainpipe/spec"
+SPEC_KEY = "spec.json"
 # Stage pods run with the least a container can hold; the cluster's restricted Pod Security Standard
 # admits them as they are. Pod level: runAsNonRoot (the images run as user 10001; a root image is
 # refused by the kubelet instead of running as root) and the runtime's default seccomp profile.
@@ -108,7 +113,7 @@ def stage_args(spec: PipelineSpec, pipeline: str, run: str, intent: JobIntent) -
         return [*row.command, "--output-dir", out, "--run-id", run, "--termination-log", TERMINATION_LOG,
                 "--reuse-dir", pipeline_dir(spec, pipeline), "--keep-runs", str(spec.keep_runs),
                 *(arg for run_id in intent.keep for arg in ("--pin", run_id))]
-    args = [*row.command, "--spec-json", job_spec_json(spec), "--output-dir", out, "--run-id", run,
+    args = [*row.command, "--spec-file", f"{SPEC_DIR}/{SPEC_KEY}", "--output-dir", out, "--run-id", run,
             "--reuse-dir", pipeline_dir(spec, pipeline), "--termination-log", TERMINATION_LOG]
     if row.trains:
         if intent.family is None or intent.plan_digest is None:
@@ -199,14 +204,17 @@ def failure_policy(spec: PipelineSpec, stage: str) -> dict[str, Any]:
     return policy
 
 
-def volumes(spec: PipelineSpec, owner: Owner, stage: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(the pod's volumes, the container's mounts): the data claim if any, the artifacts claim, bounded scratch."""
+def volumes(spec: PipelineSpec, owner: Owner, run: str, stage: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the pod's volumes, the container's mounts): the data claim if any, the artifacts claim, bounded scratch, the run's spec."""
     mounts: list[dict[str, Any]] = [{"name": "artifacts", "mountPath": spec.artifacts.mount_path}, {"name": "scratch", "mountPath": SCRATCH}]
     pod_volumes: list[dict[str, Any]] = [
         {"name": "artifacts", "persistentVolumeClaim": {"claimName": spec.artifacts.claim_name or artifacts_claim(owner.name)}},
         # A bound on scratch: past it the kubelet evicts the pod instead of letting it fill the node's disk.
         {"name": "scratch", "emptyDir": {"sizeLimit": str(settings_of(spec, stage).scratch_size_limit)}},
     ]
+    if STAGES[stage].computes:
+        mounts.append({"name": "spec", "mountPath": SPEC_DIR, "readOnly": True})
+        pod_volumes.append({"name": "spec", "configMap": {"name": spec_configmap(owner.name, run), "items": [{"key": SPEC_KEY, "path": SPEC_KEY}]}})
     data_volume = spec.data.volume
     if data_volume is not None:
         mount = {"name": "data", "mountPath": data_volume.mount_path, "readOnly": data_volume.read_only}
@@ -245,7 +253,7 @@ def pod_spec(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent, conf
     """The pod of one unit: one hardened container running the stage's command, its volumes and placement."""
     stage = intent.stage
     settings = settings_of(spec, stage)
-    pod_volumes, mounts = volumes(spec, owner, stage)
+    pod_volumes, mounts = volumes(spec, owner, run, stage)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": image_of(spec, stage, config) or "",
@@ -286,6 +294,22 @@ def pod_spec(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent, conf
     if spec.priority_class_name:
         pod["priorityClassName"] = spec.priority_class_name
     return pod
+
+
+def spec_config_map(spec: PipelineSpec, owner: Owner, run: str) -> dict[str, Any]:
+    """`<pipeline>-<run>-spec`: the spec every pod of the run reads (`--spec-file`). Immutable: a run id is a
+    digest of these fields, so the content of a name never changes (and the kubelet need not watch it)."""
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap", "immutable": True,
+        "metadata": {"name": spec_configmap(owner.name, run), "namespace": owner.namespace,
+                     "labels": {LABEL_PIPELINE: owner.name, LABEL_RUN: run, LABEL_MANAGED_BY: MANAGER},
+                     "ownerReferences": [owner.reference()]},
+        "data": {SPEC_KEY: job_spec_json(spec)},
+    }
+
+
+def spec_digest(spec: PipelineSpec) -> str:
+    return hashlib.sha256(job_spec_json(spec).encode()).hexdigest()
 
 
 def plan_config_map(owner: Owner, run: str, digest: str, path: str, units: dict[str, int]) -> dict[str, Any]:

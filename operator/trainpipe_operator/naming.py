@@ -29,5 +29,10 @@ def plan_configmap(pipeline: str) -> str:
     return f"{pipeline}-plan"
 
 
+def spec_configmap(pipeline: str, run: str) -> str:
+    """The run's spec, mounted into its pods: a run id is a digest of the spec, so one name, one content."""
+    return f"{pipeline}-{run}-spec"
+
+
 def artifacts_claim(pipeline: str) -> str:
     return f"{pipeline}-artifacts"

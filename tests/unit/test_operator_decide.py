@@ -6,6 +6,7 @@ reads the Decision as a user would notice it: which Jobs appear or go, and what 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -457,11 +458,20 @@ def test_stage_jobs_carry_labels_owner_no_api_token_and_fail_fast_on_bad_input()
     container = pod_spec["containers"][0]
     env = {e["name"]: e for e in container["env"]}
     assert env["TRAINPIPE_CPUS"]["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu"
-    spec_json = json.loads(container["args"][container["args"].index("--spec-json") + 1])
+    # The spec travels as a file from the run's immutable ConfigMap, created before the Job in the same pass.
+    [spec_map] = [m for m in d.create if m["kind"] == "ConfigMap"]
+    assert d.create.index(spec_map) < d.create.index(rank) and spec_map["immutable"] is True
+    assert spec_map["metadata"]["name"] == f"demo-{RUN}-spec" and spec_map["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    spec_json = json.loads(spec_map["data"]["spec.json"])
     assert spec_json["data"]["dir"] == "/data/example" and "volume" not in spec_json["data"]
+    assert d.status.spec_digest == hashlib.sha256(spec_map["data"]["spec.json"].encode()).hexdigest()
+    assert container["args"][container["args"].index("--spec-file") + 1] == "/etc/trainpipe/spec/spec.json" and "--spec-json" not in container["args"]
     assert container["args"][container["args"].index("--output-dir") + 1] == f"/artifacts/demo/{RUN}"
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert mounts["data"]["readOnly"] is True and mounts["data"]["mountPath"] == "/data"
+    assert mounts["spec"] == {"name": "spec", "mountPath": "/etc/trainpipe/spec", "readOnly": True}
+    volumes = {v["name"]: v for v in pod_spec["volumes"]}
+    assert volumes["spec"]["configMap"]["name"] == f"demo-{RUN}-spec"
 
 
 # ---- schedules and kept runs ----------------------------------------------------------------------

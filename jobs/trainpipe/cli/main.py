@@ -229,7 +229,7 @@ def _report(args: argparse.Namespace) -> dict:
     from trainpipe.report.html import write_report
     from trainpipe.runner.reports import html_report
 
-    if args.file is not None or args.spec_json is not None:
+    if args.file is not None or args.spec_json is not None or args.spec_file is not None:
         resolve(args)  # an invalid spec fails here as it would in every other stage
     layout = Layout(args.output_dir)
     if args.run_id is not None and layout.master_training_plan.exists():

@@ -55,6 +55,9 @@ def add_spec_source(group: argparse._ActionsContainer) -> None:
                        help="A TrainingPipeline manifest (the same file the operator takes); its spec is the starting point.")
     group.add_argument("--spec-json", metavar="JSON",
                        help="The pipeline spec as one JSON object, camelCase: the shape of a manifest's `spec` (instead of -f; the other flags still override it).")
+    group.add_argument("--spec-file", type=Path, metavar="SPEC.json",
+                       help="The same JSON object in a file (what the operator mounts into every pod: a spec of thousands of symbols "
+                            "does not fit one command-line argument).")
 
 
 # A run id names Jobs and a folder: a DNS label, as the operator's `r<10 hex>` ids are.
@@ -142,33 +145,44 @@ def overlay(base: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     return spec
 
 
-def spec_from_json(text: str) -> PipelineSpec:
-    """The spec given as `--spec-json`; errors name the flag and the field."""
+def spec_from_json(text: str, source: str = "--spec-json") -> PipelineSpec:
+    """The spec given as `--spec-json` (or read from `source`, a file); errors name the flag or file and the field."""
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise OptionsError(f"--spec-json is not valid JSON: {exc.msg} at character {exc.pos}") from None
+        raise OptionsError(f"{source} is not valid JSON: {exc.msg} at character {exc.pos}") from None
     if not isinstance(raw, dict):
-        raise OptionsError(f"--spec-json must be one JSON object (a TrainingPipeline's spec), not a {type(raw).__name__}")
+        raise OptionsError(f"{source} must be one JSON object (a TrainingPipeline's spec), not a {type(raw).__name__}")
     try:
         return PipelineSpec.model_validate(raw)
     except ValidationError as exc:
-        raise OptionsError(f"--spec-json: {format_validation_error(exc)}") from None
+        raise OptionsError(f"{source}: {format_validation_error(exc)}") from None
+
+
+def spec_from_file(path: Path) -> PipelineSpec:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise OptionsError(f"--spec-file {path}: cannot read it ({exc.strerror}); the operator mounts it from the run's spec ConfigMap") from None
+    return spec_from_json(text, f"--spec-file {path}")
 
 
 def resolve(args: argparse.Namespace) -> tuple[PipelineSpec, str]:
-    """(spec, pipeline name) from -f or --spec-json and the flags; errors name the file, flag or field."""
+    """(spec, pipeline name) from -f, --spec-json or --spec-file and the flags; errors name the file, flag or field."""
     name = "pipeline"
     base: dict[str, Any] = {}
-    spec_json = getattr(args, "spec_json", None)
-    if args.file is not None and spec_json is not None:
-        raise OptionsError("give the spec with -f or with --spec-json, not both")
+    spec_json, spec_file = getattr(args, "spec_json", None), getattr(args, "spec_file", None)
+    given = [flag for flag, value in (("-f", args.file), ("--spec-json", spec_json), ("--spec-file", spec_file)) if value is not None]
+    if len(given) > 1:
+        raise OptionsError(f"give the spec with {' or with '.join(given)}, not both" if len(given) == 2 else "give the spec one way: -f, --spec-json or --spec-file")
     if args.file is not None:
         manifest = load_manifest(args.file)
         name = manifest.metadata.name
         base = manifest.spec.to_wire()
     elif spec_json is not None:
         base = spec_from_json(spec_json).to_wire()
+    elif spec_file is not None:
+        base = spec_from_file(spec_file).to_wire()
     try:
         return PipelineSpec.model_validate(overlay(base, args)), name
     except ValidationError as exc:

@@ -11,14 +11,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator
 
+from trainpipe.contract import sizes
 from trainpipe.contract.base import Contract
 from trainpipe.contract.quantity import SPEC_PATTERN, spec_quantity
 
 # A resource quantity as Kubernetes writes it: 2, "500m", "4Gi".
-Quantity = Annotated[int | str, AfterValidator(spec_quantity), Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": SPEC_PATTERN})]
+Quantity = Annotated[int | str, AfterValidator(spec_quantity),
+                     Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": SPEC_PATTERN, "maxLength": sizes.QUANTITY})]
 DnsSubdomain = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
-AbsolutePath = Annotated[str, Field(min_length=1, pattern=r"^/")]
-LabelMap = dict[str, Annotated[str, Field(max_length=63)]]
+AbsolutePath = Annotated[str, Field(min_length=1, max_length=sizes.PATH, pattern=r"^/")]
+LabelMap = dict[sizes.LabelKey, sizes.LabelValue]
 
 
 class VolumeSpec(Contract):
@@ -27,7 +29,7 @@ class VolumeSpec(Contract):
     claim_name: DnsSubdomain = Field(description="Name of an existing PersistentVolumeClaim in the pipeline's namespace.")
     mount_path: AbsolutePath = Field("/data", description="Where the claim is mounted in the Jobs' containers.")
     read_only: bool = Field(True, description="Mount read-only (the stages only read the bars).")
-    sub_path: str | None = Field(None, description="Sub-folder of the claim to mount instead of its root.")
+    sub_path: sizes.Path | None = Field(None, description="Sub-folder of the claim to mount instead of its root.")
 
 
 class ArtifactsSpec(Contract):
@@ -36,42 +38,42 @@ class ArtifactsSpec(Contract):
         "message": "artifacts: give claimName (an existing claim) or storageClassName/size (a claim the operator creates), not both",
     }]}}
     claim_name: DnsSubdomain | None = Field(None, description="An existing ReadWriteMany claim for the run outputs; empty = the operator creates <pipeline>-artifacts.")
-    storage_class_name: str | None = Field(None, description="StorageClass of the claim the operator creates (empty = the cluster default).")
+    storage_class_name: sizes.Name | None = Field(None, description="StorageClass of the claim the operator creates (empty = the cluster default).")
     size: Quantity | None = Field(None, description="Size of the claim the operator creates (default 10Gi).")
     mount_path: AbsolutePath = Field("/artifacts", description="Where the artifacts claim is mounted; each run writes under <mountPath>/<pipeline>/<run>/.")
     retain_policy: Literal["Retain", "Delete"] = Field("Retain", description="Delete: an operator-created claim is deleted with the pipeline. Retain (default): trained models outlive the pipeline.")
 
 
 class ImagesSpec(Contract):
-    cpu: str | None = Field(None, description="Image of the rank, select, plan, CPU-training and report Jobs (default: the operator's --cpu-image).")
-    gpu: str | None = Field(None, description="Image of the GPU-training Jobs (default: the operator's --gpu-image). Set it to the cpu image to train GPU families on it.")
+    cpu: Annotated[str, Field(max_length=sizes.IMAGE)] | None = Field(None, description="Image of the rank, select, plan, CPU-training and report Jobs (default: the operator's --cpu-image).")
+    gpu: Annotated[str, Field(max_length=sizes.IMAGE)] | None = Field(None, description="Image of the GPU-training Jobs (default: the operator's --gpu-image). Set it to the cpu image to train GPU families on it.")
     pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(None, description="imagePullPolicy of every container.")
 
 
 class ResourceRequirements(Contract):
-    requests: dict[str, Quantity] = Field(default_factory=dict, description="e.g. {cpu: 2, memory: 4Gi}.")
-    limits: dict[str, Quantity] = Field(default_factory=dict, description="The CPU limit also sets the stage's thread count.")
+    requests: dict[str, Quantity] = Field(default_factory=dict, max_length=sizes.RESOURCES, description="e.g. {cpu: 2, memory: 4Gi}.")
+    limits: dict[str, Quantity] = Field(default_factory=dict, max_length=sizes.RESOURCES, description="The CPU limit also sets the stage's thread count.")
 
 
 class Toleration(Contract):
-    key: str | None = None
+    key: sizes.LabelKey | None = None
     operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
+    value: sizes.LabelValue | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: int | None = None
 
 
 class PodMetadata(Contract):
-    labels: LabelMap = Field(default_factory=dict, description="Added to the stage's pods (cost labels, …).")
-    annotations: dict[str, str] = Field(default_factory=dict, description="Added to the stage's pods (sidecar injection, …).")
+    labels: LabelMap = Field(default_factory=dict, max_length=sizes.ENTRIES, description="Added to the stage's pods (cost labels, …).")
+    annotations: dict[sizes.LabelKey, sizes.AnnotationValue] = Field(default_factory=dict, max_length=sizes.ENTRIES, description="Added to the stage's pods (sidecar injection, …).")
 
 
 class StageSettings(Contract):
     """Scheduling of one stage's Jobs. Changing it never starts a new run: it applies to Jobs created from then on."""
 
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
+    node_selector: dict[sizes.LabelKey, sizes.LabelValue] = Field(default_factory=dict, max_length=sizes.ENTRIES)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=sizes.ENTRIES)
     affinity: dict[str, Any] = Field(default_factory=dict, description="A core/v1 Affinity, passed to the pods as written.")
     active_deadline_seconds: int | None = Field(None, ge=1, description="Bound on each of the stage's Jobs.")
     backoff_limit: int = Field(2, ge=0, le=100, description="Pod retries of a Job (per index where backoffLimitPerIndex is used).")
@@ -86,7 +88,7 @@ class FanOutSettings(StageSettings):
 
 
 class TrainSettings(FanOutSettings):
-    families: dict[str, ResourceRequirements] = Field(default_factory=dict, description="Per-family resources that replace the stage's (e.g. {catboost: {limits: {cpu: 8}}}).")
+    families: dict[str, ResourceRequirements] = Field(default_factory=dict, max_length=sizes.FAMILIES, description="Per-family resources that replace the stage's (e.g. {catboost: {limits: {cpu: 8}}}).")
 
 
 class GpuSettings(TrainSettings):
@@ -111,8 +113,8 @@ class StagesSpec(Contract):
 class ScheduleSpec(Contract):
     """Retrains without a commit: a new run at each fire time, even when the spec is unchanged (the data grew)."""
 
-    cron: str = Field(min_length=9, description="Five-field cron expression, e.g. '0 2 * * 1-5' (02:00 on weekdays).")
-    time_zone: str = Field("UTC", description="IANA time zone the cron expression is read in, e.g. Europe/London.")
+    cron: str = Field(min_length=9, max_length=sizes.CRON, description="Five-field cron expression, e.g. '0 2 * * 1-5' (02:00 on weekdays).")
+    time_zone: str = Field("UTC", max_length=sizes.TIME_ZONE, description="IANA time zone the cron expression is read in, e.g. Europe/London.")
 
     @field_validator("cron")
     @classmethod

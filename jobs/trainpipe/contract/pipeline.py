@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from trainpipe.contract import sizes
 from trainpipe.contract.base import Contract
 from trainpipe.contract.cluster import ArtifactsSpec, ImagesSpec, ScheduleSpec, StagesSpec, VolumeSpec
 from trainpipe.contract.exitcodes import CommandFailure, ExitCode
@@ -39,11 +40,11 @@ class DataSpec(Contract):
                                                              "message": "data.symbols: a symbol may not contain '..' (it names a folder)"}]}
     }
 
-    dir: str = Field("data", description="Data directory: <dir>/[interval=<I>/]symbol=<SYM>/<SYM>.parquet, or one long-format parquet/CSV file with a symbol column. "
+    dir: sizes.Path = Field("data", description="Data directory: <dir>/[interval=<I>/]symbol=<SYM>/<SYM>.parquet, or one long-format parquet/CSV file with a symbol column. "
                      "In a cluster run, a relative dir is taken inside data.volume.mountPath.")
     volume: VolumeSpec | None = Field(None, description="Cluster runs: the claim the Jobs read the bars from.")
-    symbols: list[Symbol] = Field(default_factory=list, max_length=5000, description="Symbols to load; empty means every symbol found.")
-    interval: str | None = Field(None, pattern=r"^[0-9]+[mhd]$", description="Interval partition to read (e.g. 5m, 1d) when the directory has interval=<I> folders.")
+    symbols: list[Symbol] = Field(default_factory=list, max_length=sizes.SYMBOLS, description="Symbols to load; empty means every symbol found.")
+    interval: str | None = Field(None, max_length=16, pattern=r"^[0-9]+[mhd]$", description="Interval partition to read (e.g. 5m, 1d) when the directory has interval=<I> folders.")
     max_rows_per_symbol: int | None = Field(None, ge=100, description="Keep only the most recent N rows of each symbol.")
     min_rows_per_symbol: int = Field(200, ge=20, description="A symbol with fewer usable rows is an error.")
 
@@ -61,10 +62,10 @@ class TargetsSpec(Contract):
         "json_schema_extra": {"x-kubernetes-validations": [{"rule": "self.auto || size(self.include) > 0", "message": "targets.include must name targets when targets.auto is false"}]}
     }
     auto: bool = Field(True, description="Discover every fwd_ret_*/y_* column and rank them.")
-    include: list[str] = Field(default_factory=list, description="Targets to consider; with auto=false exactly these are ranked.")
+    include: list[sizes.Column] = Field(default_factory=list, max_length=sizes.TARGETS, description="Targets to consider; with auto=false exactly these are ranked.")
     top_n: int = Field(5, ge=1, le=200, description="How many ranked targets go on to feature selection.")
     horizon_bars: dict[str, Annotated[int, Field(ge=1)]] = Field(
-        default_factory=dict,
+        default_factory=dict, max_length=sizes.TARGETS,
         description="Horizon in bars per target column, for names that do not end in <n>[m|h|d|w|mo] or to state it exactly; it sets the purge and the leak scan.",
     )
 
@@ -80,8 +81,8 @@ class FeaturesSpec(Contract):
         "json_schema_extra": {"x-kubernetes-validations": [{"rule": "self.auto || size(self.include) > 0", "message": "features.include must list features when features.auto is false"}]}
     }
     auto: bool = Field(True, description="Select features by consensus of several importance methods.")
-    include: list[str] = Field(default_factory=list, description="Candidate features; with auto=false exactly these are used, in this order.")
-    exclude: list[str] = Field(default_factory=list, description="Features never used.")
+    include: list[sizes.Column] = Field(default_factory=list, max_length=sizes.FEATURES, description="Candidate features; with auto=false exactly these are used, in this order.")
+    exclude: list[sizes.Column] = Field(default_factory=list, max_length=sizes.FEATURES, description="Features never used.")
     top_m: int = Field(50, ge=1, le=2000, description="How many features each target keeps.")
 
     @model_validator(mode="after")
@@ -105,7 +106,7 @@ class RankingSpec(Contract):
 
 
 class SelectionSpec(Contract):
-    methods: list[SelectionMethod] = Field(default_factory=lambda: list(ALL_SELECTION_METHODS), min_length=4, description="Importance methods in the consensus (at least four).")
+    methods: list[SelectionMethod] = Field(default_factory=lambda: list(ALL_SELECTION_METHODS), min_length=4, max_length=len(ALL_SELECTION_METHODS), description="Importance methods in the consensus (at least four).")
     min_support: int = Field(2, ge=1, le=5, description="A feature needs a positive score from at least this many methods.")
 
     @field_validator("methods")
@@ -129,7 +130,7 @@ DEFAULT_FAMILIES = ("lightgbm", "xgboost", "catboost")
 
 
 class TrainingSpec(Contract):
-    families: list[str] = Field(default_factory=list, description="Model families to train (snake_case names); empty = the modelTypes set, or lightgbm, xgboost, catboost.")
+    families: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=sizes.FAMILIES, description="Model families to train (snake_case names); empty = the modelTypes set, or lightgbm, xgboost, catboost.")
     model_types: ModelTypes | None = Field(None, description="Seed-compatible selector: sequential/all = every family in CPU→GPU order; families then filters it.")
     holdout_fraction: float = Field(0.2, gt=0.05, lt=0.6, description="Most recent share of rows held out (after a purge) for honest metrics.")
     allow_empty_plan: bool = Field(False, description="Treat a plan with zero jobs as success instead of an error.")
@@ -153,8 +154,8 @@ class PipelineSpec(Contract):
     suspend: bool = Field(False, description="Stop creating Jobs and suspend running ones; false again continues the same run.")
     ttl_seconds_after_finished: int | None = Field(None, ge=0, description="Delete a finished run's Jobs and pods this long after it finished (outputs stay).")
     active_deadline_seconds: int | None = Field(None, ge=1, description="Bound on a whole run: past it the run is stopped and the pipeline Stalled.")
-    service_account_name: str | None = Field(None, description="ServiceAccount of the Jobs' pods (they get no API token either way).")
-    priority_class_name: str | None = Field(None, description="PriorityClass of the Jobs' pods.")
+    service_account_name: sizes.Name | None = Field(None, description="ServiceAccount of the Jobs' pods (they get no API token either way).")
+    priority_class_name: sizes.Name | None = Field(None, description="PriorityClass of the Jobs' pods.")
     queue_name: str | None = Field(None, max_length=63, description="Kueue LocalQueue: Jobs are created suspended with the kueue.x-k8s.io/queue-name label and Kueue admits them.")
     schedule: ScheduleSpec | None = Field(None, description="Start a new run at each fire time of this cron schedule, even with an unchanged spec; changing it never starts a run by itself.")
     keep_runs: int = Field(10, ge=1, le=1000, description="Successful run folders on the artifacts volume and run records in status kept per pipeline; older ones are removed after a successful run (failed runs never count; lastSucceededRun and runs in the trainpipe.io/pin annotation stay).")

@@ -114,6 +114,7 @@ class PipelineStatus(Contract):
     rerun_token: str | None = Field(None, description="trainpipe.io/rerun annotation value the run was started with")
     retry_token: str | None = Field(None, description="Last trainpipe.io/retry annotation value acted upon")
     output_path: str | None = Field(None, description="The run's folder on the artifacts volume, as the Jobs see it")
+    spec_digest: str | None = Field(None, description="sha256 of the spec the run's pods read: its ConfigMap <pipeline>-<run>-spec")
     selected_targets: int | None = Field(None, ge=0, description="Targets rank kept: the select Job's completions")
     plan: PlanRef | None = None
     stages: dict[str, StageStatus] = Field(default_factory=dict)

@@ -51,6 +51,13 @@ def stage_intents(p: Pass, stage: str, attempt: int) -> list[JobIntent] | tuple[
     return out
 
 
+def ensure_spec(p: Pass) -> None:
+    """The run's spec ConfigMap, created before the first Job that mounts it in this pass ("already exists" is success)."""
+    spec_map = manifests.spec_config_map(p.spec, p.owner, p.run)
+    if all(m["metadata"]["name"] != spec_map["metadata"]["name"] for m in p.create):
+        p.create.append(spec_map)
+
+
 def count_units(jobs: list[ObservedJob], intents: list[JobIntent], names: list[str]) -> dict[str, int]:
     by_name = {j.name: j for j in jobs}
     pending = active = succeeded = failed = 0
@@ -91,6 +98,8 @@ def walk_stages(p: Pass) -> None:
         for intent, name in zip(intents, names):
             job = present.get(name)
             if job is None:
+                if STAGES[stage].computes:
+                    ensure_spec(p)
                 p.create.append(manifests.job(p.spec, p.owner, p.run, intent, p.config, suspend=bool(p.spec.queue_name)))
             elif job.deleting:
                 p.requeue.append(DELETION_POLL_SECONDS)  # re-created once it is gone
