@@ -26,9 +26,8 @@ from trainpipe.runner.steps import (
     select_targets,
     select_unit_key,
     selection_is_current,
-    train_families,
     train_step,
-    training_options,
+    training_settings,
 )
 from trainpipe.training.units import UnitNotFoundError
 
@@ -104,8 +103,8 @@ def train_unit(ctx: RunContext, stage: Stage, family: str, index: int, force: bo
 
     plan = read_current_plan(ctx)
     started = time.perf_counter()
-    unit, record = run_training_unit(plan, stage.value, family, index, ctx.layout, ctx.data_dir, plan_path=ctx.training_plan_path(),
-                                     gate_families=train_families(ctx.spec.training), force=force, **training_options(ctx, stage))
+    unit, record = run_training_unit(plan, stage.value, family, index, ctx.layout, training_settings(ctx, stage),
+                                     plan_path=ctx.training_plan_path(), force=force)
     where = f"{stage.value} unit {unit.family}[{index}] ({unit.unit_id}: job {unit.job_id}, target {unit.target})"
     if record.status == "failed":
         raise UnitFailedError(f"{where} failed: {record.reason}; the error is in {ctx.layout.models_dir / unit.job_id / (unit.family + '.error.txt')}")

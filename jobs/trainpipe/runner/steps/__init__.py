@@ -38,7 +38,7 @@ from trainpipe.runner.steps.context import (
 from trainpipe.runner.steps.plan import plan_step, requested_families
 from trainpipe.runner.steps.rank import rank_step
 from trainpipe.runner.steps.selection import select_step, select_targets, select_unit_key, selection_is_current, selection_outputs
-from trainpipe.runner.steps.train import read_current_plan, train_families, train_step, training_options
+from trainpipe.runner.steps.train import read_current_plan, train_families, train_step, training_settings
 
 STEPS: dict[Stage, Callable[[RunContext], dict]] = {
     Stage.RANK: rank_step,
@@ -118,5 +118,5 @@ __all__ = [
     "target_horizons",
     "train_families",
     "train_step",
-    "training_options",
+    "training_settings",
 ]

@@ -12,6 +12,7 @@ from trainpipe.runner.steps.context import (
     StageFailedError,
 )
 from trainpipe.runner.steps.plan import requested_families
+from trainpipe.training.settings import TrainingSettings
 
 
 def train_families(training: TrainingSpec) -> list[str] | None:
@@ -31,20 +32,24 @@ def read_current_plan(ctx: RunContext):
     return plan
 
 
-def training_options(ctx: RunContext, stage: Stage) -> dict:
-    """Keyword arguments every training call of this run shares: the split, the progress feed and where finished units may be copied from."""
+def training_settings(ctx: RunContext, stage: Stage) -> TrainingSettings:
+    """What every training call of this run shares, from the spec: the data and split, the family filter, the progress
+    feed and where finished units may be copied from."""
     from functools import partial
 
     from trainpipe.runner.reuse import reuse_model
 
-    return {
-        "interval": ctx.spec.data.interval,
-        "holdout_fraction": ctx.spec.training.holdout_fraction,
-        "embargo_bars": ctx.spec.ranking.embargo_bars,
-        "seed": ctx.spec.seed,
-        "on_progress": _training_progress(ctx, stage),
-        "reuse": None if ctx.reuse_dir is None else partial(reuse_model, ctx.reuse_dir, ctx.layout),
-    }
+    families = train_families(ctx.spec.training)
+    return TrainingSettings(
+        data_dir=ctx.data_dir,
+        interval=ctx.spec.data.interval,
+        holdout_fraction=ctx.spec.training.holdout_fraction,
+        embargo_bars=ctx.spec.ranking.embargo_bars,
+        seed=ctx.spec.seed,
+        families=None if families is None else tuple(families),
+        on_progress=_training_progress(ctx, stage),
+        reuse=None if ctx.reuse_dir is None else partial(reuse_model, ctx.reuse_dir, ctx.layout),
+    )
 
 
 def train_step(ctx: RunContext, stage: Stage, family: str | None = None) -> dict:
@@ -52,8 +57,7 @@ def train_step(ctx: RunContext, stage: Stage, family: str | None = None) -> dict
     from trainpipe.training.stage import run_training_stage
 
     plan = read_current_plan(ctx)
-    result = run_training_stage(plan, stage.value, ctx.layout, ctx.data_dir, families=train_families(ctx.spec.training), family=family,
-                                **training_options(ctx, stage))
+    result = run_training_stage(plan, stage.value, ctx.layout, training_settings(ctx, stage), family=family)
     summary = {
         "units": len(result.records), "trained": result.trained, "failed": result.failed, "skipped": result.skipped, "reused": result.reused,
         "devices": sorted({r.device for r in result.records if r.device}),
