@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainpipe.contract.exitcodes import CommandFailure, ExitCode
+from trainpipe.contract.outcomes import Outcome
 from trainpipe.contract.plan import TrainingPlan, plan_digest
 from trainpipe.contract.requests import UnitRequest, WorkerRequest
 from trainpipe.contract.results import StageResultFile, UnitRecord, UnitResult, UnitRunResult
@@ -75,24 +76,24 @@ class StageResult:
     records: list[UnitRecord] = field(default_factory=list)
     seconds: float = 0.0
 
-    def _count(self, status: str) -> int:
-        return sum(1 for r in self.records if r.status == status)
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for r in self.records if r.outcome is outcome)
 
     @property
     def trained(self) -> int:
-        return self._count("trained")
+        return self.count(Outcome.RAN)
 
     @property
     def failed(self) -> int:
-        return self._count("failed")
+        return self.count(Outcome.FAILED)
 
     @property
     def skipped(self) -> int:
-        return self._count("skipped")
+        return self.count(Outcome.SKIPPED)
 
     @property
     def reused(self) -> int:
-        return self._count("reused")
+        return self.count(Outcome.REUSED)
 
     @property
     def ok(self) -> bool:
@@ -152,11 +153,11 @@ def _settled(layout: Layout, unit: WorkUnit, fingerprint: str, settings: Trainin
     """The unit's record when it needs no training: done here with this fingerprint, or copied from another run."""
     model_dir = layout.model_dir(unit.job_id, unit.family)
     if unit_state(layout, unit.job_id, unit.family, fingerprint) == "done":
-        return UnitRecord(job_id=unit.job_id, family=unit.family, status="skipped", reason="up to date (same fingerprint)",
+        return UnitRecord(job_id=unit.job_id, family=unit.family, outcome=Outcome.SKIPPED, reason="up to date (same fingerprint)",
                           device=_device(model_dir), model_dir=str(model_dir))
     source = settings.reuse(unit.job_id, unit.family, fingerprint) if settings.reuse is not None else None
     if source is not None:
-        return UnitRecord(job_id=unit.job_id, family=unit.family, status="reused", reason=f"same fingerprint in {source}",
+        return UnitRecord(job_id=unit.job_id, family=unit.family, outcome=Outcome.REUSED, reason=f"same fingerprint in {source}",
                           device=_device(model_dir), model_dir=str(model_dir))
     return None
 
@@ -190,7 +191,7 @@ def run_training_stage(plan: TrainingPlan, stage: str, layout: Layout, settings:
         _check_gate(plan, layout, settings)
     started = time.perf_counter()
     units, skips = plan_units(plan, stage, chosen)
-    result = StageResult(stage=stage, records=[UnitRecord(job_id=s.job_id, family=s.family, status="skipped", reason=s.reason)
+    result = StageResult(stage=stage, records=[UnitRecord(job_id=s.job_id, family=s.family, outcome=Outcome.SKIPPED, reason=s.reason)
                                                for s in skips])
     prints = fingerprints(plan, units, settings)
     pending = []
@@ -257,9 +258,9 @@ def _train(plan: TrainingPlan, plan_path: Path, units: Sequence[WorkUnit], print
         if rec is None:
             reason = f"worker for {family} ended before this unit finished; see {work.log}"
             write_text(error_path(layout, unit.job_id, family), reason + "\n")
-            out.append(UnitRecord(job_id=unit.job_id, family=family, status="failed", reason=reason))
+            out.append(UnitRecord(job_id=unit.job_id, family=family, outcome=Outcome.FAILED, reason=reason))
             continue
-        out.append(UnitRecord(job_id=unit.job_id, family=family, status=rec.status, reason=rec.error or "", seconds=rec.seconds,
+        out.append(UnitRecord(job_id=unit.job_id, family=family, outcome=rec.outcome, reason=rec.error or "", seconds=rec.seconds,
                               device=rec.device or "", model_dir=rec.model_dir or ""))
     return out
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainpipe.contract.outcomes import Outcome
 from trainpipe.contract.requests import UnitRequest, WorkerRequest
 from trainpipe.contract.results import UnitResult
 from trainpipe.io.requests import RequestFileError, read_worker_request
@@ -178,14 +179,14 @@ def run_request(request: WorkerRequest, emit: Callable[[UnitResult], None]) -> i
             stale_error = error_path(layout, job.job_id, family)
             if stale_error.exists():
                 stale_error.unlink()
-            record = UnitResult(job_id=job.job_id, family=family, stage=request.stage, status="trained",
+            record = UnitResult(job_id=job.job_id, family=family, stage=request.stage, outcome=Outcome.RAN,
                                 seconds=round(time.perf_counter() - started, 3), device=trained.device, model_dir=str(model_dir),
                                 train_seconds=round(trained.train_seconds, 4), peak_rss_mb=round(peak_rss_mb(), 1))
         except Exception as exc:  # one unit's failure is recorded and the family goes on
             failures += 1
             text = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
             write_text(error_path(layout, job.job_id, family), text)
-            record = UnitResult(job_id=job.job_id, family=family, stage=request.stage, status="failed",
+            record = UnitResult(job_id=job.job_id, family=family, stage=request.stage, outcome=Outcome.FAILED,
                                 seconds=round(time.perf_counter() - started, 3), error=f"{type(exc).__name__}: {exc}")
         emit(record)
     return failures
