@@ -18,8 +18,13 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from trainpipe.contract.names import Stage
+from trainpipe.contract.outcomes import Outcome
+from trainpipe.contract.records import StageRecord
 from trainpipe.contract.stages import COMPUTE_STAGES, REUSABLE_STAGES, TRAINING_STAGES
+from trainpipe.contract.summaries import STAGE_SUMMARIES, SelectStageSummary, StageSummary
 from trainpipe.io.layout import Layout
 from trainpipe.runner import records
 from trainpipe.runner.steps.context import (
@@ -40,7 +45,7 @@ from trainpipe.runner.steps.rank import rank_step
 from trainpipe.runner.steps.selection import select_step, select_targets, select_unit_key, selection_is_current, selection_outputs
 from trainpipe.runner.steps.train import read_current_plan, train_families, train_step, training_settings
 
-STEPS: dict[Stage, Callable[[RunContext], dict]] = {
+STEPS: dict[Stage, Callable[[RunContext], StageSummary]] = {
     Stage.RANK: rank_step,
     Stage.SELECT: select_step,
     Stage.PLAN: plan_step,
@@ -50,30 +55,47 @@ STEPS: dict[Stage, Callable[[RunContext], dict]] = {
 
 # What each stage leaves behind (given its summary), relative to the output dir; a cached stage is reused
 # only if these still exist, and a stage taken from another run copies exactly these.
-OUTPUTS: dict[Stage, Callable[[Layout, dict], list[Path]]] = {
+OUTPUTS: dict[Stage, Callable[[Layout, StageSummary], list[Path]]] = {
     Stage.RANK: lambda lay, _: [lay.rankings_parquet, lay.rankings_json, lay.oos_scores_parquet, lay.data_pins_json],
-    Stage.SELECT: lambda lay, summary: [lay.selection_summary] + [p for t in summary["targets"] for p in (lay.selected_features(t), lay.feature_scores(t))],
+    Stage.SELECT: lambda lay, summary: [lay.selection_summary] + [p for t in _selected(summary) for p in (lay.selected_features(t), lay.feature_scores(t))],
     Stage.PLAN: lambda lay, _: [lay.routing_candidates, lay.routing_plan_dir, lay.training_plan_dir],
     Stage.CPU: lambda lay, _: [lay.models_dir],
     Stage.GPU: lambda lay, _: [lay.models_dir],
 }
 
 
+def _selected(summary: StageSummary) -> list[str]:
+    if not isinstance(summary, SelectStageSummary):
+        raise TypeError(f"the select step's summary is a SelectStageSummary, not {type(summary).__name__}")
+    return list(summary.targets)
+
+
 @dataclass(frozen=True)
 class StageOutcome:
     stage: Stage
-    cached: bool
+    outcome: Outcome  # ran, cached (its record matched) or reused (copied from `reused_from`)
     seconds: float
-    summary: dict
+    summary: StageSummary
     reused_from: str | None = None  # the sibling run folder the outputs were copied from
+
+
+def recorded_summary(stage: Stage, record: StageRecord | None) -> StageSummary | None:
+    """The stage's summary as its record holds it; None when there is no record or it is not this stage's summary (then the stage runs again)."""
+    if record is None:
+        return None
+    try:
+        return STAGE_SUMMARIES[stage].model_validate(record.summary)
+    except ValidationError:
+        return None
 
 
 def run_stage(ctx: RunContext, stage: Stage, force: bool = False) -> StageOutcome:
     """Run one stage unless its record matches the current inputs (then reuse it and say so), or a sibling run has it."""
     key = ctx.keys[stage]
     if not force and records.is_fresh(ctx.layout, stage.value, key):
-        record = records.read_record(ctx.layout, stage.value)
-        return StageOutcome(stage, True, 0.0, record.summary if record else {})
+        summary = recorded_summary(stage, records.read_record(ctx.layout, stage.value))
+        if summary is not None:
+            return StageOutcome(stage, Outcome.CACHED, 0.0, summary)
     records.clear_record(ctx.layout, stage.value)
     # Downstream records are stale once this stage's outputs are replaced, whatever their keys say.
     for later in COMPUTE_STAGES[COMPUTE_STAGES.index(stage) + 1:]:
@@ -83,12 +105,13 @@ def run_stage(ctx: RunContext, stage: Stage, force: bool = False) -> StageOutcom
         from trainpipe.runner.reuse import reuse_record
 
         reused = reuse_record(ctx.reuse_dir, ctx.layout, ctx.layout.stage_record(stage.value), key)
-        if reused is not None:
-            return StageOutcome(stage, True, time.perf_counter() - start, reused.summary, reused.reused_from)
+        summary = recorded_summary(stage, reused)
+        if reused is not None and summary is not None:
+            return StageOutcome(stage, Outcome.REUSED, time.perf_counter() - start, summary, reused.reused_from)
     summary = STEPS[stage](ctx)
     outputs = [ctx.layout.relative(p) for p in OUTPUTS[stage](ctx.layout, summary)]
-    records.write_record(ctx.layout, stage.value, key, outputs, summary)
-    return StageOutcome(stage, False, time.perf_counter() - start, summary)
+    records.write_record(ctx.layout, stage.value, key, outputs, summary.to_wire())
+    return StageOutcome(stage, Outcome.RAN, time.perf_counter() - start, summary)
 
 
 __all__ = [
@@ -107,6 +130,7 @@ __all__ = [
     "plan_step",
     "rank_step",
     "read_current_plan",
+    "recorded_summary",
     "requested_families",
     "run_cut",
     "run_stage",

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from trainpipe.contract.names import Stage
+from trainpipe.contract.outcomes import Outcome
 from trainpipe.contract.pipeline import TrainingSpec
+from trainpipe.contract.plan import TrainingPlan
+from trainpipe.contract.summaries import TrainingStageSummary, UnitFailure
 from trainpipe.runner.plan_identity import check_plan
 from trainpipe.runner.steps.context import (
     RunContext,
@@ -22,7 +25,7 @@ def train_families(training: TrainingSpec) -> list[str] | None:
     return requested_families(training)
 
 
-def read_current_plan(ctx: RunContext):
+def read_current_plan(ctx: RunContext) -> TrainingPlan:
     """The plan to train (`RunContext.training_plan_path`), refused (StalePlanError) when it is not the run's or not the digest the caller expects."""
     from trainpipe.io.plan_files import read_training_plan
 
@@ -52,17 +55,17 @@ def training_settings(ctx: RunContext, stage: Stage) -> TrainingSettings:
     )
 
 
-def train_step(ctx: RunContext, stage: Stage, family: str | None = None) -> dict:
+def train_step(ctx: RunContext, stage: Stage, family: str | None = None) -> TrainingStageSummary:
     """Train the plan's units of `stage` (only `family`'s when given); raises StageFailedError when some failed."""
     from trainpipe.training.stage import run_training_stage
 
     plan = read_current_plan(ctx)
     result = run_training_stage(plan, stage.value, ctx.layout, training_settings(ctx, stage), family=family)
-    summary = {
-        "units": len(result.records), "trained": result.trained, "failed": result.failed, "skipped": result.skipped, "reused": result.reused,
-        "devices": sorted({r.device for r in result.records if r.device}),
-        "failures": [{"job_id": r.job_id, "family": r.family, "reason": r.reason} for r in result.records if r.status == "failed"],
-    }
+    summary = TrainingStageSummary(
+        units=len(result.records), trained=result.trained, failed=result.failed, skipped=result.skipped, reused=result.reused,
+        devices=sorted({r.device for r in result.records if r.device}),
+        failures=[UnitFailure(job_id=r.job_id, family=r.family, reason=r.reason) for r in result.records if r.outcome is Outcome.FAILED],
+    )
     if result.failed:
         raise StageFailedError(stage, summary)
     return summary
