@@ -20,7 +20,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainpipe.contract.outcomes import Outcome
 from trainpipe.contract.requests import UnitRequest, WorkerRequest
@@ -28,6 +28,14 @@ from trainpipe.contract.results import UnitResult
 from trainpipe.io.requests import RequestFileError, read_worker_request
 from trainpipe.io.training_files import append_unit_result
 from trainpipe.termination import EXIT_TERMINATED, Terminated, sigterm_raises
+
+if TYPE_CHECKING:  # the worker imports pandas and the model families only once it trains
+    import pandas as pd
+
+    from trainpipe.contract.cut import HoldoutCut
+    from trainpipe.contract.plan import TrainingJob, TrainingPlan
+    from trainpipe.families.base import Trainer
+    from trainpipe.training.metrics_file import ModelMetrics
 
 _BLOCKED = ("tensorflow", "torch", "keras", "jax")
 
@@ -56,17 +64,16 @@ def _load_callable(spec: str) -> Callable[..., Any]:
 class TrainedUnit:
     """A unit's fitted model and its metrics record, before anything is written."""
 
-    trainer: Any  # families.base.Trainer
-    metrics: Any  # training.metrics_file.ModelMetrics
+    trainer: Trainer
+    metrics: ModelMetrics
     train_seconds: float
     device: str
 
 
-def train_unit(job: Any, unit: UnitRequest, frame: Any, cut: Any, plan: Any, request: WorkerRequest) -> TrainedUnit:
+def train_unit(job: TrainingJob, unit: UnitRequest, frame: pd.DataFrame, cut: HoldoutCut, plan: TrainingPlan, request: WorkerRequest) -> TrainedUnit:
     """Split `frame` (the job's rows) at the run's cut, fit, evaluate and backtest one unit; writes nothing.
 
-    `job` is the plan's TrainingJob, `cut` the run's HoldoutCut. Raises ValueError when the cut leaves no
-    labelled rows on either side.
+    Raises ValueError when the cut leaves no labelled rows on either side.
     """
     import numpy as np
 
