@@ -88,7 +88,7 @@ def test_a_workers_line_round_trips_and_says_trained_or_failed_only() -> None:
         UnitResult(job_id="cs", family="catboost", stage="cpu", outcome=Outcome.SKIPPED, seconds=0.0)
 
 
-@pytest.mark.parametrize("word", ["ran", "cached", "done"])
+@pytest.mark.parametrize("word", ["ran", "cached", "done", ["trained"], None])
 def test_a_training_file_refuses_a_word_it_never_wrote(word) -> None:
     with pytest.raises(ValidationError, match="training files write trained, failed, skipped, reused"):
         UnitRecord.model_validate({"job_id": "j", "family": "lightgbm", "status": word})

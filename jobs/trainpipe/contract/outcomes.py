@@ -36,7 +36,7 @@ _TRAINING_OUTCOMES: dict[str, Outcome] = {word: outcome for outcome, word in TRA
 
 def training_outcome(value: Any) -> Outcome:
     """The Outcome of a training unit, given as one or as the word its files write ("trained"); refuses any other."""
-    outcome = value if isinstance(value, Outcome) else _TRAINING_OUTCOMES.get(value)
+    outcome = value if isinstance(value, Outcome) else _TRAINING_OUTCOMES.get(value) if isinstance(value, str) else None
     if outcome not in TRAINING_WORDS:
         raise ValueError(f"{value!r} is not a training unit's outcome: the training files write {', '.join(TRAINING_WORDS.values())}")
     return outcome
