@@ -44,7 +44,8 @@ def measure_families(
 ) -> list[dict[str, Any]]:
     """Rows {family, stage, seconds, peak_rss_mb, device, n_train, ic, rank_ic, status} in catalogue order."""
     from trainpipe.training.metrics_file import read_all_metrics
-    from trainpipe.training.stage import DEFAULT_PANEL_LOADER, run_training_stage
+    from trainpipe.training.settings import DEFAULT_PANEL_LOADER, TrainingSettings
+    from trainpipe.training.stage import run_training_stage
     from trainpipe.training.worker import _load_callable
 
     loader = panel_loader or DEFAULT_PANEL_LOADER
@@ -57,9 +58,10 @@ def measure_families(
     root = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="trainpipe-bench-"))
     layout = Layout(root)
     records = {}
+    settings = TrainingSettings(Path(data_dir), interval=interval, holdout_fraction=0.2, embargo_bars=5, seed=seed, families=tuple(names),
+                                params=params, panel_loader=loader)
     for stage in STAGES.training:
-        result = run_training_stage(plan, stage, layout, Path(data_dir), interval=interval, families=names, holdout_fraction=0.2,
-                                    embargo_bars=5, seed=seed, params=params, panel_loader=loader)
+        result = run_training_stage(plan, stage, layout, settings)
         records.update({r.family: r for r in result.records})
     metrics = {m.family: m for m in read_all_metrics(layout)}
     rows = []

@@ -16,6 +16,7 @@ import pytest
 from operator_builders import observed_job, pipeline_view, succeeded_stages
 from panels import make_panel, write_panel
 from trainpipe.cli.main import build_parser, main
+from trainpipe.contract.base import SnakeContract
 from trainpipe.contract.names import LABEL_STAGE, Stage
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.runs import run_id
@@ -32,17 +33,22 @@ from trainpipe_operator.observed import Observed
 AUDIT = StageRow("audit", FanOut.SINGLE, Pool.CPU, ("audit",))
 
 
-def audit_step(ctx: RunContext) -> dict:
+class AuditSummary(SnakeContract):
+    jobs: int
+    targets: list[str]
+
+
+def audit_step(ctx: RunContext) -> AuditSummary:
     """Reads what the plan stage wrote and leaves one file: enough to show inputs, outputs and caching."""
     plan = read_training_plan(ctx.training_plan_path())
-    summary = {"stage": AUDIT.stage, "jobs": len(plan.jobs), "targets": sorted({job.target for job in plan.jobs})}
-    write_json(ctx.layout.root / "audit.json", summary)
+    summary = AuditSummary(jobs=len(plan.jobs), targets=sorted({job.target for job in plan.jobs}))
+    write_json(ctx.layout.root / "audit.json", summary.to_wire())
     return summary
 
 
 @pytest.fixture
 def audit(monkeypatch: pytest.MonkeyPatch) -> Iterator[StageRow]:
-    monkeypatch.setitem(STEPS, AUDIT.stage, Step(audit_step, lambda layout, _: [layout.root / "audit.json"]))
+    monkeypatch.setitem(STEPS, AUDIT.stage, Step(audit_step, AuditSummary, lambda layout, _: [layout.root / "audit.json"]))
     with STAGES.added(AUDIT, after=Stage.PLAN):
         yield AUDIT
 

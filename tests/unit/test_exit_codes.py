@@ -10,6 +10,7 @@ from trainpipe.cli.options import OptionsError
 from trainpipe.contract.exitcodes import PERMANENT_EXIT_CODES, ExitCode
 from trainpipe.contract.names import Stage
 from trainpipe.contract.pipeline import ManifestError
+from trainpipe.contract.summaries import TrainingStageSummary
 from trainpipe.data.errors import DataError
 from trainpipe.families.catalogue import UnknownFamilyError
 from trainpipe.io.plan_files import PlanFileError
@@ -40,7 +41,8 @@ from trainpipe.training.units import UnitAddressError, UnitNotFoundError
         (StageGateError("the gpu stage cannot start", ["j/lightgbm: missing"]), ExitCode.GATE_CLOSED),
         (StalePlanError("written for run 'r1', not 'r2'"), ExitCode.STALE_PLAN),
         (EmptyPlanError({"fwd_ret_1d": ["cs DISALLOWED"]}), ExitCode.EMPTY_PLAN),
-        (StageFailedError(Stage.CPU, {"failed": 1, "units": 2, "failures": []}), ExitCode.UNIT_FAILED),
+        (StageFailedError(Stage.CPU, TrainingStageSummary(units=2, trained=1, failed=1, skipped=0, reused=0, devices=["cpu"], failures=[])),
+         ExitCode.UNIT_FAILED),
         (UnitFailedError("cpu unit lightgbm[0] failed"), ExitCode.UNIT_FAILED),
         (RuntimeError("a bug"), None),  # unknown: keeps its traceback, exits 1
         (KeyError("x"), None),

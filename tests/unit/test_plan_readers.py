@@ -15,6 +15,8 @@ import pytest
 from pydantic.alias_generators import to_camel
 
 from test_plan_files import CANDIDATES, make_plans
+from trainpipe.cli.termination import success_line
+from trainpipe.contract.outcomes import Outcome
 from trainpipe.contract.plan import (
     CrossSectionalDecision,
     PlanMetadata,
@@ -197,7 +199,7 @@ def test_plans_written_in_camel_case_by_earlier_versions_still_load(tmp_path: Pa
 def test_the_digest_the_operator_carries_is_the_digest_train_computes_from_the_file(tmp_path: Path) -> None:
     layout, _, plan = _written(tmp_path)
     # Plan pod → termination message (camelCase) → operator → `<pipeline>-plan` ConfigMap → `train --plan-digest`.
-    report = termination_report(json.dumps(plan_report(layout)) + "\n", PlanReport)
+    report = termination_report(success_line(plan_report(layout, Outcome.RAN).to_wire()) + "\n", PlanReport)
     assert isinstance(report, PlanReport)
     owner = manifests.Owner(namespace="ns", name="p", uid="u")
     config_map = manifests.plan_config_map(owner, "run1", report.plan_digest, report.path, dict(report.units))

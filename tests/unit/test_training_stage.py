@@ -13,11 +13,16 @@ from trainpipe.io.layout import Layout
 from trainpipe.io.requests import read_worker_request
 from trainpipe.io.training_files import read_stage_result
 from trainpipe.training.metrics_file import read_all_metrics
+from trainpipe.training.settings import TrainingSettings
 from trainpipe.training.stage import StageGateError, run_training, run_training_stage
 
 FEATURES = ["f0", "f1", "f2", "f3"]
 PARAMS = {"lightgbm": {"n_estimators": 20}, "tab_lstm": {"epochs": 1, "d_token": 4, "hidden": 4, "batch_size": 64}}
 KW = {"interval": None, "holdout_fraction": 0.25, "embargo_bars": 2, "seed": 1, "params": PARAMS, "panel_loader": SYNTHETIC_LOADER}
+
+
+def settings(data_dir, **changes) -> TrainingSettings:
+    return TrainingSettings(data_dir, **{**KW, **changes})
 
 
 def _plan(extra_feature: str | None = None):
@@ -41,7 +46,7 @@ def data_dir(tmp_path_factory):
 def test_cpu_then_gpu_trains_each_job_on_its_rows_and_resumes(tmp_path, data_dir) -> None:
     layout = Layout(tmp_path)
     events = []
-    results = run_training(_plan(), layout, data_dir, families=None, on_progress=events.append, **KW)
+    results = run_training(_plan(), layout, settings(data_dir, on_progress=events.append))
     cpu, gpu = results["cpu"], results["gpu"]
     assert (cpu.trained, cpu.failed, gpu.trained, gpu.failed) == (4, 0, 1, 0), cpu.to_file()
     assert [e["family"] for e in events if e["event"] == "family_start"] == ["lightgbm", "reward_based", "ftrl_proximal", "tab_lstm"]
@@ -63,14 +68,14 @@ def test_cpu_then_gpu_trains_each_job_on_its_rows_and_resumes(tmp_path, data_dir
     proba = model.predict(panel.frame[panel.frame["symbol"] == "AAA"].tail(5))
     assert ((proba >= 0) & (proba <= 1)).all()
 
-    again = run_training(_plan(), layout, data_dir, families=None, **KW)
+    again = run_training(_plan(), layout, settings(data_dir))
     assert again["cpu"].trained == 0 and again["cpu"].skipped == 4 and again["gpu"].skipped == 1
 
 
 def test_a_failing_unit_is_recorded_and_blocks_the_gpu_stage(tmp_path, data_dir) -> None:
     layout = Layout(tmp_path)
     plan = _plan(extra_feature="not_in_data")
-    cpu = run_training_stage(plan, "cpu", layout, data_dir, families=["ftrl_proximal", "lightgbm"], **KW)
+    cpu = run_training_stage(plan, "cpu", layout, settings(data_dir, families=("ftrl_proximal", "lightgbm")))
     status = {(r.job_id, r.family): r.status for r in cpu.records}
     assert status == {("bench_fwd_ret_1d", "lightgbm"): "trained", ("bench_fwd_ret_1d", "ftrl_proximal"): "trained",
                       ("sym_aaa_y_up_1d", "ftrl_proximal"): "failed"}
@@ -82,22 +87,21 @@ def test_a_failing_unit_is_recorded_and_blocks_the_gpu_stage(tmp_path, data_dir)
     assert failed.job_id == "sym_aaa_y_up_1d" and "not_in_data" in failed.reason  # the worker's error, carried to the stage's record
     assert not layout.model_dir("sym_aaa_y_up_1d", "ftrl_proximal").exists()
     with pytest.raises(StageGateError, match="sym_aaa_y_up_1d/ftrl_proximal: failed") as info:
-        run_training_stage(plan, "gpu", layout, data_dir, families=["ftrl_proximal", "lightgbm", "tab_lstm"], **KW)
+        run_training_stage(plan, "gpu", layout, settings(data_dir, families=("ftrl_proximal", "lightgbm", "tab_lstm")))
     assert info.value.problems == ["sym_aaa_y_up_1d/ftrl_proximal: failed"]
 
 
 def test_bad_parameters_fail_before_any_worker_starts(tmp_path, data_dir) -> None:
     with pytest.raises(FamilyParamError, match="lightgbm.*n_estimators"):
-        run_training_stage(_plan(), "cpu", Layout(tmp_path), data_dir, families=["lightgbm"],
-                           **{**KW, "params": {"lightgbm": {"n_estimators": -5}}})
+        run_training_stage(_plan(), "cpu", Layout(tmp_path), settings(data_dir, families=("lightgbm",), params={"lightgbm": {"n_estimators": -5}}))
     assert not (tmp_path / "models").exists()
     with pytest.raises(ValueError, match="unknown training stage"):
-        run_training_stage(_plan(), "tpu", Layout(tmp_path), data_dir, families=None, **KW)
+        run_training_stage(_plan(), "tpu", Layout(tmp_path), settings(data_dir))
 
 
 def test_cpu_worker_hides_gpus_and_blocks_frameworks(tmp_path, data_dir) -> None:
     layout = Layout(tmp_path)
-    run_training_stage(_plan(), "cpu", layout, data_dir, families=["lightgbm"], **KW)
+    run_training_stage(_plan(), "cpu", layout, settings(data_dir, families=("lightgbm",)))
     request = read_worker_request(layout.training_work_dir("cpu") / "lightgbm" / "request.json")
     assert request.family == "lightgbm" and [u.job_id for u in request.units] == ["bench_fwd_ret_1d"]
     from trainpipe.training.worker import _FrameworkBlocker
@@ -117,12 +121,12 @@ def test_a_unit_trained_alone_is_the_unit_a_whole_stage_trains(tmp_path, data_di
 
     plan = _plan()
     whole = Layout(tmp_path / "whole")
-    run_training_stage(plan, "cpu", whole, data_dir, families=["ftrl_proximal"], **KW)
+    run_training_stage(plan, "cpu", whole, settings(data_dir, families=("ftrl_proximal",)))
     alone = Layout(tmp_path / "alone")
     write_text(alone.master_training_plan, plan.model_dump_json())  # a unit reads the plan where `plan` wrote it
     units = family_units(plan, "ftrl_proximal")
     assert [u.job_id for u in units] == ["bench_fwd_ret_1d", "sym_aaa_y_up_1d"]
-    unit, record = run_training_unit(plan, "cpu", "ftrl_proximal", 1, alone, data_dir, plan_path=alone.master_training_plan, **KW)
+    unit, record = run_training_unit(plan, "cpu", "ftrl_proximal", 1, alone, settings(data_dir), plan_path=alone.master_training_plan)
     assert (unit.job_id, record.status) == ("sym_aaa_y_up_1d", "trained")
     [a] = [m for m in read_all_metrics(alone)]
     b = {(m.job_id, m.family): m for m in read_all_metrics(whole)}[("sym_aaa_y_up_1d", "ftrl_proximal")]
@@ -135,17 +139,17 @@ def test_a_unit_trained_alone_is_the_unit_a_whole_stage_trains(tmp_path, data_di
     result = read_unit_run_result(alone.unit_work_dir("cpu", unit.unit_id) / "result.json")
     assert (result.unit_id, result.index, result.job_id, result.status) == (unit.unit_id, 1, "sym_aaa_y_up_1d", "trained")
     assert not alone.training_work_dir("cpu").exists()
-    _, again = run_training_unit(plan, "cpu", "ftrl_proximal", 1, alone, data_dir, plan_path=alone.master_training_plan, **KW)
+    _, again = run_training_unit(plan, "cpu", "ftrl_proximal", 1, alone, settings(data_dir), plan_path=alone.master_training_plan)
     assert again.status == "skipped"
 
 
 def test_family_narrows_a_stage_to_that_familys_units(tmp_path, data_dir) -> None:
     layout = Layout(tmp_path)
-    result = run_training_stage(_plan(), "cpu", layout, data_dir, families=None, family="reward_based", **KW)
+    result = run_training_stage(_plan(), "cpu", layout, settings(data_dir), family="reward_based")
     assert [(r.job_id, r.family, r.status) for r in result.records] == [("sym_aaa_y_up_1d", "reward_based", "trained")]
     assert [(m.job_id, m.family) for m in read_all_metrics(layout)] == [("sym_aaa_y_up_1d", "reward_based")]
     # a family the `families` filter leaves out trains nothing
-    none = run_training_stage(_plan(), "cpu", layout, data_dir, families=["lightgbm"], family="reward_based", **KW)
+    none = run_training_stage(_plan(), "cpu", layout, settings(data_dir, families=("lightgbm",)), family="reward_based")
     assert none.records == []
 
 
@@ -156,7 +160,7 @@ def test_reuse_takes_a_finished_unit_instead_of_training_it(tmp_path, data_dir) 
         seen.append((job_id, family))
         return "an earlier run" if family == "lightgbm" else None
 
-    result = run_training_stage(_plan(), "cpu", Layout(tmp_path), data_dir, families=["lightgbm"], reuse=reuse, **KW)
+    result = run_training_stage(_plan(), "cpu", Layout(tmp_path), settings(data_dir, families=("lightgbm",), reuse=reuse))
     assert [(r.family, r.status, r.reason) for r in result.records] == [("lightgbm", "reused", "same fingerprint in an earlier run")]
     assert result.reused == 1 and result.trained == 0 and seen == [("bench_fwd_ret_1d", "lightgbm")]
 

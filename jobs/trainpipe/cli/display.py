@@ -9,7 +9,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from trainpipe.contract.base import SnakeContract
+from trainpipe.contract.outcomes import Outcome
+from trainpipe.contract.summaries import PlanStageSummary, RankStageSummary, SelectStageSummary, TrainingStageSummary
+
 console = Console(stderr=True)
+# How the summary table shows a stage's outcome: computed now stands out, taken as it was does not.
+OUTCOME_STYLES: dict[Outcome, str] = {Outcome.RAN: "green", Outcome.CACHED: "cyan", Outcome.REUSED: "cyan"}
 
 
 @contextmanager
@@ -37,26 +43,25 @@ def summary_table(outcomes: Sequence, output_dir: str) -> Table:
     table.add_column("seconds", justify="right")
     table.add_column("result")
     for o in outcomes:
-        status = "[cyan]reused[/]" if getattr(o, "reused_from", None) else "[cyan]cached[/]" if o.cached else "[green]ran[/]"
-        table.add_row(str(o.stage), status, f"{o.seconds:.1f}", describe(o.summary))
+        style = OUTCOME_STYLES.get(o.outcome, "red")
+        table.add_row(str(o.stage), f"[{style}]{o.outcome.value}[/]", f"{o.seconds:.1f}", describe(o.summary))
     return table
 
 
-def describe(summary: dict) -> str:
-    if not summary:
-        return ""
-    if "selected" in summary:
-        return f"{summary.get('targets_ranked')} targets ranked; kept {', '.join(summary['selected'])}"
-    if "jobs" in summary:
-        routes = ", ".join(f"{k.removeprefix('ROUTE_').lower()} {v}" for k, v in summary.get("by_route", {}).items())
-        return f"{summary['jobs']} jobs ({routes}); families {', '.join(summary.get('families', []))}"
-    if "targets" in summary and isinstance(summary["targets"], dict):
-        return "; ".join(f"{t}: {v['n_features']} features, {v['stability'].lower()}" for t, v in summary["targets"].items())
-    if "trained" in summary:
-        if not summary.get("units"):
-            return "no units in this stage (the plan's families have none here)"
-        devices = ", ".join(summary.get("devices", []))
-        reused = f", {summary['reused']} copied from another run" if summary.get("reused") else ""
-        return (f"{summary['trained']} models trained, {summary.get('failed', 0)} failed, {summary.get('skipped', 0)} already done{reused}"
-                + (f" on {devices}" if devices else ""))
-    return ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (dict, list)))
+def describe(summary: SnakeContract) -> str:
+    """One line of what a stage concluded, for the summary table."""
+    if isinstance(summary, RankStageSummary):
+        return f"{summary.targets_ranked} targets ranked; kept {', '.join(summary.selected)}"
+    if isinstance(summary, PlanStageSummary):
+        routes = ", ".join(f"{k.removeprefix('ROUTE_').lower()} {v}" for k, v in summary.by_route.items())
+        return f"{summary.jobs} jobs ({routes}); families {', '.join(summary.families)}"
+    if isinstance(summary, SelectStageSummary):
+        return "; ".join(f"{t}: {v.n_features} features, {v.stability.value.lower()}" for t, v in summary.targets.items())
+    if not isinstance(summary, TrainingStageSummary):  # a stage added to the table: its summary's fields
+        return ", ".join(f"{k} {v}" for k, v in summary.to_wire().items() if not isinstance(v, list | dict))
+    if not summary.units:
+        return "no units in this stage (the plan's families have none here)"
+    devices = ", ".join(summary.devices)
+    reused = f", {summary.reused} copied from another run" if summary.reused else ""
+    return (f"{summary.trained} models trained, {summary.failed} failed, {summary.skipped} already done{reused}"
+            + (f" on {devices}" if devices else ""))

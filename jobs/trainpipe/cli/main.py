@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from trainpipe import __version__
 from trainpipe.cli.exits import EPILOG_TABLE, UsageError
 from trainpipe.contract.names import Stage
+from trainpipe.contract.outcomes import Outcome
 from trainpipe.contract.stages import STAGES
+
+if TYPE_CHECKING:
+    from trainpipe.contract.reports import CommandReport
 
 EPILOG = """\
 examples:
@@ -169,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if log_path is not None:
         from trainpipe.cli.termination import success_line, write_termination_log
 
-        write_termination_log(log_path, success_line(report, optional=("targets", "stages")))
+        write_termination_log(log_path, success_line(report.to_wire(), optional=("targets", "stages")))
     return 0
 
 
@@ -205,7 +209,7 @@ def _termination_log_in(argv: list[str]) -> Path | None:
     return None
 
 
-def _dispatch(args: argparse.Namespace, where: list[str]) -> dict:
+def _dispatch(args: argparse.Namespace, where: list[str]) -> CommandReport:
     if args.command == "data":
         return _data_example(args.out)
     if args.command == "report":
@@ -213,17 +217,18 @@ def _dispatch(args: argparse.Namespace, where: list[str]) -> dict:
     return _stages(args, where)
 
 
-def _data_example(out: Path) -> dict:
+def _data_example(out: Path) -> CommandReport:
     from trainpipe.cli.display import console
+    from trainpipe.contract.reports import DataReport
     from trainpipe.data.example import build_example
 
     summary = build_example(out)
     console.print(f"[green]example dataset[/] → {out}: {len(summary.symbols)} symbols, "
                   f"{sum(summary.rows_per_symbol.values())} rows, {len(summary.features)} features, targets {', '.join(summary.targets)}")
-    return {"stage": "data", "symbols": len(summary.symbols)}
+    return DataReport(symbols=len(summary.symbols))
 
 
-def _report(args: argparse.Namespace) -> dict:
+def _report(args: argparse.Namespace) -> CommandReport:
     from trainpipe.cli.options import resolve
     from trainpipe.io.layout import Layout
     from trainpipe.report.html import write_report
@@ -239,7 +244,7 @@ def _report(args: argparse.Namespace) -> dict:
         check_plan(read_training_plan(layout.master_training_plan), layout.master_training_plan, args.run_id, None)
     path = write_report(layout)
     print(path)
-    report = html_report(layout)
+    removed_runs = None
     if args.keep_runs is not None:
         from trainpipe.cli.options import OptionsError
         from trainpipe.runner.retention import mark_succeeded, prune_runs
@@ -247,12 +252,11 @@ def _report(args: argparse.Namespace) -> dict:
         if args.reuse_dir is None or args.keep_runs < 1:
             raise OptionsError("--keep-runs needs --reuse-dir (the folder of this pipeline's run folders) and a value of at least 1")
         mark_succeeded(layout.root)
-        removed = prune_runs(Path(args.reuse_dir), args.keep_runs, Path(args.output_dir).resolve(), set(args.pin))
-        report["removedRuns"] = [p.name for p in removed]
-    return report
+        removed_runs = [p.name for p in prune_runs(Path(args.reuse_dir), args.keep_runs, Path(args.output_dir).resolve(), set(args.pin))]
+    return html_report(layout, removed_runs)
 
 
-def _stages(args: argparse.Namespace, where: list[str]) -> dict:
+def _stages(args: argparse.Namespace, where: list[str]) -> CommandReport:
     from trainpipe.cli.display import console, stage_progress, summary_table
     from trainpipe.cli.options import OptionsError, output_dir, resolve
     from trainpipe.io.layout import Layout
@@ -311,26 +315,27 @@ def _run_stages(ctx, stages: list[str], force: bool):
             return outcomes, exc
         if outcome.reused_from is not None:
             console.print(f"[cyan]{stage}[/]: same inputs as {outcome.reused_from} — copied its outputs")
-        elif outcome.cached:
+        elif outcome.outcome is Outcome.CACHED:
             console.print(f"[cyan]{stage}[/]: inputs unchanged since the last run — reusing its outputs")
         outcomes.append(outcome)
     return outcomes, None
 
 
-def _stage_report(args: argparse.Namespace, layout, outcomes, report_path) -> dict:
-    from trainpipe.runner.reports import plan_report, rank_report, stage_report, status_of
+def _stage_report(args: argparse.Namespace, layout, outcomes, report_path) -> CommandReport:
+    from trainpipe.contract.reports import RunReport
+    from trainpipe.runner.reports import plan_report, rank_report, stage_report
 
     if args.command == "rank":
-        return {**rank_report(layout), "status": status_of(outcomes[0])}
+        return rank_report(layout, outcomes[0].outcome)
     if args.command == "plan":
-        return {**plan_report(layout), "status": status_of(outcomes[0])}
+        return plan_report(layout, outcomes[0].outcome)
     if args.command == "run":
-        return {"stage": "run", "stages": {o.stage: status_of(o) for o in outcomes},
-                "report": layout.relative(report_path) if report_path is not None else None}
+        return RunReport(stages={str(o.stage): o.outcome for o in outcomes},
+                         report=layout.relative(report_path) if report_path is not None else None)
     return stage_report(outcomes[0])
 
 
-def _select_unit(ctx, args: argparse.Namespace, where: list[str]) -> dict:
+def _select_unit(ctx, args: argparse.Namespace, where: list[str]) -> CommandReport:
     from trainpipe.cli.display import console
     from trainpipe.io.stage_files import read_rankings
     from trainpipe.runner.units import select_address, select_unit
@@ -338,12 +343,13 @@ def _select_unit(ctx, args: argparse.Namespace, where: list[str]) -> dict:
     target, index = select_address(read_rankings(ctx.layout).selected, args.target, args.unit_index)
     where[0] = f"select unit {index} (target {target})"
     outcome = select_unit(ctx, target, force=args.force)
-    console.print(f"[cyan]select[/] unit {index} ({target}): {_said(outcome.status)}")
-    return outcome.summary
+    console.print(f"[cyan]select[/] unit {index} ({target}): {_said(outcome.outcome)}")
+    return outcome.report
 
 
-def _train_family_or_unit(ctx, args: argparse.Namespace) -> dict:
+def _train_family_or_unit(ctx, args: argparse.Namespace) -> CommandReport:
     from trainpipe.cli.display import console
+    from trainpipe.contract.reports import TrainUnitReport
     from trainpipe.runner.reports import stage_report
     from trainpipe.runner.units import train_family, train_unit
 
@@ -353,14 +359,16 @@ def _train_family_or_unit(ctx, args: argparse.Namespace) -> dict:
 
         outcome = train_family(ctx, stage, args.family)
         console.print(summary_table([outcome], str(ctx.layout.root)))
-        return {**stage_report(outcome), "family": args.family}
+        return stage_report(outcome, family=args.family)
     unit = train_unit(ctx, stage, args.family, args.unit_index, force=args.force)
-    console.print(f"[cyan]{stage.value}[/] unit {unit.summary['family']}[{unit.index}] ({unit.unit}): {_said(unit.status)}")
-    return unit.summary
+    family = unit.report.family if isinstance(unit.report, TrainUnitReport) else args.family
+    console.print(f"[cyan]{stage.value}[/] unit {family}[{unit.index}] ({unit.unit}): {_said(unit.outcome)}")
+    return unit.report
 
 
-def _said(status: str) -> str:
-    return {"ran": "done", "cached": "already done with the same inputs", "reused": "copied from another run with the same inputs"}[status]
+def _said(outcome: Outcome) -> str:
+    return {Outcome.RAN: "done", Outcome.CACHED: "already done with the same inputs",
+            Outcome.REUSED: "copied from another run with the same inputs"}[outcome]
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ class StageRecord(SnakeContract):
     key: str = Field(description="Digest of every input of the stage: the record is current only while it matches")
     finished_at: str = Field(description="ISO-8601 UTC")
     outputs: tuple[str, ...] = Field(description="Relative to the output folder; the record is current only while all exist")
+    # Kept as the file has it: the runner reads it as the stage's model (contract.summaries), and a select unit's as its SelectionEntry.
     summary: dict[str, Any] = Field(default_factory=dict, description="The stage's own summary (counts, kept targets)")
     unit: str | None = Field(None, description="The unit a unit record covers (a target for select)")
     reused_from: str | None = Field(None, description="The sibling run folder the outputs were copied from")

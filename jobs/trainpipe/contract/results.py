@@ -2,32 +2,44 @@
 
 * `UnitResult`: one line of a worker's `results.jsonl`, appended as soon as the unit ends; the training
   stage reads them back (a worker that dies leaves the lines of the units it finished);
-* `UnitRecord`: what the stage concluded about a unit (trained, failed, skipped, reused), in `StageResultFile`
+* `UnitRecord`: what the stage concluded about a unit (an `Outcome`: ran, failed, skipped, reused), in `StageResultFile`
   (`.trainpipe/training/<stage>/result.json`) and, for a unit run alone, `UnitRunResult`
   (`.trainpipe/units/<stage>/<unit>/result.json`).
 
-snake_case keys on disk. The one writer and reader of each file is `trainpipe.io.training_files`.
+snake_case keys on disk, and a unit's outcome under `status` in the training words ("trained" for ran:
+`contract.outcomes.TRAINING_WORDS`). The one writer and reader of each file is `trainpipe.io.training_files`.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from trainpipe.contract.base import SnakeContract
 from trainpipe.contract.names import TRAINING_RESULT_SCHEMA_VERSION
+from trainpipe.contract.outcomes import TRAINING_WORDS, Outcome, TrainingOutcome
 
-UnitStatus = Literal["trained", "failed", "skipped", "reused"]
+
+class _StatusWord:
+    """A unit's `outcome` in the word its file writes under `status` (a mixin: the field stays where the file has it)."""
+
+    if TYPE_CHECKING:
+        outcome: Outcome
+
+    @property
+    def status(self) -> str:
+        """The word the training files write for the outcome ("trained", "failed", "skipped", "reused")."""
+        return TRAINING_WORDS[self.outcome]
 
 
-class UnitResult(SnakeContract):
+class UnitResult(SnakeContract, _StatusWord):
     """The worker's report of one unit it trained (or failed to); optional fields are left out of the line when unset."""
 
     job_id: str
     family: str
     stage: str
-    status: Literal["trained", "failed"]
+    outcome: TrainingOutcome = Field(alias="status")
     seconds: float = Field(ge=0, description="Wall time of the unit in the worker: load of its rows, fit, evaluation, save")
     device: str | None = None
     model_dir: str | None = None
@@ -35,16 +47,23 @@ class UnitResult(SnakeContract):
     peak_rss_mb: float | None = None
     error: str | None = Field(None, description="`Type: message` of a failure; the traceback is in the unit's .error.txt")
 
+    @field_validator("outcome")
+    @classmethod
+    def _worked(cls, outcome: Outcome) -> Outcome:
+        if outcome not in (Outcome.RAN, Outcome.FAILED):
+            raise ValueError(f"a worker trains a unit or fails to, it does not report one {TRAINING_WORDS[outcome]}")
+        return outcome
+
     def to_line(self) -> dict:
-        return self.model_dump(mode="json", exclude_none=True)
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-class UnitRecord(SnakeContract):
-    """What the stage concluded about one unit: trained or failed by a worker, skipped (up to date, not trainable), or reused."""
+class UnitRecord(SnakeContract, _StatusWord):
+    """What the stage concluded about one unit: ran or failed in a worker, skipped (up to date, not trainable), or reused."""
 
     job_id: str
     family: str
-    status: UnitStatus
+    outcome: TrainingOutcome = Field(alias="status")
     reason: str = ""
     seconds: float = 0.0
     device: str = ""
@@ -66,7 +85,7 @@ class StageResultFile(SnakeContract):
 
     @model_validator(mode="after")
     def _consistent(self) -> StageResultFile:
-        counts = {s: sum(r.status == s for r in self.records) for s in ("trained", "failed", "skipped", "reused")}
+        counts = {word: sum(r.outcome is outcome for r in self.records) for outcome, word in TRAINING_WORDS.items()}
         if counts != {"trained": self.trained, "failed": self.failed, "skipped": self.skipped, "reused": self.reused}:
             raise ValueError(f"the counts disagree with the records ({counts})")
         return self

@@ -27,7 +27,7 @@ class TrainingFileError(ValueError):
 
 def append_unit_result(path: Path, result: UnitResult) -> None:
     with open(path, "a") as handle:
-        handle.write(result.model_dump_json(exclude_none=True) + "\n")
+        handle.write(result.model_dump_json(by_alias=True, exclude_none=True) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
 

@@ -15,20 +15,23 @@ from pathlib import Path
 
 from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.names import Stage
+from trainpipe.contract.outcomes import Outcome
 from trainpipe.contract.records import StageRecord
+from trainpipe.contract.reports import SelectUnitReport, TrainUnitReport
 from trainpipe.contract.selection import SelectionEntry
+from trainpipe.contract.summaries import SelectStageSummary
 from trainpipe.io.stage_files import read_rankings
 from trainpipe.runner import records
 from trainpipe.runner.steps import (
     RunContext,
     StageOutcome,
     read_current_plan,
+    recorded_summary,
     select_targets,
     select_unit_key,
     selection_is_current,
-    train_families,
     train_step,
-    training_options,
+    training_settings,
 )
 from trainpipe.training.units import UnitNotFoundError
 
@@ -38,9 +41,9 @@ class UnitOutcome:
     stage: Stage
     index: int
     unit: str  # the target (select) or the unit id (training)
-    status: str  # ran | cached (done here with the same inputs) | reused (copied from another run)
+    outcome: Outcome  # ran | cached (done here with the same inputs) | reused (copied from another run)
     seconds: float
-    summary: dict  # camelCase, what the termination log reports
+    report: SelectUnitReport | TrainUnitReport  # what the termination log reports
 
 
 class UnitFailedError(RuntimeError, CommandFailure):
@@ -70,20 +73,17 @@ def select_unit(ctx: RunContext, target: str, force: bool = False) -> UnitOutcom
     ranking = read_rankings(ctx.layout)
     target, index = select_address(ranking.selected, target, None)
     started = time.perf_counter()
-    path = ctx.layout.select_unit_record(target)
-    status = "ran"
+    outcome = Outcome.RAN
     if not force and selection_is_current(ctx, target):
-        status = "cached"
+        outcome = Outcome.CACHED
     elif not force and ctx.reuse_dir is not None and _reused_selection(ctx, ctx.reuse_dir, target) is not None:
-        status = "reused"
+        outcome = Outcome.REUSED
     else:
         select_targets(ctx, ranking, [target])
-    record = records.read_record_at(path)
-    raw = record.summary if record is not None else _summary_from_stage(ctx, target)
-    entry = SelectionEntry.model_validate(raw) if raw else None
-    summary = {"stage": Stage.SELECT.value, "unitIndex": index, "target": target, "status": status,
-               "features": entry.n_features if entry else None, "stability": entry.stability.value if entry else None}
-    return UnitOutcome(Stage.SELECT, index, target, status, time.perf_counter() - started, summary)
+    entry = _selection_entry(ctx, target)
+    report = SelectUnitReport(unit_index=index, target=target, status=outcome, features=entry.n_features if entry else None,
+                              stability=entry.stability if entry else None)
+    return UnitOutcome(Stage.SELECT, index, target, outcome, time.perf_counter() - started, report)
 
 
 def _reused_selection(ctx: RunContext, reuse_dir: Path, target: str) -> StageRecord | None:
@@ -92,10 +92,19 @@ def _reused_selection(ctx: RunContext, reuse_dir: Path, target: str) -> StageRec
     return reuse_record(reuse_dir, ctx.layout, ctx.layout.select_unit_record(target), select_unit_key(ctx, target))
 
 
-def _summary_from_stage(ctx: RunContext, target: str) -> dict:
-    # Covered by a whole-stage select (no unit record of its own): the stage's summary has the target's entry.
-    record = records.read_record(ctx.layout, Stage.SELECT.value)
-    return (record.summary.get("targets", {}).get(target, {}) if record is not None else {})
+def _selection_entry(ctx: RunContext, target: str) -> SelectionEntry | None:
+    """The target's line of the selection summary: from its unit record, or from the whole stage's when that selected it."""
+    record = records.read_record_at(ctx.layout.select_unit_record(target))
+    if record is not None:
+        return SelectionEntry.model_validate(record.summary) if record.summary else None
+    summary = recorded_summary(Stage.SELECT, records.read_record(ctx.layout, Stage.SELECT.value))
+    return summary.targets.get(target) if isinstance(summary, SelectStageSummary) else None
+
+
+def unit_run_outcome(trained: Outcome) -> Outcome:
+    """What a training unit run alone reports: a unit addressed by family and index is one its family can train, so
+    one the stage skipped was done here before with the same fingerprint, which every stage calls cached."""
+    return Outcome.CACHED if trained is Outcome.SKIPPED else trained
 
 
 def train_unit(ctx: RunContext, stage: Stage, family: str, index: int, force: bool = False) -> UnitOutcome:
@@ -104,19 +113,19 @@ def train_unit(ctx: RunContext, stage: Stage, family: str, index: int, force: bo
 
     plan = read_current_plan(ctx)
     started = time.perf_counter()
-    unit, record = run_training_unit(plan, stage.value, family, index, ctx.layout, ctx.data_dir, plan_path=ctx.training_plan_path(),
-                                     gate_families=train_families(ctx.spec.training), force=force, **training_options(ctx, stage))
+    unit, record = run_training_unit(plan, stage.value, family, index, ctx.layout, training_settings(ctx, stage),
+                                     plan_path=ctx.training_plan_path(), force=force)
     where = f"{stage.value} unit {unit.family}[{index}] ({unit.unit_id}: job {unit.job_id}, target {unit.target})"
-    if record.status == "failed":
+    if record.outcome is Outcome.FAILED:
         raise UnitFailedError(f"{where} failed: {record.reason}; the error is in {ctx.layout.models_dir / unit.job_id / (unit.family + '.error.txt')}")
-    status = {"trained": "ran", "skipped": "cached", "reused": "reused"}[record.status]
-    summary = {"stage": stage.value, "family": unit.family, "unitIndex": index, "unit": unit.unit_id, "jobId": unit.job_id,
-               "target": unit.target, "status": status, "device": record.device or None}
-    return UnitOutcome(stage, index, unit.unit_id, status, time.perf_counter() - started, summary)
+    outcome = unit_run_outcome(record.outcome)
+    report = TrainUnitReport(stage=stage.value, family=unit.family, unit_index=index, unit=unit.unit_id, job_id=unit.job_id,
+                             target=unit.target, status=outcome, device=record.device or None)
+    return UnitOutcome(stage, index, unit.unit_id, outcome, time.perf_counter() - started, report)
 
 
 def train_family(ctx: RunContext, stage: Stage, family: str) -> StageOutcome:
     """Every unit of one family (`train --family F` without an index); like units, it writes no stage record."""
     started = time.perf_counter()
     summary = train_step(ctx, stage, family=family)
-    return StageOutcome(stage, False, time.perf_counter() - started, summary)
+    return StageOutcome(stage, Outcome.RAN, time.perf_counter() - started, summary)

@@ -25,25 +25,23 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from trainpipe.contract.exitcodes import CommandFailure, ExitCode
-from trainpipe.contract.pipeline import PipelineSpec, RankingSpec, TrainingSpec
+from trainpipe.contract.outcomes import Outcome
 from trainpipe.contract.plan import TrainingPlan, plan_digest
 from trainpipe.contract.requests import UnitRequest, WorkerRequest
 from trainpipe.contract.results import StageResultFile, UnitRecord, UnitResult, UnitRunResult
 from trainpipe.contract.units import WorkUnit
-from trainpipe.families.base import check_params
-from trainpipe.families.catalogue import resolve_families
 from trainpipe.io.atomic import write_text
 from trainpipe.io.layout import Layout
 from trainpipe.io.requests import write_worker_request
 from trainpipe.io.training_files import read_unit_results, write_stage_result, write_unit_run_result
 from trainpipe.resources import available_cpus
 from trainpipe.training.metrics_file import METRICS_FILE
+from trainpipe.training.settings import DEFAULT_PANEL_LOADER, ProgressFn, TrainingSettings
 from trainpipe.training.units import (
     check_stage,
     error_path,
@@ -57,10 +55,8 @@ from trainpipe.training.units import (
     unit_state,
 )
 
-DEFAULT_PANEL_LOADER = "trainpipe.data.loading:load_panel"
-ProgressFn = Callable[[dict[str, Any]], None]
-# (job_id, family, fingerprint) -> the run folder a finished copy of the unit came from, or None.
-ReuseModel = Callable[[str, str, str], str | None]
+# (job_id, family) -> the unit's fingerprint
+Fingerprints = Mapping[tuple[str, str], str]
 
 
 class StageGateError(RuntimeError, CommandFailure):
@@ -80,24 +76,24 @@ class StageResult:
     records: list[UnitRecord] = field(default_factory=list)
     seconds: float = 0.0
 
-    def _count(self, status: str) -> int:
-        return sum(1 for r in self.records if r.status == status)
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for r in self.records if r.outcome is outcome)
 
     @property
     def trained(self) -> int:
-        return self._count("trained")
+        return self.count(Outcome.RAN)
 
     @property
     def failed(self) -> int:
-        return self._count("failed")
+        return self.count(Outcome.FAILED)
 
     @property
     def skipped(self) -> int:
-        return self._count("skipped")
+        return self.count(Outcome.SKIPPED)
 
     @property
     def reused(self) -> int:
-        return self._count("reused")
+        return self.count(Outcome.REUSED)
 
     @property
     def ok(self) -> bool:
@@ -131,50 +127,19 @@ class WorkFiles:
         return self.root / "result.json"
 
 
-@dataclass(frozen=True)
-class _Settings:
-    """What every unit of one call is trained with, besides the plan."""
-
-    split: dict[str, Any]  # holdout_fraction, embargo_bars, seed, interval: part of every fingerprint
-    params: Mapping[str, Mapping[str, Any]] | None
-    panel_loader: str
-    isolate: bool
-    timeout_s: float | None
-
-
-def _settings(holdout_fraction: float, embargo_bars: int, seed: int, interval: str | None,
-              params: Mapping[str, Mapping[str, Any]] | None, panel_loader: str, isolate: bool, timeout_s: float | None) -> _Settings:
-    if not 0 < holdout_fraction < 1:
-        raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
-    if embargo_bars < 0:
-        raise ValueError(f"embargo_bars must be >= 0, got {embargo_bars}")
-    split = {"holdout_fraction": holdout_fraction, "embargo_bars": embargo_bars, "seed": seed, "interval": interval}
-    return _Settings(split, params, panel_loader, isolate, timeout_s)
-
-
-def _params_for(family: str, params: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
-    return check_params(family, (params or {}).get(family))
-
-
-def _fingerprint(plan: TrainingPlan, unit: WorkUnit, settings: _Settings) -> str:
-    job = next(job for job in plan.jobs if job.job_id == unit.job_id)
-    return unit_fingerprint(plan, job, unit.family, _params_for(unit.family, settings.params), **settings.split)
-
-
-def _fingerprints(plan: TrainingPlan, units: Sequence[WorkUnit], params, **split: Any) -> dict[tuple[str, str], str]:
+def fingerprints(plan: TrainingPlan, units: Sequence[WorkUnit], settings: TrainingSettings) -> dict[tuple[str, str], str]:
     jobs = {job.job_id: job for job in plan.jobs}
-    return {(u.job_id, u.family): unit_fingerprint(plan, jobs[u.job_id], u.family, _params_for(u.family, params), **split) for u in units}
+    return {(u.job_id, u.family): unit_fingerprint(plan, jobs[u.job_id], u.family, settings) for u in units}
 
 
-def cpu_gate_problems(plan: TrainingPlan, layout: Layout, families: Sequence[str] | None, params=None, **split: Any) -> list[str]:
-    """CPU units of the plan (same family filter) that are not done with the current fingerprint."""
-    units, _ = plan_units(plan, "cpu", families)
-    prints = _fingerprints(plan, units, params, **split)
-    return gate_problems({key: unit_state(layout, *key, fp) for key, fp in prints.items()})
+def cpu_gate_problems(plan: TrainingPlan, layout: Layout, settings: TrainingSettings) -> list[str]:
+    """CPU units of the plan (within the settings' family filter) that are not done with the current fingerprint."""
+    units, _ = plan_units(plan, "cpu", settings.family_filter())
+    return gate_problems({key: unit_state(layout, *key, fp) for key, fp in fingerprints(plan, units, settings).items()})
 
 
-def _check_gate(plan: TrainingPlan, layout: Layout, families: Sequence[str] | None, settings: _Settings) -> None:
-    problems = cpu_gate_problems(plan, layout, families, settings.params, **settings.split)
+def _check_gate(plan: TrainingPlan, layout: Layout, settings: TrainingSettings) -> None:
+    problems = cpu_gate_problems(plan, layout, settings)
     if problems:
         shown = "; ".join(problems[:10]) + (f"; … {len(problems) - 10} more" if len(problems) > 10 else "")
         raise StageGateError(
@@ -184,15 +149,15 @@ def _check_gate(plan: TrainingPlan, layout: Layout, families: Sequence[str] | No
         )
 
 
-def _settled(layout: Layout, unit: WorkUnit, fingerprint: str, reuse: ReuseModel | None) -> UnitRecord | None:
+def _settled(layout: Layout, unit: WorkUnit, fingerprint: str, settings: TrainingSettings) -> UnitRecord | None:
     """The unit's record when it needs no training: done here with this fingerprint, or copied from another run."""
     model_dir = layout.model_dir(unit.job_id, unit.family)
     if unit_state(layout, unit.job_id, unit.family, fingerprint) == "done":
-        return UnitRecord(job_id=unit.job_id, family=unit.family, status="skipped", reason="up to date (same fingerprint)",
+        return UnitRecord(job_id=unit.job_id, family=unit.family, outcome=Outcome.SKIPPED, reason="up to date (same fingerprint)",
                           device=_device(model_dir), model_dir=str(model_dir))
-    source = reuse(unit.job_id, unit.family, fingerprint) if reuse is not None else None
+    source = settings.reuse(unit.job_id, unit.family, fingerprint) if settings.reuse is not None else None
     if source is not None:
-        return UnitRecord(job_id=unit.job_id, family=unit.family, status="reused", reason=f"same fingerprint in {source}",
+        return UnitRecord(job_id=unit.job_id, family=unit.family, outcome=Outcome.REUSED, reason=f"same fingerprint in {source}",
                           device=_device(model_dir), model_dir=str(model_dir))
     return None
 
@@ -205,53 +170,33 @@ def _device(model_dir: Path) -> str:
         return ""
 
 
-def run_training_stage(
-    plan: TrainingPlan,
-    stage: str,
-    layout: Layout,
-    data_dir: Path,
-    *,
-    interval: str | None,
-    families: Sequence[str] | None,
-    holdout_fraction: float,
-    embargo_bars: int,
-    seed: int,
-    on_progress: ProgressFn | None = None,
-    params: Mapping[str, Mapping[str, Any]] | None = None,
-    panel_loader: str = DEFAULT_PANEL_LOADER,
-    isolate: bool = True,
-    family_timeout_s: float | None = None,
-    family: str | None = None,
-    reuse: ReuseModel | None = None,
-) -> StageResult:
-    """Train every unit of `stage` (plan job × its families ∩ the stage ∩ `families`) and return what happened.
+def run_training_stage(plan: TrainingPlan, stage: str, layout: Layout, settings: TrainingSettings, family: str | None = None) -> StageResult:
+    """Train every unit of `stage` (plan job × its families ∩ the stage ∩ `settings.families`) and return what happened.
 
     `family` narrows the units to that one family; the GPU gate still covers every CPU unit within
-    `families`. `params` maps family → parameter overrides. Units whose model dir holds a metrics.json
-    with the same fingerprint are skipped (resumable); `reuse` may copy a finished unit from another run
-    instead of training it. `isolate=False` runs the workers in this process (debugging only).
+    `settings.families`. Units whose model dir holds a metrics.json with the same fingerprint are skipped
+    (resumable); `settings.reuse` may copy a finished unit from another run instead of training it.
     """
     check_stage(stage)
     # Workers run in their own working folder: every path they get must be absolute.
-    layout, data_dir = Layout(Path(layout.root).resolve()), Path(data_dir).resolve()
-    settings = _settings(holdout_fraction, embargo_bars, seed, interval, params, panel_loader, isolate, family_timeout_s)
-    filt = None if families is None else resolve_families(families, None)
+    layout = Layout(Path(layout.root).resolve())
+    filt = settings.family_filter()
     only = None if family is None else family_of_stage(family, stage)
     chosen = filt
     if only is not None:
         chosen = [only] if filt is None or only in filt else []
     for name in chosen or ():
-        _params_for(name, params)  # a bad parameter fails before any process starts
+        settings.params_for(name)  # a bad parameter fails before any process starts
     if stage == "gpu":
-        _check_gate(plan, layout, filt, settings)
+        _check_gate(plan, layout, settings)
     started = time.perf_counter()
-    progress = on_progress or (lambda event: None)
     units, skips = plan_units(plan, stage, chosen)
-    result = StageResult(stage=stage, records=[UnitRecord(job_id=s.job_id, family=s.family, status="skipped", reason=s.reason) for s in skips])
-    prints = {(u.job_id, u.family): _fingerprint(plan, u, settings) for u in units}
+    result = StageResult(stage=stage, records=[UnitRecord(job_id=s.job_id, family=s.family, outcome=Outcome.SKIPPED, reason=s.reason)
+                                               for s in skips])
+    prints = fingerprints(plan, units, settings)
     pending = []
     for unit in units:
-        settled = _settled(layout, unit, prints[(unit.job_id, unit.family)], reuse)
+        settled = _settled(layout, unit, prints[(unit.job_id, unit.family)], settings)
         if settled is None:
             pending.append(unit)
         else:
@@ -260,91 +205,71 @@ def run_training_stage(
     plan_path = work_dir / "plan.json"
     write_text(plan_path, plan.model_dump_json())  # the workers read the plan this call was given, whole or not at all
     for name, fam_units in group_by_family(pending).items():
-        progress({"event": "family_start", "stage": stage, "family": name, "units": len(fam_units)})
-        result.records += _train(plan, plan_path, stage, name, fam_units, prints, WorkFiles(work_dir / name), layout, data_dir, settings, progress)
+        settings.notify({"event": "family_start", "stage": stage, "family": name, "units": len(fam_units)})
+        result.records += _train(plan, plan_path, fam_units, prints, WorkFiles(work_dir / name), layout, settings)
     result.seconds = time.perf_counter() - started
     done = result.to_file()
     write_stage_result(work_dir / "result.json", done)
-    progress({"event": "stage_done", **done.model_dump(mode="json", exclude={"schema_version", "records"})})
+    settings.notify({"event": "stage_done", **done.model_dump(mode="json", exclude={"schema_version", "records"})})
     return result
 
 
-def run_training_unit(
-    plan: TrainingPlan,
-    stage: str,
-    family: str,
-    index: int,
-    layout: Layout,
-    data_dir: Path,
-    *,
-    plan_path: Path,
-    interval: str | None,
-    holdout_fraction: float,
-    embargo_bars: int,
-    seed: int,
-    gate_families: Sequence[str] | None = None,
-    on_progress: ProgressFn | None = None,
-    params: Mapping[str, Mapping[str, Any]] | None = None,
-    panel_loader: str = DEFAULT_PANEL_LOADER,
-    isolate: bool = True,
-    timeout_s: float | None = None,
-    reuse: ReuseModel | None = None,
-    force: bool = False,
-) -> tuple[WorkUnit, UnitRecord]:
+def run_training_unit(plan: TrainingPlan, stage: str, family: str, index: int, layout: Layout, settings: TrainingSettings, *,
+                      plan_path: Path, force: bool = False) -> tuple[WorkUnit, UnitRecord]:
     """Train unit `index` of `family` (`contract.units.family_units(plan, family)[index]`) and return it with its record.
 
     `plan_path` is the file `plan` was read from (the worker reads it there; nothing else is written
-    beside it). A unit already done with the same fingerprint, or copied by `reuse`, is not trained.
-    GPU units check the gate over the CPU units within `gate_families` (None: every CPU unit of the plan).
+    beside it). A unit already done with the same fingerprint, or copied by `settings.reuse`, is not
+    trained unless `force`. GPU units check the gate over the CPU units within `settings.families`.
     """
     check_stage(stage)
-    layout, data_dir, plan_path = Layout(Path(layout.root).resolve()), Path(data_dir).resolve(), Path(plan_path).resolve()
-    settings = _settings(holdout_fraction, embargo_bars, seed, interval, params, panel_loader, isolate, timeout_s)
+    layout, plan_path = Layout(Path(layout.root).resolve()), Path(plan_path).resolve()
     unit = unit_at(plan, stage, family, index)
-    _params_for(unit.family, params)
+    settings.params_for(unit.family)
     if stage == "gpu":
-        _check_gate(plan, layout, None if gate_families is None else resolve_families(gate_families, None), settings)
-    fingerprint = _fingerprint(plan, unit, settings)
-    settled = None if force else _settled(layout, unit, fingerprint, reuse)
+        _check_gate(plan, layout, settings)
+    prints = fingerprints(plan, [unit], settings)
+    settled = None if force else _settled(layout, unit, prints[(unit.job_id, unit.family)], settings)
     if settled is not None:
         return unit, settled
-    progress = on_progress or (lambda event: None)
-    progress({"event": "family_start", "stage": stage, "family": unit.family, "units": 1})
+    settings.notify({"event": "family_start", "stage": stage, "family": unit.family, "units": 1})
     work = WorkFiles(layout.unit_work_dir(stage, unit.unit_id))
     started = time.perf_counter()
-    [record] = _train(plan, plan_path, stage, unit.family, [unit], {(unit.job_id, unit.family): fingerprint}, work, layout, data_dir, settings, progress)
+    [record] = _train(plan, plan_path, [unit], prints, work, layout, settings)
     write_unit_run_result(work.result, UnitRunResult(**record.model_dump(), unit_id=unit.unit_id, index=index,
                                                      wall_seconds=round(time.perf_counter() - started, 3)))
     return unit, record
 
 
-def _train(plan: TrainingPlan, plan_path: Path, stage: str, family: str, units: Sequence[WorkUnit], prints: Mapping[tuple[str, str], str],
-           work: WorkFiles, layout: Layout, data_dir: Path, settings: _Settings, progress: ProgressFn) -> list[UnitRecord]:
-    """Train `units` (all of `family`) in one worker process; a unit the worker did not report is recorded as failed."""
+def _train(plan: TrainingPlan, plan_path: Path, units: Sequence[WorkUnit], prints: Fingerprints, work: WorkFiles, layout: Layout,
+           settings: TrainingSettings) -> list[UnitRecord]:
+    """Train `units` (all of one family and stage) in one worker process; a unit the worker did not report is recorded as failed."""
+    family, stage = units[0].family, units[0].stage.value
     request = WorkerRequest(
         family=family, stage=stage, plan_path=str(plan_path), plan_digest=plan_digest(plan), layout_root=str(layout.root),
-        data_dir=str(data_dir), panel_loader=settings.panel_loader, results_path=str(work.results), **settings.split,
-        units=tuple(UnitRequest(job_id=u.job_id, fingerprint=prints[(u.job_id, u.family)], params=_params_for(family, settings.params)) for u in units),
+        data_dir=str(Path(settings.data_dir).resolve()), panel_loader=settings.panel_loader, results_path=str(work.results),
+        holdout_fraction=settings.holdout_fraction, embargo_bars=settings.embargo_bars, seed=settings.seed, interval=settings.interval,
+        units=tuple(UnitRequest(job_id=u.job_id, fingerprint=prints[(u.job_id, u.family)], params=settings.params_for(family)) for u in units),
     )
-    done = {r.job_id: r for r in _run_family(request, work, settings.isolate, settings.timeout_s, progress)}
+    done = {r.job_id: r for r in _run_family(request, work, settings)}
     out = []
     for unit in units:
         rec = done.get(unit.job_id)
         if rec is None:
             reason = f"worker for {family} ended before this unit finished; see {work.log}"
             write_text(error_path(layout, unit.job_id, family), reason + "\n")
-            out.append(UnitRecord(job_id=unit.job_id, family=family, status="failed", reason=reason))
+            out.append(UnitRecord(job_id=unit.job_id, family=family, outcome=Outcome.FAILED, reason=reason))
             continue
-        out.append(UnitRecord(job_id=unit.job_id, family=family, status=rec.status, reason=rec.error or "", seconds=rec.seconds,
+        out.append(UnitRecord(job_id=unit.job_id, family=family, outcome=rec.outcome, reason=rec.error or "", seconds=rec.seconds,
                               device=rec.device or "", model_dir=rec.model_dir or ""))
     return out
 
 
-def _run_family(request: WorkerRequest, work: WorkFiles, isolate: bool, timeout_s: float | None, progress: ProgressFn) -> list[UnitResult]:
-    family = request.family
+def _run_family(request: WorkerRequest, work: WorkFiles, settings: TrainingSettings) -> list[UnitResult]:
+    family, progress, timeout_s = request.family, settings.notify, settings.timeout_s
     work.root.mkdir(parents=True, exist_ok=True)
     work.results.unlink(missing_ok=True)
-    if not isolate:
+    if not settings.isolate:
         from trainpipe.training.worker import run_request
 
         collected: list[UnitResult] = []
@@ -406,32 +331,16 @@ def _emit_new(path: Path, seen: int, progress: ProgressFn) -> int:
     return max(seen, len(records))
 
 
-def run_training(
-    plan: TrainingPlan,
-    layout: Layout,
-    data_dir: Path,
-    *,
-    interval: str | None = None,
-    families: Sequence[str] | None = None,
-    holdout_fraction: float = TrainingSpec.model_fields["holdout_fraction"].default,
-    embargo_bars: int = RankingSpec.model_fields["embargo_bars"].default,
-    seed: int = PipelineSpec.model_fields["seed"].default,
-    on_progress: ProgressFn | None = None,
-    params: Mapping[str, Mapping[str, Any]] | None = None,
-    panel_loader: str = DEFAULT_PANEL_LOADER,
-    isolate: bool = True,
-) -> dict[str, StageResult]:
+def run_training(plan: TrainingPlan, layout: Layout, settings: TrainingSettings) -> dict[str, StageResult]:
     """The CPU stage, then the GPU stage; raises StageGateError (carrying the CPU result) if CPU units failed."""
-    kw: dict[str, Any] = {"interval": interval, "families": families, "holdout_fraction": holdout_fraction, "embargo_bars": embargo_bars,
-                          "seed": seed, "on_progress": on_progress, "params": params, "panel_loader": panel_loader, "isolate": isolate}
-    cpu = run_training_stage(plan, "cpu", layout, data_dir, **kw)
+    cpu = run_training_stage(plan, "cpu", layout, settings)
     try:
-        gpu = run_training_stage(plan, "gpu", layout, data_dir, **kw)
+        gpu = run_training_stage(plan, "gpu", layout, settings)
     except StageGateError as exc:
         exc.cpu_result = cpu
         raise
     return {"cpu": cpu, "gpu": gpu}
 
 
-__all__ = ["DEFAULT_PANEL_LOADER", "StageGateError", "StageResult", "UnitRecord", "WorkFiles", "cpu_gate_problems", "run_training",
-           "run_training_stage", "run_training_unit"]
+__all__ = ["DEFAULT_PANEL_LOADER", "StageGateError", "StageResult", "TrainingSettings", "UnitRecord", "WorkFiles", "cpu_gate_problems",
+           "run_training", "run_training_stage", "run_training_unit"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import trainpipe
 from trainpipe.contract.exitcodes import CommandFailure, ExitCode
@@ -21,6 +21,7 @@ from trainpipe.contract.targets import horizon_minutes
 from trainpipe.contract.units import SkippedUnit, WorkUnit, family_units, stage_units
 from trainpipe.families.catalogue import ALL_FAMILIES, FAMILIES, STAGES, normalise_family
 from trainpipe.io.layout import Layout
+from trainpipe.training.settings import TrainingSettings
 
 ERROR_FILE_SUFFIX = ".error.txt"
 
@@ -98,26 +99,19 @@ def aux_targets_for(job: TrainingJob, plan: TrainingPlan, family: str) -> list[s
     return out
 
 
-def unit_fingerprint(
-    plan: TrainingPlan,
-    job: TrainingJob,
-    family: str,
-    params: Mapping[str, Any],
-    *,
-    holdout_fraction: float,
-    embargo_bars: int,
-    seed: int,
-    interval: str | None,
-) -> str:
-    """Digest of everything that determines the unit's model: a rerun with the same digest is skipped."""
+def unit_fingerprint(plan: TrainingPlan, job: TrainingJob, family: str, settings: TrainingSettings) -> str:
+    """Digest of everything that determines the unit's model: a rerun with the same digest is skipped.
+
+    The payload's keys are those of the first fingerprints: another spelling would retrain every unit once.
+    """
     payload = {
         "job": job.model_dump(mode="json"),
         "family": family,
-        "params": dict(params),
-        "holdout_fraction": holdout_fraction,
-        "embargo_bars": embargo_bars,
-        "seed": seed,
-        "interval": interval,
+        "params": settings.params_for(family),
+        "holdout_fraction": settings.holdout_fraction,
+        "embargo_bars": settings.embargo_bars,
+        "seed": settings.seed,
+        "interval": settings.interval,
         "data_digest": plan.metadata.data_digest,
         "code": trainpipe.__version__,
     }

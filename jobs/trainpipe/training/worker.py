@@ -20,13 +20,22 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from trainpipe.contract.outcomes import Outcome
 from trainpipe.contract.requests import UnitRequest, WorkerRequest
 from trainpipe.contract.results import UnitResult
 from trainpipe.io.requests import RequestFileError, read_worker_request
 from trainpipe.io.training_files import append_unit_result
 from trainpipe.termination import EXIT_TERMINATED, Terminated, sigterm_raises
+
+if TYPE_CHECKING:  # the worker imports pandas and the model families only once it trains
+    import pandas as pd
+
+    from trainpipe.contract.cut import HoldoutCut
+    from trainpipe.contract.plan import TrainingJob, TrainingPlan
+    from trainpipe.families.base import Trainer
+    from trainpipe.training.metrics_file import ModelMetrics
 
 _BLOCKED = ("tensorflow", "torch", "keras", "jax")
 
@@ -55,17 +64,16 @@ def _load_callable(spec: str) -> Callable[..., Any]:
 class TrainedUnit:
     """A unit's fitted model and its metrics record, before anything is written."""
 
-    trainer: Any  # families.base.Trainer
-    metrics: Any  # training.metrics_file.ModelMetrics
+    trainer: Trainer
+    metrics: ModelMetrics
     train_seconds: float
     device: str
 
 
-def train_unit(job: Any, unit: UnitRequest, frame: Any, cut: Any, plan: Any, request: WorkerRequest) -> TrainedUnit:
+def train_unit(job: TrainingJob, unit: UnitRequest, frame: pd.DataFrame, cut: HoldoutCut, plan: TrainingPlan, request: WorkerRequest) -> TrainedUnit:
     """Split `frame` (the job's rows) at the run's cut, fit, evaluate and backtest one unit; writes nothing.
 
-    `job` is the plan's TrainingJob, `cut` the run's HoldoutCut. Raises ValueError when the cut leaves no
-    labelled rows on either side.
+    Raises ValueError when the cut leaves no labelled rows on either side.
     """
     import numpy as np
 
@@ -178,14 +186,14 @@ def run_request(request: WorkerRequest, emit: Callable[[UnitResult], None]) -> i
             stale_error = error_path(layout, job.job_id, family)
             if stale_error.exists():
                 stale_error.unlink()
-            record = UnitResult(job_id=job.job_id, family=family, stage=request.stage, status="trained",
+            record = UnitResult(job_id=job.job_id, family=family, stage=request.stage, outcome=Outcome.RAN,
                                 seconds=round(time.perf_counter() - started, 3), device=trained.device, model_dir=str(model_dir),
                                 train_seconds=round(trained.train_seconds, 4), peak_rss_mb=round(peak_rss_mb(), 1))
         except Exception as exc:  # one unit's failure is recorded and the family goes on
             failures += 1
             text = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
             write_text(error_path(layout, job.job_id, family), text)
-            record = UnitResult(job_id=job.job_id, family=family, stage=request.stage, status="failed",
+            record = UnitResult(job_id=job.job_id, family=family, stage=request.stage, outcome=Outcome.FAILED,
                                 seconds=round(time.perf_counter() - started, 3), error=f"{type(exc).__name__}: {exc}")
         emit(record)
     return failures

@@ -19,8 +19,14 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from trainpipe.contract.base import SnakeContract
 from trainpipe.contract.names import Stage
+from trainpipe.contract.outcomes import Outcome
+from trainpipe.contract.records import StageRecord
 from trainpipe.contract.stages import STAGES
+from trainpipe.contract.summaries import PlanStageSummary, RankStageSummary, SelectStageSummary, TrainingStageSummary
 from trainpipe.io.layout import Layout
 from trainpipe.runner import records
 from trainpipe.runner.steps.context import (
@@ -39,31 +45,39 @@ from trainpipe.runner.steps.context import (
 from trainpipe.runner.steps.plan import plan_step, requested_families
 from trainpipe.runner.steps.rank import rank_step
 from trainpipe.runner.steps.selection import select_step, select_targets, select_unit_key, selection_is_current, selection_outputs
-from trainpipe.runner.steps.train import read_current_plan, train_families, train_step, training_options
+from trainpipe.runner.steps.train import read_current_plan, train_families, train_step, training_settings
 
 
 @dataclass(frozen=True)
 class Step:
-    """One computing stage on the jobs side: what computes it (returning its summary) and what it leaves behind.
+    """One computing stage on the jobs side: what computes it, the summary model it returns (kept in the
+    stage's record) and what it leaves behind.
 
     `outputs` (given the summary) are paths under the output dir: a cached stage is reused only if they
     still exist, and a stage taken from another run copies exactly these.
     """
 
-    run: Callable[[RunContext], dict]
-    outputs: Callable[[Layout, dict], list[Path]]
+    run: Callable[[RunContext], SnakeContract]
+    summary: type[SnakeContract]
+    outputs: Callable[[Layout, SnakeContract], list[Path]]
 
 
-def _models(lay: Layout, _: dict) -> list[Path]:
+def _selected(summary: SnakeContract) -> list[str]:
+    if not isinstance(summary, SelectStageSummary):
+        raise TypeError(f"the select step's summary is a SelectStageSummary, not {type(summary).__name__}")
+    return list(summary.targets)
+
+
+def _models(lay: Layout, _: SnakeContract) -> list[Path]:
     return [lay.models_dir]
 
 
 STEPS: dict[str, Step] = {
-    Stage.RANK: Step(rank_step, lambda lay, _: [lay.rankings_parquet, lay.rankings_json, lay.oos_scores_parquet, lay.data_pins_json]),
-    Stage.SELECT: Step(select_step, lambda lay, summary: [lay.selection_summary]
-                       + [p for t in summary["targets"] for p in (lay.selected_features(t), lay.feature_scores(t))]),
-    Stage.PLAN: Step(plan_step, lambda lay, _: [lay.routing_candidates, lay.routing_plan_dir, lay.training_plan_dir]),
-    **{stage: Step(partial(train_step, stage=Stage(stage)), _models) for stage in STAGES.training},
+    Stage.RANK: Step(rank_step, RankStageSummary, lambda lay, _: [lay.rankings_parquet, lay.rankings_json, lay.oos_scores_parquet, lay.data_pins_json]),
+    Stage.SELECT: Step(select_step, SelectStageSummary, lambda lay, summary: [lay.selection_summary]
+                       + [p for t in _selected(summary) for p in (lay.selected_features(t), lay.feature_scores(t))]),
+    Stage.PLAN: Step(plan_step, PlanStageSummary, lambda lay, _: [lay.routing_candidates, lay.routing_plan_dir, lay.training_plan_dir]),
+    **{stage: Step(partial(train_step, stage=Stage(stage)), TrainingStageSummary, _models) for stage in STAGES.training},
 }
 
 
@@ -77,18 +91,29 @@ def step_of(stage: str) -> Step:
 @dataclass(frozen=True)
 class StageOutcome:
     stage: str
-    cached: bool
+    outcome: Outcome  # ran, cached (its record matched) or reused (copied from `reused_from`)
     seconds: float
-    summary: dict
+    summary: SnakeContract
     reused_from: str | None = None  # the sibling run folder the outputs were copied from
+
+
+def recorded_summary(stage: str, record: StageRecord | None) -> SnakeContract | None:
+    """The stage's summary as its record holds it; None when there is no record or it is not this stage's summary (then the stage runs again)."""
+    if record is None:
+        return None
+    try:
+        return step_of(stage).summary.model_validate(record.summary)
+    except ValidationError:
+        return None
 
 
 def run_stage(ctx: RunContext, stage: str, force: bool = False) -> StageOutcome:
     """Run one stage unless its record matches the current inputs (then reuse it and say so), or a sibling run has it."""
     key = ctx.keys[stage]
     if not force and records.is_fresh(ctx.layout, stage, key):
-        record = records.read_record(ctx.layout, stage)
-        return StageOutcome(stage, True, 0.0, record.summary if record else {})
+        summary = recorded_summary(stage, records.read_record(ctx.layout, stage))
+        if summary is not None:
+            return StageOutcome(stage, Outcome.CACHED, 0.0, summary)
     records.clear_record(ctx.layout, stage)
     # Downstream records are stale once this stage's outputs are replaced, whatever their keys say.
     computing = STAGES.computing
@@ -99,13 +124,14 @@ def run_stage(ctx: RunContext, stage: str, force: bool = False) -> StageOutcome:
         from trainpipe.runner.reuse import reuse_record
 
         reused = reuse_record(ctx.reuse_dir, ctx.layout, ctx.layout.stage_record(stage), key)
-        if reused is not None:
-            return StageOutcome(stage, True, time.perf_counter() - start, reused.summary, reused.reused_from)
+        summary = recorded_summary(stage, reused)
+        if reused is not None and summary is not None:
+            return StageOutcome(stage, Outcome.REUSED, time.perf_counter() - start, summary, reused.reused_from)
     step = step_of(stage)
     summary = step.run(ctx)
     outputs = [ctx.layout.relative(p) for p in step.outputs(ctx.layout, summary)]
-    records.write_record(ctx.layout, stage, key, outputs, summary)
-    return StageOutcome(stage, False, time.perf_counter() - start, summary)
+    records.write_record(ctx.layout, stage, key, outputs, summary.to_wire())
+    return StageOutcome(stage, Outcome.RAN, time.perf_counter() - start, summary)
 
 
 __all__ = [
@@ -124,6 +150,7 @@ __all__ = [
     "plan_step",
     "rank_step",
     "read_current_plan",
+    "recorded_summary",
     "requested_families",
     "run_cut",
     "run_stage",
@@ -135,5 +162,5 @@ __all__ = [
     "target_horizons",
     "train_families",
     "train_step",
-    "training_options",
+    "training_settings",
 ]

@@ -13,6 +13,7 @@ from trainpipe.contract.cut import HoldoutCut
 from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.names import Stage
 from trainpipe.contract.pipeline import PipelineSpec
+from trainpipe.contract.summaries import TrainingStageSummary
 from trainpipe.contract.targets import HorizonError, horizon_bars
 from trainpipe.contract.timestamps import stamp
 from trainpipe.cv import development_mask, holdout_cut, pinned_mask
@@ -42,10 +43,10 @@ class StageFailedError(RuntimeError, CommandFailure):
 
     exit_code = ExitCode.UNIT_FAILED
 
-    def __init__(self, stage: Stage, summary: dict):
+    def __init__(self, stage: Stage, summary: TrainingStageSummary):
         self.stage, self.summary = stage, summary
-        failures = "; ".join(f"{f['job_id']}/{f['family']}: {f['reason']}" for f in summary.get("failures", []))
-        super().__init__(f"{stage.value}: {summary.get('failed')} of {summary.get('units')} units failed — {failures}")
+        failures = "; ".join(f"{f.job_id}/{f.family}: {f.reason}" for f in summary.failures)
+        super().__init__(f"{stage.value}: {summary.failed} of {summary.units} units failed — {failures}")
 
 
 def default_threads() -> int:

@@ -7,6 +7,7 @@ import pandas as pd
 from trainpipe.contract.names import Leakage, TargetStatus
 from trainpipe.contract.pipeline import DEFAULT_FAMILIES, TrainingSpec
 from trainpipe.contract.plan import PlanMetadata, TrainingPlanMetadata
+from trainpipe.contract.summaries import PlanStageSummary
 from trainpipe.io.stage_files import read_rankings, read_selection
 from trainpipe.runner.steps.context import (
     RunContext,
@@ -24,7 +25,7 @@ def requested_families(training: TrainingSpec) -> list[str]:
     return resolve_families(training.families or None, training.model_types)
 
 
-def plan_step(ctx: RunContext) -> dict:
+def plan_step(ctx: RunContext) -> PlanStageSummary:
     from trainpipe.io.plan_files import write_routing, write_training_plan
     from trainpipe.stages.candidates import build_candidates, candidates_frame
     from trainpipe.stages.planning import build_training_plan
@@ -64,4 +65,4 @@ def plan_step(ctx: RunContext) -> dict:
         allow_empty=training.allow_empty_plan,
     )
     write_training_plan(ctx.layout, plan)
-    return {"jobs": len(plan.jobs), "by_route": dict(plan.summary.by_route), "families": families}
+    return PlanStageSummary(jobs=len(plan.jobs), by_route=dict(plan.summary.by_route), families=families)

@@ -6,6 +6,7 @@ import json
 
 from trainpipe.contract.names import Stage
 from trainpipe.contract.rankings import DataPins, FeatureLeak, RankingsFile, TargetRanking, TooGoodLimits
+from trainpipe.contract.summaries import RankStageSummary
 from trainpipe.data.errors import DataError
 from trainpipe.io import stage_files
 from trainpipe.io.atomic import write_parquet
@@ -20,7 +21,7 @@ from trainpipe.runner.steps.context import (
 )
 
 
-def rank_step(ctx: RunContext) -> dict:
+def rank_step(ctx: RunContext) -> RankStageSummary:
     from trainpipe.data.loading import move_features
     from trainpipe.stages.rank import LeakageError, RankParams, rank_targets
 
@@ -60,4 +61,4 @@ def rank_step(ctx: RunContext) -> dict:
     if not result.selected:
         reasons = "; ".join(f"{r.target}: {r.status} {r.reason}".strip() for r in result.table.itertuples())
         raise StageInputError(f"no target passed ranking, so there is nothing to select or train. Per target: {reasons}")
-    return {"targets_ranked": len(targets), "selected": list(result.selected), "rows": n_rows, "development_rows": len(frame)}
+    return RankStageSummary(targets_ranked=len(targets), selected=list(result.selected), rows=n_rows, development_rows=len(frame))

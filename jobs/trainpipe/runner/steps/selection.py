@@ -7,6 +7,7 @@ import pandas as pd
 from trainpipe.contract.names import Stage, TaskType
 from trainpipe.contract.rankings import RankingsFile
 from trainpipe.contract.selection import SelectionEntry, SelectionStability, SelectionSummary, TargetSelection
+from trainpipe.contract.summaries import SelectStageSummary
 from trainpipe.io import stage_files
 from trainpipe.io.atomic import write_parquet
 from trainpipe.io.layout import Layout
@@ -20,11 +21,11 @@ from trainpipe.runner.steps.context import (
 )
 
 
-def select_step(ctx: RunContext) -> dict:
+def select_step(ctx: RunContext) -> SelectStageSummary:
     ranking = read_rankings(ctx.layout)
-    summary = select_targets(ctx, ranking, ranking.selected)
-    stage_files.write_selection_summary(ctx.layout, SelectionSummary(targets=summary))
-    return {"targets": {t: entry.to_wire() for t, entry in summary.items()}}
+    entries = select_targets(ctx, ranking, ranking.selected)
+    stage_files.write_selection_summary(ctx.layout, SelectionSummary(targets=entries))
+    return SelectStageSummary(targets=entries)
 
 
 def select_targets(ctx: RunContext, ranking: RankingsFile, targets: list[str]) -> dict[str, SelectionEntry]:
