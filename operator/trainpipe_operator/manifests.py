@@ -196,7 +196,11 @@ def failure_policy(spec: PipelineSpec, stage: str) -> dict[str, Any]:
         permanent,
         # Evictions and preemptions are the cluster's doing, not the unit's: they do not use up retries.
         {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-    ]}}
+    ]},
+        # A unit's next pod starts only once the last one is gone, so a pod stopping in its grace period never
+        # writes beside its successor, which first clears what a killed try left (`io.atomic.remove_stale`).
+        # (What Kubernetes sets anyway with a podFailurePolicy; said here because the jobs rely on it.)
+        "podReplacementPolicy": "Failed"}
     if indexed:
         policy["backoffLimitPerIndex"] = getattr(settings, "backoff_limit_per_index", settings.backoff_limit)
     else:

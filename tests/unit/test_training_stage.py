@@ -143,6 +143,23 @@ def test_a_unit_trained_alone_is_the_unit_a_whole_stage_trains(tmp_path, data_di
     assert again.status == "skipped"
 
 
+def test_a_units_next_try_clears_what_a_killed_try_left_and_nothing_of_its_neighbours(tmp_path, data_dir) -> None:
+    from trainpipe.io.atomic import write_text
+    from trainpipe.training.stage import run_training_unit
+
+    plan = _plan()
+    layout = Layout(tmp_path / "run")
+    write_text(layout.master_training_plan, plan.model_dump_json())
+    mine = layout.model_dir("sym_aaa_y_up_1d", "ftrl_proximal")
+    mine.parent.mkdir(parents=True)
+    (mine.parent / ".ftrl_proximal.k1ll3d.tmp").mkdir()  # a model folder half-written when its pod was killed
+    (mine.parent / ".ftrl_proximal.k1ll3d.tmp" / "model.txt").write_text("half")
+    (mine.parent / ".lightgbm.w0rk1ng.tmp").mkdir()  # another family's pod writing beside it right now
+    unit, record = run_training_unit(plan, "cpu", "ftrl_proximal", 1, layout, settings(data_dir), plan_path=layout.master_training_plan)
+    assert record.status == "trained"
+    assert sorted(p.name for p in mine.parent.iterdir()) == [".lightgbm.w0rk1ng.tmp", "ftrl_proximal"]
+
+
 def test_family_narrows_a_stage_to_that_familys_units(tmp_path, data_dir) -> None:
     layout = Layout(tmp_path)
     result = run_training_stage(_plan(), "cpu", layout, settings(data_dir), family="reward_based")

@@ -20,6 +20,7 @@ from trainpipe.contract.records import StageRecord
 from trainpipe.contract.reports import SelectUnitReport, TrainUnitReport
 from trainpipe.contract.selection import SelectionEntry
 from trainpipe.contract.summaries import SelectStageSummary
+from trainpipe.io.atomic import remove_stale
 from trainpipe.io.stage_files import read_rankings
 from trainpipe.runner import records
 from trainpipe.runner.steps import (
@@ -30,6 +31,7 @@ from trainpipe.runner.steps import (
     select_targets,
     select_unit_key,
     selection_is_current,
+    selection_outputs,
     train_step,
     training_settings,
 )
@@ -72,6 +74,9 @@ def select_unit(ctx: RunContext, target: str, force: bool = False) -> UnitOutcom
     """Select features for one kept target: done here → at once; done by a sibling run → copied; else computed."""
     ranking = read_rankings(ctx.layout)
     target, index = select_address(ranking.selected, target, None)
+    # Only this target's pod writes these; a try of it that was killed mid-write left at most their temps.
+    for output in (*(ctx.layout.root / p for p in selection_outputs(ctx.layout, target)), ctx.layout.select_unit_record(target)):
+        remove_stale(output)
     started = time.perf_counter()
     outcome = Outcome.RAN
     if not force and selection_is_current(ctx, target):

@@ -35,7 +35,7 @@ from trainpipe.contract.plan import TrainingPlan, plan_digest
 from trainpipe.contract.requests import UnitRequest, WorkerRequest
 from trainpipe.contract.results import StageResultFile, UnitRecord, UnitResult, UnitRunResult
 from trainpipe.contract.units import WorkUnit
-from trainpipe.io.atomic import write_text
+from trainpipe.io.atomic import remove_stale, write_text
 from trainpipe.io.layout import Layout
 from trainpipe.io.requests import write_worker_request
 from trainpipe.io.training_files import read_unit_results, write_stage_result, write_unit_run_result
@@ -234,6 +234,10 @@ def run_training_unit(plan: TrainingPlan, stage: str, family: str, index: int, l
         return unit, settled
     settings.notify({"event": "family_start", "stage": stage, "family": unit.family, "units": 1})
     work = WorkFiles(layout.unit_work_dir(stage, unit.unit_id))
+    # An earlier try of this unit that was killed mid-write left at most temps of its own outputs; no
+    # other pod writes them (one pod per index at a time), so they go before this try writes its own.
+    for output in (layout.model_dir(unit.job_id, unit.family), work.request, work.results, work.result):
+        remove_stale(output)
     started = time.perf_counter()
     [record] = _train(plan, plan_path, [unit], prints, work, layout, settings)
     write_unit_run_result(work.result, UnitRunResult(**record.model_dump(), unit_id=unit.unit_id, index=index,
