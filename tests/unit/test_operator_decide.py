@@ -157,6 +157,23 @@ def test_a_rank_pod_without_a_readable_report_stalls_the_run_instead_of_guessing
     assert "termination message" in d.status.message
 
 
+def test_a_report_lost_with_its_pod_reruns_the_stage_once_then_stalls():
+    rank = done(Stage.RANK)
+    first = run(view(status=status_after(selected=None, plan=False)), rank)  # complete, but its pod is gone
+    assert first.delete_jobs == (rank.name,) and not created_jobs(first)
+    assert first.status.stages["rank"].attempt == 1 and first.status.stages["rank"].reason == "ReportLost"
+    assert condition(first, "Stalled")[0] == "False" and "reuses its outputs" in first.status.message
+    assert any(e.reason == "ReportLost" for e in first.events)
+    again = run(view(status=first.status))  # the old Job is gone: the stage's next attempt is created
+    [rerun] = created_jobs(again)
+    assert rerun == job_name("demo", RUN, Stage.RANK, None, 1)
+    report = pod(done(Stage.RANK, attempt=1), message='{"selected": 3}')
+    read = run(view(status=again.status), done(Stage.RANK, attempt=1), pods=(report,))
+    assert read.status.selected_targets == 3 and read.status.stages["rank"].outcome == "Succeeded"
+    lost_twice = run(view(status=again.status), done(Stage.RANK, attempt=1))
+    assert condition(lost_twice, "Stalled") == ("True", "StageFailed") and not lost_twice.delete_jobs
+
+
 def test_plan_completion_writes_the_plan_config_map_and_fans_out_per_cpu_family():
     jobs = [done(Stage.RANK), done(Stage.SELECT, n=3), done(Stage.PLAN)]
     report = {"planDigest": DIGEST, "runId": RUN, "units": UNITS, "path": "globals/training_plan/master_training_plan.json"}

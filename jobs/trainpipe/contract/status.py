@@ -39,6 +39,7 @@ class Reason(StrEnum):
     STAGE_SUCCEEDED = "StageSucceeded"
     JOBS_CREATED = "JobsCreated"
     JOBS_DELETED = "JobsDeleted"
+    REPORT_LOST = "ReportLost"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -61,6 +62,7 @@ class StageStatus(Contract):
     succeeded: int = Field(0, ge=0)
     failed: int = Field(0, ge=0)
     attempt: int = Field(0, ge=0, description="Attempt of the stage's current Jobs; a retry token adds one.")
+    report_reruns: int = Field(0, ge=0, description="Times the stage ran again because its pod was gone before its report was read.")
     started_at: str | None = None
     finished_at: str | None = Field(None, description="Set once, when every Job of the stage is Complete; the stage is never re-run after that.")
     outcome: Literal["Succeeded", "Failed"] | None = None

@@ -20,6 +20,9 @@ from trainpipe_operator.policies.status import seconds_between, success_message
 
 # How soon to look again while a Job we need to re-create is still being deleted.
 DELETION_POLL_SECONDS = 2.0
+# A stage whose pod was gone before its report was read runs again this many times: its outputs are on
+# the volume (the rerun finds them cached and only reports), so only the report is recomputed.
+REPORT_RERUNS = 1
 
 
 def termination_report(text: str, model: type[StageReport]) -> StageReport | None:
@@ -111,6 +114,9 @@ def walk_stages(p: Pass) -> None:
         mine = [present[n] for n in names if n in present and not present[n].deleting]
         if len(mine) == len(names) and all(j.complete for j in mine):
             unreadable = record_outputs(p, stage, mine)
+            if unreadable and report_lost(p, mine) and old.report_reruns < REPORT_RERUNS:
+                rerun_for_report(p, stage, old, mine)
+                return
             if unreadable:
                 p.stages[stage] = current.model_copy(update={"outcome": FAILED, "reason": Reason.STAGE_FAILED.value, "finished_at": p.stamp,
                                                                    "message": unreadable})
@@ -148,6 +154,23 @@ def walk_stages(p: Pass) -> None:
     p.stop("done", Reason.SUCCEEDED, success_message(p))
     if p.spec.ttl_seconds_after_finished is not None:
         p.requeue.append(float(p.spec.ttl_seconds_after_finished))
+
+
+def report_lost(p: Pass, jobs: list[ObservedJob]) -> bool:
+    """No pod of the finished Jobs is left to read (deleted, garbage-collected, its node gone), as opposed to a pod whose message is wrong."""
+    return not any(p.observed.pods_of(j.name) for j in jobs)
+
+
+def rerun_for_report(p: Pass, stage: str, old: StageStatus, jobs: list[ObservedJob]) -> None:
+    """Run the stage again as a new attempt: its pod finds its outputs cached and writes the report once more."""
+    message = (f"the {stage} Job {jobs[0].name} succeeded but its pod was gone before its report was read; "
+               f"running {stage} again (attempt {old.attempt + 1}): it reuses its outputs and only reports")
+    p.stages[stage] = StageStatus(attempt=old.attempt + 1, report_reruns=old.report_reruns + 1, started_at=old.started_at or p.stamp,
+                                  reason=Reason.REPORT_LOST.value, message=message)
+    p.delete.extend(j.name for j in jobs if not j.deleting)
+    p.requeue.append(DELETION_POLL_SECONDS)
+    p.event("Warning", Reason.REPORT_LOST, message)
+    p.stop("running", Reason.REPORT_LOST, message)
 
 
 def record_outputs(p: Pass, stage: str, jobs: list[ObservedJob]) -> str | None:
