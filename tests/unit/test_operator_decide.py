@@ -394,7 +394,7 @@ def test_a_running_job_deleted_by_hand_is_recreated_under_the_same_name_once_it_
 
 def test_past_the_run_deadline_the_run_is_stopped_and_stalled_with_that_reason():
     st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN)
-    running = job(Stage.CPU, "lightgbm", completions=4, active=4)
+    running = replace(job(Stage.CPU, "lightgbm", completions=4, active=4), ready=4)  # its pods run (no start timeout to wait for)
     d = run(view(spec(activeDeadlineSeconds=600), status=st), running, done(Stage.CPU, "xgboost", n=4), plan=plan_cm())
     assert d.delete_jobs == (running.name,) and not created_jobs(d)
     assert condition(d, "Stalled") == ("True", "DeadlineExceeded")
@@ -417,6 +417,31 @@ def test_pending_pods_report_the_schedulers_reason():
     why = "0/4 nodes are available: 2 Insufficient nvidia.com/gpu, 2 node(s) had untolerated taint."
     d = run(view(status=st), gpu, pods=(pod(gpu, "Pending", index=0, unschedulable=why),), plan=plan_cm())
     assert why in d.status.message and condition(d, "Reconciling") == ("True", "Unschedulable")
+
+
+def _gpu_stage_started(minutes_ago: int) -> PipelineStatus:
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN, Stage.CPU)
+    started = (NOW - timedelta(minutes=minutes_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return st.model_copy(update={"stages": {**st.stages, "gpu": StageStatus(pending=4, started_at=started)}})
+
+
+def test_a_stage_none_of_whose_pods_starts_within_its_timeout_stalls_naming_why_and_stops_its_jobs():
+    gpu = job(Stage.GPU, "mlp", completions=4, active=4)
+    stuck = ObservedPod(name=f"{gpu.name}-0-abcde", job=gpu.name, index=0, phase="Pending",
+                        waiting="ErrImagePull: pull access denied for jobs-gpu, repository does not exist")
+    waiting = run(view(status=_gpu_stage_started(5)), gpu, pods=(stuck,), plan=plan_cm())
+    assert condition(waiting, "Stalled")[0] == "False" and "ErrImagePull" in waiting.status.message
+    assert waiting.requeue_after is not None and waiting.requeue_after <= 300, "looks again when the 10 minutes are up"
+    late = run(view(status=_gpu_stage_started(11)), gpu, pods=(stuck,), plan=plan_cm())
+    assert condition(late, "Stalled") == ("True", "StartTimeout")
+    assert "startTimeoutSeconds=600" in late.status.message and "pull access denied" in late.status.message
+    assert late.delete_jobs == (gpu.name,) and late.status.stages["gpu"].outcome == "Failed"
+    shorter = run(view(spec(**{"stages.gpu.startTimeoutSeconds": 30}), status=_gpu_stage_started(1)), gpu, pods=(stuck,), plan=plan_cm())
+    assert condition(shorter, "Stalled") == ("True", "StartTimeout")
+    started = run(view(status=_gpu_stage_started(11)), replace(gpu, ready=1), plan=plan_cm())
+    assert condition(started, "Stalled")[0] == "False", "a stage one of whose pods runs is not stuck"
+    queued = run(view(status=_gpu_stage_started(60)), replace(gpu, suspended=True), plan=plan_cm())
+    assert condition(queued, "Stalled")[0] == "False", "a Job a queue holds suspended waits its turn"
 
 
 def test_a_missing_data_claim_stalls_before_any_job_is_created():
@@ -507,7 +532,9 @@ def test_a_schedule_starts_a_new_run_at_each_fire_time_even_with_an_unchanged_sp
     created = run(view(s))
     assert created.status.run_id == run_id(s), "creating a scheduled pipeline runs it once now, as any pipeline"
     assert created.status.schedule.next_run_at == "2026-12-02T02:00:00Z"
-    assert created.requeue_after == pytest.approx(14 * 3600)
+    assert created.requeue_after == pytest.approx(600), "first the rank Job's start timeout"
+    ranking = run(view(s, status=created.status), replace(job(Stage.RANK, run=run_id(s), active=1), ready=1))
+    assert ranking.requeue_after == pytest.approx(14 * 3600), "its pod runs: next, the fire time"
     quiet = run(view(s, status=_finished(created)), now=NOW + timedelta(hours=13))
     assert quiet.status.run_id == created.status.run_id and not quiet.create
     fired = run(view(s, status=_finished(created)), now=datetime(2026, 12, 2, 2, 0, 30, tzinfo=UTC))

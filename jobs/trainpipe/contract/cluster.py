@@ -76,6 +76,8 @@ class StageSettings(Contract):
     tolerations: list[Toleration] = Field(default_factory=list, max_length=sizes.ENTRIES)
     affinity: dict[str, Any] = Field(default_factory=dict, description="A core/v1 Affinity, passed to the pods as written.")
     active_deadline_seconds: int | None = Field(None, ge=1, description="Bound on each of the stage's Jobs.")
+    start_timeout_seconds: int = Field(600, ge=1, le=7 * 24 * 3600, description="A stage none of whose pods has started this long after "
+                                       "its Jobs were created is Stalled (StartTimeout) with what it waits on; Jobs a queue holds suspended do not count.")
     backoff_limit: int = Field(2, ge=0, le=100, description="Pod retries of a Job (per index where backoffLimitPerIndex is used).")
     pod_metadata: PodMetadata = Field(default_factory=PodMetadata)
     scratch_size_limit: Quantity = Field("2Gi", description="Size limit of the pods' /tmp (an emptyDir, the only writable path besides the volumes): "

@@ -40,6 +40,7 @@ class Reason(StrEnum):
     JOBS_CREATED = "JobsCreated"
     JOBS_DELETED = "JobsDeleted"
     REPORT_LOST = "ReportLost"
+    START_TIMEOUT = "StartTimeout"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

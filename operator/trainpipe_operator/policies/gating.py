@@ -139,6 +139,8 @@ def walk_stages(p: Pass) -> None:
         progress = (f"stage {stage}: {counts['succeeded']}/{sum(i.completions for i in intents)} units done, "
                     f"{counts['active']} running, {counts['pending']} pending")
         trouble = why_stuck(p, stage, mine) or kubelet_retrying(p, stage, mine)
+        if start_timed_out(p, stage, current, mine, trouble):
+            return
         if trouble:
             cause, note = trouble
             p.stop("running", cause, f"{progress}; {note}")
@@ -154,6 +156,31 @@ def walk_stages(p: Pass) -> None:
     p.stop("done", Reason.SUCCEEDED, success_message(p))
     if p.spec.ttl_seconds_after_finished is not None:
         p.requeue.append(float(p.spec.ttl_seconds_after_finished))
+
+
+def start_timed_out(p: Pass, stage: str, current: StageStatus, jobs: list[ObservedJob], trouble: tuple[str, str] | None) -> bool:
+    """Stall a stage none of whose units has started within its startTimeoutSeconds (and stop its Jobs); else look again then.
+
+    A pod that never starts (an image that cannot be pulled, a node that never fits it, a quota of zero)
+    would otherwise keep the run "running" forever. Jobs a queue holds suspended are waiting their turn, not stuck.
+    """
+    if current.succeeded or current.failed or current.active or any(j.suspended for j in jobs):
+        return False
+    timeout = manifests.settings_of(p.spec, stage).start_timeout_seconds
+    waited = seconds_between(current.started_at, p.stamp)
+    if waited < timeout:
+        p.requeue.append(timeout - waited)
+        return False
+    why = f": {trouble[1]}" if trouble else " (no reason from the scheduler or the kubelet yet)"
+    message = (f"stage {stage}: no pod started within stages.{stage}.startTimeoutSeconds={timeout}{why}; its Jobs were stopped. "
+               "Fix the cause, then retry the run (trainpipe.io/retry)")
+    p.stages[stage] = current.model_copy(update={"outcome": FAILED, "reason": Reason.START_TIMEOUT.value, "finished_at": p.stamp,
+                                                 "message": message, "pending": 0})
+    p.delete.extend(j.name for j in jobs if not j.deleting)
+    p.finished.append((stage, FAILED, waited, len(jobs)))
+    p.event("Warning", Reason.START_TIMEOUT, message)
+    p.stop("failed", Reason.START_TIMEOUT, message)
+    return True
 
 
 def report_lost(p: Pass, jobs: list[ObservedJob]) -> bool:
