@@ -484,12 +484,15 @@ class Bench:
 
             def create(pipeline: str, stage: str) -> None:
                 owner = Owner(ns, pipeline, "")
-                objects = [manifests.artifacts_claim_manifest(spec, owner, config)] if stage == order[0] else []
+                # The first stage also needs the claim and the run's spec ConfigMap its pods mount, as the operator makes them.
+                first = [manifests.artifacts_claim_manifest(spec, owner, config), manifests.spec_config_map(spec, owner, run)]
+                objects = first if stage == order[0] else []
                 objects += [manifests.job(spec, owner, run, intent, config, suspend=False) for intent in intents[stage]]
+                collections = {"Job": f"{BATCH}/namespaces/{ns}/jobs", "ConfigMap": f"{CORE}/namespaces/{ns}/configmaps",
+                               "PersistentVolumeClaim": f"{CORE}/namespaces/{ns}/persistentvolumeclaims"}
                 for obj in objects:
                     obj["metadata"].pop("ownerReferences", None)  # no owner exists here; the garbage collector would delete them
-                    path = f"{BATCH}/namespaces/{ns}/jobs" if obj["kind"] == "Job" else f"{CORE}/namespaces/{ns}/persistentvolumeclaims"
-                    _create(self.kube, path, obj)
+                    _create(self.kube, collections[obj["kind"]], obj)
 
             def on_complete(pipeline: str, stage: str) -> None:
                 key = (pipeline, stage)
