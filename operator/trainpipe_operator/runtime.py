@@ -19,12 +19,12 @@ from datetime import UTC, datetime
 
 from trainpipe.contract.names import API_GROUP, API_VERSION, KIND
 from trainpipe.contract.status import ConditionType
+from trainpipe.kube.client import Kube, pipelines_path
 from trainpipe_operator.act import StatusConflict, act, post_event
 from trainpipe_operator.cache import Change, ChildCache
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.decide import decide
 from trainpipe_operator.health import WatchHealth
-from trainpipe_operator.kubeapi import Kube, pipelines_path
 from trainpipe_operator.metrics import Metrics
 from trainpipe_operator.observe import observe, read_pipeline
 from trainpipe_operator.pacing import StatusPacing
