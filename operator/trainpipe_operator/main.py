@@ -68,7 +68,7 @@ def http_app(reconciler: Reconciler, ready: asyncio.Event) -> web.Application:
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        if ready.is_set() and reconciler.resynced.is_set() and reconciler.logged_in.is_set():
+        if ready.is_set() and reconciler.resync.resynced.is_set() and reconciler.logged_in.is_set():
             return web.Response(text="ready\n")
         return web.Response(status=503, text="starting: watches or the first resync are not up yet\n")
 
