@@ -66,9 +66,9 @@ lint: install ## ruff, the import-linter architecture contracts, hadolint on the
 	$(HELM) lint --strict $(CHART) -f $(CHART)/values-dev.yaml
 	$(HELM) lint --strict $(CHART) -f $(CHART)/values-prod.yaml
 
-typecheck: install ## mypy on the contract, the operator, and the jobs' runner, training and CLI (with what they import)
+typecheck: install ## mypy on the contract, the operator, the Kubernetes client and pod parser, and the jobs' runner, training and CLI (with what they import)
 	$(VENV)/bin/mypy jobs/trainpipe/contract jobs/trainpipe/cv.py jobs/trainpipe/stages/routing.py jobs/trainpipe/stages/planning.py jobs/trainpipe/stages/candidates.py \
-		jobs/trainpipe/runner jobs/trainpipe/training jobs/trainpipe/cli operator/trainpipe_operator
+		jobs/trainpipe/runner jobs/trainpipe/training jobs/trainpipe/cli jobs/trainpipe/kube operator/trainpipe_operator
 
 manifests: install ## Regenerate crds/ and docs/reference.md from the typed model; the chart's CRD copy and operator/deploy/rbac.yaml
 	$(PY) -m trainpipe.contract.crd crds/trainpipe.io_trainingpipelines.yaml

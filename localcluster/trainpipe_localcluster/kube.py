@@ -1,10 +1,12 @@
-"""A small Kubernetes REST client (plain dicts over urllib3), kubeconfig helpers and wait helpers.
+"""The test harness's Kubernetes REST client (plain dicts over urllib3), kubeconfig helpers and wait helpers.
 
-Shared by the executor, the cluster-tier tests and the benchmarks. Why not the `kubernetes` package
-here: its 37.x generated client validates bodies with pydantic, defaults PATCH to JSON Patch and
-turns every object into a model. Tests and the executor want plain dicts, any resource (CRDs
-included) and explicit patch types, which ~150 lines of urllib3 give without surprises. The
-kubeconfigs written here work with any client, the official one too.
+Shared by the executor, the cluster-tier tests and the scale benchmark. Why not trainpipe.kube.client,
+the one client of the operator and the CLI: this one is what the cluster tier checks the operator
+with, and a check made through the client under test would pass on both sides of a wrong path, verb
+or content type in it. It also does what the product's client never needs (kopf watches for the
+operator): watch streams, strategic-merge and JSON patches, a read timeout per call, and the server
+and CA files the executor hands to the pods it runs. The kubeconfigs written here work with any
+client, the official one too.
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ from typing import Any
 from trainpipe.contract.names import API_GROUP, API_VERSION, KIND, LABEL_STAGE, MANAGER
 from trainpipe.contract.status import Reason
 from trainpipe.contract.timestamps import stamp
+from trainpipe.kube.client import ApiError, Kube, path, pipelines_path
 from trainpipe_operator.cache import ChildCache
 from trainpipe_operator.decide import Decision
-from trainpipe_operator.kubeapi import ApiError, Kube, path, pipelines_path
 from trainpipe_operator.metrics import Metrics
 from trainpipe_operator.observed import SUSPENDED_BY_OPERATOR, PipelineView
 

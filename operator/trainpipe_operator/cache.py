@@ -30,7 +30,8 @@ from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from trainpipe.contract.names import LABEL_PIPELINE
-from trainpipe_operator.observed import ObservedJob, ObservedPlan, ObservedPod, PipelineView, parse_job, parse_pipeline, parse_plan_configmap, parse_pod
+from trainpipe.kube.pods import ObservedPod, parse_pod
+from trainpipe_operator.observed import ObservedJob, ObservedPlan, PipelineView, parse_job, parse_pipeline, parse_plan_configmap
 
 Key = tuple[str, str]  # (namespace, pipeline)
 T = TypeVar("T")
@@ -208,7 +209,8 @@ class ChildCache:
             self._of(key).jobs.replace(((o["metadata"]["name"], version(o), parse_job(o)) for o in listing.get("items") or []), version(listing))
 
     def list_pods(self, key: Key, run: str, query: dict[str, str], listing: dict[str, Any]) -> tuple[ObservedPod, ...]:
-        pods = tuple(sorted((p for p in (parse_pod(o) for o in listing.get("items") or []) if p is not None), key=lambda p: p.name))
+        # A pod no Job made (a bare pod with our labels) is no stage's.
+        pods = tuple(sorted((p for p in (parse_pod(o) for o in listing.get("items") or []) if p.job), key=lambda p: p.name))
         with self._lock:
             self._of(key).pods = {run: (self.clock(), query, pods)}  # only the current run's are ever asked for
         return pods

@@ -7,7 +7,7 @@ LISTs the few pods it needs (observed.pod_read).
 Handlers are coroutines: kopf runs them on its event loop, the loop the reconcile queue lives on (kopf
 would run plain functions in threads, where touching the queue is unsafe). Only `on.event` handlers: they keep no state on the objects (no kopf annotations on Jobs or
 pipelines) and add no finalizer, so deleting a pipeline never hangs while the operator is down.
-The periodic resync in `runtime` is the safety net kopf's timers would be, without their finalizer.
+The periodic resync (resync.py) is the safety net kopf's timers would be, without their finalizer.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
         return info
 
     # Each handler first records what it saw in the reconciler's cache, then wakes the pipeline as soon
-    # as the change calls for (runtime.Reconciler.changed), so the pass that follows reads it without
+    # as the change calls for (wakeups.py), so the pass that follows reads it without
     # asking the API server.
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
     async def pipeline_event(event: kopf.RawEvent, namespace: str | None, name: str, meta: kopf.Meta, **_: Any) -> None:
@@ -85,17 +85,17 @@ def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
             return
         reconciler.health.saw(key, str(meta.get("resourceVersion", "")))
         if reconciler.cache.put_pipeline(dict(event["object"])):  # not the echo of the operator's own status write
-            reconciler.notify(key)
+            reconciler.wakeups.notify(key)
 
     @kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS, registry=registry)
     async def job_event(event: kopf.RawEvent, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
         if namespace is not None:
-            reconciler.changed((namespace, labels[LABEL_PIPELINE]), reconciler.cache.job_event(event.get("type"), dict(event["object"])))
+            reconciler.wakeups.changed((namespace, labels[LABEL_PIPELINE]), reconciler.cache.job_event(event.get("type"), dict(event["object"])))
 
     @kopf.on.event("", "v1", "configmaps", labels=CHILD_LABELS, registry=registry)
     async def configmap_event(event: kopf.RawEvent, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
         # The <pipeline>-plan ConfigMap: deleted or edited by hand, the pipeline's pass writes it back.
         if namespace is not None:
-            reconciler.changed((namespace, labels[LABEL_PIPELINE]), reconciler.cache.configmap_event(event.get("type"), dict(event["object"])))
+            reconciler.wakeups.changed((namespace, labels[LABEL_PIPELINE]), reconciler.cache.configmap_event(event.get("type"), dict(event["object"])))
 
     return registry

@@ -13,9 +13,9 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from trainpipe.kube.client import Kube, load_client
 from trainpipe_operator.config import ConfigError, OperatorConfig, parse_selector, parse_toleration
 from trainpipe_operator.health import WatchHealth
-from trainpipe_operator.kubeapi import Kube, load_client
 from trainpipe_operator.metrics import Metrics
 from trainpipe_operator.pacing import StatusPacing
 from trainpipe_operator.ratelimit import TokenBucket
@@ -68,7 +68,7 @@ def http_app(reconciler: Reconciler, ready: asyncio.Event) -> web.Application:
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        if ready.is_set() and reconciler.resynced.is_set() and reconciler.logged_in.is_set():
+        if ready.is_set() and reconciler.resync.resynced.is_set() and reconciler.logged_in.is_set():
             return web.Response(text="ready\n")
         return web.Response(status=503, text="starting: watches or the first resync are not up yet\n")
 
@@ -85,7 +85,7 @@ async def serve(args: argparse.Namespace) -> None:
     namespaces = tuple(args.namespace)
     config = config_from(args)
     limiter = limiter_from(args)
-    reconciler = Reconciler(kube=Kube(load_client(args.kubeconfig), limiter), config=config, metrics=Metrics(),
+    reconciler = Reconciler(kube=Kube(load_client(args.kubeconfig, in_cluster=True), limiter), config=config, metrics=Metrics(),
                             health=WatchHealth(grace_seconds=args.stall_seconds), namespaces=namespaces, workers=args.workers,
                             pacing=StatusPacing(args.status_progress_seconds, args.status_progress_rate),
                             batch_seconds=args.event_batch_seconds)

@@ -13,10 +13,11 @@ from datetime import datetime
 from typing import Any
 
 from trainpipe.contract.names import LABEL_PIPELINE, LABEL_RUN, LABEL_STAGE
+from trainpipe.kube.client import Kube, path, pipelines_path
+from trainpipe.kube.pods import ObservedPod
 from trainpipe_operator.cache import ChildCache, Key
-from trainpipe_operator.kubeapi import Kube, path, pipelines_path
 from trainpipe_operator.naming import artifacts_claim, plan_configmap
-from trainpipe_operator.observed import POD_RECHECK_SECONDS, Observed, ObservedPod, PipelineView, PodRead, PodScope, pod_read, pod_scope, pod_wait_left
+from trainpipe_operator.observed import POD_RECHECK_SECONDS, Observed, PipelineView, PodRead, PodScope, pod_read, pod_scope, pod_wait_left
 from trainpipe_operator.schedule import CurrentRun
 
 

@@ -1,7 +1,8 @@
 """Frozen snapshots of what the cluster holds for one pipeline, and pure parsers from API dicts into them.
 
 `observe` fills these from the API server or the operator's cache of it; `decide` reads only these. Parsing lives here (not in
-`observe`) so that tests can build snapshots from the same dicts the API returns.
+`observe`) so that tests can build snapshots from the same dicts the API returns; pods are parsed by
+`trainpipe.kube.pods`, which `trainpipe status`/`logs` read them with too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from trainpipe.contract.kubelet import cannot_start
 from trainpipe.contract.names import (
     ANNOTATION_PIN,
     ANNOTATION_PLAN_DIGEST,
@@ -31,9 +31,9 @@ from trainpipe.contract.pipeline import PipelineSpec, format_validation_error
 from trainpipe.contract.stages import STAGES
 from trainpipe.contract.status import PipelineStatus
 from trainpipe.contract.timestamps import parse_stamp
+from trainpipe.kube.pods import ObservedPod
 from trainpipe_operator.schedule import CurrentRun, current_run
 
-JOB_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 # Set by the operator on Jobs it suspended, so that resuming never unsuspends a Job that Kueue holds.
 SUSPENDED_BY_OPERATOR = "trainpipe.io/suspended-by-operator"
 
@@ -100,19 +100,6 @@ class ObservedJob:
         if self.indexed and self.failed_indexes:
             return len(self.failed_indexes)
         return 1 if self.failed_condition else 0
-
-
-@dataclass(frozen=True)
-class ObservedPod:
-    name: str
-    job: str
-    index: int | None
-    phase: str
-    exit_code: int | None = None
-    message: str = ""  # the container's termination message (what the stage command wrote)
-    unschedulable: str | None = None  # the scheduler's reason when PodScheduled is False
-    reason: str = ""  # the kubelet's reason the container ended (OOMKilled, Error, ...)
-    waiting: str = ""  # "<reason>: <message>" of a container that cannot start (ErrImagePull, ...)
 
 
 @dataclass(frozen=True)
@@ -302,27 +289,6 @@ def pod_wait_left(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus,
     if left == float("inf"):
         return 0.0, POD_RECHECK_SECONDS
     return left, min(POD_RECHECK_MAX_SECONDS, max(POD_RECHECK_SECONDS, waited / 2))
-
-
-def parse_pod(obj: dict[str, Any]) -> ObservedPod | None:
-    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
-    labels = meta.get("labels") or {}
-    job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
-    if not job:
-        return None
-    index = (meta.get("annotations") or {}).get(JOB_INDEX_ANNOTATION)
-    exit_code, message, reason = None, "", ""
-    for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
-        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
-        if term:
-            exit_code, message, reason = term.get("exitCode"), (term.get("message") or "").strip(), term.get("reason") or ""
-    unschedulable = None
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-            unschedulable = cond.get("message") or cond.get("reason") or "not scheduled"
-    return ObservedPod(name=meta["name"], job=job, index=int(index) if index not in (None, "") else None,
-                       phase=status.get("phase", "Pending"), exit_code=exit_code, message=message, unschedulable=unschedulable,
-                       reason=reason, waiting=cannot_start(status))
 
 
 PLAN_KEYS = ("run", "digest", "path", "units")

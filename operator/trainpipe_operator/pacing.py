@@ -28,9 +28,9 @@ class StatusPacing:
     def hold(self) -> float:
         return progress_hold(len(self._running), self.floor, self.rate)
 
-    def since_written(self, key: Hashable) -> float:
-        """Seconds since `key`'s status was last written (infinite when it never was)."""
-        return time.monotonic() - self._written.get(key, float("-inf"))
+    def hold_left(self, key: Hashable) -> float:
+        """Seconds until `key`'s status may take a change of running counts alone (≤ 0: now)."""
+        return self.hold() - (time.monotonic() - self._written.get(key, float("-inf")))
 
     def passed(self, key: Hashable, *, running: bool, wrote: bool) -> None:
         """What a pass of `key` left: a run in progress or not, and whether it wrote the status."""

@@ -1,4 +1,5 @@
-"""`trainpipe status` and `trainpipe logs` without a cluster: the page rendered from API dicts, and which pods `logs` shows.
+"""`trainpipe status` and `trainpipe logs` without a cluster: the page rendered from API dicts (pods parsed as the client
+parses them, trainpipe.kube.pods), and which pods `logs` shows.
 
 The same commands run against a real operator's objects in tests/cluster/test_gitops.py.
 """
@@ -9,10 +10,15 @@ from typing import Any
 
 from trainpipe.cli.logs import pick
 from trainpipe.cli.status import render
+from trainpipe.kube.pods import ObservedPod, parse_pod
 
 
-def pod(name: str, phase: str, *, index: int | None = None, family: str = "lightgbm", code: int | None = None, message: str = "",
-        created: str = "2026-12-01T12:00:00Z", pending: str | None = None) -> dict[str, Any]:
+def pod(name: str, phase: str, **kw: Any) -> ObservedPod:
+    return parse_pod(pod_dict(name, phase, **kw))
+
+
+def pod_dict(name: str, phase: str, *, index: int | None = None, family: str = "lightgbm", code: int | None = None, message: str = "",
+             created: str = "2026-12-01T12:00:00Z", pending: str | None = None) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "creationTimestamp": created,
                             "labels": {"trainpipe.io/stage": "cpu", "trainpipe.io/family": family}, "annotations": {}}
     if index is not None:
@@ -76,27 +82,27 @@ def test_a_status_for_an_older_generation_says_the_operator_has_not_caught_up() 
 def test_logs_picks_the_latest_failed_attempt_of_each_failing_unit() -> None:
     pods = [pod("a0", "Succeeded", index=0, code=0, created="1"), pod("b1", "Failed", index=1, code=1, created="1"),
             pod("c1", "Failed", index=1, code=4, created="2"), pod("d2", "Running", index=2, created="1")]
-    assert [p["metadata"]["name"] for p in pick(pods)] == ["c1"]
-    assert [p["metadata"]["name"] for p in pick(pods, unit=0)] == ["a0"]
-    assert [p["metadata"]["name"] for p in pick(pods, every=True)] == ["a0", "b1", "c1", "d2"]
+    assert [p.name for p in pick(pods)] == ["c1"]
+    assert [p.name for p in pick(pods, unit=0)] == ["a0"]
+    assert [p.name for p in pick(pods, every=True)] == ["a0", "b1", "c1", "d2"]
 
 
 def test_logs_matches_a_target_in_termination_messages_in_either_spelling() -> None:
     pods = [pod("s0", "Failed", index=0, code=3, message="select unit 0 (target fwd_ret_5d): BAD_DATA: x"),
             pod("s1", "Succeeded", index=1, code=0, message='{"stage":"select","unitId":"fwd-ret-20d"}')]
-    assert [p["metadata"]["name"] for p in pick(pods, target="fwd_ret_5d")] == ["s0"]
-    assert [p["metadata"]["name"] for p in pick(pods, target="fwd_ret_20d")] == ["s1"]
+    assert [p.name for p in pick(pods, target="fwd_ret_5d")] == ["s0"]
+    assert [p.name for p in pick(pods, target="fwd_ret_20d")] == ["s1"]
     assert pick(pods, target="fwd_ret_1d") == []
 
 
 def test_the_kubelets_reasons_show_for_a_pod_that_cannot_start_and_one_killed_at_its_limit() -> None:
-    pulling = pod("p-0", "Pending", index=0)
+    pulling = pod_dict("p-0", "Pending", index=0)
     pulling["status"]["containerStatuses"] = [{"state": {"waiting": {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "r/nope:1"'}}}]
     status = {"observedGeneration": 1, "runId": "r1", "stage": "cpu",
               "conditions": [cond("Reconciling", "True", "ImagePullBackOff", "unit 0 of stage cpu cannot start")], "stages": {"cpu": {"pending": 1}}}
-    page = render(pipeline(status), [pulling])
+    page = render(pipeline(status), [parse_pod(pulling)])
     assert "ImagePullBackOff: unit 0 of stage cpu cannot start" in page
     assert 'pod p-0 (cpu lightgbm unit 0) Pending: ImagePullBackOff: Back-off pulling image "r/nope:1"' in page
-    killed = pod("p-1", "Failed", index=1, code=137)
+    killed = pod_dict("p-1", "Failed", index=1, code=137)
     killed["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] = "OOMKilled"
-    assert "pod p-1 (cpu lightgbm unit 1) exit 137: OOMKilled" in render(pipeline(FAILED), [killed])
+    assert "pod p-1 (cpu lightgbm unit 1) exit 137: OOMKilled" in render(pipeline(FAILED), [parse_pod(killed)])

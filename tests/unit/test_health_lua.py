@@ -19,9 +19,10 @@ from trainpipe.contract.names import API_GROUP, API_VERSION, KIND, Stage
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.runs import run_id
 from trainpipe.contract.status import PipelineStatus, PlanRef, StageStatus
+from trainpipe.kube.pods import ObservedPod
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.decide import decide
-from trainpipe_operator.observed import Observed, ObservedJob, ObservedPlan, ObservedPod, PipelineView
+from trainpipe_operator.observed import Observed, ObservedJob, ObservedPlan, PipelineView
 
 lupa = pytest.importorskip("lupa.lua51", reason="lupa is a dev dependency: pip install -e .[dev]")
 

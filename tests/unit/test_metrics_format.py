@@ -29,13 +29,14 @@ from trainpipe.contract.names import Stage  # noqa: E402
 from trainpipe.contract.pipeline import PipelineSpec  # noqa: E402
 from trainpipe.contract.runs import run_id  # noqa: E402
 from trainpipe.contract.status import PipelineStatus, StageStatus  # noqa: E402
+from trainpipe.kube.pods import ObservedPod  # noqa: E402
 from trainpipe_operator.act import act  # noqa: E402
 from trainpipe_operator.config import OperatorConfig  # noqa: E402
 from trainpipe_operator.decide import decide  # noqa: E402
 from trainpipe_operator.main import http_app  # noqa: E402
 from trainpipe_operator.metrics import Metrics  # noqa: E402
 from trainpipe_operator.naming import job_name  # noqa: E402
-from trainpipe_operator.observed import Observed, ObservedJob, ObservedPod, PipelineView  # noqa: E402
+from trainpipe_operator.observed import Observed, ObservedJob, PipelineView  # noqa: E402
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "operator" / "deploy" / "grafana-dashboard.json"
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)

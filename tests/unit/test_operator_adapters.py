@@ -7,8 +7,9 @@ import asyncio
 import pytest
 
 from trainpipe.contract.names import Stage
+from trainpipe.kube.pods import parse_pod
 from trainpipe_operator.health import WatchHealth
-from trainpipe_operator.observed import parse_job, parse_pipeline, parse_plan_configmap, parse_pod
+from trainpipe_operator.observed import parse_job, parse_pipeline, parse_plan_configmap
 from trainpipe_operator.workqueue import WorkQueue
 
 LABELS = {"trainpipe.io/pipeline": "demo", "trainpipe.io/run": "r1", "trainpipe.io/stage": "cpu", "trainpipe.io/family": "xgboost",

@@ -19,10 +19,11 @@ from trainpipe.contract.names import ANNOTATION_PLAN_DIGEST, GPU_RESOURCE, KUEUE
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.runs import run_id
 from trainpipe.contract.status import PipelineStatus, PlanRef, StageStatus
+from trainpipe.kube.pods import ObservedPod
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.decide import Decision, decide
 from trainpipe_operator.naming import MAX_JOB_NAME, job_name
-from trainpipe_operator.observed import Observed, ObservedJob, ObservedPlan, ObservedPod, PipelineView, parse_pipeline
+from trainpipe_operator.observed import Observed, ObservedJob, ObservedPlan, PipelineView, parse_pipeline
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 CONFIG = OperatorConfig(cpu_image="jobs-cpu:1", gpu_image="jobs-gpu:1")

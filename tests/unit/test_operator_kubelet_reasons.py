@@ -12,8 +12,9 @@ import pytest
 from test_operator_decide import RUN, job, plan_cm, run, spec, status_after, view
 from trainpipe.contract.names import Stage
 from trainpipe.contract.status import PipelineStatus
+from trainpipe.kube.pods import parse_pod
 from trainpipe_operator.decide import Decision
-from trainpipe_operator.observed import PodRead, parse_pod, pod_read
+from trainpipe_operator.observed import PodRead, pod_read
 
 EARLY = (Stage.RANK, Stage.SELECT, Stage.PLAN)
 

@@ -13,9 +13,10 @@ from trainpipe.contract.names import Stage
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.runs import run_id
 from trainpipe.contract.status import PipelineStatus, PlanRef, Reason, ScheduleStatus
+from trainpipe.kube.pods import ObservedPod
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.manifests import JobIntent
-from trainpipe_operator.observed import Observed, ObservedPod
+from trainpipe_operator.observed import Observed
 from trainpipe_operator.policies.failures import kill_note
 from trainpipe_operator.policies.gating import stage_intents
 from trainpipe_operator.policies.passes import Pass

@@ -16,11 +16,12 @@ from trainpipe.contract.names import Stage
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.runs import run_id
 from trainpipe.contract.status import PipelineStatus, PlanRef
+from trainpipe.kube.pods import ObservedPod
 from trainpipe_operator.act import act, progress_only
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.decide import Decision, decide
 from trainpipe_operator.metrics import Metrics
-from trainpipe_operator.observed import Observed, ObservedJob, ObservedPod, PipelineView
+from trainpipe_operator.observed import Observed, ObservedJob, PipelineView
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 CONFIG = OperatorConfig(cpu_image="jobs-cpu:1", gpu_image="jobs-gpu:1")

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from trainpipe.kube.client import ApiError
 from trainpipe_operator.act import STATUS_WRITE_ATTEMPTS, StatusConflict, write_status
-from trainpipe_operator.kubeapi import ApiError
 
 PATH = "/apis/trainpipe.io/v1alpha1/namespaces/ns/trainingpipelines/p"
 READ = {"metadata": {"name": "p", "resourceVersion": "1", "generation": 1, "labels": {}}, "spec": {"keepRuns": 3},

@@ -1,4 +1,4 @@
-"""How soon a watch event wakes a pipeline's pass (`cache.Change`, `Reconciler.changed`).
+"""How soon a watch event wakes a pipeline's pass (`cache.Change`, `Wakeups.changed`).
 
 What a user would notice if it were wrong: a stage that finished but whose next stage starts late
 (its pass queued behind hundreds of passes that had nothing to do), or one that never starts (an
@@ -23,6 +23,7 @@ from trainpipe_operator.health import WatchHealth
 from trainpipe_operator.metrics import Metrics
 from trainpipe_operator.observed import ObservedJob, ObservedPlan
 from trainpipe_operator.pacing import StatusPacing, progress_hold
+from trainpipe_operator.resync import due
 from trainpipe_operator.runtime import Reconciler
 from trainpipe_operator.workqueue import WorkQueue
 
@@ -104,21 +105,21 @@ def test_a_state_change_wakes_the_pass_within_the_batch_window_and_counts_wait_f
     monkeypatch.setattr("trainpipe_operator.pacing.time.monotonic", lambda: clock[0])
     r = reconciler(monkeypatch, loop)
 
-    r.changed(KEY, Change.NONE)
+    r.wakeups.changed(KEY, Change.NONE)
     assert loop.calls == [], "no pass for an event that changed nothing a pass reads"
 
-    r.changed(KEY, Change.COUNTS)  # no status written yet: nothing to wait for
+    r.wakeups.changed(KEY, Change.COUNTS)  # no status written yet: nothing to wait for
     assert [when for when, _ in loop.calls] == [0.25]
 
     loop.calls.clear()
-    r.queue = WorkQueue()
+    r.queue = r.wakeups.queue = WorkQueue()
     clock[0] -= 4.0
     r.pacing.passed(KEY, running=True, wrote=True)  # the last status write was 4 s ago
     clock[0] += 4.0
-    r.changed(KEY, Change.COUNTS)
+    r.wakeups.changed(KEY, Change.COUNTS)
     assert [when for when, _ in loop.calls] == [pytest.approx(6.0)], "counts go in when the status may take them, not before"
 
-    r.changed(KEY, Change.STATE)  # a Job finished meanwhile: the earlier wake-up replaces the later one
+    r.wakeups.changed(KEY, Change.STATE)  # a Job finished meanwhile: the earlier wake-up replaces the later one
     assert [when for when, _ in loop.calls][-1] == 0.25
     assert r.queue.wakes_at(KEY) == 0.25
 
@@ -137,10 +138,10 @@ def test_count_only_status_writes_keep_to_a_rate_across_all_running_pipelines(ru
 
 def test_a_resync_passes_only_pipelines_without_a_pass_this_period_or_with_a_version_no_event_brought(monkeypatch):
     loop, clock = Loop(), [1000.0]
-    monkeypatch.setattr("trainpipe_operator.runtime.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("trainpipe_operator.resync.time.monotonic", lambda: clock[0])
     r = reconciler(monkeypatch, loop)
     busy, idle, missed = ("ns", "busy"), ("ns", "idle"), ("ns", "missed")
-    r._passed.update({busy: 990.0, idle: 900.0, missed: 995.0})
+    r.resync._passed.update({busy: 990.0, idle: 900.0, missed: 995.0})
     enqueued: list[tuple[str, str]] = []
     monkeypatch.setattr(r.queue, "add", enqueued.append)
 
@@ -156,10 +157,22 @@ def test_a_resync_passes_only_pipelines_without_a_pass_this_period_or_with_a_ver
 
         loop_ = asyncio.get_event_loop()
         monkeypatch.setattr(loop_, "run_in_executor", lambda _ex, _fn: listed())
-        monkeypatch.setattr("trainpipe_operator.runtime.asyncio.get_running_loop", lambda: loop_)
-        monkeypatch.setattr("trainpipe_operator.runtime.asyncio.sleep", stop)
+        monkeypatch.setattr("trainpipe_operator.resync.asyncio.get_running_loop", lambda: loop_)
+        monkeypatch.setattr("trainpipe_operator.resync.asyncio.sleep", stop)
         with pytest.raises(Once):
-            await r.resync(30.0)
+            await r.resync.run(30.0)
 
     asyncio.run(one_resync())
     assert sorted(enqueued) == [("ns", "idle"), ("ns", "missed"), ("ns", "new")]
+
+
+@pytest.mark.parametrize(("passed", "missed", "expected"), [
+    (None, False, True),  # never passed (new, or the operator just started)
+    (995.0, False, False),  # passed 5 s ago: within the period, an event woke it already
+    (970.0, False, True),  # exactly a period ago
+    (900.0, False, True),
+    (995.0, True, True),  # the LIST shows a version no watch event brought: the watch missed it
+])
+def test_a_resync_passes_a_pipeline_not_passed_within_the_period_or_one_the_watch_missed(passed, missed, expected):
+    key = ("ns", "p")
+    assert due([key], {key} if missed else set(), {} if passed is None else {key: passed}, now=1000.0, period=30.0) == ([key] if expected else [])

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from typing import Any
 
-from trainpipe.cli.cluster import ClusterError, add_cluster_options, connect, get_pipeline, termination, unit_index
-from trainpipe.contract.names import LABEL_FAMILY, LABEL_STAGE, NO_FAMILY
+from trainpipe.cli.cluster import ClusterError, add_cluster_options, connect, get_pipeline
+from trainpipe.contract.names import LABEL_FAMILY, LABEL_STAGE
 from trainpipe.contract.stages import STAGES
+from trainpipe.kube.pods import ObservedPod
 
 DEFAULT_TAIL = 50
 
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     for pod in pods:
         print(header(pod))
         try:
-            text = cluster.log(pod["metadata"]["name"], None, args.tail or None)
+            text = cluster.log(pod.name, None, args.tail or None)
         except ClusterError as err:
             print(f"(no log: {err})")
             failed = True
@@ -59,39 +61,29 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def pick(pods: list[dict[str, Any]], unit: int | None = None, target: str | None = None, every: bool = False) -> list[dict[str, Any]]:
+def pick(pods: Sequence[ObservedPod], unit: int | None = None, target: str | None = None, every: bool = False) -> list[ObservedPod]:
     """The pods to show (pure): matching unit/target; unless `every`, per unit its latest failed pod, else its latest pod,
     and only failing units when any unit failed."""
     if unit is not None:
-        pods = [p for p in pods if unit_index(p) == unit]
+        pods = [p for p in pods if p.index == unit]
     if target is not None:
         spellings = {target, target.replace("_", "-")}
-        pods = [p for p in pods if any(s in termination(p)[1] for s in spellings)]
+        pods = [p for p in pods if any(s in p.said for s in spellings)]
     if every:
-        return pods
-    by_unit: dict[tuple[str, int | None], list[dict[str, Any]]] = {}
+        return list(pods)
+    by_unit: dict[tuple[str | None, int | None], list[ObservedPod]] = {}
     for pod in pods:  # oldest first: the last one of a unit is its latest attempt
-        by_unit.setdefault((pod["metadata"].get("labels", {}).get(LABEL_FAMILY, ""), unit_index(pod)), []).append(pod)
+        by_unit.setdefault((pod.family, pod.index), []).append(pod)
     chosen = []
     for attempts in by_unit.values():
-        bad = [p for p in attempts if _phase(p) == "Failed"]
+        bad = [p for p in attempts if p.phase == "Failed"]
         chosen.append(bad[-1] if bad else attempts[-1])
-    failing = [p for p in chosen if _phase(p) == "Failed"]
+    failing = [p for p in chosen if p.phase == "Failed"]
     return failing or chosen
 
 
-def header(pod: dict[str, Any]) -> str:
-    labels = pod["metadata"].get("labels") or {}
-    code, message = termination(pod)
-    parts = [labels.get(LABEL_STAGE, "?")]
-    if labels.get(LABEL_FAMILY) and labels[LABEL_FAMILY] != NO_FAMILY:
-        parts.append(labels[LABEL_FAMILY])
-    if unit_index(pod) is not None:
-        parts.append(f"unit {unit_index(pod)}")
-    state = _phase(pod) + (f", exit {code}" if code is not None else "")
-    said = f"\n    termination message: {message.splitlines()[-1]}" if message else ""
-    return f"==> pod {pod['metadata']['name']} ({' '.join(parts)}; {state}) <=={said}"
-
-
-def _phase(pod: dict[str, Any]) -> str:
-    return (pod.get("status") or {}).get("phase") or "Unknown"
+def header(pod: ObservedPod) -> str:
+    parts = [pod.stage or "?", *([pod.family] if pod.family else []), *([f"unit {pod.index}"] if pod.index is not None else [])]
+    state = pod.phase + (f", exit {pod.exit_code}" if pod.exit_code is not None else "")
+    said = f"\n    termination message: {pod.said.splitlines()[-1]}" if pod.said else ""
+    return f"==> pod {pod.name} ({' '.join(parts)}; {state}) <=={said}"

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from typing import Any
 
-from trainpipe.cli.cluster import ClusterError, add_cluster_options, connect, get_pipeline, termination, unit_index
-from trainpipe.contract.kubelet import cannot_start
-from trainpipe.contract.names import LABEL_FAMILY, LABEL_STAGE, NO_FAMILY
+from trainpipe.cli.cluster import ClusterError, add_cluster_options, connect, get_pipeline
 from trainpipe.contract.stages import STAGES
 from trainpipe.contract.status import ConditionType
+from trainpipe.kube.pods import ObservedPod
 
 COLUMNS = ("STAGE", "ATTEMPT", "PENDING", "ACTIVE", "SUCCEEDED", "FAILED", "OUTCOME", "STARTED", "FINISHED")
 CONDITIONS = tuple(c.value for c in ConditionType)
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def render(pipeline: dict[str, Any], pods: list[dict[str, Any]]) -> str:
+def render(pipeline: dict[str, Any], pods: Sequence[ObservedPod]) -> str:
     """The whole page as text (pure: tested without a cluster)."""
     meta, status = pipeline["metadata"], pipeline.get("status") or {}
     generation, observed = meta.get("generation"), status.get("observedGeneration")
@@ -85,7 +85,7 @@ def _stage_table(stages: dict[str, Any]) -> list[str]:
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
 
 
-def _waiting(pipeline: dict[str, Any], conds: dict[str, Any], pods: list[dict[str, Any]]) -> list[str]:
+def _waiting(pipeline: dict[str, Any], conds: dict[str, Any], pods: Sequence[ObservedPod]) -> list[str]:
     status = pipeline.get("status") or {}
     out: list[str] = []
     generation, observed = pipeline["metadata"].get("generation"), status.get("observedGeneration")
@@ -96,44 +96,23 @@ def _waiting(pipeline: dict[str, Any], conds: dict[str, Any], pods: list[dict[st
     reconciling = conds.get(ConditionType.RECONCILING.value, {})
     if reconciling.get("status") == "True":
         out.append(f"{reconciling.get('reason')}: {reconciling.get('message') or status.get('message') or ''}".rstrip(": "))
-        pending: dict[str, list[dict[str, Any]]] = {}
+        pending: dict[str, list[ObservedPod]] = {}
         for pod in pods:
-            reason = _unschedulable(pod) or _cannot_start(pod)
+            reason = pod.unschedulable or pod.waiting
             if reason:
                 pending.setdefault(reason, []).append(pod)
         for reason, group in pending.items():  # one line per scheduler reason, however many units share it
             first = group[0]
             more = f" and {len(group) - 1} more" if len(group) > 1 else ""
-            out.append(f"pod {first['metadata']['name']} ({_unit(first)}){more} Pending: {reason}")
+            out.append(f"pod {first.name} ({_unit(first)}){more} Pending: {reason}")
     return out
 
 
-def _unschedulable(pod: dict[str, Any]) -> str | None:
-    if (pod.get("status") or {}).get("phase") != "Pending":
-        return None
-    cond = next((c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") == "PodScheduled"), None)
-    if cond and cond.get("status") == "False":
-        return cond.get("message") or cond.get("reason") or "not scheduled"
-    return None
+def _unit(pod: ObservedPod) -> str:
+    return (pod.stage or "?") + (f" {pod.family}" if pod.family else "") + (f" unit {pod.index}" if pod.index is not None else "")
 
 
-def _cannot_start(pod: dict[str, Any]) -> str | None:
-    """The kubelet's reason a Pending pod's container does not start (ErrImagePull, ...)."""
-    status = pod.get("status") or {}
-    return (cannot_start(status) or None) if status.get("phase") == "Pending" else None
-
-
-def _unit(pod: dict[str, Any]) -> str:
-    labels = pod["metadata"].get("labels") or {}
-    what = labels.get(LABEL_STAGE, "?")
-    family = labels.get(LABEL_FAMILY)
-    if family and family != NO_FAMILY:
-        what += f" {family}"
-    index = unit_index(pod)
-    return what + (f" unit {index}" if index is not None else "")
-
-
-def _last_failure(name: str, status: dict[str, Any], pods: list[dict[str, Any]]) -> list[str]:
+def _last_failure(name: str, status: dict[str, Any], pods: Sequence[ObservedPod]) -> list[str]:
     out: list[str] = []
     failed = [(stage, s) for stage, s in (status.get("stages") or {}).items() if s.get("outcome") == "Failed"]
     stalled = next((c for c in status.get("conditions") or [] if c["type"] == ConditionType.STALLED.value and c["status"] == "True"), None)
@@ -141,17 +120,16 @@ def _last_failure(name: str, status: dict[str, Any], pods: list[dict[str, Any]])
         out.append(f"stage {stage} ({s.get('reason') or 'Failed'}): {s.get('message') or ''}".rstrip(": "))
     if stalled and not failed:
         out.append(f"{stalled.get('reason')}: {stalled.get('message')}")
-    broken = [pod for pod in pods if (pod.get("status") or {}).get("phase") == "Failed"]
+    broken = [pod for pod in pods if pod.phase == "Failed"]
     for pod in broken:
-        code, message = termination(pod)
-        detail = message.splitlines()[-1] if message else (pod.get("status") or {}).get("message") or ""
-        out.append(f"pod {pod['metadata']['name']} ({_unit(pod)}) exit {code}: {detail}".rstrip(": "))
+        detail = pod.said.splitlines()[-1] if pod.said else pod.status_message
+        out.append(f"pod {pod.name} ({_unit(pod)}) exit {pod.exit_code}: {detail}".rstrip(": "))
     if broken:
-        labels = broken[-1]["metadata"].get("labels") or {}
-        hint = f"trainpipe logs {name} --stage {labels.get(LABEL_STAGE)}"
-        if labels.get(LABEL_FAMILY) not in (None, NO_FAMILY):
-            hint += f" --family {labels[LABEL_FAMILY]}"
-        if unit_index(broken[-1]) is not None:
-            hint += f" --unit {unit_index(broken[-1])}"
+        last = broken[-1]
+        hint = f"trainpipe logs {name} --stage {last.stage}"
+        if last.family:
+            hint += f" --family {last.family}"
+        if last.index is not None:
+            hint += f" --unit {last.index}"
         out.append(f"its output: {hint}")
     return out

@@ -6,8 +6,9 @@ from trainpipe.contract.kubelet import KILLED_BY_KUBELET
 from trainpipe.contract.stages import STAGES
 from trainpipe.contract.status import Reason, StageStatus
 from trainpipe.contract.timestamps import parse_stamp
+from trainpipe.kube.pods import ObservedPod
 from trainpipe_operator import manifests
-from trainpipe_operator.observed import ObservedJob, ObservedPod
+from trainpipe_operator.observed import ObservedJob
 from trainpipe_operator.policies.passes import FAILED, SUCCEEDED, Pass
 
 
