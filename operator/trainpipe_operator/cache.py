@@ -31,7 +31,7 @@ from typing import Any, Generic, TypeVar
 
 from trainpipe.contract.names import LABEL_PIPELINE
 from trainpipe.kube.pods import ObservedPod, parse_pod
-from trainpipe_operator.observed import ObservedJob, ObservedPlan, PipelineView, parse_job, parse_pipeline, parse_plan_configmap
+from trainpipe_operator.observed import ObservedConfigMap, ObservedJob, ObservedPlan, PipelineView, parse_configmap, parse_job, parse_pipeline
 
 Key = tuple[str, str]  # (namespace, pipeline)
 T = TypeVar("T")
@@ -107,7 +107,7 @@ class PipelineCache:
     obj: tuple[str, dict[str, Any] | None] | None = None  # (resourceVersion, object); object None = deleted
     jobs: Versioned[ObservedJob] = field(default_factory=Versioned)
     pods: dict[str, tuple[float, dict[str, str], tuple[ObservedPod, ...]]] = field(default_factory=dict)  # by run: (when, the LIST's query, what)
-    plans: Versioned[ObservedPlan] = field(default_factory=Versioned)  # the <pipeline>-plan ConfigMap
+    configmaps: Versioned[ObservedConfigMap] = field(default_factory=Versioned)  # the <pipeline>-plan ConfigMap and the runs' specs
     primed_at: float | None = None
     view: tuple[str, PipelineView] | None = None  # the parsed object, by resourceVersion: parsing is most of a cached pass
 
@@ -171,7 +171,7 @@ class ChildCache:
         return self._event(kind, obj, lambda held: held.jobs, parse_job)
 
     def configmap_event(self, kind: str | None, obj: dict[str, Any]) -> Change:
-        return self._event(kind, obj, lambda held: held.plans, parse_plan_configmap)
+        return self._event(kind, obj, lambda held: held.configmaps, parse_configmap)
 
     def _event(self, kind: str | None, obj: dict[str, Any], store_of: Callable[[PipelineCache], Versioned[Any]],
                parse: Callable[[dict[str, Any]], Any]) -> Change:
@@ -215,9 +215,9 @@ class ChildCache:
             self._of(key).pods = {run: (self.clock(), query, pods)}  # only the current run's are ever asked for
         return pods
 
-    def list_plans(self, key: Key, listing: dict[str, Any]) -> None:
+    def list_configmaps(self, key: Key, listing: dict[str, Any]) -> None:
         with self._lock:
-            self._of(key).plans.replace(((o["metadata"]["name"], version(o), parse_plan_configmap(o)) for o in listing.get("items") or []),
+            self._of(key).configmaps.replace(((o["metadata"]["name"], version(o), parse_configmap(o)) for o in listing.get("items") or []),
                                         version(listing))
 
     def claim_exists(self, namespace: str, name: str) -> None:
@@ -262,11 +262,18 @@ class ChildCache:
             listed = held.pods.get(run) if held else None
             return listed[2] if listed is not None and listed[1] == query and self.clock() - listed[0] <= max_age else None
 
+    def has_configmap(self, key: Key, name: str) -> bool:
+        """Whether one of the pipeline's labelled ConfigMaps of that name is known (the plan's, or a run's spec)."""
+        with self._lock:
+            held = self._pipelines.get(key)
+            entry = held.configmaps.entries.get(name) if held else None
+            return entry is not None and entry[1] is not None  # None: a tombstone
+
     def plan(self, key: Key, name: str) -> ObservedPlan | None:
         with self._lock:
             held = self._pipelines.get(key)
-            entry = held.plans.entries.get(name) if held else None
-            return entry[1] if entry else None
+            entry = held.configmaps.entries.get(name) if held else None
+            return entry[1].plan if entry and entry[1] else None
 
 
 class Change(Enum):

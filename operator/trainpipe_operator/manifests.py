@@ -113,7 +113,9 @@ def stage_args(spec: PipelineSpec, pipeline: str, run: str, intent: JobIntent) -
         return [*row.command, "--output-dir", out, "--run-id", run, "--termination-log", TERMINATION_LOG,
                 "--reuse-dir", pipeline_dir(spec, pipeline), "--keep-runs", str(spec.keep_runs),
                 *(arg for run_id in intent.keep for arg in ("--pin", run_id))]
-    args = [*row.command, "--spec-file", f"{SPEC_DIR}/{SPEC_KEY}", "--output-dir", out, "--run-id", run,
+    # Paths in the pod are arguments, not file content: a node that maps volumes to other paths (the local
+    # cluster's simulated nodes) rewrites them where they are written; --data-dir overrides the file's data.dir.
+    args = [*row.command, "--spec-file", f"{SPEC_DIR}/{SPEC_KEY}", "--data-dir", data_dir(spec), "--output-dir", out, "--run-id", run,
             "--reuse-dir", pipeline_dir(spec, pipeline), "--termination-log", TERMINATION_LOG]
     if row.trains:
         if intent.family is None or intent.plan_digest is None:

@@ -16,7 +16,7 @@ from trainpipe.contract.names import LABEL_PIPELINE, LABEL_RUN, LABEL_STAGE
 from trainpipe.kube.client import Kube, path, pipelines_path
 from trainpipe.kube.pods import ObservedPod
 from trainpipe_operator.cache import ChildCache, Key
-from trainpipe_operator.naming import artifacts_claim, plan_configmap
+from trainpipe_operator.naming import artifacts_claim, plan_configmap, spec_configmap
 from trainpipe_operator.observed import POD_RECHECK_SECONDS, Observed, PipelineView, PodRead, PodScope, pod_read, pod_scope, pod_wait_left
 from trainpipe_operator.schedule import CurrentRun
 
@@ -44,7 +44,7 @@ def observe(kube: Kube, cache: ChildCache, view: PipelineView, now: datetime, cu
     if full:
         started = cache.clock()  # trust runs from the start of the reads, not their end
         cache.list_jobs(key, kube.get(path(view.namespace, "jobs", group="batch/v1"), labelSelector=selector))
-        cache.list_plans(key, kube.get(path(view.namespace, "configmaps"), labelSelector=selector))
+        cache.list_configmaps(key, kube.get(path(view.namespace, "configmaps"), labelSelector=selector))
     jobs = cache.jobs(key)
     pods: tuple[ObservedPod, ...] = ()
     missing: list[str] = []
@@ -78,8 +78,9 @@ def observe(kube: Kube, cache: ChildCache, view: PipelineView, now: datetime, cu
             artifacts_exists = _claim_exists(kube, cache, view.namespace, artifacts_claim(view.name), full)
     if full:
         cache.primed(key, started)
+    spec_map = current is not None and cache.has_configmap(key, spec_configmap(view.name, current.run_id))
     return Observed(jobs=jobs, pods=pods, plan=cache.plan(key, plan_configmap(view.name)), missing_claims=tuple(missing),
-                    artifacts_claim_exists=artifacts_exists, recheck_after=recheck)
+                    artifacts_claim_exists=artifacts_exists, spec_map_exists=spec_map, recheck_after=recheck)
 
 
 def pod_query(selector: str, run: str, scope: PodScope) -> dict[str, str]:

@@ -119,6 +119,7 @@ class Observed:
     plan: ObservedPlan | None = None
     missing_claims: tuple[str, ...] = ()  # claims the spec names that do not exist
     artifacts_claim_exists: bool = True
+    spec_map_exists: bool = False  # the run's spec ConfigMap (<pipeline>-<run>-spec) is known to exist
     # Look again this soon even without events: pods are waiting, and pods are not watched.
     recheck_after: float | None = None
 
@@ -292,6 +293,17 @@ def pod_wait_left(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus,
 
 
 PLAN_KEYS = ("run", "digest", "path", "units")
+
+
+@dataclass(frozen=True)
+class ObservedConfigMap:
+    """One of the pipeline's labelled ConfigMaps: the plan's (parsed) or a run's spec (whose content decide never reads)."""
+
+    plan: ObservedPlan | None
+
+
+def parse_configmap(obj: dict[str, Any]) -> ObservedConfigMap:
+    return ObservedConfigMap(parse_plan_configmap(obj))
 
 
 def parse_plan_configmap(obj: dict[str, Any] | None) -> ObservedPlan | None:

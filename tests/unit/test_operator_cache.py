@@ -243,3 +243,15 @@ def test_while_pods_wait_a_pass_lists_them_at_most_every_recheck_period_and_come
     fresh_stage = observe(kube, cache, dataclasses.replace(view, status=just_started), NOW)  # type: ignore[arg-type]
     assert kube.requests == [] and fresh_stage.recheck_after == pytest.approx(POD_RECHECK_SECONDS - 2), \
         "a stage whose pods started 2 s ago is not asked about yet, and is looked at again when it is due"
+
+
+def test_a_runs_spec_configmap_is_known_from_its_events_until_deleted():
+    cache = ChildCache()
+    key = ("ns", "demo")
+    spec_map = {"kind": "ConfigMap", "metadata": {"name": "demo-r1-spec", "namespace": "ns", "resourceVersion": "5",
+                                                  "labels": {LABEL_PIPELINE: "demo", LABEL_RUN: "r1"}}, "data": {"spec.json": "{}"}}
+    assert not cache.has_configmap(key, "demo-r1-spec")
+    cache.configmap_event("ADDED", spec_map)
+    assert cache.has_configmap(key, "demo-r1-spec") and cache.plan(key, "demo-plan") is None
+    cache.configmap_event("DELETED", {**spec_map, "metadata": {**spec_map["metadata"], "resourceVersion": "6"}})
+    assert not cache.has_configmap(key, "demo-r1-spec"), "deleted: the next Jobs' pass creates it again"

@@ -515,6 +515,8 @@ def test_stage_jobs_carry_labels_owner_no_api_token_and_fail_fast_on_bad_input()
     assert mounts["spec"] == {"name": "spec", "mountPath": "/etc/trainpipe/spec", "readOnly": True}
     volumes = {v["name"]: v for v in pod_spec["volumes"]}
     assert volumes["spec"]["configMap"]["name"] == f"demo-{RUN}-spec"
+    seen = run(view(status=d.status), spec_map_exists=True, artifacts_claim_exists=False)
+    assert [m["kind"] for m in seen.create] == ["PersistentVolumeClaim", "Job"], "a spec ConfigMap seen is not created again"
 
 
 # ---- schedules and kept runs ----------------------------------------------------------------------

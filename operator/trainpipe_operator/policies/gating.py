@@ -55,7 +55,9 @@ def stage_intents(p: Pass, stage: str, attempt: int) -> list[JobIntent] | tuple[
 
 
 def ensure_spec(p: Pass) -> None:
-    """The run's spec ConfigMap, created before the first Job that mounts it in this pass ("already exists" is success)."""
+    """The run's spec ConfigMap, unless seen: created before the first Job that mounts it ("already exists" is success)."""
+    if p.observed.spec_map_exists:
+        return
     spec_map = manifests.spec_config_map(p.spec, p.owner, p.run)
     if all(m["metadata"]["name"] != spec_map["metadata"]["name"] for m in p.create):
         p.create.append(spec_map)
