@@ -78,3 +78,23 @@ def test_invalid_pipelines_are_rejected_with_the_field(kube: Kube, namespace: st
         kube.create(f"{installed_crd}/namespaces/{namespace}/{PLURAL}", manifest)
     assert rejected.value.status == 422
     assert message in rejected.value.message
+
+
+def test_a_pipeline_at_every_bound_is_admitted_and_one_past_a_bound_is_refused_naming_the_field(kube: Kube, namespace: str,
+                                                                                               installed_crd: str) -> None:
+    """The API server's side of contract.sizes: the largest spec fits (CEL rules included), one more item is a 422."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
+    from test_spec_size import largest_spec
+
+    manifest = _example()
+    manifest["metadata"]["name"] = "largest"
+    manifest["spec"] = largest_spec()
+    collection = f"{installed_crd}/namespaces/{namespace}/{PLURAL}"
+    kube.create(collection, manifest)
+    manifest["metadata"]["name"] = "too-large"
+    manifest["spec"]["features"]["include"].append("f_one_more")
+    with pytest.raises(ApiError) as rejected:
+        kube.create(collection, manifest)
+    assert rejected.value.status == 422 and "spec.features.include: Too many: 2001: must have at most 2000 items" in rejected.value.message

@@ -20,7 +20,7 @@ Quantity = Annotated[int | str, AfterValidator(spec_quantity),
                      Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": SPEC_PATTERN, "maxLength": sizes.QUANTITY})]
 DnsSubdomain = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
 AbsolutePath = Annotated[str, Field(min_length=1, max_length=sizes.PATH, pattern=r"^/")]
-LabelMap = dict[sizes.LabelKey, sizes.LabelValue]
+LabelMap = dict[str, sizes.LabelValue]  # keys: Kubernetes checks them on the Job (a CRD schema cannot bound map keys)
 
 
 class VolumeSpec(Contract):
@@ -65,14 +65,14 @@ class Toleration(Contract):
 
 class PodMetadata(Contract):
     labels: LabelMap = Field(default_factory=dict, max_length=sizes.ENTRIES, description="Added to the stage's pods (cost labels, …).")
-    annotations: dict[sizes.LabelKey, sizes.AnnotationValue] = Field(default_factory=dict, max_length=sizes.ENTRIES, description="Added to the stage's pods (sidecar injection, …).")
+    annotations: dict[str, sizes.AnnotationValue] = Field(default_factory=dict, max_length=sizes.ENTRIES, description="Added to the stage's pods (sidecar injection, …).")
 
 
 class StageSettings(Contract):
     """Scheduling of one stage's Jobs. Changing it never starts a new run: it applies to Jobs created from then on."""
 
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
-    node_selector: dict[sizes.LabelKey, sizes.LabelValue] = Field(default_factory=dict, max_length=sizes.ENTRIES)
+    node_selector: dict[str, sizes.LabelValue] = Field(default_factory=dict, max_length=sizes.ENTRIES)
     tolerations: list[Toleration] = Field(default_factory=list, max_length=sizes.ENTRIES)
     affinity: dict[str, Any] = Field(default_factory=dict, description="A core/v1 Affinity, passed to the pods as written.")
     active_deadline_seconds: int | None = Field(None, ge=1, description="Bound on each of the stage's Jobs.")
