@@ -20,11 +20,33 @@ from trainpipe_operator.cache import ChildCache
 from trainpipe_operator.decide import Decision
 from trainpipe_operator.metrics import Metrics
 from trainpipe_operator.observed import SUSPENDED_BY_OPERATOR, PipelineView
+from trainpipe_operator.refusals import is_refusal
 
 log = logging.getLogger("trainpipe.operator")
 INSTANCE = os.environ.get("POD_NAME") or socket.gethostname()
 # PUTs of one status against an object a client keeps editing, before the pass starts over.
 STATUS_WRITE_ATTEMPTS = 5
+
+
+class CreateRefused(Exception):
+    """The API server refused to create `manifest` with a 4xx that asking again will not change (`refusals.is_refusal`).
+
+    The pass stops at once: nothing after the refusal is created, and the status it would write is from
+    before it. The reconciler records the refusal and passes again, and that pass Stalls the pipeline."""
+
+    def __init__(self, manifest: dict[str, Any], error: ApiError, dry_run: bool) -> None:
+        self.manifest, self.error, self.dry_run = manifest, error, dry_run
+        super().__init__(f"{'dry run of ' if dry_run else ''}{manifest.get('kind')} {manifest['metadata']['name']}: {error}")
+
+
+def ensure(kube: Kube, manifest: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any] | None:
+    """Create `manifest` (None when it exists already); CreateRefused when the API server will not have it."""
+    try:
+        return kube.create(_collection(manifest), manifest, dry_run=dry_run)
+    except ApiError as err:
+        if is_refusal(err.status):
+            raise CreateRefused(manifest, err, dry_run) from err
+        raise
 
 
 class StatusConflict(Exception):
@@ -79,13 +101,20 @@ def act(kube: Kube, obj: dict[str, Any], view: PipelineView, decision: Decision,
     cache = cache if cache is not None else ChildCache()
     # The plan ConfigMap goes first: whoever sees a stage's Jobs can already read the plan they train.
     for manifest in decision.upsert:
-        collection = _collection(manifest)
-        written = kube.create(collection, manifest)
+        written = ensure(kube, manifest)
         if written is None:
-            written = kube.replace(f"{collection}/{manifest['metadata']['name']}", manifest)
+            written = kube.replace(f"{_collection(manifest)}/{manifest['metadata']['name']}", manifest)
         cache.wrote(written)
+    # A stage of several Jobs (one per family) is dry-run whole first: a spec that makes one of them
+    # invalid then creates none, instead of leaving its siblings running for nothing. A single create
+    # is its own dry run.
+    stage_jobs = [m for m in decision.create if m["kind"] == "Job"]
+    if len(stage_jobs) > 1:
+        for manifest in stage_jobs:
+            ensure(kube, manifest, dry_run=True)
     for manifest in decision.create:
-        created = kube.create(_collection(manifest), manifest)
+        created = ensure(kube, manifest)
+        cache.accepted(key, manifest["metadata"]["name"])
         if created is None:
             if manifest["kind"] == "Job":
                 cache.unprime(key)  # it exists, yet the cache did not show it: read it all again next pass

@@ -31,7 +31,17 @@ from typing import Any, Generic, TypeVar
 
 from trainpipe.contract.names import LABEL_PIPELINE
 from trainpipe.kube.pods import ObservedPod, parse_pod
-from trainpipe_operator.observed import ObservedConfigMap, ObservedJob, ObservedPlan, PipelineView, parse_configmap, parse_job, parse_pipeline
+from trainpipe_operator.observed import (
+    CreateFailure,
+    ObservedConfigMap,
+    ObservedJob,
+    ObservedPlan,
+    PipelineView,
+    parse_configmap,
+    parse_job,
+    parse_pipeline,
+)
+from trainpipe_operator.refusals import Refusal
 
 Key = tuple[str, str]  # (namespace, pipeline)
 T = TypeVar("T")
@@ -109,6 +119,8 @@ class PipelineCache:
     pods: dict[str, tuple[float, dict[str, str], tuple[ObservedPod, ...]]] = field(default_factory=dict)  # by run: (when, the LIST's query, what)
     configmaps: Versioned[ObservedConfigMap] = field(default_factory=Versioned)  # the <pipeline>-plan ConfigMap and the runs' specs
     primed_at: float | None = None
+    create_failures: tuple[float, tuple[CreateFailure, ...]] | None = None  # (when read, what): FailedCreate Events on its Jobs
+    refusal: Refusal | None = None  # the API server's last refusal of one of its creates
     view: tuple[str, PipelineView] | None = None  # the parsed object, by resourceVersion: parsing is most of a cached pass
 
 
@@ -233,6 +245,36 @@ class ChildCache:
     def primed(self, key: Key, at: float | None = None) -> None:
         with self._lock:
             self._of(key).primed_at = self.clock() if at is None else at
+
+    # ---- what the API server refused, and the pods the Job controller could not create ----------------
+
+    def refused(self, key: Key, refusal: Refusal) -> None:
+        """Remembered in memory only: after a restart the create is tried once more and refused again."""
+        with self._lock:
+            self._of(key).refusal = refusal
+
+    def refusal(self, key: Key) -> Refusal | None:
+        with self._lock:
+            held = self._pipelines.get(key)
+            return held.refusal if held else None
+
+    def accepted(self, key: Key, name: str) -> None:
+        """A create of `name` went through (or found it there): a refusal of it no longer holds."""
+        with self._lock:
+            held = self._pipelines.get(key)
+            if held is not None and held.refusal is not None and held.refusal.name == name:
+                held.refusal = None
+
+    def put_create_failures(self, key: Key, failures: tuple[CreateFailure, ...]) -> None:
+        with self._lock:
+            self._of(key).create_failures = (self.clock(), failures)
+
+    def create_failures(self, key: Key, max_age: float) -> tuple[CreateFailure, ...] | None:
+        """FailedCreate Events read at most `max_age` seconds ago; None when there is no such read."""
+        with self._lock:
+            held = self._pipelines.get(key)
+            read = held.create_failures if held else None
+            return read[1] if read is not None and self.clock() - read[0] <= max_age else None
 
     def unprime(self, key: Key) -> None:
         """Distrust the cache of `key` until its next full read (after a failed pass or a 409)."""

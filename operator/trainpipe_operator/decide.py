@@ -23,6 +23,7 @@ from trainpipe_operator.observed import Observed, PipelineView
 from trainpipe_operator.policies.failures import (
     deadline_passed,
     failed_stage,
+    refused,
 )
 from trainpipe_operator.policies.gating import walk_stages
 from trainpipe_operator.policies.passes import Decision, Pass
@@ -65,4 +66,6 @@ def decide(view: PipelineView, observed: Observed, config: OperatorConfig, now: 
         suspend_or_resume(p)
         if p.state != "suspended" and not deadline_passed(p):
             walk_stages(p)
+            if p.state in ("running", "stuck"):
+                refused(p)
     return finish(p)

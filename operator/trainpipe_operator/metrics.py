@@ -29,6 +29,9 @@ class Metrics:
         self.status_writes = Counter("trainpipe_status_writes_total",
                                      "Status writes, by what changed: only running counts, or the state (a stage, condition or reason)",
                                      ["change"], registry=r)
+        self.create_refusals = Counter("trainpipe_create_refusals_total",
+                                       "Creates the API server refused with a 4xx (the pipeline Stalls and tries again after a back-off)",
+                                       ["kind", "dry_run"], registry=r)
         self.reconcile_errors = Counter("trainpipe_reconcile_errors_total", "Passes that raised (retried with backoff)", registry=r)
         self.watch_stalled = Gauge("trainpipe_watch_stalled", "1 while the pipeline watch lags behind a fresh LIST", registry=r)
         self._conditions: dict[tuple[str, str], set[str]] = {}

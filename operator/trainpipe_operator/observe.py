@@ -9,16 +9,32 @@ are LISTed when a pass needs them (`observed.pod_read`).
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
 from trainpipe.contract.names import LABEL_PIPELINE, LABEL_RUN, LABEL_STAGE
-from trainpipe.kube.client import Kube, path, pipelines_path
+from trainpipe.kube.client import ApiError, Kube, path, pipelines_path
 from trainpipe.kube.pods import ObservedPod
 from trainpipe_operator.cache import ChildCache, Key
 from trainpipe_operator.naming import artifacts_claim, plan_configmap, spec_configmap
-from trainpipe_operator.observed import POD_RECHECK_SECONDS, Observed, PipelineView, PodRead, PodScope, pod_read, pod_scope, pod_wait_left
+from trainpipe_operator.observed import (
+    POD_RECHECK_SECONDS,
+    CreateFailure,
+    Observed,
+    PipelineView,
+    PodRead,
+    PodScope,
+    parse_create_failures,
+    pod_read,
+    pod_scope,
+    pod_wait_left,
+    podless,
+    podless_wait_left,
+)
 from trainpipe_operator.schedule import CurrentRun
+
+log = logging.getLogger("trainpipe.operator")
 
 
 def read_pipeline(kube: Kube, cache: ChildCache, key: Key) -> tuple[dict[str, Any], PipelineView] | None:
@@ -50,6 +66,10 @@ def observe(kube: Kube, cache: ChildCache, view: PipelineView, now: datetime, cu
     missing: list[str] = []
     need, recheck, every = PodRead.NONE, None, POD_RECHECK_SECONDS
     artifacts_exists = True
+    failures: tuple[CreateFailure, ...] = ()
+    refusal = cache.refusal(key)
+    if refusal is not None and (current is None or not refusal.applies(view.generation, current.run_id)):
+        refusal = None  # the spec changed (or the run did) since: the create is tried at once
     if view.spec is not None and current is not None:
         run = current.run_id
         need = pod_read(jobs, run, view.status)
@@ -67,6 +87,13 @@ def observe(kube: Kube, cache: ChildCache, view: PipelineView, now: datetime, cu
                 answer = kube.get(path(view.namespace, "pods"), **query, **({"resourceVersion": "0"} if need is PodRead.WAITING else {}))
                 listed = cache.list_pods(key, run, query, answer)
             pods = listed
+        standing = podless_wait_left(jobs, run, view.status, now)
+        if standing is not None:
+            wait, every = standing
+            if wait == 0:
+                failures = _create_failures(kube, cache, key, [j for j in jobs if podless(j, run)], every)
+            again = wait or every
+            recheck = again if recheck is None else min(recheck, again)
         volume = view.spec.data.volume
         if volume is not None and not _claim_exists(kube, cache, view.namespace, volume.claim_name, full):
             missing.append(volume.claim_name)
@@ -80,7 +107,30 @@ def observe(kube: Kube, cache: ChildCache, view: PipelineView, now: datetime, cu
         cache.primed(key, started)
     spec_map = current is not None and cache.has_configmap(key, spec_configmap(view.name, current.run_id))
     return Observed(jobs=jobs, pods=pods, plan=cache.plan(key, plan_configmap(view.name)), missing_claims=tuple(missing),
-                    artifacts_claim_exists=artifacts_exists, spec_map_exists=spec_map, recheck_after=recheck)
+                    artifacts_claim_exists=artifacts_exists, spec_map_exists=spec_map, recheck_after=recheck,
+                    refusal=refusal, create_failures=failures)
+
+
+def _create_failures(kube: Kube, cache: ChildCache, key: Key, jobs: list[Any], max_age: float) -> tuple[CreateFailure, ...]:
+    """The FailedCreate Events on `jobs` (Jobs without a pod past the grace), from a read at most `max_age` old.
+
+    One field-selected LIST of the namespace's Events from the API server's watch cache (resourceVersion 0):
+    only Jobs that stand without any pod ask it, so a healthy run never does."""
+    held = cache.create_failures(key, max_age)
+    if held is not None:
+        return held
+    try:
+        listing = kube.get(path(key[0], "events"), fieldSelector="involvedObject.kind=Job,reason=FailedCreate", resourceVersion="0")
+    except ApiError as err:
+        if err.status not in (401, 403, 404):
+            raise
+        # Without the grant (an older chart's RBAC) the reason is only missing from the status: the pass goes on
+        # and the start timeout still stops the stage. Asked again after `max_age`, not on every pass.
+        log.warning("%s/%s: cannot read why the Jobs have no pods (%s); grant list on events to the operator", *key, err)
+        listing = {}
+    failures = parse_create_failures(listing, jobs)
+    cache.put_create_failures(key, failures)
+    return failures
 
 
 def pod_query(selector: str, run: str, scope: PodScope) -> dict[str, str]:

@@ -32,6 +32,7 @@ from trainpipe.contract.stages import STAGES
 from trainpipe.contract.status import PipelineStatus
 from trainpipe.contract.timestamps import parse_stamp
 from trainpipe.kube.pods import ObservedPod
+from trainpipe_operator.refusals import Refusal
 from trainpipe_operator.schedule import CurrentRun, current_run
 
 # Set by the operator on Jobs it suspended, so that resuming never unsuspends a Job that Kueue holds.
@@ -113,6 +114,16 @@ class ObservedPlan:
 
 
 @dataclass(frozen=True)
+class CreateFailure:
+    """The latest FailedCreate Event on one of the run's Jobs: the Job controller could not create a unit's pod
+    (admission refused it: a missing ServiceAccount or PriorityClass, a quota, a LimitRange)."""
+
+    job: str
+    message: str
+    count: int = 1
+
+
+@dataclass(frozen=True)
 class Observed:
     jobs: tuple[ObservedJob, ...] = ()
     pods: tuple[ObservedPod, ...] = ()
@@ -122,6 +133,8 @@ class Observed:
     spec_map_exists: bool = False  # the run's spec ConfigMap (<pipeline>-<run>-spec) is known to exist
     # Look again this soon even without events: pods are waiting, and pods are not watched.
     recheck_after: float | None = None
+    refusal: Refusal | None = None  # the API server's refusal of this generation's and run's last create
+    create_failures: tuple[CreateFailure, ...] = ()  # Jobs of the run whose pods cannot be created
 
     def pods_of(self, job: str) -> list[ObservedPod]:
         return [p for p in self.pods if p.job == job]
@@ -314,3 +327,49 @@ def parse_plan_configmap(obj: dict[str, Any] | None) -> ObservedPlan | None:
         return ObservedPlan(run=data["run"], digest=data["digest"], path=data["path"], units={k: int(v) for k, v in json.loads(data["units"]).items()})
     except (KeyError, ValueError, TypeError, AttributeError):
         return None  # an edited or foreign ConfigMap: rewritten from the status
+
+
+# ---- pods the Job controller cannot create ---------------------------------------------------------
+
+# How long a stage's Jobs may stand without a single pod before the FailedCreate Events on them are
+# read. A Job gets its first pod within a second or two; asking sooner would be a request on most
+# passes of a busy cluster for nothing.
+CREATE_GRACE_SECONDS = 10.0
+
+
+def podless(job: ObservedJob, run: str) -> bool:
+    """A Job of the run with work left and no pod at all: its pods may be refused at creation."""
+    return (job.run == run and not job.deleting and not job.complete and not job.suspended and job.failed_condition is None
+            and job.active == 0 and job.succeeded < job.completions)
+
+
+def podless_wait_left(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus, now: datetime) -> tuple[float, float] | None:
+    """(seconds until the run's podless Jobs have stood long enough to read why (0: now), how old that read may
+    be then); None when there are none. Counted from the start of each Job's stage (an unrecorded start: the
+    stage starts now); the longer they stand, the less often they are asked about, as with waiting pods."""
+    left: float | None = None
+    waited = 0.0
+    for job in jobs:
+        if not podless(job, run):
+            continue
+        stage = status.stages.get(job.stage) if status.run_id == run else None
+        started = parse_stamp(stage.started_at if stage else None)
+        age = (now - started).total_seconds() if started is not None else 0.0
+        wait = max(0.0, CREATE_GRACE_SECONDS - age)
+        left, waited = (wait if left is None else min(left, wait)), max(waited, age)
+    return None if left is None else (left, min(POD_RECHECK_MAX_SECONDS, max(POD_RECHECK_SECONDS, waited / 2)))
+
+
+def parse_create_failures(listing: dict[str, Any], jobs: Sequence[ObservedJob]) -> tuple[CreateFailure, ...]:
+    """The latest FailedCreate Event of each of `jobs` in an Event LIST (core/v1)."""
+    names = {j.name for j in jobs}
+    latest: dict[str, tuple[str, CreateFailure]] = {}
+    for event in listing.get("items") or []:
+        involved = event.get("involvedObject") or {}
+        name = involved.get("name")
+        if involved.get("kind") != "Job" or event.get("reason") != "FailedCreate" or name not in names:
+            continue
+        when = str(event.get("lastTimestamp") or event.get("eventTime") or (event.get("metadata") or {}).get("creationTimestamp") or "")
+        if name not in latest or when >= latest[name][0]:
+            latest[name] = (when, CreateFailure(job=name, message=str(event.get("message") or "").strip(), count=int(event.get("count") or 1)))
+    return tuple(v for _, v in sorted(latest.values(), key=lambda item: item[1].job))

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from trainpipe.contract.status import ConditionType
 from trainpipe.kube.client import Kube
-from trainpipe_operator.act import StatusConflict, act, post_event
+from trainpipe_operator.act import CreateRefused, StatusConflict, act, post_event
 from trainpipe_operator.cache import ChildCache, Key
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.decide import decide
@@ -27,6 +27,7 @@ from trainpipe_operator.health import WatchHealth
 from trainpipe_operator.metrics import Metrics
 from trainpipe_operator.observe import observe, read_pipeline
 from trainpipe_operator.pacing import StatusPacing
+from trainpipe_operator.refusals import describe, refusal_of
 from trainpipe_operator.resync import Resync
 from trainpipe_operator.wakeups import Wakeups
 from trainpipe_operator.workqueue import WorkQueue
@@ -80,8 +81,12 @@ class Reconciler:
             observed = observe(self.kube, self.cache, view, now, current)
             decision = decide(view, observed, self.config, now, current)
             wait = self.pacing.hold_left(key)
-            held = act(self.kube, obj, view, decision, self.metrics, self.cache, hold_progress=wait > 0,
-                       post=lambda *event: self._events.submit(post_event, *event))
+            try:
+                held = act(self.kube, obj, view, decision, self.metrics, self.cache, hold_progress=wait > 0,
+                           post=lambda *event: self._events.submit(post_event, *event))
+            except CreateRefused as refused:
+                self.refused(key, view.generation, refused, now)
+                return 0.0  # the next pass Stalls the pipeline with the API server's words
             reconciling = decision.status.condition(ConditionType.RECONCILING)
             self.pacing.passed(key, running=reconciling is not None and reconciling.status == "True",
                                wrote=not held and decision.status != view.status)
@@ -90,6 +95,15 @@ class Reconciler:
             return min((t for t in (decision.requeue_after, observed.recheck_after, wait if held else None) if t is not None), default=None)
         finally:
             self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+
+    def refused(self, key: Key, generation: int, refused: CreateRefused, now: datetime) -> None:
+        """Remember a refused create for the pipeline's generation and run; counted, logged once per try."""
+        err = refused.error
+        refusal = refusal_of(refused.manifest, err.status, err.reason, err.message, err.fields, generation=generation,
+                             dry_run=refused.dry_run, at=now, before=self.cache.refusal(key))
+        self.cache.refused(key, refusal)
+        self.metrics.create_refusals.labels(kind=refusal.kind, dry_run=str(refusal.dry_run).lower()).inc()
+        log.warning("%s/%s: %s", *key, describe(refusal))
 
     async def work(self) -> None:
         loop = asyncio.get_running_loop()

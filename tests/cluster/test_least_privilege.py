@@ -7,7 +7,8 @@ in the API server's audit log (localcluster/config/audit-policy.yaml) belongs to
 pod is skipped (the executor completes it without running it; rank and plan hand over the reports
 they would write), so the scenario costs seconds yet walks the operator's paths: a full run with a
 CPU and a GPU family; a rerun that supersedes it (old Jobs deleted, the plan ConfigMap rewritten);
-a GPU stage that cannot be scheduled (pods read for the reason); the plan ConfigMap deleted and
+a GPU stage that cannot be scheduled (pods read for the reason); pods the Job controller cannot create
+(their FailedCreate Events read); the plan ConfigMap deleted and
 restored; suspend and resume (Jobs patched); the artifacts claim created; Events posted.
 
 The namespace enforces the restricted Pod Security Standard, so the API server itself refuses a
@@ -147,6 +148,11 @@ def test_the_operator_and_jobs_use_every_verb_the_chart_grants_and_nothing_else_
     kube.create(pipelines_path(namespace), pipeline_manifest(
         "held", training={"families": ["mlp"]}, stages=skipped_stages({"mlp": 1}, gpu={"gpusPerPod": 4})))
 
+    # "refused": its pods name a PriorityClass that does not exist, so the Job controller cannot create them
+    # and the operator reads why from the Job's FailedCreate Events.
+    kube.create(pipelines_path(namespace), pipeline_manifest(
+        "refused", priorityClassName="no-such-class", training={"families": ["lightgbm"]}, stages=skipped_stages({"lightgbm": 1})))
+
     first_run = wait_for("pipeline full's plan", lambda: (s := status_of(kube, namespace, "full")).get("plan") and s["runId"], timeout=WAIT)
     kube.patch(pipelines_path(namespace, "full"), {"metadata": {"annotations": {ANNOTATION_RERUN: "again"}}})
 
@@ -166,6 +172,8 @@ def test_the_operator_and_jobs_use_every_verb_the_chart_grants_and_nothing_else_
     wait_for("the GPU Job resumed", lambda: kube.get(job_path)["spec"].get("suspend") is False, timeout=WAIT)
 
     wait_condition(kube, namespace, "full", "Ready", timeout=WAIT)
+    stalled = wait_condition(kube, namespace, "refused", "Stalled", timeout=WAIT)
+    assert stalled["reason"] == "FailedCreate" and "no PriorityClass with name no-such-class" in stalled["message"], stalled
     full = status_of(kube, namespace, "full")
     assert full["runId"] != first_run
     assert not [j for j in jobs_of(kube, namespace, "full") if j["metadata"]["labels"][LABEL_RUN] == first_run]

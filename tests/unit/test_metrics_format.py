@@ -52,8 +52,8 @@ class RecordingKube:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
 
-    def create(self, collection: str, body: dict[str, Any]) -> dict[str, Any]:
-        self.calls.append(("create", collection))
+    def create(self, collection: str, body: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        self.calls.append(("dry-run" if dry_run else "create", collection))
         return body
 
     def replace(self, resource_path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -98,6 +98,7 @@ def exercised_metrics() -> Metrics:
     metrics.reconcile_passes.labels(read="api").inc()
     metrics.reconcile_passes.labels(read="cache").inc(3)
     metrics.reconcile_errors.inc(0)
+    metrics.create_refusals.labels(kind="Job", dry_run="false").inc()
     metrics.watch_stalled.set(0)
     assert ("create", "/apis/batch/v1/namespaces/ns/jobs") in kube.calls
     return metrics
@@ -143,6 +144,7 @@ def test_metrics_are_served_in_prometheus_text_format(exported: dict[str, Any]) 
         "trainpipe_reconcile_passes": "counter",
         "trainpipe_status_writes": "counter",
         "trainpipe_reconcile_errors": "counter",
+        "trainpipe_create_refusals": "counter",
         "trainpipe_watch_stalled": "gauge",
     }
     assert all(f.documentation for f in exported["families"].values()), "every family has HELP text"

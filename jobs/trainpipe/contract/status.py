@@ -41,6 +41,10 @@ class Reason(StrEnum):
     JOBS_DELETED = "JobsDeleted"
     REPORT_LOST = "ReportLost"
     START_TIMEOUT = "StartTimeout"
+    # The API server refused to create one of the pipeline's objects (a 4xx other than 409), or the Job
+    # controller could not create a unit's pod (its FailedCreate Events): a status, never a silent retry.
+    CREATE_REFUSED = "CreateRefused"
+    FAILED_CREATE = "FailedCreate"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

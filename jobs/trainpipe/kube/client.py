@@ -32,6 +32,9 @@ class ApiError(Exception):
         self.status = status
         self.reason = body.get("reason", "") if isinstance(body, dict) else ""
         self.message = (body.get("message", "") if isinstance(body, dict) else str(body or "")).strip()
+        details = (body.get("details") or {}) if isinstance(body, dict) else {}
+        # The object's fields the API server names (a 422's causes): which part of a manifest it refused.
+        self.fields = tuple(dict.fromkeys(c["field"] for c in details.get("causes") or [] if c.get("field")))
         super().__init__(f"{method} {path}: {status} {self.reason} {self.message}".strip())
 
 
@@ -117,10 +120,11 @@ class Kube:
         answer: str = self.request("GET", resource_path, query=query, accept="*/*")
         return answer
 
-    def create(self, collection: str, body: dict[str, Any]) -> dict[str, Any] | None:
-        """Create and return what the API server stored; None when it already exists (deterministic names make that success)."""
+    def create(self, collection: str, body: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any] | None:
+        """Create and return what the API server stored; None when it already exists (deterministic names make that success).
+        With `dry_run`, the API server validates and admits it (dryRun=All) and stores nothing."""
         try:
-            created: dict[str, Any] = self.request("POST", collection, body)
+            created: dict[str, Any] = self.request("POST", collection, body, query={"dryRun": "All"} if dry_run else None)
             return created
         except ApiError as err:
             if err.status == 409:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 from trainpipe.contract.kubelet import KILLED_BY_KUBELET
 from trainpipe.contract.stages import STAGES
-from trainpipe.contract.status import Reason, StageStatus
+from trainpipe.contract.status import ConditionType, Reason, StageStatus
 from trainpipe.contract.timestamps import parse_stamp
 from trainpipe.kube.pods import ObservedPod
 from trainpipe_operator import manifests
-from trainpipe_operator.observed import ObservedJob
-from trainpipe_operator.policies.passes import FAILED, SUCCEEDED, Pass
+from trainpipe_operator.observed import ObservedJob, podless
+from trainpipe_operator.policies.passes import FAILED, MAX_MESSAGE, SUCCEEDED, Pass
+from trainpipe_operator.refusals import create_failure_field, describe
 
 
 def failed_stage(p: Pass) -> bool:
@@ -104,3 +107,42 @@ def kubelet_retrying(p: Pass, stage: str, jobs: list[ObservedJob]) -> tuple[str,
         if killed is not None:
             return killed.reason, f"{unit_phrase(killed)} of stage {stage}{family_phrase(job)} was {kill_note(p, stage, job, killed)}; retrying"
     return None
+
+
+def create_failed(p: Pass, stage: str, jobs: list[ObservedJob]) -> tuple[str, str] | None:
+    """A Job of the stage without a pod whose pods the Job controller cannot create (its FailedCreate Event), with the unit named."""
+    standing = {j.name: j for j in jobs if podless(j, p.run)}
+    failure = next((f for f in p.observed.create_failures if f.job in standing), None)
+    if failure is None:
+        return None
+    job = standing[failure.job]
+    # An Indexed Job's pods are named <job>-<index>-<suffix>: the message names the unit that way.
+    index = re.search(rf'pods? "{re.escape(job.name)}-(\d+)-', failure.message) if job.indexed else None
+    unit = f"unit {index.group(1)}" if index else "the unit" if job.completions == 1 else "units"
+    tries = f", {failure.count} tries" if failure.count > 1 else ""
+    return Reason.FAILED_CREATE.value, (f"{unit} of stage {stage}{family_phrase(job)} cannot be created (Job {job.name}{tries}): "
+                                        f"{failure.message}; fix {create_failure_field(failure.message, stage)}")
+
+
+def refused(p: Pass) -> bool:
+    """Stall on the API server's refusal of one of the run's creates (this generation's), and create
+    nothing more until its back-off ends; a spec edit clears it (observe drops it)."""
+    refusal = p.observed.refusal
+    if refusal is None:
+        return False
+    stage = refusal.stage
+    families = getattr(manifests.settings_of(p.spec, stage), "families", {}) if stage is not None and stage in STAGES else {}
+    message = describe(refusal, per_family=bool(refusal.family and refusal.family in (families or {})))
+    wait = (refusal.retry_at - p.now).total_seconds()
+    if wait > 0:
+        p.create.clear()
+        p.upsert.clear()
+        p.events = [e for e in p.events if e.reason != Reason.JOBS_CREATED.value]  # nothing was created
+        p.requeue.append(wait)
+    if refusal.stage in p.stages:
+        p.stages[refusal.stage] = p.stages[refusal.stage].model_copy(update={"reason": Reason.CREATE_REFUSED.value, "message": message})
+    stalled = p.view.status.condition(ConditionType.STALLED)
+    if stalled is None or stalled.status != "True" or stalled.message != message[:MAX_MESSAGE]:  # once per refusal
+        p.event("Warning", Reason.CREATE_REFUSED, message)
+    p.stop("invalid", Reason.CREATE_REFUSED, message)
+    return True

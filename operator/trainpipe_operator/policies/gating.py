@@ -11,6 +11,7 @@ from trainpipe_operator.manifests import JobIntent
 from trainpipe_operator.naming import job_name
 from trainpipe_operator.observed import ObservedJob
 from trainpipe_operator.policies.failures import (
+    create_failed,
     failure_message,
     kubelet_retrying,
     why_stuck,
@@ -140,10 +141,16 @@ def walk_stages(p: Pass) -> None:
         p.stages[stage] = current
         progress = (f"stage {stage}: {counts['succeeded']}/{sum(i.completions for i in intents)} units done, "
                     f"{counts['active']} running, {counts['pending']} pending")
-        trouble = why_stuck(p, stage, mine) or kubelet_retrying(p, stage, mine)
-        if start_timed_out(p, stage, current, mine, trouble):
+        refused_pods = create_failed(p, stage, mine)
+        trouble = why_stuck(p, stage, mine) or refused_pods or kubelet_retrying(p, stage, mine)
+        # A refused create is a Stall of its own, with the API server's words (failures.refused); not a start timeout.
+        if p.observed.refusal is None and start_timed_out(p, stage, current, mine, trouble):
             return
-        if trouble:
+        if refused_pods:
+            cause, note = refused_pods
+            p.stop("stuck", cause, f"{progress}; {note}")
+            p.stages[stage] = current.model_copy(update={"reason": cause, "message": note})
+        elif trouble:
             cause, note = trouble
             p.stop("running", cause, f"{progress}; {note}")
             p.stages[stage] = current.model_copy(update={"reason": cause, "message": note})

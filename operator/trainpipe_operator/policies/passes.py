@@ -67,7 +67,7 @@ class Pass:
     events: list[EventIntent] = field(default_factory=list)
     finished: list[tuple[str, str, float, int]] = field(default_factory=list)
     requeue: list[float] = field(default_factory=list)
-    # What the run is doing, decided below: running | done | failed | invalid | suspended
+    # What the run is doing, decided below: running | stuck | done | failed | invalid | suspended
     state: str = "running"
     reason: str = Reason.STAGE_RUNNING.value
     message: str = ""

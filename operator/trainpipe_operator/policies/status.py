@@ -34,8 +34,10 @@ def finish(p: Pass) -> Decision:
     ready = set_condition(prev, ConditionType.READY, "True" if state == "done" else "False", reason, message, gen, stamp)
     reconciling = set_condition(prev, ConditionType.RECONCILING, "True" if state == "running" else "False",
                                 reason if state == "running" else state.capitalize(), message if state == "running" else "", gen, stamp)
-    stalled = set_condition(prev, ConditionType.STALLED, "True" if state in ("failed", "invalid") else "False",
-                            reason if state in ("failed", "invalid") else "NotStalled", message if state in ("failed", "invalid") else "", gen, stamp)
+    # "stuck": the run goes on (its Jobs stay) but cannot progress without a change (a unit's pods are refused at creation).
+    stalls = state in ("failed", "invalid", "stuck")
+    stalled = set_condition(prev, ConditionType.STALLED, "True" if stalls else "False",
+                            reason if stalls else "NotStalled", message if stalls else "", gen, stamp)
     suspended = set_condition(prev, ConditionType.SUSPENDED, "True" if state == "suspended" else "False",
                               Reason.SUSPENDED.value if state == "suspended" else Reason.NOT_SUSPENDED.value, "", gen, stamp)
     current = next((s for s in STAGES.order if (p.stages.get(s) or StageStatus()).outcome != SUCCEEDED), None)
