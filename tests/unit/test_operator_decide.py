@@ -418,6 +418,7 @@ def test_pending_pods_report_the_schedulers_reason():
     why = "0/4 nodes are available: 2 Insufficient nvidia.com/gpu, 2 node(s) had untolerated taint."
     d = run(view(status=st), gpu, pods=(pod(gpu, "Pending", index=0, unschedulable=why),), plan=plan_cm())
     assert why in d.status.message and condition(d, "Reconciling") == ("True", "Unschedulable")
+    assert "unit 0 of stage gpu, family mlp cannot be scheduled" in d.status.message, "the unit is named"
 
 
 def _gpu_stage_started(minutes_ago: int) -> PipelineStatus:

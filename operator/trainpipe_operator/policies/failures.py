@@ -94,7 +94,11 @@ def why_stuck(p: Pass, stage: str, jobs: list[ObservedJob]) -> tuple[str, str] |
             return pod.waiting.split(":", 1)[0], f"{unit_phrase(pod)} of stage {stage}{family_phrase(job)} cannot start (pod {pod.name}): {pod.waiting}"
     unschedulable = [pod for pod in pending if pod.unschedulable]
     if unschedulable:
-        return Reason.UNSCHEDULABLE.value, f"{len(unschedulable)} pod(s) of Job {unschedulable[0].job} cannot be scheduled: {unschedulable[0].unschedulable}"
+        first = unschedulable[0]
+        job = next(j for j in jobs if j.name == first.job)
+        more = f" and {len(unschedulable) - 1} more" if len(unschedulable) > 1 else ""
+        return Reason.UNSCHEDULABLE.value, (f"{unit_phrase(first)}{more} of stage {stage}{family_phrase(job)} cannot be scheduled "
+                                            f"(Job {first.job}, {len(unschedulable)} pod(s)): {first.unschedulable}")
     return None
 
 
