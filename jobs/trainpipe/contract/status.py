@@ -41,6 +41,8 @@ class Reason(StrEnum):
     JOBS_DELETED = "JobsDeleted"
     REPORT_LOST = "ReportLost"
     START_TIMEOUT = "StartTimeout"
+    # Ownership (issue 19): a child's name held by an object this pipeline does not control.
+    NAME_TAKEN = "NameTaken"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
