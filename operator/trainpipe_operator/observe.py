@@ -114,7 +114,7 @@ def needed_configmaps(kube: Kube, cache: ChildCache, view: PipelineView, run: st
 
     The watch and LISTs see only ConfigMaps with the pipeline's label; one a user made (or one left by a
     deleted pipeline of the same name) may hold the name without it. So a name the cache does not show is
-    asked for by GET when the pipeline is about to create it: at a run's start (its spec ConfigMap is not
+    asked for (a LIST by name) when the pipeline is about to create it: at a run's start (its spec ConfigMap is not
     there yet) and when the plan ConfigMap should be there and is not. A running pipeline asks nothing.
     """
     names = (plan_configmap(view.name), spec_configmap(view.name, run))
@@ -124,8 +124,9 @@ def needed_configmaps(kube: Kube, cache: ChildCache, view: PipelineView, run: st
     foreign: list[ForeignChild] = []
     for name, seen in known.items():
         if seen is None and (starting or (name == names[0] and view.status.plan is not None)):
-            obj = kube.get_or_none(path(view.namespace, "configmaps", name))
-            seen = None if obj is None else parse_configmap(obj)
+            # A LIST by name, not a GET: the operator's role reads ConfigMaps by listing only (rbac.yaml).
+            items = kube.get(path(view.namespace, "configmaps"), fieldSelector=f"metadata.name={name}").get("items") or []
+            seen = parse_configmap(items[0]) if items else None
         if seen is None:
             continue
         if owned(seen.controller, view.uid):

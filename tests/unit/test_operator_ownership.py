@@ -131,11 +131,13 @@ class FakeKube:
         kind = {"Job": "jobs", "ConfigMap": "configmaps"}[obj["kind"]]
         return f"/{plural}/namespaces/{NAMESPACE}/{kind}/{obj['metadata']['name']}"
 
-    def get(self, resource: str, labelSelector: str = "", **_: Any) -> dict[str, Any]:  # noqa: N803 -- the API's parameter names
-        self.requests.append(("list", resource))
+    def get(self, resource: str, labelSelector: str = "", fieldSelector: str = "", **_: Any) -> dict[str, Any]:  # noqa: N803 -- the API's parameter names
+        self.requests.append(("list", resource + (f"?{fieldSelector}" if fieldSelector else "")))
         wanted = labelSelector.split(",")[0].split("=")[-1] if labelSelector else None
+        named = fieldSelector.removeprefix("metadata.name=") if fieldSelector else None
         items = [o for p, o in self.objects.items() if p.startswith(resource + "/")
-                 and (wanted is None or (o["metadata"].get("labels") or {}).get(LABEL_PIPELINE) == wanted)]
+                 and (wanted is None or (o["metadata"].get("labels") or {}).get(LABEL_PIPELINE) == wanted)
+                 and (named is None or o["metadata"]["name"] == named)]
         return {"metadata": {"resourceVersion": "20"}, "items": copy.deepcopy(items)}
 
     def get_or_none(self, resource: str) -> dict[str, Any] | None:
@@ -183,7 +185,7 @@ def test_a_running_pipeline_asks_for_no_configmap_by_name():
     cache = ChildCache()
     observed = observe(kube, cache, _view(PipelineStatus(run_id=RUN)), NOW)  # type: ignore[arg-type]
     assert observed.spec_map_exists and observed.foreign == ()
-    assert not [r for r in kube.requests if r[0] == "get" and "/configmaps/" in r[1]], "its spec ConfigMap is listed: the run has started"
+    assert not [r for r in kube.requests if "metadata.name=" in r[1]], "its spec ConfigMap is listed: the run has started"
 
 
 def test_an_unowned_plan_configmap_stalls_the_pipeline_and_is_left_byte_for_byte():
