@@ -9,7 +9,7 @@ from trainpipe_operator.policies.passes import Pass
 
 # How soon a stalled pipeline looks again: a ConfigMap without the pipeline's label is not watched, so
 # its deletion brings no event; a GET of the name that often is all a stalled pipeline costs.
-NAME_TAKEN_RECHECK_SECONDS = 30.0
+NAME_TAKEN_RECHECK_SECONDS = 10.0
 
 
 def refuse_taken_names(p: Pass) -> bool:
