@@ -109,6 +109,10 @@ def move_legacy_folder(pipeline_dir: Path, owner: FolderOwner) -> bool:
     if legacy is None or not is_legacy_pipeline_folder(legacy):
         return False
     runs = sorted(c.name for c in legacy.iterdir() if c.is_dir() and not c.name.startswith("."))
+    try:
+        (legacy / RUN_MARKER).mkdir(exist_ok=True)  # never its parents: a claimant that moved it first leaves no ghost behind
+    except FileNotFoundError:
+        return False
     write_json(legacy / RUN_MARKER / LEGACY_RUNS, {"movedFrom": str(legacy), "runs": runs})
     pipeline_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
