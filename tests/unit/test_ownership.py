@@ -154,3 +154,27 @@ def test_the_old_folder_stays_where_it_is_unless_it_is_unambiguously_the_pipelin
     claim_folder(pipeline, ML)
     assert sorted(str(p.relative_to(tmp_path)) for p in old.rglob("*")) == before, "the old folder is left exactly as it was"
     assert read_owner(pipeline) == ML and legacy_runs(pipeline) == set()
+
+
+def test_the_report_jobs_of_one_pipeline_name_in_two_namespaces_on_one_volume(tmp_path: Path):
+    """The report Jobs' own commands (as the operator builds them) on one volume: what tests/cluster/test_ownership.py
+    checks on a cluster, here with this checkout's stage code."""
+    from trainpipe.contract.pipeline import PipelineSpec
+    from trainpipe_operator.manifests import JobIntent, Owner, stage_args
+
+    volume = tmp_path / "artifacts"
+    _run(volume / "same", "r-legacy", 100)  # the layout without namespaces
+    _run(volume / "b" / "same", "r-b-old1", 200)
+    _run(volume / "b" / "same", "r-b-old2", 300)
+    for ns, keep in (("a", 1), ("b", 10)):
+        spec = PipelineSpec.model_validate({"data": {"dir": "/data"}, "keepRuns": keep})
+        owner = Owner(ns, "same", f"uid-{ns}")
+        # The run the report finishes: its earlier stages were skipped, as on the cluster, so report is its first writer.
+        args = [a.replace(spec.artifacts.mount_path, str(volume)).replace("/dev/termination-log", str(tmp_path / f"log-{ns}"))
+                for a in stage_args(spec, owner, f"r-{ns}", JobIntent("report", None, 0, 1))]
+        done = subprocess.run([sys.executable, "-m", "trainpipe.cli.main", *args], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert read_owner(volume / ns / "same") == FolderOwner(namespace=ns, name="same", uid=f"uid-{ns}")
+    assert not (volume / "same").exists()
+    assert _names(volume / "a" / "same") == [".trainpipe", "r-a", "r-legacy"], "a (keepRuns 1) keeps the runs moved from the old layout"
+    assert _names(volume / "b" / "same") == [".trainpipe", "r-b", "r-b-old1", "r-b-old2"], "a's pruning never reached b's runs"
