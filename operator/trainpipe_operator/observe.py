@@ -5,6 +5,10 @@ failed pass or the relist period makes: after a restart or a missed event the sn
 cluster's truth, which is what keeps `decide` from creating a Job twice. It also refills the cache
 (see `cache`), from which the passes in between read without a request. Pods are not watched: they
 are LISTed when a pass needs them (`observed.pod_read`).
+
+A child is the pipeline's only when its controller ownerReference carries the pipeline's UID; the
+others with its labels or its child names go to `Observed.foreign`, for `decide` to leave alone (and to
+stall on when one holds a name it needs).
 """
 
 from __future__ import annotations
