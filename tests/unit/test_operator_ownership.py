@@ -5,6 +5,7 @@ while staying byte for byte as it was. Artefact paths hold the namespace, and ev
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +27,7 @@ from trainpipe_operator.manifests import JobIntent, Owner, stage_args
 from trainpipe_operator.metrics import Metrics
 from trainpipe_operator.naming import job_name, plan_configmap, spec_configmap
 from trainpipe_operator.observe import observe
-from trainpipe_operator.observed import Controller, ForeignChild, Observed, ObservedPlan
+from trainpipe_operator.observed import Controller, ForeignChild, Observed, ObservedJob, ObservedPlan
 from trainpipe_operator.policies.ownership import NAME_TAKEN_RECHECK_SECONDS
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
@@ -239,3 +240,32 @@ def test_status_points_at_the_namespaced_run_folder():
     assert d.status.output_path == f"/artifacts/{NAMESPACE}/{PIPELINE}/{RUN}"
 
 
+
+
+def test_a_stage_refused_by_the_folders_owner_stalls_the_pipeline_with_the_owner_and_how_to_adopt_it():
+    """The report pod's own termination line (exit 9), with names at their longest, reaches status.message whole."""
+    from pathlib import Path
+
+    from trainpipe.cli.termination import failure_line
+    from trainpipe.contract.exitcodes import ExitCode
+    from trainpipe.contract.owners import FolderOwner
+    from trainpipe.kube.pods import ObservedPod
+    from trainpipe.runner.ownership import refusal
+
+    ns, name = "n" * 63, "p" * 40
+    old, new = (FolderOwner(namespace=ns, name=name, uid=u) for u in ("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "9a8b7c6d-5e4f-3a2b-1c0d-e9f8a7b6c5d4"))
+    line = failure_line("report", ExitCode.FOLDER_OWNED, refusal(Path(f"/artifacts/{ns}/{name}"), old, new))
+    spec = SPEC
+    view = dataclasses.replace(pipeline_view(spec, PipelineStatus(
+        run_id=RUN, run_generation=1, started_at="2026-12-01T11:00:00Z", selected_targets=1,
+        plan=PlanRef(digest="d" * 64, path="/p", units={"lightgbm": 1}),
+        stages=succeeded_stages(Stage.RANK, Stage.SELECT, Stage.PLAN, Stage.CPU, Stage.GPU))), namespace=ns, name=name, uid=new.uid)
+    report = job_name(name, RUN, Stage.REPORT, None, 0)
+    failed = ObservedJob(name=report, run=RUN, stage=Stage.REPORT, family=None, attempt=0, completions=1, indexed=False,
+                         failed=1, failed_condition="PodFailurePolicy: Container trainpipe failed with exit code 9 matching FailJob rule at index 0")
+    pod = ObservedPod(name=f"{report}-abcde", job=report, index=None, phase="Failed", exit_code=9, message=line)
+    d = decide(view, Observed(jobs=(failed,), pods=(pod,), spec_map_exists=True, plan=ObservedPlan(RUN, "d" * 64, "/p", {"lightgbm": 1})), CONFIG, NOW)
+    status, reason, message = stalled(d)
+    assert status == "True" and reason == "StageFailed"
+    assert f"belongs to pipeline {ns}/{name} (uid {old.uid})" in message and "(exit 9)" in message
+    assert f'set "uid" to {new.uid}' in message, f"the way to adopt the folder is cut off: {message}"

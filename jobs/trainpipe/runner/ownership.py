@@ -66,13 +66,14 @@ def claim_folder(pipeline_dir: Path, owner: FolderOwner) -> None:
 
 
 def refusal(pipeline_dir: Path, held: FolderOwner, owner: FolderOwner) -> str:
-    """Why a stage refuses `pipeline_dir`, and the ways on, for the pipeline's status."""
-    same_name = (held.namespace, held.name) == (owner.namespace, owner.name)
-    why = ("a pipeline of this name was deleted and created again; its runs are there" if same_name
-           else "two pipelines were given one folder")
-    return (f"the folder {pipeline_dir} belongs to {held.describe()}, not to {owner.describe()} ({why}); nothing was written "
-            f"or pruned there. To continue in it and keep its runs, adopt it: set \"uid\" to {owner.uid} in {owner_record(pipeline_dir)}; "
-            f"to start afresh, move the folder elsewhere. Then retry (trainpipe.io/retry)")
+    """Why a stage refuses `pipeline_dir`, and the ways on, for the pipeline's status (kept short: a status
+    message holds 1 KiB, and the way on comes last)."""
+    if (held.namespace, held.name) == (owner.namespace, owner.name):
+        whose = f"{held.describe()}, deleted and created again since (now uid {owner.uid})"
+    else:
+        whose = f"{held.describe()}, not to {owner.describe()} (two pipelines were given one folder)"
+    return (f"the folder {pipeline_dir} belongs to {whose}: nothing was written or pruned there. To keep its runs, adopt it: "
+            f"set \"uid\" to {owner.uid} in {owner_record(pipeline_dir)}; to start afresh, move the folder away. Then retry (trainpipe.io/retry)")
 
 
 def legacy_folder(pipeline_dir: Path, owner: FolderOwner) -> Path | None:
