@@ -19,7 +19,7 @@ from trainpipe.kube.client import ApiError, Kube, path, pipelines_path
 from trainpipe_operator.cache import ChildCache
 from trainpipe_operator.decide import Decision
 from trainpipe_operator.metrics import Metrics
-from trainpipe_operator.observed import SUSPENDED_BY_OPERATOR, PipelineView
+from trainpipe_operator.observed import SUSPENDED_BY_OPERATOR, PipelineView, controller_of, owned
 from trainpipe_operator.refusals import is_refusal
 
 log = logging.getLogger("trainpipe.operator")
@@ -101,9 +101,10 @@ def act(kube: Kube, obj: dict[str, Any], view: PipelineView, decision: Decision,
     cache = cache if cache is not None else ChildCache()
     # The plan ConfigMap goes first: whoever sees a stage's Jobs can already read the plan they train.
     for manifest in decision.upsert:
-        written = ensure(kube, manifest)
+        written = ensure(kube, manifest) or replace_own(kube, f"{_collection(manifest)}/{manifest['metadata']['name']}", manifest, view.uid)
         if written is None:
-            written = kube.replace(f"{_collection(manifest)}/{manifest['metadata']['name']}", manifest)
+            cache.unprime(key)  # another controller's object holds the name: the next pass reads it and stalls
+            continue
         cache.wrote(written)
     # A stage of several Jobs (one per family) is dry-run whole first: a spec that makes one of them
     # invalid then creates none, instead of leaving its siblings running for nothing. A single create
@@ -150,6 +151,21 @@ def act(kube: Kube, obj: dict[str, Any], view: PipelineView, decision: Decision,
     for event in decision.events:
         (post or post_event)(kube, view, event.type, event.reason, event.message)
     return held
+
+
+def replace_own(kube: Kube, resource_path: str, manifest: dict[str, Any], uid: str) -> dict[str, Any] | None:
+    """Replace the object at `resource_path` with `manifest` only if the pipeline (`uid`) controls it, at the
+    version read (a 409 if it changed meanwhile); None, leaving it byte for byte, when it is someone else's or gone."""
+    current = kube.get_or_none(resource_path)
+    if current is None:
+        return None
+    meta = current.get("metadata") or {}
+    if not owned(controller_of(meta), uid):
+        log.warning("%s: not replaced, its controller is not this pipeline", resource_path)
+        return None
+    body = dict(manifest, metadata=dict(manifest["metadata"], resourceVersion=meta.get("resourceVersion")))
+    written: dict[str, Any] = kube.replace(resource_path, body)
+    return written
 
 
 def write_status(kube: Kube, obj: dict[str, Any], resource_path: str, status: dict[str, Any]) -> dict[str, Any] | None:

@@ -311,6 +311,13 @@ class ChildCache:
             entry = held.configmaps.entries.get(name) if held else None
             return entry is not None and entry[1] is not None  # None: a tombstone
 
+    def configmap(self, key: Key, name: str) -> ObservedConfigMap | None:
+        """The labelled ConfigMap of that name as last seen (whoever controls it); None when none is known."""
+        with self._lock:
+            held = self._pipelines.get(key)
+            entry = held.configmaps.entries.get(name) if held else None
+            return entry[1] if entry else None
+
     def plan(self, key: Key, name: str) -> ObservedPlan | None:
         with self._lock:
             held = self._pipelines.get(key)

@@ -9,8 +9,8 @@ restart changes nothing. Two rules keep it safe to re-run at any moment:
 
 This module is the table of contents; each policy lives in `policies/`: `run` (which run, retry,
 completion and TTL, suspend, preconditions), `gating` (each stage's Jobs from its row in
-contract.stages, hand-off to the next), `failures` (failed stages, the deadline, what the kubelet
-reports) and `status` (conditions and progress), all over one pass's scratch space (`passes.Pass`).
+contract.stages, hand-off to the next), `ownership` (names held by objects the pipeline does not
+control), `failures` (failed stages, the deadline, what the kubelet reports) and `status` (conditions and progress), all over one pass's scratch space (`passes.Pass`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from trainpipe_operator.policies.failures import (
     refused,
 )
 from trainpipe_operator.policies.gating import walk_stages
+from trainpipe_operator.policies.ownership import refuse_taken_names
 from trainpipe_operator.policies.passes import Decision, Pass
 from trainpipe_operator.policies.run import (
     apply_ttl,
@@ -68,4 +69,5 @@ def decide(view: PipelineView, observed: Observed, config: OperatorConfig, now: 
             walk_stages(p)
             if p.state in ("running", "stuck"):
                 refused(p)
+    refuse_taken_names(p)  # last: it weighs every name the pass would create
     return finish(p)

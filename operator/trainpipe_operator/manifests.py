@@ -32,6 +32,7 @@ from trainpipe.contract.names import (
     MANAGER,
     NO_FAMILY,
 )
+from trainpipe.contract.owners import FolderOwner
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.runs import IDENTITY_FIELDS
 from trainpipe.contract.stages import STAGES, Pool
@@ -64,6 +65,10 @@ class Owner:
     name: str
     uid: str
 
+    def folder_arg(self) -> str:
+        """The `--owner` argument of the stage commands."""
+        return FolderOwner(namespace=self.namespace, name=self.name, uid=self.uid).to_arg()
+
     def reference(self) -> dict[str, Any]:
         return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "name": self.name, "uid": self.uid, "controller": True}
 
@@ -88,13 +93,16 @@ def data_dir(spec: PipelineSpec) -> str:
     return posixpath.normpath(posixpath.join(volume.mount_path, spec.data.dir))
 
 
-def pipeline_dir(spec: PipelineSpec, pipeline: str) -> str:
-    return posixpath.join(spec.artifacts.mount_path, pipeline)
+def pipeline_dir(spec: PipelineSpec, owner: Owner) -> str:
+    """`<mountPath>/<namespace>/<pipeline>`: one artifacts volume may serve several namespaces (teams), and two
+    pipelines of one name in two of them must never share a folder. (Before, `<mountPath>/<pipeline>`: the
+    first stage of a pipeline's first run in this layout moves that folder here, `runner.ownership`.)"""
+    return posixpath.join(spec.artifacts.mount_path, owner.namespace, owner.name)
 
 
-def run_dir(spec: PipelineSpec, pipeline: str, run: str) -> str:
+def run_dir(spec: PipelineSpec, owner: Owner, run: str) -> str:
     """Each run writes under its own folder; earlier runs' models stay beside it."""
-    return posixpath.join(pipeline_dir(spec, pipeline), run)
+    return posixpath.join(pipeline_dir(spec, owner), run)
 
 
 def job_spec_json(spec: PipelineSpec) -> str:
@@ -105,18 +113,23 @@ def job_spec_json(spec: PipelineSpec) -> str:
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
 
-def stage_args(spec: PipelineSpec, pipeline: str, run: str, intent: JobIntent) -> list[str]:
-    """The stage's command (its row in contract.stages) with what one Job of this run needs."""
+def stage_args(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent) -> list[str]:
+    """The stage's command (its row in contract.stages) with what one Job of this run needs.
+
+    Every stage gets `--owner`: the first to write records the pipeline folder as this pipeline's, and
+    each refuses a folder another pipeline's record names (exit FOLDER_OWNED), so a pipeline deleted and
+    created again, or one of the same name elsewhere, never writes into or prunes the other's runs."""
     row = STAGES[intent.stage]
-    out = run_dir(spec, pipeline, run)
+    out = run_dir(spec, owner, run)
+    owned = ["--owner", owner.folder_arg()]
     if not row.computes:  # renders the run's files; prunes old run folders
         return [*row.command, "--output-dir", out, "--run-id", run, "--termination-log", TERMINATION_LOG,
-                "--reuse-dir", pipeline_dir(spec, pipeline), "--keep-runs", str(spec.keep_runs),
-                *(arg for run_id in intent.keep for arg in ("--pin", run_id))]
+                "--reuse-dir", pipeline_dir(spec, owner), "--keep-runs", str(spec.keep_runs),
+                *(arg for run_id in intent.keep for arg in ("--pin", run_id)), *owned]
     # Paths in the pod are arguments, not file content: a node that maps volumes to other paths (the local
     # cluster's simulated nodes) rewrites them where they are written; --data-dir overrides the file's data.dir.
     args = [*row.command, "--spec-file", f"{SPEC_DIR}/{SPEC_KEY}", "--data-dir", data_dir(spec), "--output-dir", out, "--run-id", run,
-            "--reuse-dir", pipeline_dir(spec, pipeline), "--termination-log", TERMINATION_LOG]
+            "--reuse-dir", pipeline_dir(spec, owner), "--termination-log", TERMINATION_LOG, *owned]
     if row.trains:
         if intent.family is None or intent.plan_digest is None:
             raise ValueError(f"a {intent.stage} Job trains one family of one plan: its intent names neither")
@@ -265,7 +278,7 @@ def pod_spec(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent, conf
         "image": image_of(spec, stage, config) or "",
         # No command: the image's entrypoint runs `trainpipe` under an init (tini) that forwards SIGTERM to
         # the stage and its worker and reaps them, so a deleted pod stops cleanly within its grace period.
-        "args": stage_args(spec, owner.name, run, intent),
+        "args": stage_args(spec, owner, run, intent),
         # The images set no WORKDIR: files a library drops in the working directory land in scratch.
         "workingDir": SCRATCH,
         "env": env(),

@@ -5,6 +5,10 @@ failed pass or the relist period makes: after a restart or a missed event the sn
 cluster's truth, which is what keeps `decide` from creating a Job twice. It also refills the cache
 (see `cache`), from which the passes in between read without a request. Pods are not watched: they
 are LISTed when a pass needs them (`observed.pod_read`).
+
+A child is the pipeline's only when its controller ownerReference carries the pipeline's UID; the
+others with its labels or its child names go to `Observed.foreign`, for `decide` to leave alone (and to
+stall on when one holds a name it needs).
 """
 
 from __future__ import annotations
@@ -21,10 +25,15 @@ from trainpipe_operator.naming import artifacts_claim, plan_configmap, spec_conf
 from trainpipe_operator.observed import (
     POD_RECHECK_SECONDS,
     CreateFailure,
+    ForeignChild,
     Observed,
+    ObservedConfigMap,
+    ObservedJob,
     PipelineView,
     PodRead,
     PodScope,
+    owned,
+    parse_configmap,
     parse_create_failures,
     pod_read,
     pod_scope,
@@ -61,7 +70,7 @@ def observe(kube: Kube, cache: ChildCache, view: PipelineView, now: datetime, cu
         started = cache.clock()  # trust runs from the start of the reads, not their end
         cache.list_jobs(key, kube.get(path(view.namespace, "jobs", group="batch/v1"), labelSelector=selector))
         cache.list_configmaps(key, kube.get(path(view.namespace, "configmaps"), labelSelector=selector))
-    jobs = cache.jobs(key)
+    jobs, foreign = own_jobs(cache.jobs(key), view.uid)
     pods: tuple[ObservedPod, ...] = ()
     missing: list[str] = []
     need, recheck, every = PodRead.NONE, None, POD_RECHECK_SECONDS
@@ -105,10 +114,16 @@ def observe(kube: Kube, cache: ChildCache, view: PipelineView, now: datetime, cu
             artifacts_exists = _claim_exists(kube, cache, view.namespace, artifacts_claim(view.name), full)
     if full:
         cache.primed(key, started)
-    spec_map = current is not None and cache.has_configmap(key, spec_configmap(view.name, current.run_id))
-    return Observed(jobs=jobs, pods=pods, plan=cache.plan(key, plan_configmap(view.name)), missing_claims=tuple(missing),
+    plan, spec_map = None, False
+    if current is not None:
+        maps, held = needed_configmaps(kube, cache, view, current.run_id)
+        foreign += held
+        plan_map = maps.get(plan_configmap(view.name))
+        plan = plan_map.plan if plan_map is not None else None
+        spec_map = spec_configmap(view.name, current.run_id) in maps
+    return Observed(jobs=jobs, pods=pods, plan=plan, missing_claims=tuple(missing),
                     artifacts_claim_exists=artifacts_exists, spec_map_exists=spec_map, recheck_after=recheck,
-                    refusal=refusal, create_failures=failures)
+                    foreign=tuple(foreign), refusal=refusal, create_failures=failures)
 
 
 def _create_failures(kube: Kube, cache: ChildCache, key: Key, jobs: list[Any], max_age: float) -> tuple[CreateFailure, ...]:
@@ -131,6 +146,39 @@ def _create_failures(kube: Kube, cache: ChildCache, key: Key, jobs: list[Any], m
     failures = parse_create_failures(listing, jobs)
     cache.put_create_failures(key, failures)
     return failures
+
+
+def own_jobs(jobs: tuple[ObservedJob, ...], uid: str) -> tuple[tuple[ObservedJob, ...], list[ForeignChild]]:
+    """(the pipeline's Jobs, the labelled Jobs another controller or none holds)."""
+    return (tuple(j for j in jobs if owned(j.controller, uid)),
+            [ForeignChild("Job", j.name, j.controller) for j in jobs if not owned(j.controller, uid)])
+
+
+def needed_configmaps(kube: Kube, cache: ChildCache, view: PipelineView, run: str) -> tuple[dict[str, ObservedConfigMap], list[ForeignChild]]:
+    """The plan and run-spec ConfigMaps that are the pipeline's, by name, and those names held by objects that are not.
+
+    The watch and LISTs see only ConfigMaps with the pipeline's label; one a user made (or one left by a
+    deleted pipeline of the same name) may hold the name without it. So a name the cache does not show is
+    asked for (a LIST by name) when the pipeline is about to create it: at a run's start (its spec ConfigMap is not
+    there yet) and when the plan ConfigMap should be there and is not. A running pipeline asks nothing.
+    """
+    names = (plan_configmap(view.name), spec_configmap(view.name, run))
+    known = {name: cache.configmap((view.namespace, view.name), name) for name in names}
+    starting = known[names[1]] is None
+    ours: dict[str, ObservedConfigMap] = {}
+    foreign: list[ForeignChild] = []
+    for name, seen in known.items():
+        if seen is None and (starting or (name == names[0] and view.status.plan is not None)):
+            # A LIST by name, not a GET: the operator's role reads ConfigMaps by listing only (rbac.yaml).
+            items = kube.get(path(view.namespace, "configmaps"), fieldSelector=f"metadata.name={name}").get("items") or []
+            seen = parse_configmap(items[0]) if items else None
+        if seen is None:
+            continue
+        if owned(seen.controller, view.uid):
+            ours[name] = seen
+        else:
+            foreign.append(ForeignChild("ConfigMap", name, seen.controller))
+    return ours, foreign
 
 
 def pod_query(selector: str, run: str, scope: PodScope) -> dict[str, str]:

@@ -65,6 +65,41 @@ class PipelineView:
         return None if self.spec is None else current_run(self.spec, self.rerun_token, self.status.schedule, now)
 
 
+@dataclass(frozen=True)
+class Controller:
+    """An object's controller ownerReference: whose child it is."""
+
+    kind: str
+    name: str
+    uid: str
+
+
+def controller_of(meta: dict[str, Any]) -> Controller | None:
+    ref = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
+    return None if ref is None else Controller(str(ref.get("kind", "")), str(ref.get("name", "")), str(ref.get("uid", "")))
+
+
+def owned(controller: Controller | None, uid: str) -> bool:
+    """A child is the pipeline's only when its controller ownerReference names the pipeline's UID: a pipeline of
+    the same name deleted and created again, or a user's object with our labels, is someone else's."""
+    return controller is not None and controller.uid == uid
+
+
+@dataclass(frozen=True)
+class ForeignChild:
+    """A Job or ConfigMap that looks like the pipeline's (its labels or its name) but whose controller is not this
+    pipeline (another UID, or none): never counted, deleted, suspended or replaced. When it holds a name the
+    pipeline needs, the pipeline stalls (`policies.ownership`)."""
+
+    kind: str  # Job | ConfigMap
+    name: str
+    controller: Controller | None
+
+    def whose(self) -> str:
+        c = self.controller
+        return "it has no controller" if c is None else f"its controller is {c.kind} {c.name} (uid {c.uid})"
+
+
 # The fields of a Job's status that move with each of its pods.
 COUNT_FIELDS = ("succeeded", "failed", "active", "ready")
 
@@ -89,6 +124,7 @@ class ObservedJob:
     suspended_by_operator: bool = False
     deleting: bool = False
     plan_digest: str | None = None
+    controller: Controller | None = None  # only a Job whose controller is the pipeline (its UID) is the pipeline's
 
     def counts_only(self, other: ObservedJob) -> bool:
         """Whether `other` differs from this Job only in its running counts (pods starting, Ready,
@@ -131,6 +167,7 @@ class Observed:
     missing_claims: tuple[str, ...] = ()  # claims the spec names that do not exist
     artifacts_claim_exists: bool = True
     spec_map_exists: bool = False  # the run's spec ConfigMap (<pipeline>-<run>-spec) is known to exist
+    foreign: tuple[ForeignChild, ...] = ()  # objects with the pipeline's labels or child names that another controller (or none) holds
     # Look again this soon even without events: pods are waiting, and pods are not watched.
     recheck_after: float | None = None
     refusal: Refusal | None = None  # the API server's refusal of this generation's and run's last create
@@ -198,7 +235,7 @@ def parse_job(obj: dict[str, Any]) -> ObservedJob | None:
         failed_indexes=_indexes(status.get("failedIndexes")), complete="Complete" in conditions,
         failed_condition=f"{failed.get('reason', '')}: {failed.get('message', '')}".strip(": ") if failed else None,
         suspended=bool(spec.get("suspend")), suspended_by_operator=annotations.get(SUSPENDED_BY_OPERATOR) == "true",
-        deleting=bool(meta.get("deletionTimestamp")), plan_digest=annotations.get(ANNOTATION_PLAN_DIGEST),
+        deleting=bool(meta.get("deletionTimestamp")), plan_digest=annotations.get(ANNOTATION_PLAN_DIGEST), controller=controller_of(meta),
     )
 
 
@@ -313,10 +350,11 @@ class ObservedConfigMap:
     """One of the pipeline's labelled ConfigMaps: the plan's (parsed) or a run's spec (whose content decide never reads)."""
 
     plan: ObservedPlan | None
+    controller: Controller | None = None
 
 
 def parse_configmap(obj: dict[str, Any]) -> ObservedConfigMap:
-    return ObservedConfigMap(parse_plan_configmap(obj))
+    return ObservedConfigMap(parse_plan_configmap(obj), controller_of(obj.get("metadata") or {}))
 
 
 def parse_plan_configmap(obj: dict[str, Any] | None) -> ObservedPlan | None:

@@ -145,7 +145,7 @@ def _check_outputs(cluster: Cluster, kube: Kube, pipeline: dict[str, Any]) -> No
     pvc = kube.get(f"{CORE}/namespaces/{NAMESPACE}/persistentvolumeclaims/{claim}")
     assert pvc["status"]["phase"] == "Bound"
     run = pipeline["status"]["runId"]
-    folder = cluster.claim_dir(NAMESPACE, claim) / PIPELINE / run
+    folder = cluster.claim_dir(NAMESPACE, claim) / NAMESPACE / PIPELINE / run
     report = folder / "report.html"
     assert report.stat().st_size > 10_000
     written = [p for p in folder.rglob("*") if p.is_file()]

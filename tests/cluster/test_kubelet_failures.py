@@ -177,7 +177,7 @@ def test_a_pod_deleted_mid_unit_gets_sigterm_exits_within_its_grace_period_and_l
     assert "TERMINATED" in term.get("message", ""), term
     assert stamp(term["finishedAt"]) - deleted_at < grace, "it exited well within its grace period"
     run = get(kube, namespace, "sigterm")["status"]["runId"]
-    ranking = cluster.claim_dir(namespace, "sigterm-artifacts") / "sigterm" / run / "ranking"
+    ranking = cluster.claim_dir(namespace, "sigterm-artifacts") / namespace / "sigterm" / run / "ranking"
     assert not list(ranking.rglob("*.tmp")), "no temp file of an atomic write is left"
     # Exit 143 is not a permanent failure: the Job runs the unit again in a new pod and the run is not
     # stalled. (That a retried unit completes over what an interrupted one left is test_faults' subject;

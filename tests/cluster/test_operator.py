@@ -182,7 +182,7 @@ def test_a_failed_unit_stalls_the_run_and_a_retry_reruns_only_what_has_no_output
     wait_for("claim models Bound", lambda: kube.get(f"{CORE}/namespaces/{namespace}/persistentvolumeclaims/models").get("status", {}).get("phase") == "Bound")
     # A real obstacle for one unit: a file where select must create the folder of fwd_ret_20d.
     run = run_id(PipelineSpec.model_validate(manifest["spec"]))
-    blocker = cluster.claim_dir(namespace, "models") / "retry" / run / "selection" / "fwd_ret_20d"
+    blocker = cluster.claim_dir(namespace, "models") / namespace / "retry" / run / "selection" / "fwd_ret_20d"
     blocker.parent.mkdir(parents=True)
     blocker.write_text("not a folder\n")
 
@@ -193,7 +193,7 @@ def test_a_failed_unit_stalls_the_run_and_a_retry_reruns_only_what_has_no_output
     assert "stage select" in stalled["message"] and "retry" in stalled["message"]
     assert obj["status"]["stages"]["select"]["failed"] == 1 and obj["status"]["stages"]["select"]["succeeded"] == 1
     assert not [j for j in jobs(kube, namespace, "retry") if stage_of(j) in ("plan", "cpu", "gpu")], "nothing after a failed stage"
-    good = cluster.claim_dir(namespace, "models") / "retry" / run / "selection" / "fwd_ret_5d" / "selected_features.json"
+    good = cluster.claim_dir(namespace, "models") / namespace / "retry" / run / "selection" / "fwd_ret_5d" / "selected_features.json"
     before = good.stat().st_mtime_ns
 
     blocker.unlink()

@@ -53,7 +53,7 @@ def test_exit_code_of_each_known_failure(error, code) -> None:
 
 
 def test_only_a_unit_failure_is_retried() -> None:
-    assert ExitCode.UNIT_FAILED.retriable and set(PERMANENT_EXIT_CODES) == {2, 3, 4, 5, 6, 7, 8}
+    assert ExitCode.UNIT_FAILED.retriable and set(PERMANENT_EXIT_CODES) == {2, 3, 4, 5, 6, 7, 8, 9}
 
 
 def test_help_lists_every_exit_code() -> None:

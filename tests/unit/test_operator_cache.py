@@ -29,10 +29,13 @@ RUN = run_id(SPEC)
 RANK = job_name("demo", RUN, Stage.RANK, None, 0)
 
 
+OWNER = {"apiVersion": "trainpipe.io/v1alpha1", "kind": "TrainingPipeline", "name": "demo", "uid": "u1", "controller": True}
+
+
 def job(name: str = RANK, rv: str = "10", *, succeeded: int = 0, suspend: bool = False, run: str = RUN) -> dict[str, Any]:
     labels = {LABEL_PIPELINE: "demo", LABEL_RUN: run, LABEL_STAGE: Stage.RANK.value, "trainpipe.io/attempt": "0"}
     conditions = [{"type": "Complete", "status": "True"}] if succeeded else []
-    return {"kind": "Job", "metadata": {"name": name, "namespace": "ns", "resourceVersion": rv, "labels": labels},
+    return {"kind": "Job", "metadata": {"name": name, "namespace": "ns", "resourceVersion": rv, "labels": labels, "ownerReferences": [OWNER]},
             "spec": {"completions": 1, "suspend": suspend}, "status": {"succeeded": succeeded, "conditions": conditions}}
 
 
@@ -171,17 +174,24 @@ def test_a_versioned_store_ignores_an_event_older_than_its_list_for_an_object_it
     assert store.values() == ["x", "new"]
 
 
+def spec_configmap(owner: dict[str, Any] | None = OWNER, name: str = f"demo-{RUN}-spec", labelled: bool = True) -> dict[str, Any]:
+    labels = {LABEL_PIPELINE: "demo", LABEL_RUN: RUN} if labelled else {}
+    return {"kind": "ConfigMap", "metadata": {"name": name, "namespace": "ns", "resourceVersion": "30", "labels": labels,
+                                              "ownerReferences": [owner] if owner else []}, "data": {"spec.json": "{}"}}
+
+
 class CountingKube:
     """The API server as `observe` sees it: fixed objects, every request counted."""
 
     def __init__(self, jobs: list[dict[str, Any]], pipeline_obj: dict[str, Any]) -> None:
         self.jobs, self.pipeline_obj, self.requests = jobs, pipeline_obj, []  # type: ignore[var-annotated]
+        self.configmaps = [spec_configmap()]  # the run has started: its spec ConfigMap is there
         self.versions: list[str | None] = []
 
     def get(self, resource: str, labelSelector: str = "", resourceVersion: str | None = None, fieldSelector: str = "") -> dict[str, Any]:  # noqa: N803 -- the API's parameter names
         self.requests.append(("list", resource.rsplit("/", 1)[-1]))
         self.versions.append(resourceVersion)  # None: a consistent read; "0": whatever the API server's watch cache holds
-        items = self.jobs if resource.endswith("/jobs") else []
+        items = self.jobs if resource.endswith("/jobs") else self.configmaps if resource.endswith("/configmaps") else []
         return {"metadata": {"resourceVersion": "100"}, "items": items}
 
     def get_or_none(self, resource: str) -> dict[str, Any] | None:
@@ -224,6 +234,7 @@ def test_while_pods_wait_a_pass_lists_them_at_most_every_recheck_period_and_come
     cache = ChildCache(clock=clock)
     waiting = {**job(rv="41"), "status": {"active": 1, "ready": 0}}  # its pod is not running yet: maybe unschedulable
     cache.list_jobs(KEY, {"metadata": {"resourceVersion": "41"}, "items": [waiting]})
+    cache.list_configmaps(KEY, {"metadata": {"resourceVersion": "41"}, "items": [spec_configmap()]})
     cache.primed(KEY)
     cache.claim_exists("ns", "bars")
     cache.claim_exists("ns", "demo-artifacts")

@@ -244,7 +244,7 @@ def test_every_stage_done_makes_the_pipeline_ready_and_records_the_models_for_pr
     assert condition(d, "Ready") == ("True", "Succeeded")
     assert condition(d, "Reconciling")[0] == "False" and condition(d, "Stalled")[0] == "False"
     assert d.status.stage == "Done" and d.status.finished_at == "2026-12-01T12:00:00Z"
-    assert d.status.last_succeeded_run.run_id == RUN and d.status.last_succeeded_run.models_path == f"/artifacts/demo/{RUN}/models"
+    assert d.status.last_succeeded_run.run_id == RUN and d.status.last_succeeded_run.models_path == f"/artifacts/ns/demo/{RUN}/models"
     assert d.status.progress == "18/18"
     assert not d.create and not d.delete_jobs
 
@@ -510,7 +510,7 @@ def test_stage_jobs_carry_labels_owner_no_api_token_and_fail_fast_on_bad_input()
     assert spec_json["data"]["dir"] == "/data/example" and "volume" not in spec_json["data"]
     assert d.status.spec_digest == hashlib.sha256(spec_map["data"]["spec.json"].encode()).hexdigest()
     assert container["args"][container["args"].index("--spec-file") + 1] == "/etc/trainpipe/spec/spec.json" and "--spec-json" not in container["args"]
-    assert container["args"][container["args"].index("--output-dir") + 1] == f"/artifacts/demo/{RUN}"
+    assert container["args"][container["args"].index("--output-dir") + 1] == f"/artifacts/ns/demo/{RUN}"
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert mounts["data"]["readOnly"] is True and mounts["data"]["mountPath"] == "/data"
     assert mounts["spec"] == {"name": "spec", "mountPath": "/etc/trainpipe/spec", "readOnly": True}
@@ -601,7 +601,7 @@ def test_the_report_job_prunes_run_folders_beyond_keep_runs():
     d = run(view(spec(keepRuns=3), status=st), plan=plan_cm())
     [report] = created_jobs(d).values()
     args = report["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[0] == "report" and args[args.index("--keep-runs") + 1] == "3" and args[args.index("--reuse-dir") + 1] == "/artifacts/demo"
+    assert args[0] == "report" and args[args.index("--keep-runs") + 1] == "3" and args[args.index("--reuse-dir") + 1] == "/artifacts/ns/demo"
 
 
 def test_the_report_job_never_prunes_the_last_good_run_or_a_pinned_one():

@@ -187,7 +187,8 @@ def test_a_scheduled_runs_rank_report_is_read_from_the_pods_of_its_slot():
     status = PipelineStatus(run_id=run, run_generation=1, started_at="2026-12-01T02:00:05Z", schedule=schedule)
     name = job_name("demo", run, Stage.RANK, None, 0)
     labels = {LABEL_PIPELINE: "demo", LABEL_RUN: run, LABEL_STAGE: Stage.RANK.value, "trainpipe.io/attempt": "0"}
-    rank_job = {"metadata": {"name": name, "labels": labels},
+    owner = {"kind": "TrainingPipeline", "name": "demo", "uid": "uid-1", "controller": True}
+    rank_job = {"metadata": {"name": name, "labels": labels, "ownerReferences": [owner]},
                 "spec": {"completions": 1}, "status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}}
     rank_pod = {"metadata": {"name": f"{name}-abcde", "labels": {**labels, "job-name": name}},
                 "status": {"phase": "Succeeded", "containerStatuses": [{"state": {"terminated": {"exitCode": 0, "message": RANK_REPORT}}}]}}

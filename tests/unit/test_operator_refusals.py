@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from operator_builders import observed_job, pipeline_view, succeeded_stages
+from operator_builders import UID, observed_job, pipeline_view, succeeded_stages
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.runs import run_id
 from trainpipe.contract.status import ConditionType, PipelineStatus, Reason, StageStatus
@@ -212,6 +212,7 @@ def test_a_single_job_is_not_dry_run_its_create_is_refused_and_a_later_success_c
     assert cache.refusal(("ns", "demo")) is None
 
 
+OWNED = [{"apiVersion": "trainpipe.io/v1alpha1", "kind": "TrainingPipeline", "name": "demo", "uid": UID, "controller": True}]
 FORBIDDEN = 'Error creating: pods "{job}-0-" is forbidden: error looking up service account ns/robot: serviceaccount "robot" not found'
 
 
@@ -276,7 +277,7 @@ def test_observe_reads_failed_create_events_only_for_a_job_without_pods_past_the
 
     name = observed_job("rank", run=RUN).name
     labels = {"trainpipe.io/pipeline": "demo", "trainpipe.io/run": RUN, "trainpipe.io/stage": "rank", "trainpipe.io/attempt": "0"}
-    job = {"metadata": {"name": name, "labels": labels, "resourceVersion": "5"}, "spec": {"completions": 1}, "status": {}}
+    job = {"metadata": {"name": name, "labels": labels, "resourceVersion": "5", "ownerReferences": OWNED}, "spec": {"completions": 1}, "status": {}}
     event = {"involvedObject": {"kind": "Job", "name": name}, "reason": "FailedCreate", "message": FORBIDDEN.format(job=name), "count": 3,
              "lastTimestamp": "2026-12-01T11:59:58Z"}
     kube, cache = EventsKube([job], [event]), ChildCache()
@@ -311,7 +312,7 @@ def test_an_operator_not_granted_the_event_read_goes_on_without_the_reason() -> 
 
     name = observed_job("rank", run=RUN).name
     labels = {"trainpipe.io/pipeline": "demo", "trainpipe.io/run": RUN, "trainpipe.io/stage": "rank", "trainpipe.io/attempt": "0"}
-    kube = Forbidden([{"metadata": {"name": name, "labels": labels, "resourceVersion": "5"}, "spec": {"completions": 1}, "status": {}}], [])
+    kube = Forbidden([{"metadata": {"name": name, "labels": labels, "resourceVersion": "5", "ownerReferences": OWNED}, "spec": {"completions": 1}, "status": {}}], [])
     started = (NOW - timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
     view = pipeline_view(SPEC, PipelineStatus(run_id=RUN, started_at=started, stages={"rank": StageStatus(pending=1, started_at=started)}))
     cache = ChildCache()

@@ -132,3 +132,8 @@ def test_at_the_bounds_every_job_and_pod_stays_small_and_the_rank_pod_reads_its_
     line = (tmp_path / "log").read_text().strip()
     assert done.returncode == ExitCode.BAD_DATA, line
     assert line.startswith("rank: BAD_DATA:") and "S0000000000000000000000000000003" in line, line
+    # The Job's --owner: its pipeline folder (<mount>/<namespace>/<pipeline>) was recorded as this pipeline's before anything else.
+    from trainpipe.runner.ownership import read_owner
+
+    recorded = read_owner(tmp_path / "artifacts" / owner.namespace / owner.name)
+    assert recorded is not None and (recorded.namespace, recorded.name, recorded.uid) == (owner.namespace, owner.name, owner.uid)

@@ -1,6 +1,6 @@
 """Which exit code each known failure of a stage command gets; the operator's podFailurePolicy acts on them. Called by `cli.main`.
 
-The codes are `trainpipe.contract.exitcodes.ExitCode`: 2–8 mean the same command fails again on the same
+The codes are `trainpipe.contract.exitcodes.ExitCode`: 2–9 mean the same command fails again on the same
 inputs (the Job fails at once), 1 means the unit's own work failed (retried). An error not in the table
 is a bug: it keeps its traceback and exits 1.
 """
@@ -40,7 +40,7 @@ def exit_code_for(exc: BaseException) -> ExitCode | None:
 
 # For `trainpipe --help`: one line per code, the meaning each failure's exit_code stands for.
 EPILOG_TABLE = """\
-exit codes (what the operator's podFailurePolicy reads; 2-8 are permanent, 1 and 143 are retried):
+exit codes (what the operator's podFailurePolicy reads; 2-9 are permanent, 1 and 143 are retried):
   0  OK             the stage or unit is done (or was already done, or was copied from another run)
   1  UNIT_FAILED    the work itself failed: a model raised, a worker died (retry the same command)
   2  INVALID_SPEC   bad flags, -f manifest or --spec-json; unknown family; a family of the other --stage;
@@ -52,5 +52,7 @@ exit codes (what the operator's podFailurePolicy reads; 2-8 are permanent, 1 and
   6  STALE_PLAN     the plan on the volume has another --run-id or --plan-digest than this call's
   7  EMPTY_PLAN     routing left nothing to train and training.allowEmptyPlan is false
   8  NO_SPACE       the volume is full or over quota (the message names the file); earlier outputs are intact
+  9  FOLDER_OWNED   the pipeline folder on the artifacts volume belongs to another pipeline (its
+                    .trainpipe/owner.json names it): nothing was written or pruned there
   143  TERMINATED   SIGTERM (the pod was deleted or evicted): temp files removed, finished units kept
 """

@@ -237,6 +237,7 @@ def _report(args: argparse.Namespace) -> CommandReport:
     if args.file is not None or args.spec_json is not None or args.spec_file is not None:
         resolve(args)  # an invalid spec fails here as it would in every other stage
     layout = Layout(args.output_dir)
+    _claim_pipeline_folder(args, layout)
     if args.run_id is not None and layout.master_training_plan.exists():
         from trainpipe.io.plan_files import read_training_plan
         from trainpipe.runner.plan_identity import check_plan
@@ -251,8 +252,13 @@ def _report(args: argparse.Namespace) -> CommandReport:
 
         if args.reuse_dir is None or args.keep_runs < 1:
             raise OptionsError("--keep-runs needs --reuse-dir (the folder of this pipeline's run folders) and a value of at least 1")
+        from trainpipe.runner.ownership import claim_folder, legacy_runs
+
+        if args.owner is not None:
+            claim_folder(Path(args.reuse_dir), args.owner)  # never prune another pipeline's runs
         mark_succeeded(layout.root)
-        removed_runs = [p.name for p in prune_runs(Path(args.reuse_dir), args.keep_runs, Path(args.output_dir).resolve(), set(args.pin))]
+        pinned = set(args.pin) | legacy_runs(Path(args.reuse_dir))
+        removed_runs = [p.name for p in prune_runs(Path(args.reuse_dir), args.keep_runs, Path(args.output_dir).resolve(), pinned)]
     return html_report(layout, removed_runs)
 
 
@@ -267,6 +273,7 @@ def _stages(args: argparse.Namespace, where: list[str]) -> CommandReport:
     if args.command == "train" and args.unit_index is not None and args.family is None:
         raise OptionsError("--unit-index needs --family: a training unit is addressed by family and index")
     layout = Layout(output_dir(args, name))
+    _claim_pipeline_folder(args, layout)
     with stage_progress() as tick:
         ctx = RunContext(spec=spec, layout=layout, progress=tick, run_id=args.run_id, reuse_dir=args.reuse_dir,
                          expected_plan_digest=getattr(args, "plan_digest", None), training_plan_dir=getattr(args, "training_plan_dir", None))
@@ -292,6 +299,15 @@ def _stages(args: argparse.Namespace, where: list[str]) -> CommandReport:
 
         mark_succeeded(layout.root)
     return _stage_report(args, layout, outcomes, report_path)
+
+
+def _claim_pipeline_folder(args: argparse.Namespace, layout) -> None:
+    """With --owner (cluster runs): the run folder's pipeline folder is this pipeline's, or nothing is written (exit 9)."""
+    if getattr(args, "owner", None) is None:
+        return
+    from trainpipe.runner.ownership import claim_folder
+
+    claim_folder(layout.root.parent, args.owner)
 
 
 def _stage_list(args: argparse.Namespace) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from trainpipe.contract.exitcodes import CommandFailure, ExitCode
+from trainpipe.contract.owners import FolderOwner
 from trainpipe.contract.pipeline import PipelineSpec, format_validation_error, load_manifest
 
 
@@ -86,8 +87,15 @@ def plan_digest_arg(text: str) -> str:
     return text
 
 
+def owner_arg(text: str) -> FolderOwner:
+    try:
+        return FolderOwner.from_arg(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_run_options(parser: argparse.ArgumentParser, *, reuse_help: str | None = None) -> None:
-    """--run-id, --termination-log and --reuse-dir: what the operator passes to every stage Job (all optional locally)."""
+    """--run-id, --termination-log, --reuse-dir and --owner: what the operator passes to every stage Job (all optional locally)."""
     g = parser.add_argument_group("cluster runs (the operator passes these; all optional locally)")
     g.add_argument("--run-id", type=run_id_arg, metavar="RUN",
                    help="The run this call belongs to: `plan` records it as the plan's metadata.runId (instead of run-<key>); "
@@ -98,6 +106,9 @@ def add_run_options(parser: argparse.ArgumentParser, *, reuse_help: str | None =
     g.add_argument("--reuse-dir", type=Path, metavar="DIR",
                    help=reuse_help or ("Folder holding other run folders of this pipeline (<artifacts>/<pipeline>): a stage or unit that is not "
                                        "done here is copied from a run folder in DIR whose record has the same inputs, instead of computed."))
+    g.add_argument("--owner", type=owner_arg, metavar="NAMESPACE/PIPELINE/UID",
+                   help="The pipeline the run folder's parent (its pipeline folder) belongs to: recorded there as .trainpipe/owner.json "
+                        "by the first stage; a folder whose record names another pipeline is refused (exit 9, FOLDER_OWNED).")
 
 
 # flag dest -> dotted spec path

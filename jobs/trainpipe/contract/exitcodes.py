@@ -1,6 +1,6 @@
 """Exit codes of every `trainpipe` stage command: what a pod's exit status tells the operator (and a podFailurePolicy).
 
-Codes 2–8 mean the same command would fail again on the same inputs, so a Job fails at once instead of
+Codes 2–9 mean the same command would fail again on the same inputs, so a Job fails at once instead of
 burning its retries; 1 (a unit's own failure), 143 (SIGTERM: the pod was deleted or evicted) and the
 kernel's kills (OOM kill 137) are retried.
 """
@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     STALE_PLAN = 6  # the plan on the volume is not the one this pod was created for (digest or run differs)
     EMPTY_PLAN = 7  # routing left nothing to train and the spec does not allow an empty plan
     NO_SPACE = 8  # the volume is full or over quota: the same write fails until space is freed
+    FOLDER_OWNED = 9  # the pipeline folder's owner record names another pipeline (namespace, name or UID): nothing is written there
     TERMINATED = 143  # SIGTERM (128 + 15): the pod was deleted or evicted mid-work; nothing half-written is left
 
     @property

@@ -45,6 +45,8 @@ class Reason(StrEnum):
     # controller could not create a unit's pod (its FailedCreate Events): a status, never a silent retry.
     CREATE_REFUSED = "CreateRefused"
     FAILED_CREATE = "FailedCreate"
+    # A child's name held by an object this pipeline does not control.
+    NAME_TAKEN = "NameTaken"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

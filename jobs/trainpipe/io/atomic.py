@@ -172,6 +172,32 @@ def write_json(path: Path, payload: Any) -> None:
     write_text(path, json.dumps(payload, indent=2, sort_keys=False, allow_nan=False, default=json_default) + "\n")
 
 
+def create_json(path: Path, payload: Any) -> bool:
+    """Write `path` whole only if nothing is there yet; returns whether this call wrote it.
+
+    The temp is linked to its final name (link() fails where a file exists), so of two writers at once
+    exactly one wins and the other reads the winner's record: a record that says who a folder belongs
+    to must not be replaced by a second claimant the way `write_json` would.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(payload, indent=2, allow_nan=False, default=json_default) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        _fsync_dir(path.parent)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_parquet(path: Path, frame: pd.DataFrame) -> None:
     # pandas is not imported by this module: the termination log is written through it, also when
     # SIGTERM arrives while pandas itself is still being imported.

@@ -160,8 +160,8 @@ def walk_stages(p: Pass) -> None:
     # Every stage succeeded in this pass.
     record = RunRecord(run_id=p.run, outcome="Succeeded", started_at=p.status.started_at, finished_at=p.stamp)
     p.record(finished_at=p.stamp, history=[record, *p.status.history][: p.spec.keep_runs],
-             last_succeeded_run=RunRef(run_id=p.run, models_path=f"{manifests.run_dir(p.spec, p.view.name, p.run)}/models", finished_at=p.stamp))
-    p.event("Normal", Reason.SUCCEEDED, f"run {p.run} succeeded; report at {manifests.run_dir(p.spec, p.view.name, p.run)}/report.html")
+             last_succeeded_run=RunRef(run_id=p.run, models_path=f"{manifests.run_dir(p.spec, p.owner, p.run)}/models", finished_at=p.stamp))
+    p.event("Normal", Reason.SUCCEEDED, f"run {p.run} succeeded; report at {manifests.run_dir(p.spec, p.owner, p.run)}/report.html")
     p.stop("done", Reason.SUCCEEDED, success_message(p))
     if p.spec.ttl_seconds_after_finished is not None:
         p.requeue.append(float(p.spec.ttl_seconds_after_finished))
@@ -224,7 +224,7 @@ def record_outputs(p: Pass, stage: str, jobs: list[ObservedJob]) -> str | None:
     plan = report
     if plan.run_id not in (None, p.run):
         return f"the plan Job wrote a plan for run {plan.run_id}, not {p.run}"
-    ref = PlanRef(digest=plan.plan_digest, path=f"{manifests.run_dir(p.spec, p.view.name, p.run)}/{plan.path}", units=dict(plan.units))
+    ref = PlanRef(digest=plan.plan_digest, path=f"{manifests.run_dir(p.spec, p.owner, p.run)}/{plan.path}", units=dict(plan.units))
     p.record(plan=ref)
     p.upsert.append(manifests.plan_config_map(p.owner, p.run, ref.digest, ref.path, dict(ref.units)))
     return None

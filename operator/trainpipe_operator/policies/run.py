@@ -27,7 +27,7 @@ def start_or_continue_run(p: Pass) -> None:
     p.status = PipelineStatus(
         conditions=old.conditions, last_succeeded_run=old.last_succeeded_run, run_id=p.run, run_generation=p.view.generation,
         rerun_token=p.view.rerun_token, retry_token=p.view.retry_token, started_at=p.stamp,
-        output_path=manifests.run_dir(p.spec, p.view.name, p.run), spec_digest=manifests.spec_digest(p.spec), history=history[: p.spec.keep_runs],
+        output_path=manifests.run_dir(p.spec, p.owner, p.run), spec_digest=manifests.spec_digest(p.spec), history=history[: p.spec.keep_runs],
     )
     p.stages = {}
 

@@ -20,7 +20,7 @@ def seconds_between(start: str | None, end: str) -> float:
 
 
 def success_message(p: Pass) -> str:
-    return f"run {p.run} succeeded; models in {manifests.run_dir(p.spec, p.view.name, p.run)}/models"
+    return f"run {p.run} succeeded; models in {manifests.run_dir(p.spec, p.owner, p.run)}/models"
 
 
 DISPLAY = {"done": "Done", "failed": "Failed", "invalid": "Failed", "suspended": "Suspended"}
