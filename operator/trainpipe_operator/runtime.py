@@ -26,6 +26,7 @@ from trainpipe_operator.decide import decide
 from trainpipe_operator.health import WatchHealth
 from trainpipe_operator.metrics import Metrics
 from trainpipe_operator.observe import observe, read_pipeline
+from trainpipe_operator.observed import CREATE_GRACE_SECONDS
 from trainpipe_operator.pacing import StatusPacing
 from trainpipe_operator.refusals import describe, refusal_of
 from trainpipe_operator.resync import Resync
@@ -92,7 +93,10 @@ class Reconciler:
                                wrote=not held and decision.status != view.status)
             if not held:
                 self.metrics.record_status(key, decision.status)
-            return min((t for t in (decision.requeue_after, observed.recheck_after, wait if held else None) if t is not None), default=None)
+            # A Job whose pods are refused never changes, so no watch event would bring the pass that reads why
+            # (observe's FailedCreate read): a pass that created Jobs comes back once they have stood that long.
+            created = CREATE_GRACE_SECONDS if any(m["kind"] == "Job" for m in decision.create) else None
+            return min((t for t in (decision.requeue_after, observed.recheck_after, wait if held else None, created) if t is not None), default=None)
         finally:
             self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
 
