@@ -81,7 +81,8 @@ class StageSettings(Contract):
     backoff_limit: int = Field(2, ge=0, le=100, description="Pod retries of a Job (per index where backoffLimitPerIndex is used).")
     pod_metadata: PodMetadata = Field(default_factory=PodMetadata)
     scratch_size_limit: Quantity = Field("2Gi", description="Size limit of the pods' /tmp (an emptyDir, the only writable path besides the volumes): "
-                                                           "the kubelet evicts a pod whose scratch files outgrow it.")
+                                                           "the kubelet evicts a pod whose scratch files outgrow it. Each pod requests "
+                                                           "this much ephemeral storage unless its resources set ephemeral-storage.")
 
 
 class FanOutSettings(StageSettings):
