@@ -52,9 +52,15 @@ class PodMutation:
 
 
 @contextmanager
-def pod_mutation(kube: Kube, namespace: str, name: str, condition: str, apply: str) -> Iterator[PodMutation]:
+def pod_mutation(kube: Kube, namespace: str, name: str, condition: str, apply: str = "", json_patch: str = "") -> Iterator[PodMutation]:
     """Pods created in `namespace` for which CEL `condition` holds get CEL `apply` (an ApplyConfiguration
-    expression over `object`), until `unbind()` or the end of the block."""
+    expression over `object`: it merges into lists keyed by name, such as env) or `json_patch` (a JSONPatch
+    list expression: it can replace what an apply cannot, such as a container's command), until `unbind()`
+    or the end of the block."""
+    if bool(apply) == bool(json_patch):
+        raise ValueError("pod_mutation: give either apply or json_patch")
+    mutation_spec = ({"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": apply}} if apply
+                     else {"patchType": "JSONPatch", "jsonPatch": {"expression": json_patch}})
     policy = {
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicy", "metadata": {"name": name},
         "spec": {
@@ -65,7 +71,7 @@ def pod_mutation(kube: Kube, namespace: str, name: str, condition: str, apply: s
             # pass because its fault was never injected.
             "failurePolicy": "Fail",
             "reinvocationPolicy": "Never",
-            "mutations": [{"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": apply}}],
+            "mutations": [mutation_spec],
         },
     }
     binding = {
