@@ -10,7 +10,9 @@ restart changes nothing. Two rules keep it safe to re-run at any moment:
 This module is the table of contents; each policy lives in `policies/`: `run` (which run, retry,
 completion and TTL, suspend, preconditions), `gating` (each stage's Jobs from its row in
 contract.stages, hand-off to the next), `ownership` (names held by objects the pipeline does not
-control), `failures` (failed stages, the deadline, what the kubelet reports) and `status` (conditions and progress), all over one pass's scratch space (`passes.Pass`).
+control), `failures` (failed stages, the deadline, what the kubelet reports), `disruptions` (units the
+cluster took away, capped per unit) and `status` (conditions and progress), all over one pass's
+scratch space (`passes.Pass`).
 """
 
 from __future__ import annotations

@@ -56,6 +56,7 @@ POD_SECURITY_CONTEXT: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": 
 # anywhere else fails loudly instead of being lost with the container.
 CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                               "capabilities": {"drop": ["ALL"]}}
+EPHEMERAL_STORAGE = "ephemeral-storage"
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 
 
@@ -152,6 +153,11 @@ def resources_of(spec: PipelineSpec, stage: str, family: str | None) -> dict[str
     if family is not None and family in per_family:
         chosen = per_family[family]
     out = {k: {name: str(q) for name, q in v.items()} for k, v in chosen.to_wire().items() if v}
+    if EPHEMERAL_STORAGE not in out.get("requests", {}) and EPHEMERAL_STORAGE not in out.get("limits", {}):
+        # Scratch (/tmp) is node disk: request what it may grow to, so the scheduler places the pod on a node
+        # with that much free, rather than the kubelet evicting it (or another team's pod) once the disk fills.
+        # A limit set alone is the request too (Kubernetes defaults one to the other), so it is left as it is.
+        out.setdefault("requests", {})[EPHEMERAL_STORAGE] = str(settings.scratch_size_limit)
     if STAGES[stage].pool is Pool.GPU and spec.stages.gpu.gpus_per_pod > 0:
         # Extended resources are requested through limits (requests default to them).
         out.setdefault("limits", {})[GPU_RESOURCE] = str(spec.stages.gpu.gpus_per_pod)

@@ -125,6 +125,9 @@ class ObservedJob:
     deleting: bool = False
     plan_digest: str | None = None
     controller: Controller | None = None  # only a Job whose controller is the pipeline (its UID) is the pipeline's
+    # Pods being deleted (evicted, preempted, their node drained) the Job waits for before replacing them. Not
+    # a running count: a change wakes a pass at once, which reads the pods while they still exist and say why.
+    terminating: int = 0
 
     def counts_only(self, other: ObservedJob) -> bool:
         """Whether `other` differs from this Job only in its running counts (pods starting, Ready,
@@ -236,6 +239,7 @@ def parse_job(obj: dict[str, Any]) -> ObservedJob | None:
         failed_condition=f"{failed.get('reason', '')}: {failed.get('message', '')}".strip(": ") if failed else None,
         suspended=bool(spec.get("suspend")), suspended_by_operator=annotations.get(SUSPENDED_BY_OPERATOR) == "true",
         deleting=bool(meta.get("deletionTimestamp")), plan_digest=annotations.get(ANNOTATION_PLAN_DIGEST), controller=controller_of(meta),
+        terminating=int(status.get("terminating") or 0),
     )
 
 
@@ -310,10 +314,12 @@ def _unread(run: str, status: PipelineStatus) -> dict[str, bool]:
 
 def _to_read_now(job: ObservedJob, run: str, unread: dict[str, bool]) -> bool:
     """A Job of the run whose pods hold what a pass needs now: why it failed or why a try of it failed
-    (the kubelet's OOMKilled shows while the Job still retries), or its unread report."""
+    (the kubelet's OOMKilled shows while the Job still retries), its unread report, or a pod being taken
+    away (evicted: counted per unit by policies/disruptions.py, and gone soon after)."""
     if job.run != run or job.deleting:
         return False
-    return job.failed_condition is not None or (job.failed > 0 and not job.complete) or (job.complete and unread.get(job.stage, False))
+    return (job.failed_condition is not None or (job.failed > 0 and not job.complete) or (job.complete and unread.get(job.stage, False))
+            or (job.terminating > 0 and not job.complete))
 
 
 def _starting(job: ObservedJob, run: str) -> bool:

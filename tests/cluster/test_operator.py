@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 
 from trainpipe.contract.names import GPU_RESOURCE, LABEL_ATTEMPT, LABEL_FAMILY, LABEL_PIPELINE, LABEL_RUN, LABEL_STAGE
 from trainpipe_localcluster import (
@@ -55,11 +56,25 @@ class JobRecorder:
             try:
                 for event in self.kube.watch(f"{BATCH}/namespaces/{self.namespace}/jobs", self._rv, timeout_seconds=5):
                     obj = event["object"]
+                    if event["type"] == "ERROR":  # resourceVersion too old (a restarted API server): list again
+                        self._relist()
+                        break
                     self._rv = obj["metadata"].get("resourceVersion", self._rv)
                     if event["type"] == "ADDED":
                         self.added.append(obj)
-            except (ApiError, OSError):
+            except ApiError as err:
+                if err.status == 410:  # the same, answered before the stream began
+                    self._relist()
                 time.sleep(0.2)
+            except (OSError, ValueError, urllib3.exceptions.HTTPError):  # a refused or cut connection (the API server restarting)
+                time.sleep(0.2)
+
+    def _relist(self) -> None:
+        """Jobs the watch missed, by uid: a Job created and deleted while it was cut would still be missed."""
+        listing = self.kube.get(f"{BATCH}/namespaces/{self.namespace}/jobs")
+        seen = {j["metadata"]["uid"] for j in self.added}
+        self.added += [j for j in listing["items"] if j["metadata"]["uid"] not in seen]
+        self._rv = listing["metadata"]["resourceVersion"]
 
     def stop(self) -> list[dict[str, Any]]:
         self._stop.set()

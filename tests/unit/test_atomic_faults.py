@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from trainpipe.io import atomic
-from trainpipe.io.atomic import FAULT_ENV, FaultPoint, atomic_dir, remove_stale, stale_temps, write_text
+from trainpipe.io.atomic import FAULT_ACTION_ENV, FAULT_ENV, FaultAction, FaultPoint, atomic_dir, remove_stale, stale_temps, write_text
 
 REPEATS = 20
 PARTS = 4
@@ -107,3 +107,29 @@ def test_remove_stale_touches_only_what_writers_of_that_path_leave(tmp_path: Pat
     (tmp_path / ".lightgbm-extra.tmp").write_text("not a temp of lightgbm")
     remove_stale(mine)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lightgbm-extra.tmp", ".xgboost.def456.tmp", "lightgbm", "xgboost"]
+
+
+def test_a_writer_stopped_at_its_fault_point_waits_mid_write_and_writes_on_when_continued(tmp_path: Path):
+    """`TRAINPIPE_FAULT_ACTION=stop`: the writer stops with its temp written and the target untouched; a
+    SIGCONT lets it finish the write (the cluster test kills the stopped pod instead)."""
+    target = tmp_path / "lightgbm"
+    _write_folder(target, "v0")
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.environ[FAULT_ENV] = f"{FaultPoint.TEMP_WRITTEN}:{target.name}"
+            os.environ[FAULT_ACTION_ENV] = FaultAction.STOP
+            _write_folder(target, "v1")
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, os.WUNTRACED)
+    assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGSTOP
+    assert _read_folder(target) == {_file_content("v0")}, "stopped before its rename: the old folder is whole"
+    [temp] = stale_temps(target)
+    assert {p.read_text() for p in temp.iterdir()} == {_file_content("v1")}, "stopped with its temp written"
+    os.kill(pid, signal.SIGCONT)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert _read_folder(target) == {_file_content("v1")} and stale_temps(target) == []

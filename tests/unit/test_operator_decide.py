@@ -336,7 +336,7 @@ def test_a_scheduling_change_applies_to_jobs_created_from_then_on():
                      "stages.cpu.families": {"xgboost": {"limits": {"cpu": 6}}}})
     d = run(view(edited, status=st, generation=3), done(Stage.CPU, "lightgbm", n=4), plan=plan_cm())
     [xgb] = created_jobs(d).values()
-    assert xgb["spec"]["template"]["spec"]["containers"][0]["resources"] == {"limits": {"cpu": "6"}}
+    assert xgb["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "6"}
     assert xgb["spec"]["parallelism"] == 2
     assert not d.delete_jobs and d.status.run_id == RUN and d.status.observed_generation == 3
 

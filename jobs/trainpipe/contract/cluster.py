@@ -79,9 +79,13 @@ class StageSettings(Contract):
     start_timeout_seconds: int = Field(600, ge=1, le=7 * 24 * 3600, description="A stage none of whose pods has started this long after "
                                        "its Jobs were created is Stalled (StartTimeout) with what it waits on; Jobs a queue holds suspended do not count.")
     backoff_limit: int = Field(2, ge=0, le=100, description="Pod retries of a Job (per index where backoffLimitPerIndex is used).")
+    max_evictions_per_unit: int = Field(3, ge=0, le=100, description="Times one unit's pod may be evicted, preempted or lost with its node "
+                                        "(each runs the unit again without using up its retries); one more fails the stage (EvictedTooOften) "
+                                        "and stops its Jobs.")
     pod_metadata: PodMetadata = Field(default_factory=PodMetadata)
     scratch_size_limit: Quantity = Field("2Gi", description="Size limit of the pods' /tmp (an emptyDir, the only writable path besides the volumes): "
-                                                           "the kubelet evicts a pod whose scratch files outgrow it.")
+                                                           "the kubelet evicts a pod whose scratch files outgrow it. Each pod requests "
+                                                           "this much ephemeral storage unless its resources set ephemeral-storage.")
 
 
 class FanOutSettings(StageSettings):

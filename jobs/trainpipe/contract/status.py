@@ -47,6 +47,8 @@ class Reason(StrEnum):
     FAILED_CREATE = "FailedCreate"
     # A child's name held by an object this pipeline does not control.
     NAME_TAKEN = "NameTaken"
+    # A unit the cluster took away (evicted, preempted) more often than stages.<s>.maxEvictionsPerUnit
+    EVICTED_TOO_OFTEN = "EvictedTooOften"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -70,6 +72,8 @@ class StageStatus(Contract):
     failed: int = Field(0, ge=0)
     attempt: int = Field(0, ge=0, description="Attempt of the stage's current Jobs; a retry token adds one.")
     report_reruns: int = Field(0, ge=0, description="Times the stage ran again because its pod was gone before its report was read.")
+    evictions: dict[str, list[str]] = Field(default_factory=dict, description="Pods of a unit (`<Job>/<index>`) that were evicted, preempted "
+                                            "or lost with their node; each ran again without using up the unit's retries.")
     started_at: str | None = None
     finished_at: str | None = Field(None, description="Set once, when every Job of the stage is Complete; the stage is never re-run after that.")
     outcome: Literal["Succeeded", "Failed"] | None = None

@@ -9,7 +9,9 @@ pod, a tool reading the models), and a private file there reads as "Permission d
 A killed writer leaves at most its temp (`.<name>.*.tmp`) beside the target, and with the two-rename
 folder swap an `.<name>.old`; `remove_stale(path)` clears what a dead writer of `path` left, and the
 next `atomic_dir(path)` puts an interrupted swap's old folder back first. The fault points
-(`TRAINPIPE_FAULT_POINT`) let the tests SIGKILL a writer at each step.
+(`TRAINPIPE_FAULT_POINT`) let the tests SIGKILL a writer at each step, or (`TRAINPIPE_FAULT_ACTION=stop`)
+stop it there with SIGSTOP, so a test outside the process can see it mid-write and kill what it chooses
+(a whole pod, as a node or the OOM killer would).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ DIR_MODE = 0o777 & ~_UMASK
 
 
 FAULT_ENV = "TRAINPIPE_FAULT_POINT"
+FAULT_ACTION_ENV = "TRAINPIPE_FAULT_ACTION"
 
 
 class FaultPoint(StrEnum):
@@ -55,13 +58,24 @@ class FaultPoint(StrEnum):
     BETWEEN_RENAMES = "between-renames"  # folder swap without an exchange: the old folder set aside, the new not in place
 
 
+class FaultAction(StrEnum):
+    """What a writer does at its fault point: `TRAINPIPE_FAULT_ACTION=<action>` (default kill)."""
+
+    KILL = "kill"  # SIGKILL itself: the writer dies there
+    # SIGSTOP itself: it waits there until a SIGCONT (then writes on) or a SIGKILL. A cluster test stops a
+    # training worker inside its model write this way, then kills the whole pod, which a self-kill would not:
+    # the stage around the worker would see one failed unit and exit on its own.
+    STOP = "stop"
+
+
 def _fault(point: FaultPoint, path: Path) -> None:
     wanted = os.environ.get(FAULT_ENV)
     if not wanted:
         return
     name, _, where = wanted.partition(":")
     if name == point and where in str(path):
-        os.kill(os.getpid(), signal.SIGKILL)
+        action = FaultAction(os.environ.get(FAULT_ACTION_ENV) or FaultAction.KILL)
+        os.kill(os.getpid(), signal.SIGSTOP if action is FaultAction.STOP else signal.SIGKILL)
 
 
 def _temp_prefix(path: Path) -> str:

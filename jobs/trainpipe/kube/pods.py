@@ -34,6 +34,7 @@ class ObservedPod:
     stage: str = ""  # the trainpipe.io/stage label
     family: str | None = None  # the trainpipe.io/family label, None for a stage without families
     status_message: str = ""  # the pod's own status.message (an eviction, a node that went away)
+    disruption: str = ""  # "<reason>: <message>" of its DisruptionTarget condition: evicted, preempted, its node taken away
 
     @property
     def said(self) -> str:
@@ -59,7 +60,18 @@ def parse_pod(obj: Mapping[str, Any]) -> ObservedPod:
         waiting=cannot_start(status) if phase == "Pending" else "",
         stage=labels.get(LABEL_STAGE, ""), family=None if family in (None, NO_FAMILY) else family,
         status_message=status.get("message") or "",
+        disruption=disruption(status),
     )
+
+
+def disruption(status: Mapping[str, Any]) -> str:
+    """Why the cluster is taking the pod away (its DisruptionTarget condition, True), or "": the Eviction API,
+    the scheduler's preemption, a NoExecute taint, the kubelet under node pressure, the pod GC of a lost node."""
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
+            reason, message = cond.get("reason") or "Disrupted", cond.get("message") or ""
+            return f"{reason}: {message}" if message else reason
+    return ""
 
 
 def ended(status: Mapping[str, Any]) -> Mapping[str, Any]:

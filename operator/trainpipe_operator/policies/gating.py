@@ -10,6 +10,7 @@ from trainpipe_operator import manifests
 from trainpipe_operator.manifests import JobIntent
 from trainpipe_operator.naming import job_name
 from trainpipe_operator.observed import ObservedJob
+from trainpipe_operator.policies.disruptions import count_evictions, evicted_too_often
 from trainpipe_operator.policies.failures import (
     create_failed,
     failure_message,
@@ -115,6 +116,7 @@ def walk_stages(p: Pass) -> None:
             p.event("Normal", Reason.JOBS_CREATED, f"stage {stage}: {len(intents)} Job(s), {sum(i.completions for i in intents)} unit(s)")
         current = old.model_copy(update={**counts, "started_at": started, "reason": None, "message": None})
         mine = [present[n] for n in names if n in present and not present[n].deleting]
+        current = count_evictions(p, stage, current, mine)
         if len(mine) == len(names) and all(j.complete for j in mine):
             unreadable = record_outputs(p, stage, mine)
             if unreadable and report_lost(p, mine) and old.report_reruns < REPORT_RERUNS:
@@ -130,6 +132,8 @@ def walk_stages(p: Pass) -> None:
             p.finished.append((stage, SUCCEEDED, seconds_between(started, p.stamp), len(mine)))
             p.event("Normal", Reason.STAGE_SUCCEEDED, f"stage {stage} of run {p.run} succeeded ({counts['succeeded']} unit(s))")
             continue
+        if evicted_too_often(p, stage, current, mine):
+            return
         broken = [j for j in mine if j.failed_condition]
         if broken:
             cause, message = failure_message(p, stage, broken)
