@@ -118,6 +118,7 @@ def act(kube: Kube, obj: dict[str, Any], view: PipelineView, decision: Decision,
         cache.accepted(key, manifest["metadata"]["name"])
         if created is None:
             if manifest["kind"] == "Job":
+                held_by_another(kube, manifest, view.uid)
                 cache.unprime(key)  # it exists, yet the cache did not show it: read it all again next pass
             continue
         cache.wrote(created)
@@ -153,12 +154,29 @@ def act(kube: Kube, obj: dict[str, Any], view: PipelineView, decision: Decision,
     return held
 
 
+def held_by_another(kube: Kube, manifest: dict[str, Any], uid: str) -> None:
+    """A Job of ours "already exists": if the object of that name is not the pipeline's (no labels of ours, so no
+    LIST by label showed it), CreateRefused, so the pipeline Stalls naming it instead of asking on every pass."""
+    name = manifest["metadata"]["name"]
+    collection = _collection(manifest)
+    items = kube.get(collection, fieldSelector=f"metadata.name={name}").get("items") or []
+    if not items or owned(controller_of(items[0].get("metadata") or {}), uid):
+        return
+    holder = controller_of(items[0].get("metadata") or {})
+    by = f"its controller is {holder.kind} {holder.name} (uid {holder.uid})" if holder else "it has no controller"
+    raise CreateRefused(manifest, ApiError("POST", collection, 409, {
+        "reason": "AlreadyExists", "message": f"a Job named {name} exists and is not this pipeline's: {by}"}), dry_run=False)
+
+
 def replace_own(kube: Kube, resource_path: str, manifest: dict[str, Any], uid: str) -> dict[str, Any] | None:
     """Replace the object at `resource_path` with `manifest` only if the pipeline (`uid`) controls it, at the
     version read (a 409 if it changed meanwhile); None, leaving it byte for byte, when it is someone else's or gone."""
-    current = kube.get_or_none(resource_path)
-    if current is None:
+    # A LIST by name, not a GET: the operator's role reads its children by listing only (operator-rules.yaml).
+    collection, _, name = resource_path.rpartition("/")
+    items = kube.get(collection, fieldSelector=f"metadata.name={name}").get("items") or []
+    if not items:
         return None
+    current = items[0]
     meta = current.get("metadata") or {}
     if not owned(controller_of(meta), uid):
         log.warning("%s: not replaced, its controller is not this pipeline", resource_path)

@@ -146,6 +146,8 @@ def describe(refusal: Refusal, per_family: bool = False) -> str:
 
 def _fix_without_field(refusal: Refusal) -> str:
     text = refusal.message.lower()
+    if refusal.status == 409:
+        return "delete or rename that object: a pipeline never adopts one another controller owns"
     if "exceeded quota" in text:
         return "a ResourceQuota of the namespace allows no more of these: raise it or free some"
     if refusal.status == 403:

@@ -220,6 +220,22 @@ def test_act_never_replaces_a_configmap_another_controller_holds_even_when_obser
         post=lambda *_: None)
     assert json.dumps(kube.objects[FakeKube.path_of(theirs)], sort_keys=True) == before
     assert ("replace", FakeKube.path_of(theirs)) not in kube.requests
+    assert not [r for r in kube.requests if r[0] == "get"], "the operator's role has no get on ConfigMaps: it lists them by name"
+
+
+def test_act_restores_its_own_edited_plan_configmap_at_the_version_it_listed_without_a_get():
+    """An edit of the pipeline's own plan ConfigMap: the create meets it, a LIST by name shows it is the
+    pipeline's, and it is replaced at that version (a GET would be refused: the role only lists ConfigMaps)."""
+    ours = dict(_configmap(PLAN_MAP, UID, labelled=True), data={"digest": "edited by hand"})
+    kube = FakeKube(ours)
+    ref = PlanRef(digest="d" * 64, path="/p", units={"lightgbm": 1})
+    status = PipelineStatus(run_id=RUN, plan=ref, stages=succeeded_stages(Stage.RANK, Stage.SELECT, Stage.PLAN))
+    d = decide(_view(status), Observed(spec_map_exists=True, plan=None), CONFIG, NOW)
+    act(kube, {"metadata": {"name": PIPELINE, "namespace": NAMESPACE}, "status": {}}, _view(status), d, Metrics(), ChildCache(),  # type: ignore[arg-type]
+        post=lambda *_: None)
+    restored = kube.objects[FakeKube.path_of(ours)]
+    assert restored["data"]["digest"] == "d" * 64 and restored["metadata"]["resourceVersion"] == "7"
+    assert not [r for r in kube.requests if r[0] == "get"]
 
 
 # ---- paths and the owner every stage is told ------------------------------------------------------
@@ -269,3 +285,28 @@ def test_a_stage_refused_by_the_folders_owner_stalls_the_pipeline_with_the_owner
     assert status == "True" and reason == "StageFailed"
     assert f"belongs to pipeline {ns}/{name} (uid {old.uid})" in message and "(exit 9)" in message
     assert f'set "uid" to {new.uid}' in message, f"the way to adopt the folder is cut off: {message}"
+
+
+def test_a_job_name_held_by_an_unlabelled_object_is_a_refusal_naming_it_not_a_create_on_every_pass():
+    """A Job of the pipeline's name but without its labels: no LIST by label shows it, so the create meets it.
+    Its controller is looked up by name, and the pass ends in CreateRefused (409) naming the holder."""
+    from trainpipe_operator.act import CreateRefused
+    from trainpipe_operator.refusals import describe, refusal_of
+
+    theirs = _job(RANK, "uid-old")
+    theirs["metadata"]["labels"] = {}
+    kube = FakeKube(theirs)
+    d = decide(_view(), Observed(spec_map_exists=True), CONFIG, NOW)
+    assert RANK in [m["metadata"]["name"] for m in d.create]
+    with pytest.raises(CreateRefused) as refused:
+        act(kube, {"metadata": {"name": PIPELINE, "namespace": NAMESPACE}, "status": {}}, _view(), d, Metrics(), ChildCache(),  # type: ignore[arg-type]
+            post=lambda *_: None)
+    err = refused.value.error
+    assert err.status == 409 and "uid-old" in err.message
+    text = describe(refusal_of(refused.value.manifest, err.status, err.reason, err.message, err.fields, generation=1, dry_run=False,
+                               at=NOW, before=None))
+    assert f"a Job named {RANK} exists and is not this pipeline's" in text and "delete or rename that object" in text
+    # The pipeline's own Job found that way is simply there: nothing is refused.
+    mine = FakeKube(_job(RANK, UID))
+    act(mine, {"metadata": {"name": PIPELINE, "namespace": NAMESPACE}, "status": {}}, _view(), d, Metrics(), ChildCache(),  # type: ignore[arg-type]
+        post=lambda *_: None)
