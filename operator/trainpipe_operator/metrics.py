@@ -32,6 +32,11 @@ class Metrics:
         self.create_refusals = Counter("trainpipe_create_refusals_total",
                                        "Creates the API server refused with a 4xx (the pipeline Stalls and tries again after a back-off)",
                                        ["kind", "dry_run"], registry=r)
+        # Every kind the operator creates, at zero: a series that exists before the first refusal lets a
+        # dashboard's rate() and an alert on it work from the start.
+        for kind in ("Job", "ConfigMap", "PersistentVolumeClaim"):
+            for dry_run in ("false", "true"):
+                self.create_refusals.labels(kind=kind, dry_run=dry_run)
         self.reconcile_errors = Counter("trainpipe_reconcile_errors_total", "Passes that raised (retried with backoff)", registry=r)
         self.watch_stalled = Gauge("trainpipe_watch_stalled", "1 while the pipeline watch lags behind a fresh LIST", registry=r)
         self._conditions: dict[tuple[str, str], set[str]] = {}

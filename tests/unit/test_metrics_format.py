@@ -98,7 +98,6 @@ def exercised_metrics() -> Metrics:
     metrics.reconcile_passes.labels(read="api").inc()
     metrics.reconcile_passes.labels(read="cache").inc(3)
     metrics.reconcile_errors.inc(0)
-    metrics.create_refusals.labels(kind="Job", dry_run="false").inc()
     metrics.watch_stalled.set(0)
     assert ("create", "/apis/batch/v1/namespaces/ns/jobs") in kube.calls
     return metrics
