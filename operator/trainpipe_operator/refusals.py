@@ -155,6 +155,18 @@ def _fix_without_field(refusal: Refusal) -> str:
     return "fix the spec or the policy the message names"
 
 
+# How the Job controller's FailedCreate message says the API server refused the pod (admission, validation,
+# a quota), as opposed to a transport error or a busy API server: those it retries, and they pass by
+# themselves (an API server restart leaves a few), so they never stall a pipeline.
+_POD_REFUSED = (" is forbidden", " is invalid", "exceeded quota")
+
+
+def pod_create_refused(message: str) -> bool:
+    """Whether a FailedCreate message is a refusal that will not pass by itself."""
+    text = message.lower()
+    return any(words in text for words in _POD_REFUSED)
+
+
 # The Job controller's FailedCreate messages, by what in them names the cause → the spec field (or
 # the namespace object) to change. `{s}` is the stage.
 _CREATE_FAILURES: tuple[tuple[str, str], ...] = (

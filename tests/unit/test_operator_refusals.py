@@ -235,6 +235,20 @@ def test_a_job_whose_pods_cannot_be_created_stalls_with_the_unit_and_the_field_n
     assert condition(later.status, "Stalled")[0] == "False" and condition(later.status, "Reconciling")[0] == "True"
 
 
+def test_a_transient_failed_create_never_stalls_the_pipeline() -> None:
+    """An API server restart leaves FailedCreate Events of transport errors; the Job controller retries them."""
+    started = (NOW - timedelta(seconds=20)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status = PipelineStatus(run_id=RUN, started_at=started, stages={**succeeded_stages("rank"), "select": StageStatus(pending=1, started_at=started)},
+                            selected_targets=1)
+    select = observed_job("select", run=RUN, completions=1)
+    for message in ("Error creating: unexpected error when reading response body. Please retry. Original error: read tcp "
+                    "127.0.0.1:52122->127.0.0.1:32764: read: connection reset by peer",
+                    "Error creating: the server is currently unable to handle the request (post pods)"):
+        failure = CreateFailure(job=select.name, message=message, count=2)
+        d = decide(pipeline_view(SPEC, status), Observed(jobs=(select,), create_failures=(failure,), spec_map_exists=True), CONFIG, NOW)
+        assert condition(d.status, "Stalled")[0] == "False" and condition(d.status, "Reconciling")[0] == "True", message
+
+
 def test_failed_create_events_are_read_per_job_keeping_the_latest() -> None:
     jobs = (observed_job("select", run=RUN), observed_job("rank", run=RUN, complete=True, succeeded=1))
 

@@ -12,7 +12,7 @@ from trainpipe.kube.pods import ObservedPod
 from trainpipe_operator import manifests
 from trainpipe_operator.observed import ObservedJob, podless
 from trainpipe_operator.policies.passes import FAILED, MAX_MESSAGE, SUCCEEDED, Pass
-from trainpipe_operator.refusals import create_failure_field, describe
+from trainpipe_operator.refusals import create_failure_field, describe, pod_create_refused
 
 
 def failed_stage(p: Pass) -> bool:
@@ -116,7 +116,7 @@ def kubelet_retrying(p: Pass, stage: str, jobs: list[ObservedJob]) -> tuple[str,
 def create_failed(p: Pass, stage: str, jobs: list[ObservedJob]) -> tuple[str, str] | None:
     """A Job of the stage without a pod whose pods the Job controller cannot create (its FailedCreate Event), with the unit named."""
     standing = {j.name: j for j in jobs if podless(j, p.run)}
-    failure = next((f for f in p.observed.create_failures if f.job in standing), None)
+    failure = next((f for f in p.observed.create_failures if f.job in standing and pod_create_refused(f.message)), None)
     if failure is None:
         return None
     job = standing[failure.job]
