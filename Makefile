@@ -19,7 +19,8 @@ DEMO_FAMILIES ?= lightgbm xgboost catboost mlp lstm
 # The operator's chart and the helm binary the cluster tier builds (hack/versions.env pins it).
 CHART := helm/trainpipe
 HELM_VERSION := $(shell sed -n 's/^HELM_VERSION=//p' hack/versions.env)
-HELM ?= $(or $(TRAINPIPE_TOOLS),$(HOME)/.cache/trainpipe/tools)/helm-$(HELM_VERSION)/bin/helm
+TOOLS_DIR := $(or $(TRAINPIPE_TOOLS),$(HOME)/.cache/trainpipe/tools)
+HELM ?= $(TOOLS_DIR)/helm-$(HELM_VERSION)/bin/helm
 
 .PHONY: help install demo example-data test test-unit test-e2e lint typecheck manifests verify bench clean
 
@@ -61,7 +62,8 @@ lint: install ## ruff, the import-linter architecture contracts, hadolint on the
 	$(VENV)/bin/ruff check jobs operator localcluster bench tests hack helm
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint images/*/Dockerfile
-	@test -x $(HELM) || { echo "$(HELM) is missing: run 'make cluster-build' (it builds helm $(HELM_VERSION))" >&2; exit 1; }
+	@# A fresh machine has no helm yet: build just it (cached by version, as cluster-build does).
+	@test -x $(HELM) || TRAINPIPE_TOOLS=$(TOOLS_DIR) hack/build-tools.sh helm
 	$(HELM) lint --strict $(CHART)
 	$(HELM) lint --strict $(CHART) -f $(CHART)/values-dev.yaml
 	$(HELM) lint --strict $(CHART) -f $(CHART)/values-prod.yaml

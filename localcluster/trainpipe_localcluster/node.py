@@ -17,6 +17,8 @@ import hashlib
 import io
 import json
 import os
+import signal
+import subprocess
 import sys
 import tarfile
 import time
@@ -108,6 +110,38 @@ def status(state_dir: Path) -> NodeStatus:
                                                f"{state_dir / 'node' / (daemon + '.log')}")
     seconds = fields.get("seconds")
     return NodeStatus(True, state, reason, float(seconds) if seconds else None)
+
+
+@dataclass(frozen=True)
+class StoppedKubelet:
+    """How the real node's kubelet ran (its argv and environment), to start it again as it was."""
+
+    argv: tuple[str, ...]
+    env: dict[str, str]
+
+
+def kill_kubelet(state_dir: Path, timeout: float = 10.0) -> StoppedKubelet:
+    """SIGKILL the real node's kubelet: a node lost without a word. Its containers run on under containerd
+    (as on a node cut off from the network), its Lease and status stop being renewed."""
+    pidfile = state_dir / "node" / "kubelet.pid"
+    pid = int(pidfile.read_text().strip())
+    argv = tuple(a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a)
+    env = dict(e.decode().split("=", 1) for e in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in e)
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while _alive(pidfile) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return StoppedKubelet(argv, env)
+
+
+def start_kubelet(state_dir: Path, stopped: StoppedKubelet) -> int:
+    """Start the kubelet `kill_kubelet` stopped, as localcluster/node/up.sh did (own session, its log appended); its pid."""
+    node = state_dir / "node"
+    with (node / "kubelet.log").open("ab") as log, open(os.devnull, "rb") as devnull:
+        proc = subprocess.Popen(list(stopped.argv), env=stopped.env, stdout=log, stderr=subprocess.STDOUT, stdin=devnull,
+                                start_new_session=True)
+    (node / "kubelet.pid").write_text(f"{proc.pid}\n")
+    return proc.pid
 
 
 def _alive(pidfile: Path) -> bool:

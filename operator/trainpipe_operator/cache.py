@@ -33,6 +33,7 @@ from trainpipe.contract.names import LABEL_PIPELINE
 from trainpipe.kube.pods import ObservedPod, parse_pod
 from trainpipe_operator.observed import (
     CreateFailure,
+    NodeTrouble,
     ObservedConfigMap,
     ObservedJob,
     ObservedPlan,
@@ -129,6 +130,7 @@ class ChildCache:
         self._lock = threading.Lock()
         self._pipelines: dict[Key, PipelineCache] = {}
         self._claims: dict[tuple[str, str], float] = {}  # (namespace, claim) -> when it was last seen to exist
+        self._nodes: dict[str, tuple[float, NodeTrouble | None]] = {}  # node -> (when it was read, its trouble; None: Ready)
         self.relist_seconds = relist_seconds
         self.clock = clock
 
@@ -231,6 +233,18 @@ class ChildCache:
         with self._lock:
             self._of(key).configmaps.replace(((o["metadata"]["name"], version(o), parse_configmap(o)) for o in listing.get("items") or []),
                                         version(listing))
+
+    def put_node(self, name: str, trouble: NodeTrouble | None) -> None:
+        with self._lock:
+            self._nodes[name] = (self.clock(), trouble)
+
+    def node(self, name: str, max_age: float) -> tuple[bool, NodeTrouble | None]:
+        """(known, its trouble) from a GET at most `max_age` seconds old; nodes are shared by every pipeline."""
+        with self._lock:
+            held = self._nodes.get(name)
+            if held is None or self.clock() - held[0] > max_age:
+                return False, None
+            return True, held[1]
 
     def claim_exists(self, namespace: str, name: str) -> None:
         with self._lock:

@@ -26,6 +26,7 @@ from trainpipe_operator.observed import (
     POD_RECHECK_SECONDS,
     CreateFailure,
     ForeignChild,
+    NodeTrouble,
     Observed,
     ObservedConfigMap,
     ObservedJob,
@@ -35,11 +36,13 @@ from trainpipe_operator.observed import (
     owned,
     parse_configmap,
     parse_create_failures,
+    parse_node_trouble,
     pod_read,
     pod_scope,
     pod_wait_left,
     podless,
     podless_wait_left,
+    stranded_nodes,
 )
 from trainpipe_operator.schedule import CurrentRun
 
@@ -76,6 +79,7 @@ def observe(kube: Kube, cache: ChildCache, view: PipelineView, now: datetime, cu
     need, recheck, every = PodRead.NONE, None, POD_RECHECK_SECONDS
     artifacts_exists = True
     failures: tuple[CreateFailure, ...] = ()
+    lost: tuple[NodeTrouble, ...] = ()
     refusal = cache.refusal(key)
     if refusal is not None and (current is None or not refusal.applies(view.generation, current.run_id)):
         refusal = None  # the spec changed (or the run did) since: the create is tried at once
@@ -96,6 +100,9 @@ def observe(kube: Kube, cache: ChildCache, view: PipelineView, now: datetime, cu
                 answer = kube.get(path(view.namespace, "pods"), **query, **({"resourceVersion": "0"} if need is PodRead.WAITING else {}))
                 listed = cache.list_pods(key, run, query, answer)
             pods = listed
+            stranded = stranded_nodes(pods)
+            if stranded:
+                lost = _node_troubles(kube, cache, stranded, every)
         standing = podless_wait_left(jobs, run, view.status, now)
         if standing is not None:
             wait, every = standing
@@ -123,7 +130,7 @@ def observe(kube: Kube, cache: ChildCache, view: PipelineView, now: datetime, cu
         spec_map = spec_configmap(view.name, current.run_id) in maps
     return Observed(jobs=jobs, pods=pods, plan=plan, missing_claims=tuple(missing),
                     artifacts_claim_exists=artifacts_exists, spec_map_exists=spec_map, recheck_after=recheck,
-                    foreign=tuple(foreign), refusal=refusal, create_failures=failures)
+                    foreign=tuple(foreign), refusal=refusal, create_failures=failures, lost_nodes=lost)
 
 
 def _create_failures(kube: Kube, cache: ChildCache, key: Key, jobs: list[Any], max_age: float) -> tuple[CreateFailure, ...]:
@@ -146,6 +153,28 @@ def _create_failures(kube: Kube, cache: ChildCache, key: Key, jobs: list[Any], m
     failures = parse_create_failures(listing, jobs)
     cache.put_create_failures(key, failures)
     return failures
+
+
+def _node_troubles(kube: Kube, cache: ChildCache, names: tuple[str, ...], max_age: float) -> tuple[NodeTrouble, ...]:
+    """The troubles of `names` (nodes holding Running pods that are not Ready), each from a GET at most `max_age` old.
+
+    Nodes are not watched: only a run with such pods asks, one GET per node, shared by every pipeline."""
+    out: list[NodeTrouble] = []
+    for name in names:
+        known, trouble = cache.node(name, max_age)
+        if not known:
+            try:
+                trouble = parse_node_trouble(name, kube.get_or_none(f"/api/v1/nodes/{name}"))
+            except ApiError as err:
+                if err.status not in (401, 403):
+                    raise
+                # Per-namespace Roles cannot grant a cluster-scoped read: the pods' state is still said.
+                log.warning("cannot read node %s (%s); grant get on nodes to the operator to know why its pods are not Ready", name, err)
+                trouble = NodeTrouble(name, "unreadable", message=f"HTTP {err.status}")
+            cache.put_node(name, trouble)
+        if trouble is not None:
+            out.append(trouble)
+    return tuple(out)
 
 
 def own_jobs(jobs: tuple[ObservedJob, ...], uid: str) -> tuple[tuple[ObservedJob, ...], list[ForeignChild]]:
@@ -181,12 +210,16 @@ def needed_configmaps(kube: Kube, cache: ChildCache, view: PipelineView, run: st
     return ours, foreign
 
 
+# Pods not yet Succeeded or Failed (Pending, Running): a field selector takes no set of phases, only a conjunction.
+UNFINISHED = "status.phase!=Succeeded,status.phase!=Failed"
+
+
 def pod_query(selector: str, run: str, scope: PodScope) -> dict[str, str]:
     """The LIST parameters for `scope`'s pods of `run` (earlier runs' pods are of no use to `decide`)."""
     labels = f"{selector},{LABEL_RUN}={run}"
     if scope.stages:
         labels += f",{LABEL_STAGE} in ({','.join(scope.stages)})"
-    return {"labelSelector": labels} | ({"fieldSelector": "status.phase=Pending"} if scope.pending_only else {})
+    return {"labelSelector": labels} | ({"fieldSelector": UNFINISHED} if scope.unfinished_only else {})
 
 
 def _claim_exists(kube: Kube, cache: ChildCache, namespace: str, name: str, full: bool) -> bool:

@@ -163,6 +163,44 @@ class CreateFailure:
 
 
 @dataclass(frozen=True)
+class NodeTrouble:
+    """A node some of the run's pods run on that does not report Ready: the node controller stopped hearing
+    from its kubelet (Unknown), the kubelet says it is not ready (False), or the Node object is gone."""
+
+    name: str
+    status: str  # the Ready condition's status (False, Unknown), "gone", or "unreadable" (the operator may not get nodes)
+    reason: str = ""
+    message: str = ""
+    since: str = ""  # the Ready condition's lastTransitionTime
+
+    def describe(self) -> str:
+        if self.status == "gone":
+            return f"node {self.name} no longer exists"
+        if self.status == "unreadable":
+            return f"node {self.name} cannot be read by the operator ({self.message}); its pods there are not Ready"
+        said = "; ".join(x for x in (self.reason, self.message) if x)
+        return f"node {self.name} is not Ready (Ready={self.status}{' since ' + self.since if self.since else ''}{': ' + said if said else ''})"
+
+
+def parse_node_trouble(name: str, obj: dict[str, Any] | None) -> NodeTrouble | None:
+    """The trouble of node `name` from its GET (None: the node is Ready)."""
+    if obj is None:
+        return NodeTrouble(name, "gone")
+    ready = next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None)
+    if ready is not None and ready.get("status") == "True":
+        return None
+    ready = ready or {}
+    return NodeTrouble(name, str(ready.get("status") or "Unknown"), str(ready.get("reason") or ""), str(ready.get("message") or "").strip(),
+                       str(ready.get("lastTransitionTime") or ""))
+
+
+def stranded_nodes(pods: Sequence[ObservedPod]) -> tuple[str, ...]:
+    """The nodes of Running pods that are not Ready: no stage pod has a readiness probe, so such a pod's node
+    has stopped reporting (the node controller marks its pods not Ready) or is failing."""
+    return tuple(sorted({p.node for p in pods if p.phase == "Running" and not p.ready and p.node}))
+
+
+@dataclass(frozen=True)
 class Observed:
     jobs: tuple[ObservedJob, ...] = ()
     pods: tuple[ObservedPod, ...] = ()
@@ -175,6 +213,7 @@ class Observed:
     recheck_after: float | None = None
     refusal: Refusal | None = None  # the API server's refusal of this generation's and run's last create
     create_failures: tuple[CreateFailure, ...] = ()  # Jobs of the run whose pods cannot be created
+    lost_nodes: tuple[NodeTrouble, ...] = ()  # nodes the run's Running pods are on that do not report Ready
 
     def pods_of(self, job: str) -> list[ObservedPod]:
         return [p for p in self.pods if p.job == job]
@@ -284,25 +323,27 @@ def pod_read(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus) -> P
 
 @dataclass(frozen=True)
 class PodScope:
-    """Which of the run's pods a read needs: those of `stages`, and only the Pending ones if `pending_only`."""
+    """Which of the run's pods a read needs: those of `stages`, and only the unfinished ones (Pending, Running) if `unfinished_only`."""
 
     stages: tuple[str, ...]
-    pending_only: bool
+    unfinished_only: bool
 
 
 def pod_scope(jobs: Sequence[ObservedJob], run: str, status: PipelineStatus, need: PodRead) -> PodScope:
     """The pods behind `need`, and no more: a LIST's answer is decoded whole, and the run's finished
     pods, most of it, were the operator's largest CPU cost at a hundred pipelines at once.
 
-    FRESH: the stages with a report to read or a failed Job. WAITING: the Pending pods of the stages
-    whose pods are not all running (only a Pending pod can be unschedulable).
+    FRESH: the stages with a report to read or a failed Job. WAITING: the unfinished pods of the stages
+    whose pods are not all Ready: a Pending one may be unschedulable or unable to start, a Running one
+    that is not Ready has lost its node (no stage pod has a readiness probe; the node controller marks
+    the pods of a node it stops hearing from not Ready).
     """
     if need is PodRead.FRESH:
         unread = _unread(run, status)
         wanted = {j.stage for j in jobs if _to_read_now(j, run, unread)}
     else:
         wanted = {j.stage for j in jobs if _starting(j, run)} if need is PodRead.WAITING else set()
-    return PodScope(tuple(s for s in STAGES.order if s in wanted), pending_only=need is not PodRead.FRESH)
+    return PodScope(tuple(s for s in STAGES.order if s in wanted), unfinished_only=need is not PodRead.FRESH)
 
 
 def _unread(run: str, status: PipelineStatus) -> dict[str, bool]:
@@ -323,7 +364,7 @@ def _to_read_now(job: ObservedJob, run: str, unread: dict[str, bool]) -> bool:
 
 
 def _starting(job: ObservedJob, run: str) -> bool:
-    """A Job of the run whose pods are not all running yet."""
+    """A Job of the run whose pods are not all Ready: starting, or on a node that stopped reporting."""
     return job.run == run and not job.deleting and not job.complete and job.active > job.ready
 
 

@@ -32,7 +32,7 @@ from trainpipe_localcluster.node import (
 UID = 10001  # the images' non-root user
 # What the test image holds: a shell and a few tools, copied from this machine with their libraries.
 # (No container engine is needed to make it; the stage images, trainpipe/jobs-cpu, are built elsewhere.)
-TOOLS = ("sh", "sleep", "cat", "id", "touch", "tail", "ls")
+TOOLS = ("sh", "sleep", "cat", "id", "touch", "tail", "ls", "head")
 
 
 def _add_host_path(path: str, entries: dict[str, Any], contents: dict[str, bytes]) -> None:

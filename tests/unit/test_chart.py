@@ -84,7 +84,7 @@ def _rbac_yaml_rules() -> list[dict[str, Any]]:
 def test_cluster_wide_the_operator_gets_the_rules_of_rbac_yaml_bound_to_its_account() -> None:
     docs = render()
     role, binding = one(docs, "ClusterRole"), one(docs, "ClusterRoleBinding")
-    assert role["rules"] == _rbac_yaml_rules() == yaml.safe_load(manifests.RULES.read_text())
+    assert role["rules"] == _rbac_yaml_rules() == yaml.safe_load(manifests.RULES.read_text()) + yaml.safe_load(manifests.NODE_RULES.read_text())
     account = one(docs, "ServiceAccount", "trainpipe-system")["metadata"]["name"]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": "trainpipe-system"}]
@@ -94,12 +94,15 @@ def test_cluster_wide_the_operator_gets_the_rules_of_rbac_yaml_bound_to_its_acco
     assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
 
 
-def test_watching_a_list_of_namespaces_grants_a_role_in_each_and_nothing_cluster_wide() -> None:
+def test_watching_a_list_of_namespaces_grants_a_role_in_each_and_only_the_node_read_cluster_wide() -> None:
     docs = render("--set", "watchNamespaces={team-a,team-b}", release="tp", namespace="ops")
-    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    # Cluster-wide only the node read, which a Role cannot grant.
+    role, binding = one(docs, "ClusterRole"), one(docs, "ClusterRoleBinding")
+    assert role["rules"] == yaml.safe_load(manifests.NODE_RULES.read_text()) == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"] and binding["subjects"][0]["namespace"] == "ops"
     for ns in ("team-a", "team-b"):
         role, binding = one(docs, "Role", ns), one(docs, "RoleBinding", ns)
-        assert role["rules"] == _rbac_yaml_rules()
+        assert role["rules"] == yaml.safe_load(manifests.RULES.read_text())
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tp-trainpipe-operator", "namespace": "ops"}]
     assert [a for a in container(docs)["args"] if a.startswith("--namespace")] == ["--namespace=team-a", "--namespace=team-b"]

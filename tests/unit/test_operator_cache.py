@@ -128,7 +128,7 @@ def test_a_deleted_pipeline_takes_its_children_out_of_the_cache():
 def test_a_pod_list_serves_the_passes_of_the_next_seconds_then_is_asked_again():
     clock = Clock()
     cache = ChildCache(clock=clock)
-    cpu = {"labelSelector": "x", "fieldSelector": "status.phase=Pending"}
+    cpu = {"labelSelector": "x", "fieldSelector": "status.phase!=Succeeded,status.phase!=Failed"}
     assert cache.pods(KEY, RUN, cpu, 10) is None
     cache.list_pods(KEY, RUN, cpu, {"metadata": {"resourceVersion": "9"}, "items": [pod("b", "6"), pod("a", "5")]})
     clock.t += 10

@@ -118,19 +118,19 @@ BYSTANDERS = (*pods_of(RANK_DONE, 1, "Succeeded", RANK_REPORT), *pods_of(CPU_ALL
 STAGE_OF_JOB = {j.name: j.stage for j in (RANK_DONE, PLAN_DONE, CPU_ALL_READY, CPU_TWO_PENDING, CPU_FAILED, job(Stage.SELECT))}
 
 
-@pytest.mark.parametrize(("name", "stages", "pending_only"), [
+@pytest.mark.parametrize(("name", "stages", "unfinished_only"), [
     ("rank just finished: its report is still to read", (Stage.RANK,), False),
     ("plan just finished: its report is still to read", (Stage.PLAN,), False),
     ("training pods not running yet, maybe unschedulable", (Stage.CPU,), True),
     ("a failed Job: its pods say why", (Stage.CPU,), False),
     ("a failed Job beside pending pods: the failure's message wins", (Stage.CPU,), False),
 ])
-def test_a_pod_read_lists_only_the_pods_it_needs_and_decides_as_if_it_had_them_all(name, stages, pending_only):
+def test_a_pod_read_lists_only_the_pods_it_needs_and_decides_as_if_it_had_them_all(name, stages, unfinished_only):
     status, jobs, pods, _ = CASES[name]
     scope = pod_scope(jobs, RUN, status, pod_read(jobs, RUN, status))
-    assert (scope.stages, scope.pending_only) == (stages, pending_only)
+    assert (scope.stages, scope.unfinished_only) == (stages, unfinished_only)
     everything = (*pods, *BYSTANDERS)
-    narrowed = tuple(p for p in everything if STAGE_OF_JOB[p.job] in scope.stages and (p.phase == "Pending" or not scope.pending_only))
+    narrowed = tuple(p for p in everything if STAGE_OF_JOB[p.job] in scope.stages and (p.phase in ("Pending", "Running") or not scope.unfinished_only))
     assert len(narrowed) < len(everything)
     assert decide(view(status), Observed(jobs=jobs, pods=narrowed), CONFIG, NOW) == decide(view(status), Observed(jobs=jobs, pods=everything), CONFIG, NOW)
 
@@ -225,7 +225,7 @@ def test_the_pod_list_asks_the_api_server_for_the_scope_alone():
     from trainpipe_operator.observe import pod_query
     from trainpipe_operator.observed import PodScope
 
-    assert pod_query("trainpipe.io/pipeline=demo", "r1", PodScope((Stage.CPU, Stage.GPU), pending_only=True)) == {
-        "labelSelector": "trainpipe.io/pipeline=demo,trainpipe.io/run=r1,trainpipe.io/stage in (cpu,gpu)", "fieldSelector": "status.phase=Pending"}
-    assert pod_query("trainpipe.io/pipeline=demo", "r1", PodScope((Stage.RANK,), pending_only=False)) == {
+    assert pod_query("trainpipe.io/pipeline=demo", "r1", PodScope((Stage.CPU, Stage.GPU), unfinished_only=True)) == {
+        "labelSelector": "trainpipe.io/pipeline=demo,trainpipe.io/run=r1,trainpipe.io/stage in (cpu,gpu)", "fieldSelector": "status.phase!=Succeeded,status.phase!=Failed"}
+    assert pod_query("trainpipe.io/pipeline=demo", "r1", PodScope((Stage.RANK,), unfinished_only=False)) == {
         "labelSelector": "trainpipe.io/pipeline=demo,trainpipe.io/run=r1,trainpipe.io/stage in (rank)"}

@@ -75,3 +75,7 @@ else the release's. */}}
 {{- define "trainpipe.operatorRules" -}}
 {{ .Files.Get "files/operator-rules.yaml" }}
 {{- end -}}
+
+{{- define "trainpipe.operatorNodeRules" -}}
+{{ .Files.Get "files/operator-node-rules.yaml" }}
+{{- end -}}

@@ -12,6 +12,9 @@ from typing import Any
 
 STARTING_REASONS = frozenset({"ContainerCreating", "PodInitializing"})
 KILLED_BY_KUBELET = frozenset({"OOMKilled"})
+# A pod's status.reason when the kubelet's eviction manager stopped it: an emptyDir over its sizeLimit,
+# ephemeral storage over its limit, or the node short of memory or disk.
+KUBELET_EVICTED = "Evicted"
 
 
 def cannot_start(status: Mapping[str, Any]) -> str:

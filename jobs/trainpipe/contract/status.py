@@ -49,6 +49,11 @@ class Reason(StrEnum):
     NAME_TAKEN = "NameTaken"
     # A unit the cluster took away (evicted, preempted) more often than stages.<s>.maxEvictionsPerUnit
     EVICTED_TOO_OFTEN = "EvictedTooOften"
+    # The kubelet evicted a unit for what it used (its scratch over scratchSizeLimit): a failure of that unit.
+    EVICTED = "Evicted"
+    # Units run on a node that stopped reporting Ready: they resume when it returns, or rerun on other
+    # nodes once it is marked out of service.
+    NODE_NOT_READY = "NodeNotReady"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

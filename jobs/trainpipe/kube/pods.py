@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from trainpipe.contract.kubelet import KILLED_BY_KUBELET, cannot_start
+from trainpipe.contract.kubelet import KILLED_BY_KUBELET, KUBELET_EVICTED, cannot_start
 from trainpipe.contract.names import LABEL_FAMILY, LABEL_STAGE, NO_FAMILY
 
 # The Indexed Job's completion index of a pod: the unit a training or select pod ran.
@@ -35,6 +35,15 @@ class ObservedPod:
     family: str | None = None  # the trainpipe.io/family label, None for a stage without families
     status_message: str = ""  # the pod's own status.message (an eviction, a node that went away)
     disruption: str = ""  # "<reason>: <message>" of its DisruptionTarget condition: evicted, preempted, its node taken away
+    node: str = ""  # the node it was placed on ("" while unscheduled)
+    ready: bool = False  # its Ready condition is True: a Running pod that is not Ready has lost its node (no stage pod has a readiness probe)
+    pod_reason: str = ""  # the pod's own status.reason: "Evicted" when the kubelet stopped it (a scratch volume over its sizeLimit, node pressure)
+
+    @property
+    def evicted_by_kubelet(self) -> bool:
+        """The kubelet stopped it for what it used (a volume over its sizeLimit, the node short of disk or
+        memory): a failure of the unit, which its Job's retries count (no DisruptionTarget condition)."""
+        return self.pod_reason == KUBELET_EVICTED and not self.disruption
 
     @property
     def said(self) -> str:
@@ -61,6 +70,9 @@ def parse_pod(obj: Mapping[str, Any]) -> ObservedPod:
         stage=labels.get(LABEL_STAGE, ""), family=None if family in (None, NO_FAMILY) else family,
         status_message=status.get("message") or "",
         disruption=disruption(status),
+        node=str((obj.get("spec") or {}).get("nodeName") or ""),
+        ready=any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []),
+        pod_reason=status.get("reason") or "",
     )
 
 

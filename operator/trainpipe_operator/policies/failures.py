@@ -56,6 +56,9 @@ def failure_message(p: Pass, stage: str, broken: list[ObservedJob]) -> tuple[str
     killed = next((pod for pod in reversed(pods) if pod.reason in KILLED_BY_KUBELET), None)
     if killed is not None:
         return killed.reason, f"{what} failed in Job {job.name}: {kill_note(p, stage, job, killed)}, {retry}"
+    evicted = next((pod for pod in reversed(pods) if pod.evicted_by_kubelet), None)
+    if evicted is not None:
+        return Reason.EVICTED.value, f"{what} failed in Job {job.name}: {evict_note(p, stage, job, evicted)}, {retry}"
     detail = next((pod.message.splitlines()[-1] for pod in reversed(pods) if pod.message), "")
     exit_code = next((pod.exit_code for pod in reversed(pods) if pod.exit_code is not None), None)
     tail = f": {detail}" if detail else ""
@@ -73,6 +76,25 @@ def kill_note(p: Pass, stage: str, job: ObservedJob, pod: ObservedPod) -> str:
         field, limits = f"stages.{stage}.resources.limits.memory", settings.resources.limits
     now = f" (now {limits['memory']})" if "memory" in limits else " (none set: the node's memory was exhausted)"
     return f"{pod.reason}: raise {field}{now}"
+
+
+def evict_note(p: Pass, stage: str, job: ObservedJob, pod: ObservedPod) -> str:
+    """`Evicted (pod P): <the kubelet's words>; raise <the spec field behind the limit>`.
+
+    The kubelet evicts a pod whose scratch (/tmp, an emptyDir) outgrows its sizeLimit, or whose ephemeral
+    storage outgrows its limit. Unlike a drain or node pressure it sets no DisruptionTarget condition, so
+    the Job counts it as a failure of the unit: its retries are used up and its index fails, not its siblings."""
+    said = pod.status_message.strip() or "the kubelet evicted it"
+    settings = manifests.settings_of(p.spec, stage)
+    if "EmptyDir" in said:
+        fix = f"; raise stages.{stage}.scratchSizeLimit (now {settings.scratch_size_limit}) or make the unit write less to /tmp"
+    elif "ephemeral" in said.lower():
+        families = getattr(settings, "families", {}) or {}
+        owner = f"families.{job.family}" if job.family is not None and job.family in families else "resources"
+        fix = f"; raise stages.{stage}.{owner}.limits.ephemeral-storage"
+    else:
+        fix = "; the node was short of memory or disk (kubectl describe node " + (pod.node or "<its node>") + ")"
+    return f"{unit_phrase(pod)} {Reason.EVICTED.value} (pod {pod.name}): {said}{fix}"
 
 
 def family_phrase(job: ObservedJob) -> str:
@@ -102,14 +124,40 @@ def why_stuck(p: Pass, stage: str, jobs: list[ObservedJob]) -> tuple[str, str] |
     return None
 
 
+# The taint that tells Kubernetes a NotReady node is gone for good: its pods are then deleted (they carry
+# DisruptionTarget, which the Jobs' podFailurePolicy ignores) and their units start on other nodes.
+OUT_OF_SERVICE_TAINT = "node.kubernetes.io/out-of-service=nodeshutdown:NoExecute"
+
+
+def on_lost_node(p: Pass, stage: str, jobs: list[ObservedJob]) -> tuple[str, str] | None:
+    """Units of the stage whose pods run on a node that stopped reporting Ready, with the node, the units and the way out."""
+    troubles = {n.name: n for n in p.observed.lost_nodes}
+    by_name = {j.name: j for j in jobs}
+    stranded = [pod for pod in p.observed.pods if pod.job in by_name and pod.phase == "Running" and not pod.ready and pod.node in troubles]
+    if not stranded:
+        return None
+    node = troubles[stranded[0].node]
+    here = [pod for pod in stranded if pod.node == node.name]
+    units = ", ".join(f"{unit_phrase(pod)}{family_phrase(by_name[pod.job])} (pod {pod.name})" for pod in here[:5])
+    more = f" and {len(here) - 5} more" if len(here) > 5 else ""
+    others = f"; {len({pod.node for pod in stranded}) - 1} other node(s) too" if len({pod.node for pod in stranded}) > 1 else ""
+    return Reason.NODE_NOT_READY.value, (
+        f"{node.describe()}: {units}{more} of stage {stage} ran there{others}. They go on if the node comes back; if it is gone "
+        f"for good, mark it out of service (kubectl taint nodes {node.name} {OUT_OF_SERVICE_TAINT}) and they rerun on other "
+        "nodes without using up their retries")
+
+
 def kubelet_retrying(p: Pass, stage: str, jobs: list[ObservedJob]) -> tuple[str, str] | None:
-    """A unit the kubelet killed (OOMKilled) while its Job still retries it: shown before the retries run out."""
+    """A unit the kubelet killed (OOMKilled) or evicted (its scratch full) while its Job still retries it: shown before the retries run out."""
     for job in jobs:
         if job.failed == 0:
             continue
         killed = next((pod for pod in p.observed.pods_of(job.name) if pod.phase == "Failed" and pod.reason in KILLED_BY_KUBELET), None)
         if killed is not None:
             return killed.reason, f"{unit_phrase(killed)} of stage {stage}{family_phrase(job)} was {kill_note(p, stage, job, killed)}; retrying"
+        evicted = next((pod for pod in p.observed.pods_of(job.name) if pod.phase == "Failed" and pod.evicted_by_kubelet), None)
+        if evicted is not None:
+            return Reason.EVICTED.value, f"stage {stage}{family_phrase(job)}: {evict_note(p, stage, job, evicted)}; retrying"
     return None
 
 

@@ -15,6 +15,7 @@ from trainpipe_operator.policies.failures import (
     create_failed,
     failure_message,
     kubelet_retrying,
+    on_lost_node,
     why_stuck,
 )
 from trainpipe_operator.policies.passes import FAILED, SUCCEEDED, Pass
@@ -146,7 +147,7 @@ def walk_stages(p: Pass) -> None:
         progress = (f"stage {stage}: {counts['succeeded']}/{sum(i.completions for i in intents)} units done, "
                     f"{counts['active']} running, {counts['pending']} pending")
         refused_pods = create_failed(p, stage, mine)
-        trouble = why_stuck(p, stage, mine) or refused_pods or kubelet_retrying(p, stage, mine)
+        trouble = on_lost_node(p, stage, mine) or why_stuck(p, stage, mine) or refused_pods or kubelet_retrying(p, stage, mine)
         # A refused create is a Stall of its own, with the API server's words (failures.refused); not a start timeout.
         if p.observed.refusal is None and start_timed_out(p, stage, current, mine, trouble):
             return
@@ -179,6 +180,8 @@ def start_timed_out(p: Pass, stage: str, current: StageStatus, jobs: list[Observ
     """
     if current.succeeded or current.failed or current.active or any(j.suspended for j in jobs):
         return False
+    if trouble is not None and trouble[0] == Reason.NODE_NOT_READY.value:
+        return False  # its units started: they are not counted running only because their node stopped reporting
     timeout = manifests.settings_of(p.spec, stage).start_timeout_seconds
     waited = seconds_between(current.started_at, p.stamp)
     if waited < timeout:
