@@ -139,11 +139,15 @@ def test_a_unit_that_fills_its_scratch_fails_only_its_own_index_after_its_retrie
         apply(kube, namespace, pipeline_manifest("scratch", validate=False, **spec))
 
         def failed() -> dict[str, Any] | None:
+            # Evicted is also the reason while the unit retries: wait for the stage's end.
             obj = get(kube, namespace, "scratch")
-            return obj if (condition(obj, "Ready") or {}).get("reason") == Reason.EVICTED.value else None
+            cpu = ((obj.get("status") or {}).get("stages") or {}).get("cpu") or {}
+            return obj if cpu.get("outcome") == "Failed" else None
 
         obj = wait_for("the stage failed for unit 0's scratch", failed, timeout=180, interval=1)
-    message = obj["status"]["stages"]["cpu"]["message"]
+    cpu = obj["status"]["stages"]["cpu"]
+    assert cpu["reason"] == (condition(obj, "Ready") or {}).get("reason") == Reason.EVICTED.value, cpu
+    message = cpu["message"]
     for words in ("stage cpu, family lightgbm, index 0 failed", "unit 0 Evicted", 'EmptyDir volume "scratch"',
                   "raise stages.cpu.scratchSizeLimit (now 4Mi)"):
         assert words in message, f"{words!r} not in {message!r}"

@@ -186,7 +186,7 @@ def test_a_unit_the_kubelet_evicted_for_its_scratch_fails_its_index_naming_the_l
     stage = d.status.stages["cpu"]
     assert stage.outcome == "Failed" and stage.reason == Reason.EVICTED.value
     message = stage.message or ""
-    for words in ("stage cpu, family lightgbm, index 1 failed", "unit 1 Evicted (pod lgb-1-b)", said.strip(), fix):
+    for words in ("stage cpu, family lightgbm, index 1 failed", "unit 1 Evicted (pod lgb-1-b)", f"{said.strip().rstrip('.')}; {fix}"):
         assert words in message, f"{words!r} not in {message!r}"
 
 

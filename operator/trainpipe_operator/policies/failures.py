@@ -84,7 +84,7 @@ def evict_note(p: Pass, stage: str, job: ObservedJob, pod: ObservedPod) -> str:
     The kubelet evicts a pod whose scratch (/tmp, an emptyDir) outgrows its sizeLimit, or whose ephemeral
     storage outgrows its limit. Unlike a drain or node pressure it sets no DisruptionTarget condition, so
     the Job counts it as a failure of the unit: its retries are used up and its index fails, not its siblings."""
-    said = pod.status_message.strip() or "the kubelet evicted it"
+    said = pod.status_message.strip().rstrip(".") or "the kubelet evicted it"
     settings = manifests.settings_of(p.spec, stage)
     if "EmptyDir" in said:
         fix = f"; raise stages.{stage}.scratchSizeLimit (now {settings.scratch_size_limit}) or make the unit write less to /tmp"
