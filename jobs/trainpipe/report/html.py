@@ -241,7 +241,7 @@ def _models_section(metrics: pd.DataFrame) -> str:
             "train_seconds", "peak_rss_mb"]
     flagged = int((metrics["too_good"] != "").sum()) if "too_good" in metrics.columns else 0
     warning = f"<p><b>{flagged} model(s) score too well on the holdout to be believed</b> (column too_good).</p>" if flagged else ""
-    return ("<h2>Models</h2><p>Metrics on the run's holdout (each symbol's latest bars after a purge; never a shuffled split), "
+    return ("<h2>Models</h2><p>Metrics on the run's holdout (every bar from the holdout start above, the same instant for every model; never a shuffled split), "
             "each beside its no-skill baseline: the majority-class hit rate, balanced accuracy, and the buy-and-hold or "
             "equal-weight long Sharpe over the same periods (annualised with the bars per year measured on the data).</p>"
             + warning + chart + _table(metrics, cols))
