@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainpipe.contract.cut import HoldoutCut, SymbolCut
+from trainpipe.contract.cut import HoldoutCut, SymbolCoverage, SymbolCut
 
 
 @dataclass(frozen=True)
@@ -82,31 +82,78 @@ def _instant(text: str) -> np.datetime64:
     return np.datetime64(text.removesuffix("Z"), "ns")
 
 
-def holdout_cut(ts: np.ndarray, symbols: np.ndarray, fraction: float, horizons: Mapping[str, int], embargo_bars: int) -> HoldoutCut:
-    """Each symbol's latest `fraction` of its own bars is the holdout; development stops `purge_bars` bars before it.
+def _by_symbol(ts: np.ndarray, symbols: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
+    """Each symbol (sorted by name) with its rows' timestamps, sorted: one sort for the whole panel."""
+    names, code = np.unique(symbols.astype(str), return_inverse=True)
+    order = np.lexsort((ts, code))
+    bounds = np.searchsorted(code[order], np.arange(len(names) + 1), side="left")
+    for i, name in enumerate(names):
+        yield str(name), ts[order[bounds[i]:bounds[i + 1]]]
 
-    Counted per symbol, so a symbol on its own calendar (FX beside crypto) is still scored on its own latest
-    bars; on a panel whose symbols share a calendar this is one time cut. `ts` is datetime64[ns], `symbols`
-    each row's symbol, rows in time order within each symbol. The purge is the longest of `horizons`
-    (target → bars) plus the embargo, so no development label reaches into the holdout.
+
+def development_end(ts: np.ndarray, symbols: np.ndarray, holdout_start: np.datetime64, purge_bars: int) -> np.datetime64:
+    """The instant rows must precede to stay `purge_bars` bars clear of a holdout that starts at `holdout_start`.
+
+    Counted in the rows' own timestamps (the union over symbols) and, for every symbol with bars on both
+    sides, in that symbol's own bars, whichever reaches further back: a business-day symbol beside a
+    seven-day one needs its weekend too, or its last development label would end inside the holdout.
+    A symbol that ends before the holdout has none for its labels to reach, so it does not move the end.
+    """
+    calendar = np.unique(ts)
+    start = int(np.searchsorted(calendar, holdout_start, side="left"))
+    end = calendar[max(start - purge_bars, 0)] if len(calendar) else holdout_start
+    for _, own in _by_symbol(ts, symbols):
+        own = np.unique(own)
+        k = int(np.searchsorted(own, holdout_start, side="left"))
+        if 0 < k < len(own):
+            end = min(end, own[max(k - purge_bars, 0)])
+    return end
+
+
+def symbol_coverage(development_rows: int, holdout_rows: int, min_development_rows: int) -> SymbolCoverage:
+    """Which side of the cut a symbol has bars on; a missing development side outranks a missing holdout."""
+    if development_rows == 0:
+        return SymbolCoverage.NO_DEVELOPMENT
+    if holdout_rows == 0:
+        return SymbolCoverage.NO_HOLDOUT
+    return SymbolCoverage.SHORT if development_rows < min_development_rows else SymbolCoverage.FULL
+
+
+def holdout_cut(ts: np.ndarray, symbols: np.ndarray, fraction: float, horizons: Mapping[str, int], embargo_bars: int,
+                *, min_development_rows: int) -> HoldoutCut:
+    """One holdout for the whole panel: from the (1 − `fraction`) quantile of its timestamps (the union over symbols).
+
+    Development ends `purge_bars` bars earlier (the longest of `horizons`, target → bars, plus the embargo;
+    see `development_end`), so no development label reaches into the holdout, for any symbol. A symbol
+    that ends before the cut, is listed after it, or keeps fewer than `min_development_rows` development bars is
+    recorded as such (`SymbolCut.coverage`), never an error: only a panel left with no development bars is.
+    `ts` is datetime64[ns] and `symbols` each row's symbol.
     """
     purge_bars = max(horizons.values(), default=1) + embargo_bars
     if not 0 < fraction < 1:
         raise ValueError(f"holdout fraction must be between 0 and 1, got {fraction}")
+    calendar = np.unique(ts)
+    start = int(np.floor(len(calendar) * (1 - fraction)))
+    if start - purge_bars < 1 or start >= len(calendar):
+        raise ValueError(
+            f"the panel's {len(calendar)} timestamps leave no development bars before a {fraction:.0%} holdout and a {purge_bars}-bar purge "
+            f"(longest target horizon + ranking.embargoBars); add history, lower training.holdoutFraction, or drop long-horizon targets"
+        )
+    holdout_start = calendar[start]
+    dev_end = development_end(ts, symbols, holdout_start, purge_bars)
     cuts = {}
-    for name in sorted(set(symbols.tolist())):
-        own = np.sort(ts[symbols == name])
-        n = len(own)
-        start = int(np.floor(n * (1 - fraction)))
-        dev_end = start - purge_bars
-        if dev_end < 1 or start >= n:
-            raise ValueError(
-                f"symbol {name}: {n} bars leave no development rows before a {fraction:.0%} holdout and a {purge_bars}-bar purge "
-                f"(longest target horizon + ranking.embargoBars); add history, lower training.holdoutFraction, or drop long-horizon targets"
-            )
-        cuts[str(name)] = SymbolCut(first_ts=_iso(own[0]), last_ts=_iso(own[-1]), rows=n, development_end=_iso(own[dev_end]),
-                                    holdout_start=_iso(own[start]), holdout_rows=n - start)
-    return HoldoutCut(fraction=fraction, purge_bars=purge_bars, horizon_bars=dict(sorted(horizons.items())), symbols=cuts)
+    for name, own in _by_symbol(ts, symbols):
+        dev_rows = int(np.searchsorted(own, dev_end, side="left"))
+        holdout_rows = len(own) - int(np.searchsorted(own, holdout_start, side="left"))
+        cuts[name] = SymbolCut(first_ts=_iso(own[0]), last_ts=_iso(own[-1]), rows=len(own), development_rows=dev_rows,
+                               holdout_rows=holdout_rows, coverage=symbol_coverage(dev_rows, holdout_rows, min_development_rows))
+    if not any(c.development_rows for c in cuts.values()):
+        raise ValueError(
+            f"no symbol has a bar before development ends at {_iso(dev_end)} ({purge_bars} bars before the holdout at {_iso(holdout_start)}); "
+            f"add history, lower training.holdoutFraction, or drop long-horizon targets"
+        )
+    return HoldoutCut(fraction=fraction, purge_bars=purge_bars, horizon_bars=dict(sorted(horizons.items())), holdout_start=_iso(holdout_start),
+                      development_end=_iso(dev_end), min_development_rows=min_development_rows, symbols=cuts)
 
 
 def _per_row(symbols: np.ndarray, cut: HoldoutCut, field: str) -> np.ndarray:
@@ -124,29 +171,31 @@ def pinned_mask(ts: np.ndarray, symbols: np.ndarray, cut: HoldoutCut) -> np.ndar
 
 
 def development_mask(ts: np.ndarray, symbols: np.ndarray, cut: HoldoutCut) -> np.ndarray:
-    """Rows rank, select and plan may read: the pinned panel strictly before each symbol's development end."""
-    first, end = _per_row(symbols, cut, "first_ts"), _per_row(symbols, cut, "development_end")
-    return (ts >= first) & (ts < end)
+    """Rows rank, select and plan may read: the pinned panel strictly before the cut's development end."""
+    return (ts >= _per_row(symbols, cut, "first_ts")) & (ts < _instant(cut.development_end))
 
 
-def cut_split(ts: np.ndarray, symbols: np.ndarray, cut: HoldoutCut, purge_bars: int) -> Fold:
+@dataclass(frozen=True)
+class HoldoutSplit:
+    """One training job's rows on either side of the run's cut; every training row precedes every holdout row."""
+
+    train: np.ndarray  # row indices, ascending
+    test: np.ndarray  # row indices, ascending
+    train_end: np.datetime64  # training rows are strictly before this instant
+    holdout_start: np.datetime64  # holdout rows are at or after this one: the run's, for every job
+
+
+def cut_split(ts: np.ndarray, symbols: np.ndarray, cut: HoldoutCut, purge_bars: int) -> HoldoutSplit:
     """Training rows and holdout rows of a (pinned) frame under the run's cut.
 
-    The holdout is each symbol's bars from its holdout start; training stops `purge_bars` of that symbol's
-    own bars before it (the job's horizon plus the embargo), so no training label overlaps the holdout.
+    The holdout is every row from the cut's holdout start; training stops `purge_bars` bars before it (the
+    job's horizon plus the embargo, counted as `development_end` counts), so no training label overlaps it.
     """
+    start = _instant(cut.holdout_start)
+    train_end = development_end(ts, symbols, start, purge_bars)
     rows = np.arange(len(ts))
-    train, test = np.zeros(len(ts), dtype=bool), np.zeros(len(ts), dtype=bool)
-    for name, sym_cut in cut.symbols.items():
-        mine = rows[symbols == name]
-        if len(mine) == 0:
-            continue
-        mine = mine[np.argsort(ts[mine], kind="stable")]
-        start = int(np.searchsorted(ts[mine], _instant(sym_cut.holdout_start), side="left"))
-        test[mine[start:]] = True
-        train[mine[: max(0, start - purge_bars)]] = True
-    train_rows, test_rows = rows[train], rows[test]
+    train_rows, test_rows = rows[ts < train_end], rows[ts >= start]
     if len(train_rows) == 0 or len(test_rows) == 0:
-        raise ValueError(f"the run's holdout cut leaves {len(train_rows)} training and {len(test_rows)} holdout rows "
+        raise ValueError(f"the run's holdout cut at {cut.holdout_start} leaves {len(train_rows)} training and {len(test_rows)} holdout rows "
                          f"with a {purge_bars}-bar purge; add history or lower training.holdoutFraction")
-    return Fold(index=0, train=train_rows, test=test_rows, test_start=-1, train_end=-1)
+    return HoldoutSplit(train=train_rows, test=test_rows, train_end=train_end, holdout_start=start)

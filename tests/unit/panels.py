@@ -31,6 +31,15 @@ def make_panel(n_days: int = 1000, symbols=("AAA", "BBB", "CCC"), seed: int = 0,
     return out
 
 
+def unequal_histories(frame: pd.DataFrame, listed: dict[str, tuple[int, int]]) -> pd.DataFrame:
+    """`frame` with each symbol in `listed` kept only from its first to before its last day index (listings, delistings)."""
+    day = (frame["ts"] - frame["ts"].min()).dt.days
+    keep = pd.Series(True, index=frame.index)
+    for symbol, (first, end) in listed.items():
+        keep &= (frame["symbol"] != symbol) | ((day >= first) & (day < end))
+    return frame.loc[keep].reset_index(drop=True)
+
+
 FEATURES = ["sig", "noise_0", "noise_1", "noise_2", "noise_3"]
 TARGETS = ["fwd_ret_1d", "y_up_1d", "fwd_ret_noise_1d"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from trainpipe.contract.cut import HoldoutCut, SymbolCut
+from trainpipe.contract.cut import HoldoutCut, SymbolCoverage, SymbolCut
 from trainpipe.contract.names import Leakage, Stability, TargetStatus, TaskType
 from trainpipe.contract.pipeline import RoutingSpec
 from trainpipe.contract.plan import PlanMetadata, RoutingCandidate
@@ -51,8 +51,9 @@ def _row(rank, target):
 def test_the_reports_ranking_table_shows_each_targets_cross_sectional_ir(tmp_path):
     layout = Layout(tmp_path)
     bar = "2020-01-01T00:00:00Z"
-    cut = HoldoutCut(fraction=0.2, purge_bars=2, horizon_bars={"fwd_ret_1d": 1, "fwd_ret_2d": 2},
-                     symbols={"AAA": SymbolCut(first_ts=bar, last_ts=bar, rows=10, development_end=bar, holdout_start=bar, holdout_rows=2)})
+    cut = HoldoutCut(fraction=0.2, purge_bars=2, horizon_bars={"fwd_ret_1d": 1, "fwd_ret_2d": 2}, holdout_start=bar, development_end=bar,
+                     min_development_rows=5, symbols={"AAA": SymbolCut(first_ts=bar, last_ts=bar, rows=10, development_rows=8, holdout_rows=2,
+                                                                       coverage=SymbolCoverage.FULL)})
     write_rankings(layout, RankingsFile(
         interval_minutes=1440.0, symbols=["AAA", "BBB", "CCC"], features=["f"], candidate_features=["f"], leaks=[],
         selected=["fwd_ret_1d", "fwd_ret_2d"], holdout_cut=cut, too_good_limits=TooGoodLimits(max_rank_ic=0.15, max_r2=0.05, max_auc=0.65),

@@ -30,7 +30,8 @@ from trainpipe.runner.units import unit_run_outcome
 
 # The `summary` of each stage's record, as `trainpipe run` wrote it into `.trainpipe/<stage>.json`.
 RECORDED = {
-    Stage.RANK: {"targets_ranked": 6, "selected": ["fwd_ret_20d", "y_up_5d"], "rows": 15834, "development_rows": 12516},
+    Stage.RANK: {"targets_ranked": 6, "selected": ["fwd_ret_20d", "y_up_5d"], "rows": 15834, "development_rows": 12516,
+                 "cut_warnings": ["symbol OLD: ends before the cut (…): no holdout"]},
     Stage.SELECT: {"targets": {"fwd_ret_20d": {"n_features": 24, "stability": "UNKNOWN"}, "y_up_5d": {"n_features": 31, "stability": "STABLE"}}},
     Stage.PLAN: {"jobs": 32, "by_route": {"ROUTE_BOTH": 18, "ROUTE_CROSS_SECTIONAL": 3, "ROUTE_SYMBOL_SPECIFIC": 6}, "families": ["lightgbm", "mlp"]},
     Stage.CPU: {"units": 3, "trained": 1, "failed": 1, "skipped": 1, "reused": 0, "devices": ["cpu"],
@@ -47,12 +48,17 @@ def test_a_stage_summary_reads_and_writes_back_the_record_it_came_from(stage) ->
 
 # What the summary table says about each stage (the line users read at the end of `trainpipe run`).
 DESCRIBED = {
-    Stage.RANK: "6 targets ranked; kept fwd_ret_20d, y_up_5d",
+    Stage.RANK: "6 targets ranked; kept fwd_ret_20d, y_up_5d\nwarning: symbol OLD: ends before the cut (…): no holdout",
     Stage.SELECT: "fwd_ret_20d: 24 features, unknown; y_up_5d: 31 features, stable",
     Stage.PLAN: "32 jobs (both 18, cross_sectional 3, symbol_specific 6); families lightgbm, mlp",
     Stage.CPU: "1 models trained, 1 failed, 1 already done on cpu",
     Stage.GPU: "no units in this stage (the plan's families have none here)",
 }
+
+
+def test_a_rank_record_written_before_the_cut_warnings_still_reads() -> None:
+    older = {k: v for k, v in RECORDED[Stage.RANK].items() if k != "cut_warnings"}
+    assert describe(STEPS[Stage.RANK].summary.model_validate(older)) == "6 targets ranked; kept fwd_ret_20d, y_up_5d"
 
 
 @pytest.mark.parametrize("stage", list(DESCRIBED))

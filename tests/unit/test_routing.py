@@ -271,6 +271,16 @@ def test_route_target_stores_real_cs_state_and_metrics():
     assert any("no out-of-sample score" in r for r in bbb.reason)
 
 
+def test_a_symbol_the_cut_leaves_without_a_holdout_gets_no_model_of_its_own_whatever_its_score():
+    cands = [cand(0.06, n=4000), cand(0.09, symbol="AAA", n=1000), cand(0.09, symbol="OLD", n=1000)]
+    why = "symbol OLD: ends before the cut (…): no holdout"
+    routing = route_target("t", cands, ["AAA", "OLD"], SPEC, no_symbol_model={"OLD": why})
+    old = routing.symbols["OLD"]
+    assert (old.route, old.local_state, old.score) == (Route.CROSS_SECTIONAL, SideState.DISALLOWED, 0.09)
+    assert f"symbol DISALLOWED: {why}" in old.reason
+    assert routing.symbols["AAA"].route is Route.BOTH  # the same score earns a model where there is a holdout
+
+
 def test_experimental_cs_is_not_enabled():
     routing = route_target("t", [cand(0.005)], ["AAA"], SPEC)
     assert routing.cross_sectional.state is SideState.EXPERIMENTAL

@@ -51,7 +51,8 @@ def summary_table(outcomes: Sequence, output_dir: str) -> Table:
 def describe(summary: SnakeContract) -> str:
     """One line of what a stage concluded, for the summary table."""
     if isinstance(summary, RankStageSummary):
-        return f"{summary.targets_ranked} targets ranked; kept {', '.join(summary.selected)}"
+        kept = f"{summary.targets_ranked} targets ranked; kept {', '.join(summary.selected)}"
+        return "\n".join([kept, *(f"warning: {line}" for line in summary.cut_warnings)])
     if isinstance(summary, PlanStageSummary):
         routes = ", ".join(f"{k.removeprefix('ROUTE_').lower()} {v}" for k, v in summary.by_route.items())
         return f"{summary.jobs} jobs ({routes}); families {', '.join(summary.families)}"

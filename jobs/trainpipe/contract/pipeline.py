@@ -132,7 +132,7 @@ DEFAULT_FAMILIES = ("lightgbm", "xgboost", "catboost")
 class TrainingSpec(Contract):
     families: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=sizes.FAMILIES, description="Model families to train (snake_case names); empty = the modelTypes set, or lightgbm, xgboost, catboost.")
     model_types: ModelTypes | None = Field(None, description="Seed-compatible selector: sequential/all = every family in CPU→GPU order; families then filters it.")
-    holdout_fraction: float = Field(0.2, gt=0.05, lt=0.6, description="Most recent share of rows held out (after a purge) for honest metrics.")
+    holdout_fraction: float = Field(0.2, gt=0.05, lt=0.6, description="Most recent share of the panel's timestamps held out for honest metrics: one holdout start for every symbol, development purged before it.")
     allow_empty_plan: bool = Field(False, description="Treat a plan with zero jobs as success instead of an error.")
 
 

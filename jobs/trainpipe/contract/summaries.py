@@ -18,6 +18,7 @@ class RankStageSummary(SnakeContract):
     selected: list[str] = Field(description="The kept targets, in ranking order")
     rows: int = Field(ge=0, description="Rows of the panel read, holdout included")
     development_rows: int = Field(ge=0, description="Rows before the holdout cut: what ranking scored")
+    cut_warnings: list[str] = Field(default_factory=list, description="Symbols the holdout cut leaves short, without a holdout, or with nothing to train")
 
 
 class SelectStageSummary(SnakeContract):

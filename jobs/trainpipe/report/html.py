@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from trainpipe import __version__
+from trainpipe.contract.cut import SymbolCoverage, symbol_warning
 from trainpipe.contract.rankings import RankingsFile, TargetRanking, TooGoodLimits
 from trainpipe.io.atomic import write_text
 from trainpipe.io.layout import Layout
@@ -151,13 +152,16 @@ def _cut_section(ranking: RankingsFile | None) -> str:
     if ranking is None:
         return ""
     cut = ranking.holdout_cut
-    rows = pd.DataFrame([{"symbol": sym, **c.to_wire()} for sym, c in cut.symbols.items()])
-    rows = rows.rename(columns={"firstTs": "first bar", "developmentEnd": "development ends before", "holdoutStart": "holdout starts",
-                                "lastTs": "last bar", "holdoutRows": "holdout bars"})
-    return (f"<h2>Holdout cut</h2><p>Fixed before ranking: each symbol's latest {cut.fraction:.0%} of its own bars is the holdout, "
-            f"and ranking, selection and routing read only bars ending {cut.purge_bars} bars earlier (longest horizon + embargo). "
-            "Only the model metrics below are measured on the holdout.</p>"
-            + _table(rows, ["symbol", "first bar", "development ends before", "holdout starts", "last bar", "rows", "holdout bars"]))
+    rows = pd.DataFrame([{"symbol": sym, **c.to_wire(), "note": "" if c.coverage is SymbolCoverage.FULL else symbol_warning(sym, c, cut)}
+                         for sym, c in cut.symbols.items()])
+    rows = rows.rename(columns={"firstTs": "first bar", "lastTs": "last bar", "developmentRows": "development bars", "holdoutRows": "holdout bars"})
+    warned = sum(c.coverage is not SymbolCoverage.FULL for c in cut.symbols.values())
+    return (f"<h2>Holdout cut</h2><p>Fixed before ranking, one instant for every symbol: the holdout starts at <b>{html.escape(cut.holdout_start)}</b> "
+            f"(the latest {cut.fraction:.0%} of the panel's timestamps), and ranking, selection and routing read only bars before "
+            f"<b>{html.escape(cut.development_end)}</b>, {cut.purge_bars} bars earlier (longest horizon + embargo). Each model trains on "
+            "the bars before the holdout less its own target's horizon and the embargo; only the model metrics below read the holdout."
+            + (f" <b>{warned} symbol(s) have a note</b>: no holdout, nothing to train, or a short history.</p>" if warned else "</p>")
+            + _table(rows, ["symbol", "first bar", "last bar", "rows", "development bars", "holdout bars", "coverage", "note"]))
 
 
 def _cross_sectional_irs(layout: Layout) -> dict[str, float]:
@@ -237,7 +241,7 @@ def _models_section(metrics: pd.DataFrame) -> str:
             "train_seconds", "peak_rss_mb"]
     flagged = int((metrics["too_good"] != "").sum()) if "too_good" in metrics.columns else 0
     warning = f"<p><b>{flagged} model(s) score too well on the holdout to be believed</b> (column too_good).</p>" if flagged else ""
-    return ("<h2>Models</h2><p>Metrics on the run's holdout (each symbol's latest bars after a purge; never a shuffled split), "
+    return ("<h2>Models</h2><p>Metrics on the run's holdout (every bar from the holdout start above, the same instant for every model; never a shuffled split), "
             "each beside its no-skill baseline: the majority-class hit rate, balanced accuracy, and the buy-and-hold or "
             "equal-weight long Sharpe over the same periods (annualised with the bars per year measured on the data).</p>"
             + warning + chart + _table(metrics, cols))

@@ -284,8 +284,14 @@ def route_target(
     candidates: Sequence[RoutingCandidate],
     symbols: Iterable[str],
     spec: RoutingSpec,
+    no_symbol_model: Mapping[str, str] | None = None,
 ) -> TargetRouting:
-    """Route one target: CS decision, each symbol's route (symbols ∪ those with candidates), then the experimental cap."""
+    """Route one target: CS decision, each symbol's route (symbols ∪ those with candidates), then the experimental cap.
+
+    `no_symbol_model` maps a symbol to why it can have no model of its own whatever its score (the holdout
+    cut leaves it no holdout to score one on, or no bar to train one on): its symbol side is DISALLOWED.
+    """
+    no_symbol_model = no_symbol_model or {}
     own = [c for c in candidates if c.target == target]
     if not own:
         raise ValueError(f"no routing candidate for target {target!r}: route only targets that ranking scored")
@@ -310,7 +316,10 @@ def route_target(
     decisions: dict[str, SymbolDecision] = {}
     for symbol in universe:
         candidate = by_symbol.get(symbol)
-        local_state, local_reason = side_state(candidate, thresholds, Side.SYMBOL, spec)
+        if symbol in no_symbol_model:
+            local_state, local_reason = SideState.DISALLOWED, no_symbol_model[symbol]
+        else:
+            local_state, local_reason = side_state(candidate, thresholds, Side.SYMBOL, spec)
         route, why = _route_rule(cs_state, local_state, spec.both_strong_behavior)
         decisions[symbol] = SymbolDecision(
             route=route,
@@ -350,8 +359,9 @@ def build_routing_plan(
     spec: RoutingSpec,
     metadata: PlanMetadata,
     candidates_path: str,
+    no_symbol_model: Mapping[str, str] | None = None,
 ) -> RoutingPlan:
-    """Route every target that has candidates (sorted by name) and record the thresholds and spec applied."""
+    """Route every target that has candidates (sorted by name) and record the thresholds and spec applied (`route_target`)."""
     symbols = list(symbols)
     targets: dict[str, TargetRouting] = {}
     applied: dict[str, Any] = {}
@@ -359,7 +369,7 @@ def build_routing_plan(
     for candidate in candidates:
         by_target.setdefault(candidate.target, []).append(candidate)
     for target in sorted(by_target):
-        routing = route_target(target, by_target[target], symbols, spec)
+        routing = route_target(target, by_target[target], symbols, spec, no_symbol_model)
         targets[target] = routing
         th = resolve_thresholds(routing.task, routing.horizon_minutes)
         applied[th.key] = th.to_dict()

@@ -88,10 +88,10 @@ def train_unit(job: TrainingJob, unit: UnitRequest, frame: pd.DataFrame, cut: Ho
     from trainpipe.training.units import aux_targets_for
 
     h_bars = cut.horizon_bars[job.target]  # as rank converted it (names or targets.horizonBars)
-    fold = cut_split(frame_ts(frame), frame_symbols(frame), cut, h_bars + request.embargo_bars)
+    split = cut_split(frame_ts(frame), frame_symbols(frame), cut, h_bars + request.embargo_bars)
     # Rows with a NaN target are dropped for this target; the index stays the frame's (sequence models need it).
-    train_rows = _labelled(frame.iloc[fold.train], job.target)
-    test_rows = _labelled(frame.iloc[fold.test], job.target)
+    train_rows = _labelled(frame.iloc[split.train], job.target)
+    test_rows = _labelled(frame.iloc[split.test], job.target)
     if train_rows.empty or test_rows.empty:
         raise ValueError(f"{job.job_id}: {len(train_rows)} labelled training and {len(test_rows)} labelled holdout rows under the run's cut")
     trainer = make_trainer(request.family, features=job.features, target=job.target, task=job.task, params=unit.params,
@@ -127,7 +127,8 @@ def train_unit(job: TrainingJob, unit: UnitRequest, frame: pd.DataFrame, cut: Ho
         holdout={"fraction": cut.fraction, "horizon_bars": h_bars, "embargo_bars": request.embargo_bars,
                  "purge_bars": h_bars + request.embargo_bars, "train_end": str(train_rows["ts"].max()),
                  "test_start": str(test_rows["ts"].min()),
-                 "split": "the run's holdout cut: each symbol's latest bars, purged in its own bars (trainpipe.cv.cut_split)"},
+                 "holdout_start": cut.holdout_start,
+                 "split": "the run's holdout cut: one instant for every symbol, training purged before it (trainpipe.cv.cut_split)"},
         params=trainer.params,
     )
     return TrainedUnit(trainer, record, train_seconds, device)
@@ -159,13 +160,16 @@ def run_request(request: WorkerRequest, emit: Callable[[UnitResult], None]) -> i
     symbols = None if any(j.symbol is None for j in my_jobs) else sorted({j.symbol for j in my_jobs if j.symbol})
     columns = sorted({c for j in my_jobs for c in j.features} | {j.target for j in plan.jobs})
     loader = _load_callable(request.panel_loader)
-    panel = loader(Path(request.data_dir), symbols, interval=request.interval, columns=columns)
+    # Rank held each symbol to data.minRowsPerSymbol and the cut pins the bars it read; the loader's own default
+    # minimum here would stop every unit of the family over one short symbol that rank accepted.
+    panel = loader(Path(request.data_dir), symbols, interval=request.interval, columns=columns, min_rows_per_symbol=1)
     full = panel.frame.reset_index(drop=True)
     cut = plan.metadata.holdout_cut
     if cut is None:
         # A plan made without rank (bench, synthetic tests): fix the cut here, on the panel loaded, the same way rank would.
         horizons = {j.target: horizon_bars(j.target, panel.interval_minutes) for j in plan.jobs}
-        cut = holdout_cut(frame_ts(full), frame_symbols(full), request.holdout_fraction, horizons, request.embargo_bars)
+        # No warnings for short symbols here: nobody reads this cut but the split below.
+        cut = holdout_cut(frame_ts(full), frame_symbols(full), request.holdout_fraction, horizons, request.embargo_bars, min_development_rows=0)
     else:
         # Exactly the bars rank read: bars appended since, or older than its maxRowsPerSymbol window, are not this run's.
         full = full.loc[pinned_mask(frame_ts(full), frame_symbols(full), cut)].reset_index(drop=True)

@@ -160,7 +160,7 @@ def load(ctx: RunContext, columns: list[str], cut: HoldoutCut | None = None):
 
 
 def development_frame(frame: pd.DataFrame, cut: HoldoutCut) -> pd.DataFrame:
-    """The rows rank, select and plan may read: each symbol's bars before its development end.
+    """The rows rank, select and plan may read: every symbol's bars before the cut's development end.
 
     The columns move out of `frame` one at a time (the caller's panel is left without columns), so the
     panel is never held twice: a whole-frame copy here was the rank stage's memory peak.
@@ -181,10 +181,15 @@ def target_horizons(ctx: RunContext, targets: list[str], interval_minutes: float
 
 
 def run_cut(ctx: RunContext, frame: pd.DataFrame, horizons: dict[str, int]) -> HoldoutCut:
-    """Fix the run's holdout before anything is ranked: purge = the longest candidate horizon + the embargo."""
+    """Fix the run's holdout before anything is ranked: purge = the longest candidate horizon + the embargo.
+
+    A symbol with fewer development bars than `data.minRowsPerSymbol` asks of a whole file is a warning
+    (`HoldoutCut.warnings`), not an error: on a panel with listings and delistings some always are.
+    """
     from trainpipe.data.frames import frame_symbols, frame_ts
 
     try:
-        return holdout_cut(frame_ts(frame), frame_symbols(frame), ctx.spec.training.holdout_fraction, horizons, ctx.spec.ranking.embargo_bars)
+        return holdout_cut(frame_ts(frame), frame_symbols(frame), ctx.spec.training.holdout_fraction, horizons, ctx.spec.ranking.embargo_bars,
+                           min_development_rows=ctx.spec.data.min_rows_per_symbol)
     except ValueError as exc:
         raise DataError(f"{ctx.data_dir}: {exc}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from trainpipe.contract.cut import HoldoutCut, SymbolCoverage, symbol_warning
 from trainpipe.contract.names import Leakage, TargetStatus
 from trainpipe.contract.pipeline import DEFAULT_FAMILIES, TrainingSpec
 from trainpipe.contract.plan import PlanMetadata, TrainingPlanMetadata
@@ -23,6 +24,12 @@ def requested_families(training: TrainingSpec) -> list[str]:
     if not training.families and training.model_types is None:
         return resolve_families(DEFAULT_FAMILIES, None)
     return resolve_families(training.families or None, training.model_types)
+
+
+def no_symbol_model(cut: HoldoutCut) -> dict[str, str]:
+    """Symbols the cut leaves without a holdout (nothing to score a model of their own on) or without a bar to train one on."""
+    return {name: symbol_warning(name, c, cut) for name, c in cut.symbols.items()
+            if c.coverage in (SymbolCoverage.NO_HOLDOUT, SymbolCoverage.NO_DEVELOPMENT)}
 
 
 def plan_step(ctx: RunContext) -> PlanStageSummary:
@@ -50,7 +57,7 @@ def plan_step(ctx: RunContext) -> PlanStageSummary:
     candidates = build_candidates(oos, stab, leakage)
     meta = ctx.plan_metadata()
     routing = build_routing_plan(candidates, ranking.symbols, ctx.spec.routing, PlanMetadata(**meta),
-                                 ctx.layout.relative(ctx.layout.routing_candidates))
+                                 ctx.layout.relative(ctx.layout.routing_candidates), no_symbol_model(ranking.holdout_cut))
     write_routing(ctx.layout, candidates_frame(candidates), routing)
     training = ctx.spec.training
     families = requested_families(training)

@@ -61,4 +61,5 @@ def rank_step(ctx: RunContext) -> RankStageSummary:
     if not result.selected:
         reasons = "; ".join(f"{r.target}: {r.status} {r.reason}".strip() for r in result.table.itertuples())
         raise StageInputError(f"no target passed ranking, so there is nothing to select or train. Per target: {reasons}")
-    return RankStageSummary(targets_ranked=len(targets), selected=list(result.selected), rows=n_rows, development_rows=len(frame))
+    return RankStageSummary(targets_ranked=len(targets), selected=list(result.selected), rows=n_rows, development_rows=len(frame),
+                            cut_warnings=cut.warnings())
