@@ -189,11 +189,11 @@ class LeakScanner:
             if shift >= horizon_bars:
                 continue
             bounds = leak_bound(resolved, shift, horizon_bars, floor, noise)
-            for (label_name, method), corr, bound, known in zip(methods, correlations, bounds, resolved, strict=True):
+            for (label_name, method), corr, bound, shared in zip(methods, correlations, bounds, resolved, strict=True):
                 for i in np.flatnonzero(np.abs(corr) > bound):
                     name, excess = self.features[i], abs(corr[i]) - bound[i]
                     if name not in leaks or excess > abs(leaks[name].correlation) - leaks[name].bound:
-                        leaks[name] = Leak(name, target, shift, float(corr[i]), f"{method} vs {label_name}", float(bound[i]), float(known[i]))
+                        leaks[name] = Leak(name, target, shift, float(corr[i]), f"{method} vs {label_name}", float(bound[i]), float(shared[i]))
         return sorted(leaks.values(), key=lambda leak: (leak.bound - abs(leak.correlation), leak.feature))
 
     def find_unit_leaks(self, returns: np.ndarray, step: int, longest: int, floor: float, column: str) -> list[Leak]:
