@@ -13,6 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trainpipe.contract.targets import BarCalendar
+from trainpipe.data.calendar import bar_calendar
+from trainpipe.data.frames import frame_ts
+
 
 def synthetic_frame(n_ts: int = 160, symbols: Sequence[str] = ("AAA", "BBB", "CCC"), n_features: int = 6, seed: int = 0) -> pd.DataFrame:
     """A panel whose 1-day target depends on f0 and f1 (and a little on the previous row's f2), plus noise and some NaNs."""
@@ -47,6 +51,11 @@ class SyntheticPanel:
     symbols: list[str]
     interval_minutes: float
     files: list[str]
+
+    @property
+    def calendar(self) -> BarCalendar:
+        """Read from the bars as the loader does (business days, here)."""
+        return bar_calendar(frame_ts(self.frame).view("int64"))
 
 
 PANEL_FILE = "panel.parquet"

@@ -96,8 +96,10 @@ class RankingSpec(Contract):
     folds: int = Field(4, ge=2, le=20, description="Walk-forward test folds.")
     embargo_bars: int = Field(5, ge=0, le=10_000, description="Extra bars purged beyond the target horizon between train and test.")
     max_rows: int = Field(200_000, ge=1_000, description="Rows sampled (most recent first kept in time order) for ranking and selection.")
-    leak_correlation: float = Field(0.3, gt=0, le=1, description="A feature whose |correlation| (Pearson or Spearman, with the level or sign) with a label not yet known at its row "
-                                    "exceeds what the label's known part explains plus this share of the rest is a leak; real returns' ICs stay far below 0.3.")
+    leak_correlation: float = Field(0.1, gt=0, le=1, description="The skill a genuine predictor may show on a label not yet known at its row: a feature is a leak when its "
+                                    "|correlation| (Pearson or Spearman, with the level or sign) with such a label exceeds its correlation with the resolved labels "
+                                    "(or what the label's known part explains) by this much plus what noise allows for the rows and horizon; "
+                                    "real returns' ICs stay under about 0.1. A too-good target's top features are rescanned with a lower allowance.")
     max_rank_ic: float = Field(0.15, gt=0, le=1, description="The best model's out-of-sample |rank IC| above this is too good to be true for returns (real ones stay under about 0.1).")
     max_r2: float = Field(0.05, gt=0, le=1, description="The best model's out-of-sample R² above this is too good to be true for returns.")
     min_symbols_per_timestamp: int = Field(3, ge=2, le=10_000, description="A cross-sectional score needs this many symbols on most timestamps; "

@@ -47,7 +47,9 @@ class FeatureLeak(SnakeContract):
     shift: int = Field(description="feature[t] matches target[t - shift]; shift < horizon means the label was not yet known at t")
     correlation: float
     method: str = Field(description="pearson/spearman against the label's level/sign")
-    bound: float = Field(description="The |correlation| information known at t could reach at this shift")
+    resolved: float = Field(0.0, description="The feature's |correlation| with the same label once resolved (shift ≥ horizon)")
+    bound: float = Field(description="The |correlation| information known at t (its correlation with the resolved label, or the known "
+                         "part's share), genuine skill and noise could reach at this shift")
 
 
 class TooGoodLimits(SnakeContract):
@@ -66,6 +68,8 @@ class RankingsFile(SnakeContract):
     features: list[str] = Field(description="The pool select may use: leaking features have left it")
     candidate_features: list[str] = Field(description="Every feature ranking started from")
     leaks: list[FeatureLeak]
+    suspects: list[str] = Field(default_factory=list, description="Top features of a target too good to be true that a rescan with a lower "
+                                "floor found no leak in: still in the pool, reported for a person to check how they are built")
     selected: list[str] = Field(description="Targets kept for selection, in rank order: select unit i is selected[i]")
     holdout_cut: HoldoutCut
     too_good_limits: TooGoodLimits

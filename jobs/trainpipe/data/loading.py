@@ -35,14 +35,14 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from trainpipe.contract.names import SYMBOL_COLUMN, TARGET_PREFIXES, TIMESTAMP_COLUMN
-from trainpipe.contract.targets import is_target
+from trainpipe.contract.targets import BarCalendar, is_target
+from trainpipe.data.calendar import bar_calendar
 from trainpipe.data.errors import DataError
 from trainpipe.memory import release
 
 FEATURE_TYPE = pa.float32()
 TARGET_TYPE = pa.float64()
 _TS_TYPE = pa.timestamp("ns", tz="UTC")
-_NS_PER_MINUTE = 60 * 1_000_000_000
 _LONG_SUFFIXES = (".parquet", ".csv")
 
 EXPECTED_LAYOUT = (
@@ -63,8 +63,12 @@ class Panel:
     features: tuple[str, ...]
     targets: tuple[str, ...]
     symbols: tuple[str, ...]
-    interval_minutes: float
+    calendar: BarCalendar  # how the bars fall in time: what a horizon in minutes, days or weeks is in bars
     files: tuple[Path, ...]
+
+    @property
+    def interval_minutes(self) -> float:
+        return self.calendar.interval_minutes
 
 
 @dataclass(frozen=True)
@@ -174,7 +178,7 @@ def load_panel(
         features=features,
         targets=targets,
         symbols=loaded,
-        interval_minutes=_interval_minutes(sorted_ts),
+        calendar=bar_calendar(sorted_ts),
         files=source.files,
     )
 
@@ -565,14 +569,6 @@ def _copy_into(column: pa.ChunkedArray, target: np.ndarray) -> None:
         stop = start + len(chunk)
         target[start:stop] = chunk.to_numpy(zero_copy_only=False)
         start = stop
-
-
-def _interval_minutes(ts: np.ndarray) -> float:
-    """Median gap between distinct timestamps in minutes; 0.0 when there is a single timestamp."""
-    unique = np.unique(ts)
-    if len(unique) < 2:
-        return 0.0
-    return float(np.median(np.diff(unique))) / _NS_PER_MINUTE
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,9 +11,19 @@ from trainpipe.contract.names import TaskType
 
 # Shifts checked beyond the unresolved window: labels of the next rows are future information too.
 _FUTURE_SHIFTS = 3
+# Resolved labels a feature is compared with: shift h (the label that ended at t) and the next few before it.
+# A past-only feature shares with them whatever it shares with the known part of an unresolved label.
+_RESOLVED_SHIFTS = 4
+# Chance that pure noise stops a run: one label's whole scan (features × shifts × correlations) is one family.
+FALSE_ALARM = 0.01
+# Horizons built from the shortest return column: each one up to this many of its bars, then a grid growing by
+# a quarter, so a copy of any longer horizon's return still correlates ≥ √(1/1.25) ≈ 0.89 with a scanned one.
+_EVERY_UNIT_UP_TO = 32
+_UNIT_GROWTH = 1.25
 _MIN_ROWS = 30
 # Shifts whose labels share one pass over the stored features: the pass reads memory, the labels are few rows.
-_SHIFTS_PER_PASS = 4
+# Eight: a unit horizon's resolved and unresolved shifts take one pass.
+_SHIFTS_PER_PASS = 8
 # Rows of the features standardised at a time when a pass reads them (a few MiB of float64).
 _BLOCK_ROWS = 8192
 
@@ -25,13 +35,14 @@ class Leak:
     shift: int  # feature[t] matches target[t - shift]; shift < horizon means the label was not yet known at t
     correlation: float
     method: str  # "pearson"/"spearman" against the label's "level"/"sign"
-    bound: float  # the |correlation| a feature built from information known at t could reach at this shift
+    bound: float  # the |correlation| past information, genuine skill and noise explain at this shift (`leak_bound`)
+    resolved: float = 0.0  # the feature's |correlation| (same method) with the label once resolved (shift ≥ horizon)
 
     def describe(self) -> str:
         when = ("the same row's" if self.shift == 0 else f"a label {-self.shift} rows ahead" if self.shift < 0
                 else f"the label {self.shift} rows back (not yet resolved at t)")
         return (f"feature '{self.feature}' tracks {when} {self.target} ({self.method}, |corr|={abs(self.correlation):.3f} "
-                f"> {self.bound:.3f})")
+                f"> {self.bound:.3f}, though only {self.resolved:.3f} with it once resolved)")
 
 
 def leaky_shifts(horizon_bars: int) -> list[int]:
@@ -39,16 +50,73 @@ def leaky_shifts(horizon_bars: int) -> list[int]:
     return list(range(-_FUTURE_SHIFTS, max(1, horizon_bars)))
 
 
-def leak_bound(shift: int, horizon_bars: int, floor: float) -> float:
-    """Largest |correlation| at `shift` that information known at t explains, plus `floor` of the rest.
+def resolved_shifts(horizon_bars: int) -> list[int]:
+    """Shifts j ≥ horizon whose labels are known at t: what a feature built from the past may legitimately track."""
+    h = max(1, horizon_bars)
+    return list(range(h, h + _RESOLVED_SHIFTS))
 
-    The label of t − j sums h one-bar returns of which j are known at t. A feature built only from known
-    returns (a past j-bar return, say) correlates with it at most about sqrt(j / h); a feature that also
-    tracks the unknown part goes beyond that. At j ≤ 0 nothing of the label is known, so the bound is `floor`:
-    the correlation no genuine predictor of returns reaches (real daily ICs stay well under 0.1).
+
+def noise_margin(labelled: int, horizon_bars: int, design_effect: float, tests: int) -> float:
+    """How far noise alone moves the largest of `tests` correlations, at the FALSE_ALARM rate, in Fisher z units.
+
+    Overlapping labels repeat each return `horizon_bars` times, and rows of one timestamp move together
+    (`design_effect`: 1 for independent symbols, up to their number when all move as one), so the rows are
+    worth labelled / (horizon · design effect) independent ones; atanh of a correlation has a standard error
+    of 1/√ of that, whatever the correlation (so a near-copy is judged as surely as a faint one).
+    """
+    from scipy.stats import norm
+
+    independent = max(1.0, labelled / (max(1, horizon_bars) * max(1.0, design_effect)))
+    z = float(norm.isf(FALSE_ALARM / (2 * max(1, tests))))
+    return z / float(np.sqrt(independent))
+
+
+def leak_bound(resolved: float | np.ndarray, shift: int, horizon_bars: int, floor: float, noise: float) -> np.ndarray:
+    """The largest |correlation| at `shift` that information known at t explains, plus skill and noise.
+
+    Known information is what the feature shares with resolved labels (`resolved`), or at least what the
+    label's known part explains: the label of t − j sums h one-bar returns of which j are known at t, and a
+    feature built from them (a past j-bar return) correlates with it about √(j/h). `floor` is the skill a
+    genuine predictor may add; `noise` (Fisher z units, see `noise_margin`) what sampling may.
     """
     known = np.sqrt(min(max(shift, 0), horizon_bars) / max(horizon_bars, 1))
-    return float(known + floor * (1 - known))
+    explained = np.minimum(np.maximum(resolved, known) + floor, 1 - 1e-9)
+    return np.asarray(np.tanh(np.arctanh(explained) + noise))
+
+
+def design_effect(y: np.ndarray, timestamps: np.ndarray | None) -> float:
+    """How many rows of one timestamp count as one: 1 + (m − 1)·ρ for m symbols whose labels correlate by ρ.
+
+    Read as m · var(timestamp means) / var(labels), bounded to [1, m]; 1 without timestamps. `timestamps`
+    may be any codes that are equal exactly where the timestamps are.
+    """
+    known = np.isfinite(y)
+    if timestamps is None or known.sum() < 2:
+        return 1.0
+    codes = np.unique(np.asarray(timestamps)[known], return_inverse=True)[1]
+    counts = np.bincount(codes)
+    values = y[known]
+    total = float(values.var())
+    if total <= 0 or len(counts) < 2:
+        return 1.0
+    means = np.bincount(codes, weights=values) / counts
+    m = float(counts.mean())
+    return float(min(m, max(1.0, m * means.var() / total)))
+
+
+def unit_horizons(longest: int, step: int = 1) -> list[int]:
+    """Horizons (bars) scanned with returns summed from a `step`-bar return column: multiples of `step` up to `longest`.
+
+    Every multiple up to _EVERY_UNIT_UP_TO of them, then a grid growing by a quarter, ending at `longest`'s
+    last multiple. The column's own horizon (one multiple) is scanned as a target already and left out.
+    """
+    top = max(0, longest) // max(1, step)
+    multiples = list(range(2, min(top, _EVERY_UNIT_UP_TO) + 1))
+    m = _EVERY_UNIT_UP_TO
+    while m < top:
+        m = min(top, max(m + 1, int(np.ceil(m * _UNIT_GROWTH))))
+        multiples.append(m)
+    return [k * step for k in multiples]
 
 
 class LeakScanner:
@@ -62,10 +130,12 @@ class LeakScanner:
     no copy of the features is made per shift, and building makes one column at a time.
     """
 
-    def __init__(self, x: np.ndarray, symbols: np.ndarray, features: Sequence[str]) -> None:
+    def __init__(self, x: np.ndarray, symbols: np.ndarray, features: Sequence[str], timestamps: np.ndarray | None = None) -> None:
         self.features = list(features)
         rows, width = x.shape[0], len(self.features)
         self.x = x  # the caller's matrix, read again a block at a time (standardised on the fly)
+        # Rows of one timestamp move together: the noise margin counts them as fewer. Small codes, found once.
+        self.timestamps = None if timestamps is None else np.unique(timestamps, return_inverse=True)[1].astype(np.int32)
         self.centre, self.scale = np.zeros(width), np.ones(width)
         self.ranks = np.empty((width, rows), dtype=np.float32)
         self.square_sums = np.empty((2, width))  # Σ z² of each column, values then ranks
@@ -82,14 +152,18 @@ class LeakScanner:
             self.square_sums[:, j] = values @ values, stored @ stored
         self.previous = _row_shifter(symbols)
 
-    def find_leaks(self, y: np.ndarray, horizon_bars: int, floor: float, target: str = "", task: TaskType = TaskType.REGRESSION) -> list[Leak]:
-        """Features whose value at t tracks a label of `y` not yet resolved at t, by any of four correlations.
+    def find_leaks(self, y: np.ndarray, horizon_bars: int, floor: float, target: str = "", task: TaskType = TaskType.REGRESSION,
+                   shifts: Sequence[int] | None = None, family: int = 1) -> list[Leak]:
+        """Features whose value at t tracks a label of `y` not yet resolved at t more than they track it resolved.
 
-        `y` is the target (NaN = unlabelled), rows as the scanner's, in time order within each symbol. Every
-        shift below the horizon is scanned (and three future rows), with Pearson and Spearman against the
-        label's level and, for returns, its sign: a noisy copy, a rank or the direction of the future
-        return, the next bar's return, part of the horizon. A past return equal to the label shifted by
-        exactly the horizon is legitimate and not scanned.
+        `y` is the target (NaN = unlabelled), rows as the scanner's, in time order within each symbol. Each
+        unresolved shift (`shifts`; by default every shift below the horizon and three future rows) is
+        compared, per correlation (Pearson and Spearman against the label's level and, for returns, its
+        sign), with the feature's largest correlation with the resolved labels (shifts h … h+3). A feature
+        built from the past shares with an unresolved label only what the label's known part holds, which
+        the resolved labels hold too: a past return, a volatility against a big-move label. It is a leak
+        when it exceeds that (see `leak_bound`) by more than `floor` (the skill a genuine predictor may show)
+        and the noise of this many rows, horizon and correlations (`family` labels scanned as one family).
         """
         leaks: dict[str, Leak] = {}
         if not self.features:
@@ -101,17 +175,57 @@ class LeakScanner:
         if task is TaskType.REGRESSION:
             sign = np.sign(y)
             kinds["sign"] = (sign, *_tie_groups(sign))
-        shifts = leaky_shifts(horizon_bars)
-        for start in range(0, len(shifts), _SHIFTS_PER_PASS):
-            for shift, correlations in self._correlations(kinds, shifts[start:start + _SHIFTS_PER_PASS]):
-                bound = leak_bound(shift, horizon_bars, floor)
-                methods = ((label_name, method) for label_name in kinds for method in ("pearson", "spearman"))
-                for (label_name, method), corr in zip(methods, correlations, strict=True):
-                    for i in np.flatnonzero(np.abs(corr) > bound):
-                        name, excess = self.features[i], abs(corr[i]) - bound
-                        if name not in leaks or excess > abs(leaks[name].correlation) - leaks[name].bound:
-                            leaks[name] = Leak(name, target, shift, float(corr[i]), f"{method} vs {label_name}", bound)
+        methods = [(label_name, method) for label_name in kinds for method in ("pearson", "spearman")]
+        unresolved = list(shifts) if shifts is not None else leaky_shifts(horizon_bars)
+        # Resolved and unresolved shifts share the passes over the features: the resolved ones come first.
+        scanned = self._scan(kinds, resolved_shifts(horizon_bars) + unresolved)
+        resolved = np.zeros((len(methods), len(self.features)))
+        for shift, correlations in scanned:
+            if shift >= horizon_bars:
+                resolved = np.maximum(resolved, np.abs(np.asarray(correlations)))
+        tests = len(self.features) * len(unresolved) * len(methods) * max(1, family)
+        noise = noise_margin(int(np.isfinite(y).sum()), horizon_bars, design_effect(y, self.timestamps), tests)
+        for shift, correlations in scanned:
+            if shift >= horizon_bars:
+                continue
+            bounds = leak_bound(resolved, shift, horizon_bars, floor, noise)
+            for (label_name, method), corr, bound, shared in zip(methods, correlations, bounds, resolved, strict=True):
+                for i in np.flatnonzero(np.abs(corr) > bound):
+                    name, excess = self.features[i], abs(corr[i]) - bound[i]
+                    if name not in leaks or excess > abs(leaks[name].correlation) - leaks[name].bound:
+                        leaks[name] = Leak(name, target, shift, float(corr[i]), f"{method} vs {label_name}", float(bound[i]), float(shared[i]))
         return sorted(leaks.values(), key=lambda leak: (leak.bound - abs(leak.correlation), leak.feature))
+
+    def find_unit_leaks(self, returns: np.ndarray, step: int, longest: int, floor: float, column: str) -> list[Leak]:
+        """Leaks of the forward return over every horizon up to `longest` bars, summed from a `step`-bar return column.
+
+        A feature can leak a horizon no target column has (a copy of the 5-day return beside 1- and 20-day
+        targets). The sum of the next m `step`-bar returns is the (m·step)-bar return; each is scanned at the
+        row itself and the three rows ahead, where nothing of it is known: a copy of part of a longer label
+        is a whole copy of a shorter one. All horizons are one family for the noise margin.
+        """
+        horizons = unit_horizons(longest, step)
+        if not horizons:
+            return []
+        returns = np.asarray(returns, dtype=np.float64)
+        total, summed = returns.copy(), 1
+        found: dict[str, Leak] = {}
+        for h in horizons:
+            while summed * step < h:
+                source = self.previous(-summed * step)
+                total += np.where(source >= 0, returns[np.maximum(source, 0)], np.nan)
+                summed += 1
+            label = f"{h}-bar return (the sum of {column})"
+            for leak in self.find_leaks(total, h, floor, label, shifts=range(-_FUTURE_SHIFTS, 1), family=len(horizons)):
+                if leak.feature not in found or abs(leak.correlation) - leak.bound > abs(found[leak.feature].correlation) - found[leak.feature].bound:
+                    found[leak.feature] = leak
+        return sorted(found.values(), key=lambda leak: (leak.bound - abs(leak.correlation), leak.feature))
+
+    def _scan(self, kinds: dict[str, tuple[np.ndarray, np.ndarray, int]], shifts: Sequence[int]) -> list[tuple[int, list[np.ndarray]]]:
+        """The correlations of every shift in `shifts`, a pass of _SHIFTS_PER_PASS of them at a time."""
+        shifts = list(shifts)
+        return [found for start in range(0, len(shifts), _SHIFTS_PER_PASS)
+                for found in self._correlations(kinds, shifts[start:start + _SHIFTS_PER_PASS])]
 
     def _correlations(self, kinds: dict[str, tuple[np.ndarray, np.ndarray, int]], shifts: Sequence[int]) -> list[tuple[int, list[np.ndarray]]]:
         """Each feature's correlations with the labels of `shifts`, per shift: per label kind, Pearson then Spearman.
@@ -207,9 +321,10 @@ def find_leaks(
     floor: float,
     target: str = "",
     task: TaskType = TaskType.REGRESSION,
+    timestamps: np.ndarray | None = None,
 ) -> list[Leak]:
     """One target's leaks (see `LeakScanner.find_leaks`); rank builds the scanner once for all targets."""
-    return LeakScanner(x, symbols, features).find_leaks(y, horizon_bars, floor, target, task)
+    return LeakScanner(x, symbols, features, timestamps).find_leaks(y, horizon_bars, floor, target, task)
 
 
 def _moments(v: np.ndarray, known: np.ndarray) -> tuple[float, float]:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from trainpipe.contract.names import SYMBOL_COLUMN, TargetStatus, TaskType
+from trainpipe.contract.names import REGRESSION_TARGET_PREFIX, SYMBOL_COLUMN, TargetStatus, TaskType
 from trainpipe.contract.pipeline import PipelineSpec, RankingSpec, TargetsSpec
-from trainpipe.contract.targets import horizon_bars, horizon_minutes, task_type
+from trainpipe.contract.targets import BarCalendar, horizon_bars, horizon_minutes, task_type
 from trainpipe.cv import purged_walk_forward
 from trainpipe.data.frames import frame_ts
 from trainpipe.memory import release
@@ -26,6 +26,12 @@ from trainpipe.stages.leakage import Leak, LeakScanner, too_good
 LGBM_RANK_ROUNDS = 120
 MIN_TARGET_ROWS = 200
 LINEAR_MAX_ROWS = 50_000
+# A target too good to be true puts its strongest features (by LightGBM gain over its folds) under suspicion.
+SUSPECTS_PER_TARGET = 3
+# Suspects are rescanned against every label with half the allowance for genuine skill: whatever made a score
+# too good to be true has lost part of the benefit of the doubt. Not all of it: a real predictor's sample IC
+# can cross ranking.maxRankIc on a short panel, and noise alone would then drop it.
+SUSPECT_FLOOR_SHARE = 0.5
 
 
 _DEFAULTS = RankingSpec()
@@ -73,6 +79,7 @@ class Rankings:
     selected: tuple[str, ...]
     features: tuple[str, ...] = ()  # the candidate pool after leaking features left it: what select may use
     leaks: tuple[Leak, ...] = ()  # every leak found, for every target (a leaking feature left every target's pool)
+    suspects: tuple[str, ...] = ()  # top features of a target still too good that the lower floor found no leak in: kept, reported
 
 
 # One row per target × fold × side (symbol None = the cross-section): what `plan` builds routing candidates from.
@@ -133,7 +140,7 @@ def rank_targets(
 
     `horizons` gives each target's horizon in bars (the run's cut has them); without it they are read from the names.
     """
-    horizons = dict(horizons) if horizons is not None else {t: horizon_bars(t, interval_minutes) for t in targets}
+    horizons = dict(horizons) if horizons is not None else {t: horizon_bars(t, BarCalendar.continuous(interval_minutes)) for t in targets}
 
     features = list(features)
     if x is None:
@@ -144,27 +151,69 @@ def rank_targets(
     codes, names = pd.factorize(frame[SYMBOL_COLUMN], sort=True)
     symbols = _Symbols(codes.astype(np.int32), tuple(str(n) for n in names))
     labels = {t: _Label.of(frame, t, horizons[t]) for t in targets}
+    ts = frame_ts(frame)
 
     # Leaks first, for every target: a feature leaking any label leaves the pool of all of them, so no
     # other target can rank (or be selected) through it.
-    scanner = LeakScanner(x, symbols.codes, features)
-    leaks = [leak for t, label in labels.items() if label.problem is None
-             for leak in scanner.find_leaks(label.y, label.bars, params.leak_correlation, t, label.task)]
+    scanner = LeakScanner(x, symbols.codes, features, ts)
+    leaks = _scan(scanner, labels, params.leak_correlation)
     del scanner
     release()  # the scan's standardised copies are freed before the boosters' datasets
+    features, x = _without_leaks(features, x, leaks, params)
+
+    rows, oos_rows, gains = _rank_all(frame, x, features, symbols, targets, labels, leaks, params, on_target)
+    # A target too good to be true: its top features are rescanned for every label with a lower floor. A leak
+    # found leaves every pool and every target is ranked again without it; the rest stay, reported as suspects.
+    suspects = _suspects(rows, gains, features)
+    suspect_leaks: list[Leak] = []
+    if suspects:
+        columns = [features.index(f) for f in suspects]
+        suspect_leaks = _scan(LeakScanner(x[:, columns], symbols.codes, list(suspects), ts), labels, params.leak_correlation * SUSPECT_FLOOR_SHARE)
+        if suspect_leaks:
+            leaks = leaks + suspect_leaks
+            features, x = _without_leaks(features, x, leaks, params)
+            rows, oos_rows, _ = _rank_all(frame, x, features, symbols, targets, labels, leaks, params, None)
+    too_good = {row["target"] for row in rows if row["status"] == TargetStatus.TOO_GOOD.value}
+    kept_suspects = tuple(f for f, t in suspects.items() if f in features and t in too_good)
+    for row in rows:
+        if row["target"] in too_good and row["target"] in suspects.values():
+            row["reason"] += "; " + _suspect_note(row["target"], suspects, suspect_leaks, params.leak_correlation * SUSPECT_FLOOR_SHARE)
+    table = _finish_table(pd.DataFrame(rows), params.top_n)
+    oos_frame = pd.DataFrame(oos_rows, columns=list(OOS_COLUMNS))
+    selected = tuple(table.loc[table["selected"], "target"])
+    return Rankings(table=table, oos_scores=oos_frame, selected=selected, features=tuple(features), leaks=tuple(leaks), suspects=kept_suspects)
+
+
+def _scan(scanner: LeakScanner, labels: Mapping[str, _Label], floor: float) -> list[Leak]:
+    """Leaks of every target's label, and of the returns over every horizon summed from the shortest return column."""
+    ready = {t: label for t, label in labels.items() if label.problem is None}
+    leaks = [leak for t, label in ready.items() for leak in scanner.find_leaks(label.y, label.bars, floor, t, label.task)]
+    returns = [(label.bars, t) for t, label in ready.items() if label.task is TaskType.REGRESSION and t.startswith(REGRESSION_TARGET_PREFIX)]
+    if returns:
+        step, column = min(returns)
+        leaks += scanner.find_unit_leaks(ready[column].y, step, max(label.bars for label in ready.values()), floor, column)
+    return leaks
+
+
+def _without_leaks(features: list[str], x: np.ndarray, leaks: Sequence[Leak], params: RankParams) -> tuple[list[str], np.ndarray]:
+    """The pool without its leaking features; the run stops instead under blockOnLeakage, or when nothing would be left."""
     if leaks and params.block_on_leakage:
         raise LeakageError(leaks)
     leaking = {leak.feature for leak in leaks}
-    if leaking:
-        kept = [i for i, f in enumerate(features) if f not in leaking]
-        features, x = [features[i] for i in kept], x[:, kept]
-        if not features:
-            raise LeakageError(leaks)  # nothing would be left to rank with
+    kept = [i for i, f in enumerate(features) if f not in leaking]
+    if len(kept) == len(features):
+        return features, x
+    if not kept:
+        raise LeakageError(leaks)  # nothing would be left to rank with
+    return [features[i] for i in kept], x[:, kept]
 
+
+def _rank_all(frame, x, features, symbols, targets, labels, leaks, params, on_target) -> tuple[list[dict], list[tuple], dict[str, np.ndarray]]:
+    """Every target's ranking row, its out-of-sample evidence, and its features' LightGBM gain summed over folds."""
     base = binned_dataset(x, params.seed, features)
-    rows, oos_rows = [], []
+    rows, oos_rows, gains = [], [], {}
     for target in targets:
-        row, oos = _rank_one(frame, x, base, symbols, target, labels[target], params)
+        row, oos, gains[target] = _rank_one(frame, x, base, symbols, target, labels[target], params)
         own = [leak for leak in leaks if leak.target == target]
         if own and row["status"] == TargetStatus.OK.value:
             row["reason"] = "leaking features left every target's pool: " + "; ".join(leak.describe() for leak in own[:3])
@@ -173,10 +222,33 @@ def rank_targets(
         release()  # each target's folds and boosters are freed: hand the pages back before the next target
         if on_target is not None:
             on_target(target)
-    table = _finish_table(pd.DataFrame(rows), params.top_n)
-    oos_frame = pd.DataFrame(oos_rows, columns=list(OOS_COLUMNS))
-    selected = tuple(table.loc[table["selected"], "target"])
-    return Rankings(table=table, oos_scores=oos_frame, selected=selected, features=tuple(features), leaks=tuple(leaks))
+    return rows, oos_rows, gains
+
+
+def _suspects(rows: Sequence[dict], gains: Mapping[str, np.ndarray], features: Sequence[str]) -> dict[str, str]:
+    """Feature → the too-good target that put it under suspicion: each such target's top features by gain."""
+    out: dict[str, str] = {}
+    for row in rows:
+        gain = gains.get(row["target"])
+        if row["status"] != TargetStatus.TOO_GOOD.value or gain is None:
+            continue
+        for i in np.argsort(-gain, kind="stable")[:SUSPECTS_PER_TARGET]:
+            if gain[i] > 0:
+                out.setdefault(features[i], row["target"])
+    return out
+
+
+def _suspect_note(target: str, suspects: Mapping[str, str], leaks: Sequence[Leak], floor: float) -> str:
+    """What the rescan of a too-good target's top features found, for its row's reason."""
+    mine = [f for f, t in suspects.items() if t == target]
+    leaking = sorted({leak.feature for leak in leaks} & set(mine))
+    clean = [f for f in mine if f not in leaking]
+    parts = [f"its top features {mine} were rescanned against every label with a lower skill allowance ({floor:g}, half ranking.leakCorrelation)"]
+    if leaking:
+        parts.append(f"{leaking} leak and left every target's pool")
+    if clean:
+        parts.append(f"{clean} show no leak and stay, reported as suspects: check how they are built")
+    return ": ".join(parts[:1]) + ": " + "; ".join(parts[1:])
 
 
 def _finish_table(table: pd.DataFrame, top_n: int) -> pd.DataFrame:
@@ -238,20 +310,21 @@ def _rank_one(frame, x, base, symbols: _Symbols, target, label: _Label, params):
     y_all, task, bars, n = label.y, label.task, label.bars, label.n
     hmin = horizon_minutes(target)
     if label.problem is not None:
-        return _empty_row(target, task, hmin, n, *label.problem), []
+        return _empty_row(target, task, hmin, n, *label.problem), [], None
     mask = np.isfinite(y_all)
 
     idx = np.flatnonzero(mask)
     ts = frame_ts(frame)[idx]
     row_codes = symbols.codes[idx]
     classes = np.unique(y_all[idx]) if task is not TaskType.REGRESSION else None
-    fold_metrics, oos = [], []
+    fold_metrics, oos, gain = [], [], np.zeros(x.shape[1])
     for fold in purged_walk_forward(ts, params.folds, purge=bars + params.embargo_bars, min_train=max(20, bars)):
         train, test = idx[fold.train], idx[fold.test]
         y_train, y_test = y_all[train], y_all[test]
         if classes is not None and np.unique(y_train).size < len(classes):
             continue
-        p_lgbm = _fit_lgbm(base, train, test, y_train, x, task, classes, params)
+        p_lgbm, fold_gain = _fit_lgbm(base, train, test, y_train, x, task, classes, params)
+        gain += fold_gain
         lin = train[-LINEAR_MAX_ROWS:]  # the most recent training rows: plenty for a linear baseline, bounded memory
         p_lin = _fit_linear(x, lin, y_all[lin], test, task, classes, params.seed)
         blended = _blend(task, p_lgbm, p_lin)
@@ -261,7 +334,7 @@ def _rank_one(frame, x, base, symbols: _Symbols, target, label: _Label, params):
                              params.min_symbols_per_timestamp))
         release()
     if not fold_metrics:
-        return _empty_row(target, task, hmin, n, TargetStatus.DEGENERATE, "no walk-forward fold had enough history after the purge"), []
+        return _empty_row(target, task, hmin, n, TargetStatus.DEGENERATE, "no walk-forward fold had enough history after the purge"), [], None
 
     def mean_of(key: str) -> float:
         vals = [fm[m][key] for fm in fold_metrics for m in fm if np.isfinite(fm[m][key])]
@@ -293,11 +366,12 @@ def _rank_one(frame, x, base, symbols: _Symbols, target, label: _Label, params):
                       params.max_rank_ic, params.max_r2, params.max_auc)
     if reason:
         row.update(status=TargetStatus.TOO_GOOD.value, reason=reason)
-        return row, []
-    return row, oos
+        return row, [], gain
+    return row, oos, gain
 
 
-def _fit_lgbm(base, train, test, y_train, x, task, classes, params) -> np.ndarray:
+def _fit_lgbm(base, train, test, y_train, x, task, classes, params) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions for `test`, and each feature's gain (what a too-good target's suspects are read from)."""
     import lightgbm as lgb
 
     label = y_train
@@ -307,7 +381,7 @@ def _fit_lgbm(base, train, test, y_train, x, task, classes, params) -> np.ndarra
         label = np.searchsorted(classes, y_train).astype(np.float64)
     p = booster_params(task, 0 if classes is None else len(classes), params.seed, params.threads)
     booster = lgb.train(p, subset(base, train, label), num_boost_round=LGBM_RANK_ROUNDS)
-    return np.asarray(booster.predict(x[test]))
+    return np.asarray(booster.predict(x[test])), np.asarray(booster.feature_importance(importance_type="gain"), dtype=np.float64)
 
 
 def _fit_linear(x, train_rows, y_train, test_rows, task, classes, seed) -> np.ndarray:

@@ -167,7 +167,7 @@ def run_request(request: WorkerRequest, emit: Callable[[UnitResult], None]) -> i
     cut = plan.metadata.holdout_cut
     if cut is None:
         # A plan made without rank (bench, synthetic tests): fix the cut here, on the panel loaded, the same way rank would.
-        horizons = {j.target: horizon_bars(j.target, panel.interval_minutes) for j in plan.jobs}
+        horizons = {j.target: horizon_bars(j.target, panel.calendar) for j in plan.jobs}
         # No warnings for short symbols here: nobody reads this cut but the split below.
         cut = holdout_cut(frame_ts(full), frame_symbols(full), request.holdout_fraction, horizons, request.embargo_bars, min_development_rows=0)
     else:

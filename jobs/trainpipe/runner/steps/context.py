@@ -14,7 +14,7 @@ from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.names import Stage
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.summaries import TrainingStageSummary
-from trainpipe.contract.targets import HorizonError, horizon_bars
+from trainpipe.contract.targets import BarCalendar, HorizonError, horizon_bars
 from trainpipe.contract.timestamps import stamp
 from trainpipe.cv import development_mask, holdout_cut, pinned_mask
 from trainpipe.data.errors import DataError
@@ -172,10 +172,10 @@ def development_frame(frame: pd.DataFrame, cut: HoldoutCut) -> pd.DataFrame:
     return pd.DataFrame(columns, copy=False)  # not consolidated: no second copy, and each column can be freed alone
 
 
-def target_horizons(ctx: RunContext, targets: list[str], interval_minutes: float) -> dict[str, int]:
+def target_horizons(ctx: RunContext, targets: list[str], calendar: BarCalendar) -> dict[str, int]:
     """Each candidate target's horizon in bars (name or targets.horizonBars); an unreadable name stops the run."""
     try:
-        return {t: horizon_bars(t, interval_minutes, ctx.spec.targets.horizon_bars) for t in targets}
+        return {t: horizon_bars(t, calendar, ctx.spec.targets.horizon_bars) for t in targets}
     except HorizonError as exc:
         raise DataError(f"{ctx.data_dir}: {exc}") from None
 

@@ -27,7 +27,7 @@ def rank_step(ctx: RunContext) -> RankStageSummary:
 
     features, targets = candidate_columns(ctx)
     panel = load(ctx, features + targets)
-    horizons = target_horizons(ctx, targets, panel.interval_minutes)
+    horizons = target_horizons(ctx, targets, panel.calendar)
     cut = run_cut(ctx, panel.frame, horizons)
     frame = development_frame(panel.frame, cut)
     n_rows, interval_minutes, symbols = len(panel.frame), panel.interval_minutes, panel.symbols
@@ -47,8 +47,9 @@ def rank_step(ctx: RunContext) -> RankStageSummary:
         symbols=list(symbols),
         features=list(result.features),
         candidate_features=features,
-        leaks=[FeatureLeak(feature=k.feature, target=k.target, shift=k.shift, correlation=k.correlation, method=k.method, bound=k.bound)
+        leaks=[FeatureLeak(feature=k.feature, target=k.target, shift=k.shift, correlation=k.correlation, method=k.method, bound=k.bound, resolved=k.resolved)
                for k in result.leaks],
+        suspects=list(result.suspects),
         selected=list(result.selected),
         holdout_cut=cut,
         # The report applies the same limits to the models' holdout metrics.
