@@ -93,13 +93,13 @@ def test_every_planned_model_is_trained_with_honest_metrics_and_reloads(first_ru
             assert np.isfinite(metrics["metrics"][key])
             assert "turnover" in metrics["backtest"]
             assert metrics["backtest"]["baseline_sharpe"] is not None and 240 < metrics["backtest"]["bars_per_year"] < 260
-            assert "hit_rate_baseline" in metrics["metrics"]
-            assert metrics["metrics"]["rank_ic" if job["task"] == "regression" else "auc"] is not None
             # Every headline figure carries its interval, with overlapping labels counted once per horizon.
             assert metrics["metrics"][f"{key}_low"] <= metrics["metrics"][key] <= metrics["metrics"][f"{key}_high"]
             assert 0 < metrics["metrics"]["n_eff"] < metrics["n_test"] or metrics["holdout"]["horizon_bars"] == 1
             if metrics["backtest"].get("sharpe") is not None:
                 assert metrics["backtest"]["sharpe_se"] > 0 and metrics["backtest"]["phases"] == metrics["holdout"]["horizon_bars"]
+            assert "hit_rate_baseline" in metrics["metrics"]
+            assert metrics["metrics"]["rank_ic" if job["task"] == "regression" else "auc"] is not None
             # Scored on the run's holdout only: nothing before the earliest holdout start of its symbols.
             starts = [s["holdout_start"] for sym, s in cut["symbols"].items() if job["symbol"] in (None, sym)]
             assert pd.Timestamp(metrics["holdout"]["test_start"]) >= pd.Timestamp(min(starts))

@@ -213,6 +213,14 @@ def _plan_section(plan) -> str:
 _WITH_INTERVAL = ("ic", "rank_ic", "r2", "auc", "hit_rate", "balanced_accuracy", "bt_sharpe")
 
 
+_INTERVALS_NOTE = (
+    "<p>Brackets hold 95% intervals; n_eff counts the holdout's independent periods (timestamps / horizon), because "
+    "overlapping labels are not independent rows. The Sharpe averages every rebalance phase; bt_sharpe_se is its "
+    "standard error and bt_dsr its deflated Sharpe: the probability that its skill beats the best that this run's "
+    "number of models would show on noise (above 0.95 is evidence).</p>"
+)
+
+
 def _with_intervals(metrics: pd.DataFrame) -> pd.DataFrame:
     """Each figure of `_WITH_INTERVAL` beside its interval, as text; a metrics.json without intervals keeps the bare value."""
     out = metrics.copy()
@@ -246,12 +254,8 @@ def _models_section(metrics: pd.DataFrame) -> str:
     warning = f"<p><b>{flagged} model(s) score too well on the holdout to be believed</b> (column too_good).</p>" if flagged else ""
     return ("<h2>Models</h2><p>Metrics on the run's holdout (each symbol's latest bars after a purge; never a shuffled split), "
             "each beside its no-skill baseline: the majority-class hit rate, balanced accuracy, and the buy-and-hold or "
-            "equal-weight long Sharpe over the same periods (annualised with the bars per year measured on the data). "
-            "Brackets hold 95% intervals; n_eff counts the holdout's independent periods (timestamps / horizon), because "
-            "overlapping labels are not independent rows. The Sharpe averages every rebalance phase; bt_sharpe_se is its "
-            "standard error and bt_dsr its deflated Sharpe: the probability that its skill beats the best that this run's "
-            "number of models would show on noise (above 0.95 is evidence).</p>"
-            + _noise_section(metrics) + warning + chart + _table(_with_intervals(metrics), cols))
+            "equal-weight long Sharpe over the same periods (annualised with the bars per year measured on the data).</p>"
+            + _INTERVALS_NOTE + _noise_section(metrics) + warning + chart + _table(_with_intervals(metrics), cols))
 
 
 def _png(fig) -> str:
