@@ -150,3 +150,10 @@ def test_the_report_shows_each_figure_with_its_interval_and_the_best_beside_nois
     assert f"{ric['rank_ic']:.3f} [{ric['rank_ic_low']:.3f}, {ric['rank_ic_high']:.3f}]" in models
     assert "<th>bt_sharpe_se</th>" in models and "<th>bt_dsr</th>" in models and "0.0123" in models
     assert "What the best of these 2 models would show on pure noise" in models  # the v1 file has no standard error to count
+
+
+def test_noises_best_of_n_is_the_expected_maximum_of_n_draws() -> None:
+    assert expected_max_of_noise(1, 1.35) == 0.0  # one model: nothing was picked
+    assert expected_max_of_noise(2, 1.0) == pytest.approx(1 / np.sqrt(np.pi), rel=1e-6)  # closed form for two draws
+    draws = np.random.default_rng(0).standard_normal((20_000, 63)).max(axis=1)
+    assert expected_max_of_noise(63, 1.35) == pytest.approx(1.35 * draws.mean(), rel=0.01)

@@ -25,11 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import integrate, stats
 
 LEVEL = 0.95
 METHOD = "effective n = timestamps / horizon; rows summed per timestamp (trainpipe.training.uncertainty)"
-_EULER_GAMMA = 0.5772156649015329
 
 
 @dataclass(frozen=True)
@@ -142,14 +141,17 @@ def sharpe_se(sharpe_per_period: float, skew: float, kurtosis: float, n_eff: flo
 def expected_max_of_noise(n_trials: int, se: float) -> float:
     """What the best of `n_trials` estimates would show with no skill at all, each with standard error `se`.
 
-    The expected maximum of n independent N(0, se²) draws (Bailey & López de Prado's approximation,
-    exact to about 1% from n = 2 up): se · ((1 − γ) Φ⁻¹(1 − 1/n) + γ Φ⁻¹(1 − 1/(n e))). Models of one
-    run share their data, so they are less than independent and this is an upper bound of the noise figure.
+    The expected maximum of n independent N(0, se²) draws, integrated exactly (Bailey & López de
+    Prado's closed form is 8% low at n = 2 and 2.5% high at n = 5). Models of one run share their
+    data, so they are less than independent and this is an upper bound of the noise figure.
     """
     if n_trials < 2:
         return 0.0
-    g = _EULER_GAMMA
-    return se * ((1 - g) * stats.norm.ppf(1 - 1 / n_trials) + g * stats.norm.ppf(1 - 1 / (n_trials * math.e)))
+
+    def x_times_density_of_max(x: float) -> float:
+        return float(x * n_trials * stats.norm.pdf(x) * stats.norm.cdf(x) ** (n_trials - 1))
+
+    return se * float(integrate.quad(x_times_density_of_max, -12, 12)[0])
 
 
 def deflated_sharpe(sharpe: float, se: float, n_trials: int, noise_se: float) -> float:
