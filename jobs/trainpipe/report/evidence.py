@@ -91,8 +91,8 @@ def with_deflated_sharpe(metrics: pd.DataFrame) -> pd.DataFrame:
     sharpe, se, noise_se = _numbers(metrics, "bt_sharpe"), _numbers(metrics, "bt_sharpe_se"), _numbers(metrics, "bt_sharpe_noise_se")
     ok = sharpe.notna() & se.notna() & (se > 0) & noise_se.notna()
     n = int(ok.sum())
-    spread = float(np.sqrt(np.mean(noise_se[ok] ** 2))) if n else math.nan
-    dsr = [deflated_sharpe(s, e, n, spread) if good else math.nan for s, e, good in zip(sharpe, se, ok, strict=True)]
+    noise_best = expected_max_of_noise(n, float(np.sqrt(np.mean(noise_se[ok] ** 2)))) if n else math.nan
+    dsr = [deflated_sharpe(s, e, noise_best) if good else math.nan for s, e, good in zip(sharpe, se, ok, strict=True)]
     return metrics.assign(bt_dsr=dsr)
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import integrate, stats
+from scipy import integrate, special, stats
 
 LEVEL = 0.95
 METHOD = "effective n = timestamps / horizon; rows summed per timestamp (trainpipe.training.uncertainty)"
@@ -149,15 +149,16 @@ def expected_max_of_noise(n_trials: int, se: float) -> float:
         return 0.0
 
     def x_times_density_of_max(x: float) -> float:
-        return float(x * n_trials * stats.norm.pdf(x) * stats.norm.cdf(x) ** (n_trials - 1))
+        return x * n_trials * math.exp(-x * x / 2) / math.sqrt(2 * math.pi) * float(special.ndtr(x)) ** (n_trials - 1)
 
     return se * float(integrate.quad(x_times_density_of_max, -12, 12)[0])
 
 
-def deflated_sharpe(sharpe: float, se: float, n_trials: int, noise_se: float) -> float:
-    """Deflated Sharpe ratio: the probability that the true Sharpe exceeds what the best of `n_trials` would show on noise.
+def deflated_sharpe(sharpe: float, se: float, noise_best: float) -> float:
+    """Deflated Sharpe ratio: the probability that the true Sharpe exceeds `noise_best`, what the best of the run's models would show on noise.
 
-    Φ((SR − SR₀) / se), SR₀ = `expected_max_of_noise(n_trials, noise_se)`; `se` already carries the
-    returns' skew and kurtosis (`sharpe_se`). Near 0.5 or below on noise; above 0.95 is evidence.
+    Φ((SR − SR₀) / se), SR₀ = `expected_max_of_noise(models, noise se)` (Bailey & López de Prado);
+    `se` already carries the returns' skew and kurtosis (`sharpe_se`). Near 0.5 or below on noise;
+    above 0.95 is evidence.
     """
-    return float(stats.norm.cdf((sharpe - expected_max_of_noise(n_trials, noise_se)) / se))
+    return float(stats.norm.cdf((sharpe - noise_best) / se))
