@@ -93,6 +93,11 @@ def test_every_planned_model_is_trained_with_honest_metrics_and_reloads(first_ru
             assert np.isfinite(metrics["metrics"][key])
             assert "turnover" in metrics["backtest"]
             assert metrics["backtest"]["baseline_sharpe"] is not None and 240 < metrics["backtest"]["bars_per_year"] < 260
+            # Every headline figure carries its interval, with overlapping labels counted once per horizon.
+            assert metrics["metrics"][f"{key}_low"] <= metrics["metrics"][key] <= metrics["metrics"][f"{key}_high"]
+            assert 0 < metrics["metrics"]["n_eff"] < metrics["n_test"] or metrics["holdout"]["horizon_bars"] == 1
+            if metrics["backtest"].get("sharpe") is not None:
+                assert metrics["backtest"]["sharpe_se"] > 0 and metrics["backtest"]["phases"] == metrics["holdout"]["horizon_bars"]
             assert "hit_rate_baseline" in metrics["metrics"]
             assert metrics["metrics"]["rank_ic" if job["task"] == "regression" else "auc"] is not None
             # Scored on the run's one holdout, the same instant for every job: no test row precedes a training row.
@@ -112,6 +117,7 @@ def test_report_shows_every_section(first_run):
     assert html.count("<img") >= 2
     assert str(layout.report_html) in out
     assert "too_good" in html and "bt_baseline_sharpe" in html and "No feature leaked" in html
+    assert "would show on pure noise" in html and "<th>bt_dsr</th>" in html
 
 
 def test_second_run_hits_the_cache_and_a_setting_reruns_only_its_stages(first_run, example_data):

@@ -13,10 +13,11 @@ import pandas as pd
 
 from trainpipe import __version__
 from trainpipe.contract.cut import SymbolCoverage, symbol_warning
-from trainpipe.contract.rankings import RankingsFile, TargetRanking, TooGoodLimits
+from trainpipe.contract.rankings import RankingsFile, TargetRanking
 from trainpipe.io.atomic import write_text
 from trainpipe.io.layout import Layout
 from trainpipe.io.stage_files import StageFileError, read_rankings, read_selection
+from trainpipe.report.evidence import flag_too_good, noise_lines, with_deflated_sharpe
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#1d2330;padding:0 1rem}
@@ -54,7 +55,7 @@ def render(layout: Layout) -> str:
         _ranking_section(ranking, _cross_sectional_irs(layout)),
         _selection_section(layout, ranking),
         _plan_section(plan),
-        _models_section(flag_too_good(metrics, ranking.too_good_limits if ranking else None)),
+        _models_section(with_deflated_sharpe(flag_too_good(metrics, ranking.too_good_limits if ranking else None))),
         "</body></html>",
     ]
     return "\n".join(p for p in parts if p)
@@ -74,25 +75,6 @@ def model_metrics_frame(layout: Layout) -> pd.DataFrame:
                     row[k if section == "metrics" else f"bt_{k}"] = v
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def flag_too_good(metrics: pd.DataFrame, limits: TooGoodLimits | None) -> pd.DataFrame:
-    """Add `too_good`: the reason a model's holdout score is beyond the limits ranking used, or "" (pure).
-
-    The same limits as ranking's, applied to the final holdout: a leak ranking missed shows up here.
-    """
-    if metrics.empty or not limits:
-        return metrics
-
-    def reason(row) -> str:
-        rank_ic, auc = row.get("rank_ic"), row.get("auc")
-        if row.get("task") == "regression" and rank_ic is not None and pd.notna(rank_ic) and abs(rank_ic) > limits.max_rank_ic:
-            return f"holdout rank IC {rank_ic:.3f} beyond ±{limits.max_rank_ic}: look for a leak"
-        if row.get("task") != "regression" and auc is not None and pd.notna(auc) and max(auc, 1 - auc) > limits.max_auc:
-            return f"holdout AUC {auc:.3f} beyond {limits.max_auc}: look for a leak"
-        return ""
-
-    return metrics.assign(too_good=[reason(row) for row in metrics.to_dict("records")])
 
 
 def _rankings(layout: Layout) -> RankingsFile | None:
@@ -231,20 +213,53 @@ def _plan_section(plan) -> str:
             + _table(jobs, ["job_id", "target", "symbol", "route", "training_type", "priority", "estimated_samples", "features", "model_families", "reason"]))
 
 
+# Figures shown as "value [low, high]": their 95% intervals from metrics.json.
+_WITH_INTERVAL = ("ic", "rank_ic", "r2", "auc", "hit_rate", "balanced_accuracy", "bt_sharpe")
+
+
+_INTERVALS_NOTE = (
+    "<p>Brackets hold 95% intervals; n_eff counts the holdout's independent periods (timestamps / horizon), because "
+    "overlapping labels are not independent rows. The Sharpe averages every rebalance phase; bt_sharpe_se is its "
+    "standard error and bt_dsr its deflated Sharpe: the probability that its skill beats the best that this run's "
+    "number of models would show on noise (above 0.95 is evidence).</p>"
+)
+
+
+def _with_intervals(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Each figure of `_WITH_INTERVAL` beside its interval, as text; a metrics.json without intervals keeps the bare value."""
+    out = metrics.copy()
+    for col in _WITH_INTERVAL:
+        if col not in out.columns or f"{col}_low" not in out.columns:
+            continue
+        out[col] = [v if lo is None or hi is None or pd.isna(lo) or pd.isna(hi) or pd.isna(v) else f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+                    for v, lo, hi in zip(out[col], out[f"{col}_low"], out[f"{col}_high"], strict=True)]
+    return out
+
+
+def _noise_section(metrics: pd.DataFrame) -> str:
+    lines = noise_lines(metrics)
+    if not lines:
+        return ""
+    return ("<p><b>The best model against selection on noise.</b> Picking the best of N models picks noise's maximum too; "
+            "each line gives that maximum (the expected best of N figures with no skill, from the models' own standard errors; "
+            "models of one run share their data, so it is an upper bound).</p><ul>"
+            + "".join(f"<li>{html.escape(line.sentence())}</li>" for line in lines) + "</ul>")
+
+
 def _models_section(metrics: pd.DataFrame) -> str:
     if metrics.empty:
         return "<h2>Models</h2><p class='muted'>No model trained yet.</p>"
     metrics = metrics.sort_values([c for c in ("target", "job_id", "family") if c in metrics.columns])
     chart = _chart_families(metrics)
-    cols = ["job_id", "target", "symbol", "family", "stage", "device", "n_train", "n_test", "ic", "rank_ic", "r2", "auc", "hit_rate",
-            "hit_rate_baseline", "balanced_accuracy", "bt_sharpe", "bt_baseline_sharpe", "bt_mean_return", "bt_turnover", "too_good",
-            "train_seconds", "peak_rss_mb"]
+    cols = ["job_id", "target", "symbol", "family", "stage", "device", "n_train", "n_test", "n_eff", "ic", "rank_ic", "r2", "auc", "hit_rate",
+            "hit_rate_baseline", "balanced_accuracy", "bt_sharpe", "bt_sharpe_se", "bt_dsr", "bt_baseline_sharpe", "bt_mean_return",
+            "bt_turnover", "too_good", "train_seconds", "peak_rss_mb"]
     flagged = int((metrics["too_good"] != "").sum()) if "too_good" in metrics.columns else 0
     warning = f"<p><b>{flagged} model(s) score too well on the holdout to be believed</b> (column too_good).</p>" if flagged else ""
     return ("<h2>Models</h2><p>Metrics on the run's holdout (every bar from the holdout start above, the same instant for every model; never a shuffled split), "
             "each beside its no-skill baseline: the majority-class hit rate, balanced accuracy, and the buy-and-hold or "
             "equal-weight long Sharpe over the same periods (annualised with the bars per year measured on the data).</p>"
-            + warning + chart + _table(metrics, cols))
+            + _INTERVALS_NOTE + _noise_section(metrics) + warning + chart + _table(_with_intervals(metrics), cols))
 
 
 def _png(fig) -> str:

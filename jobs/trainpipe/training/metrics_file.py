@@ -3,6 +3,9 @@
 Field notes: `peak_rss_mb` is the peak resident memory of the family's worker process up to the end of
 this unit (one process trains every job of a family, so later units report a running maximum);
 `device` is the device that trained the model ("cpu" or "cuda:0 (<card>)").
+
+v2 added the intervals (`<figure>_se`, `_low`, `_high`, `n_eff` in `metrics`; the Sharpe's in `backtest`,
+averaged over its rebalance phases). v1 files still read: their figures show without an interval.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from trainpipe.io.layout import Layout
 
 METRICS_FILE = "metrics.json"
-METRICS_SCHEMA = "trainpipe.io/model-metrics/v1"
+METRICS_SCHEMA = "trainpipe.io/model-metrics/v2"
 
 
 class ModelMetrics(BaseModel):
@@ -33,8 +36,8 @@ class ModelMetrics(BaseModel):
     n_test: int = Field(ge=0)
     train_seconds: float = Field(ge=0)
     peak_rss_mb: float = Field(ge=0)
-    metrics: dict[str, Any] = Field(description="Holdout metrics: ic, rank_ic(+method), r2 or auc, hit_rate, …")
-    backtest: dict[str, Any] = Field(description="Long/short backtest of the holdout predictions, or {'available': false, 'reason': …}")
+    metrics: dict[str, Any] = Field(description="Holdout metrics: ic, rank_ic(+method), r2 or auc, hit_rate, …, each with _se, _low, _high")
+    backtest: dict[str, Any] = Field(description="Long/short backtest of the holdout predictions (Sharpe with _se, _low, _high), or {'available': false, 'reason': …}")
     fingerprint: str = Field(description="Digest of job, family, params, split and data; a rerun with the same one is skipped")
     holdout: dict[str, Any] = Field(default_factory=dict, description="Split facts: fraction, horizon/embargo/purge bars, train end, test start")
     params: dict[str, Any] = Field(default_factory=dict)

@@ -110,7 +110,7 @@ def train_unit(job: TrainingJob, unit: UnitRequest, frame: pd.DataFrame, cut: Ho
     task = TaskType(job.task)
     # The positive class from all of the job's labels: the holdout alone may lack one (training encodes the same).
     positive = positive_label(np.unique(frame[job.target].dropna().to_numpy())) if task is TaskType.BINARY else None
-    metrics = evaluate(y, pred, ts, syms, task, positive=positive)
+    metrics = evaluate(y, pred, ts, syms, task, positive=positive, horizon_bars=h_bars)
     returns_col = _returns_column(job.target, task, frame.columns, horizon_minutes)
     if returns_col is None:
         backtest: dict[str, Any] = {"available": False, "reason": f"no fwd_ret_* column with the horizon of {job.target} in the plan"}
