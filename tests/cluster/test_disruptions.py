@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from pod_mutations import pod_mutation
-from test_faults import COMPLETION_INDEX, SKIP_MESSAGE, skipped_spec, wait_ready
+from test_faults import COMPLETION_INDEX, HOLD_GATE, SKIP_MESSAGE, skipped_spec, wait_ready
 from test_operator import apply, get, jobs, pods, stage_of
 from test_real_node import tools_image  # noqa: F401 -- the fixture: the real node's small image with `sleep`
 from trainpipe.contract.names import LABEL_FAMILY, LABEL_STAGE
@@ -232,3 +232,39 @@ def test_units_on_a_lost_node_are_named_within_a_minute_and_rerun_elsewhere_once
             wait_for("the real node Ready again, untainted", lambda: node_ready(kube, real_node.name)["status"] == "True" and not [
                 t for t in kube.get(f"{CORE}/nodes/{real_node.name}")["spec"].get("taints") or [] if t["key"].startswith("node.kubernetes.io/")],
                 timeout=120, interval=1)
+
+
+def test_a_rank_report_lost_with_its_pod_reruns_rank_once_and_the_run_goes_on(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    """rank's pod is held by a scheduling gate until the operator is stopped; it then runs, and is deleted before any
+    operator read its report (as when its node is lost or the pod is garbage-collected). The operator, started again,
+    finds rank's Job complete and no pod to read: it runs rank once more, whose pod reports again (a real rank finds
+    its outputs cached; here a skipped pod says the same), and the run ends Ready on that report."""
+    gate = f'Object{{spec: Object.spec{{schedulingGates: [Object.spec.schedulingGates{{name: "{HOLD_GATE}"}}]}}}}'
+    rank = f"object.metadata.labels['{LABEL_STAGE}'] == 'rank'"
+    with pod_mutation(kube, namespace, f"hold-rank-{namespace}", rank, gate) as mutation:
+        sample = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe", "labels": {LABEL_STAGE: "rank"}},
+                  "spec": {"containers": [{"name": "c", "image": "none"}]}}
+        mutation.wait_active(namespace, sample, lambda pod: bool(pod["spec"].get("schedulingGates")))
+        apply(kube, namespace, pipeline_manifest("lost-report", validate=False, **skipped_spec()))
+        held = wait_for("rank's pod held by its gate", lambda: next(
+            (p for p in pods(kube, namespace, "lost-report") if stage_of(p) == "rank" and p["spec"].get("schedulingGates")), None),
+            timeout=60, interval=0.2)
+        operator.stop()
+        mutation.unbind()  # the rerun's pod runs as it comes
+    path = f"{CORE}/namespaces/{namespace}/pods/{held['metadata']['name']}"
+    kube.patch(path, {"spec": {"schedulingGates": []}})
+
+    def rank_complete() -> bool:
+        return any(stage_of(j) == "rank" and any(c["type"] == "Complete" and c["status"] == "True" for c in j["status"].get("conditions") or [])
+                   for j in jobs(kube, namespace, "lost-report"))
+
+    wait_for("rank's Job complete", rank_complete, timeout=60, interval=0.5)
+    kube.delete(path)
+    wait_for("rank's pod gone", lambda: not kube.exists(path), timeout=30, interval=0.5)
+    assert (get(kube, namespace, "lost-report").get("status") or {}).get("selectedTargets") is None, "the report was read before the pod went"
+    operator.start()
+    wait_ready(kube, namespace, "lost-report", timeout=120)
+    status = get(kube, namespace, "lost-report")["status"]
+    assert status["stages"]["rank"]["reportReruns"] == 1 and status["selectedTargets"] == 2, status["stages"]["rank"]
+    ran = [p for p in pods(kube, namespace, "lost-report") if stage_of(p) == "rank"]
+    assert len(ran) == 1 and ran[0]["metadata"]["name"] != held["metadata"]["name"], "rank ran once more, and only once"
