@@ -35,11 +35,16 @@ def panel(symbols: int, bars: int = 250):
         (np.tile([0.3, 0.1, 0.2], 4) + np.repeat(np.arange(4) * 0.01, 3), 3, 0.0, NoTiming.FIXED_POSITION, 0),  # same ranking every day
         (np.array([0.1, -0.1, 0.2, 0.3, -0.2, 0.1, 0.1, 0.4]), 1, 0.0, None, 4),
         (np.tile([0.3, 0.1, 0.2, 0.1, 0.3, 0.2], 2), 3, 0.0, None, 3),  # the book flips every day
+        (np.array([0.1, -0.1, 0.2, 0.3, -0.2, 0.1]), 0, 0.0, None, None),  # two symbols on calendars that never meet: no book
     ],
-    ids=["constant", "constant-to-float32", "same-across-symbols", "always-long", "always-short", "same-book", "timed", "timed-cs"],
+    ids=["constant", "constant-to-float32", "same-across-symbols", "always-long", "always-short", "same-book", "timed", "timed-cs",
+         "no-shared-timestamps"],
 )
 def test_timing_verdicts(pred, symbols, centre, kind, changes) -> None:
-    ts, sym = panel(symbols, len(pred) // symbols)
+    if symbols:
+        ts, sym = panel(symbols, len(pred) // symbols)
+    else:
+        ts, sym = DAYS[: len(pred)], np.array(["A", "B"] * (len(pred) // 2))
     verdict = judge_timing(pred, ts, sym, centre=centre)
     assert verdict.has_timing is (kind is None) and verdict.kind == kind and verdict.position_changes == changes
     assert (verdict.reason == "") is (kind is None)

@@ -6,11 +6,11 @@ whose prediction is the same for every symbol at a timestamp ranks nothing, so i
 book is an alphabetical one. Such a model is flagged, and the report never picks it as the best.
 The checks, first match wins:
 
-| kind                           | when                                                            |
-|--------------------------------|-----------------------------------------------------------------|
-| `constant_predictions`         | every holdout prediction is the same                            |
-| `same_prediction_across_symbols` | (several symbols) every timestamp's predictions are the same  |
-| `position_never_changes`       | the long/short book is the same at every holdout timestamp      |
+| kind                             | when                                                        |
+|----------------------------------|-------------------------------------------------------------|
+| `constant_predictions`           | every holdout prediction is the same                        |
+| `same_prediction_across_symbols` | (several symbols) each timestamp's predictions are the same |
+| `position_never_changes`         | the long/short book is the same at every holdout timestamp  |
 
 "The same" allows a relative difference of `SAME` of the largest prediction: a network whose output has
 collapsed still differs in its last float32 digits, and positions taken on those are noise, not a view.
@@ -48,12 +48,16 @@ def judge_timing(pred: np.ndarray, ts: np.ndarray, symbols: np.ndarray, *, centr
                       reason=f"the same prediction ({pred[0]:.6g}) for all {len(pred)} holdout rows: IC undefined, the position never changes")
     several = len(np.unique(symbols)) > 1
     if several:
-        spread = pd.Series(pred).groupby(ts).agg(np.ptp).to_numpy()
-        if (spread <= tolerance).all():
+        by_ts = pd.Series(pred).groupby(ts)
+        shared = by_ts.size().to_numpy() > 1  # symbols on different calendars share no timestamp: nothing to rank there
+        spread = by_ts.agg(np.ptp).to_numpy()[shared]
+        if len(spread) and (spread <= tolerance).all():
             return Timing(has_timing=False, kind=NoTiming.NO_CROSS_SECTION,
                           reason="every symbol gets the same prediction at each holdout timestamp: nothing ranks one symbol above another, "
                                  "so the cross-sectional figures are undefined and the long/short book is picked by symbol name")
     weights = books(pred, None, ts, symbols, centre=centre, quantile=quantile).long_short
+    if len(weights) < 2:  # no book to hold (symbols that never share a timestamp): the predictions vary, that is all one can say
+        return Timing(has_timing=True)
     changes = int((np.abs(np.diff(weights, axis=0)).sum(axis=1) > 0).sum())
     if changes == 0:
         return Timing(has_timing=False, kind=NoTiming.FIXED_POSITION, position_changes=0, reason=_fixed_reason(weights, several, centre))
