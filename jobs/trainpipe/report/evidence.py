@@ -83,7 +83,7 @@ def with_timing(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def _no_timing(row: dict) -> str:
     verdict = row.get("timing_has_timing")
-    if isinstance(verdict, bool):
+    if isinstance(verdict, (bool, np.bool_)):
         return "" if verdict else str(row.get("timing_reason") or row.get("timing_kind") or "no timing")
     if "ic" in row and "rank_ic" in row and _or_none(row["ic"]) is None and _or_none(row["rank_ic"]) is None:
         return "no IC or rank IC in its metrics.json (written before v3): constant predictions"
