@@ -37,6 +37,7 @@ def _with(section: str, **values) -> PipelineSpec:
         (_with("routing", minSampleSizeCs=10), Stage.PLAN),
         (_with("training", families=["lightgbm"]), Stage.PLAN),
         (_with("training", holdoutFraction=0.3), Stage.RANK),  # the cut is fixed before ranking
+        (_with("training", costBps=20), Stage.CPU),  # the backtests' costs: every model's metrics.json, no model upstream
     ],
 )
 def test_setting_reruns_its_stage_and_downstream_only(spec, first):

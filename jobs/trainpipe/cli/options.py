@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.owners import FolderOwner
-from trainpipe.contract.pipeline import PipelineSpec, format_validation_error, load_manifest
+from trainpipe.contract.pipeline import PipelineSpec, TrainingSpec, format_validation_error, load_manifest
 
 
 class OptionsError(ValueError, CommandFailure):
@@ -42,6 +42,9 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--model-types", choices=["all", "sequential", "cross_sectional", "cpu", "gpu"],
                    help="Seed-compatible selector: 'sequential' or 'all' = every family, CPU stage then GPU stage. [spec.training.modelTypes]")
     g.add_argument("--holdout-fraction", type=float, metavar="F", help="Most recent share of rows held out for model metrics (default 0.2). [spec.training.holdoutFraction]")
+    g.add_argument("--cost-bps", type=float, metavar="BPS",
+                   help=f"Trading cost the holdout backtests charge on turnover, in basis points of the value traded "
+                        f"(default {TrainingSpec.model_fields['cost_bps'].default:g}). [spec.training.costBps]")
     g.add_argument("--allow-empty-plan", action="store_true", default=None, help="A plan with zero jobs is not an error. [spec.training.allowEmptyPlan]")
     g.add_argument("--seed", type=int, help="Seed for every sampler and model (default 42). [spec.seed]")
     r = parser.add_argument_group("execution")
@@ -130,6 +133,7 @@ _FLAG_FIELDS: dict[str, str] = {
     "model_types": "training.modelTypes",
     "holdout_fraction": "training.holdoutFraction",
     "allow_empty_plan": "training.allowEmptyPlan",
+    "cost_bps": "training.costBps",
     "seed": "seed",
 }
 

@@ -136,6 +136,9 @@ class TrainingSpec(Contract):
     model_types: ModelTypes | None = Field(None, description="Seed-compatible selector: sequential/all = every family in CPU→GPU order; families then filters it.")
     holdout_fraction: float = Field(0.2, gt=0.05, lt=0.6, description="Most recent share of the panel's timestamps held out for honest metrics: one holdout start for every symbol, development purged before it.")
     allow_empty_plan: bool = Field(False, description="Treat a plan with zero jobs as success instead of an error.")
+    cost_bps: float = Field(5.0, ge=0, le=1_000, description="Trading cost of the holdout backtests in basis points of the value traded: "
+                            "each rebalance pays costBps / 10,000 × Σ|change in weight| (a full flip of the long/short book trades 2). "
+                            "5 suits liquid large caps and futures; raise it for small caps, retail FX or crypto, 0 shows gross figures.")
 
 
 class PipelineSpec(Contract):

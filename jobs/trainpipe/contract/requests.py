@@ -36,4 +36,5 @@ class WorkerRequest(Contract):
     embargo_bars: int = Field(ge=0)
     seed: int
     interval: str | None = None
+    cost_bps: float = Field(0.0, ge=0, description="Trading cost the backtests charge on turnover, in basis points (training.costBps)")
     units: tuple[UnitRequest, ...]

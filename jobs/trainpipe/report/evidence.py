@@ -1,10 +1,14 @@
-"""Run-level reading of the models' holdout figures: too-good flags on intervals, deflated Sharpe, and the best-of-N noise line; pure, called by report.html.
+"""Run-level reading of the models' holdout figures: no-timing flags, too-good flags on intervals, deflated Sharpe, and the best-of-N noise line; pure, called by report.html.
 
 A run trains N models and a reader looks at the best. On pure noise the best of N is not zero: it is
 about the expected maximum of N draws of each figure's noise. So beside the best model the report
 prints that figure ("what the best of these N models would show on pure noise"), and each Sharpe is
 deflated by it (Bailey & López de Prado): the probability that the model's true Sharpe beats the best
 that N no-skill models would show.
+
+A model with no timing (`no_timing` not empty: constant predictions, or a position that never changes)
+is never the best and gets no deflated Sharpe: its figures are the market's, not its own. It still
+counts among the N models tried, since it was one of the draws a reader picked from.
 """
 
 from __future__ import annotations
@@ -50,11 +54,13 @@ class NoiseLine:
     best_low: float | None
     best_high: float | None
     noise_best: float
+    untimed: int = 0  # models of the N with no timing: tried, never picked
 
     def sentence(self) -> str:
         interval = "" if self.best_low is None or self.best_high is None else f" (95% interval {self.best_low:.3f} to {self.best_high:.3f})"
         verdict = ("no better than" if self.best <= self.noise_best else "above")
-        return (f"Best {self.label} of {self.n_models} models: {self.best:.3f}{interval}, {self.best_model}. "
+        skipped = f" ({self.untimed} of them without timing, never picked)" if self.untimed else ""
+        return (f"Best {self.label} of {self.n_models} models{skipped}: {self.best:.3f}{interval}, {self.best_model}. "
                 f"What the best of these {self.n_models} models would show on pure noise: {self.noise_best:.3f} — the best is {verdict} that.")
 
 
@@ -64,35 +70,66 @@ def _numbers(frame: pd.DataFrame, column: str) -> pd.Series:
     return pd.to_numeric(frame[column], errors="coerce")
 
 
+def with_timing(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Add `no_timing`: why a model has no timing, or "" (its metrics.json's verdict; files before v3 are judged from their figures).
+
+    Before v3 a constant prediction left IC and rank IC null, and a position that never changed left a
+    turnover of 0; those are the only traces an older file keeps.
+    """
+    if metrics.empty:
+        return metrics
+    return metrics.assign(no_timing=[_no_timing(row) for row in metrics.to_dict("records")])
+
+
+def _no_timing(row: dict) -> str:
+    verdict = row.get("timing_has_timing")
+    if isinstance(verdict, (bool, np.bool_)):
+        return "" if verdict else str(row.get("timing_reason") or row.get("timing_kind") or "no timing")
+    if "ic" in row and "rank_ic" in row and _or_none(row["ic"]) is None and _or_none(row["rank_ic"]) is None:
+        return "no IC or rank IC in its metrics.json (written before v3): constant predictions"
+    if _or_none(row.get("bt_turnover")) == 0:
+        return "turnover 0 in its metrics.json (written before v3): the position never changed on the holdout"
+    return ""
+
+
+def _timed(metrics: pd.DataFrame) -> pd.Series:
+    """True for the models that may be ranked: those with timing."""
+    if "no_timing" not in metrics.columns:
+        return pd.Series(True, index=metrics.index)
+    return metrics["no_timing"].fillna("") == ""
+
+
 def noise_lines(metrics: pd.DataFrame) -> list[NoiseLine]:
-    """For each headline figure the models report, the best model and the best-of-N figure on noise (models without an SE are left out)."""
+    """For each headline figure the models report, the best model with timing and the best-of-N figure on noise (models without an SE are left out)."""
     lines = []
+    timed = _timed(metrics)
     for head in HEADLINES:
         value, noise_se = _numbers(metrics, head.column), _numbers(metrics, head.noise_se_column)
         ok = value.notna() & noise_se.notna()
-        if not ok.any():
+        if not (ok & timed).any():
             continue
         n = int(ok.sum())
-        best_at = value[ok].idxmax()
+        best_at = value[ok & timed].idxmax()
         row = metrics.loc[best_at]
         # The root-mean-square of the models' noise spreads: models with fewer periods spread wider.
         spread = float(np.sqrt(np.mean(noise_se[ok] ** 2)))
         lines.append(NoiseLine(head.label, n, f"{row.get('job_id')} / {row.get('family')}", float(value[best_at]),
                                _or_none(_numbers(metrics, head.column + "_low")[best_at]),
                                _or_none(_numbers(metrics, head.column + "_high")[best_at]),
-                               head.no_skill + expected_max_of_noise(n, spread)))
+                               head.no_skill + expected_max_of_noise(n, spread), int((ok & ~timed).sum())))
     return lines
 
 
 def with_deflated_sharpe(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Add `bt_dsr`: each model's deflated Sharpe over the number of models in the run with a Sharpe (NaN where it has none)."""
+    """Add `bt_dsr`: each model's deflated Sharpe over the number of models in the run with a Sharpe (NaN where it has none, or no timing)."""
     if metrics.empty:
         return metrics
     sharpe, se, noise_se = _numbers(metrics, "bt_sharpe"), _numbers(metrics, "bt_sharpe_se"), _numbers(metrics, "bt_sharpe_noise_se")
     ok = sharpe.notna() & se.notna() & (se > 0) & noise_se.notna()
     n = int(ok.sum())
     noise_best = expected_max_of_noise(n, float(np.sqrt(np.mean(noise_se[ok] ** 2)))) if n else math.nan
-    dsr = [deflated_sharpe(s, e, noise_best) if good else math.nan for s, e, good in zip(sharpe, se, ok, strict=True)]
+    rankable = ok & _timed(metrics)
+    dsr = [deflated_sharpe(s, e, noise_best) if good else math.nan for s, e, good in zip(sharpe, se, rankable, strict=True)]
     return metrics.assign(bt_dsr=dsr)
 
 

@@ -17,7 +17,7 @@ from trainpipe.contract.rankings import RankingsFile, TargetRanking
 from trainpipe.io.atomic import write_text
 from trainpipe.io.layout import Layout
 from trainpipe.io.stage_files import StageFileError, read_rankings, read_selection
-from trainpipe.report.evidence import flag_too_good, noise_lines, with_deflated_sharpe
+from trainpipe.report.evidence import flag_too_good, noise_lines, with_deflated_sharpe, with_timing
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#1d2330;padding:0 1rem}
@@ -44,7 +44,7 @@ def write_report(layout: Layout) -> Path:
 def render(layout: Layout) -> str:
     ranking = _rankings(layout)
     plan = _read_json(layout.master_training_plan)
-    metrics = model_metrics_frame(layout)
+    metrics = with_deflated_sharpe(flag_too_good(with_timing(model_metrics_frame(layout)), ranking.too_good_limits if ranking else None))
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>trainpipe report — {html.escape(str(layout.root))}</title><style>{_CSS}</style></head><body>",
@@ -55,24 +55,24 @@ def render(layout: Layout) -> str:
         _ranking_section(ranking, _cross_sectional_irs(layout)),
         _selection_section(layout, ranking),
         _plan_section(plan),
-        _models_section(with_deflated_sharpe(flag_too_good(metrics, ranking.too_good_limits if ranking else None))),
+        _models_section(metrics),
         "</body></html>",
     ]
     return "\n".join(p for p in parts if p)
 
 
 def model_metrics_frame(layout: Layout) -> pd.DataFrame:
-    """One row per trained model from models/<job>/<family>/metrics.json, metrics and backtest flattened."""
+    """One row per trained model from models/<job>/<family>/metrics.json, metrics, backtest and timing flattened (bt_…, timing_…)."""
     rows = []
     for path in sorted(layout.models_dir.glob("*/*/metrics.json")):
         raw = _read_json(path)
         if not isinstance(raw, dict):
             continue
         row = {k: v for k, v in raw.items() if not isinstance(v, (dict, list))}
-        for section in ("metrics", "backtest"):
+        for section, prefix in (("metrics", ""), ("backtest", "bt_"), ("timing", "timing_")):
             for k, v in (raw.get(section) or {}).items():
                 if not isinstance(v, (dict, list)):
-                    row[k if section == "metrics" else f"bt_{k}"] = v
+                    row[prefix + k] = v
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -125,6 +125,7 @@ def _cards(ranking: RankingsFile | None, plan, metrics: pd.DataFrame) -> str:
         ("symbols", len(ranking.symbols) if ranking else 0),
         ("plan jobs", len(plan["jobs"]) if plan else 0),
         ("models trained", len(metrics)),
+        ("models without timing", int((metrics["no_timing"] != "").sum()) if "no_timing" in metrics.columns else 0),
     ]
     return "<div class='cards'>" + "".join(f"<div class='card'><b>{v}</b>{html.escape(k)}</div>" for k, v in cards) + "</div>"
 
@@ -214,7 +215,8 @@ def _plan_section(plan) -> str:
 
 
 # Figures shown as "value [low, high]": their 95% intervals from metrics.json.
-_WITH_INTERVAL = ("ic", "rank_ic", "r2", "auc", "hit_rate", "balanced_accuracy", "bt_sharpe")
+_WITH_INTERVAL = ("ic", "rank_ic", "r2", "auc", "hit_rate", "balanced_accuracy", "brier", "brier_skill", "log_loss", "bt_sharpe",
+                  "bt_long_only_excess_sharpe")
 
 
 _INTERVALS_NOTE = (
@@ -222,6 +224,17 @@ _INTERVALS_NOTE = (
     "overlapping labels are not independent rows. The Sharpe averages every rebalance phase; bt_sharpe_se is its "
     "standard error and bt_dsr its deflated Sharpe: the probability that its skill beats the best that this run's "
     "number of models would show on noise (above 0.95 is evidence).</p>"
+)
+
+_FIGURES_NOTE = (
+    "<p>Figures that match the job. For cross-sectional jobs ic, rank_ic, auc and hit_rate are per-timestamp figures "
+    "averaged over timestamps (how well the model ranks the symbols of one timestamp; a hit is a symbol called above "
+    "its timestamp's median that ends above it, 0.5 without skill); the pooled ones, over all rows at once, stand "
+    "beside them as *_pooled, where a symbol that rises more often than another passes for skill. Classifiers add "
+    "the Brier score (brier_skill: 1 − Brier / the base rate's, 0 without skill) and the log loss beside the base "
+    "rate's. The long/short backtest (bt_sharpe) is judged against zero; the long-only one against buy-and-hold "
+    "(bt_long_only_excess_sharpe, the Sharpe of its return over bt_baseline_sharpe's). Every backtest figure is net "
+    "of bt_cost_bps basis points on the value each rebalance trades (bt_sharpe_gross before costs).</p>"
 )
 
 
@@ -251,15 +264,22 @@ def _models_section(metrics: pd.DataFrame) -> str:
         return "<h2>Models</h2><p class='muted'>No model trained yet.</p>"
     metrics = metrics.sort_values([c for c in ("target", "job_id", "family") if c in metrics.columns])
     chart = _chart_families(metrics)
-    cols = ["job_id", "target", "symbol", "family", "stage", "device", "n_train", "n_test", "n_eff", "ic", "rank_ic", "r2", "auc", "hit_rate",
-            "hit_rate_baseline", "balanced_accuracy", "bt_sharpe", "bt_sharpe_se", "bt_dsr", "bt_baseline_sharpe", "bt_mean_return",
-            "bt_turnover", "too_good", "train_seconds", "peak_rss_mb"]
+    cols = ["job_id", "target", "symbol", "family", "stage", "device", "n_train", "n_test", "n_eff", "no_timing", "ic", "rank_ic", "r2", "auc",
+            "hit_rate", "hit_rate_baseline", "ic_pooled", "auc_pooled", "hit_rate_pooled", "balanced_accuracy", "brier", "brier_baseline",
+            "brier_skill", "log_loss", "log_loss_baseline", "bt_sharpe", "bt_sharpe_se", "bt_dsr", "bt_sharpe_gross", "bt_cost_bps",
+            "bt_long_only_excess_sharpe", "bt_long_only_sharpe", "bt_baseline_sharpe", "bt_mean_return", "bt_turnover", "too_good",
+            "train_seconds", "peak_rss_mb"]
     flagged = int((metrics["too_good"] != "").sum()) if "too_good" in metrics.columns else 0
     warning = f"<p><b>{flagged} model(s) score too well on the holdout to be believed</b> (column too_good).</p>" if flagged else ""
+    untimed = int((metrics["no_timing"] != "").sum()) if "no_timing" in metrics.columns else 0
+    if untimed:
+        warning += (f"<p><b>{untimed} of {len(metrics)} model(s) have no timing</b> (column no_timing): constant predictions, or a position "
+                    "that never changes on the holdout, so their Sharpe is the market's (buy-and-hold's, or a fixed spread's), not the "
+                    "model's. They are never picked as the best, get no deflated Sharpe, and are left out of the family charts.</p>")
     return ("<h2>Models</h2><p>Metrics on the run's holdout (every bar from the holdout start above, the same instant for every model; never a shuffled split), "
             "each beside its no-skill baseline: the majority-class hit rate, balanced accuracy, and the buy-and-hold or "
             "equal-weight long Sharpe over the same periods (annualised with the bars per year measured on the data).</p>"
-            + _INTERVALS_NOTE + _noise_section(metrics) + warning + chart + _table(_with_intervals(metrics), cols))
+            + _FIGURES_NOTE + _INTERVALS_NOTE + _noise_section(metrics) + warning + chart + _table(_with_intervals(metrics), cols))
 
 
 def _png(fig) -> str:
@@ -297,17 +317,19 @@ def _chart_families(metrics: pd.DataFrame) -> str:
     import matplotlib.pyplot as plt
 
     score = "rank_ic" if "rank_ic" in metrics.columns else None
-    if score is None or "family" not in metrics.columns:
+    if "no_timing" in metrics.columns:
+        metrics = metrics[metrics["no_timing"] == ""]  # a family's mean is a ranking: models without timing are not in it
+    if score is None or "family" not in metrics.columns or metrics.empty:
         return ""
     fig, axes = plt.subplots(1, 2 if "bt_sharpe" in metrics.columns else 1, figsize=(11, 3.8), squeeze=False)
     by_family = metrics.groupby("family")[score].mean().sort_values()
     axes[0][0].barh(by_family.index, by_family.to_numpy(), color="#1a73e8")
     axes[0][0].axvline(0, color="#333", lw=0.8)
-    axes[0][0].set_title("Mean holdout rank IC per family")
+    axes[0][0].set_title("Mean holdout rank IC per family (models with timing)")
     if "bt_sharpe" in metrics.columns:
         sharpe = metrics.groupby("family")["bt_sharpe"].mean().reindex(by_family.index)
         axes[0][1].barh(sharpe.index, sharpe.to_numpy(), color="#188038")
         axes[0][1].axvline(0, color="#333", lw=0.8)
-        axes[0][1].set_title("Mean long/short backtest Sharpe per family")
+        axes[0][1].set_title("Mean long/short Sharpe net of costs per family (models with timing)")
     fig.tight_layout()
     return _png(fig)

@@ -31,7 +31,7 @@ def stage_keys(spec: PipelineSpec, data_digest: str, code: str, run_id: str | No
         "stage": Stage.PLAN, "up": select, "routing": s["routing"], "runId": run_id,
         "families": s["training"]["families"], "modelTypes": s["training"]["modelTypes"], "allowEmptyPlan": s["training"]["allowEmptyPlan"],
     })
-    cpu_inputs = {"stage": Stage.CPU, "up": plan, "holdout": s["training"]["holdoutFraction"]}
+    cpu_inputs = {"stage": Stage.CPU, "up": plan, "holdout": s["training"]["holdoutFraction"], "costBps": s["training"]["costBps"]}
     train_cpu = digest_json(cpu_inputs if plan_file is None else {**cpu_inputs, "planFile": plan_file})
     train_gpu = digest_json({"stage": Stage.GPU, "up": train_cpu})
     built_in: dict[str, str] = {Stage.RANK: rank, Stage.SELECT: select, Stage.PLAN: plan, Stage.CPU: train_cpu, Stage.GPU: train_gpu}

@@ -5,7 +5,12 @@ this unit (one process trains every job of a family, so later units report a run
 `device` is the device that trained the model ("cpu" or "cuda:0 (<card>)").
 
 v2 added the intervals (`<figure>_se`, `_low`, `_high`, `n_eff` in `metrics`; the Sharpe's in `backtest`,
-averaged over its rebalance phases). v1 files still read: their figures show without an interval.
+averaged over its rebalance phases). v3 added `timing` (whether the model times anything at all), the
+per-timestamp figures of cross-sectional jobs as the headline ones (pooled ones beside them, `_pooled`,
+and `<figure>_method` saying which is which), Brier score and log loss for classifiers, `undefined` (why
+a figure is null), and backtests net of `cost_bps` with the long-only book against buy-and-hold.
+v1 and v2 files still read: their figures show without what they lack, and the report judges their
+timing from what they hold.
 """
 
 from __future__ import annotations
@@ -18,7 +23,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from trainpipe.io.layout import Layout
 
 METRICS_FILE = "metrics.json"
-METRICS_SCHEMA = "trainpipe.io/model-metrics/v2"
+METRICS_SCHEMA = "trainpipe.io/model-metrics/v3"
+
+
+class Timing(BaseModel):
+    """Whether a model's holdout predictions time anything; one without timing is never ranked as if it had skill."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    has_timing: bool
+    kind: str | None = Field(None, description="Why not, as a word (`trainpipe.training.timing.NoTiming`); null when it has timing")
+    reason: str = Field("", description="Why not, in a sentence a reader of the report can act on")
+    position_changes: int | None = Field(None, ge=0, description="Times the long/short book changed between consecutive holdout timestamps")
 
 
 class ModelMetrics(BaseModel):
@@ -36,8 +52,11 @@ class ModelMetrics(BaseModel):
     n_test: int = Field(ge=0)
     train_seconds: float = Field(ge=0)
     peak_rss_mb: float = Field(ge=0)
-    metrics: dict[str, Any] = Field(description="Holdout metrics: ic, rank_ic(+method), r2 or auc, hit_rate, …, each with _se, _low, _high")
-    backtest: dict[str, Any] = Field(description="Long/short backtest of the holdout predictions (Sharpe with _se, _low, _high), or {'available': false, 'reason': …}")
+    metrics: dict[str, Any] = Field(description="Holdout metrics: ic, rank_ic, auc, hit_rate (+_method, _pooled), r2 or brier/log_loss, …, "
+                                    "each with _se, _low, _high; `undefined` says why a null one is null")
+    backtest: dict[str, Any] = Field(description="Backtests of the holdout predictions net of cost_bps: long/short against zero (sharpe with _se, _low, _high), "
+                                     "long-only against buy-and-hold (long_only_excess_sharpe); or {'available': false, 'reason': …}")
+    timing: Timing | None = Field(None, description="Whether the predictions time anything (null in files before v3: the report judges those from their figures)")
     fingerprint: str = Field(description="Digest of job, family, params, split and data; a rerun with the same one is skipped")
     holdout: dict[str, Any] = Field(default_factory=dict, description="Split facts: fraction, horizon/embargo/purge bars, train end, test start")
     params: dict[str, Any] = Field(default_factory=dict)

@@ -25,7 +25,8 @@ ReuseModel = Callable[[str, str, str], str | None]
 @dataclass(frozen=True)
 class TrainingSettings:
     """What every unit of one training call is trained with. The split (holdout_fraction, embargo_bars, seed,
-    interval) and the family's parameters are part of each unit's fingerprint; the rest says how to run it."""
+    interval), the backtests' cost_bps and the family's parameters are part of each unit's fingerprint; the rest
+    says how to run it."""
 
     data_dir: Path
     interval: str | None = None
@@ -33,6 +34,7 @@ class TrainingSettings:
     holdout_fraction: float = TrainingSpec.model_fields["holdout_fraction"].default
     embargo_bars: int = RankingSpec.model_fields["embargo_bars"].default
     seed: int = PipelineSpec.model_fields["seed"].default
+    cost_bps: float = TrainingSpec.model_fields["cost_bps"].default  # what the backtests charge on turnover; part of the fingerprint too
     # The family filter (any spelling the catalogue accepts); None trains every family of the plan. The GPU
     # gate covers the CPU units within the same filter.
     families: tuple[str, ...] | None = None
@@ -48,6 +50,8 @@ class TrainingSettings:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
         if self.embargo_bars < 0:
             raise ValueError(f"embargo_bars must be >= 0, got {self.embargo_bars}")
+        if self.cost_bps < 0:
+            raise ValueError(f"cost_bps must be >= 0 (training.costBps), got {self.cost_bps}")
 
     def params_for(self, family: str) -> dict[str, Any]:
         """The family's defaults with this call's overrides; a bad parameter raises FamilyParamError."""

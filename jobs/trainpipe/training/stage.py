@@ -253,6 +253,7 @@ def _train(plan: TrainingPlan, plan_path: Path, units: Sequence[WorkUnit], print
         family=family, stage=stage, plan_path=str(plan_path), plan_digest=plan_digest(plan), layout_root=str(layout.root),
         data_dir=str(Path(settings.data_dir).resolve()), panel_loader=settings.panel_loader, results_path=str(work.results),
         holdout_fraction=settings.holdout_fraction, embargo_bars=settings.embargo_bars, seed=settings.seed, interval=settings.interval,
+        cost_bps=settings.cost_bps,
         units=tuple(UnitRequest(job_id=u.job_id, fingerprint=prints[(u.job_id, u.family)], params=settings.params_for(family)) for u in units),
     )
     done = {r.job_id: r for r in _run_family(request, work, settings)}

@@ -100,7 +100,7 @@ def aux_targets_for(job: TrainingJob, plan: TrainingPlan, family: str) -> list[s
 
 
 def unit_fingerprint(plan: TrainingPlan, job: TrainingJob, family: str, settings: TrainingSettings) -> str:
-    """Digest of everything that determines the unit's model: a rerun with the same digest is skipped.
+    """Digest of everything that determines the unit's model and its metrics.json: a rerun with the same digest is skipped.
 
     The payload's keys are those of the first fingerprints: another spelling would retrain every unit once.
     """
@@ -112,6 +112,8 @@ def unit_fingerprint(plan: TrainingPlan, job: TrainingJob, family: str, settings
         "embargo_bars": settings.embargo_bars,
         "seed": settings.seed,
         "interval": settings.interval,
+        # Not the model's, but its metrics.json's: a unit scored at other costs is not done.
+        "cost_bps": settings.cost_bps,
         "data_digest": plan.metadata.data_digest,
         "code": trainpipe.__version__,
     }

@@ -85,6 +85,7 @@ def train_unit(job: TrainingJob, unit: UnitRequest, frame: pd.DataFrame, cut: Ho
     from trainpipe.training.backtest import bars_per_year, long_short_backtest
     from trainpipe.training.metrics import evaluate
     from trainpipe.training.metrics_file import ModelMetrics
+    from trainpipe.training.timing import judge_timing
     from trainpipe.training.units import aux_targets_for
 
     h_bars = cut.horizon_bars[job.target]  # as rank converted it (names or targets.horizonBars)
@@ -111,19 +112,21 @@ def train_unit(job: TrainingJob, unit: UnitRequest, frame: pd.DataFrame, cut: Ho
     # The positive class from all of the job's labels: the holdout alone may lack one (training encodes the same).
     positive = positive_label(np.unique(frame[job.target].dropna().to_numpy())) if task is TaskType.BINARY else None
     metrics = evaluate(y, pred, ts, syms, task, positive=positive, horizon_bars=h_bars)
+    centre = 0.5 if task is TaskType.BINARY else 0.0  # where a prediction turns from short to long
     returns_col = _returns_column(job.target, task, frame.columns, horizon_minutes)
     if returns_col is None:
         backtest: dict[str, Any] = {"available": False, "reason": f"no fwd_ret_* column with the horizon of {job.target} in the plan"}
     else:
         backtest = long_short_backtest(pred, test_rows[returns_col].to_numpy(dtype=np.float64), ts, syms, horizon_bars=h_bars,
-                                       bars_a_year=bars_per_year(frame_ts(frame), frame_symbols(frame)),
-                                       centre=0.5 if task is TaskType.BINARY else 0.0)
+                                       bars_a_year=bars_per_year(frame_ts(frame), frame_symbols(frame)), centre=centre,
+                                       cost_bps=request.cost_bps)
         backtest["returns_column"] = returns_col
     device = str(trainer.extra_meta.get("device", "cpu"))
     record = ModelMetrics(
         job_id=job.job_id, target=job.target, symbol=job.symbol, family=request.family, stage=request.stage, task=task.value,
         device=device, n_train=len(train_rows), n_test=len(test_rows), train_seconds=round(train_seconds, 4),
-        peak_rss_mb=round(peak_rss_mb(), 1), metrics=metrics, backtest=backtest, fingerprint=unit.fingerprint,
+        peak_rss_mb=round(peak_rss_mb(), 1), metrics=metrics, backtest=backtest, timing=judge_timing(pred, ts, syms, centre=centre),
+        fingerprint=unit.fingerprint,
         holdout={"fraction": cut.fraction, "horizon_bars": h_bars, "embargo_bars": request.embargo_bars,
                  "purge_bars": h_bars + request.embargo_bars, "train_end": str(train_rows["ts"].max()),
                  "test_start": str(test_rows["ts"].min()),

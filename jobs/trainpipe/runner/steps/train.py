@@ -49,6 +49,7 @@ def training_settings(ctx: RunContext, stage: Stage) -> TrainingSettings:
         holdout_fraction=ctx.spec.training.holdout_fraction,
         embargo_bars=ctx.spec.ranking.embargo_bars,
         seed=ctx.spec.seed,
+        cost_bps=ctx.spec.training.cost_bps,
         families=None if families is None else tuple(families),
         on_progress=_training_progress(ctx, stage),
         reuse=None if ctx.reuse_dir is None else partial(reuse_model, ctx.reuse_dir, ctx.layout),
