@@ -43,6 +43,8 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                    help="Seed-compatible selector: 'sequential' or 'all' = every family, CPU stage then GPU stage. [spec.training.modelTypes]")
     g.add_argument("--holdout-fraction", type=float, metavar="F", help="Most recent share of rows held out for model metrics (default 0.2). [spec.training.holdoutFraction]")
     g.add_argument("--allow-empty-plan", action="store_true", default=None, help="A plan with zero jobs is not an error. [spec.training.allowEmptyPlan]")
+    g.add_argument("--full-budget-on-cpu", action="store_true", default=None,
+                   help="GPU families keep their full training budget without a GPU (slow: minutes per model). [spec.training.fullBudgetOnCpu]")
     g.add_argument("--seed", type=int, help="Seed for every sampler and model (default 42). [spec.seed]")
     r = parser.add_argument_group("execution")
     r.add_argument("--force", "--force-refresh", dest="force", action="store_true",
@@ -130,6 +132,7 @@ _FLAG_FIELDS: dict[str, str] = {
     "model_types": "training.modelTypes",
     "holdout_fraction": "training.holdoutFraction",
     "allow_empty_plan": "training.allowEmptyPlan",
+    "full_budget_on_cpu": "training.fullBudgetOnCpu",
     "seed": "seed",
 }
 

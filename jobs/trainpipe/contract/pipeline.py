@@ -136,6 +136,7 @@ class TrainingSpec(Contract):
     model_types: ModelTypes | None = Field(None, description="Seed-compatible selector: sequential/all = every family in CPU→GPU order; families then filters it.")
     holdout_fraction: float = Field(0.2, gt=0.05, lt=0.6, description="Most recent share of the panel's timestamps held out for honest metrics: one holdout start for every symbol, development purged before it.")
     allow_empty_plan: bool = Field(False, description="Treat a plan with zero jobs as success instead of an error.")
+    full_budget_on_cpu: bool = Field(False, description="Train the GPU families with their full budget (epochs, patience, batch size, lookback) where no GPU is visible too; by default a CPU gets the smaller CPU budget, recorded in each model's metrics.json.")
 
 
 class PipelineSpec(Contract):
