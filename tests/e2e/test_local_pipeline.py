@@ -190,6 +190,9 @@ def test_cpu_stage_finishes_before_the_gpu_stage_starts(example_data, tmp_path):
         for family in ("mlp", "lstm"):
             metrics = json.loads((layout.model_dir(job["job_id"], family) / "metrics.json").read_text())
             assert metrics["stage"] == "gpu" and metrics["device"].split(":")[0] == expected[family], (family, metrics["device"])
+            # and train under the budget of that device, recorded beside it
+            budget_device = "cpu" if expected[family] == "cpu" else "gpu"
+            assert metrics["budget"]["device"] == budget_device and metrics["params"]["epochs"] == metrics["budget"]["epochs"], metrics["budget"]
 
 
 def test_gpu_stage_refuses_to_start_before_the_cpu_stage(example_data, tmp_path):

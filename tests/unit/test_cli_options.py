@@ -103,3 +103,15 @@ def test_spec_json_and_a_manifest_are_alternatives(tmp_path: Path):
     assert (spec.data.dir, spec.training.families, name) == ("/data/bars", ["xgboost"], "pipeline")
     with pytest.raises(OptionsError, match="not both"):
         resolve(_args("-f", str(f), "--spec-json", "{}"))
+
+
+def test_full_budget_on_cpu_flag_reaches_every_gpu_familys_parameters():
+    from trainpipe.families.base import check_params
+    from trainpipe.families.budget import full_budget_params
+    from trainpipe.families.catalogue import GPU_FAMILIES
+
+    spec, _ = resolve(_args("--data-dir", "data", "--full-budget-on-cpu"))
+    assert spec.training.full_budget_on_cpu and not resolve(_args("--data-dir", "data"))[0].training.full_budget_on_cpu
+    overrides = full_budget_params()
+    assert set(overrides) == set(GPU_FAMILIES)
+    assert all(check_params(name, overrides[name])["full_budget_on_cpu"] is True for name in GPU_FAMILIES)

@@ -119,6 +119,24 @@ def test_family_contract(family: str, frame: pd.DataFrame, tmp_path) -> None:
         model.predict(frame.drop(columns=["f1"]))
 
 
+# Neural families only, in their backend's child process (the main process has none to parametrise).
+if _BACKEND != "none":
+
+    @pytest.mark.parametrize("family", [f for f in HERE if FAMILIES[f].stage == "gpu"])
+    def test_gpu_family_on_cpu_trains_within_the_cpu_budget_and_says_so(family: str, frame: pd.DataFrame, tmp_path) -> None:
+        model = _fitted(family, frame)
+        if model.extra_meta["device"] != "cpu":
+            pytest.skip("a GPU is visible: the CPU budget does not apply")
+        budget = model.extra_meta["budget"]
+        assert budget["device"] == "cpu" and budget["reason"] == "no GPU: CPU budget"
+        assert model.params["batch_size"] == budget["batch_size"] == 1024  # TINY asks for 64: raised on CPU
+        assert model.extra_meta["epochs_run"] <= budget["epochs"] == 2
+        model.save(tmp_path)  # the model reloads with the budget it trained under (its windows keep their length)
+        assert load_model(tmp_path).params == model.params
+        forced = _make(family, params={**TINY[family], "full_budget_on_cpu": True}).fit(frame)
+        assert forced.params["batch_size"] == 64 and forced.extra_meta["budget"]["reason"].startswith("no GPU, full budget forced")
+
+
 @pytest.mark.parametrize("family", HERE)
 def test_family_refuses_look_ahead(family: str, frame: pd.DataFrame) -> None:
     model = _fitted(family, frame)

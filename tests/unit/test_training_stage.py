@@ -61,6 +61,12 @@ def test_cpu_then_gpu_trains_each_job_on_its_rows_and_resumes(tmp_path, data_dir
     assert all(m.device == "cpu" and m.peak_rss_mb > 0 for m in metrics.values())
     assert cs.holdout["purge_bars"] == 1 + 2
     assert metrics[("bench_fwd_ret_1d", "tab_lstm")].stage == "gpu"
+    # a GPU family trained on this CPU says so in its metrics.json; CPU families carry no budget
+    budget = metrics[("bench_fwd_ret_1d", "tab_lstm")].budget
+    assert budget is not None and budget["device"] == "cpu" and budget["reason"] == "no GPU: CPU budget"
+    assert budget["epochs"] == 1 and budget["batch_size"] == 1024  # the plan's 1 epoch stays; the batch is raised
+    assert metrics[("bench_fwd_ret_1d", "tab_lstm")].params["batch_size"] == 1024
+    assert metrics[("bench_fwd_ret_1d", "lightgbm")].budget is None
 
     # the saved model reloads and predicts new rows
     panel = load_synthetic_panel(data_dir)

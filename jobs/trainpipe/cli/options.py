@@ -46,6 +46,8 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                    help=f"Trading cost the holdout backtests charge on turnover, in basis points of the value traded "
                         f"(default {TrainingSpec.model_fields['cost_bps'].default:g}). [spec.training.costBps]")
     g.add_argument("--allow-empty-plan", action="store_true", default=None, help="A plan with zero jobs is not an error. [spec.training.allowEmptyPlan]")
+    g.add_argument("--full-budget-on-cpu", action="store_true", default=None,
+                   help="GPU families keep their full training budget without a GPU (slow: minutes per model). [spec.training.fullBudgetOnCpu]")
     g.add_argument("--seed", type=int, help="Seed for every sampler and model (default 42). [spec.seed]")
     r = parser.add_argument_group("execution")
     r.add_argument("--force", "--force-refresh", dest="force", action="store_true",
@@ -134,6 +136,7 @@ _FLAG_FIELDS: dict[str, str] = {
     "holdout_fraction": "training.holdoutFraction",
     "allow_empty_plan": "training.allowEmptyPlan",
     "cost_bps": "training.costBps",
+    "full_budget_on_cpu": "training.fullBudgetOnCpu",
     "seed": "seed",
 }
 

@@ -139,6 +139,7 @@ class TrainingSpec(Contract):
     cost_bps: float = Field(5.0, ge=0, le=1_000, description="Trading cost of the holdout backtests in basis points of the value traded: "
                             "each rebalance pays costBps / 10,000 × Σ|change in weight| (a full flip of the long/short book trades 2). "
                             "5 suits liquid large caps and futures; raise it for small caps, retail FX or crypto, 0 shows gross figures.")
+    full_budget_on_cpu: bool = Field(False, description="Train the GPU families with their full budget (epochs, patience, batch size, lookback) where no GPU is visible too; by default a CPU gets the smaller CPU budget, recorded in each model's metrics.json.")
 
 
 class PipelineSpec(Contract):

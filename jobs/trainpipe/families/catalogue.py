@@ -32,6 +32,7 @@ _NN_COMMON: dict[str, Any] = {
     "patience": 3,
     "dropout": 0.1,
     "validation_fraction": 0.15,
+    "full_budget_on_cpu": False,  # True trains with these values on a CPU too (else trainpipe.families.budget caps them)
 }
 
 

@@ -3,7 +3,7 @@
 TensorFlow is imported inside `_tf()` only, so the CPU stage never loads it. Training is a small
 custom loop shared by the four families: mini-batches in a seeded order, early stopping on the purged,
 time-ordered tail of the training rows (best weights restored), op determinism on. Regression targets
-are standardised for training and mapped back; binary heads output logits and predict P(class 1).
+are standardised for training and mapped back; binary heads output logits and predict P(class 1). On a CPU the loop runs under the CPU budget (`trainpipe.families.budget`).
 Models are saved as Keras weight files plus the architecture parameters (rebuilt on load).
 """
 
@@ -20,6 +20,7 @@ import pandas as pd
 
 from trainpipe.contract.names import TaskType
 from trainpipe.families.base import Rows, Trainer, num_threads
+from trainpipe.families.budget import training_budget
 
 _PRED_BATCH = 8192
 
@@ -103,6 +104,9 @@ class _KerasTrainer(Trainer):
 
         keras.utils.set_random_seed(self.seed)
         self.extra_meta["device"] = tf_device()
+        budget = training_budget(self.params, self.extra_meta["device"])
+        self.params = budget.apply(self.params)  # saved with the model: what it really trained with
+        self.extra_meta["budget"] = budget.record()
         ymat, mask = self._targets(y, frame)
         x32 = x.astype(np.float32)
         self._build(x.shape[1])

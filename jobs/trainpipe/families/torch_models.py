@@ -7,7 +7,7 @@ Loaded by the registry; torch is imported inside the trainers only. Two kinds:
   rows before the rows of interest; the prediction for a row never depends on a later row.
 * tab_cnn, tab_lstm, tab_transformer treat the F features of ONE row as a sequence of F tokens.
 Shared loop: seeded batch order, Adam, early stopping on the purged time-ordered tail, best weights kept.
-Runs on CUDA when available, else CPU; the device is recorded in model_meta.json.
+Runs on CUDA when available, else CPU under the CPU budget (`trainpipe.families.budget`); device and budget are recorded in model_meta.json.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pandas as pd
 
 from trainpipe.contract.names import TaskType
 from trainpipe.families.base import Rows, Trainer, num_threads
+from trainpipe.families.budget import training_budget
 from trainpipe.families.windows import build_windows
 
 _PRED_BATCH = 4096
@@ -68,6 +69,9 @@ class _TorchTrainer(Trainer):
         torch.manual_seed(self.seed)
         device, label = torch_device()
         self.extra_meta["device"] = label
+        budget = training_budget(self.params, label)
+        self.params = budget.apply(self.params)  # before the windows are cut: lookback is part of the budget
+        self.extra_meta["budget"] = budget.record()
         self.y_mean, self.y_std = (0.0, 1.0) if self.task is TaskType.BINARY else (float(y.mean()), float(y.std() or 1.0))
         target = ((y - self.y_mean) / self.y_std).astype(np.float32)
         inputs = self._inputs(x, rows)

@@ -14,6 +14,7 @@ import pandas as pd
 from trainpipe import __version__
 from trainpipe.contract.cut import SymbolCoverage, symbol_warning
 from trainpipe.contract.rankings import RankingsFile, TargetRanking
+from trainpipe.families.budget import describe as describe_budget
 from trainpipe.io.atomic import write_text
 from trainpipe.io.layout import Layout
 from trainpipe.io.stage_files import StageFileError, read_rankings, read_selection
@@ -69,6 +70,7 @@ def model_metrics_frame(layout: Layout) -> pd.DataFrame:
         if not isinstance(raw, dict):
             continue
         row = {k: v for k, v in raw.items() if not isinstance(v, (dict, list))}
+        row["budget"] = describe_budget(raw.get("budget"))
         for section, prefix in (("metrics", ""), ("backtest", "bt_"), ("timing", "timing_")):
             for k, v in (raw.get(section) or {}).items():
                 if not isinstance(v, (dict, list)):
@@ -264,8 +266,8 @@ def _models_section(metrics: pd.DataFrame) -> str:
         return "<h2>Models</h2><p class='muted'>No model trained yet.</p>"
     metrics = metrics.sort_values([c for c in ("target", "job_id", "family") if c in metrics.columns])
     chart = _chart_families(metrics)
-    cols = ["job_id", "target", "symbol", "family", "stage", "device", "n_train", "n_test", "n_eff", "no_timing", "ic", "rank_ic", "r2", "auc",
-            "hit_rate", "hit_rate_baseline", "ic_pooled", "auc_pooled", "hit_rate_pooled", "balanced_accuracy", "brier", "brier_baseline",
+    cols = ["job_id", "target", "symbol", "family", "stage", "device", "budget", "n_train", "n_test", "n_eff", "no_timing", "ic", "rank_ic", "r2",
+            "auc", "hit_rate", "hit_rate_baseline", "ic_pooled", "auc_pooled", "hit_rate_pooled", "balanced_accuracy", "brier", "brier_baseline",
             "brier_skill", "log_loss", "log_loss_baseline", "bt_sharpe", "bt_sharpe_se", "bt_dsr", "bt_sharpe_gross", "bt_cost_bps",
             "bt_long_only_excess_sharpe", "bt_long_only_sharpe", "bt_baseline_sharpe", "bt_mean_return", "bt_turnover", "too_good",
             "train_seconds", "peak_rss_mb"]

@@ -2,7 +2,8 @@
 
 Field notes: `peak_rss_mb` is the peak resident memory of the family's worker process up to the end of
 this unit (one process trains every job of a family, so later units report a running maximum);
-`device` is the device that trained the model ("cpu" or "cuda:0 (<card>)").
+`device` is the device that trained the model ("cpu" or "cuda:0 (<card>)"); `budget` is what a neural
+family trained with on it (a CPU gets a smaller budget), absent in older files.
 
 v2 added the intervals (`<figure>_se`, `_low`, `_high`, `n_eff` in `metrics`; the Sharpe's in `backtest`,
 averaged over its rebalance phases). v3 added `timing` (whether the model times anything at all), the
@@ -60,6 +61,8 @@ class ModelMetrics(BaseModel):
     fingerprint: str = Field(description="Digest of job, family, params, split and data; a rerun with the same one is skipped")
     holdout: dict[str, Any] = Field(default_factory=dict, description="Split facts: fraction, horizon/embargo/purge bars, train end, test start")
     params: dict[str, Any] = Field(default_factory=dict)
+    budget: dict[str, Any] | None = Field(None, description="Neural families: device kind, epochs, patience, batch size, lookback in force and why "
+                                          "(trainpipe.families.budget); None for the others")
 
 
 def read_all_metrics(layout: Layout) -> list[ModelMetrics]:

@@ -132,7 +132,7 @@ def train_unit(job: TrainingJob, unit: UnitRequest, frame: pd.DataFrame, cut: Ho
                  "test_start": str(test_rows["ts"].min()),
                  "holdout_start": cut.holdout_start,
                  "split": "the run's holdout cut: one instant for every symbol, training purged before it (trainpipe.cv.cut_split)"},
-        params=trainer.params,
+        params=trainer.params, budget=trainer.extra_meta.get("budget"),
     )
     return TrainedUnit(trainer, record, train_seconds, device)
 

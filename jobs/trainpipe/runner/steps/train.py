@@ -40,6 +40,7 @@ def training_settings(ctx: RunContext, stage: Stage) -> TrainingSettings:
     feed and where finished units may be copied from."""
     from functools import partial
 
+    from trainpipe.families.budget import full_budget_params
     from trainpipe.runner.reuse import reuse_model
 
     families = train_families(ctx.spec.training)
@@ -51,6 +52,7 @@ def training_settings(ctx: RunContext, stage: Stage) -> TrainingSettings:
         seed=ctx.spec.seed,
         cost_bps=ctx.spec.training.cost_bps,
         families=None if families is None else tuple(families),
+        params=full_budget_params() if ctx.spec.training.full_budget_on_cpu else None,
         on_progress=_training_progress(ctx, stage),
         reuse=None if ctx.reuse_dir is None else partial(reuse_model, ctx.reuse_dir, ctx.layout),
     )
