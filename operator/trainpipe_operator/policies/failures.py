@@ -66,16 +66,20 @@ def failure_message(p: Pass, stage: str, broken: list[ObservedJob]) -> tuple[str
     return Reason.STAGE_FAILED.value, f"{what} failed in Job {job.name}{code}{tail} [{job.failed_condition}]; fix the cause, {retry}"
 
 
-def kill_note(p: Pass, stage: str, job: ObservedJob, pod: ObservedPod) -> str:
-    """`OOMKilled: raise <the spec field that set the limit>` (the family's override when it has one)."""
+def limits_of(p: Pass, stage: str, job: ObservedJob) -> tuple[str, dict[str, str]]:
+    """(the spec path of the limits a unit of `job` ran with, those limits): the family's override when it has one."""
     settings = manifests.settings_of(p.spec, stage)
     families = getattr(settings, "families", {}) or {}
     if job.family is not None and job.family in families:
-        field, limits = f"stages.{stage}.families.{job.family}.limits.memory", families[job.family].limits
-    else:
-        field, limits = f"stages.{stage}.resources.limits.memory", settings.resources.limits
+        return f"stages.{stage}.families.{job.family}.limits", families[job.family].limits
+    return f"stages.{stage}.resources.limits", settings.resources.limits
+
+
+def kill_note(p: Pass, stage: str, job: ObservedJob, pod: ObservedPod) -> str:
+    """`OOMKilled: raise <the spec field that set the limit>` (the family's override when it has one)."""
+    field, limits = limits_of(p, stage, job)
     now = f" (now {limits['memory']})" if "memory" in limits else " (none set: the node's memory was exhausted)"
-    return f"{pod.reason}: raise {field}{now}"
+    return f"{pod.reason}: raise {field}.memory{now}"
 
 
 def evict_note(p: Pass, stage: str, job: ObservedJob, pod: ObservedPod) -> str:
@@ -85,13 +89,11 @@ def evict_note(p: Pass, stage: str, job: ObservedJob, pod: ObservedPod) -> str:
     storage outgrows its limit. Unlike a drain or node pressure it sets no DisruptionTarget condition, so
     the Job counts it as a failure of the unit: its retries are used up and its index fails, not its siblings."""
     said = pod.status_message.strip().rstrip(".") or "the kubelet evicted it"
-    settings = manifests.settings_of(p.spec, stage)
     if "EmptyDir" in said:
-        fix = f"; raise stages.{stage}.scratchSizeLimit (now {settings.scratch_size_limit}) or make the unit write less to /tmp"
+        scratch = manifests.settings_of(p.spec, stage).scratch_size_limit
+        fix = f"; raise stages.{stage}.scratchSizeLimit (now {scratch}) or make the unit write less to /tmp"
     elif "ephemeral" in said.lower():
-        families = getattr(settings, "families", {}) or {}
-        owner = f"families.{job.family}" if job.family is not None and job.family in families else "resources"
-        fix = f"; raise stages.{stage}.{owner}.limits.ephemeral-storage"
+        fix = f"; raise {limits_of(p, stage, job)[0]}.ephemeral-storage"
     else:
         fix = "; the node was short of memory or disk (kubectl describe node " + (pod.node or "<its node>") + ")"
     return f"{unit_phrase(pod)} {Reason.EVICTED.value} (pod {pod.name}): {said}{fix}"
@@ -140,7 +142,8 @@ def on_lost_node(p: Pass, stage: str, jobs: list[ObservedJob]) -> tuple[str, str
     here = [pod for pod in stranded if pod.node == node.name]
     units = ", ".join(f"{unit_phrase(pod)}{family_phrase(by_name[pod.job])} (pod {pod.name})" for pod in here[:5])
     more = f" and {len(here) - 5} more" if len(here) > 5 else ""
-    others = f"; {len({pod.node for pod in stranded}) - 1} other node(s) too" if len({pod.node for pod in stranded}) > 1 else ""
+    nodes = len({pod.node for pod in stranded})
+    others = f"; {nodes - 1} other node(s) too" if nodes > 1 else ""
     return Reason.NODE_NOT_READY.value, (
         f"{node.describe()}: {units}{more} of stage {stage} ran there{others}. They go on if the node comes back; if it is gone "
         f"for good, mark it out of service (kubectl taint nodes {node.name} {OUT_OF_SERVICE_TAINT}) and they rerun on other "
