@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from trainpipe.contract.kubelet import KILLED_BY_KUBELET
 from trainpipe.contract.stages import STAGES
@@ -66,7 +67,7 @@ def failure_message(p: Pass, stage: str, broken: list[ObservedJob]) -> tuple[str
     return Reason.STAGE_FAILED.value, f"{what} failed in Job {job.name}{code}{tail} [{job.failed_condition}]; fix the cause, {retry}"
 
 
-def limits_of(p: Pass, stage: str, job: ObservedJob) -> tuple[str, dict[str, str]]:
+def limits_of(p: Pass, stage: str, job: ObservedJob) -> tuple[str, Mapping[str, object]]:
     """(the spec path of the limits a unit of `job` ran with, those limits): the family's override when it has one."""
     settings = manifests.settings_of(p.spec, stage)
     families = getattr(settings, "families", {}) or {}
