@@ -84,3 +84,28 @@ def load_synthetic_panel(data_dir: Path, symbols: Sequence[str] | None = None, *
         targets = [c for c in targets if c in keep]
     frame = frame.sort_values(["ts", "symbol"], kind="stable").reset_index(drop=True)
     return SyntheticPanel(frame, features, targets, sorted(frame["symbol"].unique()), 1440.0, [str(Path(data_dir) / PANEL_FILE)])
+
+
+def planted_panel(n_days: int = 1000, symbols=("AAA", "BBB", "CCC"), seed: int = 0, signal: float = 0.1, leak: bool = False) -> pd.DataFrame:
+    """Daily panel: `sig` predicts fwd_ret_1d and y_up_1d; `noise_*` do not; `fwd_ret_noise_1d` is unpredictable.
+
+    The default signal gives `sig` an IC of about 0.1 with the next day's return: the top of what real
+    daily features reach, so a stronger one would (rightly) trip the leak and too-good guards.
+    """
+    rng = np.random.default_rng(seed)
+    ts = pd.date_range("2020-01-01", periods=n_days, freq="D", tz="UTC")
+    frames = []
+    for sym in symbols:
+        sig = rng.normal(size=n_days)
+        ret = signal * sig * 0.01 + rng.normal(scale=0.01, size=n_days)
+        f = pd.DataFrame({"ts": ts, "symbol": sym, "sig": sig})
+        for k in range(4):
+            f[f"noise_{k}"] = rng.normal(size=n_days)
+        f["fwd_ret_1d"] = ret
+        f["y_up_1d"] = (ret > 0).astype(float)
+        f["fwd_ret_noise_1d"] = rng.normal(scale=0.01, size=n_days)
+        if leak:
+            f["leaky"] = f["fwd_ret_noise_1d"] + rng.normal(scale=1e-5, size=n_days)
+        frames.append(f)
+    out = pd.concat(frames).sort_values(["ts", "symbol"], kind="stable").reset_index(drop=True)
+    return out

@@ -84,6 +84,7 @@ class JobIntent:
     completions: int
     plan_digest: str | None = None
     keep: tuple[str, ...] = ()  # a run's last step: run folders its pruning must leave (`report --pin`)
+    previous_run: str | None = None  # the run id whose folder a stage that compares with the previous run reads (`--previous-run`)
 
 
 def data_dir(spec: PipelineSpec) -> str:
@@ -135,6 +136,8 @@ def stage_args(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent) ->
         if intent.family is None or intent.plan_digest is None:
             raise ValueError(f"a {intent.stage} Job trains one family of one plan: its intent names neither")
         args += ["--family", intent.family]
+    if row.compares_previous_run and intent.previous_run is not None:
+        args += ["--previous-run", run_dir(spec, owner, intent.previous_run)]
     if row.indexed:
         args += ["--unit-index", "$(JOB_COMPLETION_INDEX)"]
     if row.trains:

@@ -60,6 +60,11 @@ class PipelineView:
         last = self.status.last_succeeded_run
         return tuple(dict.fromkeys([*self.pinned_runs, *([last.run_id] if last is not None else [])]))
 
+    def previous_run(self, current: str) -> str | None:
+        """The run a new run compares with (select's stability): the last successful one, unless that is `current` itself."""
+        last = self.status.last_succeeded_run
+        return None if last is None or last.run_id == current else last.run_id
+
     def current_run(self, now: datetime) -> CurrentRun | None:
         """The run the pipeline is on at `now` (None while its spec cannot be used)."""
         return None if self.spec is None else current_run(self.spec, self.rerun_token, self.status.schedule, now)

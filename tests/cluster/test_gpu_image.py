@@ -37,8 +37,9 @@ def test_the_gpu_image_trains_an_mlp_and_an_lstm_on_cpu_in_a_real_container(
             **real_node.placement(),
             "containers": [{
                 "name": "main", "image": gpu_image,
+                # Two symbols carry no evidence of skill (the run would end NoEvidence): the image is under test, so it trains anyway.
                 "args": ["run", "--data-dir", f"/data/{example_data.dir}", "--symbols", "AAPL", "NVDA", "--top-n-targets", "1",
-                         "--top-m-features", "4", "--families", "mlp", "lstm", "--output-dir", "/out/smoke"],
+                         "--top-m-features", "4", "--families", "mlp", "lstm", "--train-anyway", "--output-dir", "/out/smoke"],
                 "env": [{"name": n, "value": "/tmp"} for n in ("HOME", "TMPDIR", "MPLCONFIGDIR")],
                 "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "8Gi"}},
                 "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},

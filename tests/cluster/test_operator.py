@@ -188,16 +188,17 @@ def test_a_failed_unit_stalls_the_run_and_a_retry_reruns_only_what_has_no_output
     from trainpipe.contract.pipeline import PipelineSpec
     from trainpipe.contract.runs import run_id
 
-    targets = ["fwd_ret_5d", "fwd_ret_20d"]
+    # Two targets that carry evidence of skill on these three symbols, so select has two units (fwd_ret_20d does not).
+    targets = ["fwd_ret_5d", "fwd_ret_1d"]
     manifest = pipeline_manifest("retry", targets={"auto": True, "include": targets, "topN": 2}, artifacts={"claimName": "models"},
                                  stages={"select": {"backoffLimitPerIndex": 0}})
     kube.create(f"{CORE}/namespaces/{namespace}/persistentvolumeclaims", {
         "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "models"},
         "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}})
     wait_for("claim models Bound", lambda: kube.get(f"{CORE}/namespaces/{namespace}/persistentvolumeclaims/models").get("status", {}).get("phase") == "Bound")
-    # A real obstacle for one unit: a file where select must create the folder of fwd_ret_20d.
+    # A real obstacle for one unit: a file where select must create the folder of fwd_ret_1d.
     run = run_id(PipelineSpec.model_validate(manifest["spec"]))
-    blocker = cluster.claim_dir(namespace, "models") / namespace / "retry" / run / "selection" / "fwd_ret_20d"
+    blocker = cluster.claim_dir(namespace, "models") / namespace / "retry" / run / "selection" / "fwd_ret_1d"
     blocker.parent.mkdir(parents=True)
     blocker.write_text("not a folder\n")
 

@@ -68,7 +68,8 @@ def test_the_added_row_takes_its_place_in_every_derived_set_and_leaves_with_the_
 
 SPEC = {"data": {"minRowsPerSymbol": 100}, "targets": {"topN": 2}, "features": {"topM": 3},
         "ranking": {"folds": 2, "maxRows": 1000}, "routing": {"minSampleSizeCs": 100, "minSampleSizeSymbol": 50},
-        "training": {"families": ["lightgbm"]}, "seed": 7}
+        "training": {"families": ["lightgbm"]}, "seed": 7,
+        "evidence": {"trainAnyway": True}}  # a 300-bar panel is too short to show its signal clears noise; the stage is under test
 
 
 def _cli(command: str, data: Path, out: Path, *extra: str) -> dict:

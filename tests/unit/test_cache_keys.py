@@ -58,3 +58,12 @@ def test_a_run_id_is_an_input_of_the_plan_only():
     a = stage_keys(BASE, "d0", "c0")
     b = stage_keys(BASE, "d0", "c0", run_id="r0123456789")
     assert [s for s in COMPUTE_STAGES if a[s] != b[s]] == list(COMPUTE_STAGES[COMPUTE_STAGES.index(Stage.PLAN):])
+
+
+def test_the_previous_run_is_an_input_of_the_plan_not_of_select():
+    # Select's comparison with the previous run is made again on a cached selection; routing, which reads it, is replanned.
+    a = stage_keys(BASE, "d0", "c0")
+    b = stage_keys(BASE, "d0", "c0", previous_run="/artifacts/ns/demo/r-good")
+    c = stage_keys(BASE, "d0", "c0", previous_run="/artifacts/ns/demo/r-older")
+    plan_on = list(COMPUTE_STAGES[COMPUTE_STAGES.index(Stage.PLAN):])
+    assert [s for s in COMPUTE_STAGES if a[s] != b[s]] == plan_on and [s for s in COMPUTE_STAGES if b[s] != c[s]] == plan_on

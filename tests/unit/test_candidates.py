@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import t as student_t
 
 from trainpipe.contract.names import Leakage, Stability, TaskType
 from trainpipe.stages.candidates import CANDIDATE_COLUMNS, build_candidates, candidates_frame
@@ -67,9 +68,11 @@ def test_order_target_then_cs_first_then_symbol():
 
 def test_mean_ci_and_real_sample_size():
     c = by_key(build_candidates(FRAME, {}, {}))[("fwd_ret_1d", "AAA")]
-    # Student t with k − 1 = 2 degrees of freedom (4.30), not z = 1.96: three folds say little about spread.
-    half = 4.302653 * np.std([0.02, 0.04, 0.06], ddof=1) / math.sqrt(3)
-    assert c.score == pytest.approx(0.04)
+    # Each fold's own sampling error (a correlation on n rows: 1/√(n − 3)), not the spread of three fold scores,
+    # which is too noisy to test against; the mean of three folds has √(Σ se²)/3, on 630 − 1 degrees of freedom.
+    se = math.sqrt(1 / 197 + 1 / 207 + 1 / 217) / 3
+    half = student_t.ppf(0.975, 629) * se
+    assert c.score == pytest.approx(0.04) and c.score_se == pytest.approx(se) and c.effective_n == 630
     assert (c.score_ci_low, c.score_ci_high) == pytest.approx((0.04 - half, 0.04 + half))
     assert (c.sample_size, c.n_folds) == (630, 3)
     assert (c.task, c.metric_name, c.horizon_minutes) == (TaskType.REGRESSION, "ic", 1440)
@@ -80,18 +83,19 @@ def test_mean_ci_and_real_sample_size():
 def test_nan_folds_ignored_and_a_single_fold_interval_counts_its_effective_size():
     c = by_key(build_candidates(FRAME, {}, {}))[("y_up", "BBB")]
     assert (c.score, c.n_folds, c.sample_size) == (0.60, 1, 100)
-    assert (c.score_ci_low, c.score_ci_high) == pytest.approx((0.60 - 1.96 / math.sqrt(300), 0.60 + 1.96 / math.sqrt(300)))
+    half = student_t.ppf(0.975, 99) / math.sqrt(300)
+    assert (c.score_ci_low, c.score_ci_high) == pytest.approx((0.60 - half, 0.60 + half))
     assert (c.task, c.horizon_minutes) == (TaskType.BINARY, None)
     # The same 100 rows of 20-bar labels are about 5 independent observations: a far wider interval.
     overlapping = by_key(build_candidates(oos([("y_up", "BBB", 0, 0.60, 100)], horizon_bars=20), {}, {}))[("y_up", "BBB")]
-    assert overlapping.score_ci_high - overlapping.score_ci_low == pytest.approx(2 * 1.96 / math.sqrt(15))
+    assert overlapping.score_ci_high - overlapping.score_ci_low == pytest.approx(2 * student_t.ppf(0.975, 4) / math.sqrt(15))
 
 
 def test_a_single_cross_sectional_fold_uses_its_per_timestamp_spread():
     frame = oos([("fwd_ret_5d", None, 0, 0.03, 3000)], horizon_bars=5)
     frame["score_sd"], frame["timestamps"] = 0.2, 1000
     cs = build_candidates(frame, {}, {})[0]
-    assert cs.score_ci_high - cs.score - 0 == pytest.approx(1.96 * 0.2 / math.sqrt(1000 / 5))
+    assert cs.score_ci_high - cs.score - 0 == pytest.approx(student_t.ppf(0.975, 199) * 0.2 / math.sqrt(1000 / 5))
 
 
 def test_the_cross_section_carries_the_mean_ir_of_its_folds_and_symbols_none():

@@ -205,6 +205,7 @@ def test_training_reads_exactly_the_panel_rank_read_and_scores_on_the_cut(tmp_pa
         "targets": {"include": ["fwd_ret_1d", "y_up_1d"]}, "features": {"topM": 3}, "ranking": {"folds": 2, "embargoBars": 2},
         "routing": {"minSampleSizeCs": 50, "minSampleSizeSymbol": 20},
         "training": {"families": ["lightgbm"], "holdoutFraction": 0.25, "allowEmptyPlan": True}, "seed": 3,
+        "evidence": {"trainAnyway": True},  # which rows each stage reads is under test, not the evidence
     })
     ctx = RunContext(spec=spec, layout=Layout(tmp_path / "out"), threads=1)
     for stage in (Stage.RANK, Stage.SELECT, Stage.PLAN):

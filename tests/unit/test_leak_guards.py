@@ -11,7 +11,7 @@ import pytest
 from scipy.signal import lfilter
 
 from trainpipe.contract.names import TaskType
-from trainpipe.stages.leakage import LeakScanner, design_effect, find_leaks, leak_bound, noise_margin, unit_horizons
+from trainpipe.stages.leakage import LeakScanner, design_effect, find_leaks, leak_bound, noise_margin, too_good, unit_horizons
 from trainpipe.stages.rank import LeakageError, RankParams, rank_targets
 
 OLD_FLOOR = 0.30  # the fixed floor the scan used to compare every not-yet-known label with
@@ -73,11 +73,12 @@ def test_a_leak_at_a_horizon_no_target_has_is_found_from_the_shortest_return():
 
 def test_a_too_good_target_puts_its_top_features_under_suspicion_for_every_target():
     # |corr| 0.175 passes the first scan (bound 0.19) yet makes fwd_ret_5d too good (best rank IC 0.16 > maxRankIc
-    # 0.12); before, it then stayed in every pool (fwd_ret_1d ranked OK at rank IC 0.05 with it). Rescanned as a
-    # suspect with half the skill allowance, its bound is 0.15: a leak, and the run stops naming it.
+    # 0.08 + 0.053 that noise allows at this size); before, it then stayed in every pool (fwd_ret_1d ranked OK at
+    # rank IC 0.05 with it). Rescanned as a suspect with half the skill allowance, its bound is 0.15: a leak, and
+    # the run stops naming it.
     frame = returns_panel(2000, 5, seed=1)
     frame["hint_5d"] = noisy_copy(frame["fwd_ret_5d"], 0.18, seed=7)
-    strict = RankParams(folds=2, embargo_bars=2, top_n=2, threads=1, max_rank_ic=0.12)
+    strict = RankParams(folds=2, embargo_bars=2, top_n=2, threads=1, max_rank_ic=0.08)
     with pytest.raises(LeakageError, match=r"'hint_5d'") as caught:
         rank_targets(frame, PAST + ["hint_5d"], ["fwd_ret_5d", "fwd_ret_1d"], 1440.0, strict)
     first_scan = find_leaks(frame[["hint_5d"]].to_numpy(np.float32), frame["fwd_ret_5d"].to_numpy(), frame["symbol"].to_numpy(),
@@ -169,3 +170,25 @@ def test_unit_returns_are_summed_within_each_symbol():
     scanner = LeakScanner(frame[["copy_20d", "noise_0"]].to_numpy(np.float32), frame["symbol"].to_numpy(), ["copy_20d", "noise_0"])
     (leak,) = scanner.find_unit_leaks(frame["fwd_ret_1d"].to_numpy(), 1, 20, 0.1, "fwd_ret_1d")
     assert leak.feature == "copy_20d" and leak.target.startswith("20-bar return") and leak.correlation == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("rank_ic", "noise", "flagged"),
+    [
+        (0.16, 0.0, True),  # a fixed limit: any sample above 0.15 is a leak
+        (0.16, 0.05, False),  # a short panel: 0.16 is within what noise allows past 0.15
+        (0.21, 0.05, True),  # beyond the limit and the noise both
+        (-0.21, 0.05, True),  # a leak with its sign flipped is as suspect
+    ],
+)
+def test_too_good_limits_widen_with_the_standard_error(rank_ic, noise, flagged):
+    reason = too_good(TaskType.REGRESSION, rank_ic, float("nan"), float("nan"), 0.15, 0.05, 0.65, noise)
+    assert (reason is not None) is flagged
+    if flagged and noise:
+        assert f"+ {noise:.3f} for noise" in reason
+
+
+def test_too_good_auc_limit_widens_by_half_the_skill_noise():
+    # skill = 2·(AUC − 0.5): a noise allowance of 0.06 in skill is 0.03 in AUC.
+    assert too_good(TaskType.BINARY, float("nan"), float("nan"), 0.67, 0.15, 0.05, 0.65, 0.06) is None
+    assert too_good(TaskType.BINARY, float("nan"), float("nan"), 0.69, 0.15, 0.05, 0.65, 0.06) is not None

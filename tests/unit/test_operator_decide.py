@@ -617,6 +617,28 @@ def test_the_report_job_never_prunes_the_last_good_run_or_a_pinned_one():
     assert [args[i + 1] for i, a in enumerate(args) if a == "--pin"] == ["r-audit", "r-q3", "r-good"]
 
 
+def _args_of(d: Decision, stage: Stage) -> list[str]:
+    [job] = [j for j in created_jobs(d).values() if j["metadata"]["labels"][LABEL_STAGE] == stage.value]
+    return job["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+@pytest.mark.parametrize(("last", "expected"), [
+    ("r-good", ["--previous-run", "/artifacts/ns/demo/r-good"]),  # that run's folder, as the Jobs see the volume
+    (None, []),  # the pipeline's first run: select grades its stability on resamples only
+    (RUN, []),  # this run itself (its report went through): never compared with itself
+])
+def test_the_select_job_compares_with_the_last_succeeded_runs_folder(last, expected):
+    from trainpipe.contract.status import RunRef
+
+    ref = None if last is None else RunRef(run_id=last, models_path=f"/artifacts/ns/demo/{last}/models", finished_at="2026-11-30T10:00:00Z")
+    args = _args_of(run(view(status=status_after(Stage.RANK, last_succeeded_run=ref))), Stage.SELECT)
+    at = [i for i, a in enumerate(args) if a == "--previous-run"]
+    assert [a for i in at for a in args[i:i + 2]] == expected
+    assert args[0] == "select" and "--unit-index" in args
+    # Only select reads it: the other stages' commands do not take it.
+    assert "--previous-run" not in _args_of(run(view(status=status_after(Stage.RANK, Stage.SELECT, last_succeeded_run=ref))), Stage.PLAN)
+
+
 def test_environment_defaults_apply_only_where_the_pipeline_says_nothing():
     env = OperatorConfig(cpu_image="jobs-cpu:1", gpu_image="jobs-gpu:1", cpu_node_selector={"trainpipe.io/pool": "cpu"},
                          gpu_node_selector={"trainpipe.io/pool": "gpu"}, job_service_account="trainpipe-jobs",

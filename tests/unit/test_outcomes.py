@@ -49,7 +49,7 @@ def test_a_stage_summary_reads_and_writes_back_the_record_it_came_from(stage) ->
 # What the summary table says about each stage (the line users read at the end of `trainpipe run`).
 DESCRIBED = {
     Stage.RANK: "6 targets ranked; kept fwd_ret_20d, y_up_5d\nwarning: symbol OLD: ends before the cut (…): no holdout",
-    Stage.SELECT: "fwd_ret_20d: 24 features, unknown; y_up_5d: 31 features, stable",
+    Stage.SELECT: "fwd_ret_20d: 24 features, first run; y_up_5d: 31 features, stable",
     Stage.PLAN: "32 jobs (both 18, cross_sectional 3, symbol_specific 6); families lightgbm, mlp",
     Stage.CPU: "1 models trained, 1 failed, 1 already done on cpu",
     Stage.GPU: "no units in this stage (the plan's families have none here)",

@@ -134,9 +134,10 @@ def test_resolve_thresholds_golden(task, horizon, key, cs, sym):
     for side, expected in ((th.cross_sectional, cs), (th.symbol, sym)):
         assert (side.experimental_min, side.min_score, side.strong_score) == pytest.approx(expected)
         assert side.experimental_min < side.min_score < side.strong_score
-    # First runs have UNKNOWN stability: it must pass both allowlists and the experimental lane.
-    assert Stability.UNKNOWN in th.cross_sectional.stability_allowlist
-    assert Stability.UNKNOWN in th.symbol.stability_allowlist
+    # UNKNOWN (nothing measured: no previous run, no resample) is never usable, only experimental.
+    assert Stability.UNKNOWN not in th.cross_sectional.stability_allowlist
+    assert Stability.UNKNOWN not in th.symbol.stability_allowlist
+    assert Stability.UNKNOWN in th.cross_sectional.experimental_stabilities and Stability.UNKNOWN in th.symbol.experimental_stabilities
     assert Stability.DIVERGED not in th.symbol.experimental_stabilities
 
 
@@ -145,7 +146,7 @@ def test_resolve_thresholds_golden(task, horizon, key, cs, sym):
 SPEC = RoutingSpec(min_sample_size_cs=1000, min_sample_size_symbol=250)
 
 
-def cand(score, *, symbol=None, n=5000, stability=Stability.UNKNOWN, leakage=Leakage.SAFE, task=TaskType.REGRESSION, horizon=1440, target="t"):
+def cand(score, *, symbol=None, n=5000, stability=Stability.STABLE, leakage=Leakage.SAFE, task=TaskType.REGRESSION, horizon=1440, target="t"):
     return RoutingCandidate(
         target=target,
         symbol=symbol,
@@ -238,10 +239,9 @@ class TestSideStateChecksInOrder:
     def test_7_stability_allowlist(self, task, horizon, side):
         t, make, state, _ = _side(task, horizon, side)
         strong = t.strong_score + 0.01
-        assert state(make(strong, stability=Stability.UNKNOWN))[0] is SideState.STRONG
         assert state(make(strong, stability=Stability.STABLE))[0] is SideState.STRONG
         drifting = state(make(strong, stability=Stability.DRIFTING))[0]
-        # CS allows DRIFTING; a symbol must be STABLE/UNKNOWN, so a drifting symbol drops to the experimental lane.
+        # CS allows DRIFTING; a symbol must be STABLE, so a drifting symbol drops to the experimental lane.
         assert drifting is (SideState.STRONG if side is Side.CROSS_SECTIONAL else SideState.EXPERIMENTAL)
         got, reason = state(make(strong, stability=Stability.DIVERGED))
         assert got is SideState.DISALLOWED and "DIVERGED" in reason
@@ -338,7 +338,7 @@ def test_build_routing_plan_records_thresholds_and_sorts_targets():
         cand(0.06, target="fwd_ret_1d"),
         cand(0.07, target="fwd_ret_1d", symbol="AAA", n=300),
     ]
-    plan = build_routing_plan(cands, ["AAA"], SPEC, META, "METRICS/routing_candidates.parquet")
+    plan = build_routing_plan(cands, ["AAA"], SPEC, META, "METRICS/routing_candidates.parquet", alpha=None)  # points: the evidence gate has its own tests
     assert list(plan.targets) == ["fwd_ret_1d", "y_up_5m"]
     assert sorted(plan.thresholds["by_task_tier"]) == ["binary/any", "regression/very_long"]
     assert plan.thresholds["by_task_tier"]["regression/very_long"]["cross_sectional"]["strong_score"] == 0.05
@@ -346,4 +346,35 @@ def test_build_routing_plan_records_thresholds_and_sorts_targets():
     assert plan.candidates_path == "METRICS/routing_candidates.parquet"
     assert plan.targets["y_up_5m"].symbols["AAA"].route is Route.CROSS_SECTIONAL
     # Identical inputs → identical plan.
-    assert build_routing_plan(list(reversed(cands)), ["AAA"], SPEC, META, "METRICS/routing_candidates.parquet") == plan
+    assert build_routing_plan(list(reversed(cands)), ["AAA"], SPEC, META, "METRICS/routing_candidates.parquet", alpha=None) == plan
+    assert plan.thresholds["evidence"]["gated"] is False
+
+
+# The table of what each stability allows, per side, for a strong score: UNKNOWN (a first run with nothing
+# measured) is never usable, only experimental (and disallowed with the experimental lane off).
+STABILITY_TABLE = [
+    # (stability, CS state, symbol state, CS state with the lane off)
+    (Stability.STABLE, SideState.STRONG, SideState.STRONG, SideState.STRONG),
+    (Stability.DRIFTING, SideState.STRONG, SideState.EXPERIMENTAL, SideState.STRONG),
+    (Stability.DIVERGED, SideState.DISALLOWED, SideState.DISALLOWED, SideState.DISALLOWED),
+    (Stability.UNKNOWN, SideState.EXPERIMENTAL, SideState.EXPERIMENTAL, SideState.DISALLOWED),
+]
+
+
+@pytest.mark.parametrize(("stability", "cs", "symbol", "cs_lane_off"), STABILITY_TABLE, ids=[r[0].value for r in STABILITY_TABLE])
+def test_side_state_by_stability(stability, cs, symbol, cs_lane_off):
+    th = resolve_thresholds(TaskType.REGRESSION, 1440)
+    strong = th.symbol.strong_score + 0.01
+    assert side_state(cand(strong, stability=stability), th, Side.CROSS_SECTIONAL, SPEC)[0] is cs
+    assert side_state(cand(strong, symbol="AAA", n=1000, stability=stability), th, Side.SYMBOL, SPEC)[0] is symbol
+    lane_off = SPEC.model_copy(update={"enable_experimental_lane": False})
+    assert side_state(cand(strong, stability=stability), th, Side.CROSS_SECTIONAL, lane_off)[0] is cs_lane_off
+
+
+def test_an_unknown_stability_reads_first_run_in_the_reasons():
+    th = resolve_thresholds(TaskType.REGRESSION, 1440)
+    state, reason = side_state(cand(th.cross_sectional.strong_score, stability=Stability.UNKNOWN), th, Side.CROSS_SECTIONAL, SPEC)
+    assert state is SideState.EXPERIMENTAL and "stability=first run" in reason and "stability not in the allowlist" in reason
+    lane_off = SPEC.model_copy(update={"enable_experimental_lane": False})
+    _, reason = side_state(cand(th.cross_sectional.strong_score, stability=Stability.UNKNOWN), th, Side.CROSS_SECTIONAL, lane_off)
+    assert "stability first run not in allowlist ['STABLE', 'DRIFTING']" in reason and "UNKNOWN" not in reason

@@ -8,7 +8,7 @@ import pytest
 
 from trainpipe.contract.names import Stability, TaskType
 from trainpipe.contract.results import UnitResult
-from trainpipe.contract.selection import SelectionStability, TargetSelection
+from trainpipe.contract.selection import PreviousRunCheck, ResampledCheck, SelectionStability, TargetSelection
 from trainpipe.io.layout import Layout
 from trainpipe.io.stage_files import (
     StageFileError,
@@ -41,10 +41,16 @@ def test_a_rankings_file_of_another_schema_is_refused_with_the_field_named(tmp_p
 def test_a_selection_round_trips_with_its_snake_case_keys(tmp_path):
     layout = Layout(tmp_path)
     selection = TargetSelection(target="fwd_ret_1d", task=TaskType.REGRESSION, features=["b", "a"],
-                                stability=SelectionStability(state=Stability.STABLE, overlap=1.0, kendall_tau=1.0, previous_features=["b", "a"]))
+                                stability=SelectionStability(
+                                    state=Stability.STABLE,
+                                    against_previous=PreviousRunCheck(state=Stability.STABLE, overlap=1.0, kendall_tau=1.0, previous_run="/a/r1",
+                                                                      previous_features=["b", "a"]),
+                                    resampled=ResampledCheck(state=Stability.STABLE, overlap=0.9, kendall_tau=0.8, resamples=3, block_bars=8, seed=7)))
     write_selection(layout, selection)
     on_disk = json.loads(layout.selected_features("fwd_ret_1d").read_text())
-    assert on_disk["features"] == ["b", "a"] and on_disk["stability"]["kendall_tau"] == 1.0
+    assert on_disk["features"] == ["b", "a"] and on_disk["stability"]["against_previous"]["kendall_tau"] == 1.0
+    assert on_disk["stability"]["resampled"] == {"state": "STABLE", "overlap": 0.9, "kendall_tau": 0.8, "note": None, "resamples": 3,
+                                                 "block_bars": 8, "seed": 7}
     assert read_selection(layout, "fwd_ret_1d") == selection
     with pytest.raises(StageFileError, match=r"selection/y_up_1d/selected_features\.json is missing: run `trainpipe select`"):
         read_selection(layout, "y_up_1d")
@@ -53,7 +59,10 @@ def test_a_selection_round_trips_with_its_snake_case_keys(tmp_path):
 def test_a_selection_under_another_targets_name_is_refused(tmp_path):
     layout = Layout(tmp_path)
     selection = TargetSelection(target="fwd_ret_1d", task=TaskType.REGRESSION, features=["a"],
-                                stability=SelectionStability(state=Stability.UNKNOWN, overlap=None, kendall_tau=None, previous_features=None))
+                                stability=SelectionStability(
+                                    state=Stability.UNKNOWN,
+                                    against_previous=PreviousRunCheck(state=Stability.UNKNOWN, overlap=None, kendall_tau=None, note="first run"),
+                                    resampled=ResampledCheck(state=Stability.UNKNOWN, overlap=None, kendall_tau=None, resamples=0)))
     write_selection(layout, selection)
     layout.selected_features("fwd_ret_5d").parent.mkdir(parents=True)
     layout.selected_features("fwd_ret_5d").write_bytes(layout.selected_features("fwd_ret_1d").read_bytes())

@@ -15,11 +15,14 @@ import pytest
 from panels import make_panel, write_panel
 from trainpipe.cli.main import main
 from trainpipe.contract.exitcodes import ExitCode
+from trainpipe.contract.names import Stability
 from trainpipe.contract.plan import plan_digest
 from trainpipe.contract.units import family_units, unit_counts
 from trainpipe.io.layout import Layout
 from trainpipe.io.plan_files import read_training_plan
 from trainpipe.io.requests import read_worker_request
+from trainpipe.io.stage_files import read_selection
+from trainpipe.stages.stability import combine
 
 
 def _spec(data: Path) -> str:
@@ -28,6 +31,8 @@ def _spec(data: Path) -> str:
         "targets": {"topN": 2}, "features": {"topM": 3}, "ranking": {"folds": 2, "maxRows": 1000},
         "routing": {"minSampleSizeCs": 100, "minSampleSizeSymbol": 50},
         "training": {"families": ["lightgbm", "mlp"]}, "seed": 7,
+        # Plumbing under test, not evidence: a 300-bar panel is too short to show its signal clears noise.
+        "evidence": {"trainAnyway": True},
     })
 
 
@@ -77,7 +82,11 @@ def per_unit(runs: Runs) -> dict:
 def test_a_select_unit_writes_exactly_what_the_full_stage_writes_for_its_target(runs, per_unit) -> None:
     (code0, zero), (code1, one) = per_unit["select"]
     assert (code0, code1) == (0, 0)
-    assert one == {"stage": "select", "unitIndex": 1, "target": "y_up_1d", "status": "ran", "features": 3, "stability": "UNKNOWN"}
+    # A first run: nothing earlier to compare with, so the resamples of its rows grade it.
+    first = read_selection(runs.layout("rb"), "y_up_1d").stability
+    assert first.against_previous.state is Stability.UNKNOWN and first.against_previous.note.startswith("first run")
+    assert first.resampled.resamples == 3 and first.state is first.resampled.state is not Stability.UNKNOWN
+    assert one == {"stage": "select", "unitIndex": 1, "target": "y_up_1d", "status": "ran", "features": 3, "stability": first.state.value}
     assert zero["unitIndex"] == 0 and zero["target"] == "fwd_ret_1d"
     full, alone = runs.layout("ra"), runs.layout("rb")
     for target in ("fwd_ret_1d", "y_up_1d"):
@@ -85,6 +94,46 @@ def test_a_select_unit_writes_exactly_what_the_full_stage_writes_for_its_target(
         assert alone.feature_scores(target).read_bytes() == full.feature_scores(target).read_bytes()
         assert alone.select_unit_record(target).exists()
     assert not alone.selection_summary.exists()  # only the whole stage writes the summary; plan does not need it
+
+
+def test_a_select_unit_given_the_last_good_run_compares_with_its_selection(runs, per_unit) -> None:
+    # What the operator passes a select pod: the pipeline folder to copy from and the last succeeded run's folder.
+    shutil.copytree(runs.layout("ra").ranking_dir, runs.layout("rp").ranking_dir)
+    good = runs.layout("ra").root
+    code, report = runs.cli("rp", "select", "--unit-index", "1", "--reuse-dir", str(runs.root), "--previous-run", str(good))
+    assert code == 0 and report["status"] == "reused"
+    got = read_selection(runs.layout("rp"), "y_up_1d").stability
+    copied = read_selection(good_layout := runs.layout("ra"), "y_up_1d").stability
+    assert copied.against_previous.state is Stability.UNKNOWN  # the run copied from was a first run
+    # Same inputs as the last good run, so the same features: the comparison with it is made here, not copied.
+    assert (got.against_previous.state, got.against_previous.overlap, got.against_previous.kendall_tau) == (Stability.STABLE, 1.0, 1.0)
+    assert got.against_previous.previous_run == str(good) and got.against_previous.previous_features == read_selection(good_layout, "y_up_1d").features
+    assert got.resampled == copied.resampled and got.state is combine(Stability.STABLE, copied.resampled.state)
+    assert report["stability"] == got.state.value
+    record = json.loads(runs.layout("rp").select_unit_record("y_up_1d").read_text())
+    assert record["summary"]["stability"] == got.state.value and record["reused_from"] == str(good)
+    # The pod's retry finds it done, with the same comparison; a folder without that selection means none, not an error.
+    assert runs.cli("rp", "select", "--unit-index", "1", "--previous-run", str(good))[1]["status"] == "cached"
+    assert read_selection(runs.layout("rp"), "y_up_1d").stability == got
+    code, report = runs.cli("rp", "select", "--unit-index", "1", "--previous-run", str(runs.root / "gone"))
+    assert code == 0 and report["status"] == "cached"
+    gone = read_selection(runs.layout("rp"), "y_up_1d").stability.against_previous
+    assert gone.state is Stability.UNKNOWN and "is missing" in gone.note
+
+
+def test_a_whole_select_stage_copied_from_the_last_good_run_is_compared_with_it(runs, per_unit) -> None:
+    shutil.copytree(runs.layout("ra").ranking_dir, runs.layout("rq").ranking_dir)
+    good = runs.layout("ra").root
+    assert runs.cli("rq", "select", "--reuse-dir", str(runs.root), "--previous-run", str(good)) == (
+        0, {"stage": "select", "status": "reused", "targets": 2})
+    here = runs.layout("rq")
+    record = json.loads(here.stage_record("select").read_text())
+    summary = json.loads(here.selection_summary.read_text())
+    assert record["reused_from"] == str(good)
+    for target in ("fwd_ret_1d", "y_up_1d"):
+        stab = read_selection(here, target).stability
+        assert (stab.against_previous.state, stab.against_previous.previous_run) == (Stability.STABLE, str(good))
+        assert record["summary"]["targets"][target]["stability"] == summary["targets"][target]["stability"] == stab.state.value
 
 
 def test_a_finished_select_unit_exits_at_once(runs, per_unit) -> None:

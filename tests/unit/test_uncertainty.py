@@ -15,9 +15,9 @@ import pytest
 from scipy import stats
 
 from trainpipe.report.evidence import noise_lines, with_deflated_sharpe
+from trainpipe.stages.uncertainty import expected_max_of_noise, overlap_se
 from trainpipe.training.backtest import bars_per_year, long_short_backtest
 from trainpipe.training.metrics import evaluate
-from trainpipe.training.uncertainty import expected_max_of_noise, overlap_se
 
 SEEDS = 200
 LOW, HIGH = (stats.binom.ppf(q, SEEDS, 0.95) / SEEDS for q in (0.001, 0.999))

@@ -51,13 +51,14 @@ def summary_table(outcomes: Sequence, output_dir: str) -> Table:
 def describe(summary: SnakeContract) -> str:
     """One line of what a stage concluded, for the summary table."""
     if isinstance(summary, RankStageSummary):
-        kept = f"{summary.targets_ranked} targets ranked; kept {', '.join(summary.selected)}"
+        kept = f"{summary.targets_ranked} targets ranked; " + (f"kept {', '.join(summary.selected)}" if summary.no_evidence is None
+                                                                else "none carries evidence of skill: nothing to train")
         return "\n".join([kept, *(f"warning: {line}" for line in summary.cut_warnings)])
     if isinstance(summary, PlanStageSummary):
         routes = ", ".join(f"{k.removeprefix('ROUTE_').lower()} {v}" for k, v in summary.by_route.items())
         return f"{summary.jobs} jobs ({routes}); families {', '.join(summary.families)}"
     if isinstance(summary, SelectStageSummary):
-        return "; ".join(f"{t}: {v.n_features} features, {v.stability.value.lower()}" for t, v in summary.targets.items())
+        return "; ".join(f"{t}: {v.n_features} features, {v.stability.label.lower()}" for t, v in summary.targets.items())
     if not isinstance(summary, TrainingStageSummary):  # a stage added to the table: its summary's fields
         return ", ".join(f"{k} {v}" for k, v in summary.to_wire().items() if not isinstance(v, list | dict))
     if not summary.units:

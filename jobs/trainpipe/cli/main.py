@@ -38,7 +38,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from trainpipe.cli.options import add_pipeline_options, add_run_options, add_spec_source, plan_digest_arg, unit_index_arg
+    from trainpipe.cli.options import (
+        add_pipeline_options,
+        add_previous_run_option,
+        add_run_options,
+        add_spec_source,
+        plan_digest_arg,
+        unit_index_arg,
+    )
 
     parser = _Parser(
         prog="trainpipe",
@@ -65,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text, formatter_class=argparse.RawDescriptionHelpFormatter)
         add_pipeline_options(p)
         add_run_options(p)
+        if name in ("select", "run"):
+            add_previous_run_option(p)
         if name == "select":
             one = p.add_argument_group("one unit (one pod of the select Job)").add_mutually_exclusive_group()
             one.add_argument("--target", metavar="T", help="Select features for this kept target only.")
@@ -276,7 +285,8 @@ def _stages(args: argparse.Namespace, where: list[str]) -> CommandReport:
     _claim_pipeline_folder(args, layout)
     with stage_progress() as tick:
         ctx = RunContext(spec=spec, layout=layout, progress=tick, run_id=args.run_id, reuse_dir=args.reuse_dir,
-                         expected_plan_digest=getattr(args, "plan_digest", None), training_plan_dir=getattr(args, "training_plan_dir", None))
+                         expected_plan_digest=getattr(args, "plan_digest", None), training_plan_dir=getattr(args, "training_plan_dir", None),
+                         previous_run=getattr(args, "previous_run", None))
         if args.threads:
             ctx.threads = args.threads
         if args.command == "select" and (args.target is not None or args.unit_index is not None):
@@ -285,20 +295,28 @@ def _stages(args: argparse.Namespace, where: list[str]) -> CommandReport:
             return _train_family_or_unit(ctx, args)
         outcomes, failure = _run_stages(ctx, _stage_list(args), args.force)
     console.print(summary_table(outcomes, str(layout.root)))
+    no_evidence = _no_evidence(outcomes)
     report_path = None
-    if args.command == "run":
+    # A run that ends for want of evidence has its report written by rank: on a cluster no later stage runs.
+    if args.command == "run" or no_evidence is not None:
         from trainpipe.report.html import write_report
 
         report_path = write_report(layout)
         console.print(f"report: [bold]{report_path}[/]")
-        print(report_path)
+        if args.command == "run":
+            print(report_path)
     if failure is not None:
         raise failure
-    if args.command == "run" and not args.skip_training:
+    if no_evidence is not None:
+        from trainpipe.runner.retention import mark_no_evidence
+
+        mark_no_evidence(layout.root, no_evidence)
+        console.print(f"[yellow]NoEvidence[/]: {no_evidence}")
+    elif args.command == "run" and not args.skip_training:
         from trainpipe.runner.retention import mark_succeeded
 
-        mark_succeeded(layout.root)
-    return _stage_report(args, layout, outcomes, report_path)
+        mark_succeeded(layout.root)  # a run that trained nothing is not one later runs compare with or keep
+    return _stage_report(args, layout, outcomes, report_path, no_evidence)
 
 
 def _claim_pipeline_folder(args: argparse.Namespace, layout) -> None:
@@ -318,8 +336,16 @@ def _stage_list(args: argparse.Namespace) -> list[str]:
     return [_stage_of(args.command)]
 
 
+def _no_evidence(outcomes) -> str | None:
+    """Rank's words when it found no target with evidence of skill (the run ends there), else None."""
+    from trainpipe.contract.summaries import RankStageSummary
+
+    return next((o.summary.no_evidence for o in outcomes if isinstance(o.summary, RankStageSummary)), None)
+
+
 def _run_stages(ctx, stages: list[str], force: bool):
-    """Run `stages` in order; stop at the first whose units failed and return it (the others' results stand)."""
+    """Run `stages` in order; stop at the first whose units failed and return it (the others' results stand), or after
+    a rank that found no evidence of skill (nothing to select or train)."""
     from trainpipe.cli.display import console
     from trainpipe.runner.steps import StageFailedError, StageOutcome, run_stage
 
@@ -334,10 +360,12 @@ def _run_stages(ctx, stages: list[str], force: bool):
         elif outcome.outcome is Outcome.CACHED:
             console.print(f"[cyan]{stage}[/]: inputs unchanged since the last run — reusing its outputs")
         outcomes.append(outcome)
+        if _no_evidence([outcome]) is not None:
+            break
     return outcomes, None
 
 
-def _stage_report(args: argparse.Namespace, layout, outcomes, report_path) -> CommandReport:
+def _stage_report(args: argparse.Namespace, layout, outcomes, report_path, no_evidence: str | None) -> CommandReport:
     from trainpipe.contract.reports import RunReport
     from trainpipe.runner.reports import plan_report, rank_report, stage_report
 
@@ -347,7 +375,7 @@ def _stage_report(args: argparse.Namespace, layout, outcomes, report_path) -> Co
         return plan_report(layout, outcomes[0].outcome)
     if args.command == "run":
         return RunReport(stages={str(o.stage): o.outcome for o in outcomes},
-                         report=layout.relative(report_path) if report_path is not None else None)
+                         report=layout.relative(report_path) if report_path is not None else None, no_evidence=no_evidence)
     return stage_report(outcomes[0])
 
 

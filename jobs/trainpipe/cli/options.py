@@ -48,6 +48,11 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--allow-empty-plan", action="store_true", default=None, help="A plan with zero jobs is not an error. [spec.training.allowEmptyPlan]")
     g.add_argument("--full-budget-on-cpu", action="store_true", default=None,
                    help="GPU families keep their full training budget without a GPU (slow: minutes per model). [spec.training.fullBudgetOnCpu]")
+    g.add_argument("--train-anyway", action="store_true", default=None,
+                   help="Report the evidence gates without applying them: the best targets, features and routes by point estimate (the "
+                        "report says so on its first line), never NoEvidence. [spec.evidence.trainAnyway]")
+    g.add_argument("--evidence-alpha", type=float, metavar="A",
+                   help="False-discovery rate of the target and routing evidence gates (default 0.05). [spec.evidence.alpha]")
     g.add_argument("--seed", type=int, help="Seed for every sampler and model (default 42). [spec.seed]")
     r = parser.add_argument_group("execution")
     r.add_argument("--force", "--force-refresh", dest="force", action="store_true",
@@ -116,6 +121,14 @@ def add_run_options(parser: argparse.ArgumentParser, *, reuse_help: str | None =
                         "by the first stage; a folder whose record names another pipeline is refused (exit 9, FOLDER_OWNED).")
 
 
+def add_previous_run_option(parser: argparse.ArgumentParser) -> None:
+    """--previous-run for `select` and `run`: the operator passes the pipeline's last succeeded run folder."""
+    parser.add_argument("--previous-run", type=Path, metavar="DIR",
+                        help="A run folder of this pipeline (the operator passes the last succeeded one): each target's selection is compared "
+                             "with that run's to grade its stability. Default: this output folder's own earlier selection. A folder without "
+                             "a readable selection of a target means no comparison for it, never an error.")
+
+
 # flag dest -> dotted spec path
 _FLAG_FIELDS: dict[str, str] = {
     "data_dir": "data.dir",
@@ -137,6 +150,8 @@ _FLAG_FIELDS: dict[str, str] = {
     "allow_empty_plan": "training.allowEmptyPlan",
     "cost_bps": "training.costBps",
     "full_budget_on_cpu": "training.fullBudgetOnCpu",
+    "train_anyway": "evidence.trainAnyway",
+    "evidence_alpha": "evidence.alpha",
     "seed": "seed",
 }
 

@@ -10,9 +10,9 @@ KIND = "TrainingPipeline"
 PLURAL = "trainingpipelines"
 
 PLAN_SCHEMA_VERSION = "trainpipe.io/plan/v2"
-ROUTING_SCHEMA_VERSION = "trainpipe.io/routing/v1"
-RANKINGS_SCHEMA_VERSION = "trainpipe.io/rankings/v2"
-SELECTION_SCHEMA_VERSION = "trainpipe.io/selection/v1"
+ROUTING_SCHEMA_VERSION = "trainpipe.io/routing/v2"
+RANKINGS_SCHEMA_VERSION = "trainpipe.io/rankings/v3"
+SELECTION_SCHEMA_VERSION = "trainpipe.io/selection/v2"
 STAGE_RECORD_SCHEMA_VERSION = "trainpipe.io/stage-record/v1"
 TRAINING_RESULT_SCHEMA_VERSION = "trainpipe.io/training-result/v1"
 
@@ -92,7 +92,12 @@ class Stability(StrEnum):
     STABLE = "STABLE"
     DRIFTING = "DRIFTING"
     DIVERGED = "DIVERGED"
-    UNKNOWN = "UNKNOWN"
+    UNKNOWN = "UNKNOWN"  # nothing measured: no earlier selection to compare with, and no resample made
+
+    @property
+    def label(self) -> str:
+        """How users read it (reports, routing reasons, the CLI): UNKNOWN is a first run, not a state of the features."""
+        return "first run" if self is Stability.UNKNOWN else self.value
 
 
 class Leakage(StrEnum):

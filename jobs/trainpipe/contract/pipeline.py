@@ -46,7 +46,8 @@ class DataSpec(Contract):
     symbols: list[Symbol] = Field(default_factory=list, max_length=sizes.SYMBOLS, description="Symbols to load; empty means every symbol found.")
     interval: str | None = Field(None, max_length=16, pattern=r"^[0-9]+[mhd]$", description="Interval partition to read (e.g. 5m, 1d) when the directory has interval=<I> folders.")
     max_rows_per_symbol: int | None = Field(None, ge=100, description="Keep only the most recent N rows of each symbol.")
-    min_rows_per_symbol: int = Field(200, ge=20, description="A symbol with fewer usable rows is an error.")
+    min_rows_per_symbol: int = Field(200, ge=20, description="A symbol with fewer bars before the holdout cut is warned about by name (its scores rest on "
+                                     "few bars); the run goes on.")
 
     @field_validator("symbols")
     @classmethod
@@ -128,6 +129,15 @@ class RoutingSpec(Contract):
     block_on_leakage: bool = Field(True, description="A leaking feature stops the run at rank (true), or leaves every target's feature pool with the reason recorded (false).")
 
 
+class EvidenceSpec(Contract):
+    alpha: float = Field(0.05, gt=0, le=0.5, description="False-discovery rate of the evidence gates: a target is kept only when its composite's lower bound "
+                         "clears zero, and a routing side is usable only when its score's lower bound clears the side's threshold, both corrected "
+                         "(Benjamini–Hochberg) for the number of targets or sides tried.")
+    train_anyway: bool = Field(False, description="Report the gates but do not apply them: keep the best targets by their point estimates, select "
+                               "top features without the shuffled-target baseline, route on point estimates (a diverged selection may train in the "
+                               "experimental lane). For panels too small to show evidence; the report says so on its first line.")
+
+
 DEFAULT_FAMILIES = ("lightgbm", "xgboost", "catboost")
 
 
@@ -152,6 +162,7 @@ class PipelineSpec(Contract):
     selection: SelectionSpec = Field(default_factory=SelectionSpec)
     routing: RoutingSpec = Field(default_factory=RoutingSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
+    evidence: EvidenceSpec = Field(default_factory=EvidenceSpec)
     seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed for every sampler and model.")
     # ---- cluster runs only (the operator reads these; `trainpipe run` ignores them)
     artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)

@@ -78,6 +78,8 @@ class RoutingCandidate(Contract):
     stability: Stability
     leakage_status: Leakage
     ir: float | None = Field(None, description="Cross-sectional row: information ratio of the per-timestamp scores, mean over folds")
+    score_se: float | None = Field(None, description="Standard error of `score`, each fold counted at its effective size (timestamps or rows / horizon)")
+    effective_n: float | None = Field(None, description="Independent periods behind `score`: the degrees of freedom of its interval, plus one")
 
 
 class CrossSectionalDecision(_Derived):
@@ -85,6 +87,7 @@ class CrossSectionalDecision(_Derived):
     state: SideState
     score: float | None
     ir: float | None = Field(None, description="Information ratio of the per-timestamp scores behind `score` (mean over folds)")
+    score_low: float | None = Field(None, description="The lower bound routing judged (its level is in thresholds.evidence); None when not gated")
     sample_size: int
     metric_name: str
     reason: str
@@ -101,6 +104,7 @@ class SymbolDecision(Contract):
     cs_state: SideState
     local_state: SideState
     score: float | None
+    score_low: float | None = Field(None, description="The symbol side's lower bound routing judged; None when not gated or without a score")
     sample_size: int
     # A list under a singular name, as plan readers expect; files written before that spelled it `reasons`.
     reason: list[str] = Field(validation_alias=AliasChoices("reason", "reasons"), description="Why this route, conclusion first")

@@ -32,11 +32,26 @@ class TargetRanking(SnakeContract):
     linear_score: float | None
     consistency: float | None = Field(description="Share of walk-forward folds with positive skill")
     composite: float | None = Field(description="Mean skill × (0.5 + 0.5 × consistency): the order of the table")
+    skill_se: float | None = Field(None, description="Standard error of the mean skill, from the out-of-sample predictions at their effective size "
+                                   "(timestamps / horizon)")
+    composite_low: float | None = Field(None, description="The composite's lower bound at the level `evidence.level` quotes: "
+                                        "the target carries evidence of skill when it is above zero")
+    evidence: bool = Field(False, description="The composite's lower bound clears zero after the correction for the targets tried")
     n_samples: int = Field(ge=0)
     n_folds: int = Field(ge=0)
     status: TargetStatus
     reason: str
-    selected: bool = Field(description="Kept for selection: OK and within ranking.topN")
+    selected: bool = Field(description="Kept for selection: OK, with evidence of skill (or evidence.trainAnyway), and within targets.topN")
+
+
+class EvidenceGate(SnakeContract):
+    """How the targets were gated: Benjamini–Hochberg at `alpha` over the targets scored, bounds quoted at `level`."""
+
+    alpha: float
+    tried: int = Field(ge=0, description="Targets scored out of sample (OK or too good): the family corrected for")
+    passed: int = Field(ge=0)
+    level: float = Field(description="One-sided confidence of every composite_low")
+    train_anyway: bool = Field(description="evidence.trainAnyway: the gates were reported, not applied; the best targets by point estimate were kept")
 
 
 class FeatureLeak(SnakeContract):
@@ -74,6 +89,13 @@ class RankingsFile(SnakeContract):
     holdout_cut: HoldoutCut
     too_good_limits: TooGoodLimits
     targets: list[TargetRanking]
+    evidence: EvidenceGate | None = Field(None, description="The target gate; None only in files written without one")
+    no_evidence: str | None = Field(None, description="Why nothing is kept when no target carries evidence of skill: the run trains nothing")
+
+    @property
+    def gates_off(self) -> bool:
+        """evidence.trainAnyway: the gates were reported but did not decide (targets, features and routes by point estimates)."""
+        return bool(self.selected) and self.evidence is not None and self.evidence.train_anyway
 
     @model_validator(mode="after")
     def _consistent(self) -> RankingsFile:

@@ -37,6 +37,8 @@ class RankReport(Contract):
     ranked: int | None = Field(None, ge=0, exclude_if=_unset)
     targets: list[str] | None = Field(None, exclude_if=_unset, description="The kept targets in index order; dropped when the line would not fit")
     status: Outcome | None = Field(None, exclude_if=_unset, description="ran | cached | reused")
+    no_evidence: str | None = Field(None, exclude_if=_unset, description="Set when no target carries evidence of skill: the run ends here, "
+                                    "training nothing (its report is already written)")
 
 
 class PlanReport(Contract):
@@ -103,6 +105,7 @@ class RunReport(Contract):
     stage: Literal["run"] = "run"
     stages: dict[str, Outcome]
     report: str | None
+    no_evidence: str | None = _when_set()
 
 
 class HtmlReport(Contract):

@@ -12,7 +12,7 @@ import json
 from trainpipe.contract.pipeline import PipelineSpec
 
 # The spec sections whose change changes what a run computes.
-IDENTITY_FIELDS: tuple[str, ...] = ("data", "targets", "features", "ranking", "selection", "routing", "training", "seed")
+IDENTITY_FIELDS: tuple[str, ...] = ("data", "targets", "features", "ranking", "selection", "routing", "training", "evidence", "seed")
 RUN_ID_LENGTH = 10
 
 

@@ -49,6 +49,9 @@ class StageRow:
     computes: bool = True
     # A later run with the same inputs copies its outputs from an earlier run folder instead of computing them.
     reusable: bool = False
+    # Its command takes `--previous-run <the pipeline's last succeeded run folder>` (select grades its
+    # stability against that run's selection; every cluster run writes its own folder).
+    compares_previous_run: bool = False
 
     @property
     def indexed(self) -> bool:
@@ -116,7 +119,7 @@ class StageTable(Mapping[str, StageRow]):
 
 STAGES = StageTable((
     StageRow(Stage.RANK, FanOut.SINGLE, Pool.CPU, ("rank",), report=RankReport, reusable=True),
-    StageRow(Stage.SELECT, FanOut.PER_TARGET, Pool.CPU, ("select",), reusable=True),
+    StageRow(Stage.SELECT, FanOut.PER_TARGET, Pool.CPU, ("select",), reusable=True, compares_previous_run=True),
     StageRow(Stage.PLAN, FanOut.SINGLE, Pool.CPU, ("plan",), report=PlanReport, reusable=True),
     StageRow(Stage.CPU, FanOut.PER_PLAN_UNIT, Pool.CPU, ("train", "--stage", Stage.CPU.value)),
     StageRow(Stage.GPU, FanOut.PER_PLAN_UNIT, Pool.GPU, ("train", "--stage", Stage.GPU.value)),

@@ -54,6 +54,8 @@ class Reason(StrEnum):
     # Units run on a node that stopped reporting Ready: they resume when it returns, or rerun on other
     # nodes once it is marked out of service.
     NODE_NOT_READY = "NodeNotReady"
+    # Rank found no target whose skill clears noise: the run ends Ready, trained nothing, and lastSucceededRun stays.
+    NO_EVIDENCE = "NoEvidence"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -116,7 +118,7 @@ class ScheduleStatus(Contract):
 
 class RunRecord(Contract):
     run_id: str
-    outcome: Literal["Succeeded", "Failed", "Superseded"]
+    outcome: Literal["Succeeded", "Failed", "Superseded", "NoEvidence"]
     started_at: str | None = None
     finished_at: str | None = None
     trigger: str | None = Field(None, description="spec, rerun, retry or schedule")
@@ -134,6 +136,7 @@ class PipelineStatus(Contract):
     output_path: str | None = Field(None, description="The run's folder on the artifacts volume, as the Jobs see it")
     spec_digest: str | None = Field(None, description="sha256 of the spec the run's pods read: its ConfigMap <pipeline>-<run>-spec")
     selected_targets: int | None = Field(None, ge=0, description="Targets rank kept: the select Job's completions")
+    no_evidence: str | None = Field(None, description="Rank found no target with evidence of skill (its words): the run ended there, training nothing")
     plan: PlanRef | None = None
     stages: dict[str, StageStatus] = Field(default_factory=dict)
     started_at: str | None = None

@@ -19,6 +19,7 @@ class RankStageSummary(SnakeContract):
     rows: int = Field(ge=0, description="Rows of the panel read, holdout included")
     development_rows: int = Field(ge=0, description="Rows before the holdout cut: what ranking scored")
     cut_warnings: list[str] = Field(default_factory=list, description="Symbols the holdout cut leaves short, without a holdout, or with nothing to train")
+    no_evidence: str | None = Field(None, exclude_if=lambda v: v is None, description="No target carries evidence of skill: why, and the run trains nothing")
 
 
 class SelectStageSummary(SnakeContract):

@@ -12,6 +12,7 @@ does not match its schema.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TypeVar
 
@@ -76,6 +77,25 @@ def read_selection(layout: Layout, target: str) -> TargetSelection:
 
 def write_selection_summary(layout: Layout, summary: SelectionSummary) -> None:
     atomic.write_json(layout.selection_summary, summary.to_wire())
+
+
+def read_previous_features(layout: Layout, target: str) -> list[str]:
+    """The features an earlier run's selection of `target` kept, from its file of any schema version.
+
+    Only the list is read: a run made before an upgrade of the file's schema is still a run to compare
+    with. StageFileError when the file is missing, unreadable or holds no such list for `target`.
+    """
+    path = layout.selected_features(target)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StageFileError(f"{path} is missing (that run did not select {target!r})") from None
+    except (OSError, ValueError) as exc:
+        raise StageFileError(f"{path}: cannot read it ({exc})") from None
+    features = raw.get("features") if isinstance(raw, dict) else None
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features) or raw.get("target") != target:
+        raise StageFileError(f"{path}: not a selection of {target!r} with a list of features")
+    return features
 
 
 def read_selection_summary(layout: Layout) -> SelectionSummary:

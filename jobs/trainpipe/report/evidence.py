@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from trainpipe.contract.rankings import TooGoodLimits
-from trainpipe.training.uncertainty import deflated_sharpe, expected_max_of_noise
+from trainpipe.stages.uncertainty import deflated_sharpe, expected_max_of_noise
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ import pandas as pd
 
 from trainpipe import __version__
 from trainpipe.contract.cut import SymbolCoverage, symbol_warning
+from trainpipe.contract.names import Stability
 from trainpipe.contract.rankings import RankingsFile, TargetRanking
+from trainpipe.contract.selection import SelectionStability
 from trainpipe.families.budget import describe as describe_budget
 from trainpipe.io.atomic import write_text
 from trainpipe.io.layout import Layout
@@ -24,6 +26,7 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#1d2330;padding:0 1rem}
 h1{font-size:1.6rem;margin-bottom:.2rem} h2{margin-top:2.2rem;border-bottom:1px solid #dde2ea;padding-bottom:.3rem}
 .meta{color:#5b6475;font-size:.9rem}
+.banner{background:#fff4e5;border-left:4px solid #d9822b;padding:.6rem .8rem;font-size:1rem}
 table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0;width:100%}
 th,td{border-bottom:1px solid #e8ebf0;padding:.3rem .5rem;text-align:left;vertical-align:top}
 th{background:#f4f6f9;position:sticky;top:0} td.num{text-align:right;font-variant-numeric:tabular-nums}
@@ -49,6 +52,7 @@ def render(layout: Layout) -> str:
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>trainpipe report — {html.escape(str(layout.root))}</title><style>{_CSS}</style></head><body>",
+        evidence_banner(ranking),
         "<h1>trainpipe run report</h1>",
         f"<p class='meta'>{html.escape(str(layout.root))} · trainpipe {__version__} · written {datetime.now(UTC).isoformat(timespec='seconds')}</p>",
         _cards(ranking, plan, metrics),
@@ -132,6 +136,20 @@ def _cards(ranking: RankingsFile | None, plan, metrics: pd.DataFrame) -> str:
     return "<div class='cards'>" + "".join(f"<div class='card'><b>{v}</b>{html.escape(k)}</div>" for k, v in cards) + "</div>"
 
 
+def evidence_banner(ranking: RankingsFile | None) -> str:
+    """The report's first line when the run stopped for want of evidence, or trained without it: never a footnote."""
+    if ranking is None:
+        return ""
+    if ranking.no_evidence is not None:
+        return f"<p class='banner'><b>No target carries evidence of skill: nothing was trained.</b> {html.escape(ranking.no_evidence)}</p>"
+    gate = ranking.evidence
+    if ranking.gates_off and gate is not None:
+        return ("<p class='banner'><b>Trained with the evidence gates off (evidence.trainAnyway: true)</b>: "
+                f"{gate.passed} of {gate.tried} targets carry evidence of skill at a false-discovery rate of {gate.alpha:g}; targets, features "
+                "and routes below were kept by their point estimates, and a model's figures may be what noise alone can show.</p>")
+    return ""
+
+
 def _cut_section(ranking: RankingsFile | None) -> str:
     """The run's holdout cut: which bars chose targets, features and routes, and which only scored the models."""
     if ranking is None:
@@ -165,18 +183,26 @@ def _ranking_section(ranking: RankingsFile | None, cs_irs: dict[str, float]) -> 
     table = pd.DataFrame([row.model_dump(mode="json") for row in ranking.targets], columns=list(TargetRanking.model_fields))
     table["cs_ir"] = [cs_irs.get(t, float("nan")) for t in table["target"]]
     cols = ["rank", "target", "task", "metric_name", "score", "ic", "rank_ic", "cs_ir", "r2", "auc", "lgbm_score", "linear_score",
-            "consistency", "composite", "n_samples", "n_folds", "status", "reason", "selected"]
+            "consistency", "composite", "composite_low", "evidence", "n_samples", "n_folds", "status", "reason", "selected"]
     chart = _chart_ranking(table)
     leaks = pd.DataFrame([leak.model_dump(mode="json") for leak in ranking.leaks])
     leak_note = ("<p>No feature leaked a label not yet known at its row.</p>" if leaks.empty else
                  "<p><b>Leaking features left every target's pool</b> (a feature tracking any target's unresolved label):</p>"
                  + _table(leaks, ["feature", "target", "shift", "method", "correlation", "bound"]))
+    gate = ranking.evidence
+    gated = ("" if gate is None else
+             f"A target is kept only with evidence: its composite's lower bound (composite_low, one-sided {gate.level:.1%}, counted at "
+             "one independent period per horizon) clears zero, corrected for the targets tried (Benjamini–Hochberg at "
+             f"{gate.alpha:g}): {gate.passed} of {gate.tried} do. ")
+    suspects = ("" if not ranking.suspects else "<p><b>Suspect features</b> (top features of a target too good to be true that a rescan found "
+                "no leak in; they stay in the pool): " + html.escape(", ".join(ranking.suspects)) + ". Check how they are built.</p>")
     return ("<h2>Target ranking</h2><p>Purged walk-forward out-of-sample scores (LightGBM and a linear baseline) on the rows "
             "before the holdout cut; composite = mean skill × (0.5 + 0.5 × share of folds with positive skill). "
+            + gated +
             "cs_ir = (mean − no skill) / sd of the per-timestamp cross-sectional scores (rank IC, or AUC for labels), "
             "averaged over folds: how steadily the cross-sectional score routing judges holds from one timestamp to the next; "
             "blank without a cross-section.</p>"
-            + leak_note + chart + _table(table, cols))
+            + leak_note + suspects + chart + _table(table, cols))
 
 
 def _selection_section(layout: Layout, ranking: RankingsFile | None) -> str:
@@ -192,12 +218,25 @@ def _selection_section(layout: Layout, ranking: RankingsFile | None) -> str:
         except (FileNotFoundError, OSError):
             scores = pd.DataFrame()
         out.append(f"<details><summary><b>{html.escape(target)}</b> — {len(sel.features)} features; stability "
-                   f"{html.escape(stab.state.value)} (overlap {_fmt(stab.overlap)}, τ {_fmt(stab.kendall_tau)})</summary>")
+                   f"{html.escape(stab.state.label)}</summary>")
+        out.append(f"<p>{_stability_line(stab)}</p>")
         out.append("<p>" + ", ".join(html.escape(f) for f in sel.features) + "</p>")
         if not scores.empty:
             out.append(_table(scores.head(25), list(scores.columns)))
         out.append("</details>")
     return "".join(out)
+
+
+def _stability_line(stab: SelectionStability) -> str:
+    """Each check's state and numbers, or why it was not made; routing reads the worse of the two made."""
+    prev, res = stab.against_previous, stab.resampled
+    against = "" if prev.previous_run is None else f" {html.escape(prev.previous_run)}"
+    previous = (f"against the previous run{against}: {html.escape(prev.state.label)} (overlap {_fmt(prev.overlap)}, τ {_fmt(prev.kendall_tau)})"
+                if prev.state is not Stability.UNKNOWN else f"against the previous run: {html.escape(prev.state.label)} — {html.escape(prev.note or '')}")
+    resampled = (f"on {res.resamples} block-bootstrap resamples ({res.block_bars}-bar blocks): {html.escape(res.state.label)} "
+                 f"(mean overlap {_fmt(res.overlap)}, mean τ {_fmt(res.kendall_tau)})" if res.resamples
+                 else f"resampled: {html.escape(res.state.label)} — {html.escape(res.note or '')}")
+    return f"{previous}; {resampled}"
 
 
 def _plan_section(plan) -> str:

@@ -19,7 +19,16 @@ from trainpipe.runner.steps import StageOutcome
 def rank_report(layout: Layout, outcome: Outcome) -> RankReport:
     """`selected` is the select Job's completion count; `targets` (optional, may be dropped for size) names them."""
     ranking = read_rankings(layout)
-    return RankReport(selected=len(ranking.selected), ranked=len(ranking.targets), targets=list(ranking.selected), status=outcome)
+    return RankReport(selected=len(ranking.selected), ranked=len(ranking.targets), targets=list(ranking.selected), status=outcome,
+                      no_evidence=_short(ranking.no_evidence))
+
+
+# The termination message holds 4 KiB; the whole line, targets included, must fit.
+_NO_EVIDENCE_CHARS = 1200
+
+
+def _short(text: str | None) -> str | None:
+    return text if text is None or len(text) <= _NO_EVIDENCE_CHARS else text[: _NO_EVIDENCE_CHARS - 1] + "…"
 
 
 def plan_report(layout: Layout, outcome: Outcome) -> PlanReport:

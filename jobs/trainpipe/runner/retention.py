@@ -24,6 +24,7 @@ from trainpipe.io.atomic import write_json
 RUN_MARKER = ".trainpipe"  # every run folder holds its stage records here; other folders are not runs
 SUCCEEDED = "succeeded.json"  # in RUN_MARKER: the run's last step finished after every stage succeeded
 LEGACY_SUCCESS = "report.html"  # folders from before SUCCEEDED existed: the report only ran after a success
+NO_EVIDENCE = "no_evidence.json"  # in RUN_MARKER: rank found no target with evidence of skill, so the run trained nothing
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,15 @@ def mark_succeeded(run: Path) -> None:
     write_json(run / RUN_MARKER / SUCCEEDED, {"finishedAt": stamp()})
 
 
+def mark_no_evidence(run: Path, why: str) -> None:
+    """Record that the run ended after rank for want of evidence: its report exists, yet it is no succeeded run."""
+    write_json(run / RUN_MARKER / NO_EVIDENCE, {"finishedAt": stamp(), "why": why})
+
+
 def read_run_folder(run: Path) -> RunFolder:
     records = [p.stat().st_mtime for p in (run / RUN_MARKER).rglob("*.json")]
-    succeeded = (run / RUN_MARKER / SUCCEEDED).exists() or (run / LEGACY_SUCCESS).exists()
+    legacy = (run / LEGACY_SUCCESS).exists() and not (run / RUN_MARKER / NO_EVIDENCE).exists()
+    succeeded = (run / RUN_MARKER / SUCCEEDED).exists() or legacy
     return RunFolder(run.name, min(records, default=run.stat().st_mtime), succeeded)
 
 

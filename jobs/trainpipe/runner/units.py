@@ -28,6 +28,7 @@ from trainpipe.runner.steps import (
     StageOutcome,
     read_current_plan,
     recorded_summary,
+    refresh_previous,
     select_targets,
     select_unit_key,
     selection_is_current,
@@ -85,6 +86,8 @@ def select_unit(ctx: RunContext, target: str, force: bool = False) -> UnitOutcom
         outcome = Outcome.REUSED
     else:
         select_targets(ctx, ranking, [target])
+    if outcome is not Outcome.RAN:
+        refresh_previous(ctx, target)  # the selection's key leaves the previous run out: compare with this run's
     entry = _selection_entry(ctx, target)
     report = SelectUnitReport(unit_index=index, target=target, status=outcome, features=entry.n_features if entry else None,
                               stability=entry.stability if entry else None)

@@ -14,11 +14,13 @@ Decisions (documented here because routing reads the result):
 * The cross-sectional row's fold score is already the mean over timestamps of the score across that
   timestamp's symbols (rank computes it), so it measures ranking symbols, not timing the market; a
   symbol's row is that symbol's own score.
-* score = mean of the valid fold scores; CI = mean ± t(0.975, k−1)·s/√k with s the sample standard
-  deviation (ddof=1) over the k valid folds: with 2–4 folds a normal z would make it far too narrow.
-  With k = 1 the interval comes from the fold's own sample at its *effective* size, n / horizon bars
-  (overlapping labels are not independent): for the cross-section the per-timestamp spread over its
-  timestamps, for a symbol the sampling error of a correlation (1/√(n−3)) or of an AUC (1/√(3n)).
+* score = mean of the valid fold scores. Its standard error comes from each fold's own sample at its
+  *effective* size, n / horizon bars (overlapping labels are not independent): for the cross-section the
+  per-timestamp spread over its timestamps, for a symbol the sampling error of a correlation (1/√(n−3))
+  or of an AUC (1/√(3n)); the mean of k folds has √(Σ se²)/k. Not the spread of the k fold scores: with
+  2–4 folds that spread is itself too noisy to test against (a t with 1–3 degrees of freedom).
+  CI = mean ± t(0.975, n_eff − 1)·se, n_eff the folds' effective sizes summed; routing gates on its own
+  lower bound, corrected for the number of sides (trainpipe.stages.routing).
 * ir (cross-sectional row only) = mean over the valid folds of each fold's information ratio of its
   per-timestamp scores, (mean − no-skill) / sd, averaged the same way as the score; None when no fold has
   one (too few timestamps) and for symbol rows, whose score is one correlation with no per-timestamp spread.
@@ -121,6 +123,8 @@ def candidates_frame(candidates: list[RoutingCandidate]) -> pd.DataFrame:
             "stability": "string",
             "leakage_status": "string",
             "ir": "float64",
+            "score_se": "float64",
+            "effective_n": "float64",
         }
     )
 
@@ -192,10 +196,10 @@ def _side_candidate(
         return None
     values = valid["score"].astype(float).to_numpy()
     mean = float(values.mean())
-    if k > 1:
-        half_width = float(student_t.ppf(0.975, k - 1)) * float(values.std(ddof=1)) / math.sqrt(k)
-    else:
-        half_width = 1.96 * _one_sample_se(valid.iloc[0], symbol is None, metric_name)
+    ses = [_one_sample_se(row, symbol is None, metric_name) for _, row in valid.iterrows()]
+    se = math.sqrt(sum(v * v for v in ses)) / k
+    n_eff = sum(_effective_periods(row, symbol is None) for _, row in valid.iterrows())
+    half_width = float(student_t.ppf(0.975, max(1.0, n_eff - 1))) * se
     return RoutingCandidate(
         target=target,
         symbol=symbol,
@@ -210,4 +214,14 @@ def _side_candidate(
         stability=stability,
         leakage_status=leakage,
         ir=_mean_fold_ir(valid) if symbol is None else None,
+        score_se=se,
+        effective_n=n_eff,
     )
+
+
+def _effective_periods(row: pd.Series, cross_sectional: bool) -> float:
+    """Independent periods in one fold's score: its timestamps (cross-section) or rows (symbol) over the horizon."""
+    h = float(row["horizon_bars"])
+    if cross_sectional and np.isfinite(row["score_sd"]) and row["timestamps"] > 1:
+        return effective_size(float(row["timestamps"]), h)
+    return effective_size(float(row["n_samples"]), h)

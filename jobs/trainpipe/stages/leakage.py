@@ -388,21 +388,29 @@ def _row_shifter(symbols: np.ndarray):
     return shift
 
 
-def too_good(task: TaskType, best_rank_ic: float, best_r2: float, best_auc: float, max_rank_ic: float, max_r2: float, max_auc: float) -> str | None:
+def too_good(task: TaskType, best_rank_ic: float, best_r2: float, best_auc: float, max_rank_ic: float, max_r2: float, max_auc: float,
+             noise: float = 0.0) -> str | None:
     """Reason string when the best model's out-of-sample score is beyond what market data allows, else None.
 
     Judged on the best model, not an average: a leak only trees exploit would be halved by averaging
     with a linear model. An AUC far below 0.5 is as suspicious as one far above (a leak with its sign flipped).
+    `noise` is what sampling error allows on top of the limits, in skill units (rank IC; 2·(AUC − 0.5)):
+    a limit is crossed only by more than that, so a short panel's lucky estimate is not called a leak.
     """
+    ic_limit, auc_limit = max_rank_ic + noise, max_auc + noise / 2
+
+    def allowance(extra: float) -> str:
+        return f" + {extra:.3f} for noise" if extra > 0 else ""
+
     if task is TaskType.REGRESSION:
-        if np.isfinite(best_rank_ic) and abs(best_rank_ic) > max_rank_ic:
-            return (f"best model's out-of-sample rank IC={best_rank_ic:.3f} exceeds ±{max_rank_ic} (ranking.maxRankIc): "
+        if np.isfinite(best_rank_ic) and abs(best_rank_ic) > ic_limit:
+            return (f"best model's out-of-sample rank IC={best_rank_ic:.3f} exceeds ±{max_rank_ic}{allowance(noise)} (ranking.maxRankIc): "
                     "too good to be true for returns; look for a leaked feature")
         if np.isfinite(best_r2) and best_r2 > max_r2:
             return (f"best model's out-of-sample R²={best_r2:.3f} exceeds {max_r2} (ranking.maxR2): "
                     "too good to be true for returns; look for a leaked feature")
         return None
-    if np.isfinite(best_auc) and max(best_auc, 1 - best_auc) > max_auc:
-        return (f"best model's out-of-sample AUC={best_auc:.3f} is beyond {max_auc} (ranking.maxAuc): "
+    if np.isfinite(best_auc) and max(best_auc, 1 - best_auc) > auc_limit:
+        return (f"best model's out-of-sample AUC={best_auc:.3f} is beyond {max_auc}{allowance(noise / 2)} (ranking.maxAuc): "
                 "too good to be true; look for a leaked feature")
     return None

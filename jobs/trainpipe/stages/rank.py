@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from trainpipe.contract.names import REGRESSION_TARGET_PREFIX, SYMBOL_COLUMN, TargetStatus, TaskType
-from trainpipe.contract.pipeline import PipelineSpec, RankingSpec, TargetsSpec
+from trainpipe.contract.pipeline import EvidenceSpec, PipelineSpec, RankingSpec, TargetsSpec
 from trainpipe.contract.targets import BarCalendar, horizon_bars, horizon_minutes, task_type
 from trainpipe.cv import purged_walk_forward
 from trainpipe.data.frames import frame_ts
 from trainpipe.memory import release
-from trainpipe.stages import metrics
+from trainpipe.stages import metrics, uncertainty
 from trainpipe.stages.binned import binned_dataset, booster_params, subset
+from trainpipe.stages.evidence import SkillTest, Verdicts, gate
 from trainpipe.stages.leakage import Leak, LeakScanner, too_good
 
 LGBM_RANK_ROUNDS = 120
@@ -52,12 +54,15 @@ class RankParams:
     threads: int = 2
     block_on_leakage: bool = True
     min_symbols_per_timestamp: int = _DEFAULTS.min_symbols_per_timestamp
+    alpha: float = EvidenceSpec().alpha
+    train_anyway: bool = False
+    targets_tried: int = 1  # set by rank_targets: the too-good limits' noise allowance is corrected for them
 
     @classmethod
     def from_spec(cls, spec: PipelineSpec, threads: int = 2) -> RankParams:
         r = spec.ranking
         return cls(r.folds, r.embargo_bars, r.max_rows, r.leak_correlation, r.max_rank_ic, r.max_r2, r.max_auc, spec.targets.top_n, spec.seed,
-                   threads, spec.routing.block_on_leakage, r.min_symbols_per_timestamp)
+                   threads, spec.routing.block_on_leakage, r.min_symbols_per_timestamp, spec.evidence.alpha, spec.evidence.train_anyway)
 
 
 class LeakageError(ValueError):
@@ -80,6 +85,8 @@ class Rankings:
     features: tuple[str, ...] = ()  # the candidate pool after leaking features left it: what select may use
     leaks: tuple[Leak, ...] = ()  # every leak found, for every target (a leaking feature left every target's pool)
     suspects: tuple[str, ...] = ()  # top features of a target still too good that the lower floor found no leak in: kept, reported
+    evidence: Verdicts | None = None  # the gate over the scored targets (None when none was scored)
+    no_evidence: str | None = None  # why nothing is kept when targets were scored but none carries evidence of skill
 
 
 # One row per target × fold × side (symbol None = the cross-section): what `plan` builds routing candidates from.
@@ -87,7 +94,8 @@ OOS_COLUMNS = ("target", "symbol", "fold", "task", "metric_name", "score", "n_sa
 
 RANKING_COLUMNS = [
     "rank", "target", "task", "horizon_minutes", "metric_name", "score", "ic", "rank_ic", "r2", "auc",
-    "lgbm_score", "linear_score", "consistency", "composite", "n_samples", "n_folds", "status", "reason", "selected",
+    "lgbm_score", "linear_score", "consistency", "composite", "skill_se", "composite_low", "evidence", "n_samples", "n_folds", "status", "reason",
+    "selected",
 ]
 
 
@@ -126,6 +134,32 @@ def composite_score(fold_skills: Sequence[float]) -> tuple[float, float]:
     return float(s.mean() * (0.5 + 0.5 * consistency)), consistency
 
 
+def skill_se(task: TaskType, y: np.ndarray, pred: np.ndarray, ts: np.ndarray, bars: int, classes: np.ndarray | None) -> tuple[float, float]:
+    """Standard error of a target's out-of-sample skill, and its degrees of freedom (independent periods − 1).
+
+    From the influence values of the skill over every fold's test rows (the blend of both models), summed
+    per timestamp and counted at one period per horizon (trainpipe.stages.uncertainty): overlapping
+    labels and symbols moving together are not independent evidence. NaN when the predictions are constant.
+    """
+    if task is TaskType.REGRESSION:
+        ry, rp = stats.rankdata(y), stats.rankdata(pred)
+        psi = uncertainty.correlation_influence(rp, ry) if ry.std() > 0 and rp.std() > 0 else None
+    else:
+        assert classes is not None  # a classification target always has its classes
+        columns = [(y == classes[-1], pred)] if task is TaskType.BINARY else [(y == c, pred[:, i]) for i, c in enumerate(classes)]
+        parts: list[np.ndarray] = []
+        for positive, score in columns:
+            auc = metrics.auc(positive.astype(float), score)
+            if not np.isfinite(auc) or positive.all() or not positive.any():
+                parts = []
+                break
+            parts.append(uncertainty.auc_influence(positive, score, auc))
+        # skill = 2·(AUC − 0.5), macro-averaged over classes for multiclass.
+        psi = 2 * np.mean(parts, axis=0) if parts else None
+    se = uncertainty.overlap_se(psi, ts, bars) if psi is not None else None
+    return (float("nan") if se is None else se), uncertainty.effective_n(ts, bars) - 1
+
+
 def rank_targets(
     frame: pd.DataFrame,
     features: Sequence[str],
@@ -141,6 +175,7 @@ def rank_targets(
     `horizons` gives each target's horizon in bars (the run's cut has them); without it they are read from the names.
     """
     horizons = dict(horizons) if horizons is not None else {t: horizon_bars(t, BarCalendar.continuous(interval_minutes)) for t in targets}
+    params = replace(params, targets_tried=len(targets))
 
     features = list(features)
     if x is None:
@@ -178,10 +213,50 @@ def rank_targets(
     for row in rows:
         if row["target"] in too_good and row["target"] in suspects.values():
             row["reason"] += "; " + _suspect_note(row["target"], suspects, suspect_leaks, params.leak_correlation * SUSPECT_FLOOR_SHARE)
-    table = _finish_table(pd.DataFrame(rows), params.top_n)
+    verdicts = gate_targets(rows, params.alpha)
+    table = _finish_table(pd.DataFrame(rows), params.top_n, params.train_anyway)
     oos_frame = pd.DataFrame(oos_rows, columns=list(OOS_COLUMNS))
     selected = tuple(table.loc[table["selected"], "target"])
-    return Rankings(table=table, oos_scores=oos_frame, selected=selected, features=tuple(features), leaks=tuple(leaks), suspects=kept_suspects)
+    return Rankings(table=table, oos_scores=oos_frame, selected=selected, features=tuple(features), leaks=tuple(leaks), suspects=kept_suspects,
+                    evidence=verdicts, no_evidence=no_evidence_message(table, verdicts) if verdicts and not selected else None)
+
+
+def gate_targets(rows: list[dict], alpha: float) -> Verdicts | None:
+    """Mark each scored target's composite lower bound and evidence (in place), Benjamini–Hochberg over the targets scored.
+
+    A target carries evidence when its mean skill's lower bound clears zero; the composite scales the mean
+    skill by its consistency, and its bound by the same factor, so a positive bound is the same verdict.
+    Too-good targets count among those tried (they were tried) but never pass.
+    """
+    nan = float("nan")
+    tested = {row["target"]: (row.pop("_skill", nan), row.pop("_df", None)) for row in rows}
+    for row in rows:
+        row.setdefault("skill_se", nan)
+        row.update(composite_low=nan, evidence=False)
+    scored = [row for row in rows if row["status"] in (TargetStatus.OK.value, TargetStatus.TOO_GOOD.value)]
+    if not scored:
+        return None
+
+    def test(row: dict) -> SkillTest:
+        skill, df = tested[row["target"]]
+        se = row["skill_se"] if row["status"] == TargetStatus.OK.value and np.isfinite(row["skill_se"]) else None
+        return SkillTest(skill, se, 0.0, df)
+
+    verdicts, lows = gate([test(row) for row in scored], alpha)
+    for row, low, passed in zip(scored, lows, verdicts.passed, strict=True):
+        scale = 0.5 + 0.5 * row["consistency"] if np.isfinite(row["consistency"]) else nan
+        row.update(composite_low=nan if low is None else low * scale, evidence=passed)
+    return verdicts
+
+
+def no_evidence_message(table: pd.DataFrame, verdicts: Verdicts) -> str:
+    """What a user reads when no target clears the gate: the best few with their bounds, and what to do."""
+    ok = table.loc[table["status"] == TargetStatus.OK.value].head(3)
+    best = "; ".join(f"{r.target}: composite {r.composite:.4f}, lower bound {r.composite_low:.4f}" for r in ok.itertuples()
+                     if np.isfinite(r.composite) and np.isfinite(r.composite_low))
+    return (f"no target carries evidence of skill: no composite's lower bound clears zero ({verdicts.describe()})"
+            + (f"; best: {best}" if best else "")
+            + ". Nothing was trained; add history or symbols, or set evidence.trainAnyway: true to train the best targets anyway")
 
 
 def _scan(scanner: LeakScanner, labels: Mapping[str, _Label], floor: float) -> list[Leak]:
@@ -251,13 +326,16 @@ def _suspect_note(target: str, suspects: Mapping[str, str], leaks: Sequence[Leak
     return ": ".join(parts[:1]) + ": " + "; ".join(parts[1:])
 
 
-def _finish_table(table: pd.DataFrame, top_n: int) -> pd.DataFrame:
+def _finish_table(table: pd.DataFrame, top_n: int, train_anyway: bool) -> pd.DataFrame:
+    """Rank: OK targets with evidence, then OK ones without, then the rest, each by composite. Keep the top N
+    with evidence; with `train_anyway`, the top N OK ones (those with evidence first)."""
     ok = table["status"] == TargetStatus.OK.value
-    order = table.assign(_ok=~ok, _c=-table["composite"].fillna(-np.inf)).sort_values(["_ok", "_c", "target"], kind="stable")
-    order = order.drop(columns=["_ok", "_c"]).reset_index(drop=True)
+    evidence = ok & table["evidence"].astype(bool)
+    order = table.assign(_ok=~ok, _ev=~evidence, _c=-table["composite"].fillna(-np.inf)).sort_values(["_ok", "_ev", "_c", "target"], kind="stable")
+    order = order.drop(columns=["_ok", "_ev", "_c"]).reset_index(drop=True)
     order.insert(0, "rank", np.arange(1, len(order) + 1))
-    n_ok = int((order["status"] == TargetStatus.OK.value).sum())
-    order["selected"] = (order["status"] == TargetStatus.OK.value) & (order["rank"] <= min(top_n, n_ok))
+    keep = order["status"] == TargetStatus.OK.value if train_anyway else order["evidence"].astype(bool)
+    order["selected"] = keep & (keep.cumsum() <= top_n)
     return order[RANKING_COLUMNS]
 
 
@@ -266,7 +344,7 @@ def _empty_row(target: str, task: TaskType, hmin: int | None, n: int, status: Ta
     return {
         "target": target, "task": task.value, "horizon_minutes": hmin, "metric_name": _metric_name(task),
         "score": nan, "ic": nan, "rank_ic": nan, "r2": nan, "auc": nan, "lgbm_score": nan, "linear_score": nan,
-        "consistency": nan, "composite": nan, "n_samples": n, "n_folds": 0, "status": status.value, "reason": reason,
+        "consistency": nan, "composite": nan, "skill_se": nan, "n_samples": n, "n_folds": 0, "status": status.value, "reason": reason,
     }
 
 
@@ -318,6 +396,7 @@ def _rank_one(frame, x, base, symbols: _Symbols, target, label: _Label, params):
     row_codes = symbols.codes[idx]
     classes = np.unique(y_all[idx]) if task is not TaskType.REGRESSION else None
     fold_metrics, oos, gain = [], [], np.zeros(x.shape[1])
+    tested: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (labels, blended predictions, timestamps) per fold
     for fold in purged_walk_forward(ts, params.folds, purge=bars + params.embargo_bars, min_train=max(20, bars)):
         train, test = idx[fold.train], idx[fold.test]
         y_train, y_test = y_all[train], y_all[test]
@@ -330,6 +409,7 @@ def _rank_one(frame, x, base, symbols: _Symbols, target, label: _Label, params):
         blended = _blend(task, p_lgbm, p_lin)
         per_model = {name: _score(task, y_test, p, classes) for name, p in (("lgbm", p_lgbm), ("linear", p_lin))}
         fold_metrics.append(per_model)
+        tested.append((y_test, blended, ts[fold.test]))
         oos.extend(_oos_rows(target, task, hmin, bars, fold.index, y_test, blended, row_codes[fold.test], ts[fold.test], symbols.names, classes,
                              params.min_symbols_per_timestamp))
         release()
@@ -347,14 +427,18 @@ def _rank_one(frame, x, base, symbols: _Symbols, target, label: _Label, params):
     ic, rank_ic, r2, auc = mean_of("ic"), mean_of("rank_ic"), mean_of("r2"), mean_of("auc")
     fold_skills = [float(np.nanmean([skill(task, fm[m]["rank_ic"], fm[m]["auc"]) for m in fm])) for fm in fold_metrics]
     composite, consistency = composite_score(fold_skills)
+    y_oos, p_oos, ts_oos = (np.concatenate(parts) for parts in zip(*tested, strict=True))
+    se, df = skill_se(task, y_oos, p_oos, ts_oos, bars, classes)
     score = rank_ic if task is TaskType.REGRESSION else auc
     model_score = {m: float(np.nanmean([fm[m]["rank_ic" if task is TaskType.REGRESSION else "auc"] for fm in fold_metrics])) for m in ("lgbm", "linear")}
     row = {
         "target": target, "task": task.value, "horizon_minutes": hmin, "metric_name": _metric_name(task),
         "score": score, "ic": ic, "rank_ic": rank_ic, "r2": r2, "auc": auc,
         "lgbm_score": model_score["lgbm"], "linear_score": model_score["linear"],
-        "consistency": consistency, "composite": composite, "n_samples": n, "n_folds": len(fold_metrics),
+        "consistency": consistency, "composite": composite, "skill_se": se, "n_samples": n, "n_folds": len(fold_metrics),
         "status": TargetStatus.OK.value, "reason": "",
+        # Working keys for the gate over every target (gate_targets), not columns of the table.
+        "_skill": float(np.mean([v for v in fold_skills if np.isfinite(v)])) if np.isfinite(composite) else float("nan"), "_df": df,
     }
     # Too good is judged on the best model: averaging would halve a leak only the trees exploit.
     def best(key: str, distance: Callable[[float], float]) -> float:
@@ -362,8 +446,11 @@ def _rank_one(frame, x, base, symbols: _Symbols, target, label: _Label, params):
         scores = [v for v in (mean_of_model(m, key) for m in ("lgbm", "linear")) if np.isfinite(v)]
         return max(scores, key=distance) if scores else float("nan")
 
+    # The limits widen by what noise allows on this many independent periods: on a short panel a real
+    # predictor's sample IC can cross a fixed limit. The quantile is corrected for the targets tried.
+    noise = float(stats.norm.ppf(1 - params.alpha / max(1, params.targets_tried))) * se if np.isfinite(se) else 0.0
     reason = too_good(task, best("rank_ic", abs), best("r2", float), best("auc", lambda v: abs(v - 0.5)),
-                      params.max_rank_ic, params.max_r2, params.max_auc)
+                      params.max_rank_ic, params.max_r2, params.max_auc, noise)
     if reason:
         row.update(status=TargetStatus.TOO_GOOD.value, reason=reason)
         return row, [], gain

@@ -4,9 +4,12 @@ How a target is routed (the seed's routing, with its quirks fixed as listed belo
 
 1. `resolve_thresholds(task, horizon)` picks the score thresholds for the target's task and horizon
    tier from `REGRESSION_IC_THRESHOLDS` / `CLASSIFICATION_AUC_THRESHOLDS`.
-2. `side_state(candidate, thresholds, side, spec)` rates the cross-sectional (CS) side and each symbol
-   side STRONG / WEAK_BUT_OK / EXPERIMENTAL / DISALLOWED, checks in the seed's order: sample size,
-   leakage, strong, weak, experimental, else disallowed.
+2. `side_state(candidate, thresholds, side, spec, bound)` rates the cross-sectional (CS) side and each
+   symbol side STRONG / WEAK_BUT_OK / EXPERIMENTAL / DISALLOWED, checks in the seed's order: sample
+   size, leakage, strong, weak, experimental, else disallowed. A side is usable (strong or weak) only
+   when the lower bound of its score clears the side's minimum, Benjamini–Hochberg over every side the
+   plan rates (`side_bounds`): on noise a point estimate clears a minimum for a third of the sides.
+   The experimental lane still reads the point estimate: it is capped, priority 1, and labelled.
 3. `combine(cs_state, local_state, behavior)` maps the two states to a route with `ROUTE_TABLE_RULES`.
 4. `route_target` applies the experimental cap (`max_fraction_symbols_per_target`), and
    `build_routing_plan` does it for every target and records the thresholds it applied.
@@ -34,6 +37,9 @@ Decisions on the seed's quirks:
 * **Experimental stabilities include STABLE.** The seed allowed only DRIFTING and UNKNOWN, so a
   STABLE side scoring between the experimental and the normal minimum was disallowed while a DRIFTING
   one was experimental. DIVERGED never passes.
+* **UNKNOWN stability is not usable.** The seed allowed UNKNOWN everywhere because first runs had no
+  history; select now also grades each selection on block-bootstrap resamples, so UNKNOWN means nothing
+  was measured and such a side is at most EXPERIMENTAL. Reasons show it as "first run".
 * The plan stores the real CS state and CS metrics (the seed stored the stability string there, so a
   reader of the plan could not tell a strong CS side from a weak one).
 """
@@ -56,6 +62,7 @@ from trainpipe.contract.plan import (
     SymbolDecision,
     TargetRouting,
 )
+from trainpipe.stages.evidence import DEFAULT_ALPHA, SkillTest, Verdicts, gate
 
 
 class Side(StrEnum):
@@ -107,11 +114,14 @@ CLASSIFICATION_AUC_THRESHOLDS: Mapping[Side, tuple[float, float, float]] = {
     Side.SYMBOL: (0.52, 0.54, 0.60),
 }
 
-# First runs have no stability history (UNKNOWN), so UNKNOWN is allowed everywhere: otherwise a first run could route nothing.
+# A usable side needs a measured stability. UNKNOWN (no previous run and too few bars to resample) is not
+# evidence that the features hold, so it is never usable; a normal first run is still measured (select's
+# resampled check), so it can route. The symbol side, trained on ~1/N of the rows, must be STABLE.
 STABILITY_ALLOWLIST: Mapping[Side, frozenset[Stability]] = {
-    Side.CROSS_SECTIONAL: frozenset({Stability.STABLE, Stability.DRIFTING, Stability.UNKNOWN}),
-    Side.SYMBOL: frozenset({Stability.STABLE, Stability.UNKNOWN}),
+    Side.CROSS_SECTIONAL: frozenset({Stability.STABLE, Stability.DRIFTING}),
+    Side.SYMBOL: frozenset({Stability.STABLE}),
 }
+# The experimental lane exists to try what lacks evidence, so an unmeasured (UNKNOWN) side may go there, capped.
 EXPERIMENTAL_STABILITIES: frozenset[Stability] = frozenset({Stability.STABLE, Stability.DRIFTING, Stability.UNKNOWN})
 
 USABLE_STATES: frozenset[SideState] = frozenset({SideState.STRONG, SideState.WEAK_BUT_OK})
@@ -190,13 +200,32 @@ def resolve_thresholds(task: TaskType, horizon_minutes: int | None) -> Threshold
     return Thresholds(task, tier, metric, side(Side.CROSS_SECTIONAL), side(Side.SYMBOL))
 
 
+@dataclass(frozen=True)
+class Bound:
+    """The lower bound a side is judged on: `low` at one-sided `level` (None: no standard error, so no evidence)."""
+
+    low: float | None
+    level: float
+
+    def clears(self, threshold: float) -> bool:
+        return self.low is not None and self.low >= threshold
+
+    def describe(self) -> str:
+        return f"lower bound {'none' if self.low is None else _fmt(self.low)} at {self.level:.2%}"
+
+
 def side_state(
     candidate: RoutingCandidate | None,
     thresholds: Thresholds,
     side: Side,
     spec: RoutingSpec,
+    bound: Bound | None = None,
 ) -> tuple[SideState, str]:
-    """Rate one side; checks in order: evidence, sample size, leakage, strong, weak, experimental, else disallowed."""
+    """Rate one side; checks in order: evidence, sample size, leakage, strong, weak, experimental, else disallowed.
+
+    With a `bound` (the gate is on) a side is usable only when the bound clears its minimum; without one
+    the point estimate decides, as it does when evidence.trainAnyway trains a run that found no evidence.
+    """
     side = Side(side)
     if candidate is None:
         return SideState.DISALLOWED, "no out-of-sample score (no rows in oos_scores, or every fold was NaN)"
@@ -204,8 +233,9 @@ def side_state(
     min_samples = spec.min_sample_size_cs if side is Side.CROSS_SECTIONAL else spec.min_sample_size_symbol
     facts = (
         f"{candidate.metric_name}={_fmt(candidate.score)} "
-        f"[{_fmt(candidate.score_ci_low)}, {_fmt(candidate.score_ci_high)}], "
-        f"n={candidate.sample_size}, folds={candidate.n_folds}, stability={candidate.stability.value}"
+        f"[{_fmt(candidate.score_ci_low)}, {_fmt(candidate.score_ci_high)}]"
+        + (f", {bound.describe()}" if bound is not None else "")
+        + f", n={candidate.sample_size}, folds={candidate.n_folds}, stability={candidate.stability.label}"
     )
     spec_field = "min_sample_size_cs" if side is Side.CROSS_SECTIONAL else "min_sample_size_symbol"
     if candidate.sample_size < min_samples:
@@ -213,19 +243,27 @@ def side_state(
     if spec.block_on_leakage and candidate.leakage_status is Leakage.BLOCKED:
         return SideState.DISALLOWED, f"leakage BLOCKED and routing.block_on_leakage is on ({facts})"
     score, stable = candidate.score, candidate.stability in t.stability_allowlist
-    if score >= t.strong_score and stable:
+    evident = bound is None or bound.clears(t.min_score)
+    if score >= t.strong_score and stable and evident:
         return SideState.STRONG, f"{facts} >= strong {_fmt(t.strong_score)}"
-    if score >= t.min_score and stable:
+    if score >= t.min_score and stable and evident:
         return SideState.WEAK_BUT_OK, f"{facts} >= min {_fmt(t.min_score)} (< strong {_fmt(t.strong_score)})"
     if spec.enable_experimental_lane and score >= t.experimental_min and candidate.stability in t.experimental_stabilities:
-        why = "stability not in the allowlist" if score >= t.min_score else f"< min {_fmt(t.min_score)}"
-        return SideState.EXPERIMENTAL, f"{facts} {why}; >= experimental {_fmt(t.experimental_min)}"
-    if score >= t.min_score:
-        why = f"stability {candidate.stability.value} not in allowlist {_stability_list(t.stability_allowlist)}"
+        if score < t.min_score:
+            why = f"< min {_fmt(t.min_score)}"
+        elif not evident:
+            why = f"its lower bound does not clear min {_fmt(t.min_score)}: not told apart from noise"
+        else:
+            why = "stability not in the allowlist"
+        return SideState.EXPERIMENTAL, f"{facts}: {why}; >= experimental {_fmt(t.experimental_min)}"
+    if score >= t.min_score and not evident:
+        why = f"its lower bound does not clear min {_fmt(t.min_score)}: not told apart from noise"
+    elif score >= t.min_score:
+        why = f"stability {candidate.stability.label} not in allowlist {_stability_list(t.stability_allowlist)}"
     elif not spec.enable_experimental_lane:
         why = f"< min {_fmt(t.min_score)} and the experimental lane is off"
     elif score >= t.experimental_min:
-        why = f"stability {candidate.stability.value} not allowed in the experimental lane"
+        why = f"stability {candidate.stability.label} not allowed in the experimental lane"
     else:
         why = f"< experimental {_fmt(t.experimental_min)}"
     return SideState.DISALLOWED, f"{facts}: {why}"
@@ -285,13 +323,21 @@ def route_target(
     symbols: Iterable[str],
     spec: RoutingSpec,
     no_symbol_model: Mapping[str, str] | None = None,
+    bounds: Mapping[tuple[str, str | None], Bound] | None = None,
 ) -> TargetRouting:
     """Route one target: CS decision, each symbol's route (symbols ∪ those with candidates), then the experimental cap.
 
     `no_symbol_model` maps a symbol to why it can have no model of its own whatever its score (the holdout
     cut leaves it no holdout to score one on, or no bar to train one on): its symbol side is DISALLOWED.
+    `bounds` gives each side's (target, symbol or None) lower bound (`side_bounds`); without it the point
+    estimates decide.
     """
     no_symbol_model = no_symbol_model or {}
+    bounds = bounds or {}
+
+    def bound_of(symbol: str | None) -> Bound | None:
+        return bounds.get((target, symbol))
+
     own = [c for c in candidates if c.target == target]
     if not own:
         raise ValueError(f"no routing candidate for target {target!r}: route only targets that ranking scored")
@@ -301,12 +347,14 @@ def route_target(
     by_symbol = {c.symbol: c for c in own if c.symbol is not None}
     universe = sorted(set(symbols) | set(by_symbol))
 
-    cs_state, cs_reason = side_state(cs, thresholds, Side.CROSS_SECTIONAL, spec)
+    cs_bound = bound_of(None)
+    cs_state, cs_reason = side_state(cs, thresholds, Side.CROSS_SECTIONAL, spec, cs_bound)
     cs_decision = CrossSectionalDecision(
         enabled=cs_state in USABLE_STATES,
         state=cs_state,
         score=None if cs is None else cs.score,
         ir=None if cs is None else cs.ir,
+        score_low=None if cs_bound is None else cs_bound.low,
         sample_size=0 if cs is None else cs.sample_size,
         metric_name=thresholds.metric_name,
         reason=f"{cs_state.value}: {cs_reason}"
@@ -315,17 +363,18 @@ def route_target(
 
     decisions: dict[str, SymbolDecision] = {}
     for symbol in universe:
-        candidate = by_symbol.get(symbol)
+        candidate, local_bound = by_symbol.get(symbol), bound_of(symbol)
         if symbol in no_symbol_model:
             local_state, local_reason = SideState.DISALLOWED, no_symbol_model[symbol]
         else:
-            local_state, local_reason = side_state(candidate, thresholds, Side.SYMBOL, spec)
+            local_state, local_reason = side_state(candidate, thresholds, Side.SYMBOL, spec, local_bound)
         route, why = _route_rule(cs_state, local_state, spec.both_strong_behavior)
         decisions[symbol] = SymbolDecision(
             route=route,
             cs_state=cs_state,
             local_state=local_state,
             score=None if candidate is None else candidate.score,
+            score_low=None if local_bound is None or candidate is None else local_bound.low,
             sample_size=0 if candidate is None else candidate.sample_size,
             # Conclusion first: job reasons and reports are often cut to their first characters.
             reason=[f"route: {why}", f"symbol {local_state.value}: {local_reason}", f"cs {cs_state.value}: {cs_reason}"],
@@ -353,6 +402,20 @@ def _apply_experimental_cap(decisions: dict[str, SymbolDecision], n_symbols: int
     return capped
 
 
+def side_bounds(candidates: Sequence[RoutingCandidate], alpha: float) -> tuple[dict[tuple[str, str | None], Bound], Verdicts]:
+    """Each side's lower bound, Benjamini–Hochberg over every side: H0 "score ≤ the side's minimum" for its task and horizon tier.
+
+    The bound is quoted at the level the step-up rule sets, so a side passes exactly when its bound clears its minimum.
+    """
+    tests = []
+    for c in candidates:
+        t = resolve_thresholds(c.task, c.horizon_minutes).for_side(Side.CROSS_SECTIONAL if c.symbol is None else Side.SYMBOL)
+        df = None if c.effective_n is None else max(1.0, c.effective_n - 1)
+        tests.append(SkillTest(c.score, c.score_se, t.min_score, df))
+    verdicts, lows = gate(tests, alpha)
+    return {(c.target, c.symbol): Bound(low, verdicts.level) for c, low in zip(candidates, lows, strict=True)}, verdicts
+
+
 def build_routing_plan(
     candidates: Sequence[RoutingCandidate],
     symbols: Iterable[str],
@@ -360,16 +423,22 @@ def build_routing_plan(
     metadata: PlanMetadata,
     candidates_path: str,
     no_symbol_model: Mapping[str, str] | None = None,
+    alpha: float | None = DEFAULT_ALPHA,
 ) -> RoutingPlan:
-    """Route every target that has candidates (sorted by name) and record the thresholds and spec applied (`route_target`)."""
+    """Route every target that has candidates (sorted by name) and record the thresholds and spec applied (`route_target`).
+
+    `alpha` is the false-discovery rate of the side gate (`side_bounds`); None routes on point estimates
+    (evidence.trainAnyway on a run whose targets carry no evidence).
+    """
     symbols = list(symbols)
     targets: dict[str, TargetRouting] = {}
     applied: dict[str, Any] = {}
     by_target: dict[str, list[RoutingCandidate]] = {}
     for candidate in candidates:
         by_target.setdefault(candidate.target, []).append(candidate)
+    bounds, verdicts = side_bounds(candidates, alpha) if alpha is not None else ({}, None)
     for target in sorted(by_target):
-        routing = route_target(target, by_target[target], symbols, spec, no_symbol_model)
+        routing = route_target(target, by_target[target], symbols, spec, no_symbol_model, bounds)
         targets[target] = routing
         th = resolve_thresholds(routing.task, routing.horizon_minutes)
         applied[th.key] = th.to_dict()
@@ -381,6 +450,11 @@ def build_routing_plan(
         "enable_experimental_lane": spec.enable_experimental_lane,
         "max_fraction_symbols_per_target": spec.max_fraction_symbols_per_target,
         "both_strong_behavior": spec.both_strong_behavior,
+        "evidence": ({"gated": False, "why": "evidence.trainAnyway: the gates are off, so sides are rated on point estimates "
+                                                "(and a diverged selection may train in the experimental lane)"}
+                     if verdicts is None else
+                     {"gated": True, "alpha": verdicts.alpha, "sides": verdicts.tried, "passed": verdicts.count, "level": verdicts.level,
+                      "rule": "usable only when the score's lower bound clears the side's min_score (Benjamini–Hochberg over every side)"}),
     }
     return RoutingPlan(metadata=metadata, candidates_path=candidates_path, thresholds=thresholds, targets=targets)
 

@@ -1,6 +1,18 @@
-"""Feature selection: a weighted consensus of importance methods per target, with support and stability.
+"""Feature selection: a weighted consensus of importance methods per target, with support, a null and stability.
 
 Called by `trainpipe select` (and the local runner). Pure over a loaded frame: no file I/O here.
+
+The consensus ranks features; it cannot say that none matters, so on pure noise it would always keep
+`top_m`. The null can (`stages.null`): a feature may be selected only when its effect on the held-out
+predictions correlates with the label (rank IC) more than it does with the labels rotated by whole
+timestamps, in all but ALPHA of the rotations. Rotations, not row shuffles: they keep the labels'
+autocorrelation (overlapping horizons) and each timestamp's cross-section, which set how far an IC
+strays by chance; a row shuffle would make the null too narrow and let noise through. Each feature
+faces its own bar: rank has already kept only targets with evidence of skill, and a bar set by the
+best of all features kept nothing of real data on such targets. The effects come from the permutation
+importance's predictions, so the null adds no model and no prediction. `SelectParams.null_gate` off
+(evidence.trainAnyway on targets without evidence) keeps the consensus's top_m; the null's columns are
+written either way.
 """
 
 from __future__ import annotations
@@ -18,8 +30,9 @@ from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.cv import purged_holdout
 from trainpipe.data.frames import frame_ts
 from trainpipe.memory import release
-from trainpipe.stages import metrics
+from trainpipe.stages import metrics, null
 from trainpipe.stages.binned import binned_dataset, booster_params, subset
+from trainpipe.stages.null import NullEvidence
 
 # Weights of each method in the consensus; permutation importance is measured out of sample, so it counts most.
 METHOD_WEIGHTS: Mapping[str, float] = {
@@ -29,9 +42,11 @@ METHOD_WEIGHTS: Mapping[str, float] = {
     "permutation": 1.2,
     "mutual_info": 0.8,
 }
+# Where the LightGBM runner leaves a target's NullEvidence among its method scores; it runs as a method would.
+_NULL = "null"
 # The order methods run in (not their order in the table): CatBoost's copy of the data is the largest,
 # so it runs first, before the other libraries' leftovers (thread arenas, caches) sit under it.
-_COMPUTE_ORDER = ("catboost", "lightgbm_gain", "permutation", "xgboost_gain", "mutual_info")
+_COMPUTE_ORDER = ("catboost", "lightgbm_gain", "permutation", _NULL, "xgboost_gain", "mutual_info")
 # A method "supports" a feature when it gives it at least this share of a uniform allotment (1/F).
 SUPPORT_SHARE = 0.25
 MI_MAX_ROWS = 4_000
@@ -39,7 +54,7 @@ MI_MIN_KNOWN = 50  # sampled rows with a known value a feature needs for a mutua
 PERMUTATION_REPEATS = 3
 TREES = 150
 
-# Stability of the selected set against the previous run (overlap = Jaccard of the sets, tau = Kendall on common ranks).
+# Stability of the selected set against another ranked list (overlap = Jaccard of the sets, tau = Kendall on common ranks).
 STABLE_OVERLAP, STABLE_TAU = 0.7, 0.6
 DRIFTING_OVERLAP, DRIFTING_TAU = 0.5, 0.4
 
@@ -53,6 +68,9 @@ class SelectParams:
     embargo_bars: int
     seed: int
     threads: int = 2
+    # Only features whose held-out effect beats the rotated-label null (stages.null) may be selected;
+    # off, the top_m by consensus are kept as before (the null's columns are still written).
+    null_gate: bool = True
 
     @classmethod
     def from_spec(cls, spec: PipelineSpec, threads: int = 2) -> SelectParams:
@@ -65,7 +83,7 @@ class SelectParams:
 class Selection:
     target: str
     features: tuple[str, ...]  # selected, best first
-    scores: pd.DataFrame  # one row per candidate feature: per-method normalised scores, consensus, support, selected
+    scores: pd.DataFrame  # one row per candidate feature: per-method normalised scores, consensus, support, null columns, selected
 
 
 @dataclass(frozen=True)
@@ -84,26 +102,44 @@ def normalise(raw: np.ndarray) -> np.ndarray:
     return v / total if total > 0 else v
 
 
-def consensus(method_scores: Mapping[str, np.ndarray], features: Sequence[str], min_support: int, top_m: int) -> pd.DataFrame:
-    """Weighted mean of normalised scores; a feature needs support from `min_support` methods to be selected."""
+def consensus(
+    method_scores: Mapping[str, np.ndarray], features: Sequence[str], min_support: int, top_m: int,
+    null_evidence: NullEvidence | None = None, null_gate: bool = True,
+) -> pd.DataFrame:
+    """Weighted mean of normalised scores; a feature needs support from `min_support` methods to be selected.
+
+    With `null_evidence` the table also holds each feature's held-out effect IC (`oos_ic`), the
+    null's `null_threshold` and `beats_null`; with `null_gate` as well, only features that beat the null
+    may be selected, so fewer than `top_m`, or none, can be.
+    """
     names = list(method_scores)
     table = pd.DataFrame({m: normalise(np.asarray(method_scores[m], dtype=float)) for m in names}, index=list(features))
     weights = np.array([METHOD_WEIGHTS.get(m, 1.0) for m in names])
     table["consensus"] = (table[names].to_numpy() * weights).sum(axis=1) / weights.sum()
     threshold = SUPPORT_SHARE / max(1, len(features))
     table["support"] = (table[names].to_numpy() >= threshold).sum(axis=1)
+    if null_evidence is not None:
+        table["oos_ic"] = null_evidence.ics
+        table["null_threshold"] = null_evidence.thresholds
+        table["beats_null"] = null_evidence.beats()
     table.index.name = "feature"
     table = table.reset_index()
     table["_key"] = -table["consensus"].round(12)
     table = table.sort_values(["_key", "feature"], kind="stable").drop(columns="_key").reset_index(drop=True)
     eligible = table["support"] >= min_support
+    if null_evidence is not None and null_gate:
+        eligible &= table["beats_null"]
     chosen = table.loc[eligible, "feature"].head(top_m)
     table["selected"] = table["feature"].isin(set(chosen))
     return table
 
 
 def stability(current: Sequence[str], previous: Sequence[str] | None) -> StabilityReport:
-    """Compare with the previous run's selection; no previous run means UNKNOWN (first runs are allowed by routing)."""
+    """Compare with another ranked list (the previous run's selection, or a resample's); none means UNKNOWN.
+
+    Routing never counts UNKNOWN as stable: `trainpipe.stages.stability` adds a resampled check, so a
+    first run still has a measured state.
+    """
     if not previous:
         return StabilityReport(Stability.UNKNOWN, None, None, None)
     cur, prev = list(current), list(previous)
@@ -116,13 +152,16 @@ def stability(current: Sequence[str], previous: Sequence[str] | None) -> Stabili
 
         tau = float(kendalltau([cur.index(f) for f in common], [prev.index(f) for f in common]).statistic)
         tau = 0.0 if not np.isfinite(tau) else tau
+    return StabilityReport(grade(overlap, tau), round(overlap, 6), round(tau, 6), tuple(prev))
+
+
+def grade(overlap: float, tau: float) -> Stability:
+    """The state of an overlap and a tau (or their means over resamples)."""
     if overlap >= STABLE_OVERLAP and tau >= STABLE_TAU:
-        state = Stability.STABLE
-    elif overlap >= DRIFTING_OVERLAP and tau >= DRIFTING_TAU:
-        state = Stability.DRIFTING
-    else:
-        state = Stability.DIVERGED
-    return StabilityReport(state, round(overlap, 6), round(tau, 6), tuple(prev))
+        return Stability.STABLE
+    if overlap >= DRIFTING_OVERLAP and tau >= DRIFTING_TAU:
+        return Stability.DRIFTING
+    return Stability.DIVERGED
 
 
 @dataclass(frozen=True)
@@ -185,14 +224,17 @@ def select_all(
         "xgboost_gain": _xgboost_gain,
         "catboost": _catboost,
         "mutual_info": _mutual_info,
+        _NULL: _lightgbm_methods,
     }
-    scores: dict[str, dict[str, np.ndarray]] = {t.target: {} for t in targets}
+    # The null needs a model trained on the purged development rows, so it runs with the LightGBM methods.
+    computed = (*params.methods, _NULL)
+    scores: dict[str, dict[str, Any]] = {t.target: {} for t in targets}
     done: set[str] = set()
-    for method in sorted(params.methods, key=_COMPUTE_ORDER.index):
+    for method in sorted(computed, key=_COMPUTE_ORDER.index):
         if method in done:
             continue
         # LightGBM gain and permutation importance share one binned dataset, so they run together.
-        wanted = [m for m in params.methods if runners[m] is runners[method]]
+        wanted = [m for m in computed if runners[m] is runners[method]]
         # Labels are made per target when a method reaches it, so one target's arrays are alive at a time.
         results = runners[method](x, targets, labels, wanted, params, on_step)
         for t, by_method in zip(targets, results, strict=True):
@@ -202,7 +244,7 @@ def select_all(
     out = {}
     for t in targets:
         method_scores = {m: scores[t.target][m] for m in params.methods}  # the spec's order, for the table's columns
-        table = consensus(method_scores, features, params.min_support, params.top_m)
+        table = consensus(method_scores, features, params.min_support, params.top_m, scores[t.target].get(_NULL), params.null_gate)
         out[t.target] = Selection(target=t.target, features=tuple(table.loc[table["selected"], "feature"]), scores=table)
     return out
 
@@ -211,8 +253,8 @@ def _n_classes(y: np.ndarray) -> int:
     return int(np.unique(y).size)
 
 
-def _lightgbm_methods(x, targets, labels, methods, params, on_step) -> list[dict[str, np.ndarray]]:
-    """LightGBM gain and purged out-of-sample permutation importance, every target on one binned dataset."""
+def _lightgbm_methods(x, targets, labels, methods, params, on_step) -> list[dict[str, Any]]:
+    """LightGBM gain, purged out-of-sample permutation importance and the null, every target on one binned dataset."""
     import lightgbm as lgb
 
     base = binned_dataset(x, params.seed)
@@ -227,9 +269,17 @@ def _lightgbm_methods(x, targets, labels, methods, params, on_step) -> list[dict
         if "lightgbm_gain" in methods:
             found["lightgbm_gain"] = train(lab.rows, lab.y, lab).feature_importance(importance_type="gain")
             _step(on_step, name, "lightgbm_gain")
-        if "permutation" in methods:
-            found["permutation"] = _permutation(x, lab, params, train)
-            _step(on_step, name, "permutation")
+        if "permutation" in methods or _NULL in methods:
+            booster, test = _holdout_model(lab, params, train)
+            drops, evidence = _permutation(x, lab, test, booster, params.seed)
+            del booster
+            if _NULL in methods:
+                found[_NULL] = evidence
+            if "permutation" in methods:
+                found["permutation"] = drops
+                _step(on_step, name, "permutation")
+            else:  # the null alone is not a step the caller counts
+                release()
         out.append(found)
     return out
 
@@ -295,32 +345,51 @@ def _catboost(x, targets, labels, methods, params, on_step) -> list[dict[str, np
     return out
 
 
-def _permutation(x, lab: _Labels, params, train) -> np.ndarray:
-    """Drop in out-of-sample skill when one feature is shuffled, on a purged time-ordered holdout."""
+def _holdout_model(lab: _Labels, params, train):
+    """The model of permutation importance and the null: trained on the development rows purged before a time-ordered holdout.
+
+    Returns it and the holdout's positions among the target's labelled rows.
+    """
     fold = purged_holdout(lab.ts[lab.rows], params.holdout_fraction, lab.horizon_bars + params.embargo_bars)
-    booster = train(lab.rows[fold.train], lab.y[fold.train], lab)
-    xt, yt = x[lab.rows[fold.test]], lab.y[fold.test]
-    score = _skill_fn(lab.task, booster, yt)
-    base = score(xt)
-    rng = np.random.default_rng(params.seed)
+    return train(lab.rows[fold.train], lab.y[fold.train], lab), fold.test
+
+
+def _permutation(x, lab: _Labels, test: np.ndarray, booster, seed: int) -> tuple[np.ndarray, NullEvidence]:
+    """Drop in out-of-sample skill when one feature is shuffled, on the purged holdout rows `test`, and the null.
+
+    The null scores each feature's effect on a row: the prediction less the mean prediction with the
+    feature shuffled, what the model makes of that feature there (see `stages.null`). It comes from the
+    predictions the drops need, so it costs no prediction of its own.
+    """
+    xt, yt = x[lab.rows[test]], lab.y[test]
+    score = _skill_fn(lab.task, yt)
+    pred = booster.predict(xt)
+    base = score(pred)
+    per_class = pred.reshape(len(pred), -1).T  # classes × rows: one row for regression and two classes
+    labels = null.shuffled_labels(yt, lab.ts[lab.rows[test]], lab.horizon_bars, seed, len(per_class))
+    rng = np.random.default_rng(seed)
     drops = np.zeros(x.shape[1])
+    ics = np.zeros((x.shape[1], labels.columns.shape[2]))
     for j in range(x.shape[1]):
         col = xt[:, j].copy()
-        total = 0.0
+        total, shuffled = 0.0, np.zeros_like(per_class)
         for _ in range(PERMUTATION_REPEATS):
             xt[:, j] = rng.permutation(col)
-            total += base - score(xt)
+            p = booster.predict(xt)
+            total += base - score(p)
+            shuffled += p.reshape(len(p), -1).T
         xt[:, j] = col
         drops[j] = total / PERMUTATION_REPEATS
-    return drops
+        ics[j] = labels.ics(per_class - shuffled / PERMUTATION_REPEATS)
+    return drops, null.evidence(ics)
 
 
-def _skill_fn(task, booster, y):
+def _skill_fn(task, y):
     if task is TaskType.REGRESSION:
-        return lambda x: metrics.spearman(y, booster.predict(x))
+        return lambda pred: metrics.spearman(y, pred)
     if _n_classes(y) <= 2:
-        return lambda x: metrics.auc(y, booster.predict(x))
-    return lambda x: float((np.argmax(booster.predict(x), axis=1) == y).mean())
+        return lambda pred: metrics.auc(y, pred)
+    return lambda pred: float((np.argmax(pred, axis=1) == y).mean())
 
 
 def _mutual_info(x, targets, labels, methods, params, on_step) -> list[dict[str, np.ndarray]]:

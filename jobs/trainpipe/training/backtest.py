@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from trainpipe.training.uncertainty import Estimate, sharpe_se, t_quantile
+from trainpipe.stages.uncertainty import Estimate, sharpe_se, t_quantile
 
 _YEAR = np.timedelta64(int(365.2425 * 86400), "s")
 

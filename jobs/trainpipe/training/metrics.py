@@ -30,7 +30,7 @@ import pandas as pd
 
 from trainpipe.contract.names import TaskType
 from trainpipe.contract.targets import positive_label
-from trainpipe.training import uncertainty as unc
+from trainpipe.stages import uncertainty as unc
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float | None:

@@ -19,7 +19,7 @@ from trainpipe_operator.policies.failures import (
     why_stuck,
 )
 from trainpipe_operator.policies.passes import FAILED, SUCCEEDED, Pass
-from trainpipe_operator.policies.status import seconds_between, success_message
+from trainpipe_operator.policies.status import no_evidence_message, seconds_between, success_message
 
 # How soon to look again while a Job we need to re-create is still being deleted.
 DELETION_POLL_SECONDS = 2.0
@@ -39,13 +39,14 @@ def termination_report(text: str, model: type[StageReport]) -> StageReport | Non
 def stage_intents(p: Pass, stage: str, attempt: int) -> list[JobIntent] | tuple[Reason, str]:
     """The Jobs a stage needs (its row's fan-out), or why they cannot be created yet (reason, message)."""
     row = STAGES[stage]
+    previous = p.view.previous_run(p.run) if row.compares_previous_run else None
     if row.fan_out is FanOut.SINGLE:
-        return [JobIntent(stage, None, attempt, 1, keep=() if row.computes else p.view.runs_kept())]
+        return [JobIntent(stage, None, attempt, 1, keep=() if row.computes else p.view.runs_kept(), previous_run=previous)]
     if row.fan_out is FanOut.PER_TARGET:
         n = p.status.selected_targets
         if n is None:
             return Reason.STAGE_FAILED, "rank finished without reporting how many targets it kept; retry the run (trainpipe.io/retry)"
-        return [JobIntent(stage, None, attempt, n)] if n else []
+        return [JobIntent(stage, None, attempt, n, previous_run=previous)] if n else []
     ref = p.status.plan
     if ref is None:
         return Reason.STAGE_FAILED, "the plan stage finished but its digest and unit counts are unknown; retry the run (trainpipe.io/retry)"
@@ -90,6 +91,9 @@ def walk_stages(p: Pass) -> None:
         old = p.stages.get(stage) or StageStatus()
         if old.outcome == SUCCEEDED:
             continue
+        if p.status.no_evidence is not None:  # rank found nothing worth training: the run ends before the next stage
+            end_without_evidence(p)
+            return
         intents = stage_intents(p, stage, old.attempt)
         if isinstance(intents, tuple):
             reason, problem = intents
@@ -172,6 +176,20 @@ def walk_stages(p: Pass) -> None:
         p.requeue.append(float(p.spec.ttl_seconds_after_finished))
 
 
+def end_without_evidence(p: Pass) -> None:
+    """Rank kept no target for want of evidence: the run ends Ready, trained nothing, and lastSucceededRun stays where it was.
+
+    Its report is already in the run folder (rank wrote it); no later stage runs, so no model of this run
+    can be taken for one that learned something.
+    """
+    record = RunRecord(run_id=p.run, outcome="NoEvidence", started_at=p.status.started_at, finished_at=p.stamp)
+    p.record(finished_at=p.stamp, history=[record, *p.status.history][: p.spec.keep_runs])
+    p.event("Normal", Reason.NO_EVIDENCE, f"run {p.run} trained nothing: {p.status.no_evidence}")
+    p.stop("done", Reason.NO_EVIDENCE, no_evidence_message(p))
+    if p.spec.ttl_seconds_after_finished is not None:
+        p.requeue.append(float(p.spec.ttl_seconds_after_finished))
+
+
 def start_timed_out(p: Pass, stage: str, current: StageStatus, jobs: list[ObservedJob], trouble: tuple[str, str] | None) -> bool:
     """Stall a stage none of whose units has started within its startTimeoutSeconds (and stop its Jobs); else look again then.
 
@@ -224,7 +242,7 @@ def record_outputs(p: Pass, stage: str, jobs: list[ObservedJob]) -> str | None:
     messages = [pod.message for pod in p.observed.pods_of(jobs[0].name) if pod.phase == "Succeeded"]
     report = next((r for m in messages if isinstance(r := termination_report(m, model), model)), None)
     if isinstance(report, RankReport):
-        p.record(**{model.status_field: report.selected})
+        p.record(**{model.status_field: report.selected}, no_evidence=report.no_evidence)
         return None
     if not isinstance(report, PlanReport):
         return f"the {stage} Job {jobs[0].name} succeeded but its pod left no readable termination message ({model.expects})"

@@ -9,7 +9,7 @@ from trainpipe.contract.timestamps import parse_stamp
 from trainpipe_operator import manifests
 from trainpipe_operator.observed import ObservedPlan
 from trainpipe_operator.policies.passes import FAILED, SUCCEEDED, Pass
-from trainpipe_operator.policies.status import success_message
+from trainpipe_operator.policies.status import final_words
 
 
 def start_or_continue_run(p: Pass) -> None:
@@ -76,11 +76,14 @@ def handle_retry(p: Pass) -> None:
 
 
 def run_finished(p: Pass) -> bool:
+    """Every stage succeeded, or the run ended after rank for want of evidence."""
+    if p.status.no_evidence is not None and p.status.finished_at is not None:
+        return True
     return all(p.stages.get(s) is not None and p.stages[s].outcome == SUCCEEDED for s in STAGES.order)
 
 
 def apply_ttl(p: Pass) -> None:
-    p.stop("done", Reason.SUCCEEDED, success_message(p))
+    p.stop("done", *final_words(p))
     ttl = p.spec.ttl_seconds_after_finished
     finished = parse_stamp(p.status.finished_at)
     if ttl is None or finished is None:

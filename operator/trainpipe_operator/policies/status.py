@@ -23,6 +23,18 @@ def success_message(p: Pass) -> str:
     return f"run {p.run} succeeded; models in {manifests.run_dir(p.spec, p.owner, p.run)}/models"
 
 
+def no_evidence_message(p: Pass) -> str:
+    return (f"run {p.run} trained nothing: {(p.status.no_evidence or '').rstrip('.')}; "
+            f"report at {manifests.run_dir(p.spec, p.owner, p.run)}/report.html")
+
+
+def final_words(p: Pass) -> tuple[Reason, str]:
+    """The reason and message of a finished run: it succeeded, or it ended without evidence of skill."""
+    if p.status.no_evidence is not None:
+        return Reason.NO_EVIDENCE, no_evidence_message(p)
+    return Reason.SUCCEEDED, success_message(p)
+
+
 DISPLAY = {"done": "Done", "failed": "Failed", "invalid": "Failed", "suspended": "Suspended"}
 
 

@@ -45,6 +45,7 @@ from trainpipe.runner.steps.context import (
 from trainpipe.runner.steps.plan import plan_step, requested_families
 from trainpipe.runner.steps.rank import rank_step
 from trainpipe.runner.steps.selection import select_step, select_targets, select_unit_key, selection_is_current, selection_outputs
+from trainpipe.runner.steps.stability import refresh_previous, refresh_select
 from trainpipe.runner.steps.train import read_current_plan, train_families, train_step, training_settings
 
 
@@ -60,6 +61,9 @@ class Step:
     run: Callable[[RunContext], SnakeContract]
     summary: type[SnakeContract]
     outputs: Callable[[Layout, SnakeContract], list[Path]]
+    # After the stage is cached or copied: bring up to date what its outputs hold beyond its key (select's
+    # comparison with the previous run); returns the new summary when anything changed.
+    refresh: Callable[[RunContext, SnakeContract], SnakeContract | None] | None = None
 
 
 def _selected(summary: SnakeContract) -> list[str]:
@@ -75,7 +79,7 @@ def _models(lay: Layout, _: SnakeContract) -> list[Path]:
 STEPS: dict[str, Step] = {
     Stage.RANK: Step(rank_step, RankStageSummary, lambda lay, _: [lay.rankings_parquet, lay.rankings_json, lay.oos_scores_parquet, lay.data_pins_json]),
     Stage.SELECT: Step(select_step, SelectStageSummary, lambda lay, summary: [lay.selection_summary]
-                       + [p for t in _selected(summary) for p in (lay.selected_features(t), lay.feature_scores(t))]),
+                       + [p for t in _selected(summary) for p in (lay.selected_features(t), lay.feature_scores(t))], refresh_select),
     Stage.PLAN: Step(plan_step, PlanStageSummary, lambda lay, _: [lay.routing_candidates, lay.routing_plan_dir, lay.training_plan_dir]),
     **{stage: Step(partial(train_step, stage=Stage(stage)), TrainingStageSummary, _models) for stage in STAGES.training},
 }
@@ -113,7 +117,7 @@ def run_stage(ctx: RunContext, stage: str, force: bool = False) -> StageOutcome:
     if not force and records.is_fresh(ctx.layout, stage, key):
         summary = recorded_summary(stage, records.read_record(ctx.layout, stage))
         if summary is not None:
-            return StageOutcome(stage, Outcome.CACHED, 0.0, summary)
+            return StageOutcome(stage, Outcome.CACHED, 0.0, _refreshed(ctx, stage, key, summary))
     records.clear_record(ctx.layout, stage)
     # Downstream records are stale once this stage's outputs are replaced, whatever their keys say.
     computing = STAGES.computing
@@ -126,12 +130,23 @@ def run_stage(ctx: RunContext, stage: str, force: bool = False) -> StageOutcome:
         reused = reuse_record(ctx.reuse_dir, ctx.layout, ctx.layout.stage_record(stage), key)
         summary = recorded_summary(stage, reused)
         if reused is not None and summary is not None:
-            return StageOutcome(stage, Outcome.REUSED, time.perf_counter() - start, summary, reused.reused_from)
+            return StageOutcome(stage, Outcome.REUSED, time.perf_counter() - start, _refreshed(ctx, stage, key, summary), reused.reused_from)
     step = step_of(stage)
     summary = step.run(ctx)
     outputs = [ctx.layout.relative(p) for p in step.outputs(ctx.layout, summary)]
     records.write_record(ctx.layout, stage, key, outputs, summary.to_wire())
     return StageOutcome(stage, Outcome.RAN, time.perf_counter() - start, summary)
+
+
+def _refreshed(ctx: RunContext, stage: str, key: str, summary: SnakeContract) -> SnakeContract:
+    """The summary of a cached or copied stage after its step's `refresh`; its record keeps its key and outputs."""
+    refresh = step_of(stage).refresh
+    new = refresh(ctx, summary) if refresh is not None else None
+    record = records.read_record(ctx.layout, stage)
+    if new is None or record is None:
+        return summary
+    records.write_record(ctx.layout, stage, key, list(record.outputs), new.to_wire(), reused_from=record.reused_from)
+    return new
 
 
 __all__ = [
@@ -151,6 +166,7 @@ __all__ = [
     "rank_step",
     "read_current_plan",
     "recorded_summary",
+    "refresh_previous",
     "requested_families",
     "run_cut",
     "run_stage",

@@ -64,6 +64,9 @@ class RunContext:
     reuse_dir: Path | None = None  # folder of sibling run folders to copy finished work from (`--reuse-dir`)
     expected_plan_digest: str | None = None  # `train --plan-digest`: the plan this call was created for
     training_plan_dir: Path | None = None  # `train --training-plan-dir`: train this plan instead of the one found in the output folder
+    # `select --previous-run`: the run folder whose selection this one's stability is compared with (a cluster run's
+    # last succeeded run); None compares with the output folder's own earlier selection (the local layout).
+    previous_run: Path | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -84,7 +87,8 @@ class RunContext:
         # A plan this run's plan stage did not write (given, or the seed's legacy folder) is an input of training itself.
         outside = self.outside_plan()
         plan_file = None if outside is None else digest_files((outside,))
-        return stage_keys(self.spec, self.data_digest, code_version(), self.run_id, plan_file)
+        previous = None if self.previous_run is None else str(self.previous_run)
+        return stage_keys(self.spec, self.data_digest, code_version(), self.run_id, plan_file, previous)
 
     def training_plan_path(self) -> Path:
         """The plan file `train` trains (`io.plan_files.find_training_plan`); PlanFileError when there is none."""
@@ -149,10 +153,12 @@ def load(ctx: RunContext, columns: list[str], cut: HoldoutCut | None = None):
     from trainpipe.data.loading import load_panel
 
     d = ctx.spec.data
+    # A short history is the cut's warning (run_cut names the symbol), never a stop: on a panel with listings
+    # and delistings some symbols always are. Only a symbol with no row at all stops the load.
     if cut is None:
         return load_panel(ctx.data_dir, d.symbols or None, interval=d.interval, columns=columns,
-                          max_rows_per_symbol=d.max_rows_per_symbol, min_rows_per_symbol=d.min_rows_per_symbol)
-    panel = load_panel(ctx.data_dir, sorted(cut.symbols), interval=d.interval, columns=columns, min_rows_per_symbol=d.min_rows_per_symbol)
+                          max_rows_per_symbol=d.max_rows_per_symbol, min_rows_per_symbol=1)
+    panel = load_panel(ctx.data_dir, sorted(cut.symbols), interval=d.interval, columns=columns, min_rows_per_symbol=1)
     keep = pinned_mask(frame_ts(panel.frame), frame_symbols(panel.frame), cut)
     if not keep.all():
         panel = replace(panel, frame=panel.frame.loc[keep].reset_index(drop=True))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from trainpipe.contract.cut import HoldoutCut, SymbolCoverage, symbol_warning
-from trainpipe.contract.names import Leakage, TargetStatus
+from trainpipe.contract.names import Leakage, Stability, TargetStatus
 from trainpipe.contract.pipeline import DEFAULT_FAMILIES, TrainingSpec
 from trainpipe.contract.plan import PlanMetadata, TrainingPlanMetadata
 from trainpipe.contract.summaries import PlanStageSummary
@@ -53,11 +53,17 @@ def plan_step(ctx: RunContext) -> PlanStageSummary:
         raise StageInputError(f"{ctx.layout.oos_scores_parquet} is missing: run `trainpipe rank` first") from None
     oos = oos[oos["target"].isin(selected)]
     stab = {t: s.stability.state for t, s in selections.items()}
+    if ranking.gates_off:
+        # The gates are off (evidence.trainAnyway): a selection that diverges, as one on noise will, may still
+        # train in the experimental lane instead of leaving the run an empty plan.
+        stab = {t: Stability.DRIFTING if s is Stability.DIVERGED else s for t, s in stab.items()}
     leakage = {t: Leakage.SAFE if ranking.target(t).status is TargetStatus.OK else Leakage.BLOCKED for t in selected}
     candidates = build_candidates(oos, stab, leakage)
     meta = ctx.plan_metadata()
+    # Sides are gated on evidence, unless the gates are off (evidence.trainAnyway): then points decide, visibly.
+    alpha = None if ranking.gates_off else ctx.spec.evidence.alpha
     routing = build_routing_plan(candidates, ranking.symbols, ctx.spec.routing, PlanMetadata(**meta),
-                                 ctx.layout.relative(ctx.layout.routing_candidates), no_symbol_model(ranking.holdout_cut))
+                                 ctx.layout.relative(ctx.layout.routing_candidates), no_symbol_model(ranking.holdout_cut), alpha)
     write_routing(ctx.layout, candidates_frame(candidates), routing)
     training = ctx.spec.training
     families = requested_families(training)

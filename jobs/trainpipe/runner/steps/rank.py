@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from trainpipe.contract.names import Stage
-from trainpipe.contract.rankings import DataPins, FeatureLeak, RankingsFile, TargetRanking, TooGoodLimits
+from trainpipe.contract.rankings import DataPins, EvidenceGate, FeatureLeak, RankingsFile, TargetRanking, TooGoodLimits
 from trainpipe.contract.summaries import RankStageSummary
 from trainpipe.data.errors import DataError
 from trainpipe.io import stage_files
@@ -56,11 +56,24 @@ def rank_step(ctx: RunContext) -> RankStageSummary:
         too_good_limits=TooGoodLimits(max_rank_ic=params.max_rank_ic, max_r2=params.max_r2, max_auc=params.max_auc),
         # Through pandas' JSON: NaN becomes null and floats keep the 10 significant digits the file always had.
         targets=[TargetRanking.model_validate(row) for row in json.loads(result.table.to_json(orient="records"))],
+        evidence=_gate_record(result.evidence, params),
+        no_evidence=result.no_evidence,
     ))
     # Kept apart from the rankings: the digest covers the holdout's bars too, which the rankings must not depend on.
     stage_files.write_data_pins(layout, DataPins(files=[str(p) for p in ctx.data_files], digest=ctx.data_digest))
+    if result.no_evidence is not None:
+        # Not a failure: the data holds no skill this pipeline can show. The run ends here, training nothing.
+        return RankStageSummary(targets_ranked=len(targets), selected=[], rows=n_rows, development_rows=len(frame),
+                                cut_warnings=cut.warnings(), no_evidence=result.no_evidence)
     if not result.selected:
         reasons = "; ".join(f"{r.target}: {r.status} {r.reason}".strip() for r in result.table.itertuples())
         raise StageInputError(f"no target passed ranking, so there is nothing to select or train. Per target: {reasons}")
     return RankStageSummary(targets_ranked=len(targets), selected=list(result.selected), rows=n_rows, development_rows=len(frame),
                             cut_warnings=cut.warnings())
+
+
+def _gate_record(verdicts, params) -> EvidenceGate:
+    """The target gate as the rankings file keeps it (nothing scored: nothing tried)."""
+    if verdicts is None:
+        return EvidenceGate(alpha=params.alpha, tried=0, passed=0, level=1 - params.alpha, train_anyway=params.train_anyway)
+    return EvidenceGate(alpha=verdicts.alpha, tried=verdicts.tried, passed=verdicts.count, level=verdicts.level, train_anyway=params.train_anyway)

@@ -1,17 +1,19 @@
-"""The select step: per kept target, a consensus of importance methods; each target is also a unit of its own (one pod of the select Job)."""
+"""The select step: per kept target, a consensus of importance methods and its stability; each target is also a unit of its own (one pod of the select Job)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pandas as pd
 
 from trainpipe.contract.names import Stage, TaskType
 from trainpipe.contract.rankings import RankingsFile
-from trainpipe.contract.selection import SelectionEntry, SelectionStability, SelectionSummary, TargetSelection
+from trainpipe.contract.selection import ResampledCheck, SelectionEntry, SelectionSummary, TargetSelection
 from trainpipe.contract.summaries import SelectStageSummary
 from trainpipe.io import stage_files
 from trainpipe.io.atomic import write_parquet
 from trainpipe.io.layout import Layout
-from trainpipe.io.stage_files import read_rankings, read_selection
+from trainpipe.io.stage_files import read_rankings
 from trainpipe.runner import records
 from trainpipe.runner.digests import digest_json
 from trainpipe.runner.steps.context import (
@@ -19,6 +21,7 @@ from trainpipe.runner.steps.context import (
     development_frame,
     load,
 )
+from trainpipe.runner.steps.stability import GIVEN_FEATURES, against_previous, previous_selection, resampled_checks, selection_stability
 
 
 def select_step(ctx: RunContext) -> SelectStageSummary:
@@ -47,34 +50,31 @@ def select_targets(ctx: RunContext, ranking: RankingsFile, targets: list[str]) -
     x = move_features(development, features)
     frame = sample_recent(development, ctx.spec.ranking.max_rows)  # the same rows rank scored
     x = x[len(development) - len(frame):]
-    params = SelectParams.from_spec(ctx.spec, ctx.threads)
+    # The shuffled-target null trims features, unless the evidence gates are off (evidence.trainAnyway).
+    params = replace(SelectParams.from_spec(ctx.spec, ctx.threads), null_gate=not ranking.gates_off)
     tasks = {target: ranking.target(target).task for target in targets}
-    selections = {}
+    selections, resampled = {}, {}
     if ctx.spec.features.auto:
         to_select = [TargetToSelect(t, tasks[t], cut.horizon_bars[t]) for t in targets]
-        ctx.tick(Stage.SELECT, total=len(targets) * len(params.methods))
+        ctx.tick(Stage.SELECT, total=len(targets) * (len(params.methods) + 1))
         selections = select_all(frame, to_select, features, params, x=x, on_step=lambda t, m: ctx.tick(Stage.SELECT, f"{t} · {m}"))
+        resampled = resampled_checks(ctx, frame, x, features, to_select, {t: len(s.features) for t, s in selections.items()})
     del x
-    return {target: _write_selection(ctx, target, tasks[target], selections.get(target)) for target in targets}
+    return {target: _write_selection(ctx, target, tasks[target], selections.get(target), resampled.get(target)) for target in targets}
 
 
-def _write_selection(ctx: RunContext, target: str, task: TaskType, selection) -> SelectionEntry:
-    from trainpipe.stages.select import stability
-
-    previous = _previous_selection(ctx.layout, target)
+def _write_selection(ctx: RunContext, target: str, task: TaskType, selection, resampled: ResampledCheck | None) -> SelectionEntry:
     if selection is not None:
         chosen, scores = list(selection.features), selection.scores
     else:
         chosen = list(ctx.spec.features.include)
         scores = pd.DataFrame({"feature": chosen, "consensus": float("nan"), "support": 0, "selected": True})
-    stab = stability(chosen, previous)
+    # Read before this selection replaces the folder's own earlier one (the local layout reuses one folder).
+    previous = against_previous(chosen, previous_selection(ctx, target))
+    stab = selection_stability(previous, resampled or GIVEN_FEATURES)
     write_parquet(ctx.layout.feature_scores(target), scores)
-    stage_files.write_selection(ctx.layout, TargetSelection(
-        target=target, task=task, features=chosen,
-        stability=SelectionStability(state=stab.stability, overlap=stab.overlap, kendall_tau=stab.kendall_tau,
-                                     previous_features=list(stab.previous) if stab.previous else None),
-    ))
-    entry = SelectionEntry(n_features=len(chosen), stability=stab.stability)
+    stage_files.write_selection(ctx.layout, TargetSelection(target=target, task=task, features=chosen, stability=stab))
+    entry = SelectionEntry(n_features=len(chosen), stability=stab.state)
     records.write_record_at(ctx.layout.select_unit_record(target), Stage.SELECT.value, select_unit_key(ctx, target),
                             selection_outputs(ctx.layout, target), entry.to_wire(), unit=target)
     return entry
@@ -97,11 +97,3 @@ def selection_is_current(ctx: RunContext, target: str) -> bool:
     record = records.read_record(layout, Stage.SELECT.value)
     return (record is not None and records.is_fresh(layout, Stage.SELECT.value, ctx.keys[Stage.SELECT])
             and set(selection_outputs(layout, target)) <= set(record.outputs))
-
-
-def _previous_selection(layout: Layout, target: str) -> list[str] | None:
-    """The features the last selection of `target` in this folder chose; None on a first run (or an unreadable file)."""
-    try:
-        return list(read_selection(layout, target).features)
-    except stage_files.StageFileError:
-        return None

@@ -28,7 +28,7 @@ import pandas as pd
 from scipy import integrate, special, stats
 
 LEVEL = 0.95
-METHOD = "effective n = timestamps / horizon; rows summed per timestamp (trainpipe.training.uncertainty)"
+METHOD = "effective n = timestamps / horizon; rows summed per timestamp (trainpipe.stages.uncertainty)"
 
 
 @dataclass(frozen=True)
