@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local control plane's binaries from Go modules into a cache keyed by version.
 #
-# Usage: hack/build-tools.sh [kubernetes|etcd|kwok|helm|kstatus|flux|registry|pause ...]   (default: all)
+# Usage: hack/build-tools.sh [kubernetes|etcd|kwok|helm|kstatus|flux|registry|seaweedfs|pause ...]   (default: all)
 #
 # Each component is a small wrapper module in hack/tools/<component>/ (go.mod + go.sum pin every
 # dependency; the Kubernetes one `replace`s each staging module k8s.io/<name> with v0.36.x, because
@@ -40,8 +40,9 @@ version_of() {
     kstatus) echo "$KSTATUS_VERSION" ;;
     flux) echo "$FLUX_CONTROLLERS_VERSION" ;;
     registry) echo "$REGISTRY_VERSION" ;;
+    seaweedfs) echo "$SEAWEEDFS_VERSION" ;;
     pause) echo "$PAUSE_VERSION" ;;
-    *) log "unknown component '$1' (expected kubernetes, etcd, kwok, helm, kstatus, flux, registry or pause)"; exit 2 ;;
+    *) log "unknown component '$1' (expected kubernetes, etcd, kwok, helm, kstatus, flux, registry, seaweedfs or pause)"; exit 2 ;;
   esac
 }
 
@@ -54,6 +55,7 @@ module_of() {
     kstatus) echo sigs.k8s.io/cli-utils ;;
     flux) echo github.com/fluxcd/source-controller ;;
     registry) echo github.com/distribution/distribution/v3 ;;
+    seaweedfs) echo github.com/seaweedfs/seaweedfs ;;
     pause) ;;  # no upstream module: our own main.go, versioned by PAUSE_VERSION
   esac
 }
@@ -137,6 +139,10 @@ build_one() {
       # The OCI distribution registry the real node pulls from (localcluster/up.sh serves it on loopback).
       ldflags="-s -w -X github.com/distribution/distribution/v3/version.version=$ver"
       pkgs=(github.com/distribution/distribution/v3/cmd/registry) ;;
+    seaweedfs)
+      # The S3-compatible object store of the local cluster and the e2e tier (localcluster/trainpipe_localcluster/s3server.py).
+      # One binary, `weed`; its version string is compiled in, nothing to stamp.
+      ldflags="-s -w"; pkgs=(github.com/seaweedfs/seaweedfs/weed) ;;
     pause)
       # The wrapper's own main package: bin/pause, the real node's sandbox process.
       ldflags="-s -w"; pkgs=(.) ;;
@@ -160,6 +166,6 @@ build_one() {
 
 if [[ "${1:-}" == "--dir" ]]; then tool_dir "$2"; exit 0; fi
 mkdir -p "$TOOLS"
-for comp in "${@:-kubernetes etcd kwok helm kstatus flux registry pause}"; do
+for comp in "${@:-kubernetes etcd kwok helm kstatus flux registry seaweedfs pause}"; do
   for c in $comp; do build_one "$c"; done
 done
