@@ -36,6 +36,7 @@ from trainpipe.contract.owners import FolderOwner
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.runs import IDENTITY_FIELDS
 from trainpipe.contract.stages import STAGES, Pool
+from trainpipe.contract.storage import ENDPOINT_ENV, REGION_ENV, SECRET_KEYS
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.naming import artifacts_claim, job_name, plan_configmap, spec_configmap
 
@@ -88,7 +89,9 @@ class JobIntent:
 
 
 def data_dir(spec: PipelineSpec) -> str:
-    """`data.dir` as the Jobs see it: a relative dir lies inside the data volume's mount path."""
+    """`data.dir` as the Jobs see it: a relative dir lies inside the data volume's mount path; `data.uri` as given."""
+    if spec.data.uri:
+        return spec.data.uri
     volume = spec.data.volume
     if volume is None or posixpath.isabs(spec.data.dir):
         return spec.data.dir
@@ -99,6 +102,8 @@ def pipeline_dir(spec: PipelineSpec, owner: Owner) -> str:
     """`<mountPath>/<namespace>/<pipeline>`: one artifacts volume may serve several namespaces (teams), and two
     pipelines of one name in two of them must never share a folder. (Before, `<mountPath>/<pipeline>`: the
     first stage of a pipeline's first run in this layout moves that folder here, `runner.ownership`.)"""
+    if spec.artifacts.uri:  # the same layout under the URI's prefix: no claim, no mount path
+        return f"{spec.artifacts.uri.rstrip('/')}/{owner.namespace}/{owner.name}"
     return posixpath.join(spec.artifacts.mount_path, owner.namespace, owner.name)
 
 
@@ -111,7 +116,7 @@ def job_spec_json(spec: PipelineSpec) -> str:
     """The spec fields the stage commands compute from, with data.dir resolved; scheduling fields stay out."""
     wire = spec.to_wire()
     payload = {name: wire[name] for name in IDENTITY_FIELDS}
-    payload["data"] = {k: v for k, v in payload["data"].items() if k != "volume"} | {"dir": data_dir(spec)}
+    payload["data"] = {k: v for k, v in payload["data"].items() if k != "volume"} | ({} if spec.data.uri else {"dir": data_dir(spec)})
     return json.dumps(payload, sort_keys=True, separators=(",", ":"))
 
 
@@ -124,14 +129,19 @@ def stage_args(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent) ->
     row = STAGES[intent.stage]
     out = run_dir(spec, owner, run)
     owned = ["--owner", owner.folder_arg()]
+    if spec.artifacts.uri:
+        # On a store a run folder is a prefix with completion records: no folder to own, no sibling runs to copy
+        # from or prune (--owner, --reuse-dir and --keep-runs work on a claim's folders).
+        owned, reuse = [], []
+    else:
+        reuse = ["--reuse-dir", pipeline_dir(spec, owner)]
     if not row.computes:  # renders the run's files; prunes old run folders
-        return [*row.command, "--output-dir", out, "--run-id", run, "--termination-log", TERMINATION_LOG,
-                "--reuse-dir", pipeline_dir(spec, owner), "--keep-runs", str(spec.keep_runs),
-                *(arg for run_id in intent.keep for arg in ("--pin", run_id)), *owned]
+        keep = [] if spec.artifacts.uri else ["--keep-runs", str(spec.keep_runs), *(arg for run_id in intent.keep for arg in ("--pin", run_id))]
+        return [*row.command, "--output-dir", out, "--run-id", run, "--termination-log", TERMINATION_LOG, *reuse, *keep, *owned]
     # Paths in the pod are arguments, not file content: a node that maps volumes to other paths (the local
     # cluster's simulated nodes) rewrites them where they are written; --data-dir overrides the file's data.dir.
     args = [*row.command, "--spec-file", f"{SPEC_DIR}/{SPEC_KEY}", "--data-dir", data_dir(spec), "--output-dir", out, "--run-id", run,
-            "--reuse-dir", pipeline_dir(spec, owner), "--termination-log", TERMINATION_LOG, *owned]
+            *reuse, "--termination-log", TERMINATION_LOG, *owned]
     if row.trains:
         if intent.family is None or intent.plan_digest is None:
             raise ValueError(f"a {intent.stage} Job trains one family of one plan: its intent names neither")
@@ -233,17 +243,22 @@ def failure_policy(spec: PipelineSpec, stage: str) -> dict[str, Any]:
 
 
 def volumes(spec: PipelineSpec, owner: Owner, run: str, stage: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(the pod's volumes, the container's mounts): the data claim if any, the artifacts claim, bounded scratch, the run's spec."""
-    mounts: list[dict[str, Any]] = [{"name": "artifacts", "mountPath": spec.artifacts.mount_path}, {"name": "scratch", "mountPath": SCRATCH}]
+    """(the pod's volumes, the container's mounts): the data claim if any, the artifacts claim, bounded scratch, the run's spec.
+
+    An object-store data.uri or artifacts.uri has no claim: the stage reads and publishes through the store
+    (its staging folder lives in scratch, HOME)."""
+    mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": SCRATCH}]
     pod_volumes: list[dict[str, Any]] = [
-        {"name": "artifacts", "persistentVolumeClaim": {"claimName": spec.artifacts.claim_name or artifacts_claim(owner.name)}},
         # A bound on scratch: past it the kubelet evicts the pod instead of letting it fill the node's disk.
         {"name": "scratch", "emptyDir": {"sizeLimit": str(settings_of(spec, stage).scratch_size_limit)}},
     ]
+    if not spec.artifacts.uri:
+        mounts.insert(0, {"name": "artifacts", "mountPath": spec.artifacts.mount_path})
+        pod_volumes.insert(0, {"name": "artifacts", "persistentVolumeClaim": {"claimName": spec.artifacts.claim_name or artifacts_claim(owner.name)}})
     if STAGES[stage].computes:
         mounts.append({"name": "spec", "mountPath": SPEC_DIR, "readOnly": True})
         pod_volumes.append({"name": "spec", "configMap": {"name": spec_configmap(owner.name, run), "items": [{"key": SPEC_KEY, "path": SPEC_KEY}]}})
-    data_volume = spec.data.volume
+    data_volume = None if spec.data.uri else spec.data.volume
     if data_volume is not None:
         mount = {"name": "data", "mountPath": data_volume.mount_path, "readOnly": data_volume.read_only}
         if data_volume.sub_path:
@@ -253,8 +268,24 @@ def volumes(spec: PipelineSpec, owner: Owner, run: str, stage: str) -> tuple[lis
     return pod_volumes, mounts
 
 
-def env() -> list[dict[str, Any]]:
-    return [
+def storage_env(spec: PipelineSpec) -> list[dict[str, Any]]:
+    """The object store's settings as the AWS_* variables the jobs read: keys by reference to the Secret the spec
+    names (never their values: the operator does not read the Secret), endpoint and region as plain values."""
+    storage = spec.storage
+    if not (spec.data.uri or spec.artifacts.uri):
+        return []
+    out: list[dict[str, Any]] = []
+    if storage.credentials_secret:
+        out += [{"name": key, "valueFrom": {"secretKeyRef": {"name": storage.credentials_secret, "key": key}}} for key in SECRET_KEYS]
+    if storage.endpoint:
+        out.append({"name": ENDPOINT_ENV, "value": storage.endpoint})
+    if storage.region:
+        out.append({"name": REGION_ENV, "value": storage.region})
+    return out
+
+
+def env(spec: PipelineSpec | None = None) -> list[dict[str, Any]]:
+    return [*([] if spec is None else storage_env(spec)),
         # Thread pools follow the container's CPU limit (node allocatable without one), never the node's cores.
         {"name": CPUS_ENV, "valueFrom": {"resourceFieldRef": {"containerName": CONTAINER, "resource": "limits.cpu", "divisor": "1"}}},
         {"name": "HOME", "value": SCRATCH},
@@ -290,7 +321,7 @@ def pod_spec(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent, conf
         "args": stage_args(spec, owner, run, intent),
         # The images set no WORKDIR: files a library drops in the working directory land in scratch.
         "workingDir": SCRATCH,
-        "env": env(),
+        "env": env(spec),
         "resources": resources_of(spec, stage, intent.family),
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,

@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_previous_run_option,
         add_run_options,
         add_spec_source,
+        output_location,
         plan_digest_arg,
         unit_index_arg,
     )
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_table_stage_parsers(sub, set(stage_help) | {"report"})
 
     report = sub.add_parser("report", help="Rebuild report.html from an output folder.")
-    report.add_argument("--output-dir", type=Path, required=True, metavar="DIR")
+    report.add_argument("--output-dir", type=output_location, required=True, metavar="DIR")
     add_spec_source(report.add_argument_group("pipeline (validated only: the report renders what the output folder holds)"))
     add_run_options(report, reuse_help="The pipeline's folder of run folders (<artifacts>/<pipeline>); with --keep-runs, older runs there are removed.")
     report.add_argument("--keep-runs", type=int, metavar="N",
@@ -226,6 +227,21 @@ def _dispatch(args: argparse.Namespace, where: list[str]) -> CommandReport:
     return _stages(args, where)
 
 
+# The completion record of the report (after the computing stages': it is the run's last publication).
+REPORT_RECORD = "report"
+
+
+def staged_output(where: Path | str):
+    """An object-store output dir as a StagedOutput, its staging folder pulled to the store's newest snapshot; None for a folder."""
+    if not isinstance(where, str):
+        return None
+    from trainpipe.io.objectstore import ObjectPath, StagedOutput, staging_folder
+
+    staged = StagedOutput(ObjectPath.parse(where), staging_folder(where), (*(str(s) for s in STAGES.computing), REPORT_RECORD))
+    staged.pull()
+    return staged
+
+
 def _data_example(out: Path) -> CommandReport:
     from trainpipe.cli.display import console
     from trainpipe.contract.reports import DataReport
@@ -245,7 +261,8 @@ def _report(args: argparse.Namespace) -> CommandReport:
 
     if args.file is not None or args.spec_json is not None or args.spec_file is not None:
         resolve(args)  # an invalid spec fails here as it would in every other stage
-    layout = Layout(args.output_dir)
+    staged = staged_output(args.output_dir)
+    layout = Layout(staged.local if staged is not None else args.output_dir)
     _claim_pipeline_folder(args, layout)
     if args.run_id is not None and layout.master_training_plan.exists():
         from trainpipe.io.plan_files import read_training_plan
@@ -268,6 +285,8 @@ def _report(args: argparse.Namespace) -> CommandReport:
         mark_succeeded(layout.root)
         pinned = set(args.pin) | legacy_runs(Path(args.reuse_dir))
         removed_runs = [p.name for p in prune_runs(Path(args.reuse_dir), args.keep_runs, Path(args.output_dir).resolve(), pinned)]
+    if staged is not None:
+        staged.push(REPORT_RECORD)
     return html_report(layout, removed_runs)
 
 
@@ -281,7 +300,12 @@ def _stages(args: argparse.Namespace, where: list[str]) -> CommandReport:
     requested_families(spec.training)  # an unknown family fails before any work
     if args.command == "train" and args.unit_index is not None and args.family is None:
         raise OptionsError("--unit-index needs --family: a training unit is addressed by family and index")
-    layout = Layout(output_dir(args, name))
+    staged = staged_output(output_dir(args, name))
+    if staged is not None and ((args.command == "select" and (args.target is not None or args.unit_index is not None))
+                               or (args.command == "train" and args.family is not None)):
+        raise OptionsError("--output-dir s3://… runs whole stages: one select target or one training family/unit writes beside other "
+                           "pods into one run folder, which needs a shared folder (an artifacts claim); drop --target/--unit-index/--family")
+    layout = Layout(staged.local if staged is not None else Path(output_dir(args, name)))
     _claim_pipeline_folder(args, layout)
     with stage_progress() as tick:
         ctx = RunContext(spec=spec, layout=layout, progress=tick, run_id=args.run_id, reuse_dir=args.reuse_dir,
@@ -293,8 +317,8 @@ def _stages(args: argparse.Namespace, where: list[str]) -> CommandReport:
             return _select_unit(ctx, args, where)
         if args.command == "train" and args.family is not None:
             return _train_family_or_unit(ctx, args)
-        outcomes, failure = _run_stages(ctx, _stage_list(args), args.force)
-    console.print(summary_table(outcomes, str(layout.root)))
+        outcomes, failure = _run_stages(ctx, _stage_list(args), args.force, staged)
+    console.print(summary_table(outcomes, str(staged.remote) if staged is not None else str(layout.root)))
     no_evidence = _no_evidence(outcomes)
     report_path = None
     # A run that ends for want of evidence has its report written by rank: on a cluster no later stage runs.
@@ -316,6 +340,9 @@ def _stages(args: argparse.Namespace, where: list[str]) -> CommandReport:
         from trainpipe.runner.retention import mark_succeeded
 
         mark_succeeded(layout.root)  # a run that trained nothing is not one later runs compare with or keep
+    if staged is not None and report_path is not None:
+        staged.push(REPORT_RECORD)
+        console.print(f"published to [bold]{staged.remote}[/] (completion records under {staged.remote}/_complete/)")
     return _stage_report(args, layout, outcomes, report_path, no_evidence)
 
 
@@ -343,9 +370,10 @@ def _no_evidence(outcomes) -> str | None:
     return next((o.summary.no_evidence for o in outcomes if isinstance(o.summary, RankStageSummary)), None)
 
 
-def _run_stages(ctx, stages: list[str], force: bool):
+def _run_stages(ctx, stages: list[str], force: bool, staged=None):
     """Run `stages` in order; stop at the first whose units failed and return it (the others' results stand), or after
-    a rank that found no evidence of skill (nothing to select or train)."""
+    a rank that found no evidence of skill (nothing to select or train). With `staged` (an object-store output),
+    each finished stage is published before the next starts, so a run stopped later resumes from it."""
     from trainpipe.cli.display import console
     from trainpipe.runner.steps import StageFailedError, StageOutcome, run_stage
 
@@ -360,6 +388,8 @@ def _run_stages(ctx, stages: list[str], force: bool):
         elif outcome.outcome is Outcome.CACHED:
             console.print(f"[cyan]{stage}[/]: inputs unchanged since the last run — reusing its outputs")
         outcomes.append(outcome)
+        if staged is not None:
+            staged.push(str(stage))
         if _no_evidence([outcome]) is not None:
             break
     return outcomes, None

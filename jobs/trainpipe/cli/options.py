@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.owners import FolderOwner
 from trainpipe.contract.pipeline import PipelineSpec, TrainingSpec, format_validation_error, load_manifest
+from trainpipe.contract.storage import is_object_uri
 
 
 class OptionsError(ValueError, CommandFailure):
@@ -24,11 +25,13 @@ class OptionsError(ValueError, CommandFailure):
 def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("pipeline (each flag overrides the same field of -f's spec)")
     add_spec_source(g)
-    g.add_argument("--data-dir", metavar="DIR", help="Data: <DIR>/[interval=<I>/]symbol=<SYM>/<SYM>.parquet, or one long parquet/CSV file with a symbol column. [spec.data.dir]")
+    g.add_argument("--data-dir", metavar="DIR", help="Data: <DIR>/[interval=<I>/]symbol=<SYM>/<SYM>.parquet, or one long parquet/CSV file with a symbol column; or s3://bucket/prefix (credentials from AWS_* variables). [spec.data.dir / spec.data.uri]")
     g.add_argument("--symbols", nargs="+", metavar="SYM", help="Symbols to load (default: all found). [spec.data.symbols]")
     g.add_argument("--interval", metavar="I", help="Interval partition to read, e.g. 5m or 1d. [spec.data.interval]")
     g.add_argument("--max-rows-per-symbol", type=int, metavar="N", help="Keep the most recent N rows per symbol. [spec.data.maxRowsPerSymbol]")
-    g.add_argument("--output-dir", type=Path, metavar="DIR", help="Where artefacts go (default: out/<pipeline name>). Reusing a dir reuses finished stages.")
+    g.add_argument("--output-dir", type=output_location, metavar="DIR",
+                   help="Where artefacts go (default: out/<pipeline name>), or s3://bucket/prefix (worked on in a local staging folder, published "
+                        "stage by stage with completion records). Reusing a dir reuses finished stages.")
     g.add_argument("--auto-targets", action="store_true", default=None, help="Discover and rank every fwd_ret_*/y_* target (the default). [spec.targets.auto]")
     g.add_argument("--targets", nargs="+", metavar="T", help="Only these targets (with --auto-targets they are ranked; otherwise used as given). [spec.targets.include]")
     g.add_argument("--top-n-targets", type=int, metavar="N", help="Ranked targets kept for selection and training (default 5). [spec.targets.topN]")
@@ -165,6 +168,8 @@ def overlay(base: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, dest, None)
         if value is None:
             continue
+        if dest == "data_dir" and is_object_uri(value):
+            path = "data.uri"  # --data-dir s3://bucket/prefix: the same flag for a folder and a store
         section, _, key = path.partition(".")
         if key:
             spec.setdefault(section, {})[key] = value
@@ -222,5 +227,10 @@ def resolve(args: argparse.Namespace) -> tuple[PipelineSpec, str]:
         raise OptionsError(f"invalid pipeline settings: {format_validation_error(exc)}") from None
 
 
-def output_dir(args: argparse.Namespace, name: str) -> Path:
+def output_location(text: str) -> Path | str:
+    """--output-dir's type: a folder as a Path, an object-store URI kept as text (a Path would fold its '//')."""
+    return text if is_object_uri(text) else Path(text)
+
+
+def output_dir(args: argparse.Namespace, name: str) -> Path | str:
     return args.output_dir if args.output_dir is not None else Path("out") / name

@@ -14,6 +14,7 @@ from pydantic import AfterValidator, Field, field_validator
 from trainpipe.contract import sizes
 from trainpipe.contract.base import Contract
 from trainpipe.contract.quantity import SPEC_PATTERN, spec_quantity
+from trainpipe.contract.storage import ObjectUri
 
 # A resource quantity as Kubernetes writes it: 2, "500m", "4Gi".
 Quantity = Annotated[int | str, AfterValidator(spec_quantity),
@@ -37,6 +38,7 @@ class ArtifactsSpec(Contract):
         "rule": "!(has(self.claimName) && (has(self.storageClassName) || has(self.size)))",
         "message": "artifacts: give claimName (an existing claim) or storageClassName/size (a claim the operator creates), not both",
     }]}}
+    uri: ObjectUri | None = Field(None, description="Object-store location of the run outputs (s3://bucket/prefix; each run under <uri>/<namespace>/<pipeline>/<run>/): no claim is made or mounted.")
     claim_name: DnsSubdomain | None = Field(None, description="An existing ReadWriteMany claim for the run outputs; empty = the operator creates <pipeline>-artifacts.")
     storage_class_name: sizes.Name | None = Field(None, description="StorageClass of the claim the operator creates (empty = the cluster default).")
     size: Quantity | None = Field(None, description="Size of the claim the operator creates (default 10Gi).")

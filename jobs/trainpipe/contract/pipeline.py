@@ -13,6 +13,7 @@ from trainpipe.contract.base import Contract
 from trainpipe.contract.cluster import ArtifactsSpec, ImagesSpec, ScheduleSpec, StagesSpec, VolumeSpec
 from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.status import PipelineStatus
+from trainpipe.contract.storage import ObjectUri, StorageSpec
 
 SelectionMethod = Literal["lightgbm_gain", "xgboost_gain", "catboost", "permutation", "mutual_info"]
 ALL_SELECTION_METHODS: tuple[SelectionMethod, ...] = (
@@ -42,6 +43,7 @@ class DataSpec(Contract):
 
     dir: sizes.Path = Field("data", description="Data directory: <dir>/[interval=<I>/]symbol=<SYM>/<SYM>.parquet, or one long-format parquet/CSV file with a symbol column. "
                      "In a cluster run, a relative dir is taken inside data.volume.mountPath.")
+    uri: ObjectUri | None = Field(None, description="Object-store location of the bars (s3://bucket/prefix, same layouts as dir); when set, dir and volume are not used.")
     volume: VolumeSpec | None = Field(None, description="Cluster runs: the claim the Jobs read the bars from.")
     symbols: list[Symbol] = Field(default_factory=list, max_length=sizes.SYMBOLS, description="Symbols to load; empty means every symbol found.")
     interval: str | None = Field(None, max_length=16, pattern=r"^[0-9]+[mhd]$", description="Interval partition to read (e.g. 5m, 1d) when the directory has interval=<I> folders.")
@@ -166,6 +168,7 @@ class PipelineSpec(Contract):
     seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed for every sampler and model.")
     # ---- cluster runs only (the operator reads these; `trainpipe run` ignores them)
     artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec, description="How the Jobs reach the object store of data.uri and artifacts.uri.")
     images: ImagesSpec = Field(default_factory=ImagesSpec)
     stages: StagesSpec = Field(default_factory=StagesSpec)
     suspend: bool = Field(False, description="Stop creating Jobs and suspend running ones; false again continues the same run.")

@@ -18,6 +18,10 @@ returns and labels keep their exact values. Integer features above 2**24 lose th
 
 Only the requested symbols and columns are read (pyarrow column projection and, for a long parquet
 file, a row filter on ``symbol``), the parts are concatenated once and sorted once.
+
+``data_dir`` may also be an object-store URI (``s3://bucket/prefix``, through pyarrow.fs): the same
+layouts, listed prefix by prefix so only the requested symbols' objects are opened, and read with the
+same projection and filter as ranged requests (io.objectstore owns the store, its errors and credentials).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +43,7 @@ from trainpipe.contract.names import SYMBOL_COLUMN, TARGET_PREFIXES, TIMESTAMP_C
 from trainpipe.contract.targets import BarCalendar, is_target
 from trainpipe.data.calendar import bar_calendar
 from trainpipe.data.errors import DataError
+from trainpipe.io.objectstore import Location, ObjectPath, ObjectStoreError, explain, locate
 from trainpipe.memory import release
 
 FEATURE_TYPE = pa.float32()
@@ -64,7 +70,7 @@ class Panel:
     targets: tuple[str, ...]
     symbols: tuple[str, ...]
     calendar: BarCalendar  # how the bars fall in time: what a horizon in minutes, days or weeks is in bars
-    files: tuple[Path, ...]
+    files: tuple[Location, ...]
 
     @property
     def interval_minutes(self) -> float:
@@ -75,34 +81,34 @@ class Panel:
 class _Source:
     """Where the selected symbols live: one parquet file each, or one long file for all of them."""
 
-    files_by_symbol: dict[str, Path]  # per-symbol layout only
-    long_file: Path | None
+    files_by_symbol: dict[str, Location]  # per-symbol layout only
+    long_file: Location | None
     requested: tuple[str, ...] | None  # long layout: the symbols asked for, None for all
 
     @property
-    def files(self) -> tuple[Path, ...]:
+    def files(self) -> tuple[Location, ...]:
         if self.long_file is not None:
             return (self.long_file,)
         return tuple(sorted(self.files_by_symbol.values()))
 
 
-def find_files(data_dir: Path, symbols: Sequence[str] | None = None, interval: str | None = None) -> tuple[Path, ...]:
+def find_files(data_dir: Path | str, symbols: Sequence[str] | None = None, interval: str | None = None) -> tuple[Location, ...]:
     """The files `load_panel` would read for these arguments, sorted, without reading their data."""
-    return _resolve(Path(data_dir), symbols, interval).files
+    return _resolve(data_dir, symbols, interval).files
 
 
 def schema_columns(
-    data_dir: Path, symbols: Sequence[str] | None = None, interval: str | None = None
+    data_dir: Path | str, symbols: Sequence[str] | None = None, interval: str | None = None
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(features, targets) in file order, from the parquet footers or a CSV's first block.
 
     Data is read only to quote a bad value in an error, and, for a long file, to check `symbols`.
     """
-    return _columns(_resolve(Path(data_dir), symbols, interval))
+    return _columns(_resolve(data_dir, symbols, interval))
 
 
 def load_panel(
-    data_dir: Path,
+    data_dir: Path | str,
     symbols: Sequence[str] | None = None,
     *,
     interval: str | None = None,
@@ -115,7 +121,7 @@ def load_panel(
     `max_rows_per_symbol` keeps each symbol's most recent rows; `min_rows_per_symbol` is checked
     against the rows each symbol has in its file, before that cut.
     """
-    source = _resolve(Path(data_dir), symbols, interval)
+    source = _resolve(data_dir, symbols, interval)
     features, targets = _columns(source)
     if columns is not None:
         features, targets = _project(features, targets, columns, source.files[0])
@@ -200,15 +206,25 @@ def move_features(frame: pd.DataFrame, features: Sequence[str]) -> np.ndarray:
 # Where the data is
 
 
-def _resolve(data_dir: Path, symbols: Sequence[str] | None, interval: str | None) -> _Source:
+def _resolve(given: Path | str, symbols: Sequence[str] | None, interval: str | None) -> _Source:
+    try:
+        return _resolve_at(locate(given), symbols, interval)
+    except ObjectStoreError as exc:  # the store's own failure (no bucket, credentials): already names the URI
+        raise DataError(str(exc)) from None
+
+
+def _resolve_at(data_dir: Location, symbols: Sequence[str] | None, interval: str | None) -> _Source:
     requested = tuple(sorted(set(symbols))) if symbols else None
     if data_dir.is_file():
         return _long_source(data_dir, requested)
     if not data_dir.is_dir():
+        if isinstance(data_dir, ObjectPath):
+            data_dir.check_bucket()
+            raise DataError(f"{data_dir}: no object or prefix with this name; {EXPECTED_LAYOUT}")
         raise DataError(f"{data_dir}: no such file or directory; {EXPECTED_LAYOUT}")
     root = _partition(data_dir, interval)
     symbol_dirs = {
-        d.name.removeprefix("symbol="): d for d in sorted(root.iterdir()) if d.is_dir() and d.name.startswith("symbol=")
+        d.name.removeprefix("symbol="): d for d in sorted(root.iterdir(), key=str) if d.is_dir() and d.name.startswith("symbol=")
     }
     if symbol_dirs:
         return _per_symbol_source(root, symbol_dirs, requested)
@@ -226,7 +242,7 @@ def _resolve(data_dir: Path, symbols: Sequence[str] | None, interval: str | None
     raise DataError(f"{root}: no data found; {EXPECTED_LAYOUT}")
 
 
-def _partition(data_dir: Path, interval: str | None) -> Path:
+def _partition(data_dir: Location, interval: str | None) -> Location:
     """The folder that holds the symbols: `data_dir` itself or its one (or chosen) interval=<I> folder."""
     intervals = sorted(
         d.name.removeprefix("interval=") for d in data_dir.iterdir() if d.is_dir() and d.name.startswith("interval=")
@@ -248,9 +264,9 @@ def _partition(data_dir: Path, interval: str | None) -> Path:
     return data_dir
 
 
-def _per_symbol_source(root: Path, symbol_dirs: dict[str, Path], requested: tuple[str, ...] | None) -> _Source:
+def _per_symbol_source(root: Location, symbol_dirs: dict[str, Location], requested: tuple[str, ...] | None) -> _Source:
     selected = _select(tuple(symbol_dirs), requested, root)
-    files = {}
+    files: dict[str, Location] = {}
     for symbol in selected:
         path = symbol_dirs[symbol] / f"{symbol}.parquet"
         if not path.is_file():
@@ -264,7 +280,7 @@ def _per_symbol_source(root: Path, symbol_dirs: dict[str, Path], requested: tupl
     return _Source(files_by_symbol=files, long_file=None, requested=None)
 
 
-def _long_source(path: Path, requested: tuple[str, ...] | None) -> _Source:
+def _long_source(path: Location, requested: tuple[str, ...] | None) -> _Source:
     if path.suffix.lower() not in _LONG_SUFFIXES:
         raise DataError(f"{path}: not a .parquet or .csv file; {EXPECTED_LAYOUT}")
     if SYMBOL_COLUMN not in _schema(path).names:
@@ -277,7 +293,7 @@ def _long_source(path: Path, requested: tuple[str, ...] | None) -> _Source:
     return _Source(files_by_symbol={}, long_file=path, requested=requested)
 
 
-def _select(available: tuple[str, ...], requested: tuple[str, ...] | None, where: Path) -> tuple[str, ...]:
+def _select(available: tuple[str, ...], requested: tuple[str, ...] | None, where: Location) -> tuple[str, ...]:
     available = tuple(sorted(available))
     if requested is None:
         return available
@@ -290,7 +306,7 @@ def _select(available: tuple[str, ...], requested: tuple[str, ...] | None, where
     return requested
 
 
-def _symbols_in(path: Path) -> tuple[str, ...]:
+def _symbols_in(path: Location) -> tuple[str, ...]:
     column = _read(path, [SYMBOL_COLUMN]).column(SYMBOL_COLUMN)
     return tuple(sorted(s for s in pc.unique(column.cast(pa.string())).to_pylist() if s))
 
@@ -331,7 +347,7 @@ def _columns(source: _Source) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(n for n in data if not is_target(n)), targets
 
 
-def _check_same_columns(schemas: dict[str, tuple[Path, pa.Schema]]) -> None:
+def _check_same_columns(schemas: dict[str, tuple[Location, pa.Schema]]) -> None:
     first_holder: dict[str, str] = {}  # column -> first symbol whose file has it
     for symbol, (_, schema) in schemas.items():
         for name in schema.names:
@@ -347,7 +363,7 @@ def _check_same_columns(schemas: dict[str, tuple[Path, pa.Schema]]) -> None:
 
 
 def _project(
-    features: tuple[str, ...], targets: tuple[str, ...], columns: Sequence[str], path: Path
+    features: tuple[str, ...], targets: tuple[str, ...], columns: Sequence[str], path: Location
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     wanted = {c for c in columns if c not in (TIMESTAMP_COLUMN, SYMBOL_COLUMN)}
     unknown = sorted(wanted - set(features) - set(targets))
@@ -370,7 +386,7 @@ def _is_numeric(kind: pa.DataType) -> bool:
     )
 
 
-def _not_numeric(path: Path, name: str, values: pa.ChunkedArray) -> DataError:
+def _not_numeric(path: Location, name: str, values: pa.ChunkedArray) -> DataError:
     """The error for a non-numeric column, quoting its first value that is not a number."""
     sample = _first_non_number(values)
     if sample is None:  # numbers stored as text: quote one so the user sees it is text
@@ -401,7 +417,7 @@ def _first_non_number(values: pa.ChunkedArray) -> str | None:
 class _Part:
     """The rows read from one file: the data columns, and each row's symbol as a code into `symbols`."""
 
-    path: Path
+    path: Location
     table: pa.Table
     symbols: tuple[str, ...]
     codes: np.ndarray  # row -> index into `symbols`
@@ -422,18 +438,18 @@ def _prepare(part: _Part, features: tuple[str, ...], targets: tuple[str, ...], m
     return _Part(part.path, _normalise(table, part.path, features, targets), part.symbols, codes, ts)
 
 
-def _read_symbol_file(path: Path, symbol: str, wanted: list[str], min_rows: int) -> _Part:
+def _read_symbol_file(path: Location, symbol: str, wanted: list[str], min_rows: int) -> _Part:
     try:
-        file = pq.ParquetFile(path)
+        file = _parquet_file(path)
         # Counted from the footer, so a short symbol fails before its data is read.
         _check_rows(path, symbol, file.metadata.num_rows, min_rows)
         table = file.read(columns=wanted)
     except (pa.ArrowInvalid, OSError) as exc:  # an intact footer over damaged pages fails only here
-        raise DataError(f"{path}: cannot be read ({exc}); check that the file is a complete parquet file") from None
+        raise _unreadable(path, exc, "parquet") from None
     return _Part(path, table, (symbol,), np.zeros(table.num_rows, dtype=np.int32))
 
 
-def _read_long(path: Path, requested: tuple[str, ...] | None, wanted: list[str], min_rows: int) -> _Part:
+def _read_long(path: Location, requested: tuple[str, ...] | None, wanted: list[str], min_rows: int) -> _Part:
     row_filter = [(SYMBOL_COLUMN, "in", list(requested))] if requested is not None else None
     table = _read(path, [*wanted, SYMBOL_COLUMN], row_filter=row_filter)
     names = table.column(SYMBOL_COLUMN).cast(pa.string())
@@ -452,7 +468,7 @@ def _read_long(path: Path, requested: tuple[str, ...] | None, wanted: list[str],
     return _Part(path, table.drop_columns([SYMBOL_COLUMN]), symbols, codes)
 
 
-def _check_rows(path: Path, symbol: str, rows: int, min_rows: int) -> None:
+def _check_rows(path: Location, symbol: str, rows: int, min_rows: int) -> None:
     if rows < min_rows:
         raise DataError(
             f"{path}: symbol {symbol} has {rows} rows, fewer than the minimum of {min_rows}; add history, "
@@ -492,7 +508,7 @@ def _check_rows_in_time(part: _Part, max_rows: int | None) -> tuple[pa.Table, np
     return table.take(pa.array(kept)), codes[kept], ts[kept]
 
 
-def _utc_timestamps(path: Path, column: pa.ChunkedArray) -> pa.ChunkedArray:
+def _utc_timestamps(path: Location, column: pa.ChunkedArray) -> pa.ChunkedArray:
     kind = column.type
     if column.null_count:
         raise DataError(
@@ -520,7 +536,7 @@ def _utc_timestamps(path: Path, column: pa.ChunkedArray) -> pa.ChunkedArray:
     )
 
 
-def _normalise(table: pa.Table, path: Path, features: tuple[str, ...], targets: tuple[str, ...]) -> pa.Table:
+def _normalise(table: pa.Table, path: Location, features: tuple[str, ...], targets: tuple[str, ...]) -> pa.Table:
     """Cast to the panel's types so that every part has one schema and concatenation copies nothing."""
     arrays = [table.column(TIMESTAMP_COLUMN)]
     for names, kind in ((features, FEATURE_TYPE), (targets, TARGET_TYPE)):
@@ -541,7 +557,7 @@ def _capacity(source: _Source, max_rows: int | None) -> int | None:
     total = 0
     for path in source.files_by_symbol.values():
         try:
-            rows = pq.ParquetFile(path).metadata.num_rows
+            rows = _parquet_file(path).metadata.num_rows
         except (pa.ArrowInvalid, OSError):
             return None  # reported, with its message, when the file is read
         total += rows if max_rows is None else min(rows, max_rows)
@@ -575,29 +591,56 @@ def _copy_into(column: pa.ChunkedArray, target: np.ndarray) -> None:
 # File access: the only place that opens a parquet or CSV file
 
 
-def _schema(path: Path) -> pa.Schema:
+def _source_of(path: Location) -> tuple[Any, Any]:
+    """(source, filesystem) for pyarrow's readers: a local path as is, an object as its key on its store."""
+    if isinstance(path, ObjectPath):
+        return path.key, path.fs
+    return path, None
+
+
+def _parquet_file(path: Location) -> pq.ParquetFile:
+    source, fs = _source_of(path)
+    return pq.ParquetFile(source, filesystem=fs)
+
+
+def _unreadable(path: Location, exc: BaseException, kind: str) -> DataError:
+    # The store's failures (object deleted mid-run, credentials revoked) say so; a damaged file says that.
+    if isinstance(path, ObjectPath) and isinstance(exc, OSError) and not isinstance(exc, pa.ArrowInvalid):
+        return DataError(explain(str(path), exc))
+    return DataError(f"{path}: cannot be read ({exc}); check that the file is a complete {kind} file")
+
+
+def _csv_stream(path: Location) -> Any:
+    if isinstance(path, ObjectPath):
+        return path.fs.open_input_stream(path.key)
+    return path
+
+
+def _schema(path: Location) -> pa.Schema:
     try:
         if path.suffix.lower() == ".csv":
             # The schema pyarrow infers from the first block; a non-numeric value further down is caught on read.
-            reader = pacsv.open_csv(path, convert_options=_csv_options())
+            reader = pacsv.open_csv(_csv_stream(path), convert_options=_csv_options())
             schema = reader.schema
             reader.close()
             return schema
-        return pq.read_schema(path)
+        source, fs = _source_of(path)
+        return pq.read_schema(source, filesystem=fs)
     except (pa.ArrowInvalid, OSError) as exc:
-        kind = path.suffix[1:]
-        raise DataError(f"{path}: cannot be read ({exc}); check that the file is a complete {kind} file") from None
+        raise _unreadable(path, exc, path.suffix[1:]) from None
 
 
-def _read(path: Path, columns: list[str], row_filter: list | None = None) -> pa.Table:
+def _read(path: Location, columns: list[str], row_filter: list | None = None) -> pa.Table:
     if path.suffix.lower() != ".csv":
+        source, fs = _source_of(path)
         try:
-            return pq.read_table(path, columns=columns, filters=row_filter)
+            # With a filter, row groups whose symbol statistics exclude every requested symbol are skipped unread.
+            return pq.read_table(source, columns=columns, filters=row_filter, filesystem=fs)
         except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"{path}: cannot be read ({exc}); check that the file is a complete parquet file") from None
+            raise _unreadable(path, exc, "parquet") from None
     try:
         # pyarrow widens a column's guessed type (to text) when a later block needs it; `_normalise` reports that.
-        return pacsv.read_csv(path, convert_options=_csv_options(columns))
+        return pacsv.read_csv(_csv_stream(path), convert_options=_csv_options(columns))
     except pa.ArrowInvalid as exc:
         raise DataError(f"{path}: cannot be read as CSV ({exc}); check the file") from None
 

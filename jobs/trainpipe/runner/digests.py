@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import trainpipe
+from trainpipe.io.objectstore import ObjectPath
 
 _CHUNK = 1 << 20
 
@@ -19,14 +20,23 @@ def digest_json(payload: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def digest_files(paths: Iterable[Path]) -> str:
-    """Digest of file contents (and their names, so a renamed symbol counts as a change)."""
+def digest_files(paths: Iterable[Path | ObjectPath]) -> str:
+    """Digest of file contents (and their names, so a renamed symbol counts as a change).
+
+    Objects on a store are keyed by name, size and last-modified time instead of their bytes: reading a
+    whole data set back to hash it would cost what the run itself costs (see ObjectPath.fingerprint).
+    """
     h = hashlib.sha256()
-    for path in sorted(Path(p) for p in paths):
+    given = list(paths)
+    objects = sorted(p for p in given if isinstance(p, ObjectPath))
+    for path in sorted(Path(p) for p in given if not isinstance(p, ObjectPath)):
         h.update(path.name.encode())
         with open(path, "rb") as handle:
             while chunk := handle.read(_CHUNK):
                 h.update(chunk)
+    for obj in objects:
+        h.update(obj.name.encode())
+        h.update(obj.fingerprint().encode())
     return h.hexdigest()
 
 

@@ -28,7 +28,7 @@ class TrainingSettings:
     interval), the backtests' cost_bps and the family's parameters are part of each unit's fingerprint; the rest
     says how to run it."""
 
-    data_dir: Path
+    data_dir: Path | str  # a folder, or an object-store URI (s3://bucket/prefix)
     interval: str | None = None
     # The defaults are the spec's own, so a call made without a spec trains what a default pipeline would.
     holdout_fraction: float = TrainingSpec.model_fields["holdout_fraction"].default

@@ -34,6 +34,7 @@ from trainpipe.contract.outcomes import Outcome
 from trainpipe.contract.plan import TrainingPlan, plan_digest
 from trainpipe.contract.requests import UnitRequest, WorkerRequest
 from trainpipe.contract.results import StageResultFile, UnitRecord, UnitResult, UnitRunResult
+from trainpipe.contract.storage import is_object_uri
 from trainpipe.contract.units import WorkUnit
 from trainpipe.io.atomic import remove_stale, write_text
 from trainpipe.io.layout import Layout
@@ -251,7 +252,7 @@ def _train(plan: TrainingPlan, plan_path: Path, units: Sequence[WorkUnit], print
     family, stage = units[0].family, units[0].stage.value
     request = WorkerRequest(
         family=family, stage=stage, plan_path=str(plan_path), plan_digest=plan_digest(plan), layout_root=str(layout.root),
-        data_dir=str(Path(settings.data_dir).resolve()), panel_loader=settings.panel_loader, results_path=str(work.results),
+        data_dir=str(settings.data_dir) if is_object_uri(str(settings.data_dir)) else str(Path(settings.data_dir).resolve()), panel_loader=settings.panel_loader, results_path=str(work.results),
         holdout_fraction=settings.holdout_fraction, embargo_bars=settings.embargo_bars, seed=settings.seed, interval=settings.interval,
         cost_bps=settings.cost_bps,
         units=tuple(UnitRequest(job_id=u.job_id, fingerprint=prints[(u.job_id, u.family)], params=settings.params_for(family)) for u in units),

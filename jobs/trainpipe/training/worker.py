@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from trainpipe.contract.outcomes import Outcome
 from trainpipe.contract.requests import UnitRequest, WorkerRequest
 from trainpipe.contract.results import UnitResult
+from trainpipe.contract.storage import is_object_uri
 from trainpipe.io.requests import RequestFileError, read_worker_request
 from trainpipe.io.training_files import append_unit_result
 from trainpipe.termination import EXIT_TERMINATED, Terminated, sigterm_raises
@@ -165,7 +166,9 @@ def run_request(request: WorkerRequest, emit: Callable[[UnitResult], None]) -> i
     loader = _load_callable(request.panel_loader)
     # Rank held each symbol to data.minRowsPerSymbol and the cut pins the bars it read; the loader's own default
     # minimum here would stop every unit of the family over one short symbol that rank accepted.
-    panel = loader(Path(request.data_dir), symbols, interval=request.interval, columns=columns, min_rows_per_symbol=1)
+    # An object-store URI stays text (the loader opens it through io.objectstore); a folder is a Path.
+    data = request.data_dir if is_object_uri(request.data_dir) else Path(request.data_dir)
+    panel = loader(data, symbols, interval=request.interval, columns=columns, min_rows_per_symbol=1)
     full = panel.frame.reset_index(drop=True)
     cut = plan.metadata.holdout_cut
     if cut is None:

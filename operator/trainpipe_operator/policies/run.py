@@ -45,7 +45,7 @@ def trigger_of(p: Pass) -> str:
 
 
 def ensure_artifacts_claim(p: Pass) -> None:
-    if p.spec.artifacts.claim_name is None and not p.observed.artifacts_claim_exists:
+    if p.spec.artifacts.claim_name is None and p.spec.artifacts.uri is None and not p.observed.artifacts_claim_exists:
         p.create.append(manifests.artifacts_claim_manifest(p.spec, p.owner, p.config))
 
 

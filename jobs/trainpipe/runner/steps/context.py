@@ -19,6 +19,7 @@ from trainpipe.contract.timestamps import stamp
 from trainpipe.cv import development_mask, holdout_cut, pinned_mask
 from trainpipe.data.errors import DataError
 from trainpipe.io.layout import Layout
+from trainpipe.io.objectstore import Location
 from trainpipe.resources import available_cpus
 from trainpipe.runner.digests import code_version, digest_files, digest_json
 from trainpipe.runner.keys import stage_keys
@@ -69,11 +70,12 @@ class RunContext:
     previous_run: Path | None = None
 
     @property
-    def data_dir(self) -> Path:
-        return Path(self.spec.data.dir)
+    def data_dir(self) -> Path | str:
+        """The bars' folder, or their object-store URI (data.uri, kept as text: the loader opens it)."""
+        return self.spec.data.uri or Path(self.spec.data.dir)
 
     @cached_property
-    def data_files(self) -> tuple[Path, ...]:
+    def data_files(self) -> tuple[Location, ...]:
         from trainpipe.data.loading import find_files
 
         return find_files(self.data_dir, self.spec.data.symbols or None, self.spec.data.interval)
