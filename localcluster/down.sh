@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stops the local cluster started by localcluster/up.sh: the operator (if hack/operator-up.sh
 # started one), the executor (and the pod processes it runs), the real node (localcluster/node/down.sh:
-# its kubelet, containers, containerd, mounts, interfaces, firewall chains, cgroups), the registry,
+# its kubelet, containers, containerd, mounts, interfaces, firewall chains, cgroups), the S3 server, the registry,
 # then kwok and the control plane. Removes the cluster's state; binaries and the registry's storage
 # (a machine cache, see lib.sh) stay.
 # localcluster/node/leftovers.sh then checks that nothing is left.
@@ -20,6 +20,8 @@ if [[ -f "$EXECUTOR_PID" ]]; then
   fi
   rm -f "$EXECUTOR_PID"
 fi
+# The S3 server (its data is in $STATE, removed below) before the node, whose bridge address it may listen on.
+stop_pidfile "$S3_PID" "the S3 server"
 # The real node before the control plane, so that its kubelet does not retry against a gone API server.
 # It refuses (exit 1) while anything is still mounted under its folder: then the state is not deleted.
 if ! "$LOCALCLUSTER/node/down.sh"; then

@@ -13,6 +13,7 @@ KWOK_DIR="$TOOLS/kwok-$KWOK_VERSION"
 HELM_DIR="$TOOLS/helm-$HELM_VERSION"
 REGISTRY_BIN_DIR="$TOOLS/registry-$REGISTRY_VERSION"
 PAUSE_DIR="$TOOLS/pause-$PAUSE_VERSION"
+SEAWEEDFS_DIR="$TOOLS/seaweedfs-$SEAWEEDFS_VERSION"
 # shellcheck source=config/node.env
 source "$LOCALCLUSTER/config/node.env"
 # Runtime state (etcd data, PKI, component logs, kubeconfig, claim folders, pod logs) is per clone,
@@ -47,6 +48,14 @@ REGISTRY_LOG="$STATE/registry.log"
 REGISTRY_DATA="${TRAINPIPE_REGISTRY_DATA:-${TRAINPIPE_CACHE:-$HOME/.cache/trainpipe}/registry}"
 REGISTRY_LOCK="$REGISTRY_DATA.lock"
 REGISTRY_CONFIG="$STATE/registry.yaml"
+# The S3-compatible object store (SeaweedFS `weed server -s3`, trainpipe_localcluster/s3server.py): data, config
+# and log under $S3_DIR; `$STATE/s3.env` (mode 0600) holds AWS_ENDPOINT_URL, AWS_REGION and the credentials it
+# generated, which the cluster tests read (and put into the pipelines' credentials Secret). Per cluster, like
+# the state: a bucket left by an earlier cluster never leaks into a new one.
+S3_DIR="$STATE/s3"
+S3_PID="$STATE/s3.pid"
+S3_ENV="$STATE/s3.env"
+S3_BUCKET=trainpipe
 # The real node (localcluster/node/): kubelet, containerd and their files; `status` says whether it
 # is up, or why not (trainpipe_localcluster.node reads it too).
 NODE_STATE="$STATE/node"
@@ -122,6 +131,25 @@ ensure_registry() {
   log "the registry did not start; $REGISTRY_LOG ends with:"
   tail -n 20 "$REGISTRY_LOG" >&2
   return 1
+}
+
+s3_ready() {
+  pid_alive "$S3_PID" && [[ -f "$S3_ENV" ]] && [[ "$(http_status "$(sed -n 's/^AWS_ENDPOINT_URL=//p' "$S3_ENV")/")" != 000 ]]
+}
+
+# Starts the S3 server unless it answers already, on the address its clients reach: with the real node up,
+# the host's address on the pod bridge ($REAL_NODE_HOST_IP; pods on the real node cannot reach the host's
+# loopback), else 127.0.0.1 (simulated nodes' pods are host processes). Creates bucket $S3_BUCKET.
+ensure_s3() {
+  s3_ready && return 0
+  stop_pidfile "$S3_PID" "the S3 server"
+  local host=127.0.0.1
+  if [[ "$(sed -n 's/^state=//p' "$NODE_STATUS" 2>/dev/null)" == up ]]; then host="$REAL_NODE_HOST_IP"; fi
+  log "starting the S3 server (SeaweedFS) on $host (data and log: $S3_DIR)"
+  if ! "$VENV/bin/python" -m trainpipe_localcluster.s3server start --dir "$S3_DIR" --host "$host" --bucket "$S3_BUCKET"       --weed "$SEAWEEDFS_DIR/bin/weed" --pidfile "$S3_PID" --env-file "$S3_ENV" >/dev/null; then
+    log "the S3 server did not start; see $S3_DIR/weed.log"
+    return 1
+  fi
 }
 
 # After the registry stopped: deletes the manifests no tag names (an image rebuilt under the same tag

@@ -2,14 +2,15 @@
 # Starts the local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 # kwok) from the binaries hack/build-tools.sh built, then the simulated node pool, the default
 # StorageClass, the OCI registry on loopback, the real node (localcluster/node/up.sh; see
-# TRAINPIPE_REAL_NODE there) and the pod executor. Reuses what is already up.
+# TRAINPIPE_REAL_NODE there), the S3 server (SeaweedFS; endpoint and credentials in $STATE/s3.env) and
+# the pod executor. Reuses what is already up.
 #
 # Prints the kubeconfig path on stdout: `export KUBECONFIG=$(localcluster/up.sh)`.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 for bin in "$K8S_DIR/bin/kube-apiserver" "$ETCD_DIR/bin/etcd" "$KWOK_DIR/bin/kwokctl" "$KWOK_DIR/stages/pod-delete.yaml" \
-    "$REGISTRY_BIN_DIR/bin/registry"; do
+    "$REGISTRY_BIN_DIR/bin/registry" "$SEAWEEDFS_DIR/bin/weed"; do
   if [[ ! -e "$bin" ]]; then
     log "missing $bin: run 'make cluster-build' (or hack/build-tools.sh) first"
     exit 1
@@ -70,6 +71,8 @@ fi
 ensure_registry
 # The real node: up, or why not on stderr and in $NODE_STATUS (fails here only when required).
 "$LOCALCLUSTER/node/up.sh"
+# After the node: it listens on the node's pod bridge when the node is up.
+ensure_s3
 if [[ -n "$reused" ]]; then
   log "already up (state in $STATE; real node: $(sed -n 's/^state=//p' "$NODE_STATUS"))"
   echo "$KUBECONFIG_FILE"

@@ -109,6 +109,12 @@ ip link add "$REAL_NODE_LINK" type dummy 2>/dev/null || ip link add "$REAL_NODE_
 ip link set "$REAL_NODE_LINK" alias "$LINK_OWNER"
 ip addr add "$REAL_NODE_IP/32" dev "$REAL_NODE_LINK"
 ip link set "$REAL_NODE_LINK" up
+# The pod bridge, made here rather than by the CNI plugin at the first pod, so that the host's address on it
+# exists before the services pods call (the S3 server) bind it; the plugin adopts an existing bridge of its name.
+ip link show "$REAL_NODE_BRIDGE" >/dev/null 2>&1 || ip link add "$REAL_NODE_BRIDGE" type bridge ||
+  not_up failed "cannot create the pod bridge $REAL_NODE_BRIDGE (ip link add $REAL_NODE_BRIDGE type bridge)"
+ip addr replace "$REAL_NODE_HOST_IP/${REAL_NODE_POD_CIDR#*/}" dev "$REAL_NODE_BRIDGE"
+ip link set "$REAL_NODE_BRIDGE" up
 
 # Credentials, all signed by the cluster CA kwokctl made: the kubelet's client certificate
 # (system:node:real-0 in system:nodes, so the Node authorizer scopes what it reads) and its serving
