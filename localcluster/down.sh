@@ -21,7 +21,10 @@ if [[ -f "$EXECUTOR_PID" ]]; then
   rm -f "$EXECUTOR_PID"
 fi
 # The S3 server (its data is in $STATE, removed below) before the node, whose bridge address it may listen on.
-stop_pidfile "$S3_PID" "the S3 server"
+if [[ -f "$S3_PID" ]]; then
+  log "stopping the S3 server (pid $(cat "$S3_PID"))"
+  "$VENV/bin/python" -m trainpipe_localcluster.s3server stop --pidfile "$S3_PID" --dir "$S3_DIR" || stop_pidfile "$S3_PID" "the S3 server"
+fi
 # The real node before the control plane, so that its kubelet does not retry against a gone API server.
 # It refuses (exit 1) while anything is still mounted under its folder: then the state is not deleted.
 if ! "$LOCALCLUSTER/node/down.sh"; then

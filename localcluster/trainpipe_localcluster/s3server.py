@@ -132,6 +132,8 @@ def start(folder: Path, host: str = "127.0.0.1", buckets: list[str] | None = Non
     config.write_text(json.dumps(identities(access_key, secret_key)))
     config.chmod(0o600)
     ports = dict(zip(_PORTS, free_ports(host, len(_PORTS)), strict=True))
+    # What `stop` cleans up after: weed puts a gRPC socket per part in /tmp, named by port (no flag moves them).
+    (folder / "ports.json").write_text(json.dumps(ports))
     log = (folder / "weed.log").open("ab")
     # A session of its own: it outlives the starting shell (up.sh) and is stopped by its pid.
     proc = subprocess.Popen(command(weed, folder, host, ports, config), stdout=log, stderr=subprocess.STDOUT,
@@ -154,24 +156,34 @@ def start(folder: Path, host: str = "127.0.0.1", buckets: list[str] | None = Non
     return server
 
 
-def stop(server: S3Server | int, timeout_s: float = 15.0) -> None:
-    """TERM the server's process group (weed and anything it started), KILL after `timeout_s`; idempotent."""
+def stop(server: S3Server | int, folder: Path | None = None, timeout_s: float = 5.0) -> None:
+    """TERM the server's process group (weed and anything it started), KILL after `timeout_s`, then remove the
+    gRPC sockets weed left in /tmp (listed in `folder`/ports.json); idempotent.
+
+    A short grace: weed's graceful shutdown waits on its own peers' streams for 15 s and more, and a test or
+    cluster store is thrown away with its folder anyway.
+    """
     pid = server if isinstance(server, int) else server.pid
+    folder = folder if folder is not None or isinstance(server, int) else server.folder
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return
-        time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    while _alive(pid):
-        time.sleep(0.05)
+        pass
+    else:
+        deadline = time.monotonic() + timeout_s
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            while _alive(pid):
+                time.sleep(0.05)
+    if folder is not None and (folder / "ports.json").exists():
+        ports = json.loads((folder / "ports.json").read_text())
+        for part in ("master", "volume", "filer", "s3"):
+            Path(f"/tmp/seaweedfs-{part}-grpc-{ports[f'{part}.port.grpc']}.sock").unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -213,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--env-file", type=Path, required=True, help="where AWS_ENDPOINT_URL and the credentials go")
     down = sub.add_parser("stop", help="stop the server a pidfile names")
     down.add_argument("--pidfile", type=Path, required=True)
+    down.add_argument("--dir", type=Path, help="the server's folder: its /tmp sockets are removed too")
     args = parser.parse_args(argv)
     if args.cmd == "start":
         server = start(args.dir, args.host, args.bucket, args.weed)
@@ -221,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         print(server.endpoint)
         return 0
     if args.pidfile.exists():
-        stop(int(args.pidfile.read_text().strip()))
+        stop(int(args.pidfile.read_text().strip()), args.dir)
         args.pidfile.unlink()
     return 0
 

@@ -44,3 +44,16 @@ def machine_device(backend: str) -> str:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, f"probing {backend} failed:\n{result.stderr[-2000:]}"
     return "cuda" if result.stdout.strip().splitlines()[-1] == "True" else "cpu"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server (SeaweedFS, built from Go modules and cached by hack/build-tools.sh), started once
+    for the session on loopback with generated credentials and a bucket `trainpipe`; stopped, with its processes, at the end."""
+    from trainpipe_localcluster import s3server
+
+    server = s3server.start(tmp_path_factory.mktemp("s3"), buckets=["trainpipe"])
+    try:
+        yield server
+    finally:
+        s3server.stop(server)

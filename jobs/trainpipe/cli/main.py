@@ -301,10 +301,6 @@ def _stages(args: argparse.Namespace, where: list[str]) -> CommandReport:
     if args.command == "train" and args.unit_index is not None and args.family is None:
         raise OptionsError("--unit-index needs --family: a training unit is addressed by family and index")
     staged = staged_output(output_dir(args, name))
-    if staged is not None and ((args.command == "select" and (args.target is not None or args.unit_index is not None))
-                               or (args.command == "train" and args.family is not None)):
-        raise OptionsError("--output-dir s3://… runs whole stages: one select target or one training family/unit writes beside other "
-                           "pods into one run folder, which needs a shared folder (an artifacts claim); drop --target/--unit-index/--family")
     layout = Layout(staged.local if staged is not None else Path(output_dir(args, name)))
     _claim_pipeline_folder(args, layout)
     with stage_progress() as tick:
@@ -314,9 +310,15 @@ def _stages(args: argparse.Namespace, where: list[str]) -> CommandReport:
         if args.threads:
             ctx.threads = args.threads
         if args.command == "select" and (args.target is not None or args.unit_index is not None):
-            return _select_unit(ctx, args, where)
-        if args.command == "train" and args.family is not None:
-            return _train_family_or_unit(ctx, args)
+            unit_report = _select_unit(ctx, args, where)
+        elif args.command == "train" and args.family is not None:
+            unit_report = _train_family_or_unit(ctx, args)
+        else:
+            unit_report = None
+        if unit_report is not None:
+            if staged is not None:  # one unit in its own pod: published as a unit record beside its siblings'
+                staged.push_unit(_stage_list(args)[0], _unit_label(args))
+            return unit_report
         outcomes, failure = _run_stages(ctx, _stage_list(args), args.force, staged)
     console.print(summary_table(outcomes, str(staged.remote) if staged is not None else str(layout.root)))
     no_evidence = _no_evidence(outcomes)
@@ -344,6 +346,14 @@ def _stages(args: argparse.Namespace, where: list[str]) -> CommandReport:
         staged.push(REPORT_RECORD)
         console.print(f"published to [bold]{staged.remote}[/] (completion records under {staged.remote}/_complete/)")
     return _stage_report(args, layout, outcomes, report_path, no_evidence)
+
+
+def _unit_label(args: argparse.Namespace) -> str:
+    """The unit a select/train call computes, as its record's file name: target or index, family and index."""
+    index = "all" if args.unit_index is None else str(args.unit_index)
+    if args.command == "select":
+        return f"target-{args.target}" if args.target is not None else f"index-{index}"
+    return f"{args.family}-{index}"
 
 
 def _claim_pipeline_folder(args: argparse.Namespace, layout) -> None:

@@ -263,13 +263,45 @@ class StagedOutput:
                 return stage, json.loads(_read_object(self.remote, f"{COMPLETE_PREFIX}/{stage}.json"))
         return None
 
+    def _unit_records(self, after: str | None, keys_only: bool = False) -> list[tuple[str, dict]]:
+        """(key, record) of every unit record of the stages after `after` (all when None), in stage order, then by name."""
+        start = 0 if after is None else self.stages.index(after) + 1
+        found: list[tuple[str, dict]] = []
+        for stage in self.stages[start:]:
+            selector = pafs.FileSelector(_unit_record_prefix(self.remote, stage), allow_not_found=True)
+            infos = _call(str(self.remote), lambda s=selector: self.remote.fs.get_file_info(s))
+            for info in sorted(infos, key=lambda i: i.path):
+                if info.type == pafs.FileType.File and info.path.endswith(".json"):
+                    rel = info.path[len(self.remote.key) + 1:]
+                    found.append((info.path, {} if keys_only else json.loads(_read_object(self.remote, rel))))
+        return found
+
+    def push_unit(self, stage: str, unit: str) -> dict:
+        """Publish what one unit of `stage` (its own pod) wrote: the changed objects, then
+        `_complete/units/<stage>/<unit>.json` listing them. Units of one stage write disjoint files, so their
+        records add up; the next stage's pull lays them over the newest stage snapshot."""
+        if self._published is None:
+            raise RuntimeError("StagedOutput.push_unit before pull: the staging folder must start from the store's snapshot")
+        changed = {name: entry for name, entry in _snapshot(self.local).items() if self._published.get(name) != entry}
+        for name in changed:
+            data = (self.local / name).read_bytes()
+            _call(str(self.remote / name), lambda n=name, d=data: _write(self.remote.fs, f"{self.remote.key}/{n}", d))
+        record = {"schemaVersion": _RECORD_SCHEMA, "stage": stage, "unit": unit, "objects": changed}
+        key = f"{_unit_record_prefix(self.remote, stage)}/{unit}.json"
+        _call(str(self.remote), lambda: _write(self.remote.fs, key, json.dumps(record, indent=1, sort_keys=True).encode()))
+        self._published.update(changed)
+        return record
+
     def pull(self) -> str | None:
         """Bring the staging folder to the newest completed snapshot; returns its stage (None: nothing completed yet)."""
         self.local.mkdir(parents=True, exist_ok=True)
         # Checked before anything is downloaded: a missing bucket or bad credentials fail here, naming the URI.
         self.remote.check_bucket()
         found = self.latest()
-        objects = found[1]["objects"] if found else {}
+        objects = dict(found[1]["objects"]) if found else {}
+        # Units finished since (one select target, one training family in its own pod): their objects on top.
+        for _, unit in self._unit_records(found[0] if found else None):
+            objects.update(unit["objects"])
         here = _snapshot(self.local)
         for name in here.keys() - objects.keys():  # written here by a run that never published it: not trusted
             (self.local / name).unlink()
@@ -278,8 +310,8 @@ class StagedOutput:
                 continue
             data = _read_object(self.remote, name)
             if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
-                raise ObjectStoreError(f"{self.remote / name}: differs from the completion record of stage {found[0] if found else '?'}; "
-                                       f"it was changed after the stage completed: rerun with --force")
+                raise ObjectStoreError(f"{self.remote / name}: differs from the completion record that lists it; "
+                                       f"it was changed after its stage completed: rerun with --force")
             target = self.local / name
             target.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(target) as tmp:
@@ -295,6 +327,8 @@ class StagedOutput:
         for later in self.stages[self.stages.index(stage):]:
             key = self._record_key(later)
             _call(str(self.remote), lambda k=key: _delete_if_present(self.remote.fs, k))
+        for key, _ in self._unit_records(stage, keys_only=True):
+            _call(str(self.remote), lambda k=key: _delete_if_present(self.remote.fs, k))
         snapshot = _snapshot(self.local)
         for name, entry in snapshot.items():
             if self._published.get(name) != entry:
@@ -305,6 +339,10 @@ class StagedOutput:
         _call(str(self.remote), lambda: _write(self.remote.fs, self._record_key(stage), body))
         self._published = dict(snapshot)
         return record
+
+
+def _unit_record_prefix(remote: ObjectPath, stage: str) -> str:
+    return f"{remote.key}/{COMPLETE_PREFIX}/units/{stage}"
 
 
 def _delete_if_present(fs: pafs.FileSystem, key: str) -> None:

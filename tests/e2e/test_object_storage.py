@@ -1,0 +1,99 @@
+"""`trainpipe` with bars and outputs on a real S3 server (SeaweedFS, the `s3_server` fixture): reads, publishing, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ROOT
+from trainpipe.data.loading import load_panel
+
+BUCKET = "trainpipe"
+# Small, so the tier stays fast: three symbols, one target kept, a few features, one CPU family.
+SMALL = ("--symbols", "AAPL", "NVDA", "META", "--top-n-targets", "1", "--top-m-features", "5", "--train-anyway",
+         "--families", "lightgbm")
+
+
+def cli(server, *args: str, staging: Path, **env_over: str) -> subprocess.CompletedProcess:
+    """The CLI as a pod runs it: the store's AWS_* variables in the environment, its own staging folder."""
+    env = {**os.environ, **server.env(), "TRAINPIPE_STAGING_DIR": str(staging), "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **env_over}
+    return subprocess.run([sys.executable, "-m", "trainpipe.cli.main", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-6000:]}"
+    return result.stdout + result.stderr
+
+
+def store(server) -> pafs.S3FileSystem:
+    scheme, host = server.endpoint.split("://")
+    return pafs.S3FileSystem(access_key=server.access_key, secret_key=server.secret_key, endpoint_override=host, scheme=scheme,
+                             region=server.region)
+
+
+@pytest.fixture(scope="module")
+def bars(s3_server, example_data: Path) -> str:
+    """The example data uploaded as it lies on disk (symbol=<SYM>/<SYM>.parquet), plus one long file and an empty prefix."""
+    s3 = store(s3_server)
+    pafs.copy_files(str(example_data), f"{BUCKET}/bars", destination_filesystem=s3)
+    # One long file of two symbols, a row group per symbol: the statistics the symbol filter skips groups by.
+    tables = [pq.read_table(example_data / f"symbol={s}" / f"{s}.parquet") for s in ("AAPL", "NVDA")]
+    tables = [t.append_column("symbol", pa.array([s] * t.num_rows)) for t, s in zip(tables, ("AAPL", "NVDA"), strict=True)]
+    with s3.open_output_stream(f"{BUCKET}/long/bars.parquet") as out:
+        pq.write_table(pa.concat_tables(tables), out, row_group_size=tables[0].num_rows)
+    with s3.open_output_stream(f"{BUCKET}/no-parquet/README.txt") as out:
+        out.write(b"not data")
+    return f"s3://{BUCKET}/bars"
+
+
+def test_loader_reads_both_layouts_from_the_store_with_symbol_and_column_pushdown(s3_server, bars, monkeypatch):
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    panel = load_panel(bars, ["NVDA", "AAPL"], columns=["fwd_ret_5d", "ret_1d"])
+    assert panel.symbols == ("AAPL", "NVDA")
+    assert [str(f) for f in panel.files] == [f"{bars}/symbol=AAPL/AAPL.parquet", f"{bars}/symbol=NVDA/NVDA.parquet"]
+    assert list(panel.frame.columns) == ["ts", "symbol", "ret_1d", "fwd_ret_5d"]
+    long = load_panel(f"s3://{BUCKET}/long/bars.parquet", ["NVDA"], columns=["fwd_ret_5d"])
+    assert long.symbols == ("NVDA",) and len(long.frame) == len(panel.frame[panel.frame.symbol == "NVDA"])
+
+
+def test_run_reads_bars_and_publishes_every_stage_with_completion_records(s3_server, bars, tmp_path):
+    out = f"s3://{BUCKET}/runs/a"
+    first = ok(cli(s3_server, "run", "--data-dir", bars, *SMALL, "--output-dir", out, staging=tmp_path / "pod-1"))
+    s3 = store(s3_server)
+    records = {p.base_name for p in s3.get_file_info(pafs.FileSelector(f"{BUCKET}/runs/a/_complete"))}
+    assert {"rank.json", "select.json", "plan.json", "cpu.json", "report.json"} <= records
+    report = json.loads(s3.open_input_stream(f"{BUCKET}/runs/a/_complete/report.json").read())
+    names = set(report["objects"])
+    assert "report.html" in names and "ranking/target_rankings.parquet" in names
+    assert any(n.startswith("models/") and n.endswith("metrics.json") for n in names), sorted(names)
+    for name, entry in report["objects"].items():  # the record lists exactly what is on the store
+        assert s3.get_file_info(f"{BUCKET}/runs/a/{name}").size == entry["size"], name
+    assert s3_server.secret_key not in first and s3_server.access_key not in first
+
+    # Another pod (a fresh staging folder) with the same inputs: every stage comes from the store, none recomputes.
+    again = ok(cli(s3_server, "run", "--data-dir", bars, *SMALL, "--output-dir", out, staging=tmp_path / "pod-2"))
+    for stage in ("rank", "select", "plan", "cpu"):
+        assert f"{stage}: inputs unchanged since the last run" in again, again[-3000:]
+
+
+@pytest.mark.parametrize("case", ["missing bucket", "wrong credentials", "prefix with no parquet"])
+def test_bad_store_input_is_one_clear_error_naming_the_uri(s3_server, bars, tmp_path, case):
+    data, env, says = {
+        "missing bucket": ("s3://no-such-bucket/bars", {}, "the bucket 'no-such-bucket' does not exist"),
+        "wrong credentials": (bars, {"AWS_SECRET_ACCESS_KEY": "wrong-" + s3_server.secret_key[:8]}, "access denied"),
+        "prefix with no parquet": (f"s3://{BUCKET}/no-parquet", {}, "no data found"),
+    }[case]
+    result = cli(s3_server, "rank", "--data-dir", data, "--output-dir", str(tmp_path / "out"), staging=tmp_path / "stage", **env)
+    text = result.stdout + result.stderr
+    assert result.returncode == 3, text[-3000:]  # BAD_DATA: fails at once, no retry helps
+    assert data in text and says in text, text[-3000:]
+    assert "Traceback" not in text and s3_server.secret_key[:12] not in text
