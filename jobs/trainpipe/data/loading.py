@@ -223,13 +223,12 @@ def _resolve_at(data_dir: Location, symbols: Sequence[str] | None, interval: str
             raise DataError(f"{data_dir}: no object or prefix with this name; {EXPECTED_LAYOUT}")
         raise DataError(f"{data_dir}: no such file or directory; {EXPECTED_LAYOUT}")
     root = _partition(data_dir, interval)
-    symbol_dirs = {
-        d.name.removeprefix("symbol="): d for d in sorted(root.iterdir(), key=str) if d.is_dir() and d.name.startswith("symbol=")
-    }
+    entries: list[Location] = sorted(root.iterdir(), key=str)  # one listing (on a store: one request per 1000 entries)
+    symbol_dirs = {d.name.removeprefix("symbol="): d for d in entries if d.is_dir() and d.name.startswith("symbol=")}
     if symbol_dirs:
         return _per_symbol_source(root, symbol_dirs, requested)
     long_files = sorted(
-        p for p in root.iterdir() if p.is_file() and p.suffix.lower() in _LONG_SUFFIXES and not p.name.startswith(".")
+        p for p in entries if p.is_file() and p.suffix.lower() in _LONG_SUFFIXES and not p.name.startswith(".")
     )
     if len(long_files) == 1:
         return _long_source(long_files[0], requested)

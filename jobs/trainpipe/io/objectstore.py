@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -258,7 +258,7 @@ class StagedOutput:
         """(stage, record) of the last stage in run order that completed on the store; None when none did."""
         for stage in reversed(self.stages):
             key = self._record_key(stage)
-            info = _call(str(self.remote), lambda k=key: self.remote.fs.get_file_info(k))
+            info = _call(str(self.remote), partial(self.remote.fs.get_file_info, key))
             if info.type == pafs.FileType.File:
                 return stage, json.loads(_read_object(self.remote, f"{COMPLETE_PREFIX}/{stage}.json"))
         return None
@@ -269,7 +269,7 @@ class StagedOutput:
         found: list[tuple[str, dict]] = []
         for stage in self.stages[start:]:
             selector = pafs.FileSelector(_unit_record_prefix(self.remote, stage), allow_not_found=True)
-            infos = _call(str(self.remote), lambda s=selector: self.remote.fs.get_file_info(s))
+            infos = _call(str(self.remote), partial(self.remote.fs.get_file_info, selector))
             for info in sorted(infos, key=lambda i: i.path):
                 if info.type == pafs.FileType.File and info.path.endswith(".json"):
                     rel = info.path[len(self.remote.key) + 1:]
@@ -285,7 +285,7 @@ class StagedOutput:
         changed = {name: entry for name, entry in _snapshot(self.local).items() if self._published.get(name) != entry}
         for name in changed:
             data = (self.local / name).read_bytes()
-            _call(str(self.remote / name), lambda n=name, d=data: _write(self.remote.fs, f"{self.remote.key}/{n}", d))
+            _call(str(self.remote / name), partial(_write, self.remote.fs, f"{self.remote.key}/{name}", data))
         record = {"schemaVersion": _RECORD_SCHEMA, "stage": stage, "unit": unit, "objects": changed}
         key = f"{_unit_record_prefix(self.remote, stage)}/{unit}.json"
         _call(str(self.remote), lambda: _write(self.remote.fs, key, json.dumps(record, indent=1, sort_keys=True).encode()))
@@ -326,14 +326,14 @@ class StagedOutput:
             raise RuntimeError("StagedOutput.push before pull: the staging folder must start from the store's snapshot")
         for later in self.stages[self.stages.index(stage):]:
             key = self._record_key(later)
-            _call(str(self.remote), lambda k=key: _delete_if_present(self.remote.fs, k))
+            _call(str(self.remote), partial(_delete_if_present, self.remote.fs, key))
         for key, _ in self._unit_records(stage, keys_only=True):
-            _call(str(self.remote), lambda k=key: _delete_if_present(self.remote.fs, k))
+            _call(str(self.remote), partial(_delete_if_present, self.remote.fs, key))
         snapshot = _snapshot(self.local)
         for name, entry in snapshot.items():
             if self._published.get(name) != entry:
                 data = (self.local / name).read_bytes()
-                _call(str(self.remote / name), lambda n=name, d=data: _write(self.remote.fs, f"{self.remote.key}/{n}", d))
+                _call(str(self.remote / name), partial(_write, self.remote.fs, f"{self.remote.key}/{name}", data))
         record = {"schemaVersion": _RECORD_SCHEMA, "stage": stage, "objects": snapshot}
         body = json.dumps(record, indent=1, sort_keys=True).encode()
         _call(str(self.remote), lambda: _write(self.remote.fs, self._record_key(stage), body))
