@@ -97,3 +97,31 @@ def test_bad_store_input_is_one_clear_error_naming_the_uri(s3_server, bars, tmp_
     assert result.returncode == 3, text[-3000:]  # BAD_DATA: fails at once, no retry helps
     assert data in text and says in text, text[-3000:]
     assert "Traceback" not in text and s3_server.secret_key[:12] not in text
+
+
+def test_an_object_deleted_mid_run_is_an_error_naming_it(s3_server, bars, tmp_path, monkeypatch):
+    """Deleted between listing and use: a data object (the cache digest, the read), and a published output a record lists."""
+    from trainpipe.data.errors import DataError
+    from trainpipe.data.loading import find_files
+    from trainpipe.io.objectstore import ObjectPath, ObjectStoreError, StagedOutput
+    from trainpipe.runner.digests import digest_files
+
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    s3 = store(s3_server)
+    pafs.copy_files(f"{BUCKET}/bars/symbol=META", f"{BUCKET}/doomed/symbol=META", source_filesystem=s3, destination_filesystem=s3)
+    [listed] = find_files(f"s3://{BUCKET}/doomed")
+    s3.delete_file(f"{BUCKET}/doomed/symbol=META/META.parquet")
+    with pytest.raises(ObjectStoreError, match=r"s3://trainpipe/doomed/symbol=META/META.parquet: no such object"):
+        digest_files([listed])
+    with pytest.raises(DataError, match=r"s3://trainpipe/doomed/symbol=META/META.parquet: (no such object|no object)"):
+        load_panel(f"s3://{BUCKET}/doomed/symbol=META/META.parquet")
+
+    out = StagedOutput(ObjectPath.parse(f"s3://{BUCKET}/runs/deleted"), tmp_path / "a", ("rank", "report"))
+    out.pull()
+    (tmp_path / "a" / "ranking").mkdir(parents=True)
+    (tmp_path / "a" / "ranking" / "r.json").write_text("{}")
+    out.push("rank")
+    s3.delete_file(f"{BUCKET}/runs/deleted/ranking/r.json")
+    with pytest.raises(ObjectStoreError, match=r"s3://trainpipe/runs/deleted/ranking/r.json: no such object"):
+        StagedOutput(out.remote, tmp_path / "b", out.stages).pull()
