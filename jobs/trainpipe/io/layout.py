@@ -125,6 +125,11 @@ class Layout:
     def report_html(self) -> Path:
         return self.root / "report.html"
 
+    @property
+    def model_evidence(self) -> Path:
+        """Run-level figures of the trained models (deflated Sharpe, best-of-N noise lines), written with the report."""
+        return self.metrics_dir / "model_evidence.json"
+
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
