@@ -260,7 +260,11 @@ def _train_families(plan: TrainingPlan, plan_path: Path, groups: Mapping[str, Se
         settings.notify({"event": "family_start", "stage": units[0].stage.value, "family": name, "units": len(units)})
 
     if workers == 1:
-        return [record for name, units in groups.items() for record in (started(name, units), one(name, units, settings))[1]]
+        records: list[UnitRecord] = []
+        for name, units in groups.items():
+            started(name, units)
+            records += one(name, units, settings)
+        return records
     for name, units in groups.items():  # every family's units join the stage's total at once, in the plan's order
         started(name, units)
     # Progress events now come from several threads: one at a time reaches the caller's display.
