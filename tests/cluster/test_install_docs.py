@@ -1,7 +1,8 @@
 """docs/install.md, every command as written, on the local cluster: the pipeline in real containers.
 
-The images are built and pushed to the cluster's registry by the doc's own `make` commands; the chart's
-operator runs in a real container on the real node (host network: the local cluster has no Service
+The images and the chart are built and pushed to the cluster's registry by the doc's own `make` commands,
+and the operator is installed from that registry (`helm upgrade --install oci://…`), as a cluster without a
+checkout installs it; the chart's operator runs in a real container on the real node (host network: the local cluster has no Service
 network); the chart's example-data Job and the pipeline's rank, select, plan, CPU-training and report
 pods run on the real node from the real jobs-cpu image, as uid 10001 on a read-only root filesystem with
 /tmp an emptyDir with a sizeLimit, their claims bound to host volumes on that node. The GPU stage lands
@@ -32,8 +33,12 @@ APP_UID = 10001
 
 
 def doc_blocks(path: Path = DOC) -> list[str]:
-    """The ```sh blocks of a Markdown file, in order."""
-    return re.findall(r"^```sh\n(.*?)^```$", path.read_text(), flags=re.M | re.S)
+    """The ```sh blocks of a Markdown file from its first numbered section (`## 1. `) on, in order.
+
+    The blocks before it ("Without a checkout": pip and the wheel) are tests/e2e/test_wheel.py's.
+    """
+    text = path.read_text()
+    return re.findall(r"^```sh\n(.*?)^```$", text[text.index("\n## 1. "):], flags=re.M | re.S)
 
 
 def run_block(block: str, env: dict[str, str], timeout: float) -> str:
@@ -47,8 +52,9 @@ def run_block(block: str, env: dict[str, str], timeout: float) -> str:
 def test_the_doc_has_the_blocks_this_test_runs() -> None:
     blocks = doc_blocks()
     assert len(blocks) == 4, "build, install, run, remove: update this test with the doc"
-    assert "make images-push REGISTRY=$REGISTRY" in blocks[0]
+    assert "make images-push REGISTRY=$REGISTRY" in blocks[0] and "make chart-push REGISTRY=$REGISTRY" in blocks[0]
     assert "helm upgrade --install" in blocks[1] and f"watchNamespaces: [{NAMESPACE}]" in blocks[1]
+    assert "oci://$REGISTRY/charts/trainpipe --version" in blocks[1], "the operator is installed from the chart pushed to the registry"
     assert f"trainingpipeline/{PIPELINE}" in blocks[2] and "helm uninstall" in blocks[3]
 
 
@@ -57,6 +63,8 @@ def _doc_env(cluster: Cluster, extra_values: Path) -> dict[str, str]:
     return os.environ | {
         "KUBECONFIG": str(cluster.kubeconfig), "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}",
         "REGISTRY": image_registry(cluster.state), "EXTRA_VALUES": str(extra_values),
+        # The cluster's registry serves plain HTTP on loopback: helm must be told so to pull the chart from it.
+        "PLAIN_HTTP": "1",
         # The GPU image (several GB) is built by its own target; this pipeline's GPU stage runs on the simulated nodes.
         "IMAGES": "operator jobs-cpu", "TRAINPIPE_CLUSTER_DIR": str(cluster.state),
     }
