@@ -11,7 +11,7 @@ PACKAGE_VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' jobs/trainp
 # --no-isolation: the build backend is the one `make install` put in the virtualenv from the locks
 # (pyproject's [build-system] requires are locked too), so building needs no index.
 dist: install ## Build the wheel and sdist into $(DIST) (the wheel from the sdist, as an index's users get it); twine checks their metadata
-	$(PY) -m build --no-isolation --outdir $(DIST) .
+	$(PY) -m build --quiet --no-isolation --outdir $(DIST) .
 	$(VENV)/bin/twine check --strict $(DIST)/trainpipe-$(PACKAGE_VERSION)-py3-none-any.whl $(DIST)/trainpipe-$(PACKAGE_VERSION).tar.gz
 
 chart-package: ## helm package the chart into $(DIST)/trainpipe-<chart version>.tgz

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from trainpipe_localcluster import CORE, Cluster, Kube, wait_for
 from trainpipe_localcluster.node import RealNode
@@ -86,8 +87,6 @@ def _pods(kube: Kube) -> list[dict[str, Any]]:
 def test_install_docs_run_the_pipeline_in_real_containers(cluster: Cluster, kube: Kube, real_node: RealNode, tmp_path: Path,
                                                           operator_kubeconfig: Path) -> None:
     extra = tmp_path / "values-local.yaml"
-    import yaml
-
     from trainpipe_localcluster.kube import free_port
 
     extra.write_text(yaml.safe_dump(local_values(cluster.state, free_port())))
@@ -96,6 +95,7 @@ def test_install_docs_run_the_pipeline_in_real_containers(cluster: Cluster, kube
     build, install, run, remove = doc_blocks()
     try:
         run_block(build, env, timeout=1800)
+        _check_chart_pushed(image_registry(cluster.state))
         run_block(install, env, timeout=900)
         out = run_block(run, env, timeout=1900)
         assert re.search(rf"^{PIPELINE}\s+True\s+Done\s", out, flags=re.M), out
@@ -112,6 +112,18 @@ def test_install_docs_run_the_pipeline_in_real_containers(cluster: Cluster, kube
         # RBAC the other tests' operators act as, and `helm uninstall` deletes them: put them back and
         # write a fresh token (the old one named the deleted account), as a later test expects them.
         cluster.install_operator_access(operator_kubeconfig)
+
+
+def _check_chart_pushed(registry: str) -> None:
+    """`make chart-push` put the chart in the cluster's registry under its version: step 2 installs it from there."""
+    import json
+
+    from trainpipe_localcluster.kube import http_get
+
+    chart = yaml.safe_load((REPO / "helm" / "trainpipe" / "Chart.yaml").read_text())
+    host, prefix = registry.split("/", 1)
+    status, body = http_get(f"http://{host}/v2/{prefix}/charts/{chart['name']}/tags/list", timeout=10)
+    assert status == 200 and chart["version"] in json.loads(body)["tags"], f"the chart is not in {registry}/charts ({status}): {body}"
 
 
 def _check_operator(cluster: Cluster, kube: Kube, node: RealNode, registry: str) -> None:

@@ -119,9 +119,15 @@ def test_the_chart_pushed_to_an_oci_registry_installs_as_the_checkout_s(registry
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == f"{registry}/trainpipe/operator:{chart['appVersion']}"
 
 
-def test_install_docs_name_the_chart_s_reference_and_version() -> None:
-    """Step 2 is run only by the cluster tier: keep its chart reference and version in step with the chart here."""
+def test_docs_name_the_chart_s_reference_and_version_and_the_package_s() -> None:
+    """docs/install.md's step 2 is run only by the cluster tier, and other pages only mention these: keep every
+    chart reference and version, and every pinned `trainpipe[...]==` install, in step with the chart and the package."""
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    found = re.findall(r"oci://\$REGISTRY/charts/([^\s`]+) --version ([^\s`]+)", DOC.read_text())
-    assert len(found) >= 2, "docs/install.md: the helm commands that install the chart from the registry"
-    assert set(found) == {(chart["name"], chart["version"])}, found
+    package = re.search(r'^__version__ = "(.+)"$', (ROOT / "jobs" / "trainpipe" / "__init__.py").read_text(), re.M)
+    assert package
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "examples").rglob("*.md"))]
+    charts = {(page.name, m) for page in pages for m in re.findall(r"oci://\S+/charts/([^\s`/]+) --version ([^\s`]+)", page.read_text())}
+    wheels = {(page.name, m) for page in pages for m in re.findall(r"trainpipe\[[a-z,-]+\]==([^\s`']+)", page.read_text())}
+    assert {name for name, _ in charts} >= {"install.md", "README.md"}, "docs/install.md and README.md say how to install the chart from a registry"
+    assert {m for _, m in charts} == {(chart["name"], chart["version"])}, sorted(charts)
+    assert {m for _, m in wheels} == {package.group(1)}, sorted(wheels)
