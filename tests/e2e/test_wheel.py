@@ -155,13 +155,14 @@ def test_metadata_names_each_role_and_one_version_everywhere(dist: Dist) -> None
 
 @pytest.mark.parametrize(("extra", "lock"), [("cpu", "locks/jobs-cpu.txt"), ("operator", "locks/operator.txt")])
 def test_each_role_resolves_from_the_wheel_to_what_its_image_installs(dist: Dist, extra: str, lock: str, tmp_path: Path) -> None:
-    """`pip install 'trainpipe[cpu]'` / `[operator]` from the wheel: pip's own resolution (a dry run, from the
+    """`pip install './trainpipe-<version>-py3-none-any.whl[cpu]'` (or `[operator]`): pip's own resolution (a dry run, from the
     wheelhouse at the locked versions) installs nothing the role's image lacks. ([gpu]'s CUDA wheels are in
     the wheelhouse only once `make images` built jobs-gpu.)"""
     report = tmp_path / "report.json"
     out = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--dry-run", "--ignore-installed", "--report", str(report),
                           "--no-index", "--find-links", str(_wheelhouse()), "--constraint", str(_pins(tmp_path)),
-                          f"trainpipe[{extra}] @ {dist.wheel.as_uri()}"], capture_output=True, text=True, timeout=300, check=False)
+                          # The wheel file itself, as docs/install.md installs it without an index.
+                          f"./{dist.wheel.name}[{extra}]"], cwd=dist.wheel.parent, capture_output=True, text=True, timeout=300, check=False)
     assert out.returncode == 0, f"pip cannot resolve trainpipe[{extra}] from the wheel:\n{out.stderr[-3000:]}"
     canonical = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
     resolved = {canonical(item["metadata"]["name"]) for item in json.loads(report.read_text())["install"]} - {"trainpipe"}
