@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -64,50 +65,68 @@ def workdir(tmp_path_factory, example_data: Path) -> tuple[Path, dict[str, str]]
     return cwd, _env(bin_dir)
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(workdir) -> str:
-    """The doc's server block, on a free port, in its own process group; stopped (the whole group) at the end."""
-    cwd, env = workdir
-    port = _free_port()
-    server_dir = cwd / "server"
-    server_dir.mkdir()
-    log = open(server_dir / "server.log", "w")
-    proc = subprocess.Popen(["bash", "-c", "exec " + doc_blocks()[0].strip().replace(DOC_PORT, str(port))], cwd=server_dir, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180  # a cold start imports all of MLflow: tens of seconds on a busy machine
-    try:
+class Server:
+    """The doc's server block, on a free port, in its own process group (the server starts workers): stopped, the whole group."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.dir = cwd / "server"
+        self.dir.mkdir()
+        self.log = open(self.dir / "server.log", "w")
+        self.proc = subprocess.Popen(["bash", "-c", "exec " + doc_blocks()[0].strip().replace(DOC_PORT, str(self.port))], cwd=self.dir,
+                                     env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_healthy(self, seconds: float = 180) -> str:
+        """The URL once /health answers; a cold start imports all of MLflow: tens of seconds on a busy machine."""
+        deadline = time.monotonic() + seconds
         while True:
-            assert proc.poll() is None, f"mlflow server exited {proc.returncode}:\n{(server_dir / 'server.log').read_text()[-3000:]}"
+            assert self.proc.poll() is None, f"mlflow server exited {self.proc.returncode}:\n{self._log_tail()}"
             try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
                     if response.status == 200:
-                        break
+                        return self.url
             except OSError:
                 pass
-            assert time.monotonic() < deadline, f"mlflow server not healthy after 180 s:\n{(server_dir / 'server.log').read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"mlflow server not healthy after {seconds:.0f} s:\n{self._log_tail()}"
             time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+
+    def _log_tail(self) -> str:
+        return (self.dir / "server.log").read_text()[-3000:]
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.log.close()
 
 
 @pytest.fixture(scope="module")
-def runs(workdir, mlflow_server) -> dict[str, subprocess.CompletedProcess]:
-    """First with nothing listening (training must finish, not tracked), then the doc's block (every stage cached: only tracking
-    runs), then the doc's block again (a rerun of tracking: nothing may be duplicated)."""
+def server(workdir) -> Iterator[Server]:
+    started = Server(*workdir)
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def runs(workdir, server) -> dict[str, subprocess.CompletedProcess]:
+    """First with nothing listening (training must finish, not tracked; the server starts meanwhile), then the doc's block (every
+    stage cached: only tracking runs), then the doc's block again (a rerun of tracking: nothing may be duplicated)."""
     cwd, env = workdir
     run_block = doc_blocks()[1]
     down = _run_block(run_block, _free_port(), cwd, env)
-    tracked = _run_block(run_block, int(mlflow_server.rsplit(":", 1)[1]), cwd, env)
-    again = _run_block(run_block, int(mlflow_server.rsplit(":", 1)[1]), cwd, env)
+    server.wait_healthy()
+    tracked = _run_block(run_block, server.port, cwd, env)
+    again = _run_block(run_block, server.port, cwd, env)
     return {"down": down, "tracked": tracked, "again": again}
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(server, runs) -> str:
+    return server.url
 
 
 def _client(url: str):
@@ -201,11 +220,30 @@ def test_the_champion_loads_from_the_registry_and_reproduces_its_holdout_metrics
         assert again[key] == pytest.approx(best["metrics"][key], abs=1e-6), key
 
 
-def test_the_doc_loads_the_champion_as_written(runs, workdir, mlflow_server):
+def test_the_doc_loads_the_champion_as_written(runs, workdir, server):
     ok(runs["again"])
     cwd, env = workdir
     blocks = doc_blocks()
     assert len(blocks) == 3, "server, run, load: update this test with docs/tracking.md"
-    loaded = ok(_run_block(blocks[2], int(mlflow_server.rsplit(":", 1)[1]), cwd, env))
+    loaded = ok(_run_block(blocks[2], server.port, cwd, env))
     numbers = re.findall(r"-?\d+\.\d+(?:e-?\d+)?", loaded.stdout)
     assert len(numbers) == 5, loaded.stdout
+
+
+def test_a_failed_run_is_logged_as_failed_and_registers_nothing(runs, workdir, mlflow_server, tmp_path):
+    """The tracking step itself, in this process, on a copy of the tracked run under another run id, told the run failed."""
+    import shutil
+
+    from trainpipe.contract.tracking import TrackingSpec
+    from trainpipe.runner.steps.track import run_identity, track_step
+
+    ok(runs["again"])
+    layout = Layout(tmp_path / "failed")
+    shutil.copytree(workdir[0] / "out" / "tracked", layout.root, symlinks=True)
+    identity = run_identity(layout, "pipeline", None, "failed-run")
+    outcome = track_step(layout, TrackingSpec(mlflow_uri=mlflow_server, experiment=EXPERIMENT), identity, succeeded=False)
+    assert outcome.state == "tracked" and outcome.registered == [], outcome
+    client = _client(mlflow_server)
+    run = client.get_run(outcome.mlflow_run_id)
+    assert run.info.status == "FAILED" and run.data.tags["trainpipe.run_id"] == "failed-run"
+    assert len(client.search_model_versions("name = 'pipeline-fwd_ret_5d'")) == 1

@@ -27,8 +27,8 @@ ModelPrefix = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Z
 class TrackingSpec(Contract):
     """Track each run in an MLflow tracking server: one MLflow run per pipeline run, a nested run per trained model."""
 
-    mlflow_uri: Annotated[str, Field(min_length=1, max_length=sizes.PATH, pattern=r"^(https?|file|databricks)://|^databricks$")] = Field(
-        description="The tracking server (http(s)://host:port), or file:///path for a local store. Its credentials, if any, come from "
+    mlflow_uri: Annotated[str, Field(min_length=1, max_length=sizes.PATH, pattern=r"^((https?|file|databricks)://|sqlite:///)|^databricks$")] = Field(
+        description="The tracking server (http(s)://host:port), or a local store (sqlite:///path.db). Its credentials, if any, come from "
                     "credentialsSecret, never from the spec.")
     experiment: ExperimentName | None = Field(None, description="MLflow experiment of the runs (created when missing); empty = trainpipe/<pipeline name>.")
     register_models: bool = Field(True, description="On a successful run, register the best model of each target (by the plan's criterion: the "
