@@ -36,7 +36,7 @@ class TrackingSpec(Contract):
                                   "the alias at it. A failed run registers nothing.")
     alias: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z_][A-Za-z0-9_\-]*$")] = Field(
         DEFAULT_ALIAS, description="The registered-model alias moved to each newly registered best model (models:/<name>@<alias>).")
-    model_prefix: ModelPrefix | None = Field(None, description="Registered models are named <modelPrefix>-<target>; empty = the pipeline name.")
+    model_prefix: ModelPrefix | None = Field(None, description="Registered models are named <modelPrefix>-<target>; empty = the pipeline name (<namespace>-<pipeline> on a cluster).")
     credentials_secret: sizes.Name | None = Field(None, description="Cluster runs: a Secret in the pipeline's namespace whose keys "
                                                   "(MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD) become "
                                                   "the environment of the Job that logs the run.")
