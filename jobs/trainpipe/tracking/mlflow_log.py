@@ -36,6 +36,10 @@ from trainpipe.tracking.choices import (
 )
 from trainpipe.training.metrics_file import ModelMetrics, read_all_metrics
 
+# MLflow asks for type hints on `TrainpipeModel.predict` each time it meets the class (logging it, loading it, sometimes
+# after this module's calls return): the model takes any frame that holds the job's features, by name, so it has none.
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
+
 ATTEMPTS = 3
 BACKOFF_SECONDS = 2.0  # doubled after each failed try: 2 s, 4 s
 MODEL_URI_TAG = TAG_PREFIX + "model_uri"
@@ -200,9 +204,7 @@ def _log_models(run_id: str, m: ModelMetrics, model_dir: Path) -> tuple[str, str
     import mlflow
 
     requirements = _requirements(model_dir)
-    with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
-        # "Add type hints to predict": the model takes any frame holding the job's features, by name.
-        warnings.filterwarnings("ignore", message=".*type hints.*", category=UserWarning)
+    with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_FILE), artifacts={"trainpipe_model": str(model_dir)},
                                        pip_requirements=requirements)
         native = _log_native(m.family, model_dir, requirements)
