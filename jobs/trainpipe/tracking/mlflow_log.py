@@ -226,7 +226,11 @@ def _log_native(family: str, model_dir: Path, requirements: list[str]) -> str:
         bare = getattr(load_model(model_dir), attribute)
     except ImportError as exc:
         return f"none: {module_name} cannot load here ({exc})"
-    info = module.log_model(bare, name="native", pip_requirements=requirements)
+    try:
+        info = module.log_model(bare, name="native", pip_requirements=requirements)
+    except Exception as exc:  # noqa: BLE001 — the flavour is a convenience beside the pyfunc: its failure is said, not fatal
+        # A server gone meanwhile fails the next call too, and the whole step is retried then.
+        return f"none: {module_name} could not log it ({_reason(exc)})"
     return f"{module_name.removeprefix('mlflow.')}: {info.model_uri}"
 
 
