@@ -30,7 +30,8 @@ class TrackingSpec(Contract):
     mlflow_uri: Annotated[str, Field(min_length=1, max_length=sizes.PATH, pattern=r"^((https?|file|databricks)://|sqlite:///)|^databricks$")] = Field(
         description="The tracking server (http(s)://host:port), or a local store (sqlite:///path.db). Its credentials, if any, come from "
                     "credentialsSecret, never from the spec.")
-    experiment: ExperimentName | None = Field(None, description="MLflow experiment of the runs (created when missing); empty = trainpipe/<pipeline name>.")
+    experiment: ExperimentName | None = Field(None, description="MLflow experiment of the runs (created when missing); empty = trainpipe/<namespace>/<pipeline> "
+                                                       "(trainpipe/<pipeline> for a local run).")
     register_models: bool = Field(True, description="On a successful run, register the best model of each target (by the plan's criterion: the "
                                   "holdout IC for returns, AUC for labels; models without timing are never picked) as <prefix>-<target> and point "
                                   "the alias at it. A failed run registers nothing.")
