@@ -163,3 +163,15 @@ def test_a_server_that_cannot_be_reached_is_not_tracked_with_the_reason_after_th
 def test_the_outcome_summary_fits_a_termination_message():
     outcome = TrackingOutcome(state="not tracked", reason="x" * 5000, mlflow_uri="http://m", experiment="e")
     assert len(HtmlReport(path="report.html", models=1, tracking=outcome.summary()).model_dump_json(by_alias=True)) < 1000
+
+
+def test_without_an_mlflow_client_the_run_is_not_tracked_at_once(tmp_path, monkeypatch):
+    from trainpipe.tracking import mlflow_log
+
+    def missing(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'mlflow'")
+
+    sleeps: list[float] = []
+    monkeypatch.setattr(mlflow_log, "_track", missing)
+    outcome = mlflow_log.track_run(Layout(tmp_path), SPEC, IDENTITY, True, sleep=sleeps.append)
+    assert outcome.state == "not tracked" and sleeps == [] and "trainpipe[tracking]" in outcome.reason

@@ -81,6 +81,9 @@ def track_run(layout: Layout, spec: TrackingSpec, identity: RunIdentity, succeed
     for attempt in range(attempts):
         try:
             return _track(layout, spec, identity, succeeded, experiment)
+        except ImportError as exc:  # no MLflow client here: no retry helps
+            return TrackingOutcome(state="not tracked", reason=f"{_reason(exc)}; install the tracking extra (pip install 'trainpipe[tracking]')",
+                                   mlflow_uri=spec.mlflow_uri, experiment=experiment)
         except Exception as exc:  # noqa: BLE001 — a tracking server's trouble must never fail training: retried, then recorded
             reason = _reason(exc)
             if attempt + 1 < attempts:
