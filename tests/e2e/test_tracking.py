@@ -23,9 +23,6 @@ from conftest import ROOT, ok
 from trainpipe.contract.cut import HoldoutCut
 from trainpipe.io.layout import Layout
 
-# MLflow asks for type hints on the registry model's predict each time it loads one: it takes any frame with the job's features.
-pytestmark = pytest.mark.filterwarnings("ignore:.*Add type hints:UserWarning")
-
 DOC = ROOT / "docs" / "tracking.md"
 DOC_PORT = "5000"
 EXPERIMENT = "trainpipe-demo"  # what the doc's run block names

@@ -175,3 +175,18 @@ def test_without_an_mlflow_client_the_run_is_not_tracked_at_once(tmp_path, monke
     monkeypatch.setattr(mlflow_log, "_track", missing)
     outcome = mlflow_log.track_run(Layout(tmp_path), SPEC, IDENTITY, True, sleep=sleeps.append)
     assert outcome.state == "not tracked" and sleeps == [] and "trainpipe[tracking]" in outcome.reason
+
+
+def test_a_local_run_is_named_by_its_plan_and_a_cluster_run_by_the_operators_run_id(tmp_path):
+    import json as json_
+
+    from trainpipe.runner.steps.track import run_identity
+
+    layout = Layout(tmp_path)
+    assert run_identity(layout, "demo", None, None).run_id == "unplanned"  # no plan yet: tracked all the same, under a fixed name
+    plan = _plan(_job("cs_r", "fwd_ret_5d"))
+    layout.master_training_plan.parent.mkdir(parents=True)
+    layout.master_training_plan.write_text(json_.dumps(plan.to_snake()))
+    local = run_identity(layout, "demo", None, None)
+    assert local.run_id == "r1" and local.plan_digest is not None and len(local.plan_digest) == 64
+    assert run_identity(layout, "demo", "team-a", "r0123456789").key == "team-a/demo/r0123456789"

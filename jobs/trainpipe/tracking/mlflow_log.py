@@ -36,8 +36,8 @@ from trainpipe.tracking.choices import (
 )
 from trainpipe.training.metrics_file import ModelMetrics, read_all_metrics
 
-# MLflow asks for type hints on `TrainpipeModel.predict` each time it meets the class (logging it, loading it, sometimes
-# after this module's calls return): the model takes any frame that holds the job's features, by name, so it has none.
+# MLflow asks for type hints on `TrainpipeModel.predict` when it logs the class: the model takes any frame that holds the
+# job's features, by name, so it has none. (Where MLflow sets its own warning filters around a call, this one does not reach.)
 warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
 
 ATTEMPTS = 3
