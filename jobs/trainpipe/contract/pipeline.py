@@ -13,6 +13,7 @@ from trainpipe.contract.base import Contract
 from trainpipe.contract.cluster import ArtifactsSpec, ImagesSpec, ScheduleSpec, StagesSpec, VolumeSpec
 from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.status import PipelineStatus
+from trainpipe.contract.tracking import TrackingSpec
 
 SelectionMethod = Literal["lightgbm_gain", "xgboost_gain", "catboost", "permutation", "mutual_info"]
 ALL_SELECTION_METHODS: tuple[SelectionMethod, ...] = (
@@ -164,6 +165,7 @@ class PipelineSpec(Contract):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     evidence: EvidenceSpec = Field(default_factory=EvidenceSpec)
     seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed for every sampler and model.")
+    tracking: TrackingSpec | None = Field(None, description="Log each run, its models and its report to MLflow and register the best model per target; none = not tracked.")
     # ---- cluster runs only (the operator reads these; `trainpipe run` ignores them)
     artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)
     images: ImagesSpec = Field(default_factory=ImagesSpec)

@@ -122,6 +122,11 @@ class Layout:
         return self.state_dir / "training" / stage
 
     @property
+    def tracking_record(self) -> Path:
+        """What tracking the run in MLflow came to (`contract.tracking.TrackingOutcome`): tracked where, or why not."""
+        return self.state_dir / "tracking.json"
+
+    @property
     def report_html(self) -> Path:
         return self.root / "report.html"
 
