@@ -135,9 +135,9 @@ def stage_args(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent) ->
         owned, reuse = [], []
     else:
         reuse = ["--reuse-dir", pipeline_dir(spec, owner)]
-    if not row.computes:  # renders the run's files; prunes old run folders
+    if not row.computes:  # renders the run's files; prunes old run folders; logs the run to MLflow (spec.tracking)
         keep = [] if spec.artifacts.uri else ["--keep-runs", str(spec.keep_runs), *(arg for run_id in intent.keep for arg in ("--pin", run_id))]
-        return [*row.command, "--output-dir", out, "--run-id", run, "--termination-log", TERMINATION_LOG, *reuse, *keep, *owned]
+        return [*row.command, "--output-dir", out, "--run-id", run, "--termination-log", TERMINATION_LOG, *reuse, *keep, *owned, *tracking_args(spec)]
     # Paths in the pod are arguments, not file content: a node that maps volumes to other paths (the local
     # cluster's simulated nodes) rewrites them where they are written; --data-dir overrides the file's data.dir.
     args = [*row.command, "--spec-file", f"{SPEC_DIR}/{SPEC_KEY}", "--data-dir", data_dir(spec), "--output-dir", out, "--run-id", run,
@@ -152,6 +152,19 @@ def stage_args(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent) ->
         args += ["--unit-index", "$(JOB_COMPLETION_INDEX)"]
     if row.trains:
         args += ["--plan-digest", str(intent.plan_digest)]
+    return args
+
+
+def tracking_args(spec: PipelineSpec) -> list[str]:
+    """spec.tracking as the flags of the run's last command, the one that logs the run (`trainpipe report`); none without it."""
+    tracking = spec.tracking
+    if tracking is None:
+        return []
+    args = ["--mlflow-uri", tracking.mlflow_uri, "--register-models" if tracking.register_models else "--no-register-models", "--alias", tracking.alias]
+    if tracking.experiment:
+        args += ["--experiment", tracking.experiment]
+    if tracking.model_prefix:
+        args += ["--model-prefix", tracking.model_prefix]
     return args
 
 
@@ -330,6 +343,9 @@ def pod_spec(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent, conf
     }
     if spec.images.pull_policy:
         container["imagePullPolicy"] = spec.images.pull_policy
+    if not STAGES[stage].computes and spec.tracking is not None and spec.tracking.credentials_secret:
+        # The tracking server's credentials reach only the pod that logs the run, from the Secret, never through the spec or args.
+        container["envFrom"] = [{"secretRef": {"name": spec.tracking.credentials_secret}}]
     pod: dict[str, Any] = {
         "restartPolicy": "Never",  # podFailurePolicy needs it; retries are the Job's, per index
         # No API token: stages never call the API server (what a pod tells the operator goes in its

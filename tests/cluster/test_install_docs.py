@@ -1,7 +1,8 @@
 """docs/install.md, every command as written, on the local cluster: the pipeline in real containers.
 
-The images are built and pushed to the cluster's registry by the doc's own `make` commands; the chart's
-operator runs in a real container on the real node (host network: the local cluster has no Service
+The images and the chart are built and pushed to the cluster's registry by the doc's own `make` commands,
+and the operator is installed from that registry (`helm upgrade --install oci://…`), as a cluster without a
+checkout installs it; the chart's operator runs in a real container on the real node (host network: the local cluster has no Service
 network); the chart's example-data Job and the pipeline's rank, select, plan, CPU-training and report
 pods run on the real node from the real jobs-cpu image, as uid 10001 on a read-only root filesystem with
 /tmp an emptyDir with a sizeLimit, their claims bound to host volumes on that node. The GPU stage lands
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from trainpipe_localcluster import CORE, Cluster, Kube, wait_for
 from trainpipe_localcluster.node import RealNode
@@ -32,8 +34,12 @@ APP_UID = 10001
 
 
 def doc_blocks(path: Path = DOC) -> list[str]:
-    """The ```sh blocks of a Markdown file, in order."""
-    return re.findall(r"^```sh\n(.*?)^```$", path.read_text(), flags=re.M | re.S)
+    """The ```sh blocks of a Markdown file from its first numbered section (`## 1. `) on, in order.
+
+    The blocks before it ("Without a checkout": pip and the wheel) are tests/e2e/test_wheel.py's.
+    """
+    text = path.read_text()
+    return re.findall(r"^```sh\n(.*?)^```$", text[text.index("\n## 1. "):], flags=re.M | re.S)
 
 
 def run_block(block: str, env: dict[str, str], timeout: float) -> str:
@@ -47,8 +53,9 @@ def run_block(block: str, env: dict[str, str], timeout: float) -> str:
 def test_the_doc_has_the_blocks_this_test_runs() -> None:
     blocks = doc_blocks()
     assert len(blocks) == 4, "build, install, run, remove: update this test with the doc"
-    assert "make images-push REGISTRY=$REGISTRY" in blocks[0]
+    assert "make images-push REGISTRY=$REGISTRY" in blocks[0] and "make chart-push REGISTRY=$REGISTRY" in blocks[0]
     assert "helm upgrade --install" in blocks[1] and f"watchNamespaces: [{NAMESPACE}]" in blocks[1]
+    assert "oci://$REGISTRY/charts/trainpipe --version" in blocks[1], "the operator is installed from the chart pushed to the registry"
     assert f"trainingpipeline/{PIPELINE}" in blocks[2] and "helm uninstall" in blocks[3]
 
 
@@ -57,6 +64,8 @@ def _doc_env(cluster: Cluster, extra_values: Path) -> dict[str, str]:
     return os.environ | {
         "KUBECONFIG": str(cluster.kubeconfig), "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}",
         "REGISTRY": image_registry(cluster.state), "EXTRA_VALUES": str(extra_values),
+        # The cluster's registry serves plain HTTP on loopback: helm must be told so to pull the chart from it.
+        "PLAIN_HTTP": "1",
         # The GPU image (several GB) is built by its own target; this pipeline's GPU stage runs on the simulated nodes.
         "IMAGES": "operator jobs-cpu", "TRAINPIPE_CLUSTER_DIR": str(cluster.state),
     }
@@ -78,8 +87,6 @@ def _pods(kube: Kube) -> list[dict[str, Any]]:
 def test_install_docs_run_the_pipeline_in_real_containers(cluster: Cluster, kube: Kube, real_node: RealNode, tmp_path: Path,
                                                           operator_kubeconfig: Path) -> None:
     extra = tmp_path / "values-local.yaml"
-    import yaml
-
     from trainpipe_localcluster.kube import free_port
 
     extra.write_text(yaml.safe_dump(local_values(cluster.state, free_port())))
@@ -88,6 +95,7 @@ def test_install_docs_run_the_pipeline_in_real_containers(cluster: Cluster, kube
     build, install, run, remove = doc_blocks()
     try:
         run_block(build, env, timeout=1800)
+        _check_chart_pushed(image_registry(cluster.state))
         run_block(install, env, timeout=900)
         out = run_block(run, env, timeout=1900)
         assert re.search(rf"^{PIPELINE}\s+True\s+Done\s", out, flags=re.M), out
@@ -104,6 +112,18 @@ def test_install_docs_run_the_pipeline_in_real_containers(cluster: Cluster, kube
         # RBAC the other tests' operators act as, and `helm uninstall` deletes them: put them back and
         # write a fresh token (the old one named the deleted account), as a later test expects them.
         cluster.install_operator_access(operator_kubeconfig)
+
+
+def _check_chart_pushed(registry: str) -> None:
+    """`make chart-push` put the chart in the cluster's registry under its version: step 2 installs it from there."""
+    import json
+
+    from trainpipe_localcluster.kube import http_get
+
+    chart = yaml.safe_load((REPO / "helm" / "trainpipe" / "Chart.yaml").read_text())
+    host, prefix = registry.split("/", 1)
+    status, body = http_get(f"http://{host}/v2/{prefix}/charts/{chart['name']}/tags/list", timeout=10)
+    assert status == 200 and chart["version"] in json.loads(body)["tags"], f"the chart is not in {registry}/charts ({status}): {body}"
 
 
 def _check_operator(cluster: Cluster, kube: Kube, node: RealNode, registry: str) -> None:

@@ -182,6 +182,20 @@ def test_a_pipeline_runs_every_stage_as_jobs_cpu_before_gpu_and_ends_ready(clust
     assert code == 200 and 'trainpipe_pipelines{condition="Ready"} 1.0' in text and "trainpipe_jobs_created_total" in text
     assert operator.get("/healthz")[0] == 200
 
+    # The next run (here: a spec change) grades each target's selection against the last succeeded run's folder,
+    # which the operator hands to select; the run folders are separate, so without it every run would be a "first run".
+    first = status
+    kube.patch(pipelines_path(namespace, "e2e"), {"spec": {"training": {"families": ["lightgbm"]}}})
+    wait_condition(kube, namespace, "e2e", "Ready", timeout=RUN_TIMEOUT, generation=obj["metadata"]["generation"] + 1)
+    second = get(kube, namespace, "e2e")["status"]
+    assert second["runId"] != first["runId"] and second["lastSucceededRun"]["runId"] == second["runId"]
+    selections = list((artifacts_dir(cluster, namespace, second, "e2e-artifacts") / "selection").glob("*/selected_features.json"))
+    assert selections
+    for path in selections:
+        against = json.loads(path.read_text())["stability"]["against_previous"]
+        assert against["previous_run"] == first["outputPath"], against
+        assert against["state"] != "UNKNOWN" and against["previous_features"], against
+
 
 def test_a_failed_unit_stalls_the_run_and_a_retry_reruns_only_what_has_no_outputs(cluster: Cluster, kube: Kube, namespace: str,
                                                                                   operator: OperatorProcess, example_data: Any) -> None:

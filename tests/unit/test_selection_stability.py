@@ -121,6 +121,24 @@ def test_noise_is_not_stable_across_resamples():
     assert np.mean([g.overlap for g in got]) <= 0.6
 
 
+def test_select_s_own_lightgbm_gains_are_the_reference_the_check_would_train():
+    # The check reuses select's full-data booster instead of training it again: same dataset, rows, labels and
+    # parameters, so its gains must be the ones the check computes itself, and the verdict the same.
+    from trainpipe.stages.select import SelectParams, TargetToSelect, select_all
+
+    frame = _panel(4, SIGNAL)
+    features = [c for c in frame.columns if c not in ("ts", "symbol", "y")]
+    x = frame[features].to_numpy(np.float32)
+    params = SelectParams(methods=("lightgbm_gain", "xgboost_gain", "catboost", "mutual_info"), min_support=1, top_m=3, holdout_fraction=0.2,
+                          embargo_bars=2, seed=4, threads=1)
+    chosen = select_all(frame, [TargetToSelect("y", TaskType.REGRESSION, 1)], features, params, x=x)["y"]
+    rows = {"y": target_rows(frame["y"].to_numpy(np.float64), frame["ts"].to_numpy(), TaskType.REGRESSION, 1, len(chosen.features))}
+    resample = ResampleParams(seed=4, embargo_bars=2, threads=1)
+    trained = resampled_stability(x, features, rows, resample)["y"]
+    reused = resampled_stability(x, features, rows, resample, reference_gains={"y": chosen.lightgbm_gains})["y"]
+    assert reused == trained and trained.overlap is not None
+
+
 def test_too_few_bars_for_eight_blocks_is_unknown_with_the_reason():
     got = _resampled(_panel(0, SIGNAL, n_days=20), 0)  # 3-bar blocks: 8 need 24 timestamps
     assert got.stability is U and got.resamples == 0 and "fewer than 8 blocks" in got.note

@@ -14,7 +14,7 @@ from trainpipe.families.early_stopping import early_stopping_split
 from trainpipe.families.windows import window_index
 from trainpipe.training.backtest import bars_per_year, long_short_backtest
 from trainpipe.training.metrics import auc, evaluate
-from trainpipe.training.units import UnitAddressError, UnitNotFoundError, gate_problems, plan_units, thread_env, unit_at
+from trainpipe.training.units import UnitAddressError, UnitNotFoundError, family_slots, gate_problems, plan_units, thread_env, unit_at
 
 
 @pytest.mark.parametrize(
@@ -119,6 +119,18 @@ def test_thread_env(family, cpus, omp, blas, framework, cuda_hidden) -> None:
     assert env["MKL_THREADING_LAYER"] == "GNU"
     assert (env.get("CUDA_VISIBLE_DEVICES") == "") is cuda_hidden
     assert (env.get("TRAINPIPE_BLOCK_FRAMEWORKS") == "1") is cuda_hidden
+
+
+@pytest.mark.parametrize(("families", "cpus", "slots"), [
+    (3, 2, (2, 1)),  # the demo's CPU stage on two cores: two families at a time, one thread each
+    (2, 2, (2, 1)),  # its GPU stage on CPU: TensorFlow's and Torch's start-ups overlap
+    (1, 2, (1, 2)),  # one family keeps every CPU
+    (3, 1, (1, 1)),
+    (3, 16, (3, 5)),
+    (0, 4, (1, 4)),
+])
+def test_family_slots(families, cpus, slots) -> None:
+    assert family_slots(families, cpus) == slots
 
 
 @pytest.mark.parametrize(

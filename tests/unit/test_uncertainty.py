@@ -9,6 +9,8 @@ below, the 99.9% one above.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -150,6 +152,19 @@ def test_the_report_shows_each_figure_with_its_interval_and_the_best_beside_nois
     assert f"{ric['rank_ic']:.3f} [{ric['rank_ic_low']:.3f}, {ric['rank_ic_high']:.3f}]" in models
     assert "<th>bt_sharpe_se</th>" in models and "<th>bt_dsr</th>" in models and "0.0123" in models
     assert "What the best of these 2 models would show on pure noise" in models  # the v1 file has no standard error to count
+    # The same deflated Sharpes and noise line, machine-readable, beside the report.
+    from trainpipe.report.html import write_report
+
+    write_report(layout)
+    evidence = json.loads(layout.model_evidence.read_text())
+    assert evidence["models_trained"] == 3 and evidence["models_with_sharpe"] == 3
+    by_family = {m["family"]: m for m in evidence["models"]}
+    assert by_family["xgboost"]["deflated_sharpe"] is None  # no standard error: nothing to deflate
+    dsr = by_family["lightgbm"]["deflated_sharpe"]
+    assert 0 <= dsr <= 1 and by_family["lightgbm"]["sharpe_se"] > 0
+    assert f"{dsr:.3f}" in layout.report_html.read_text()
+    [sharpe_line] = [line for line in evidence["noise_lines"] if line["figure"] == "long/short Sharpe"]
+    assert sharpe_line["models"] == 2 and sharpe_line["best_of_n_on_noise"] > 0
 
 
 def test_noises_best_of_n_is_the_expected_maximum_of_n_draws() -> None:

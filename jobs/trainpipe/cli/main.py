@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_previous_run_option,
         add_run_options,
         add_spec_source,
+        add_tracking_options,
         output_location,
         plan_digest_arg,
         unit_index_arg,
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "output folder (globals/training_plan/, then the seed's legacy METRICS/training_plan/).")
         if name == "run":
             p.add_argument("--skip-training", action="store_true", help="Stop after the plan (rank, select, plan only).")
+            add_tracking_options(p)
     _add_table_stage_parsers(sub, set(stage_help) | {"report"})
 
     report = sub.add_parser("report", help="Rebuild report.html from an output folder.")
@@ -106,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--pin", action="append", default=[], metavar="RUN",
                         help="With --keep-runs: a run folder never removed (repeatable; the operator passes lastSucceededRun and "
                              "the trainpipe.io/pin annotation's runs).")
+    add_tracking_options(report)
 
     # Reading a pipeline in a cluster (the Kubernetes client, from the operator extra, is imported only when they run).
     from trainpipe.cli import logs, status
@@ -259,8 +262,7 @@ def _report(args: argparse.Namespace) -> CommandReport:
     from trainpipe.report.html import write_report
     from trainpipe.runner.reports import html_report
 
-    if args.file is not None or args.spec_json is not None or args.spec_file is not None:
-        resolve(args)  # an invalid spec fails here as it would in every other stage
+    spec, name = resolve(args)  # an invalid spec (or tracking flag) fails here as it would in every other stage
     staged = staged_output(args.output_dir)
     layout = Layout(staged.local if staged is not None else args.output_dir)
     _claim_pipeline_folder(args, layout)
@@ -285,9 +287,11 @@ def _report(args: argparse.Namespace) -> CommandReport:
         mark_succeeded(layout.root)
         pinned = set(args.pin) | legacy_runs(Path(args.reuse_dir))
         removed_runs = [p.name for p in prune_runs(Path(args.reuse_dir), args.keep_runs, Path(args.output_dir).resolve(), pinned)]
+    # The operator starts the report Job only after every training stage succeeded: its run is a successful one.
+    tracked = _track(args, spec, name, layout, succeeded=True)
     if staged is not None:
         staged.push(REPORT_RECORD)
-    return html_report(layout, removed_runs)
+    return html_report(layout, removed_runs, tracked)
 
 
 def _stages(args: argparse.Namespace, where: list[str]) -> CommandReport:
@@ -331,6 +335,10 @@ def _stages(args: argparse.Namespace, where: list[str]) -> CommandReport:
         console.print(f"report: [bold]{report_path}[/]")
         if args.command == "run":
             print(report_path)
+    tracked = None
+    if args.command == "run" and spec.tracking is not None and not args.skip_training:
+        # Before a failure is raised: a failed run is tracked as failed (and registers nothing), then fails as it would.
+        tracked = _track(args, spec, name, layout, succeeded=failure is None and no_evidence is None and not args.skip_training)
     if failure is not None:
         raise failure
     if no_evidence is not None:
@@ -345,7 +353,22 @@ def _stages(args: argparse.Namespace, where: list[str]) -> CommandReport:
     if staged is not None and report_path is not None:
         staged.push(REPORT_RECORD)
         console.print(f"published to [bold]{staged.remote}[/] (completion records under {staged.remote}/_complete/)")
-    return _stage_report(args, layout, outcomes, report_path, no_evidence)
+    return _stage_report(args, layout, outcomes, report_path, no_evidence, tracked)
+
+
+def _track(args: argparse.Namespace, spec, name: str, layout, *, succeeded: bool):
+    """Log the run to MLflow when the spec asks for it; the outcome, printed (a run not tracked says why), or None."""
+    if spec.tracking is None:
+        return None
+    from trainpipe.cli.display import console
+    from trainpipe.runner.steps.track import run_identity, track_step
+
+    owner = getattr(args, "owner", None)
+    identity = run_identity(layout, owner.name if owner is not None else name, owner.namespace if owner is not None else None, args.run_id)
+    outcome = track_step(layout, spec.tracking, identity, succeeded)
+    style = "green" if outcome.state == "tracked" else "yellow"
+    console.print(f"[{style}]{outcome.state}[/]: {outcome.line()}", highlight=False)
+    return outcome
 
 
 def _unit_label(args: argparse.Namespace) -> str:
@@ -405,7 +428,7 @@ def _run_stages(ctx, stages: list[str], force: bool, staged=None):
     return outcomes, None
 
 
-def _stage_report(args: argparse.Namespace, layout, outcomes, report_path, no_evidence: str | None) -> CommandReport:
+def _stage_report(args: argparse.Namespace, layout, outcomes, report_path, no_evidence: str | None, tracked=None) -> CommandReport:
     from trainpipe.contract.reports import RunReport
     from trainpipe.runner.reports import plan_report, rank_report, stage_report
 
@@ -415,7 +438,8 @@ def _stage_report(args: argparse.Namespace, layout, outcomes, report_path, no_ev
         return plan_report(layout, outcomes[0].outcome)
     if args.command == "run":
         return RunReport(stages={str(o.stage): o.outcome for o in outcomes},
-                         report=layout.relative(report_path) if report_path is not None else None, no_evidence=no_evidence)
+                         report=layout.relative(report_path) if report_path is not None else None, no_evidence=no_evidence,
+                         tracking=None if tracked is None else tracked.summary())
     return stage_report(outcomes[0])
 
 

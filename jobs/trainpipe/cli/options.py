@@ -64,6 +64,20 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
                    help="Threads for model fitting in rank/select (default: the CPUs this process may use — TRAINPIPE_CPUS in a pod — at most 4).")
 
 
+def add_tracking_options(parser: argparse.ArgumentParser) -> None:
+    """--mlflow-uri and the other spec.tracking fields, for `trainpipe run` and `trainpipe report` (the run's last step on a cluster)."""
+    g = parser.add_argument_group("tracking in MLflow (each flag overrides the same field of the spec's tracking)")
+    g.add_argument("--mlflow-uri", metavar="URI",
+                   help="Log the run, each trained model and the report to this MLflow tracking server (http://host:5000) and register "
+                        "the best model per target; unreachable, the run still succeeds and says \"not tracked\". [spec.tracking.mlflowUri]")
+    g.add_argument("--experiment", metavar="NAME", help="MLflow experiment (default trainpipe/<pipeline>). [spec.tracking.experiment]")
+    g.add_argument("--register-models", action=argparse.BooleanOptionalAction, default=None,
+                   help="Register the best model of each target on a successful run (default: yes). [spec.tracking.registerModels]")
+    g.add_argument("--alias", metavar="ALIAS", help="Alias given to each newly registered best model (default champion). [spec.tracking.alias]")
+    g.add_argument("--model-prefix", metavar="PREFIX", help="Registered models are named PREFIX-<target> (default: the pipeline name). "
+                   "[spec.tracking.modelPrefix]")
+
+
 def add_spec_source(group: argparse._ActionsContainer) -> None:
     group.add_argument("-f", "--file", type=Path, metavar="PIPELINE.yaml",
                        help="A TrainingPipeline manifest (the same file the operator takes); its spec is the starting point.")
@@ -156,6 +170,11 @@ _FLAG_FIELDS: dict[str, str] = {
     "train_anyway": "evidence.trainAnyway",
     "evidence_alpha": "evidence.alpha",
     "seed": "seed",
+    "mlflow_uri": "tracking.mlflowUri",
+    "experiment": "tracking.experiment",
+    "register_models": "tracking.registerModels",
+    "alias": "tracking.alias",
+    "model_prefix": "tracking.modelPrefix",
 }
 
 
@@ -172,7 +191,9 @@ def overlay(base: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
             path = "data.uri"  # --data-dir s3://bucket/prefix: the same flag for a folder and a store
         section, _, key = path.partition(".")
         if key:
-            spec.setdefault(section, {})[key] = value
+            if not isinstance(spec.get(section), dict):  # an optional section the spec leaves out (tracking)
+                spec[section] = {}
+            spec[section][key] = value
         else:
             spec[section] = value
     # Naming targets or features without --auto-* means "use exactly these", as in the seed's CLI.

@@ -14,6 +14,7 @@ from trainpipe.contract.cluster import ArtifactsSpec, ImagesSpec, ScheduleSpec, 
 from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.status import PipelineStatus
 from trainpipe.contract.storage import ObjectUri, StorageSpec
+from trainpipe.contract.tracking import TrackingSpec
 
 SelectionMethod = Literal["lightgbm_gain", "xgboost_gain", "catboost", "permutation", "mutual_info"]
 ALL_SELECTION_METHODS: tuple[SelectionMethod, ...] = (
@@ -166,6 +167,7 @@ class PipelineSpec(Contract):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     evidence: EvidenceSpec = Field(default_factory=EvidenceSpec)
     seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed for every sampler and model.")
+    tracking: TrackingSpec | None = Field(None, description="Log each run, its models and its report to MLflow and register the best model per target; none = not tracked.")
     # ---- cluster runs only (the operator reads these; `trainpipe run` ignores them)
     artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec, description="How the Jobs reach the object store of data.uri and artifacts.uri.")

@@ -15,6 +15,7 @@ from pydantic import Field
 from trainpipe.contract.base import Contract
 from trainpipe.contract.names import Stability
 from trainpipe.contract.outcomes import Outcome
+from trainpipe.contract.tracking import TrackingSummary
 
 _LENIENT = Contract.model_config | {"extra": "ignore"}
 
@@ -106,6 +107,7 @@ class RunReport(Contract):
     stages: dict[str, Outcome]
     report: str | None
     no_evidence: str | None = _when_set()
+    tracking: TrackingSummary | None = _when_set()
 
 
 class HtmlReport(Contract):
@@ -116,6 +118,8 @@ class HtmlReport(Contract):
     path: str
     models: int = Field(ge=0)
     removed_runs: list[str] | None = _when_set()
+    tracking: TrackingSummary | None = Field(None, exclude_if=_unset, description="spec.tracking set: whether the run was tracked in MLflow "
+                                             "(and why not), its MLflow run and the models registered")
 
 
 class DataReport(Contract):

@@ -122,8 +122,18 @@ class Layout:
         return self.state_dir / "training" / stage
 
     @property
+    def tracking_record(self) -> Path:
+        """What tracking the run in MLflow came to (`contract.tracking.TrackingOutcome`): tracked where, or why not."""
+        return self.state_dir / "tracking.json"
+
+    @property
     def report_html(self) -> Path:
         return self.root / "report.html"
+
+    @property
+    def model_evidence(self) -> Path:
+        """Run-level figures of the trained models (deflated Sharpe, best-of-N noise lines), written with the report."""
+        return self.metrics_dir / "model_evidence.json"
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()

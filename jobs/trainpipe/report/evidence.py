@@ -172,3 +172,30 @@ def _or_none(value: object) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def evidence_record(metrics: pd.DataFrame) -> dict:
+    """The run-level reading of `metrics` (after `with_timing`, `flag_too_good`, `with_deflated_sharpe`) as JSON.
+
+    Per-model metrics.json files are written as each model finishes, before the run knows how many it
+    trains; what depends on all of them (the deflated Sharpe over N, the best-of-N noise figure) lives here.
+    """
+    lines = noise_lines(metrics)
+    models = []
+    for row in metrics.to_dict("records") if not metrics.empty else []:
+        models.append({
+            "job_id": row.get("job_id"), "family": row.get("family"),
+            "sharpe": _or_none(row.get("bt_sharpe")), "sharpe_se": _or_none(row.get("bt_sharpe_se")),
+            "deflated_sharpe": _or_none(row.get("bt_dsr")),
+            "no_timing": row.get("no_timing") or None, "too_good": row.get("too_good") or None,
+        })
+    sharpes = _numbers(metrics, "bt_sharpe") if not metrics.empty else pd.Series(dtype=float)
+    return {
+        "schema": "model-evidence/v1",
+        "models_trained": len(models),
+        "models_with_sharpe": int(sharpes.notna().sum()),
+        "noise_lines": [{"figure": ln.label, "models": ln.n_models, "best_model": ln.best_model, "best": ln.best,
+                         "best_low": ln.best_low, "best_high": ln.best_high, "best_of_n_on_noise": ln.noise_best,
+                         "untimed": ln.untimed} for ln in lines],
+        "models": models,
+    }

@@ -17,10 +17,10 @@ from trainpipe.contract.names import Stability
 from trainpipe.contract.rankings import RankingsFile, TargetRanking
 from trainpipe.contract.selection import SelectionStability
 from trainpipe.families.budget import describe as describe_budget
-from trainpipe.io.atomic import write_text
+from trainpipe.io.atomic import write_json, write_text
 from trainpipe.io.layout import Layout
 from trainpipe.io.stage_files import StageFileError, read_rankings, read_selection
-from trainpipe.report.evidence import flag_too_good, noise_lines, with_deflated_sharpe, with_timing
+from trainpipe.report.evidence import evidence_record, flag_too_good, noise_lines, with_deflated_sharpe, with_timing
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#1d2330;padding:0 1rem}
@@ -41,14 +41,22 @@ img.chart{max-width:100%;border:1px solid #e8ebf0;border-radius:6px;margin:.5rem
 
 
 def write_report(layout: Layout) -> Path:
-    write_text(layout.report_html, render(layout))
+    """Write report.html and, beside the routing files, METRICS/model_evidence.json (the deflated Sharpes and noise lines it shows)."""
+    ranking = _rankings(layout)
+    metrics = _read_metrics(layout, ranking)
+    write_json(layout.model_evidence, evidence_record(metrics))
+    write_text(layout.report_html, render(layout, ranking, metrics))
     return layout.report_html
 
 
-def render(layout: Layout) -> str:
-    ranking = _rankings(layout)
+def _read_metrics(layout: Layout, ranking: RankingsFile | None) -> pd.DataFrame:
+    return with_deflated_sharpe(flag_too_good(with_timing(model_metrics_frame(layout)), ranking.too_good_limits if ranking else None))
+
+
+def render(layout: Layout, ranking: RankingsFile | None = None, metrics: pd.DataFrame | None = None) -> str:
+    ranking = ranking if ranking is not None else _rankings(layout)
     plan = _read_json(layout.master_training_plan)
-    metrics = with_deflated_sharpe(flag_too_good(with_timing(model_metrics_frame(layout)), ranking.too_good_limits if ranking else None))
+    metrics = metrics if metrics is not None else _read_metrics(layout, ranking)
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>trainpipe report — {html.escape(str(layout.root))}</title><style>{_CSS}</style></head><body>",

@@ -10,6 +10,7 @@ from trainpipe.contract.outcomes import Outcome
 from trainpipe.contract.plan import plan_digest
 from trainpipe.contract.reports import HtmlReport, PlanReport, RankReport, StageCountsReport
 from trainpipe.contract.summaries import SelectStageSummary, TrainingStageSummary
+from trainpipe.contract.tracking import TrackingOutcome
 from trainpipe.contract.units import unit_counts
 from trainpipe.io.layout import Layout
 from trainpipe.io.stage_files import read_rankings
@@ -52,6 +53,7 @@ def stage_report(outcome: StageOutcome, family: str | None = None) -> StageCount
     return StageCountsReport(stage=stage, status=outcome.outcome, family=family)
 
 
-def html_report(layout: Layout, removed_runs: list[str] | None = None) -> HtmlReport:
+def html_report(layout: Layout, removed_runs: list[str] | None = None, tracked: TrackingOutcome | None = None) -> HtmlReport:
     models = sum(1 for p in layout.models_dir.glob("*/*/metrics.json") if not p.parent.name.startswith("."))
-    return HtmlReport(path=layout.relative(layout.report_html), models=models, removed_runs=removed_runs)
+    return HtmlReport(path=layout.relative(layout.report_html), models=models, removed_runs=removed_runs,
+                      tracking=None if tracked is None else tracked.summary())

@@ -84,6 +84,9 @@ class Selection:
     target: str
     features: tuple[str, ...]  # selected, best first
     scores: pd.DataFrame  # one row per candidate feature: per-method normalised scores, consensus, support, null columns, selected
+    # LightGBM's raw gains in the candidates' order (None when the method is not in the consensus): the
+    # resampled stability check compares its resamples with this very booster instead of training it again.
+    lightgbm_gains: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -245,7 +248,8 @@ def select_all(
     for t in targets:
         method_scores = {m: scores[t.target][m] for m in params.methods}  # the spec's order, for the table's columns
         table = consensus(method_scores, features, params.min_support, params.top_m, scores[t.target].get(_NULL), params.null_gate)
-        out[t.target] = Selection(target=t.target, features=tuple(table.loc[table["selected"], "feature"]), scores=table)
+        out[t.target] = Selection(target=t.target, features=tuple(table.loc[table["selected"], "feature"]), scores=table,
+                                  lightgbm_gains=scores[t.target].get("lightgbm_gain"))
     return out
 
 

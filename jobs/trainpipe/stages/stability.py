@@ -15,7 +15,7 @@ Jaccard overlap and a Kendall tau graded by `select.stability`'s thresholds:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,24 +119,27 @@ def target_rows(values: np.ndarray, ts: np.ndarray, task: TaskType, horizon_bars
 
 
 def resampled_stability(x: np.ndarray, features: Sequence[str], targets: dict[str, TargetRows], params: ResampleParams,
-                        on_target: Callable[[str], None] | None = None) -> dict[str, ResampledStability]:
+                        on_target: Callable[[str], None] | None = None,
+                        reference_gains: Mapping[str, np.ndarray] | None = None) -> dict[str, ResampledStability]:
     """The resampled check of each target, every booster on one binned dataset of `x` (float32, the select step's matrix).
 
     Resamples weight each labelled row by how often its timestamp was drawn, so a timestamp's symbols stay
     together and no row is copied. Seeded by `params.seed`: the same rows give the same draws and boosters.
+    `reference_gains` are the full-data gains select's own LightGBM booster found (the same dataset, rows,
+    labels and parameters): given, that booster is not trained a second time.
     """
     if not targets:
         return {}
     base = binned_dataset(x, params.seed)
     out = {}
     for name, t in targets.items():
-        out[name] = _one_target(base, list(features), t, params)
+        out[name] = _one_target(base, list(features), t, params, (reference_gains or {}).get(name))
         if on_target is not None:
             on_target(name)
     return out
 
 
-def _one_target(base, features: list[str], t: TargetRows, params: ResampleParams) -> ResampledStability:
+def _one_target(base, features: list[str], t: TargetRows, params: ResampleParams, full_gains: np.ndarray | None) -> ResampledStability:
     import lightgbm as lgb
 
     stamps, at = np.unique(t.ts, return_inverse=True)
@@ -156,7 +159,7 @@ def _one_target(base, features: list[str], t: TargetRows, params: ResampleParams
             data.set_weight(weight[keep].astype(np.float32))
         return lgb.train(p, data, num_boost_round=TREES).feature_importance(importance_type="gain")
 
-    reference = top_features(gains(None), features, t.k)
+    reference = top_features(gains(None) if full_gains is None else full_gains, features, t.k)
     rng = np.random.default_rng(params.seed)
     drawn = [top_features(gains(block_bootstrap_counts(len(stamps), block, rng)[at].astype(np.float64)), features, t.k)
              for _ in range(params.resamples)]

@@ -2,7 +2,8 @@
 
 Called by `trainpipe train`, the local runner and the benchmarks. Each family of a stage runs in its own
 fresh Python process (`python -m trainpipe.training.worker`) with that family's thread plan, so OpenMP
-tree libraries, TensorFlow and Torch never share a process. A unit run on its own (one pod of a family's
+tree libraries, TensorFlow and Torch never share a process; a stage's families train side by side, one
+worker per CPU with the CPUs shared out (`family_slots`). A unit run on its own (one pod of a family's
 Indexed Job) runs the same worker with that one unit, so its model is the one a whole-stage run trains.
 Decisions (which units, what is up to date, whether the GPU stage may start) come from the pure
 functions of `trainpipe.training.units`.
@@ -24,9 +25,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from trainpipe.contract.exitcodes import CommandFailure, ExitCode
@@ -47,6 +50,7 @@ from trainpipe.training.units import (
     check_stage,
     error_path,
     family_of_stage,
+    family_slots,
     gate_problems,
     group_by_family,
     plan_units,
@@ -205,9 +209,7 @@ def run_training_stage(plan: TrainingPlan, stage: str, layout: Layout, settings:
     work_dir = layout.training_work_dir(stage)
     plan_path = work_dir / "plan.json"
     write_text(plan_path, plan.model_dump_json())  # the workers read the plan this call was given, whole or not at all
-    for name, fam_units in group_by_family(pending).items():
-        settings.notify({"event": "family_start", "stage": stage, "family": name, "units": len(fam_units)})
-        result.records += _train(plan, plan_path, fam_units, prints, WorkFiles(work_dir / name), layout, settings)
+    result.records += _train_families(plan, plan_path, group_by_family(pending), prints, work_dir, layout, settings)
     result.seconds = time.perf_counter() - started
     done = result.to_file()
     write_stage_result(work_dir / "result.json", done)
@@ -240,14 +242,53 @@ def run_training_unit(plan: TrainingPlan, stage: str, family: str, index: int, l
     for output in (layout.model_dir(unit.job_id, unit.family), work.request, work.results, work.result):
         remove_stale(output)
     started = time.perf_counter()
-    [record] = _train(plan, plan_path, [unit], prints, work, layout, settings)
+    [record] = _train(plan, plan_path, [unit], prints, work, layout, settings, available_cpus())
     write_unit_run_result(work.result, UnitRunResult(**record.model_dump(), unit_id=unit.unit_id, index=index,
                                                      wall_seconds=round(time.perf_counter() - started, 3)))
     return unit, record
 
 
+def _train_families(plan: TrainingPlan, plan_path: Path, groups: Mapping[str, Sequence[WorkUnit]], prints: Fingerprints, work_dir: Path,
+                    layout: Layout, settings: TrainingSettings) -> list[UnitRecord]:
+    """Train each family's units in its own worker, as many workers at once as `family_slots` allows; records in family order."""
+    cpus = available_cpus()
+    workers, cpus_each = family_slots(len(groups), cpus) if settings.isolate else (1, cpus)
+
+    def one(name: str, units: Sequence[WorkUnit], run: TrainingSettings, stop: threading.Event | None = None) -> list[UnitRecord]:
+        return _train(plan, plan_path, units, prints, WorkFiles(work_dir / name), layout, run, cpus_each, stop)
+
+    def started(name: str, units: Sequence[WorkUnit]) -> None:
+        settings.notify({"event": "family_start", "stage": units[0].stage.value, "family": name, "units": len(units)})
+
+    if workers == 1:
+        records: list[UnitRecord] = []
+        for name, units in groups.items():
+            started(name, units)
+            records += one(name, units, settings)
+        return records
+    for name, units in groups.items():  # every family's units join the stage's total at once, in the plan's order
+        started(name, units)
+    # Progress events now come from several threads: one at a time reaches the caller's display.
+    lock, notify = threading.Lock(), settings.on_progress
+
+    def locked(event: dict) -> None:
+        if notify is not None:
+            with lock:
+                notify(event)
+
+    run, stop = replace(settings, on_progress=locked), threading.Event()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="family") as pool:
+        futures = [pool.submit(one, name, units, run, stop) for name, units in groups.items()]
+        try:
+            return [record for future in futures for record in future.result()]
+        except BaseException:
+            # Stopped (SIGTERM, Ctrl-C) or failed here: every family's worker goes with this process.
+            stop.set()
+            raise
+
+
 def _train(plan: TrainingPlan, plan_path: Path, units: Sequence[WorkUnit], prints: Fingerprints, work: WorkFiles, layout: Layout,
-           settings: TrainingSettings) -> list[UnitRecord]:
+           settings: TrainingSettings, cpus: int, stop: threading.Event | None = None) -> list[UnitRecord]:
     """Train `units` (all of one family and stage) in one worker process; a unit the worker did not report is recorded as failed."""
     family, stage = units[0].family, units[0].stage.value
     request = WorkerRequest(
@@ -257,7 +298,7 @@ def _train(plan: TrainingPlan, plan_path: Path, units: Sequence[WorkUnit], print
         cost_bps=settings.cost_bps,
         units=tuple(UnitRequest(job_id=u.job_id, fingerprint=prints[(u.job_id, u.family)], params=settings.params_for(family)) for u in units),
     )
-    done = {r.job_id: r for r in _run_family(request, work, settings)}
+    done = {r.job_id: r for r in _run_family(request, work, settings, cpus, stop)}
     out = []
     for unit in units:
         rec = done.get(unit.job_id)
@@ -271,7 +312,8 @@ def _train(plan: TrainingPlan, plan_path: Path, units: Sequence[WorkUnit], print
     return out
 
 
-def _run_family(request: WorkerRequest, work: WorkFiles, settings: TrainingSettings) -> list[UnitResult]:
+def _run_family(request: WorkerRequest, work: WorkFiles, settings: TrainingSettings, cpus: int,
+                stop: threading.Event | None = None) -> list[UnitResult]:
     family, progress, timeout_s = request.family, settings.notify, settings.timeout_s
     work.root.mkdir(parents=True, exist_ok=True)
     work.results.unlink(missing_ok=True)
@@ -288,7 +330,7 @@ def _run_family(request: WorkerRequest, work: WorkFiles, settings: TrainingSetti
         return collected
     write_worker_request(work.request, request)
     # Thread pools follow the CPUs this container may use (TRAINPIPE_CPUS in a pod), not the node's core count.
-    env = {**os.environ, **thread_env(family, available_cpus())}
+    env = {**os.environ, **thread_env(family, cpus)}
     seen = 0
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     with open(work.log, "w") as log:
@@ -300,6 +342,9 @@ def _run_family(request: WorkerRequest, work: WorkFiles, settings: TrainingSetti
                 code = proc.poll()
                 seen = _emit_new(work.results, seen, progress)
                 if code is not None:
+                    break
+                if stop is not None and stop.is_set():
+                    _stop(proc)
                     break
                 if deadline is not None and time.monotonic() > deadline:
                     proc.kill()

@@ -176,6 +176,18 @@ _FIXED_ENV = {
 }
 
 
+def family_slots(families: int, cpus: int) -> tuple[int, int]:
+    """(workers at once, CPUs each) for a stage that trains `families` families on `cpus` CPUs.
+
+    One worker per CPU, each with an equal share: a family's models are small enough that two threads
+    seldom make one fit twice as fast, while a second family's worker start-up (interpreter, framework
+    imports, panel load) and training fill the core the first leaves idle. A stage with one family, or
+    one CPU, keeps one worker with every CPU.
+    """
+    workers = max(1, min(int(families), int(cpus)))
+    return workers, max(1, int(cpus) // workers)
+
+
 def thread_env(family: str, cpu_count: int) -> dict[str, str]:
     """Environment for the worker process of `family` on a machine with `cpu_count` CPUs.
 

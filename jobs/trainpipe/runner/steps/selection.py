@@ -58,7 +58,7 @@ def select_targets(ctx: RunContext, ranking: RankingsFile, targets: list[str]) -
         to_select = [TargetToSelect(t, tasks[t], cut.horizon_bars[t]) for t in targets]
         ctx.tick(Stage.SELECT, total=len(targets) * (len(params.methods) + 1))
         selections = select_all(frame, to_select, features, params, x=x, on_step=lambda t, m: ctx.tick(Stage.SELECT, f"{t} · {m}"))
-        resampled = resampled_checks(ctx, frame, x, features, to_select, {t: len(s.features) for t, s in selections.items()})
+        resampled = resampled_checks(ctx, frame, x, features, to_select, selections)
     del x
     return {target: _write_selection(ctx, target, tasks[target], selections.get(target), resampled.get(target)) for target in targets}
 

@@ -28,15 +28,18 @@ GIVEN_FEATURES = ResampledCheck(state=Stability.STABLE, overlap=1.0, kendall_tau
                                 note="features given by the spec (features.auto is off): the same on every resample")
 
 
-def resampled_checks(ctx: RunContext, frame: pd.DataFrame, x, features: list[str], to_select, kept: dict[str, int]) -> dict[str, ResampledCheck]:
+def resampled_checks(ctx: RunContext, frame: pd.DataFrame, x, features: list[str], to_select, selections) -> dict[str, ResampledCheck]:
     """The resampled stability check of each target (`trainpipe.stages.stability`), on the rows select scored."""
     from trainpipe.data.frames import frame_ts
     from trainpipe.stages.stability import ResampleParams, resampled_stability, target_rows
 
     ts = frame_ts(frame)
-    rows = {t.target: target_rows(frame[t.target].to_numpy(dtype=np.float64), ts, t.task, t.horizon_bars, kept[t.target]) for t in to_select}
+    rows = {t.target: target_rows(frame[t.target].to_numpy(dtype=np.float64), ts, t.task, t.horizon_bars, len(selections[t.target].features))
+            for t in to_select}
     params = ResampleParams(seed=ctx.spec.seed, embargo_bars=ctx.spec.ranking.embargo_bars, threads=ctx.threads)
-    found = resampled_stability(x, features, rows, params, on_target=lambda t: ctx.tick(Stage.SELECT, f"{t} · resampled stability"))
+    gains = {t: s.lightgbm_gains for t, s in selections.items() if s.lightgbm_gains is not None}
+    found = resampled_stability(x, features, rows, params, on_target=lambda t: ctx.tick(Stage.SELECT, f"{t} · resampled stability"),
+                                reference_gains=gains)
     return {t: ResampledCheck(state=r.stability, overlap=r.overlap, kendall_tau=r.kendall_tau, note=r.note, resamples=r.resamples,
                               block_bars=r.block_bars, seed=params.seed) for t, r in found.items()}
 
