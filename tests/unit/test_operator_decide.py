@@ -247,6 +247,25 @@ def test_every_stage_done_makes_the_pipeline_ready_and_records_the_models_for_pr
     assert d.status.last_succeeded_run.run_id == RUN and d.status.last_succeeded_run.models_path == f"/artifacts/ns/demo/{RUN}/models"
     assert d.status.progress == "18/18"
     assert not d.create and not d.delete_jobs
+    # The report pod was gone before it was read: the page is in the run folder all the same, nothing is rerun.
+    assert d.status.report.path == f"/artifacts/ns/demo/{RUN}/report.html" and d.status.report.models is None
+
+
+@pytest.mark.parametrize(("tracking", "ends_with", "warned"), [
+    (None, "/models", False),
+    ({"state": "tracked", "mlflowRunId": "abc", "registered": ["demo-fwd_ret_5d:3"]}, "; tracked in MLflow", False),
+    ({"state": "not tracked", "reason": "http://mlflow:5000 refused the connection (3 tries)"},
+     "; not tracked in MLflow: http://mlflow:5000 refused the connection (3 tries)", True),
+])
+def test_the_report_job_says_whether_mlflow_has_the_run_and_training_succeeds_either_way(tracking, ends_with, warned):
+    st = status_after(Stage.RANK, Stage.SELECT, Stage.PLAN, Stage.CPU, Stage.GPU)
+    report = done(Stage.REPORT)
+    said = {"path": "report.html", "models": 18, **({"tracking": tracking} if tracking else {})}
+    d = run(view(status=st), report, pods=(pod(report, message=json.dumps(said)),), plan=plan_cm())
+    assert condition(d, "Ready") == ("True", "Succeeded") and d.status.last_succeeded_run.run_id == RUN
+    assert d.status.report.models == 18 and d.status.message.endswith(ends_with)
+    assert (d.status.report.tracking is None) is (tracking is None)
+    assert any(e.reason == "NotTracked" and "refused" in e.message for e in d.events) is warned
 
 
 # ---- failure and retry ----------------------------------------------------------------------------

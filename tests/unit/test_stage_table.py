@@ -8,7 +8,7 @@ import pytest
 from trainpipe.cli.main import build_parser
 from trainpipe.contract.names import Stage
 from trainpipe.contract.pipeline import PipelineSpec
-from trainpipe.contract.reports import PlanReport, RankReport
+from trainpipe.contract.reports import HtmlReport, PlanReport, RankReport
 from trainpipe.contract.stages import STAGES, Pool
 from trainpipe.contract.status import PipelineStatus
 from trainpipe.runner.steps import STEPS
@@ -24,7 +24,7 @@ def test_every_stage_has_one_row_in_run_order_and_the_derived_sets_follow_the_ro
     assert STAGES.order == tuple(Stage)
     assert STAGES.computing == tuple(s for s in Stage if s is not Stage.REPORT)
     assert STAGES.training == (Stage.CPU, Stage.GPU) and STAGES.reusable == (Stage.RANK, Stage.SELECT, Stage.PLAN)
-    assert {s: r.report for s, r in STAGES.items() if r.report} == {Stage.RANK: RankReport, Stage.PLAN: PlanReport}
+    assert {s: r.report for s, r in STAGES.items() if r.report} == {Stage.RANK: RankReport, Stage.PLAN: PlanReport, Stage.REPORT: HtmlReport}
 
 
 def test_each_report_names_a_status_field_the_operator_fills():

@@ -55,8 +55,6 @@ class PlanReport(Contract):
     status: Outcome | None = _when_set()
 
 
-StageReport = RankReport | PlanReport
-
 
 class StageCountsReport(Contract):
     """A whole select or training stage, or one family of a training stage (`train --family F`): its units counted."""
@@ -114,6 +112,8 @@ class HtmlReport(Contract):
     """`trainpipe report`: the page written, the models it shows, and the run folders `--keep-runs` removed."""
 
     model_config = _LENIENT
+    status_field: ClassVar[str] = "report"
+    expects: ClassVar[str] = "path, models"
     stage: Literal["report"] = "report"
     path: str
     models: int = Field(ge=0)
@@ -130,4 +130,6 @@ class DataReport(Contract):
     symbols: int = Field(ge=0)
 
 
+# The reports the operator keeps in the status (a row's `report` in contract.stages).
+StageReport = RankReport | PlanReport | HtmlReport
 CommandReport = StageReport | StageCountsReport | SelectUnitReport | TrainUnitReport | RunReport | HtmlReport | DataReport

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from trainpipe.contract.names import Stage
-from trainpipe.contract.reports import PlanReport, RankReport, StageReport
+from trainpipe.contract.reports import HtmlReport, PlanReport, RankReport, StageReport
 
 
 class FanOut(StrEnum):
@@ -123,7 +123,7 @@ STAGES = StageTable((
     StageRow(Stage.PLAN, FanOut.SINGLE, Pool.CPU, ("plan",), report=PlanReport, reusable=True),
     StageRow(Stage.CPU, FanOut.PER_PLAN_UNIT, Pool.CPU, ("train", "--stage", Stage.CPU.value)),
     StageRow(Stage.GPU, FanOut.PER_PLAN_UNIT, Pool.GPU, ("train", "--stage", Stage.GPU.value)),
-    StageRow(Stage.REPORT, FanOut.SINGLE, Pool.CPU, ("report",), computes=False),
+    StageRow(Stage.REPORT, FanOut.SINGLE, Pool.CPU, ("report",), report=HtmlReport, computes=False),
 ))
 if STAGES.order != tuple(Stage):  # a row per built-in stage, in the order they run
     raise AssertionError(f"contract.stages.STAGES lists {STAGES.order}, the built-in stages are {tuple(Stage)}")

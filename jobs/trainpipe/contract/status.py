@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from trainpipe.contract.base import Contract
+from trainpipe.contract.tracking import TrackingSummary
 
 
 class ConditionType(StrEnum):
@@ -56,6 +57,8 @@ class Reason(StrEnum):
     NODE_NOT_READY = "NodeNotReady"
     # Rank found no target whose skill clears noise: the run ends Ready, trained nothing, and lastSucceededRun stays.
     NO_EVIDENCE = "NoEvidence"
+    # spec.tracking is set and the report Job could not reach MLflow after its retries: trained, not tracked.
+    NOT_TRACKED = "NotTracked"
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -100,6 +103,14 @@ class PlanRef(Contract):
     units: dict[str, int] = Field(default_factory=dict, description="Units per family: completions of each training Job")
 
 
+class ReportRef(Contract):
+    """What the report Job said: its page, the models it shows, and whether the run reached MLflow (spec.tracking set)."""
+
+    path: str = Field(description="The report page, as the Jobs see the artifacts volume")
+    models: int | None = Field(None, ge=0, description="Models the report shows (None: its pod was gone before it was read)")
+    tracking: TrackingSummary | None = Field(None, description="spec.tracking set: tracked, or not tracked and why (training never fails for it)")
+
+
 class RunRef(Contract):
     run_id: str
     models_path: str = Field(description="Models of that run, as the Jobs see the artifacts volume")
@@ -138,6 +149,7 @@ class PipelineStatus(Contract):
     selected_targets: int | None = Field(None, ge=0, description="Targets rank kept: the select Job's completions")
     no_evidence: str | None = Field(None, description="Rank found no target with evidence of skill (its words): the run ended there, training nothing")
     plan: PlanRef | None = None
+    report: ReportRef | None = None
     stages: dict[str, StageStatus] = Field(default_factory=dict)
     started_at: str | None = None
     finished_at: str | None = None

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from trainpipe.contract.families import FAMILY_STAGE
-from trainpipe.contract.reports import PlanReport, RankReport, StageReport
+from trainpipe.contract.reports import HtmlReport, PlanReport, RankReport, StageReport
 from trainpipe.contract.stages import STAGES, FanOut
-from trainpipe.contract.status import PlanRef, Reason, RunRecord, RunRef, StageStatus
+from trainpipe.contract.status import PlanRef, Reason, ReportRef, RunRecord, RunRef, StageStatus
 from trainpipe_operator import manifests
 from trainpipe_operator.manifests import JobIntent
 from trainpipe_operator.naming import job_name
@@ -217,6 +217,21 @@ def start_timed_out(p: Pass, stage: str, current: StageStatus, jobs: list[Observ
     return True
 
 
+def record_report(p: Pass, report: HtmlReport | None) -> None:
+    """Keep what the report Job said: its page, its model count, and whether MLflow has the run.
+
+    Its words are a courtesy, unlike rank's and plan's (the next stage is sized by those): the page is
+    in the run folder either way, so a pod gone or silent is recorded as saying nothing, never a failure.
+    """
+    page = report.path if report is not None else "report.html"
+    p.record(report=ReportRef(path=f"{manifests.run_dir(p.spec, p.owner, p.run)}/{page}", models=None if report is None else report.models,
+                              tracking=None if report is None else report.tracking))
+    tracking = None if report is None else report.tracking
+    if tracking is not None and tracking.state != "tracked":
+        # Training is done and kept; only the MLflow record is missing, and the user should know.
+        p.event("Warning", Reason.NOT_TRACKED, f"run {p.run} was not tracked in MLflow: {tracking.reason or 'no reason given'}")
+
+
 def report_lost(p: Pass, jobs: list[ObservedJob]) -> bool:
     """No pod of the finished Jobs is left to read (deleted, garbage-collected, its node gone), as opposed to a pod whose message is wrong."""
     return not any(p.observed.pods_of(j.name) for j in jobs)
@@ -243,6 +258,9 @@ def record_outputs(p: Pass, stage: str, jobs: list[ObservedJob]) -> str | None:
     report = next((r for m in messages if isinstance(r := termination_report(m, model), model)), None)
     if isinstance(report, RankReport):
         p.record(**{model.status_field: report.selected}, no_evidence=report.no_evidence)
+        return None
+    if model is HtmlReport:
+        record_report(p, report if isinstance(report, HtmlReport) else None)
         return None
     if not isinstance(report, PlanReport):
         return f"the {stage} Job {jobs[0].name} succeeded but its pod left no readable termination message ({model.expects})"

@@ -20,7 +20,9 @@ def seconds_between(start: str | None, end: str) -> float:
 
 
 def success_message(p: Pass) -> str:
-    return f"run {p.run} succeeded; models in {manifests.run_dir(p.spec, p.owner, p.run)}/models"
+    tracking = p.status.report.tracking if p.status.report is not None else None
+    tracked = "" if tracking is None else ("; tracked in MLflow" if tracking.state == "tracked" else f"; not tracked in MLflow: {tracking.reason or 'no reason given'}")
+    return f"run {p.run} succeeded; models in {manifests.run_dir(p.spec, p.owner, p.run)}/models{tracked}"
 
 
 def no_evidence_message(p: Pass) -> str:
