@@ -152,17 +152,15 @@ def test_a_pipeline_on_object_storage_tracked_in_mlflow_needs_no_claim_and_its_c
 def _holdout_rows(data: Path, plan: dict[str, Any], job_id: str, metrics: dict[str, Any]):
     """The job's holdout rows with a known label, as training cut them (the plan's calendar cut, purged by horizon + embargo)."""
     from trainpipe.contract.cut import HoldoutCut
-    from trainpipe.cv import cut_split, pinned_mask
+    from trainpipe.cv import pinned_mask
     from trainpipe.data.frames import frame_symbols, frame_ts
     from trainpipe.data.loading import load_panel
+    from trainpipe.training.worker import job_rows, split_rows
 
     cut = HoldoutCut.model_validate(plan["metadata"]["holdout_cut"])
     job = next(j for j in plan["jobs"] if j["job_id"] == job_id)
     full = load_panel(data, sorted(cut.symbols), min_rows_per_symbol=1).frame.reset_index(drop=True)
     full = full.loc[pinned_mask(frame_ts(full), frame_symbols(full), cut)].reset_index(drop=True)
-    frame = full if job["symbol"] is None else full.loc[full["symbol"].astype(str) == job["symbol"]].reset_index(drop=True)
-    split = cut_split(frame_ts(frame), frame_symbols(frame), cut, metrics["holdout"]["horizon_bars"] + metrics["holdout"]["embargo_bars"])
-    rows = frame.iloc[split.test]
-    rows = rows.loc[rows[job["target"]].notna()]
+    _, rows = split_rows(job_rows(full, job["symbol"]), job["target"], cut, metrics["holdout"]["embargo_bars"])
     assert len(rows) == metrics["n_test"]
     return rows, rows[job["target"]].to_numpy(dtype=np.float64)

@@ -180,10 +180,11 @@ def test_one_parent_run_with_tags_and_a_nested_run_per_model(runs, workdir, mlfl
 def test_the_champion_loads_from_the_registry_and_reproduces_its_holdout_metrics(runs, workdir, mlflow_server, example_data):
     import mlflow
 
-    from trainpipe.cv import cut_split, pinned_mask
+    from trainpipe.cv import pinned_mask
     from trainpipe.data.frames import frame_symbols, frame_ts
     from trainpipe.data.loading import load_panel
     from trainpipe.training.metrics import evaluate
+    from trainpipe.training.worker import job_rows, split_rows
 
     ok(runs["again"])
     layout = Layout(workdir[0] / "out" / "tracked")
@@ -208,10 +209,7 @@ def test_the_champion_loads_from_the_registry_and_reproduces_its_holdout_metrics
     panel = load_panel(example_data, sorted(cut.symbols), min_rows_per_symbol=1)
     full = panel.frame.reset_index(drop=True)
     full = full.loc[pinned_mask(frame_ts(full), frame_symbols(full), cut)].reset_index(drop=True)
-    frame = full if job["symbol"] is None else full.loc[full["symbol"].astype(str) == job["symbol"]].reset_index(drop=True)
-    split = cut_split(frame_ts(frame), frame_symbols(frame), cut, best["holdout"]["horizon_bars"] + best["holdout"]["embargo_bars"])
-    test_rows = frame.iloc[split.test]
-    test_rows = test_rows.loc[test_rows[job["target"]].notna()]
+    _, test_rows = split_rows(job_rows(full, job["symbol"]), job["target"], cut, best["holdout"]["embargo_bars"])
     assert len(test_rows) == best["n_test"]
     pred = np.asarray(model.predict(test_rows), dtype=np.float64)
     again = evaluate(test_rows[job["target"]].to_numpy(dtype=np.float64), pred, frame_ts(test_rows), frame_symbols(test_rows), job["task"],

@@ -80,7 +80,6 @@ def train_unit(job: TrainingJob, unit: UnitRequest, frame: pd.DataFrame, cut: Ho
 
     from trainpipe.contract.names import TaskType
     from trainpipe.contract.targets import horizon_minutes, positive_label
-    from trainpipe.cv import cut_split
     from trainpipe.data.frames import frame_symbols, frame_ts
     from trainpipe.families.registry import make_trainer
     from trainpipe.training.backtest import bars_per_year, long_short_backtest
@@ -90,10 +89,7 @@ def train_unit(job: TrainingJob, unit: UnitRequest, frame: pd.DataFrame, cut: Ho
     from trainpipe.training.units import aux_targets_for
 
     h_bars = cut.horizon_bars[job.target]  # as rank converted it (names or targets.horizonBars)
-    split = cut_split(frame_ts(frame), frame_symbols(frame), cut, h_bars + request.embargo_bars)
-    # Rows with a NaN target are dropped for this target; the index stays the frame's (sequence models need it).
-    train_rows = _labelled(frame.iloc[split.train], job.target)
-    test_rows = _labelled(frame.iloc[split.test], job.target)
+    train_rows, test_rows = split_rows(frame, job.target, cut, request.embargo_bars)
     if train_rows.empty or test_rows.empty:
         raise ValueError(f"{job.job_id}: {len(train_rows)} labelled training and {len(test_rows)} labelled holdout rows under the run's cut")
     trainer = make_trainer(request.family, features=job.features, target=job.target, task=job.task, params=unit.params,
@@ -140,7 +136,6 @@ def train_unit(job: TrainingJob, unit: UnitRequest, frame: pd.DataFrame, cut: Ho
 
 def run_request(request: WorkerRequest, emit: Callable[[UnitResult], None]) -> int:
     """Train every unit of the request (`train_unit`) and write its model; `emit` receives one record per unit. Returns the number of failures."""
-    from trainpipe.contract.names import SYMBOL_COLUMN
     from trainpipe.contract.plan import TrainingPlan, plan_digest
     from trainpipe.contract.targets import horizon_bars
     from trainpipe.cv import holdout_cut, pinned_mask
@@ -185,7 +180,7 @@ def run_request(request: WorkerRequest, emit: Callable[[UnitResult], None]) -> i
         job = jobs[unit.job_id]
         started = time.perf_counter()
         try:
-            frame = full if job.symbol is None else full.loc[full[SYMBOL_COLUMN].astype(str) == job.symbol].reset_index(drop=True)
+            frame = job_rows(full, job.symbol)
             if frame.empty:
                 raise ValueError(f"no rows for symbol {job.symbol!r} in {request.data_dir}")
             trained = train_unit(job, unit, frame, cut, plan, request)
@@ -207,6 +202,26 @@ def run_request(request: WorkerRequest, emit: Callable[[UnitResult], None]) -> i
                                 seconds=round(time.perf_counter() - started, 3), error=f"{type(exc).__name__}: {exc}")
         emit(record)
     return failures
+
+
+def job_rows(full: pd.DataFrame, symbol: str | None) -> pd.DataFrame:
+    """The rows a job trains and is judged on: every symbol's (cross-sectional), or one symbol's, renumbered."""
+    from trainpipe.contract.names import SYMBOL_COLUMN
+
+    return full if symbol is None else full.loc[full[SYMBOL_COLUMN].astype(str) == symbol].reset_index(drop=True)
+
+
+def split_rows(frame: pd.DataFrame, target: str, cut: HoldoutCut, embargo_bars: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training rows, holdout rows) of a job's `frame` at the run's cut, purged by the target's horizon plus the embargo.
+
+    Rows with a NaN target are dropped for this target; the index stays the frame's (sequence models need it).
+    Called by `train_unit` and by whoever checks a saved model against its metrics.json, so both judge the same rows.
+    """
+    from trainpipe.cv import cut_split
+    from trainpipe.data.frames import frame_symbols, frame_ts
+
+    split = cut_split(frame_ts(frame), frame_symbols(frame), cut, cut.horizon_bars[target] + embargo_bars)
+    return _labelled(frame.iloc[split.train], target), _labelled(frame.iloc[split.test], target)
 
 
 def _labelled(rows: Any, target: str) -> Any:
