@@ -443,17 +443,20 @@ class Bench:
     def names(self, n: int) -> list[str]:
         return [f"p{i:03d}" for i in range(n)]
 
-    def run_operator(self, n: int) -> Phase:
-        phase, begun = Phase("operator", n), time.monotonic()
+    def run_operator(self, n: int, checkout: Path | None = None) -> Phase:
+        """The operator phase; with `checkout`, that checkout's operator code (the same flags) as the baseline phase."""
+        phase, begun = Phase("baseline" if checkout else "operator", n), time.monotonic()
         with self.scratch_namespace("op", phase) as ns:
             kubeconfig = self.cluster.install_operator_access(self.state / "bench-scale.kubeconfig")
-            operator = OperatorProcess(kubeconfig, self.state / "bench-scale-operator.log", namespaces=[ns], extra_args=self.operator_args).start()
+            env = {"PYTHONPATH": f"{checkout / 'jobs'}:{checkout / 'operator'}"} if checkout else None
+            operator = OperatorProcess(kubeconfig, self.state / "bench-scale-operator.log", namespaces=[ns], extra_args=self.operator_args,
+                                       env=env).start()
             mark = auditlog.AuditMark.now(self.audit)
             watcher = Watcher(self.kube, ns)
             time.sleep(1.0)
             try:
                 started, cpu = time.monotonic(), CpuMeter(operator.pid, self.processes())
-                profiler = self.profiler(operator.pid, n)
+                profiler = None if checkout else self.profiler(operator.pid, n)
                 for name in self.names(n):
                     _create(self.kube, pipelines_path(ns), self.work.manifest(name))
                 wait_for(f"{n} pipelines Ready", lambda: len(watcher.ready) == n, timeout=self.args.timeout, interval=0.5)
@@ -516,8 +519,18 @@ class Bench:
             finished: list[str] = []
             pool = ThreadPoolExecutor(threads)
 
+            errors: list[BaseException] = []
+
             def create(pipeline: str, stage: str) -> None:
-                owner = Owner(ns, pipeline, "")
+                try:
+                    make(pipeline, stage)
+                except BaseException as err:  # a pool thread's error would be lost: the phase stops on it
+                    errors.append(err)
+                    done.set()
+
+            def make(pipeline: str, stage: str) -> None:
+                # The run folder's owner record wants a uid; none exists without a TrainingPipeline.
+                owner = Owner(ns, pipeline, f"bench-ideal-{pipeline}")
                 # The first stage also needs the claim and the run's spec ConfigMap its pods mount, as the operator makes them.
                 first = [manifests.artifacts_claim_manifest(spec, owner, config), manifests.spec_config_map(spec, owner, run)]
                 objects = first if stage == order[0] else []
@@ -550,6 +563,8 @@ class Bench:
                 for name in self.names(n):
                     pool.submit(create, name, order[0])
                 wait_for(f"{n} ideal runs complete", done.is_set, timeout=self.args.timeout, interval=0.5)
+                if errors:
+                    raise RuntimeError(f"the ideal script failed to create: {errors[0]!r}") from errors[0]
                 phase.cpu = cpu.used()
                 phase.wall = max(max(t) for (_, s), t in watcher.completed.items() if s == order[-1].value) - started
             finally:
@@ -706,7 +721,7 @@ def ratio_cell(pairs: list[tuple[Phase, Phase]]) -> str:
 
 
 def section(args: argparse.Namespace, operator_args: list[str], work: Workload, runs: list[list[tuple[Phase, Phase]]],
-            sweeps: list[dict[int, Phase]], plot: Path | None) -> str:
+            sweeps: list[dict[int, Phase]], plot: Path | None, bases: dict[int, list[Phase]] | None = None) -> str:
     results = [median_pair(pairs) for pairs in runs]
     command = "hack/scale-bench.py " + " ".join(sys.argv[1:])
     lines = [
@@ -780,6 +795,27 @@ def section(args: argparse.Namespace, operator_args: list[str], work: Workload, 
         cells.insert(2, f"{op.cpu.get('operator', 0.0) / op.pipelines:.3f}")
         rest = [p.cpu.get("machine", 0.0) - sum(v for k, v in p.cpu.items() if k != "machine") for p in (op, ideal)]
         lines.append(f"| {op.pipelines} | " + " | ".join(cells) + f" | {rest[0]:.0f} / {rest[1]:.0f} |")
+    if bases:
+        lines += ["", f"Against the baseline operator (`--baseline-operator {args.baseline_operator}`: that checkout's operator code, the same flags, "
+                  "one phase per repeat beside each pair on its own control plane; medians over the repeats):", "",
+                  "| pipelines | wall: baseline / this | operator CPU s per pipeline run: baseline / this | requests per run (writes + reads + Events): baseline / this |",
+                  "|---:|---:|---:|---:|"]
+        for pairs in runs:
+            n = pairs[0][0].pipelines
+            if n not in bases:
+                continue
+            ops, old = [op for op, _ in pairs], bases[n]
+
+            def per_run(phases: list[Phase]) -> float:
+                return median([p.cpu.get("operator", 0.0) / p.pipelines for p in phases])
+
+            def requests(phases: list[Phase]) -> float:
+                return median([(sum(p.requests.writes.values()) + sum(p.requests.reads.values()) + sum(p.requests.events.values())) / p.pipelines
+                               for p in phases if p.requests] or [float("nan")])
+
+            lines.append(f"| {n} | {median([p.wall for p in old]):.1f} / {median([p.wall for p in ops]):.1f} s "
+                         f"| {per_run(old):.3f} / {per_run(ops):.3f} (**{per_run(old) / max(per_run(ops), 1e-9):.2f}× less**) "
+                         f"| {requests(old):.1f} / {requests(ops):.1f} |")
     lines += ["", f"The operator's requests against the chart's RBAC ({auditlog.RULES_FILE.relative_to(REPO)}; events and cluster-scoped requests included):", ""]
     lines += [f"- N={op.pipelines}: " + (op.requests.privileges.summary() if op.requests else "n/a (no audit log)") for op, _ in results]
     lines += ["", "Run time of the benchmark itself (all phases, cleanup included): "
@@ -861,6 +897,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=None, help="The operator's --workers (default: the chart's).")
     parser.add_argument("--ideal-threads", type=int, nargs="+", default=[4, 8, 16],
                         help="The ideal script's creating threads: with several, each N first runs one ideal phase per count, and the pairs use the fastest.")
+    parser.add_argument("--baseline-operator", type=Path, default=None, metavar="CHECKOUT",
+                        help="Also run the operator of another checkout (its jobs/ and operator/ first on PYTHONPATH) once per repeat, "
+                             "beside the pair: its CPU and requests per run against this one's.")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="py-spy the operator through its first phase at each N; flame graphs to DIR/operator-flame-<N>.svg.")
     parser.add_argument("--api-qps", type=float, default=None, help="The operator's --api-qps (default: unset).")
@@ -882,6 +921,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bench = Bench(args)
     runs, sweeps = [], []
+    bases: dict[int, list[Phase]] = {}
     for n in args.pipelines:
         pairs = []
         sweep = bench.sweep(n) if len(args.ideal_threads) > 1 and not args.operator_only else {}
@@ -891,7 +931,14 @@ def main() -> int:
         sweeps.append(sweep)
         for r in range(args.repeat):
             print(f"== {n} pipelines × {bench.work.pods} pods" + (f", run {r + 1}/{args.repeat}" if args.repeat > 1 else "") + f"; ideal with {threads} threads", flush=True)
+            base = bench.run_operator(n, args.baseline_operator) if args.baseline_operator and r % 2 == 1 else None
             op, ideal = bench.run_pair(n, ideal_first=r % 2 == 1, threads=threads)
+            if args.baseline_operator and base is None:
+                base = bench.run_operator(n, args.baseline_operator)
+            if base is not None:
+                bases.setdefault(n, []).append(base)
+                print(f"   baseline operator: all Ready after {base.wall:.1f}s; CPU {base.cpu.get('operator', 0.0):.1f}s "
+                      f"(this one {op.cpu.get('operator', 0.0):.1f}s)", flush=True)
             print(f"   operator: all Ready after {op.wall:.1f}s (phase {op.total:.0f}s, cleanup {op.cleanup:.0f}s)", flush=True)
             print("   status writes per pipeline: " + ", ".join(f"{k} {v / n:.1f}" for k, v in op.status_writes.items()), flush=True)
             print(f"   operator RBAC: {op.requests.privileges.summary() if op.requests else 'n/a (no audit log)'}", flush=True)
@@ -906,7 +953,7 @@ def main() -> int:
     plot = None if args.no_write else args.plot.resolve()
     if plot is not None:
         draw([median_pair(pairs) for pairs in runs], plot)
-    body = section(args, bench.operator_args, bench.work, runs, sweeps, plot)
+    body = section(args, bench.operator_args, bench.work, runs, sweeps, plot, bases)
     print(body)
     if not args.no_write:
         subprocess.run([sys.executable, str(REPO / "hack" / "write-section.py"), str(args.out), "scale"], input=body, text=True, check=True)
