@@ -393,10 +393,10 @@ class Bench:
             return
         self._cluster_script("down.sh")  # a stale one from an interrupted run
         self._cluster_script("up.sh")
-        self.attach(self.fresh)
-        self.cluster.install_operator_access(self.state / "bench-scale.kubeconfig")  # the same objects in both phases
-        settle()
-        try:
+        try:  # a failure while setting up (a CRD slow to be Established on a loaded machine) takes it down too
+            self.attach(self.fresh)
+            self.cluster.install_operator_access(self.state / "bench-scale.kubeconfig")  # the same objects in both phases
+            settle()
             yield
         finally:
             started = time.monotonic()
