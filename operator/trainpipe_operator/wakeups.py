@@ -24,17 +24,16 @@ class Wakeups:
     # changes the Job) folds into one pass instead of one pass per event.
     batch_seconds: float = 0.25
 
-    def notify(self, key: Key, urgent: bool = False) -> None:
+    def notify(self, key: Key) -> None:
         """A watch event about `key`: a pass within `batch_seconds`, one for all the events until then."""
         if self.batch_seconds > 0:
-            self.queue.add_after(key, self.batch_seconds, urgent=urgent)
+            self.queue.add_after(key, self.batch_seconds)
         else:
-            self.queue.add(key, urgent=urgent)
+            self.queue.add(key)
 
     def changed(self, key: Key, change: Change) -> None:
-        """A watch event's `change` to a child `key`'s pass reads: a change of state may move the run on
-        (a Job finished: the next stage starts), so its pass goes ahead of routine ones (workqueue.py)."""
+        """A watch event's `change` to what `key`'s pass reads."""
         if change is Change.STATE:
-            self.notify(key, urgent=True)
+            self.notify(key)
         elif change is Change.COUNTS:
             self.queue.add_after(key, max(self.batch_seconds, self.pacing.hold_left(key)))
