@@ -28,7 +28,7 @@ def rank_step(ctx: RunContext) -> RankStageSummary:
     features, targets = candidate_columns(ctx)
     panel = load(ctx, features + targets)
     horizons = target_horizons(ctx, targets, panel.calendar)
-    cut = run_cut(ctx, panel.frame, horizons)
+    cut = run_cut(ctx, panel.frame, horizons, panel.sample)
     frame = development_frame(panel.frame, cut)
     n_rows, interval_minutes, symbols = len(panel.frame), panel.interval_minutes, panel.symbols
     del panel  # the holdout rows go now: nothing below may read them
