@@ -68,6 +68,8 @@ class RunContext:
     # `select --previous-run`: the run folder whose selection this one's stability is compared with (a cluster run's
     # last succeeded run); None compares with the output folder's own earlier selection (the local layout).
     previous_run: Path | None = None
+    # `rank --aggregate`: with stages.rank.targetGroups > 1, merge the units' parts without scoring any group here.
+    rank_aggregate_only: bool = False
 
     @property
     def data_dir(self) -> Path | str:
