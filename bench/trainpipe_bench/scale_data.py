@@ -145,7 +145,7 @@ def run_size(label: str, seed: int, row_budget: int | None, threads: int, work: 
     rankings = json.loads(Layout(out).rankings_json.read_text())
     sample = _search(rankings)
     return {
-        "label": label, "rows": SIZES[label] * BARS, "symbols": SIZES[label], "rows_read": sample["rowsKept"] if sample else SIZES[label] * BARS,
+        "label": label, "row_budget": row_budget, "rows": SIZES[label] * BARS, "symbols": SIZES[label], "rows_read": sample["rowsKept"] if sample else SIZES[label] * BARS,
         "blocks": len(sample["blocks"]) if sample else 0, "generate_s": generate_s, "stages": [s.__dict__ for s in stages],
         "wall_s": sum(s.seconds for s in stages), "peak_mb": max(s.peak_mb for s in stages),
         "load": (load_before, os.getloadavg()[0]), "selected": rankings.get("selected"),
@@ -169,30 +169,31 @@ def _search(node: object) -> dict | None:
 # ------------------------------------------------------------------ report
 
 
-def section(results: list[dict], row_budget: int | None, threads: int, command: str) -> str:
+def section(results: list[dict], threads: int, command: str) -> str:
     from trainpipe.contract.pipeline import DataSpec
     from trainpipe_bench.stage_bench import machine
 
-    budget = row_budget or DataSpec().row_budget
+    default = DataSpec().row_budget
     m = machine()
     stages = [name for name, _ in STEPS]
     lines = [
         "## Panels that outgrow one pod (data.rowBudget)",
         "",
         f"`{command}` on {m['cpu']} ({m['cores']} cores shared with other work, {m['memory_gb']} GB), {threads} threads per stage, "
-        f"row budget {budget:,} rows. Generated panels: symbols × {BARS:,} five-minute bars, `symbol=<SYM>/<SYM>.parquet` with "
+        f"default row budget {default:,} rows. Generated panels: symbols × {BARS:,} five-minute bars, `symbol=<SYM>/<SYM>.parquet` with "
         f"{ROW_GROUP}-bar row groups; one CPU family (lightgbm), cross-sectional routes, ranking.maxRows 100,000. "
         "Each stage is its own `trainpipe <stage>` process, as in a pod; peak RSS is the largest resident set of the process "
         "and its children (wait4). A panel over the budget is read as whole timestamp blocks, chosen before any feature is read.",
         "",
-        "| rows | symbols | rows read | blocks | " + " | ".join(f"{s} s" for s in stages) + " | wall s | "
+        "| rows | symbols | data.rowBudget | rows read | blocks | " + " | ".join(f"{s} s" for s in stages) + " | wall s | "
         + " | ".join(f"{s} peak MiB" for s in stages) + " | load avg (start→end) |",
-        "| " + " | ".join(["---:"] * (6 + 2 * len(stages))) + " |",
+        "| " + " | ".join(["---:"] * (7 + 2 * len(stages))) + " |",
     ]
-    for r in sorted(results, key=lambda r: r["rows"]):
+    for r in sorted(results, key=lambda r: (r["rows"], r.get("row_budget") or default)):
         secs = " | ".join(f"{s['seconds']:.1f}" for s in r["stages"])
         peaks = " | ".join(f"{s['peak_mb']:.0f}" for s in r["stages"])
-        lines.append(f"| {r['rows']:,} | {r['symbols']:,} | {r['rows_read']:,} | {r['blocks']} | {secs} | {r['wall_s']:.1f} | {peaks} | "
+        budget = r.get("row_budget") or default
+        lines.append(f"| {r['rows']:,} | {r['symbols']:,} | {budget:,}{'' if budget == default else ' (not the default)'} | {r['rows_read']:,} | {r['blocks']} | {secs} | {r['wall_s']:.1f} | {peaks} | "
                      f"{r['load'][0]:.1f}→{r['load'][1]:.1f} |")
     lines += ["", "Goal: every stage ≤ 2 GB at 5M rows with the default budget; wall time growing sub-linearly past the budget "
               "(the rows read stop growing at the budget; what grows is listing and reading the timestamps of more files)."]
@@ -208,7 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     parser.add_argument("--json", type=Path, default=None, help="Also write the raw results here.")
     parser.add_argument("--generate-only", action="store_true", help="Only build (or find) the cached panels.")
+    parser.add_argument("--from-json", type=Path, nargs="+", default=None, help="Write the section from earlier --json results instead of running.")
     args = parser.parse_args(argv)
+    if args.from_json:
+        results = [r for path in args.from_json for r in json.loads(path.read_text())]
+        body = section(results, args.threads, "make bench-scale-data (and --row-budget for the rows marked)")
+        subprocess.run([sys.executable, str(REPO / "hack" / "write-section.py"), str(args.out), SECTION], input=body, text=True, check=True)
+        return 0
     if args.generate_only:
         for label in args.sizes:
             print(label, generate(label, args.seed))
@@ -221,8 +228,9 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1))
-    command = "make bench-scale-data" + (f" SCALE_DATA_ARGS='--sizes {' '.join(args.sizes)}'" if args.sizes != list(SIZES) else "")
-    body = section(results, args.row_budget, args.threads, command)
+    flags = ([f"--sizes {' '.join(args.sizes)}"] if args.sizes != list(SIZES) else []) + ([f"--row-budget {args.row_budget}"] if args.row_budget else [])
+    command = "make bench-scale-data" + (f" SCALE_DATA_ARGS='{' '.join(flags)}'" if flags else "")
+    body = section(results, args.threads, command)
     subprocess.run([sys.executable, str(REPO / "hack" / "write-section.py"), str(args.out), SECTION], input=body, text=True, check=True)
     return 0
 
