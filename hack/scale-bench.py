@@ -271,6 +271,7 @@ class Requests:
 
     writes: Counter[tuple[str, str]]
     reads: Counter[tuple[str, str]]  # get and list (watches are long-running: one each, not per pass)
+    events: Counter[str]  # Events by verb (create for a new one, patch for a repeat counted on an old one)
     read_ms: dict[tuple[str, str], list[float]]  # server-side latency of each read
     privileges: auditlog.Privileges
 
@@ -278,6 +279,7 @@ class Requests:
     def of(log: Path, mark: auditlog.AuditMark, namespace: str) -> Requests:
         writes: Counter[tuple[str, str]] = Counter()
         reads: Counter[tuple[str, str]] = Counter()
+        events: Counter[str] = Counter()
         latencies: dict[tuple[str, str], list[float]] = defaultdict(list)
         mine: list[auditlog.Request] = []
         for segment, offset in mark.segments(log):
@@ -285,6 +287,8 @@ class Requests:
                 if r.namespace not in (namespace, ""):
                     continue
                 mine.append(r)
+                if r.namespace == namespace and r.resource == "events":
+                    events[r.verb] += 1
                 if r.namespace != namespace or r.resource == "events":
                     continue
                 if r.is_write:
@@ -293,7 +297,7 @@ class Requests:
                     reads[(r.verb, r.label)] += 1
             for key, values in read_latencies(segment, offset, namespace).items():
                 latencies[key] += values
-        return Requests(writes, reads, dict(latencies), auditlog.Privileges.of(mine, auditlog.chart_rules()))
+        return Requests(writes, reads, events, dict(latencies), auditlog.Privileges.of(mine, auditlog.chart_rules()))
 
 
 def read_latencies(log: Path, offset: int, namespace: str) -> dict[tuple[str, str], list[float]]:
@@ -340,6 +344,9 @@ class Phase:
     cleanup: float = 0.0
     total: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds from the first create to the last pipeline done, by process
+    threads: int = 0  # the ideal script's creating threads
+    watch_events: dict[str, float] = field(default_factory=dict)  # watch events the operator decoded, by kind
+    profile: Path | None = None  # the flame graph py-spy drew of this phase
 
 
 class Bench:
@@ -352,7 +359,11 @@ class Bench:
         if not self.fresh:  # else each phase attaches to the control plane it starts
             self.attach(Path(os.environ.get("TRAINPIPE_CLUSTER_DIR", REPO / ".cache" / "cluster")))
         self.work = Workload.build()
-        self.operator_args = [f"--workers={args.workers}"]
+        self.profiled: set[int] = set()
+        # The operator as the chart deploys it: the scheduling flags of the rendered Deployment.
+        self.operator_args = chart_operator_args(self.tools["helm"] / "bin" / "helm")
+        if args.workers is not None:
+            self.operator_args = [a for a in self.operator_args if not a.startswith("--workers=")] + [f"--workers={args.workers}"]
         if args.api_qps:
             self.operator_args.append(f"--api-qps={args.api_qps}")
         if args.api_burst:
@@ -382,10 +393,10 @@ class Bench:
             return
         self._cluster_script("down.sh")  # a stale one from an interrupted run
         self._cluster_script("up.sh")
-        self.attach(self.fresh)
-        self.cluster.install_operator_access(self.state / "bench-scale.kubeconfig")  # the same objects in both phases
-        settle()
-        try:
+        try:  # a failure while setting up (a CRD slow to be Established on a loaded machine) takes it down too
+            self.attach(self.fresh)
+            self.cluster.install_operator_access(self.state / "bench-scale.kubeconfig")  # the same objects in both phases
+            settle()
             yield
         finally:
             started = time.monotonic()
@@ -432,26 +443,33 @@ class Bench:
     def names(self, n: int) -> list[str]:
         return [f"p{i:03d}" for i in range(n)]
 
-    def run_operator(self, n: int) -> Phase:
-        phase, begun = Phase("operator", n), time.monotonic()
+    def run_operator(self, n: int, checkout: Path | None = None) -> Phase:
+        """The operator phase; with `checkout`, that checkout's operator code (the same flags) as the baseline phase."""
+        phase, begun = Phase("baseline" if checkout else "operator", n), time.monotonic()
         with self.scratch_namespace("op", phase) as ns:
             kubeconfig = self.cluster.install_operator_access(self.state / "bench-scale.kubeconfig")
-            operator = OperatorProcess(kubeconfig, self.state / "bench-scale-operator.log", namespaces=[ns], extra_args=self.operator_args).start()
+            env = {"PYTHONPATH": f"{checkout / 'jobs'}:{checkout / 'operator'}"} if checkout else None
+            operator = OperatorProcess(kubeconfig, self.state / "bench-scale-operator.log", namespaces=[ns], extra_args=self.operator_args,
+                                       env=env).start()
             mark = auditlog.AuditMark.now(self.audit)
             watcher = Watcher(self.kube, ns)
             time.sleep(1.0)
             try:
-                started, cpu = time.monotonic(), CpuMeter(operator.pid)
+                started, cpu = time.monotonic(), CpuMeter(operator.pid, self.processes())
+                profiler = None if checkout else self.profiler(operator.pid, n)
                 for name in self.names(n):
                     _create(self.kube, pipelines_path(ns), self.work.manifest(name))
                 wait_for(f"{n} pipelines Ready", lambda: len(watcher.ready) == n, timeout=self.args.timeout, interval=0.5)
                 phase.cpu = cpu.used()
                 phase.wall = max(watcher.ready.values()) - started
+                if profiler is not None:
+                    phase.profile = profiler.stop()
                 phase.hwm_kb = _vm(operator.pid, "VmHWM")
                 metrics = {(s.name, tuple(s.labels.items())): s.value for f in text_string_to_metric_families(operator.get("/metrics")[1]) for s in f.samples}
                 phase.passes = int(metrics.get(("trainpipe_reconcile_duration_seconds_count", ()), 0))
                 phase.pass_seconds = metrics.get(("trainpipe_reconcile_duration_seconds_sum", ()), 0.0)
                 phase.status_writes = {change: metrics.get(("trainpipe_status_writes_total", (("change", change),)), 0.0) for change in ("state", "counts")}
+                phase.watch_events = {dict(labels)["kind"]: value for (name, labels), value in metrics.items() if name == "trainpipe_watch_events_total"}
             finally:
                 watcher.stop()
                 operator.stop()
@@ -461,16 +479,35 @@ class Bench:
         phase.total = time.monotonic() - begun
         return phase
 
-    def run_pair(self, n: int, ideal_first: bool) -> tuple[Phase, Phase]:
+    def processes(self) -> dict[int, str]:
+        """The pod executor and this script by pid, for the CPU table (both run on every phase)."""
+        pidfile = self.state / "executor.pid"
+        named = {os.getpid(): "bench script"}
+        if pidfile.exists():
+            named[int(pidfile.read_text().strip())] = "executor"
+        return named
+
+    def profiler(self, pid: int, n: int) -> Profiler | None:
+        """py-spy on the operator for the first operator phase at each N, when --profile asks for it."""
+        if self.args.profile is None or n in self.profiled:
+            return None
+        self.profiled.add(n)
+        return Profiler.start(pid, self.args.profile / f"operator-flame-{n}.svg")
+
+    def sweep(self, n: int) -> dict[int, Phase]:
+        """One ideal phase per thread count: the best script is the one with the shortest wall."""
+        return {threads: self.run_ideal(n, threads) for threads in self.args.ideal_threads}
+
+    def run_pair(self, n: int, ideal_first: bool, threads: int) -> tuple[Phase, Phase]:
         skip = self.args.operator_only
         if ideal_first and not skip:
-            ideal = self.run_ideal(n)
+            ideal = self.run_ideal(n, threads)
             return self.run_operator(n), ideal
         op = self.run_operator(n)
-        return op, (self.run_ideal(n) if not skip else Phase("ideal", n, wall=float("nan")))
+        return op, (self.run_ideal(n, threads) if not skip else Phase("ideal", n, wall=float("nan")))
 
-    def run_ideal(self, n: int) -> Phase:
-        phase, begun = Phase("ideal", n), time.monotonic()
+    def run_ideal(self, n: int, threads: int) -> Phase:
+        phase, begun = Phase("ideal", n, threads=threads), time.monotonic()
         with self.scratch_namespace("ideal", phase) as ns:
             spec = PipelineSpec.model_validate(self.work.spec)
             run = run_id(spec)
@@ -480,10 +517,20 @@ class Bench:
             left: dict[tuple[str, str], int] = {(p, s): len(intents[s]) for p in self.names(n) for s in order}
             done = threading.Event()
             finished: list[str] = []
-            pool = ThreadPoolExecutor(self.args.workers)
+            pool = ThreadPoolExecutor(threads)
+
+            errors: list[BaseException] = []
 
             def create(pipeline: str, stage: str) -> None:
-                owner = Owner(ns, pipeline, "")
+                try:
+                    make(pipeline, stage)
+                except BaseException as err:  # a pool thread's error would be lost: the phase stops on it
+                    errors.append(err)
+                    done.set()
+
+            def make(pipeline: str, stage: str) -> None:
+                # The run folder's owner record wants a uid; none exists without a TrainingPipeline.
+                owner = Owner(ns, pipeline, f"bench-ideal-{pipeline}")
                 # The first stage also needs the claim and the run's spec ConfigMap its pods mount, as the operator makes them.
                 first = [manifests.artifacts_claim_manifest(spec, owner, config), manifests.spec_config_map(spec, owner, run)]
                 objects = first if stage == order[0] else []
@@ -512,10 +559,12 @@ class Bench:
             watcher = Watcher(self.kube, ns, on_complete)
             time.sleep(1.0)
             try:
-                started, cpu = time.monotonic(), CpuMeter(None)
+                started, cpu = time.monotonic(), CpuMeter(None, self.processes())
                 for name in self.names(n):
                     pool.submit(create, name, order[0])
                 wait_for(f"{n} ideal runs complete", done.is_set, timeout=self.args.timeout, interval=0.5)
+                if errors:
+                    raise RuntimeError(f"the ideal script failed to create: {errors[0]!r}") from errors[0]
                 phase.cpu = cpu.used()
                 phase.wall = max(max(t) for (_, s), t in watcher.completed.items() if s == order[-1].value) - started
             finally:
@@ -524,6 +573,53 @@ class Bench:
             phase.handoffs, phase.first = watcher.handoffs(), watcher.first_jobs(started)
         phase.total = time.monotonic() - begun
         return phase
+
+
+# The chart's flags that shape how the operator schedules and writes; the rest (port, images, namespaces,
+# service account) the bench sets for its own process.
+CHART_FLAGS = ("--resync-seconds=", "--workers=", "--event-batch-seconds=", "--status-progress-seconds=", "--status-progress-rate=",
+               "--stall-seconds=", "--api-qps=", "--api-burst=", "--log-level=")
+
+
+def chart_operator_args(helm: Path) -> list[str]:
+    """The operator's scheduling flags as `helm template` renders the chart with its default values."""
+    import yaml
+
+    rendered = subprocess.run([str(helm), "template", "bench", str(REPO / "helm" / "trainpipe")], check=True, capture_output=True, text=True).stdout
+    for doc in yaml.safe_load_all(rendered):
+        if doc and doc.get("kind") == "Deployment":
+            args = doc["spec"]["template"]["spec"]["containers"][0].get("args") or []
+            return [a for a in args if a.startswith(CHART_FLAGS)]
+    raise RuntimeError("helm template rendered no Deployment for helm/trainpipe")
+
+
+@dataclass
+class Profiler:
+    """py-spy sampling a running process until stop(), then drawing its flame graph (idle threads left out)."""
+
+    proc: subprocess.Popen[bytes]
+    out: Path
+
+    @staticmethod
+    def start(pid: int, out: Path) -> Profiler:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        spy = Path(sys.executable).with_name("py-spy")
+        # --nonblocking: the operator is never paused to be read, so the profile does not slow what it measures.
+        proc = subprocess.Popen([str(spy), "record", "--pid", str(pid), "--rate", "50", "--nonblocking", "--format", "flamegraph",
+                                 "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return Profiler(proc, out)
+
+    def stop(self) -> Path | None:
+        self.proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        try:
+            _, err = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return None
+        if not self.out.exists():
+            print(f"py-spy wrote no profile: {err.decode(errors='replace')[-500:]}", file=sys.stderr)
+            return None
+        return self.out
 
 
 def _create(kube: Kube, path: str, obj: dict[str, Any], tries: int = 30) -> None:
@@ -553,6 +649,7 @@ def _vm(pid: int, key: str) -> int | None:
 TICK = os.sysconf("SC_CLK_TCK")
 # Control-plane processes by their /proc comm (15 characters at most), as the local cluster names them.
 COMPONENTS = ("kube-apiserver", "etcd", "kube-controller", "kube-scheduler")
+HELPERS = ("executor", "bench script")  # the pod executor (completes the skipped pods) and this script's watcher and creators
 
 
 class CpuMeter:
@@ -562,8 +659,9 @@ class CpuMeter:
     API-server CPU its requests cause; the ideal phase's figures are the same cluster without it.
     """
 
-    def __init__(self, operator_pid: int | None) -> None:
-        self.operator_pid = operator_pid
+    def __init__(self, operator_pid: int | None, named: dict[int, str] | None = None) -> None:
+        # Processes known by pid: the operator, the pod executor (a Python process like any other) and this script.
+        self.named = {**(named or {}), **({operator_pid: "operator"} if operator_pid else {})}
         self.start = self.sample()
 
     def sample(self) -> dict[str, float]:
@@ -575,7 +673,7 @@ class CpuMeter:
             except OSError:  # the process exited meanwhile
                 continue
             comm, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
-            name = "operator" if int(stat.parent.name) == self.operator_pid else comm if comm in COMPONENTS else None
+            name = self.named.get(int(stat.parent.name)) or (comm if comm in COMPONENTS else None)
             if name is not None:
                 out[name] = out.get(name, 0.0) + (int(rest[11]) + int(rest[12])) / TICK  # utime + stime
         return out
@@ -622,7 +720,8 @@ def ratio_cell(pairs: list[tuple[Phase, Phase]]) -> str:
     return f"**{median(ratios):.2f}×** ({', '.join(f'{r:.2f}' for r in ratios)})"
 
 
-def section(args: argparse.Namespace, operator_args: list[str], work: Workload, runs: list[list[tuple[Phase, Phase]]], plot: Path | None) -> str:
+def section(args: argparse.Namespace, operator_args: list[str], work: Workload, runs: list[list[tuple[Phase, Phase]]],
+            sweeps: list[dict[int, Phase]], plot: Path | None, bases: dict[int, list[Phase]] | None = None) -> str:
     results = [median_pair(pairs) for pairs in runs]
     command = "hack/scale-bench.py " + " ".join(sys.argv[1:])
     lines = [
@@ -630,15 +729,18 @@ def section(args: argparse.Namespace, operator_args: list[str], work: Workload, 
         "",
         f"Command: `make bench-scale` (= `{command.strip()}`"
         + (", each phase on a control plane started for it" if args.fresh_cluster else " on the running local cluster") + "), "
-        f"{time.strftime('%Y-%m-%d', time.gmtime())}, {os.cpu_count()} cores; operator flags `{' '.join(operator_args)}`.",
+        f"{time.strftime('%Y-%m-%d', time.gmtime())}, {os.cpu_count()} cores; operator flags as the chart renders them: `{' '.join(operator_args)}`.",
         f"Each pipeline: {TARGETS} selected targets, a {TARGETS}-job plan (made with the contract models) × {len(CPU_FAMILIES)} CPU and {len(GPU_FAMILIES)} GPU "
         f"families = {work.jobs} Jobs and {work.pods} pods (1 rank + {TARGETS} select + 1 plan + {sum(v for k, v in work.units.items() if FAMILY_STAGE[k] is Stage.CPU)} CPU "
         f"+ {sum(v for k, v in work.units.items() if FAMILY_STAGE[k] is Stage.GPU)} GPU + 1 report). Pods are completed by the executor without running; "
         "rank and plan pods return the termination messages real ones write, so the operator sizes every Job from the plan. "
-        "*Ideal* is a script with no operator that creates the same manifests (the operator's builder) in the same order with the same number of workers, "
-        "each stage as soon as the previous one is Complete. Targets: ratio ≤ 1.3×, hand-off median ≤ 1 s, peak RSS ≤ 250 MB, object far below 1 MiB.",
+        "*Ideal* is the best script one could write without an operator: one watch on Jobs, a pool of creating threads, and the operator's exact "
+        "manifests (its builder: the claim, the spec ConfigMap, Jobs with podFailurePolicy, backoffLimitPerIndex and the scratch emptyDir), each "
+        "stage's Jobs created as soon as the previous stage's Jobs are Complete. Its thread count is the fastest of "
+        f"{', '.join(str(t) for t in args.ideal_threads)} at each N (table below). "
+        "Targets: ratio ≤ 1.3×, hand-off p99 ≤ 2 s at 200, peak RSS ≤ 250 MB, object far below 1 MiB.",
         "",
-        "| pipelines | pods | wall: operator | wall: ideal | ratio" + (f" (median of {args.repeat}; each run)" if args.repeat > 1 else "") + " | hand-off median / p99 (operator) | hand-off median / p99 (ideal) "
+        "| pipelines | pods | wall: operator | wall: ideal (threads) | ratio" + (f" (median of {args.repeat}; each run)" if args.repeat > 1 else "") + " | hand-off median / p99 (operator) | hand-off median / p99 (ideal) "
         "| API writes per pipeline | operator requests/s | peak RSS | largest TrainingPipeline | reconcile passes (mean) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -646,7 +748,7 @@ def section(args: argparse.Namespace, operator_args: list[str], work: Workload, 
         writes = sum(op.requests.writes.values()) / op.pipelines if op.requests else float("nan")
         rate = (sum(op.requests.writes.values()) + sum(op.requests.reads.values())) / op.wall if op.requests else float("nan")
         lines.append(
-            f"| {op.pipelines} | {op.pipelines * work.pods:,} | {op.wall:.1f} s | {ideal.wall:.1f} s | {ratio_cell(pairs)} "
+            f"| {op.pipelines} | {op.pipelines * work.pods:,} | {op.wall:.1f} s | {ideal.wall:.1f} s ({ideal.threads}) | {ratio_cell(pairs)} "
             f"| {median(op.handoffs) * 1000:.0f} / {pct(op.handoffs, 99) * 1000:.0f} ms | {median(ideal.handoffs) * 1000:.0f} / {pct(ideal.handoffs, 99) * 1000:.0f} ms "
             f"| {writes:.1f} | {rate:.0f} | {(op.hwm_kb or 0) / 1024:.0f} MB | {op.largest / 1024:.1f} KiB "
             f"| {op.passes:,} ({op.pass_seconds / max(op.passes, 1) * 1000:.0f} ms) |")
@@ -654,7 +756,14 @@ def section(args: argparse.Namespace, operator_args: list[str], work: Workload, 
         lines += ["", f"Each N ran {args.repeat} times, operator and ideal phases alternating in order; walls and every other figure here "
                   "are those of the run with the median ratio. Wall times of all runs (operator / ideal): "
                   + "; ".join(f"N={pairs[0][0].pipelines}: " + ", ".join(f"{op.wall:.1f} / {ideal.wall:.1f} s" for op, ideal in pairs) for pairs in runs) + "."]
-    lines += ["", "The operator's API requests per pipeline run (audit log of its ServiceAccount, events apart; reads with their server-side median latency):", ""]
+    if any(sweeps):
+        counts = list(args.ideal_threads)
+        lines += ["", "The ideal script by creating threads (one phase each, before the pairs; the fastest is the one the pairs use):", "",
+                  "| pipelines | " + " | ".join(f"{t} threads" for t in counts) + " |", "|---:|" + "---:|" * len(counts)]
+        for (op, _), sweep in zip(results, sweeps):
+            if sweep:
+                lines.append(f"| {op.pipelines} | " + " | ".join(f"{sweep[t].wall:.1f} s" if t in sweep else "" for t in counts) + " |")
+    lines += ["", "The operator's API requests per pipeline run (audit log of its ServiceAccount, Events apart; reads with their server-side median latency):", ""]
     keys = sorted({k for op, _ in results if op.requests for k in (*op.requests.writes, *op.requests.reads)}, key=lambda k: (k[0] not in auditlog.WRITE_VERBS, k))
     lines += ["| verb | resource | " + " | ".join(f"N={op.pipelines}" for op, _ in results) + " |", "|---|---|" + "---:|" * len(results)]
     for verb, resource in keys:
@@ -668,24 +777,65 @@ def section(args: argparse.Namespace, operator_args: list[str], work: Workload, 
             ms = r.read_ms.get((verb, resource))
             cells.append(f"{count / op.pipelines:.1f}" + (f" ({median(ms):.1f} ms)" if ms else ""))
         lines.append(f"| {verb} | {resource} | " + " | ".join(cells) + " |")
+    for verb in sorted({v for op, _ in results if op.requests for v in op.requests.events}):
+        lines.append(f"| {verb} | events | " + " | ".join(f"{op.requests.events.get(verb, 0) / op.pipelines:.1f}" if op.requests else "n/a" for op, _ in results) + " |")
+    kinds = sorted({k for op, _ in results for k in op.watch_events})
+    for kind in kinds:
+        lines.append(f"| watch event decoded | {kind} | " + " | ".join(f"{op.watch_events.get(kind, 0) / op.pipelines:.1f}" for op, _ in results) + " |")
     lines += ["", "Status writes per pipeline run by what changed (the operator's `trainpipe_status_writes_total`; a stage, condition or reason is "
               "written at once, a change of running counts only is held): "
               + "; ".join(f"N={op.pipelines}: " + ", ".join(f"{change} {count / op.pipelines:.1f}" for change, count in op.status_writes.items())
                           for op, _ in results) + "."]
     lines += ["", "CPU seconds used from the first create until every pipeline was done, operator phase / ideal phase "
               f"(/proc; {os.cpu_count()} cores, so a phase can use at most {os.cpu_count()} × its wall time):", ""]
-    lines += ["| pipelines | machine | operator | " + " | ".join(COMPONENTS) + " | everything else |", "|---:|" + "---:|" * (3 + len(COMPONENTS))]
+    lines += ["| pipelines | machine | operator | operator per pipeline run | " + " | ".join((*COMPONENTS, *HELPERS)) + " | everything else |",
+              "|---:|" + "---:|" * (4 + len(COMPONENTS) + len(HELPERS))]
     for op, ideal in results:
-        cells = [f"{op.cpu.get(k, 0.0):.0f}" + (f" / {ideal.cpu.get(k, 0.0):.0f}" if k != "operator" else "") for k in ("machine", "operator", *COMPONENTS)]
+        cells = [f"{op.cpu.get(k, 0.0):.0f}" + (f" / {ideal.cpu.get(k, 0.0):.0f}" if k != "operator" else "") for k in ("machine", "operator", *COMPONENTS, *HELPERS)]
+        cells.insert(2, f"{op.cpu.get('operator', 0.0) / op.pipelines:.3f}")
         rest = [p.cpu.get("machine", 0.0) - sum(v for k, v in p.cpu.items() if k != "machine") for p in (op, ideal)]
         lines.append(f"| {op.pipelines} | " + " | ".join(cells) + f" | {rest[0]:.0f} / {rest[1]:.0f} |")
+    if bases:
+        lines += ["", f"Against the baseline operator (`--baseline-operator {args.baseline_operator}`: that checkout's operator code, the same flags, "
+                  "one phase per repeat beside each pair on its own control plane; medians over the repeats):", "",
+                  "| pipelines | wall: baseline / this | operator CPU s per pipeline run: baseline / this | requests per run (writes + reads + Events): baseline / this |",
+                  "|---:|---:|---:|---:|"]
+        for pairs in runs:
+            n = pairs[0][0].pipelines
+            if n not in bases:
+                continue
+            ops, old = [op for op, _ in pairs], bases[n]
+
+            def per_run(phases: list[Phase]) -> float:
+                return median([p.cpu.get("operator", 0.0) / p.pipelines for p in phases])
+
+            def requests(phases: list[Phase]) -> float:
+                return median([(sum(p.requests.writes.values()) + sum(p.requests.reads.values()) + sum(p.requests.events.values())) / p.pipelines
+                               for p in phases if p.requests] or [float("nan")])
+
+            lines.append(f"| {n} | {median([p.wall for p in old]):.1f} / {median([p.wall for p in ops]):.1f} s "
+                         f"| {per_run(old):.3f} / {per_run(ops):.3f} (**{per_run(old) / max(per_run(ops), 1e-9):.2f}× less**) "
+                         f"| {requests(old):.1f} / {requests(ops):.1f} |")
     lines += ["", f"The operator's requests against the chart's RBAC ({auditlog.RULES_FILE.relative_to(REPO)}; events and cluster-scoped requests included):", ""]
     lines += [f"- N={op.pipelines}: " + (op.requests.privileges.summary() if op.requests else "n/a (no audit log)") for op, _ in results]
     lines += ["", "Run time of the benchmark itself (all phases, cleanup included): "
               + ", ".join(f"N={pairs[0][0].pipelines}: {sum(op.total + ideal.total for op, ideal in pairs) / 60:.1f} min" for pairs in runs) + "."]
+    flames = [op.profile for pairs in runs for op, _ in pairs if op.profile is not None]
+    if flames:
+        lines += ["", "Flame graphs of the operator (py-spy, 50 samples/s, without blocking it, through the whole operator phase: "
+                  "passes, watch handling and the client): " + ", ".join(f"[N={_flame_n(f)}]({_rel(f, args.out.parent)})" for f in flames) + "."]
     if plot is not None:
         lines += ["", f"![scale benchmark]({plot.relative_to(args.out.parent) if plot.is_relative_to(args.out.parent) else plot})"]
     return "\n".join(lines)
+
+
+def _flame_n(path: Path) -> str:
+    return path.stem.rsplit("-", 1)[-1]
+
+
+def _rel(path: Path, base: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(base.resolve())) if path.is_relative_to(base.resolve()) else str(path)
 
 
 def draw(results: list[tuple[Phase, Phase]], path: Path) -> None:
@@ -744,7 +894,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pipelines", type=int, nargs="+", default=[50, 200], help="Pipelines at once; one operator and one ideal phase per value (× --repeat).")
     parser.add_argument("--repeat", type=int, default=1, help="Operator and ideal phases per N, order alternating; the median ratio is reported.")
-    parser.add_argument("--workers", type=int, default=build_parser().get_default("workers"), help="The operator's --workers, and the ideal script's threads.")
+    parser.add_argument("--workers", type=int, default=None, help="The operator's --workers (default: the chart's).")
+    parser.add_argument("--ideal-threads", type=int, nargs="+", default=[4, 8, 16],
+                        help="The ideal script's creating threads: with several, each N first runs one ideal phase per count, and the pairs use the fastest.")
+    parser.add_argument("--baseline-operator", type=Path, default=None, metavar="CHECKOUT",
+                        help="Also run the operator of another checkout (its jobs/ and operator/ first on PYTHONPATH) once per repeat, "
+                             "beside the pair: its CPU and requests per run against this one's.")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="py-spy the operator through its first phase at each N; flame graphs to DIR/operator-flame-<N>.svg.")
     parser.add_argument("--api-qps", type=float, default=None, help="The operator's --api-qps (default: unset).")
     parser.add_argument("--api-burst", type=int, default=None, help="The operator's --api-burst (default: unset).")
     parser.add_argument("--operator-arg", action="append", default=[], metavar="FLAG=VALUE",
@@ -763,17 +920,32 @@ def main() -> int:
     # SIGTERM runs the finally blocks too: the operator is stopped and the phase's namespace deleted.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bench = Bench(args)
-    runs = []
+    runs, sweeps = [], []
+    bases: dict[int, list[Phase]] = {}
     for n in args.pipelines:
         pairs = []
+        sweep = bench.sweep(n) if len(args.ideal_threads) > 1 and not args.operator_only else {}
+        for threads, phase in sweep.items():
+            print(f"== {n} pipelines, ideal with {threads} threads: {phase.wall:.1f}s", flush=True)
+        threads = min(sweep, key=lambda t: sweep[t].wall) if sweep else args.ideal_threads[0]
+        sweeps.append(sweep)
         for r in range(args.repeat):
-            print(f"== {n} pipelines × {bench.work.pods} pods" + (f", run {r + 1}/{args.repeat}" if args.repeat > 1 else ""), flush=True)
-            op, ideal = bench.run_pair(n, ideal_first=r % 2 == 1)
+            print(f"== {n} pipelines × {bench.work.pods} pods" + (f", run {r + 1}/{args.repeat}" if args.repeat > 1 else "") + f"; ideal with {threads} threads", flush=True)
+            base = bench.run_operator(n, args.baseline_operator) if args.baseline_operator and r % 2 == 1 else None
+            op, ideal = bench.run_pair(n, ideal_first=r % 2 == 1, threads=threads)
+            if args.baseline_operator and base is None:
+                base = bench.run_operator(n, args.baseline_operator)
+            if base is not None:
+                bases.setdefault(n, []).append(base)
+                print(f"   baseline operator: all Ready after {base.wall:.1f}s; CPU {base.cpu.get('operator', 0.0):.1f}s "
+                      f"(this one {op.cpu.get('operator', 0.0):.1f}s)", flush=True)
             print(f"   operator: all Ready after {op.wall:.1f}s (phase {op.total:.0f}s, cleanup {op.cleanup:.0f}s)", flush=True)
             print("   status writes per pipeline: " + ", ".join(f"{k} {v / n:.1f}" for k, v in op.status_writes.items()), flush=True)
             print(f"   operator RBAC: {op.requests.privileges.summary() if op.requests else 'n/a (no audit log)'}", flush=True)
             print(f"   ideal:    all done after {ideal.wall:.1f}s (phase {ideal.total:.0f}s, cleanup {ideal.cleanup:.0f}s); ratio {op.wall / ideal.wall:.2f}", flush=True)
-            print("   CPU s (operator / ideal): " + ", ".join(f"{k} {op.cpu.get(k, 0.0):.0f} / {ideal.cpu.get(k, 0.0):.0f}" for k in ("machine", "operator", *COMPONENTS)), flush=True)
+            print("   CPU s (operator / ideal): " + ", ".join(f"{k} {op.cpu.get(k, 0.0):.0f} / {ideal.cpu.get(k, 0.0):.0f}" for k in ("machine", "operator", *COMPONENTS, *HELPERS)), flush=True)
+            if op.watch_events:
+                print("   watch events decoded per pipeline: " + ", ".join(f"{k} {v / n:.1f}" for k, v in sorted(op.watch_events.items())), flush=True)
             pairs.append((op, ideal))
         print(f"   N={n} took {sum(op.total + ideal.total for op, ideal in pairs) / 60:.1f} min in all", flush=True)
         runs.append(pairs)
@@ -781,7 +953,7 @@ def main() -> int:
     plot = None if args.no_write else args.plot.resolve()
     if plot is not None:
         draw([median_pair(pairs) for pairs in runs], plot)
-    body = section(args, bench.operator_args, bench.work, runs, plot)
+    body = section(args, bench.operator_args, bench.work, runs, sweeps, plot, bases)
     print(body)
     if not args.no_write:
         subprocess.run([sys.executable, str(REPO / "hack" / "write-section.py"), str(args.out), "scale"], input=body, text=True, check=True)

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from trainpipe_localcluster.kube import free_port, http_get
@@ -21,8 +21,10 @@ class OperatorProcess:
     """
 
     def __init__(self, kubeconfig: Path, log_path: Path, namespaces: Sequence[str] = (),
-                 extra_args: Sequence[str] = (), python: str = sys.executable, ready_timeout: float = 90.0) -> None:
+                 extra_args: Sequence[str] = (), python: str = sys.executable, ready_timeout: float = 90.0,
+                 env: Mapping[str, str] | None = None) -> None:
         self.kubeconfig = kubeconfig
+        self.env = dict(env or {})  # more variables (a benchmark's PYTHONPATH to another checkout's operator)
         self.log_path = log_path
         self.namespaces = list(namespaces)
         self.extra_args = list(extra_args)
@@ -59,7 +61,7 @@ class OperatorProcess:
         argv = self.argv()
         # KUBECONFIG as well as the flag: the kubernetes client (and kopf's login through it) reads the
         # variable. Unbuffered, so the log is complete up to the moment a test looks.
-        env = os.environ | {"KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        env = os.environ | self.env | {"KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             log.write(f"===== {time.strftime('%H:%M:%S')} start: {' '.join(argv)}\n".encode())

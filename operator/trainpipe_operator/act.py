@@ -16,6 +16,7 @@ from trainpipe.contract.names import API_GROUP, API_VERSION, KIND, LABEL_STAGE, 
 from trainpipe.contract.status import Reason
 from trainpipe.contract.timestamps import stamp
 from trainpipe.kube.client import ApiError, Kube, path, pipelines_path
+from trainpipe_operator.admission import ADMITTED_SECONDS, job_shape
 from trainpipe_operator.cache import ChildCache
 from trainpipe_operator.decide import Decision
 from trainpipe_operator.metrics import Metrics
@@ -109,12 +110,20 @@ def act(kube: Kube, obj: dict[str, Any], view: PipelineView, decision: Decision,
     # A stage of several Jobs (one per family) is dry-run whole first: a spec that makes one of them
     # invalid then creates none, instead of leaving its siblings running for nothing. A single create
     # is its own dry run.
+    # A shape that passed a dry run lately is not dry-run again (admission.py): most pipelines share a spec.
     stage_jobs = [m for m in decision.create if m["kind"] == "Job"]
     if len(stage_jobs) > 1:
-        for manifest in stage_jobs:
-            ensure(kube, manifest, dry_run=True)
+        shapes = [job_shape(m) for m in stage_jobs]
+        for manifest, shape in zip(stage_jobs, shapes):
+            if not cache.admitted(ns, shape, ADMITTED_SECONDS):
+                ensure(kube, manifest, dry_run=True)
+        cache.admit(ns, shapes)
     for manifest in decision.create:
-        created = ensure(kube, manifest)
+        try:
+            created = ensure(kube, manifest)
+        except CreateRefused:
+            cache.forget_admitted(ns)
+            raise
         cache.accepted(key, manifest["metadata"]["name"])
         if created is None:
             if manifest["kind"] == "Job":

@@ -131,6 +131,7 @@ class ChildCache:
         self._pipelines: dict[Key, PipelineCache] = {}
         self._claims: dict[tuple[str, str], float] = {}  # (namespace, claim) -> when it was last seen to exist
         self._nodes: dict[str, tuple[float, NodeTrouble | None]] = {}  # node -> (when it was read, its trouble; None: Ready)
+        self._admitted: dict[tuple[str, str], float] = {}  # (namespace, Job shape) -> when a dry run of that shape passed
         self.relist_seconds = relist_seconds
         self.clock = clock
 
@@ -245,6 +246,23 @@ class ChildCache:
             if held is None or self.clock() - held[0] > max_age:
                 return False, None
             return True, held[1]
+
+    def admitted(self, namespace: str, shape: str, max_age: float) -> bool:
+        """Whether a dry run of a Job of this shape (`admission.job_shape`) passed in `namespace` within `max_age` seconds."""
+        with self._lock:
+            at = self._admitted.get((namespace, shape))
+            return at is not None and self.clock() - at <= max_age
+
+    def admit(self, namespace: str, shapes: list[str]) -> None:
+        with self._lock:
+            now = self.clock()
+            self._admitted.update(((namespace, shape), now) for shape in shapes)
+
+    def forget_admitted(self, namespace: str) -> None:
+        """A create in `namespace` was refused: what passed before may not pass now (a quota, a policy changed)."""
+        with self._lock:
+            for key in [k for k in self._admitted if k[0] == namespace]:
+                del self._admitted[key]
 
     def claim_exists(self, namespace: str, name: str) -> None:
         with self._lock:

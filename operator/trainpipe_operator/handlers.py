@@ -77,6 +77,7 @@ def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
     async def pipeline_event(event: kopf.RawEvent, namespace: str | None, name: str, meta: kopf.Meta, **_: Any) -> None:
         if namespace is None:
             return
+        reconciler.metrics.watch_events.labels(kind="TrainingPipeline").inc()
         key = (namespace, name)
         if event.get("type") == "DELETED":
             reconciler.cache.pipeline_deleted(key, str(meta.get("resourceVersion", "")))
@@ -89,12 +90,14 @@ def build_registry(reconciler: Reconciler) -> kopf.OperatorRegistry:
 
     @kopf.on.event("batch", "v1", "jobs", labels=CHILD_LABELS, registry=registry)
     async def job_event(event: kopf.RawEvent, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+        reconciler.metrics.watch_events.labels(kind="Job").inc()
         if namespace is not None:
             reconciler.wakeups.changed((namespace, labels[LABEL_PIPELINE]), reconciler.cache.job_event(event.get("type"), dict(event["object"])))
 
     @kopf.on.event("", "v1", "configmaps", labels=CHILD_LABELS, registry=registry)
     async def configmap_event(event: kopf.RawEvent, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
         # The <pipeline>-plan ConfigMap: deleted or edited by hand, the pipeline's pass writes it back.
+        reconciler.metrics.watch_events.labels(kind="ConfigMap").inc()
         if namespace is not None:
             reconciler.wakeups.changed((namespace, labels[LABEL_PIPELINE]), reconciler.cache.configmap_event(event.get("type"), dict(event["object"])))
 

@@ -37,6 +37,9 @@ class Metrics:
         for kind in ("Job", "ConfigMap", "PersistentVolumeClaim"):
             for dry_run in ("false", "true"):
                 self.create_refusals.labels(kind=kind, dry_run=dry_run)
+        self.watch_events = Counter("trainpipe_watch_events_total", "Watch events the operator decoded, by kind of object", ["kind"], registry=r)
+        for kind in ("TrainingPipeline", "Job", "ConfigMap"):
+            self.watch_events.labels(kind=kind)
         self.reconcile_errors = Counter("trainpipe_reconcile_errors_total", "Passes that raised (retried with backoff)", registry=r)
         self.watch_stalled = Gauge("trainpipe_watch_stalled", "1 while the pipeline watch lags behind a fresh LIST", registry=r)
         self._conditions: dict[tuple[str, str], set[str]] = {}

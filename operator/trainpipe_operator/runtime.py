@@ -117,7 +117,9 @@ class Reconciler:
                 again = await loop.run_in_executor(None, self.reconcile_once, key)
                 self.queue.forget(key)
                 if again is not None:
-                    self.queue.add_after(key, max(0.1, again))
+                    self.queue.requeue(key, max(0.1, again))
+                else:
+                    self.queue.cancel_requeue(key)
             except StatusConflict:
                 self.cache.unprime(key)
                 self.queue.add(key)  # another writer changed status under us: recompute from a fresh read now

@@ -24,16 +24,17 @@ class Wakeups:
     # changes the Job) folds into one pass instead of one pass per event.
     batch_seconds: float = 0.25
 
-    def notify(self, key: Key) -> None:
+    def notify(self, key: Key, urgent: bool = False) -> None:
         """A watch event about `key`: a pass within `batch_seconds`, one for all the events until then."""
         if self.batch_seconds > 0:
-            self.queue.add_after(key, self.batch_seconds)
+            self.queue.add_after(key, self.batch_seconds, urgent=urgent)
         else:
-            self.queue.add(key)
+            self.queue.add(key, urgent=urgent)
 
     def changed(self, key: Key, change: Change) -> None:
-        """A watch event's `change` to what `key`'s pass reads."""
+        """A watch event's `change` to a child `key`'s pass reads: a change of state may move the run on
+        (a Job finished: the next stage starts), so its pass goes ahead of routine ones (workqueue.py)."""
         if change is Change.STATE:
-            self.notify(key)
+            self.notify(key, urgent=True)
         elif change is Change.COUNTS:
             self.queue.add_after(key, max(self.batch_seconds, self.pacing.hold_left(key)))

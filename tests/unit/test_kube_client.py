@@ -23,9 +23,9 @@ class Transport:
 
     def param_serialize(self, method: str, path: str, *, query_params: Any, header_params: dict[str, str], body: Any, auth_settings: Any) -> tuple[Any, ...]:
         self.asked.append((method, path, query_params, header_params))
-        return (method, path)
+        return (method, path, header_params, body, None)
 
-    def call_api(self, method: str, path: str, _request_timeout: Any) -> Any:
+    def call_api(self, method: str, path: str, header_params: Any = None, body: Any = None, post_params: Any = None, _request_timeout: Any = None) -> Any:
         if path not in self.answers:
             raise ConnectionRefusedError("connection refused")
         status, body = self.answers[path]
@@ -68,3 +68,24 @@ def test_the_cli_reads_the_current_runs_pods_oldest_first_as_parsed_views() -> N
     pods = Cluster(kube=Kube(api), namespace="ml").run_pods({"metadata": {"name": "demo"}, "status": {"runId": "r1"}}, **{"trainpipe.io/stage": "cpu"})  # type: ignore[arg-type]
     assert [p.name for p in pods] == ["a", "c", "b"] and {p.job for p in pods} == {"j"}
     assert api.asked[0][2] == [("labelSelector", "trainpipe.io/pipeline=demo,trainpipe.io/run=r1,trainpipe.io/stage=cpu")]
+
+
+def test_a_body_reaches_the_official_clients_transport_as_the_plain_dict_with_its_auth_headers() -> None:
+    """Through the real ApiClient: the body skips its per-value sanitising walk, and the REST layer sends it as JSON."""
+    from kubernetes.client import ApiClient, Configuration
+
+    config = Configuration(host="https://api.test:6443", api_key={"BearerToken": "t0ken"}, api_key_prefix={"BearerToken": "Bearer"})
+    api = ApiClient(config)
+    sent: list[tuple[str, str, dict[str, str], Any]] = []
+
+    def request(method: str, url: str, headers: dict[str, str], body: Any = None, post_params: Any = None, _request_timeout: Any = None) -> Any:
+        sent.append((method, url, headers, body))
+        return SimpleNamespace(status=201, read=lambda: json.dumps(body).encode())
+
+    api.rest_client.request = request  # type: ignore[method-assign]
+    job = {"kind": "Job", "metadata": {"name": "p-rank", "labels": {"a": "b"}}, "spec": {"completions": 3, "template": {"spec": {"containers": [{"args": ["x"]}]}}}}
+    assert Kube(api).create("/apis/batch/v1/namespaces/ml/jobs", job, dry_run=True) == job
+    method, url, headers, body = sent[0]
+    assert (method, url) == ("POST", "https://api.test:6443/apis/batch/v1/namespaces/ml/jobs?dryRun=All")
+    assert headers["authorization"] == "Bearer t0ken" and headers["Content-Type"] == "application/json"
+    assert body is job, "the dict goes to the REST layer as given (it json.dumps it), not a sanitised copy"

@@ -145,6 +145,7 @@ def test_metrics_are_served_in_prometheus_text_format(exported: dict[str, Any]) 
         "trainpipe_reconcile_errors": "counter",
         "trainpipe_create_refusals": "counter",
         "trainpipe_watch_stalled": "gauge",
+        "trainpipe_watch_events": "counter",
     }
     assert all(f.documentation for f in exported["families"].values()), "every family has HELP text"
 

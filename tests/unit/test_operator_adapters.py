@@ -122,3 +122,54 @@ def test_operator_flags_that_cannot_be_used_are_refused_naming_the_flag(flag, va
         else:
             parse_toleration(flag, value[0])
     assert flag in str(err.value)
+
+
+def test_an_urgent_key_is_taken_before_routine_ones_that_waited_longer_and_only_once():
+    async def scenario() -> list[str]:
+        queue: WorkQueue[str] = WorkQueue()
+        for key in ("new-1", "new-2", "new-3"):
+            queue.add(key)  # pipelines just created: their first passes
+        queue.add("handoff", urgent=True)  # a Job of a running pipeline finished: its next stage waits on this pass
+        queue.add("new-2", urgent=True)  # a key already waiting moves ahead, and is still taken once
+        taken = [await queue.take() for _ in range(4)]
+        assert len(queue) == 0
+        for key in taken:
+            queue.done(key)
+        queue.add("new-1")
+        assert await queue.take() == "new-1", "a stale entry of a key taken earlier is skipped, not run twice"
+        return taken
+
+    assert asyncio.run(scenario()) == ["handoff", "new-2", "new-1", "new-3"]
+
+
+def test_an_urgent_add_during_a_pass_makes_the_pass_after_it_urgent():
+    async def scenario() -> list[str]:
+        queue: WorkQueue[str] = WorkQueue()
+        queue.add("a")
+        running = await queue.take()
+        queue.add("b")
+        queue.add("a", urgent=True)  # a Job of `a` finished while its pass ran
+        queue.done(running)
+        return [await queue.take(), await queue.take()]
+
+    assert asyncio.run(scenario()) == ["a", "b"]
+
+
+def test_a_pass_replaces_the_look_an_earlier_pass_asked_for_but_never_an_events_wake_up():
+    async def scenario() -> tuple[float | None, float | None, float | None]:
+        queue: WorkQueue[str] = WorkQueue()
+        now = asyncio.get_running_loop().time()
+        queue.requeue("a", 10.0)  # a pass that created Jobs looks again in 10 s
+        queue.requeue("a", 60.0)  # the next pass saw them start: its own look is all that is left
+        replaced = queue.wakes_at("a")
+        queue.add_after("a", 0.25, urgent=True)  # an event meanwhile: its wake-up stands
+        queue.requeue("a", 30.0)
+        event = queue.wakes_at("a")
+        await asyncio.sleep(0.3)
+        queue.cancel_requeue("a")
+        left = queue.wakes_at("a")
+        assert await queue.take() == "a"
+        return (replaced - now if replaced else None, event - now if event else None, left)
+
+    replaced, event, left = asyncio.run(scenario())
+    assert replaced == pytest.approx(60.0, abs=0.1) and event == pytest.approx(0.25, abs=0.1) and left is None

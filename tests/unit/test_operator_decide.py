@@ -18,7 +18,7 @@ from operator_builders import observed_job, pipeline_view, succeeded_stages
 from trainpipe.contract.names import ANNOTATION_PLAN_DIGEST, GPU_RESOURCE, KUEUE_QUEUE_LABEL, LABEL_STAGE, Stage
 from trainpipe.contract.pipeline import PipelineSpec
 from trainpipe.contract.runs import run_id
-from trainpipe.contract.status import PipelineStatus, PlanRef, StageStatus
+from trainpipe.contract.status import PipelineStatus, PlanRef, Reason, StageStatus
 from trainpipe.kube.pods import ObservedPod
 from trainpipe_operator.config import OperatorConfig
 from trainpipe_operator.decide import Decision, decide
@@ -673,3 +673,33 @@ def test_environment_defaults_apply_only_where_the_pipeline_says_nothing():
     own = spec(**{"stages.rank.nodeSelector": {"team": "quant"}, "serviceAccountName": "mine"})
     [ranked] = created_jobs(run(view(own), config=env)).values()
     assert ranked["spec"]["template"]["spec"]["nodeSelector"] == {"team": "quant"} and ranked["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
+
+
+def test_a_hand_off_is_one_event_naming_the_stage_that_ended_and_the_jobs_of_the_next():
+    st = status_after(selected=None, plan=False)
+    st.stages[Stage.RANK.value] = StageStatus(started_at="2026-12-01T11:00:00Z")  # rank running, as the pass that created it wrote
+    rank = done(Stage.RANK)
+    d = run(view(status=st), rank, pods=(pod(rank, message='{"selected": 3}'),))
+    assert [(e.type, e.reason) for e in d.events] == [("Normal", "StageSucceeded")]
+    assert "stage rank of run" in d.events[0].message and "stage select: 1 Job(s), 3 unit(s)" in d.events[0].message
+
+
+def test_events_fold_only_a_stage_end_into_what_follows_it_in_the_same_pass():
+    from trainpipe_operator.policies.passes import EventIntent, Pass
+
+    p = Pass.__new__(Pass)
+    p.events = []
+    p.event("Normal", Reason.RUN_STARTED, "run r1 started")
+    p.event("Normal", Reason.JOBS_CREATED, "stage rank: 1 Job(s)")
+    p.event("Normal", Reason.STAGE_SUCCEEDED, "stage rank succeeded")
+    p.event("Normal", Reason.JOBS_CREATED, "stage select: 1 Job(s)")
+    p.event("Normal", Reason.STAGE_SUCCEEDED, "stage report succeeded")
+    p.event("Normal", Reason.SUCCEEDED, "run r1 succeeded")
+    p.event("Warning", Reason.STAGE_FAILED, "stage cpu failed")
+    assert p.events == [
+        EventIntent("Normal", "RunStarted", "run r1 started"),
+        EventIntent("Normal", "JobsCreated", "stage rank: 1 Job(s)"),
+        EventIntent("Normal", "StageSucceeded", "stage rank succeeded; stage select: 1 Job(s)"),
+        EventIntent("Normal", "Succeeded", "stage report succeeded; run r1 succeeded"),
+        EventIntent("Warning", "StageFailed", "stage cpu failed"),
+    ]
