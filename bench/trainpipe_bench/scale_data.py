@@ -102,7 +102,7 @@ def bench_spec(data_dir: Path, row_budget: int | None, seed: int) -> dict:
 
 
 STEPS: tuple[tuple[str, list[str]], ...] = (
-    ("rank", ["rank"]), ("select", ["select"]), ("plan", ["plan"]), ("cpu", ["train", "--stage", "cpu"]), ("report", ["report"]),
+    ("rank", ["rank"]), ("select", ["select"]), ("plan", ["plan"]), ("train-cpu", ["train", "--stage", "cpu"]), ("report", ["report"]),
 )
 
 
