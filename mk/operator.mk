@@ -29,7 +29,7 @@ bench-operator: install cluster-up ## Operator hand-off latency on the local clu
 # its own in $(SCALE_CLUSTER_DIR), started for it and deleted after (the cluster of `make
 # cluster-up`, if up, is left alone, but its idle load is noise: take it down first). SCALE_ARGS
 # narrows it for development, e.g. SCALE_ARGS="--pipelines 5 --no-write".
-SCALE_ARGS ?= --pipelines 50 200 --repeat 3
+SCALE_ARGS ?= --pipelines 50 200 --repeat 3 --profile docs
 SCALE_CLUSTER_DIR ?= $(CURDIR)/.cache/scale-cluster
 bench-scale: install cluster-build ## N pipelines at once: operator vs an ideal script, API writes, RSS, hand-offs, object size into BENCHMARKS.md + docs/bench-scale.png
 	$(CLUSTER_ENV) $(VENV)/bin/python hack/scale-bench.py --fresh-cluster $(SCALE_CLUSTER_DIR) $(SCALE_ARGS)

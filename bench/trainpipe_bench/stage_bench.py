@@ -120,9 +120,10 @@ def stage_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_stage_process(stage: Stage, spec: dict, out: Path, threads: int) -> dict:
+def run_stage_process(stage: Stage, spec: dict, out: Path, threads: int, env: dict[str, str] | None = None) -> dict:
+    """One stage in a fresh process; `env` (default: this one's) may point PYTHONPATH at another checkout to time it."""
     cmd = [sys.executable, "-m", "trainpipe_bench", "stage", "--stage", stage.value, "--spec", json.dumps(spec), "--output-dir", str(out), "--threads", str(threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark of stage {stage} failed:\n{proc.stderr[-4000:]}")
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy.stats import rankdata
 
@@ -19,6 +21,14 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     if len(a) < 3:
         return float("nan")
     return pearson(rankdata(a), rankdata(b))
+
+
+def spearman_against(y: np.ndarray) -> Callable[[np.ndarray], float]:
+    """`spearman(y, ·)` for many predictions of the same labels: the labels are ranked once, the result is the same."""
+    if len(y) < 3:
+        return lambda pred: float("nan")
+    ranked = rankdata(y)
+    return lambda pred: pearson(ranked, rankdata(pred))
 
 
 def r2(y: np.ndarray, pred: np.ndarray) -> float:

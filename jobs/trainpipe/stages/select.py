@@ -51,7 +51,13 @@ _COMPUTE_ORDER = ("catboost", "lightgbm_gain", "permutation", _NULL, "xgboost_ga
 SUPPORT_SHARE = 0.25
 MI_MAX_ROWS = 4_000
 MI_MIN_KNOWN = 50  # sampled rows with a known value a feature needs for a mutual-information score
+# Shuffles of each feature in permutation importance, at most; fewer on a large holdout (`permutation_repeats`).
 PERMUTATION_REPEATS = 3
+# Shuffled rows per feature that permutation importance aims at. Each shuffle costs one prediction of the
+# whole holdout, the largest cost of select on a large panel; more shuffles only average the shuffle's noise,
+# which a holdout of this many rows already averages over its rows. Small holdouts (the example data's is
+# about 2,500 rows) keep all PERMUTATION_REPEATS.
+PERMUTATION_ROWS = 15_000
 TREES = 150
 
 # Stability of the selected set against another ranked list (overlap = Jaccard of the sets, tau = Kendall on common ranks).
@@ -372,25 +378,32 @@ def _permutation(x, lab: _Labels, test: np.ndarray, booster, seed: int) -> tuple
     per_class = pred.reshape(len(pred), -1).T  # classes × rows: one row for regression and two classes
     labels = null.shuffled_labels(yt, lab.ts[lab.rows[test]], lab.horizon_bars, seed, len(per_class))
     rng = np.random.default_rng(seed)
+    repeats = permutation_repeats(len(test))
     drops = np.zeros(x.shape[1])
     ics = np.zeros((x.shape[1], labels.columns.shape[2]))
     for j in range(x.shape[1]):
         col = xt[:, j].copy()
         total, shuffled = 0.0, np.zeros_like(per_class)
-        for _ in range(PERMUTATION_REPEATS):
+        for _ in range(repeats):
             xt[:, j] = rng.permutation(col)
             p = booster.predict(xt)
             total += base - score(p)
             shuffled += p.reshape(len(p), -1).T
         xt[:, j] = col
-        drops[j] = total / PERMUTATION_REPEATS
-        ics[j] = labels.ics(per_class - shuffled / PERMUTATION_REPEATS)
+        drops[j] = total / repeats
+        ics[j] = labels.ics(per_class - shuffled / repeats)
     return drops, null.evidence(ics)
+
+
+def permutation_repeats(holdout_rows: int) -> int:
+    """Shuffles per feature: as many as keep the shuffled rows within PERMUTATION_ROWS, from 1 to PERMUTATION_REPEATS."""
+    return max(1, min(PERMUTATION_REPEATS, PERMUTATION_ROWS // max(1, holdout_rows)))
 
 
 def _skill_fn(task, y):
     if task is TaskType.REGRESSION:
-        return lambda pred: metrics.spearman(y, pred)
+        # The labels' ranks are the same for every prediction scored against them: rank them once.
+        return metrics.spearman_against(y)
     if _n_classes(y) <= 2:
         return lambda pred: metrics.auc(y, pred)
     return lambda pred: float((np.argmax(pred, axis=1) == y).mean())
@@ -402,6 +415,7 @@ def _mutual_info(x, targets, labels, methods, params, on_step) -> list[dict[str,
     Filling NaN with 0 would invent values: a spike at 0 that tracks whatever made the value missing, far
     from a feature's real range. A feature known on fewer than MI_MIN_KNOWN sampled rows scores 0 (no evidence).
     """
+    from joblib import parallel_config
     from sklearn.feature_selection import mutual_info_classif, mutual_info_regression
 
     out = []
@@ -412,7 +426,9 @@ def _mutual_info(x, targets, labels, methods, params, on_step) -> list[dict[str,
         xs, ys = x[lab.rows[pick]], lab.y[pick]
         known = np.isfinite(xs)
         mi = np.zeros(xs.shape[1])
-        with warnings.catch_warnings():
+        # Features are scored one by one (the noise sklearn adds is drawn before), so threads give the same scores;
+        # threads, not processes: a worker process would start and copy the sample for a fraction of a second's work.
+        with warnings.catch_warnings(), parallel_config(backend="threading", n_jobs=params.threads):
             warnings.simplefilter("ignore")
             if known.all():  # the usual case: one call for every feature
                 mi = _mi(xs, ys, lab.task, params.seed, mutual_info_regression, mutual_info_classif)
