@@ -24,7 +24,7 @@ HELM ?= $(TOOLS_DIR)/helm-$(HELM_VERSION)/bin/helm
 REGISTRY_VERSION := $(shell sed -n 's/^REGISTRY_VERSION=//p' hack/versions.env)
 REGISTRY_BIN := $(TOOLS_DIR)/registry-$(REGISTRY_VERSION)/bin/registry
 
-.PHONY: help install demo example-data test test-unit test-e2e lint typecheck manifests verify bench clean
+.PHONY: help install demo example-data test test-unit test-e2e lint typecheck manifests verify bench bench-scale-data clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort -u | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -90,6 +90,11 @@ verify: install ## Fail when generated files (the CRD, the reference, the chart'
 
 bench: example-data ## Benchmarks: stage wall time and peak memory into BENCHMARKS.md
 	$(PY) -m trainpipe_bench --data-dir $(DEMO_DATA) --out BENCHMARKS.md
+
+# Sizes and budget of bench-scale-data, e.g. SCALE_DATA_ARGS='--sizes 0.5M 2M' (the 5M panel takes longest; CI leaves it out).
+SCALE_DATA_ARGS ?=
+bench-scale-data: install ## Wall time and each stage's peak RSS on generated 0.5M/2M/5M-row panels (data.rowBudget) into BENCHMARKS.md
+	$(PY) -m trainpipe_bench.scale_data $(SCALE_DATA_ARGS)
 
 clean: ## Remove outputs (keeps .venv and the tool cache)
 	rm -rf out .pytest_cache

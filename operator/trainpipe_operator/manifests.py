@@ -38,7 +38,7 @@ from trainpipe.contract.runs import IDENTITY_FIELDS
 from trainpipe.contract.stages import STAGES, Pool
 from trainpipe.contract.storage import ENDPOINT_ENV, REGION_ENV, SECRET_KEYS
 from trainpipe_operator.config import OperatorConfig
-from trainpipe_operator.naming import artifacts_claim, job_name, plan_configmap, spec_configmap
+from trainpipe_operator.naming import AGGREGATE, artifacts_claim, job_name, plan_configmap, spec_configmap
 
 CONTAINER = "trainpipe"
 TERMINATION_LOG = "/dev/termination-log"
@@ -86,6 +86,11 @@ class JobIntent:
     plan_digest: str | None = None
     keep: tuple[str, ...] = ()  # a run's last step: run folders its pruning must leave (`report --pin`)
     previous_run: str | None = None  # the run id whose folder a stage that compares with the previous run reads (`--previous-run`)
+    indexed: bool | None = None  # an Indexed Job (each pod's unit from its index); None: as the stage's row says
+
+    @property
+    def is_indexed(self) -> bool:
+        return STAGES[self.stage].indexed if self.indexed is None else self.indexed
 
 
 def data_dir(spec: PipelineSpec) -> str:
@@ -148,7 +153,9 @@ def stage_args(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent) ->
         args += ["--family", intent.family]
     if row.compares_previous_run and intent.previous_run is not None:
         args += ["--previous-run", run_dir(spec, owner, intent.previous_run)]
-    if row.indexed:
+    if intent.family == AGGREGATE:
+        args += ["--aggregate"]  # merges what the units of the stage's groups Job wrote
+    elif intent.is_indexed:
         args += ["--unit-index", "$(JOB_COMPLETION_INDEX)"]
     if row.trains:
         args += ["--plan-digest", str(intent.plan_digest)]
@@ -215,9 +222,9 @@ def job(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent, config: O
     job_spec: dict[str, Any] = {
         "completions": intent.completions,
         "parallelism": min(intent.completions, getattr(settings, "parallelism", None) or intent.completions),
-        "completionMode": "Indexed" if STAGES[stage].indexed else "NonIndexed",
+        "completionMode": "Indexed" if intent.is_indexed else "NonIndexed",
         "suspend": suspend,
-        **failure_policy(spec, stage),
+        **failure_policy(spec, stage, intent.is_indexed),
         "template": {
             "metadata": {"labels": {**settings.pod_metadata.labels, **own_labels}, "annotations": dict(settings.pod_metadata.annotations)},
             "spec": pod_spec(spec, owner, run, intent, config),
@@ -233,10 +240,9 @@ def job(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent, config: O
     }
 
 
-def failure_policy(spec: PipelineSpec, stage: str) -> dict[str, Any]:
+def failure_policy(spec: PipelineSpec, stage: str, indexed: bool) -> dict[str, Any]:
     """Retries and what stops them: per index for an Indexed Job (one bad unit does not fail its siblings)."""
     settings = settings_of(spec, stage)
-    indexed = STAGES[stage].indexed
     permanent = {"action": "FailIndex" if indexed else "FailJob",
                  "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": list(PERMANENT_EXIT_CODES)}}
     policy: dict[str, Any] = {"podFailurePolicy": {"rules": [

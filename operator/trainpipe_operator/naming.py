@@ -12,6 +12,10 @@ from trainpipe.contract.units import dns_label
 # room for the index of any realistic Indexed Job inside the 63-character label and hostname limits.
 MAX_JOB_NAME = 52
 
+# A stage ranked in target groups (spec.stages.rank.targetGroups > 1) is two Jobs, named apart as a
+# training stage's families are: an Indexed Job of one unit per group, then the step merging their parts.
+GROUPS, AGGREGATE = "groups", "aggregate"
+
 
 def family_slug(family: str) -> str:
     """A family name as a name part: catalogue names use '_', which Kubernetes names refuse."""

@@ -32,6 +32,7 @@ from trainpipe.contract.stages import STAGES
 from trainpipe.contract.status import PipelineStatus
 from trainpipe.contract.timestamps import parse_stamp
 from trainpipe.kube.pods import ObservedPod
+from trainpipe_operator.naming import GROUPS
 from trainpipe_operator.refusals import Refusal
 from trainpipe_operator.schedule import CurrentRun, current_run
 
@@ -364,7 +365,9 @@ def _to_read_now(job: ObservedJob, run: str, unread: dict[str, bool]) -> bool:
     away (evicted: counted per unit by policies/disruptions.py, and gone soon after)."""
     if job.run != run or job.deleting:
         return False
-    return (job.failed_condition is not None or (job.failed > 0 and not job.complete) or (job.complete and unread.get(job.stage, False))
+    # A stage's groups Job holds no report: the Job merging the groups does (`naming.GROUPS`).
+    reports = job.complete and unread.get(job.stage, False) and job.family != GROUPS
+    return (job.failed_condition is not None or (job.failed > 0 and not job.complete) or reports
             or (job.terminating > 0 and not job.complete))
 
 

@@ -184,8 +184,9 @@ def test_a_pipeline_runs_every_stage_as_jobs_cpu_before_gpu_and_ends_ready(clust
 
     # The next run (here: a spec change) grades each target's selection against the last succeeded run's folder,
     # which the operator hands to select; the run folders are separate, so without it every run would be a "first run".
+    # It also ranks in two target groups: a unit per group, then the Job that merges them, to the same ranking.
     first = status
-    kube.patch(pipelines_path(namespace, "e2e"), {"spec": {"training": {"families": ["lightgbm"]}}})
+    kube.patch(pipelines_path(namespace, "e2e"), {"spec": {"training": {"families": ["lightgbm"]}, "stages": {"rank": {"targetGroups": 2}}}})
     wait_condition(kube, namespace, "e2e", "Ready", timeout=RUN_TIMEOUT, generation=obj["metadata"]["generation"] + 1)
     second = get(kube, namespace, "e2e")["status"]
     assert second["runId"] != first["runId"] and second["lastSucceededRun"]["runId"] == second["runId"]
@@ -196,6 +197,12 @@ def test_a_pipeline_runs_every_stage_as_jobs_cpu_before_gpu_and_ends_ready(clust
         # The folder as the pod saw it (the executor's pods see the claim's host folder where a container sees /artifacts).
         assert against["previous_run"].endswith(first["outputPath"].removeprefix("/artifacts")), against
         assert against["state"] != "UNKNOWN" and against["previous_features"], against
+    rank_jobs = {j["metadata"]["name"]: j for j in jobs(kube, namespace, "e2e") if stage_of(j) == "rank"}
+    assert sorted(n.rsplit("-", 2)[-2] for n in rank_jobs) == ["aggregate", "groups"], sorted(rank_jobs)
+    assert [j["spec"]["completions"] for n, j in sorted(rank_jobs.items())] == [1, 2]
+    rankings = [json.loads((artifacts_dir(cluster, namespace, s, "e2e-artifacts") / "ranking" / "target_rankings.json").read_text())
+                for s in (first, second)]
+    assert rankings[0]["selected"] == rankings[1]["selected"] and second["selectedTargets"] == first["selectedTargets"]
 
 
 def test_a_failed_unit_stalls_the_run_and_a_retry_reruns_only_what_has_no_outputs(cluster: Cluster, kube: Kube, namespace: str,

@@ -703,3 +703,43 @@ def test_events_fold_only_a_stage_end_into_what_follows_it_in_the_same_pass():
         EventIntent("Normal", "Succeeded", "stage report succeeded; run r1 succeeded"),
         EventIntent("Warning", "StageFailed", "stage cpu failed"),
     ]
+
+
+GROUPED = spec(**{"stages.rank.targetGroups": 3})
+
+
+def test_a_rank_in_target_groups_is_an_indexed_job_of_a_unit_per_group_then_one_job_that_merges_them():
+    from trainpipe_operator.naming import AGGREGATE, GROUPS
+    from trainpipe_operator.observed import PodRead, pod_read
+
+    started = status_after(selected=None, plan=False)
+    first = run(view(GROUPED, status=started))
+    units = created_jobs(first)
+    assert list(units) == [job_name("demo", run_id(GROUPED), "rank", GROUPS, 0)]
+    groups = next(iter(units.values()))
+    assert groups["spec"]["completionMode"] == "Indexed" and groups["spec"]["completions"] == 3 and "backoffLimitPerIndex" in groups["spec"]
+    args = groups["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:1] == ["rank"] and args[args.index("--unit-index") + 1] == "$(JOB_COMPLETION_INDEX)" and "--aggregate" not in args
+
+    grouped_run = run_id(GROUPED)
+    scored = replace(observed_job(Stage.RANK, GROUPS, run=grouped_run, completions=3, succeeded=3, complete=True), indexed=True)
+    assert pod_read([scored], grouped_run, started) is PodRead.NONE, "the units report nothing the status keeps: no pod read"
+    second = run(view(GROUPED, status=started), scored)
+    merge = created_jobs(second)
+    assert list(merge) == [job_name("demo", grouped_run, "rank", AGGREGATE, 0)], "the merge starts once every group is scored, and nothing else"
+    spec_of = next(iter(merge.values()))["spec"]
+    merge_args = spec_of["template"]["spec"]["containers"][0]["args"]
+    assert spec_of["completionMode"] == "NonIndexed" and spec_of["completions"] == 1 and "--aggregate" in merge_args and "--unit-index" not in merge_args
+    assert second.status.stages["rank"].outcome is None
+
+    merged = observed_job(Stage.RANK, AGGREGATE, run=grouped_run, completions=1, succeeded=1, complete=True)
+    third = run(view(GROUPED, status=started), scored, merged, pods=(pod(merged, message='{"selected": 2}'),))
+    assert third.status.stages["rank"].outcome == "Succeeded" and third.status.selected_targets == 2, "the report is the merging Job's"
+    assert stages_created(third) == [("select", "all")]
+
+
+def test_one_target_group_is_todays_single_rank_job():
+    d = run(view(spec(**{"stages.rank.targetGroups": 1}), status=status_after(selected=None, plan=False)))
+    rank = next(iter(created_jobs(d).values()))
+    assert rank["metadata"]["name"] == job_name("demo", RUN, "rank", None, 0) and rank["spec"]["completionMode"] == "NonIndexed"
+    assert "--unit-index" not in rank["spec"]["template"]["spec"]["containers"][0]["args"]

@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         add_run_options(p)
         if name in ("select", "run"):
             add_previous_run_option(p)
+        if name == "rank":
+            fan = p.add_argument_group("one target group (stages.rank.targetGroups > 1: one pod of the rank Job, then the aggregate)")
+            fan = fan.add_mutually_exclusive_group()
+            fan.add_argument("--unit-index", type=unit_index_arg, metavar="I",
+                             help="Score only target group I (from 0) of stages.rank.targetGroups and write its part under ranking/parts/.")
+            fan.add_argument("--aggregate", action="store_true",
+                             help="Merge the groups' parts into the ranking (every unit must have run with the same settings).")
         if name == "select":
             one = p.add_argument_group("one unit (one pod of the select Job)").add_mutually_exclusive_group()
             one.add_argument("--target", metavar="T", help="Select features for this kept target only.")
@@ -192,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _where(args: argparse.Namespace) -> str:
     """The stage and unit a failure line names, from the flags (before anything is read)."""
+    if args.command == "rank" and getattr(args, "unit_index", None) is not None:
+        return f"rank unit {args.unit_index}"
     if args.command == "select":
         if args.target is not None:
             return f"select target {args.target}"
@@ -313,8 +322,11 @@ def _stages(args: argparse.Namespace, where: list[str]) -> CommandReport:
                          previous_run=getattr(args, "previous_run", None))
         if args.threads:
             ctx.threads = args.threads
+        ctx.rank_aggregate_only = bool(getattr(args, "aggregate", False))
         if args.command == "select" and (args.target is not None or args.unit_index is not None):
             unit_report = _select_unit(ctx, args, where)
+        elif args.command == "rank" and args.unit_index is not None:
+            unit_report = _rank_unit(ctx, args, where)
         elif args.command == "train" and args.family is not None:
             unit_report = _train_family_or_unit(ctx, args)
         else:
@@ -374,8 +386,8 @@ def _track(args: argparse.Namespace, spec, name: str, layout, *, succeeded: bool
 def _unit_label(args: argparse.Namespace) -> str:
     """The unit a select/train call computes, as its record's file name: target or index, family and index."""
     index = "all" if args.unit_index is None else str(args.unit_index)
-    if args.command == "select":
-        return f"target-{args.target}" if args.target is not None else f"index-{index}"
+    if args.command in ("select", "rank"):
+        return f"target-{args.target}" if getattr(args, "target", None) is not None else f"index-{index}"
     return f"{args.family}-{index}"
 
 
@@ -441,6 +453,19 @@ def _stage_report(args: argparse.Namespace, layout, outcomes, report_path, no_ev
                          report=layout.relative(report_path) if report_path is not None else None, no_evidence=no_evidence,
                          tracking=None if tracked is None else tracked.summary())
     return stage_report(outcomes[0])
+
+
+def _rank_unit(ctx, args: argparse.Namespace, where: list[str]) -> CommandReport:
+    from trainpipe.cli.display import console
+    from trainpipe.contract.outcomes import Outcome
+    from trainpipe.contract.reports import RankUnitReport
+    from trainpipe.runner.steps.rank import rank_unit
+
+    units = ctx.spec.stages.rank.target_groups
+    where[0] = f"rank unit {args.unit_index} of {units}"
+    targets = rank_unit(ctx, args.unit_index, units)
+    console.print(f"[cyan]rank[/] unit {args.unit_index} of {units}: scored {', '.join(targets) or 'no target'}")
+    return RankUnitReport(unit_index=args.unit_index, units=units, targets=targets, status=Outcome.RAN)
 
 
 def _select_unit(ctx, args: argparse.Namespace, where: list[str]) -> CommandReport:

@@ -90,6 +90,12 @@ class StageSettings(Contract):
                                                            "this much ephemeral storage unless its resources set ephemeral-storage.")
 
 
+class RankSettings(StageSettings):
+    target_groups: int = Field(1, ge=1, le=64, description="Rank in this many groups of targets, each scored by its own unit (`trainpipe rank "
+                               "--unit-index I --units N`), then one small aggregate step merges them (the evidence gate and the top N over all "
+                               "targets). 1 (default) ranks every target in one Job. Each unit reads the same rows, so the ranking is the same either way.")
+
+
 class FanOutSettings(StageSettings):
     parallelism: int | None = Field(None, ge=1, le=10_000, description="Pods of one Job at a time (default: all its units).")
     backoff_limit_per_index: int = Field(2, ge=0, le=100, description="Retries of one unit: a bad unit fails only its own index.")
@@ -105,7 +111,7 @@ class GpuSettings(TrainSettings):
 
 
 class StagesSpec(Contract):
-    rank: StageSettings = Field(default_factory=StageSettings)
+    rank: RankSettings = Field(default_factory=RankSettings)
     select: FanOutSettings = Field(default_factory=FanOutSettings)
     plan: StageSettings = Field(default_factory=StageSettings)
     cpu: TrainSettings = Field(default_factory=TrainSettings)

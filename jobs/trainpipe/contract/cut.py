@@ -33,6 +33,27 @@ class SymbolCut(Contract):
     coverage: SymbolCoverage
 
 
+class TimeBlock(Contract):
+    """One kept run of the panel's calendar: every symbol's bars from `first` to `last` (both included)."""
+
+    first: str = Field(description="First kept timestamp (ISO-8601 UTC)")
+    last: str = Field(description="Last kept timestamp (ISO-8601 UTC)")
+    timestamps: int = Field(ge=1, description="Timestamps of the calendar inside the block")
+    rows: int = Field(ge=1, description="Rows (bars of all symbols) inside the block")
+
+
+class PanelSample(Contract):
+    """How a panel larger than data.rowBudget was cut down: whole timestamp blocks, chosen from the seed before the bytes were read."""
+
+    row_budget: int = Field(ge=1, description="data.rowBudget: the most rows a stage loads")
+    seed: int = Field(ge=0, description="The run's seed, which placed the blocks")
+    rows_available: int = Field(ge=0, description="Rows of the panel (after data.maxRowsPerSymbol)")
+    rows_kept: int = Field(ge=0, description="Rows inside the kept blocks: what every stage of the run reads")
+    timestamps_available: int = Field(ge=0)
+    timestamps_kept: int = Field(ge=0)
+    blocks: list[TimeBlock] = Field(description="The kept blocks, oldest first; between two blocks no bar is read")
+
+
 class HoldoutCut(Contract):
     """Fixed once per run before ranking, one instant for every symbol, so nothing that chooses targets, features or routes sees the holdout."""
 
@@ -44,6 +65,7 @@ class HoldoutCut(Contract):
                                              "counted in the panel's timestamps and in each symbol's own bars, whichever reaches further back")
     min_development_rows: int = Field(ge=0, description="A symbol with fewer development bars is SHORT, a warning (data.minRowsPerSymbol)")
     symbols: dict[str, SymbolCut]
+    sample: PanelSample | None = Field(None, description="Set when the panel outgrew data.rowBudget: the timestamp blocks rank read, which every later stage reads too")
 
     def warnings(self) -> list[str]:
         """One line per symbol the cut leaves short, without a holdout, or without development bars, in symbol order."""

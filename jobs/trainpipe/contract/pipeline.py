@@ -49,6 +49,13 @@ class DataSpec(Contract):
     symbols: list[Symbol] = Field(default_factory=list, max_length=sizes.SYMBOLS, description="Symbols to load; empty means every symbol found.")
     interval: str | None = Field(None, max_length=16, pattern=r"^[0-9]+[mhd]$", description="Interval partition to read (e.g. 5m, 1d) when the directory has interval=<I> folders.")
     max_rows_per_symbol: int | None = Field(None, ge=100, description="Keep only the most recent N rows of each symbol.")
+    # One budget for every stage, not one per stage: rank fixes the run's holdout cut on the rows it reads, and select and
+    # training must read exactly those rows (the cut pins them), so the rows a run reads are a property of its data.
+    row_budget: int = Field(2_000_000, ge=10_000, le=10**10, description="Most rows (bars of all symbols) any stage loads. A larger panel is cut to whole "
+                            "timestamp blocks spread across its history (the newest always kept), placed by seed and read through the parquet "
+                            "row-group statistics, so each pod's memory follows this number, not the panel; the rankings record the blocks.")
+    sample_blocks: int = Field(8, ge=1, le=1_000, description="How many timestamp blocks a panel over rowBudget is cut to (fewer, longer blocks "
+                               "keep longer unbroken histories for sequence models; more spread them over more market regimes).")
     min_rows_per_symbol: int = Field(200, ge=20, description="A symbol with fewer bars before the holdout cut is warned about by name (its scores rest on "
                                      "few bars); the run goes on.")
 

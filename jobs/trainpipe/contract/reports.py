@@ -83,6 +83,17 @@ class SelectUnitReport(Contract):
     stability: Stability | None
 
 
+class RankUnitReport(Contract):
+    """One rank unit (one target group of stages.rank.targetGroups): the targets it scored into its part; the aggregate step writes the ranking."""
+
+    model_config = _LENIENT
+    stage: Literal["rank"] = "rank"
+    unit_index: int = Field(ge=0)
+    units: int = Field(ge=1)
+    targets: list[str] = Field(description="The group this unit scored, in ranking order")
+    status: Outcome
+
+
 class TrainUnitReport(Contract):
     """One training unit (one pod of a family's Indexed Job); `device` is None when its metrics do not say."""
 
@@ -132,4 +143,4 @@ class DataReport(Contract):
 
 # The reports the operator keeps in the status (a row's `report` in contract.stages).
 StageReport = RankReport | PlanReport | HtmlReport
-CommandReport = StageReport | StageCountsReport | SelectUnitReport | TrainUnitReport | RunReport | HtmlReport | DataReport
+CommandReport = StageReport | StageCountsReport | SelectUnitReport | RankUnitReport | TrainUnitReport | RunReport | HtmlReport | DataReport

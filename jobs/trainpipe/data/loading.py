@@ -39,10 +39,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from trainpipe.contract.cut import PanelSample
 from trainpipe.contract.names import SYMBOL_COLUMN, TARGET_PREFIXES, TIMESTAMP_COLUMN
 from trainpipe.contract.targets import BarCalendar, is_target
 from trainpipe.data.calendar import bar_calendar
 from trainpipe.data.errors import DataError
+from trainpipe.data.sampling import calendar_counts, choose_blocks, describe, in_ranges, overlaps, sample_ranges
 from trainpipe.io.objectstore import Location, ObjectPath, ObjectStoreError, explain, locate
 from trainpipe.memory import release
 
@@ -71,6 +73,7 @@ class Panel:
     symbols: tuple[str, ...]
     calendar: BarCalendar  # how the bars fall in time: what a horizon in minutes, days or weeks is in bars
     files: tuple[Location, ...]
+    sample: PanelSample | None = None  # set when the panel outgrew its row budget and was cut to timestamp blocks
 
     @property
     def interval_minutes(self) -> float:
@@ -115,28 +118,44 @@ def load_panel(
     columns: Sequence[str] | None = None,
     max_rows_per_symbol: int | None = None,
     min_rows_per_symbol: int = 200,
+    row_budget: int | None = None,
+    sample_blocks: int = 8,
+    seed: int = 0,
+    time_ranges: Sequence[tuple[int, int]] | None = None,
 ) -> Panel:
     """Read, validate and stack the bars; `columns` limits the features/targets read (ts and symbol always are).
 
     `max_rows_per_symbol` keeps each symbol's most recent rows; `min_rows_per_symbol` is checked
     against the rows each symbol has in its file, before that cut.
+
+    A panel of more than `row_budget` rows is cut to `sample_blocks` whole timestamp blocks
+    (`data.sampling.choose_blocks`, placed by `seed`), decided from the timestamp column alone before
+    any feature is read; `Panel.sample` records them. `time_ranges` (inclusive int64-nanosecond
+    bounds, e.g. a recorded sample's) reads exactly those blocks again. Either way a row group whose
+    timestamp statistics miss every block is skipped unread, so memory follows the rows kept.
     """
     source = _resolve(data_dir, symbols, interval)
     features, targets = _columns(source)
     if columns is not None:
         features, targets = _project(features, targets, columns, source.files[0])
     wanted = [TIMESTAMP_COLUMN, *features, *targets]
+    sample, ranges = None, (tuple(time_ranges) if time_ranges is not None else None)
+    if ranges is None and row_budget is not None:
+        sample = _sample(source, row_budget, sample_blocks, seed, max_rows_per_symbol, min_rows_per_symbol)
+        ranges = sample_ranges(sample) if sample is not None else None
 
     # One file at a time: each file's raw table is released once it has been checked and cast, and its
     # columns are copied into one preallocated numpy array per column (pages are only touched as they are
     # written), so the data is held about once, plus one file.
-    capacity = _capacity(source, max_rows_per_symbol)
+    capacity = sample.rows_kept if sample is not None else _capacity(source, max_rows_per_symbol)
     columns_out: dict[str, np.ndarray] = {}
     part_symbols: list[tuple[str, ...]] = []
     part_codes: list[np.ndarray] = []
     filled = 0
-    for part in _parts(source, wanted, min_rows_per_symbol):
-        prepared = _prepare(part, features, targets, max_rows_per_symbol)
+    # Row groups are skipped by their statistics only without a per-symbol window: that window counts a symbol's rows before the blocks.
+    skip_by = ranges if max_rows_per_symbol is None else None
+    for part in _parts(source, wanted, min_rows_per_symbol, skip_by):
+        prepared = _prepare(part, features, targets, max_rows_per_symbol, ranges)
         del part
         rows = prepared.table.num_rows
         if not columns_out:
@@ -186,7 +205,31 @@ def load_panel(
         symbols=loaded,
         calendar=bar_calendar(sorted_ts),
         files=source.files,
+        sample=sample,
     )
+
+
+def _sample(source: _Source, budget: int, n_blocks: int, seed: int, max_rows: int | None, min_rows: int) -> PanelSample | None:
+    """The blocks a panel over `budget` rows keeps, from its timestamp column alone; None when it fits whole.
+
+    The footers count the rows of a per-symbol layout, so a panel within budget costs no read at all.
+    """
+    available = _capacity(source, max_rows)
+    if available is not None and available <= budget:
+        return None
+    stamps = []
+    for part in _parts(source, [TIMESTAMP_COLUMN], min_rows, None):
+        stamps.append(_check_rows_in_time(part, max_rows)[2])
+        del part
+    calendar, counts = calendar_counts(np.concatenate(stamps) if stamps else np.zeros(0, dtype=np.int64))
+    del stamps
+    try:
+        blocks = choose_blocks(counts, budget, n_blocks, seed)
+    except ValueError as exc:
+        raise DataError(f"{source.files[0].parent}: {exc}") from None
+    if blocks == ((0, len(calendar)),) or not blocks:
+        return None
+    return describe(calendar, counts, blocks, budget, seed)
 
 
 def move_features(frame: pd.DataFrame, features: Sequence[str]) -> np.ndarray:
@@ -423,29 +466,56 @@ class _Part:
     ts: np.ndarray | None = None  # row -> ts in int64 nanoseconds, once parsed
 
 
-def _parts(source: _Source, wanted: list[str], min_rows: int) -> Iterator[_Part]:
+def _parts(source: _Source, wanted: list[str], min_rows: int, ranges: Sequence[tuple[int, int]] | None = None) -> Iterator[_Part]:
     if source.long_file is not None:
         yield _read_long(source.long_file, source.requested, wanted, min_rows)
         return
     for symbol, path in sorted(source.files_by_symbol.items()):
-        yield _read_symbol_file(path, symbol, wanted, min_rows)
+        yield _read_symbol_file(path, symbol, wanted, min_rows, ranges)
 
 
-def _prepare(part: _Part, features: tuple[str, ...], targets: tuple[str, ...], max_rows: int | None) -> _Part:
-    """The part checked (timestamps, types), cut to its latest rows and cast to the panel's schema."""
+def _prepare(part: _Part, features: tuple[str, ...], targets: tuple[str, ...], max_rows: int | None,
+             ranges: Sequence[tuple[int, int]] | None = None) -> _Part:
+    """The part checked (timestamps, types), cut to its latest rows, then to the kept blocks, and cast to the panel's schema."""
     table, codes, ts = _check_rows_in_time(part, max_rows)
+    if ranges is not None:
+        keep = in_ranges(ts, ranges)
+        if not keep.all():
+            table, codes, ts = table.filter(pa.array(keep)), codes[keep], ts[keep]
     return _Part(part.path, _normalise(table, part.path, features, targets), part.symbols, codes, ts)
 
 
-def _read_symbol_file(path: Location, symbol: str, wanted: list[str], min_rows: int) -> _Part:
+def _read_symbol_file(path: Location, symbol: str, wanted: list[str], min_rows: int,
+                      ranges: Sequence[tuple[int, int]] | None = None) -> _Part:
     try:
         file = _parquet_file(path)
         # Counted from the footer, so a short symbol fails before its data is read.
         _check_rows(path, symbol, file.metadata.num_rows, min_rows)
-        table = file.read(columns=wanted)
+        groups = None if ranges is None else _row_groups_in(file, ranges)
+        table = file.read(columns=wanted) if groups is None else file.read_row_groups(groups, columns=wanted)
     except (pa.ArrowInvalid, OSError) as exc:  # an intact footer over damaged pages fails only here
         raise _unreadable(path, exc, "parquet") from None
     return _Part(path, table, (symbol,), np.zeros(table.num_rows, dtype=np.int32))
+
+
+_UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+
+
+def _row_groups_in(file: pq.ParquetFile, ranges: Sequence[tuple[int, int]]) -> list[int] | None:
+    """The row groups whose timestamp statistics meet one of `ranges`; None (read all) when the statistics cannot say."""
+    kind = file.schema_arrow.field(TIMESTAMP_COLUMN).type
+    names = file.metadata.schema.names
+    if not pa.types.is_timestamp(kind) or TIMESTAMP_COLUMN not in names:
+        return None  # dates, text: filtered row by row after parsing
+    column, factor = names.index(TIMESTAMP_COLUMN), _UNIT_NS[kind.unit]
+    kept = []
+    for i in range(file.metadata.num_row_groups):
+        stats = file.metadata.row_group(i).column(column).statistics
+        if stats is None or not stats.has_min_max or stats.physical_type != "INT64":
+            kept.append(i)  # no usable statistics: read it, the rows are filtered after parsing
+        elif overlaps(int(stats.min_raw) * factor, int(stats.max_raw) * factor, ranges):
+            kept.append(i)
+    return kept
 
 
 def _read_long(path: Location, requested: tuple[str, ...] | None, wanted: list[str], min_rows: int) -> _Part:

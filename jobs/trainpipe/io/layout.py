@@ -25,6 +25,10 @@ class Layout:
     def rankings_json(self) -> Path:
         return self.ranking_dir / "target_rankings.json"
 
+    def rank_part(self, index: int, units: int) -> Path:
+        """One target group's scores when rank fans out (stages.rank.targetGroups): unit `index` of `units`, merged by the aggregate step."""
+        return self.ranking_dir / "parts" / f"{index:03d}-of-{units:03d}.json"
+
     @property
     def data_pins_json(self) -> Path:
         """The data files rank read and their digest: later stages check they read the same bars."""

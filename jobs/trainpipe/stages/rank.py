@@ -173,7 +173,35 @@ def rank_targets(
     """Rank `targets` of `frame`; `x` may carry the features already as a float32 matrix aligned with `frame`.
 
     `horizons` gives each target's horizon in bars (the run's cut has them); without it they are read from the names.
+    The same as scoring every group with `score_group` and merging the parts with `finish_rankings`, which a
+    fanned-out rank (stages.rank.targetGroups) does one pod per group.
     """
+    prepared = prepare_ranking(frame, features, targets, interval_minutes, params, x, horizons)
+    return finish_rankings([score_group(prepared, prepared.targets, on_target)], prepared.params, lambda: prepared)
+
+
+@dataclass(frozen=True)
+class PreparedRanking:
+    """The rows every target is ranked on, their labels, and the candidate pool once the leak scan of *every* label has trimmed it.
+
+    Each rank unit prepares the same object (the scan is cheap beside the models and covers every label, so a
+    feature leaking any target leaves every unit's pool alike); the units then score only their own targets.
+    """
+
+    frame: pd.DataFrame
+    x: np.ndarray
+    features: list[str]
+    targets: tuple[str, ...]
+    symbols: _Symbols
+    labels: dict[str, _Label]
+    ts: np.ndarray
+    leaks: list[Leak]
+    params: RankParams
+
+
+def prepare_ranking(frame: pd.DataFrame, features: Sequence[str], targets: Sequence[str], interval_minutes: float, params: RankParams,
+                    x: np.ndarray | None = None, horizons: Mapping[str, int] | None = None) -> PreparedRanking:
+    """The most recent ranking.maxRows rows, every label, and the pool after the leak scan (LeakageError under blockOnLeakage)."""
     horizons = dict(horizons) if horizons is not None else {t: horizon_bars(t, BarCalendar.continuous(interval_minutes)) for t in targets}
     params = replace(params, targets_tried=len(targets))
 
@@ -195,19 +223,51 @@ def rank_targets(
     del scanner
     release()  # the scan's standardised copies are freed before the boosters' datasets
     features, x = _without_leaks(features, x, leaks, params)
+    return PreparedRanking(frame, x, features, tuple(targets), symbols, labels, ts, leaks, params)
 
-    rows, oos_rows, gains = _rank_all(frame, x, features, symbols, targets, labels, leaks, params, on_target)
+
+@dataclass(frozen=True)
+class RankPart:
+    """One target group's scores: what a rank unit writes (runner.steps.rank, as JSON) and `finish_rankings` merges."""
+
+    targets: tuple[str, ...]  # the group, in the ranking's target order
+    rows: list[dict]  # one ranking row per target, with the gate's private keys (_skill, _df) still in
+    oos_rows: list[tuple]
+    gains: dict[str, np.ndarray | None]  # each target's LightGBM gain per feature of `features` (None: not scored)
+    features: tuple[str, ...]  # the pool the group was scored with
+    leaks: tuple[Leak, ...]  # the leak scan of every label (the same in every part)
+
+
+def score_group(prepared: PreparedRanking, group: Sequence[str], on_target: Callable[[str], None] | None = None) -> RankPart:
+    """Score `group` (some of the prepared targets): each target's folds depend on its own label and the seed only."""
+    p = prepared
+    rows, oos_rows, gains = _rank_all(p.frame, p.x, p.features, p.symbols, list(group), p.labels, p.leaks, p.params, on_target)
+    return RankPart(tuple(group), rows, oos_rows, dict(gains), tuple(p.features), tuple(p.leaks))
+
+
+def finish_rankings(parts: Sequence[RankPart], params: RankParams, prepare: Callable[[], PreparedRanking]) -> Rankings:
+    """Merge the groups' parts (in target order) into the ranking: the too-good rescan, the evidence gate over all targets, the top N.
+
+    `prepare` gives the ranking's rows again; it is called only when a target is too good to be true and its
+    top features must be rescanned against every label (and, if one leaks, every target ranked again).
+    """
+    features, leaks = list(parts[0].features), list(parts[0].leaks)
+    rows = [dict(row) for part in parts for row in part.rows]
+    oos_rows = [r for part in parts for r in part.oos_rows]
+    gains = {t: g for part in parts for t, g in part.gains.items()}
     # A target too good to be true: its top features are rescanned for every label with a lower floor. A leak
     # found leaves every pool and every target is ranked again without it; the rest stay, reported as suspects.
     suspects = _suspects(rows, gains, features)
     suspect_leaks: list[Leak] = []
     if suspects:
+        p = prepare()
+        x = p.x
         columns = [features.index(f) for f in suspects]
-        suspect_leaks = _scan(LeakScanner(x[:, columns], symbols.codes, list(suspects), ts), labels, params.leak_correlation * SUSPECT_FLOOR_SHARE)
+        suspect_leaks = _scan(LeakScanner(x[:, columns], p.symbols.codes, list(suspects), p.ts), p.labels, params.leak_correlation * SUSPECT_FLOOR_SHARE)
         if suspect_leaks:
             leaks = leaks + suspect_leaks
             features, x = _without_leaks(features, x, leaks, params)
-            rows, oos_rows, _ = _rank_all(frame, x, features, symbols, targets, labels, leaks, params, None)
+            rows, oos_rows, _ = _rank_all(p.frame, x, features, p.symbols, list(p.targets), p.labels, leaks, p.params, None)
     too_good = {row["target"] for row in rows if row["status"] == TargetStatus.TOO_GOOD.value}
     kept_suspects = tuple(f for f, t in suspects.items() if f in features and t in too_good)
     for row in rows:

@@ -140,6 +140,7 @@ def run_request(request: WorkerRequest, emit: Callable[[UnitResult], None]) -> i
     from trainpipe.contract.targets import horizon_bars
     from trainpipe.cv import holdout_cut, pinned_mask
     from trainpipe.data.frames import frame_symbols, frame_ts
+    from trainpipe.data.sampling import sample_ranges
     from trainpipe.io.atomic import atomic_dir, write_json, write_text
     from trainpipe.io.layout import Layout
     from trainpipe.training.metrics_file import METRICS_FILE
@@ -163,9 +164,11 @@ def run_request(request: WorkerRequest, emit: Callable[[UnitResult], None]) -> i
     # minimum here would stop every unit of the family over one short symbol that rank accepted.
     # An object-store URI stays text (the loader opens it through io.objectstore); a folder is a Path.
     data = request.data_dir if is_object_uri(request.data_dir) else Path(request.data_dir)
-    panel = loader(data, symbols, interval=request.interval, columns=columns, min_rows_per_symbol=1)
-    full = panel.frame.reset_index(drop=True)
     cut = plan.metadata.holdout_cut
+    # A panel rank cut to timestamp blocks (data.rowBudget) is read as those blocks again, row groups outside them unread.
+    blocks = {} if cut is None or cut.sample is None else {"time_ranges": sample_ranges(cut.sample)}
+    panel = loader(data, symbols, interval=request.interval, columns=columns, min_rows_per_symbol=1, **blocks)
+    full = panel.frame.reset_index(drop=True)
     if cut is None:
         # A plan made without rank (bench, synthetic tests): fix the cut here, on the panel loaded, the same way rank would.
         horizons = {j.target: horizon_bars(j.target, panel.calendar) for j in plan.jobs}

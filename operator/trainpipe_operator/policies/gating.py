@@ -8,7 +8,7 @@ from trainpipe.contract.stages import STAGES, FanOut
 from trainpipe.contract.status import PlanRef, Reason, ReportRef, RunRecord, RunRef, StageStatus
 from trainpipe_operator import manifests
 from trainpipe_operator.manifests import JobIntent
-from trainpipe_operator.naming import job_name
+from trainpipe_operator.naming import AGGREGATE, GROUPS, job_name
 from trainpipe_operator.observed import ObservedJob
 from trainpipe_operator.policies.disruptions import count_evictions, evicted_too_often
 from trainpipe_operator.policies.failures import (
@@ -40,6 +40,9 @@ def stage_intents(p: Pass, stage: str, attempt: int) -> list[JobIntent] | tuple[
     """The Jobs a stage needs (its row's fan-out), or why they cannot be created yet (reason, message)."""
     row = STAGES[stage]
     previous = p.view.previous_run(p.run) if row.compares_previous_run else None
+    groups = getattr(p.spec.stages.of(stage), "target_groups", 1)
+    if row.fan_out is FanOut.SINGLE and groups > 1:
+        return group_intents(p, stage, attempt, groups)
     if row.fan_out is FanOut.SINGLE:
         return [JobIntent(stage, None, attempt, 1, keep=() if row.computes else p.view.runs_kept(), previous_run=previous)]
     if row.fan_out is FanOut.PER_TARGET:
@@ -56,6 +59,14 @@ def stage_intents(p: Pass, stage: str, attempt: int) -> list[JobIntent] | tuple[
         return Reason.INVALID_SPEC, (f"the plan has {units} {stage} units but there is no {pool} image: set spec.images.{pool} "
                 f"(the cpu image also works, explicitly), or start the operator with --{pool}-image")
     return out
+
+
+def group_intents(p: Pass, stage: str, attempt: int, groups: int) -> list[JobIntent]:
+    """A stage run in groups (stages.rank.targetGroups): an Indexed Job of a unit per group, then, once every
+    group is done, the small Job that merges their parts and reports what the single Job would have."""
+    units = JobIntent(stage, GROUPS, attempt, groups, indexed=True)
+    scored = any(j.stage == stage and j.family == GROUPS and j.attempt == attempt and j.complete and not j.deleting for j in p.run_jobs())
+    return [units, JobIntent(stage, AGGREGATE, attempt, 1, indexed=False)] if scored else [units]
 
 
 def ensure_spec(p: Pass) -> None:
@@ -254,7 +265,8 @@ def record_outputs(p: Pass, stage: str, jobs: list[ObservedJob]) -> str | None:
     model = STAGES[stage].report
     if model is None or getattr(p.status, model.status_field) is not None:
         return None
-    messages = [pod.message for pod in p.observed.pods_of(jobs[0].name) if pod.phase == "Succeeded"]
+    # The last Job's pods first: a stage run in groups reports from its merging Job, not from its units.
+    messages = [pod.message for job in reversed(jobs) for pod in p.observed.pods_of(job.name) if pod.phase == "Succeeded"]
     report = next((r for m in messages if isinstance(r := termination_report(m, model), model)), None)
     if isinstance(report, RankReport):
         p.record(**{model.status_field: report.selected}, no_evidence=report.no_evidence)
@@ -263,7 +275,7 @@ def record_outputs(p: Pass, stage: str, jobs: list[ObservedJob]) -> str | None:
         record_report(p, report if isinstance(report, HtmlReport) else None)
         return None
     if not isinstance(report, PlanReport):
-        return f"the {stage} Job {jobs[0].name} succeeded but its pod left no readable termination message ({model.expects})"
+        return f"the {stage} Job {jobs[-1].name} succeeded but its pod left no readable termination message ({model.expects})"
     plan = report
     if plan.run_id not in (None, p.run):
         return f"the plan Job wrote a plan for run {plan.run_id}, not {p.run}"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from trainpipe.contract.cut import HoldoutCut
+from trainpipe.contract.cut import HoldoutCut, PanelSample
 from trainpipe.contract.exitcodes import CommandFailure, ExitCode
 from trainpipe.contract.names import Stage
 from trainpipe.contract.pipeline import PipelineSpec
@@ -68,6 +68,8 @@ class RunContext:
     # `select --previous-run`: the run folder whose selection this one's stability is compared with (a cluster run's
     # last succeeded run); None compares with the output folder's own earlier selection (the local layout).
     previous_run: Path | None = None
+    # `rank --aggregate`: with stages.rank.targetGroups > 1, merge the units' parts without scoring any group here.
+    rank_aggregate_only: bool = False
 
     @property
     def data_dir(self) -> Path | str:
@@ -153,14 +155,18 @@ def load(ctx: RunContext, columns: list[str], cut: HoldoutCut | None = None):
     """
     from trainpipe.data.frames import frame_symbols, frame_ts
     from trainpipe.data.loading import load_panel
+    from trainpipe.data.sampling import sample_ranges
 
     d = ctx.spec.data
     # A short history is the cut's warning (run_cut names the symbol), never a stop: on a panel with listings
     # and delistings some symbols always are. Only a symbol with no row at all stops the load.
-    if cut is None:
+    if cut is None:  # rank: a panel over data.rowBudget is cut to timestamp blocks here, and the cut records them
         return load_panel(ctx.data_dir, d.symbols or None, interval=d.interval, columns=columns,
-                          max_rows_per_symbol=d.max_rows_per_symbol, min_rows_per_symbol=1)
-    panel = load_panel(ctx.data_dir, sorted(cut.symbols), interval=d.interval, columns=columns, min_rows_per_symbol=1)
+                          max_rows_per_symbol=d.max_rows_per_symbol, min_rows_per_symbol=1,
+                          row_budget=d.row_budget, sample_blocks=d.sample_blocks, seed=ctx.spec.seed)
+    # The blocks rank read, exactly: a later stage never samples on its own (the data may have grown since).
+    ranges = sample_ranges(cut.sample) if cut.sample is not None else None
+    panel = load_panel(ctx.data_dir, sorted(cut.symbols), interval=d.interval, columns=columns, min_rows_per_symbol=1, time_ranges=ranges)
     keep = pinned_mask(frame_ts(panel.frame), frame_symbols(panel.frame), cut)
     if not keep.all():
         panel = replace(panel, frame=panel.frame.loc[keep].reset_index(drop=True))
@@ -188,16 +194,18 @@ def target_horizons(ctx: RunContext, targets: list[str], calendar: BarCalendar) 
         raise DataError(f"{ctx.data_dir}: {exc}") from None
 
 
-def run_cut(ctx: RunContext, frame: pd.DataFrame, horizons: dict[str, int]) -> HoldoutCut:
+def run_cut(ctx: RunContext, frame: pd.DataFrame, horizons: dict[str, int], sample: PanelSample | None = None) -> HoldoutCut:
     """Fix the run's holdout before anything is ranked: purge = the longest candidate horizon + the embargo.
 
     A symbol with fewer development bars than `data.minRowsPerSymbol` asks of a whole file is a warning
     (`HoldoutCut.warnings`), not an error: on a panel with listings and delistings some always are.
+    `sample` (the loaded panel's, when it outgrew data.rowBudget) goes into the cut, so every later stage reads the same blocks.
     """
     from trainpipe.data.frames import frame_symbols, frame_ts
 
     try:
-        return holdout_cut(frame_ts(frame), frame_symbols(frame), ctx.spec.training.holdout_fraction, horizons, ctx.spec.ranking.embargo_bars,
-                           min_development_rows=ctx.spec.data.min_rows_per_symbol)
+        cut = holdout_cut(frame_ts(frame), frame_symbols(frame), ctx.spec.training.holdout_fraction, horizons, ctx.spec.ranking.embargo_bars,
+                          min_development_rows=ctx.spec.data.min_rows_per_symbol)
     except ValueError as exc:
         raise DataError(f"{ctx.data_dir}: {exc}") from None
+    return cut if sample is None else cut.model_copy(update={"sample": sample})
