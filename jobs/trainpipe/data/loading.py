@@ -226,7 +226,7 @@ def _sample(source: _Source, budget: int, n_blocks: int, seed: int, max_rows: in
     try:
         blocks = choose_blocks(counts, budget, n_blocks, seed)
     except ValueError as exc:
-        raise DataError(f"{source.files[0].parent}: {exc}") from None
+        raise DataError(f"{source.files[0]}: {exc}") from None
     if blocks == ((0, len(calendar)),) or not blocks:
         return None
     return describe(calendar, counts, blocks, budget, seed)

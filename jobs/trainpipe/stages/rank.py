@@ -360,7 +360,7 @@ def _rank_all(frame, x, features, symbols, targets, labels, leaks, params, on_ta
     return rows, oos_rows, gains
 
 
-def _suspects(rows: Sequence[dict], gains: Mapping[str, np.ndarray], features: Sequence[str]) -> dict[str, str]:
+def _suspects(rows: Sequence[dict], gains: Mapping[str, np.ndarray | None], features: Sequence[str]) -> dict[str, str]:
     """Feature → the too-good target that put it under suspicion: each such target's top features by gain."""
     out: dict[str, str] = {}
     for row in rows:
