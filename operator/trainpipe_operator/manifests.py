@@ -38,7 +38,7 @@ from trainpipe.contract.runs import IDENTITY_FIELDS
 from trainpipe.contract.stages import STAGES, Pool
 from trainpipe.contract.storage import ENDPOINT_ENV, REGION_ENV, SECRET_KEYS
 from trainpipe_operator.config import OperatorConfig
-from trainpipe_operator.naming import AGGREGATE, artifacts_claim, job_name, plan_configmap, spec_configmap
+from trainpipe_operator.naming import AGGREGATE, GROUPS, artifacts_claim, job_name, plan_configmap, spec_configmap
 
 CONTAINER = "trainpipe"
 TERMINATION_LOG = "/dev/termination-log"
@@ -153,6 +153,9 @@ def stage_args(spec: PipelineSpec, owner: Owner, run: str, intent: JobIntent) ->
         args += ["--family", intent.family]
     if row.compares_previous_run and intent.previous_run is not None:
         args += ["--previous-run", run_dir(spec, owner, intent.previous_run)]
+    if intent.family in (GROUPS, AGGREGATE):
+        # The spec file leaves out the stages' scheduling settings (they never change a run): the count goes along.
+        args += ["--groups", str(getattr(settings_of(spec, intent.stage), "target_groups", 1))]
     if intent.family == AGGREGATE:
         args += ["--aggregate"]  # merges what the units of the stage's groups Job wrote
     elif intent.is_indexed:

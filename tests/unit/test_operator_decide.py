@@ -720,6 +720,7 @@ def test_a_rank_in_target_groups_is_an_indexed_job_of_a_unit_per_group_then_one_
     assert groups["spec"]["completionMode"] == "Indexed" and groups["spec"]["completions"] == 3 and "backoffLimitPerIndex" in groups["spec"]
     args = groups["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[:1] == ["rank"] and args[args.index("--unit-index") + 1] == "$(JOB_COMPLETION_INDEX)" and "--aggregate" not in args
+    assert args[args.index("--groups") + 1] == "3", "the spec file leaves stages out: the Job says how many groups"
 
     grouped_run = run_id(GROUPED)
     scored = replace(observed_job(Stage.RANK, GROUPS, run=grouped_run, completions=3, succeeded=3, complete=True), indexed=True)
@@ -730,6 +731,7 @@ def test_a_rank_in_target_groups_is_an_indexed_job_of_a_unit_per_group_then_one_
     spec_of = next(iter(merge.values()))["spec"]
     merge_args = spec_of["template"]["spec"]["containers"][0]["args"]
     assert spec_of["completionMode"] == "NonIndexed" and spec_of["completions"] == 1 and "--aggregate" in merge_args and "--unit-index" not in merge_args
+    assert merge_args[merge_args.index("--groups") + 1] == "3"
     assert second.status.stages["rank"].outcome is None
 
     merged = observed_job(Stage.RANK, AGGREGATE, run=grouped_run, completions=1, succeeded=1, complete=True)
@@ -742,4 +744,4 @@ def test_one_target_group_is_todays_single_rank_job():
     d = run(view(spec(**{"stages.rank.targetGroups": 1}), status=status_after(selected=None, plan=False)))
     rank = next(iter(created_jobs(d).values()))
     assert rank["metadata"]["name"] == job_name("demo", RUN, "rank", None, 0) and rank["spec"]["completionMode"] == "NonIndexed"
-    assert "--unit-index" not in rank["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not {"--unit-index", "--groups"} & set(rank["spec"]["template"]["spec"]["containers"][0]["args"])

@@ -115,3 +115,21 @@ def test_the_cli_scores_one_group_per_call_and_the_aggregate_merges(tmp_path, ca
     run_stage(one, Stage.RANK)
     a, b = json.loads(one.layout.rankings_json.read_text()), json.loads(Layout(out).rankings_json.read_text())
     assert a == b
+
+
+def test_the_operators_groups_flag_stands_for_the_stages_block_its_spec_file_leaves_out(tmp_path, capsys):
+    """The spec file a cluster's pods read has no `stages`: the rank Jobs pass `--groups N`, units and merge alike."""
+    from trainpipe.cli.main import main
+
+    write_panel(make_panel(n_days=400), tmp_path / "data")
+    spec = json.dumps({"data": {"dir": str(tmp_path / "data"), "minRowsPerSymbol": 100}, "features": {"topM": 3}, "ranking": {"folds": 2}, "seed": 3})
+    out = tmp_path / "cli"
+    common = ["--spec-json", spec, "--output-dir", str(out), "--threads", "1", "--groups", "2"]
+    assert main(["rank", "--unit-index", "1", *common]) == 0
+    assert main(["rank", "--unit-index", "0", *common]) == 0
+    assert main(["rank", "--aggregate", *common]) == 0
+    one = _ctx(tmp_path, "one", 1)
+    run_stage(one, Stage.RANK)
+    assert json.loads(one.layout.rankings_json.read_text()) == json.loads(Layout(out).rankings_json.read_text())
+    with pytest.raises(ValueError, match=r"unit index 2 is outside 0\.\.1"):
+        main(["rank", "--unit-index", "2", *common])

@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_run_options,
         add_spec_source,
         add_tracking_options,
+        groups_arg,
         output_location,
         plan_digest_arg,
         unit_index_arg,
@@ -83,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="Score only target group I (from 0) of stages.rank.targetGroups and write its part under ranking/parts/.")
             fan.add_argument("--aggregate", action="store_true",
                              help="Merge the groups' parts into the ranking (every unit must have run with the same settings).")
+            p.add_argument("--groups", type=groups_arg, metavar="N", default=None,
+                           help="Target groups (default: stages.rank.targetGroups of the spec); the operator passes it, since the spec "
+                                "file its pods read leaves out the stages' scheduling settings.")
         if name == "select":
             one = p.add_argument_group("one unit (one pod of the select Job)").add_mutually_exclusive_group()
             one.add_argument("--target", metavar="T", help="Select features for this kept target only.")
@@ -323,6 +327,10 @@ def _stages(args: argparse.Namespace, where: list[str]) -> CommandReport:
         if args.threads:
             ctx.threads = args.threads
         ctx.rank_aggregate_only = bool(getattr(args, "aggregate", False))
+        groups = getattr(args, "groups", None)
+        if groups is not None:
+            stages = ctx.spec.stages
+            ctx.spec = ctx.spec.model_copy(update={"stages": stages.model_copy(update={"rank": stages.rank.model_copy(update={"target_groups": groups})})})
         if args.command == "select" and (args.target is not None or args.unit_index is not None):
             unit_report = _select_unit(ctx, args, where)
         elif args.command == "rank" and args.unit_index is not None:

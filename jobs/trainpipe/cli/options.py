@@ -108,6 +108,16 @@ def unit_index_arg(text: str) -> int:
     return value
 
 
+def groups_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of target groups (a whole number ≥ 1)") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"{value} target groups: use 1 to 64 (stages.rank.targetGroups)")
+    return value
+
+
 def plan_digest_arg(text: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{64}", text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a plan digest (64 lowercase hex digits, as `trainpipe plan` reports it)")
