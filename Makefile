@@ -92,9 +92,12 @@ bench: example-data ## Benchmarks: stage wall time and peak memory into BENCHMAR
 	$(PY) -m trainpipe_bench --data-dir $(DEMO_DATA) --out BENCHMARKS.md
 
 # Sizes and budget of bench-scale-data, e.g. SCALE_DATA_ARGS='--sizes 0.5M 2M' (the 5M panel takes longest; CI leaves it out).
+# Each size runs locally (a process per stage), then through the operator on a control plane started for it in
+# .cache/scale-data-cluster (take `make cluster-up`'s down first: one local cluster at a time).
 SCALE_DATA_ARGS ?=
-bench-scale-data: install ## Wall time and each stage's peak RSS on generated 0.5M/2M/5M-row panels (data.rowBudget) into BENCHMARKS.md
+bench-scale-data: install cluster-build ## Wall time and each stage's peak RSS on generated 0.5M/2M/5M-row panels (data.rowBudget), locally and through the operator, into BENCHMARKS.md
 	$(PY) -m trainpipe_bench.scale_data $(SCALE_DATA_ARGS)
+	$(CLUSTER_ENV) $(PY) -m trainpipe_bench.scale_data_operator $(SCALE_DATA_ARGS)
 
 clean: ## Remove outputs (keeps .venv and the tool cache)
 	rm -rf out .pytest_cache

@@ -70,6 +70,7 @@ from trainpipe.contract.units import unit_counts  # noqa: E402
 from trainpipe_localcluster import (  # noqa: E402
     BATCH,
     CORE,
+    CRD_FILE,
     OPERATOR_NAMESPACE,
     OPERATOR_SERVICE_ACCOUNT,
     ApiError,
@@ -172,6 +173,14 @@ def _true(obj: dict[str, Any], ctype: str) -> bool:
     return any(c.get("type") == ctype and c.get("status") == "True" for c in (obj.get("status") or {}).get("conditions") or [])
 
 
+def _refuse_stalled(watcher: Watcher) -> bool:
+    """Raise when a pipeline of the phase is Stalled: waiting the phase's whole timeout would only hide why."""
+    if watcher.stalled:
+        name, message = next(iter(watcher.stalled.items()))
+        raise RuntimeError(f"{len(watcher.stalled)} pipelines Stalled, {name} first: {message}")
+    return False
+
+
 class Watcher:
     """Monotonic times of Job creation and completion per (pipeline, stage), pipeline Ready, and the largest pipeline object."""
 
@@ -180,6 +189,7 @@ class Watcher:
         self.added: dict[tuple[str, str], list[float]] = defaultdict(list)
         self.completed: dict[tuple[str, str], list[float]] = defaultdict(list)
         self.ready: dict[str, float] = {}
+        self.stalled: dict[str, str] = {}  # a pipeline that will not get Ready: the phase stops at once, saying why
         self.largest = 0
         self._seen_complete: set[str] = set()
         self._known: set[str] = set()
@@ -240,6 +250,8 @@ class Watcher:
             self.largest = max(self.largest, size)
             if _true(obj, "Ready"):
                 self.ready.setdefault(obj["metadata"]["name"], at)
+            elif _true(obj, "Stalled"):
+                self.stalled.setdefault(obj["metadata"]["name"], (obj.get("status") or {}).get("message") or "")
 
     def stop(self) -> None:
         self._stop.set()
@@ -447,7 +459,9 @@ class Bench:
         """The operator phase; with `checkout`, that checkout's operator code (the same flags) as the baseline phase."""
         phase, begun = Phase("baseline" if checkout else "operator", n), time.monotonic()
         with self.scratch_namespace("op", phase) as ns:
-            kubeconfig = self.cluster.install_operator_access(self.state / "bench-scale.kubeconfig")
+            # A baseline runs with its own CRD: the API server's defaults of newer fields would be refused by its older model.
+            crd = (checkout or REPO) / CRD_FILE.relative_to(REPO)
+            kubeconfig = self.cluster.install_operator_access(self.state / "bench-scale.kubeconfig", crd=crd)
             env = {"PYTHONPATH": f"{checkout / 'jobs'}:{checkout / 'operator'}"} if checkout else None
             operator = OperatorProcess(kubeconfig, self.state / "bench-scale-operator.log", namespaces=[ns], extra_args=self.operator_args,
                                        env=env).start()
@@ -459,7 +473,7 @@ class Bench:
                 profiler = None if checkout else self.profiler(operator.pid, n)
                 for name in self.names(n):
                     _create(self.kube, pipelines_path(ns), self.work.manifest(name))
-                wait_for(f"{n} pipelines Ready", lambda: len(watcher.ready) == n, timeout=self.args.timeout, interval=0.5)
+                wait_for(f"{n} pipelines Ready", lambda: len(watcher.ready) == n or _refuse_stalled(watcher), timeout=self.args.timeout, interval=0.5)
                 phase.cpu = cpu.used()
                 phase.wall = max(watcher.ready.values()) - started
                 if profiler is not None:
@@ -900,6 +914,8 @@ def main() -> int:
     parser.add_argument("--baseline-operator", type=Path, default=None, metavar="CHECKOUT",
                         help="Also run the operator of another checkout (its jobs/ and operator/ first on PYTHONPATH) once per repeat, "
                              "beside the pair: its CPU and requests per run against this one's.")
+    parser.add_argument("--baseline-pipelines", type=int, nargs="+", default=None, metavar="N",
+                        help="Run --baseline-operator only at these N (default: every N); at 200 a baseline phase costs about 5 minutes.")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="py-spy the operator through its first phase at each N; flame graphs to DIR/operator-flame-<N>.svg.")
     parser.add_argument("--api-qps", type=float, default=None, help="The operator's --api-qps (default: unset).")
@@ -935,12 +951,13 @@ def main() -> int:
         elif first:
             threads = args.ideal_threads[0]
         sweeps.append(sweep)
+        baseline = args.baseline_operator if args.baseline_pipelines is None or n in args.baseline_pipelines else None
         for r in range(args.repeat):
             print(f"== {n} pipelines × {bench.work.pods} pods" + (f", run {r + 1}/{args.repeat}" if args.repeat > 1 else "") + f"; ideal with {threads} threads", flush=True)
-            base = bench.run_operator(n, args.baseline_operator) if args.baseline_operator and r % 2 == 1 else None
+            base = bench.run_operator(n, baseline) if baseline and r % 2 == 1 else None
             op, ideal = bench.run_pair(n, ideal_first=r % 2 == 1, threads=threads)
-            if args.baseline_operator and base is None:
-                base = bench.run_operator(n, args.baseline_operator)
+            if baseline and base is None:
+                base = bench.run_operator(n, baseline)
             if base is not None:
                 bases.setdefault(n, []).append(base)
                 print(f"   baseline operator: all Ready after {base.wall:.1f}s; CPU {base.cpu.get('operator', 0.0):.1f}s "

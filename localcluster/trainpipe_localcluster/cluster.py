@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,11 +76,20 @@ class Cluster:
         args = ["apply", "--server-side", "--force-conflicts", "--field-manager", "trainpipe-tests", "-f", str(path)]
         self.kubectl(*args, *(["-n", namespace] if namespace else []))
 
-    def install_operator_access(self, kubeconfig: Path, expiration_seconds: int = 6 * 3600) -> Path:
+    def install_operator_access(self, kubeconfig: Path, expiration_seconds: int = 6 * 3600, crd: Path = CRD_FILE) -> Path:
         """The TrainingPipeline CRD (waited until Established) and operator/deploy/rbac.yaml applied,
-        and a kubeconfig written that acts as the operator's ServiceAccount. Idempotent."""
-        self.apply(CRD_FILE)
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRD_FILE))
+        and a kubeconfig written that acts as the operator's ServiceAccount. Idempotent. `crd`: another
+        checkout's CRD, for running that checkout's operator (its model refuses fields it does not know)."""
+        self.apply(crd)
+        # On a control plane started seconds ago the first wait can fail at once (the CRD not yet served to it):
+        # it is asked again before giving up, with what kubectl said.
+        for attempt in range(3):
+            waited = self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd), check=False)
+            if waited.returncode == 0:
+                break
+            if attempt == 2:
+                raise RuntimeError(f"the TrainingPipeline CRD ({crd}) did not become Established: {waited.stderr.strip() or waited.stdout.strip()}")
+            time.sleep(2.0)
         self.apply(RBAC_FILE)
         return self.service_account_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, kubeconfig,
                                                expiration_seconds=expiration_seconds)

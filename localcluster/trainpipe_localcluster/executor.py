@@ -151,6 +151,24 @@ def expand_vars(text: str, env: dict[str, str]) -> str:
     return re.sub(r"\$?\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", sub, text)
 
 
+# A container's end in the executor's log, with what a memory limit on a real node would have to hold:
+# benchmarks read each pod's peak from these lines (EXIT_LINE).
+EXIT_FORMAT = "%s/%s[%s]: exited %d, peak RSS %s"
+EXIT_LINE = re.compile(r"(?P<ns>[\w.-]+)/(?P<pod>[\w.-]+)\[(?P<container>[\w.-]+)\]: exited (?P<code>-?\d+), peak RSS (?P<kib>\d+) KiB")
+
+
+def wait_with_peak(proc: subprocess.Popen[bytes]) -> tuple[int, int | None]:
+    """Wait for a container's process: its exit code (negative: killed by that signal, as Popen says), and the
+    peak resident set in KiB of it and of the children it waited for (wait4), or None when another thread
+    (a pod being stopped) reaped it first."""
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:
+        return proc.wait(), None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss
+
+
 def bind_mount_prefix() -> list[str]:
     """The command that gives a process its own mount namespace (`unshare --mount`), or [] when this
     host refuses one (not root): then fixed-path mounts are only rewritten like the others."""
@@ -479,9 +497,10 @@ class PodRun:
             current = self.statuses.get(c["name"])
             if current is not None:  # init containers are not reported
                 self.publish(dict(current, containerID=f"executor://{proc.pid}"))
-            code = proc.wait()
+            code, peak_kib = wait_with_peak(proc)
         with self.lock:
             self.procs.pop(c["name"], None)
+        log.info(EXIT_FORMAT, self.ns, self.name, c["name"], code, "unknown" if peak_kib is None else f"{peak_kib} KiB")
         self.publish_cri_log(c["name"], log_path)
         exit_code = code if code >= 0 else 128 - code  # killed by signal N -> 128+N, as runtimes report
         message = term_file.read_bytes()[:MAX_TERMINATION_MESSAGE].decode(errors="replace")

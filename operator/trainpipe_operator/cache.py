@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Generic, TypeVar
@@ -32,7 +32,6 @@ from typing import Any, Generic, TypeVar
 from trainpipe.contract.names import LABEL_PIPELINE
 from trainpipe.kube.pods import ObservedPod, parse_pod
 from trainpipe_operator.observed import (
-    CreateFailure,
     NodeTrouble,
     ObservedConfigMap,
     ObservedJob,
@@ -120,7 +119,6 @@ class PipelineCache:
     pods: dict[str, tuple[float, dict[str, str], tuple[ObservedPod, ...]]] = field(default_factory=dict)  # by run: (when, the LIST's query, what)
     configmaps: Versioned[ObservedConfigMap] = field(default_factory=Versioned)  # the <pipeline>-plan ConfigMap and the runs' specs
     primed_at: float | None = None
-    create_failures: tuple[float, tuple[CreateFailure, ...]] | None = None  # (when read, what): FailedCreate Events on its Jobs
     refusal: Refusal | None = None  # the API server's last refusal of one of its creates
     view: tuple[str, PipelineView] | None = None  # the parsed object, by resourceVersion: parsing is most of a cached pass
 
@@ -132,6 +130,8 @@ class ChildCache:
         self._claims: dict[tuple[str, str], float] = {}  # (namespace, claim) -> when it was last seen to exist
         self._nodes: dict[str, tuple[float, NodeTrouble | None]] = {}  # node -> (when it was read, its trouble; None: Ready)
         self._admitted: dict[tuple[str, str], float] = {}  # (namespace, Job shape) -> when a dry run of that shape passed
+        # namespace -> (when read, its FailedCreate Events on Jobs): one read serves every pipeline of the namespace.
+        self._failed_creates: dict[str, tuple[float, tuple[dict[str, Any], ...]]] = {}
         self.relist_seconds = relist_seconds
         self.clock = clock
 
@@ -297,15 +297,14 @@ class ChildCache:
             if held is not None and held.refusal is not None and held.refusal.name == name:
                 held.refusal = None
 
-    def put_create_failures(self, key: Key, failures: tuple[CreateFailure, ...]) -> None:
+    def put_failed_creates(self, namespace: str, events: Sequence[dict[str, Any]]) -> None:
         with self._lock:
-            self._of(key).create_failures = (self.clock(), failures)
+            self._failed_creates[namespace] = (self.clock(), tuple(events))
 
-    def create_failures(self, key: Key, max_age: float) -> tuple[CreateFailure, ...] | None:
-        """FailedCreate Events read at most `max_age` seconds ago; None when there is no such read."""
+    def failed_creates(self, namespace: str, max_age: float) -> tuple[dict[str, Any], ...] | None:
+        """The namespace's FailedCreate Events on Jobs, read at most `max_age` seconds ago; None when there is no such read."""
         with self._lock:
-            held = self._pipelines.get(key)
-            read = held.create_failures if held else None
+            read = self._failed_creates.get(namespace)
             return read[1] if read is not None and self.clock() - read[0] <= max_age else None
 
     def unprime(self, key: Key) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from trainpipe_localcluster import (
     pods_of_job,
     wait_for,
 )
-from trainpipe_localcluster.executor import resource_field_value
+from trainpipe_localcluster.executor import EXIT_FORMAT, EXIT_LINE, resource_field_value, wait_with_peak
 
 
 def _pod(name: str, command: list[str], **spec: object) -> dict:
@@ -144,6 +146,20 @@ def test_resource_field_values_round_up_like_a_kubelet(resource, resources, divi
 def test_unsupported_resource_fields_are_refused(resource, divisor, message) -> None:
     with pytest.raises(ValueError, match=message):
         resource_field_value(resource, {"limits": {"cpu": "1"}}, NODE, divisor)
+
+
+def test_a_containers_exit_code_and_peak_resident_set_are_read_when_it_ends() -> None:
+    """The peak a pod's memory limit would have to hold, from wait4: here a child that holds 300 MiB at once."""
+    big = subprocess.Popen([sys.executable, "-c", "block = b'x' * (300 * 2**20); raise SystemExit(3)"])
+    code, peak_kib = wait_with_peak(big)
+    assert code == 3 and big.returncode == 3
+    assert peak_kib is not None and peak_kib >= 300 * 1024
+    small = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"])
+    code, peak_kib = wait_with_peak(small)
+    assert code == -9 and peak_kib is not None and peak_kib < 300 * 1024
+    # The line the executor logs is the one benchmarks parse.
+    line = EXIT_LINE.search("2026-12-08 INFO " + EXIT_FORMAT % ("ns-1", "p-abc-rank-groups-0-x7k2q", "main", 3, "307200 KiB"))
+    assert line is not None and (line["ns"], line["pod"], line["code"], line["kib"]) == ("ns-1", "p-abc-rank-groups-0-x7k2q", "3", "307200")
 
 
 def test_container_sees_resource_fields_as_a_kubelet_computes_them(cluster: Cluster, kube: Kube,

@@ -159,3 +159,29 @@ def test_an_object_deleted_mid_run_is_an_error_naming_it(s3_server, bars, tmp_pa
     s3.delete_file(f"{BUCKET}/runs/deleted/ranking/r.json")
     with pytest.raises(ObjectStoreError, match=r"s3://trainpipe/runs/deleted/ranking/r.json: no such object"):
         StagedOutput(out.remote, tmp_path / "b", out.stages).pull()
+
+
+def test_rank_in_target_groups_on_the_store_merges_what_each_pod_published(s3_server, bars, tmp_path):
+    """stages.rank.targetGroups with outputs on the store: each group in a pod of its own (its own staging folder)
+    publishes its part as a unit record; the aggregate, in another pod, finds them there and ranks as one process would."""
+    common = ("--data-dir", bars, "--symbols", "AAPL", "NVDA", "META", "--seed", "7")
+    grouped = f"s3://{BUCKET}/runs/groups"
+    ok(cli(s3_server, "rank", *common, "--groups", "2", "--unit-index", "1", "--output-dir", grouped, staging=tmp_path / "unit-1"))
+    early = cli(s3_server, "rank", *common, "--groups", "2", "--aggregate", "--output-dir", grouped, staging=tmp_path / "early")
+    assert early.returncode != 0 and "unit 0 of 2 has not written its part" in early.stdout + early.stderr, (early.stdout + early.stderr)[-3000:]
+    ok(cli(s3_server, "rank", *common, "--groups", "2", "--unit-index", "0", "--output-dir", grouped, staging=tmp_path / "unit-0"))
+    ok(cli(s3_server, "rank", *common, "--groups", "2", "--aggregate", "--output-dir", grouped, staging=tmp_path / "aggregate"))
+    single = f"s3://{BUCKET}/runs/single"
+    ok(cli(s3_server, "rank", *common, "--output-dir", single, staging=tmp_path / "single"))
+
+    s3 = store(s3_server)
+    units = {p.base_name for p in s3.get_file_info(pafs.FileSelector(f"{BUCKET}/runs/groups/_complete/units/rank"))}
+    assert units == {"index-0.json", "index-1.json"}
+    record = json.loads(s3.open_input_stream(f"{BUCKET}/runs/groups/_complete/rank.json").read())
+    assert "ranking/target_rankings.json" in record["objects"]
+
+    def rankings(prefix: str) -> dict:
+        return json.loads(s3.open_input_stream(f"{BUCKET}/runs/{prefix}/ranking/target_rankings.json").read())
+
+    grouped_rankings = rankings("groups")
+    assert grouped_rankings["targets"] and grouped_rankings == rankings("single")

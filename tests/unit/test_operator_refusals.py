@@ -314,6 +314,29 @@ def test_observe_reads_failed_create_events_only_for_a_job_without_pods_past_the
     assert observe(kube, cache, view_at(16, generation=2), NOW).refusal is None, "a spec edit tries the create again at once"  # type: ignore[arg-type]
 
 
+def test_one_event_read_answers_every_pipeline_of_its_namespace_until_it_is_too_old() -> None:
+    """Events have no watch cache in the API server: each LIST decodes every Event of the namespace from etcd, so the
+    pipelines of a namespace share one read instead of making one each."""
+    import dataclasses
+
+    from trainpipe_operator.observe import _create_failures
+
+    mine = observed_job("rank", run=RUN)
+    theirs = dataclasses.replace(mine, name="other-" + mine.name)
+    events = [{"involvedObject": {"kind": "Job", "name": job.name}, "reason": "FailedCreate", "message": FORBIDDEN.format(job=job.name),
+               "count": n, "lastTimestamp": "2026-12-01T11:59:58Z"} for job, n in ((mine, 2), (theirs, 5))]
+    clock = [100.0]
+    kube, cache = EventsKube([], events), ChildCache(clock=lambda: clock[0])
+    assert [f.count for f in _create_failures(kube, cache, ("ns", "demo"), [mine], 10.0)] == [2]  # type: ignore[arg-type]
+    assert [f.count for f in _create_failures(kube, cache, ("ns", "other"), [theirs], 10.0)] == [5]  # type: ignore[arg-type]
+    assert len(kube.event_reads) == 1, "the second pipeline of the namespace used the first one's read"
+    _create_failures(kube, cache, ("ns-2", "demo"), [mine], 10.0)  # type: ignore[arg-type]
+    assert len(kube.event_reads) == 2, "another namespace reads its own Events"
+    clock[0] += 11.0
+    _create_failures(kube, cache, ("ns", "other"), [theirs], 10.0)  # type: ignore[arg-type]
+    assert len(kube.event_reads) == 3, "a read older than the caller allows is made again"
+
+
 def test_an_operator_not_granted_the_event_read_goes_on_without_the_reason() -> None:
     from trainpipe_operator.observe import observe
 

@@ -27,3 +27,32 @@ def test_bench_spec_is_a_valid_spec(tmp_path):
     spec = PipelineSpec.model_validate(bench_spec(tmp_path, 1_000_000, 7))
     assert spec.data.row_budget == 1_000_000 and spec.training.families == ["lightgbm"]
     assert PipelineSpec.model_validate(bench_spec(tmp_path, None, 7)).data.row_budget == PipelineSpec().data.row_budget
+
+
+def test_the_operator_run_is_a_valid_pipeline_on_the_store_with_rank_in_groups_and_a_memory_limit():
+    from trainpipe_bench.scale_data_operator import MEMORY_LIMIT, TARGET_GROUPS, pipeline
+
+    from trainpipe.contract.pipeline import TrainingPipeline
+
+    s3 = {"AWS_ENDPOINT_URL": "http://10.213.1.1:8333", "AWS_REGION": "us-east-1"}
+    tp = TrainingPipeline.model_validate(pipeline("panel", "s3://trainpipe/scale-data/500000-7", "ns", s3, None, 7, 2))
+    assert tp.spec.data.uri == "s3://trainpipe/scale-data/500000-7" and tp.spec.data.volume is None
+    assert tp.spec.stages.rank.target_groups == TARGET_GROUPS
+    assert all(str(tp.spec.stages.of(s).resources.limits["memory"]) == MEMORY_LIMIT for s in ("rank", "select", "plan", "cpu", "report"))
+    assert tp.spec.training.families == ["lightgbm"]
+
+
+def test_each_pods_peak_comes_from_the_executors_lines_for_its_namespace(tmp_path):
+    from trainpipe_bench.scale_data_operator import peaks
+
+    from trainpipe_localcluster.executor import EXIT_FORMAT
+
+    log = tmp_path / "executor.log"
+    log.write_text("before the run\n")
+    offset = log.stat().st_size
+    lines = [EXIT_FORMAT % ("ns", "p-rank-0-a", "main", 0, "1024 KiB"), EXIT_FORMAT % ("other", "q-rank-0-a", "main", 0, "9999 KiB"),
+             EXIT_FORMAT % ("ns", "p-cpu-0-b", "main", 137, "2048 KiB"), EXIT_FORMAT % ("ns", "p-cpu-0-b", "main", 0, "4096 KiB"),
+             EXIT_FORMAT % ("ns", "p-plan-0-c", "main", 0, "unknown")]
+    with log.open("a") as f:
+        f.write("".join(f"2026-12-08 03:00:00 INFO {line}\n" for line in lines))
+    assert peaks(log, offset, "ns") == {"p-rank-0-a": (0, 1024), "p-cpu-0-b": (0, 4096)}

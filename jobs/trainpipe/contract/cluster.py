@@ -92,8 +92,9 @@ class StageSettings(Contract):
 
 class RankSettings(StageSettings):
     target_groups: int = Field(1, ge=1, le=64, description="Rank in this many groups of targets, each scored by its own unit (`trainpipe rank "
-                               "--unit-index I --units N`), then one small aggregate step merges them (the evidence gate and the top N over all "
-                               "targets). 1 (default) ranks every target in one Job. Each unit reads the same rows, so the ranking is the same either way.")
+                               "--unit-index I --groups N`, one pod each of an Indexed Job), then one small aggregate step merges them (the evidence "
+                               "gate and the top N over all targets). 1 (default) ranks every target in one Job. Each unit reads the same rows, so "
+                               "the ranking is the same either way.")
 
 
 class FanOutSettings(StageSettings):
