@@ -106,8 +106,10 @@ def run_size(label: str, seed: int, row_budget: int | None, threads: int, timeou
     import pyarrow.fs as pafs
 
     scheme, host = s3["AWS_ENDPOINT_URL"].split("://")
+    # Generous timeouts and retries: the upload shares 2 cores with the control plane, and a slow PUT is not a failed one.
     store = pafs.S3FileSystem(access_key=s3["AWS_ACCESS_KEY_ID"], secret_key=s3["AWS_SECRET_ACCESS_KEY"], endpoint_override=host, scheme=scheme,
-                              region=s3.get("AWS_REGION") or "us-east-1")
+                              region=s3.get("AWS_REGION") or "us-east-1", connect_timeout=30, request_timeout=120,
+                              retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=5))
     uploaded = time.monotonic()
     uri = upload(store, label, seed)
     upload_s = time.monotonic() - uploaded
@@ -216,7 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     parser.add_argument("--json", type=Path, default=None, help="Also write the raw results here.")
     parser.add_argument("--no-write", action="store_true", help="Print the section; leave BENCHMARKS.md alone.")
+    parser.add_argument("--from-json", type=Path, nargs="+", default=None, help="Write the section from earlier --json results instead of running.")
     args = parser.parse_args(argv)
+    if args.from_json:
+        results = [r for path in args.from_json for r in json.loads(path.read_text())]
+        body = section(results, args.threads, "make bench-scale-data")
+        subprocess.run([sys.executable, str(REPO / "hack" / "write-section.py"), str(args.out), SECTION], input=body, text=True, check=True)
+        return 0
     state = args.cluster_dir.resolve()
     results = []
     for label in args.sizes:

@@ -63,6 +63,7 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
     ("include-a-string", {"targets": {"include": "fwd_ret_1d"}}, "spec.targets.include"),
     # CEL
     ("dotdot-symbol", {"data": {"symbols": ["AAPL", "BRK..B"]}}, "data.symbols: a symbol may not contain '..' (it names a folder)"),
+    ("targets-named-none", {"targets": {"auto": False, "include": None}}, "targets.include must name targets when targets.auto is false"),
     ("claim-and-storage-class", {"artifacts": {"claimName": "mine", "storageClassName": "fast"}},
      "artifacts: give claimName (an existing claim) or storageClassName/size (a claim the operator creates), not both"),
 ]
@@ -74,6 +75,12 @@ def test_the_api_server_rejects_a_malformed_spec_naming_the_field(kube: Kube, na
         kube.create(pipelines_path(namespace), pipeline_manifest("bad", validate=False, **change))
     assert err.value.status == 422, err.value.message
     assert says in err.value.message, err.value.message
+
+
+def test_a_spec_that_leaves_out_the_symbols_is_accepted(kube: Kube, namespace: str) -> None:
+    """No data.symbols means every symbol found: the rules on the list must hold for a list that is not there."""
+    created = kube.create(pipelines_path(namespace), pipeline_manifest("every-symbol", data={"symbols": None}))
+    assert not created["spec"]["data"].get("symbols")
 
 
 def test_a_missing_data_claim_stalls_the_pipeline_and_no_job_is_created(kube: Kube, namespace: str, operator: OperatorProcess) -> None:

@@ -38,7 +38,7 @@ class DataSpec(Contract):
     """Where the bars live and which part of them to read."""
 
     model_config = Contract.model_config | {
-        "json_schema_extra": {"x-kubernetes-validations": [{"rule": "self.symbols.all(s, !s.contains('..'))",
+        "json_schema_extra": {"x-kubernetes-validations": [{"rule": "!has(self.symbols) || self.symbols.all(s, !s.contains('..'))",
                                                              "message": "data.symbols: a symbol may not contain '..' (it names a folder)"}]}
     }
 
@@ -70,7 +70,7 @@ class DataSpec(Contract):
 
 class TargetsSpec(Contract):
     model_config = Contract.model_config | {
-        "json_schema_extra": {"x-kubernetes-validations": [{"rule": "self.auto || size(self.include) > 0", "message": "targets.include must name targets when targets.auto is false"}]}
+        "json_schema_extra": {"x-kubernetes-validations": [{"rule": "self.auto || (has(self.include) && size(self.include) > 0)", "message": "targets.include must name targets when targets.auto is false"}]}
     }
     auto: bool = Field(True, description="Discover every fwd_ret_*/y_* column and rank them.")
     include: list[sizes.Column] = Field(default_factory=list, max_length=sizes.TARGETS, description="Targets to consider; with auto=false exactly these are ranked.")
@@ -89,7 +89,7 @@ class TargetsSpec(Contract):
 
 class FeaturesSpec(Contract):
     model_config = Contract.model_config | {
-        "json_schema_extra": {"x-kubernetes-validations": [{"rule": "self.auto || size(self.include) > 0", "message": "features.include must list features when features.auto is false"}]}
+        "json_schema_extra": {"x-kubernetes-validations": [{"rule": "self.auto || (has(self.include) && size(self.include) > 0)", "message": "features.include must list features when features.auto is false"}]}
     }
     auto: bool = Field(True, description="Select features by consensus of several importance methods.")
     include: list[sizes.Column] = Field(default_factory=list, max_length=sizes.FEATURES, description="Candidate features; with auto=false exactly these are used, in this order.")
