@@ -205,21 +205,38 @@ def _cpu(run: dict) -> str:
     return f"{run['cpu_s']:.1f}" if "cpu_s" in run else "–"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainpipe_bench.scale_data", description=__doc__.splitlines()[0])
+def add_run_args(parser: argparse.ArgumentParser) -> None:
+    """The options both bench-scale-data runs take (locally, and through the operator): one SCALE_DATA_ARGS for both."""
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES), help="Panel sizes (default: all three).")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--row-budget", type=int, default=None, help="data.rowBudget (default: the spec's default).")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     parser.add_argument("--json", type=Path, default=None, help="Also write the raw results here.")
-    parser.add_argument("--generate-only", action="store_true", help="Only build (or find) the cached panels.")
     parser.add_argument("--from-json", type=Path, nargs="+", default=None, help="Write the section from earlier --json results instead of running.")
+
+
+def read_results(paths: list[Path]) -> list[dict]:
+    return [r for path in paths for r in json.loads(path.read_text())]
+
+
+def make_command(args: argparse.Namespace) -> str:
+    """The make command line that reproduces this run's sizes and budget."""
+    flags = ([f"--sizes {' '.join(args.sizes)}"] if args.sizes != list(SIZES) else []) + ([f"--row-budget {args.row_budget}"] if args.row_budget else [])
+    return "make bench-scale-data" + (f" SCALE_DATA_ARGS='{' '.join(flags)}'" if flags else "")
+
+
+def write_section(out: Path, name: str, body: str) -> None:
+    subprocess.run([sys.executable, str(REPO / "hack" / "write-section.py"), str(out), name], input=body, text=True, check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainpipe_bench.scale_data", description=__doc__.splitlines()[0])
+    add_run_args(parser)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--generate-only", action="store_true", help="Only build (or find) the cached panels.")
     args = parser.parse_args(argv)
     if args.from_json:
-        results = [r for path in args.from_json for r in json.loads(path.read_text())]
-        body = section(results, args.threads, "make bench-scale-data (and --row-budget for the rows marked)")
-        subprocess.run([sys.executable, str(REPO / "hack" / "write-section.py"), str(args.out), SECTION], input=body, text=True, check=True)
+        write_section(args.out, SECTION, section(read_results(args.from_json), args.threads, "make bench-scale-data (and --row-budget for the rows marked)"))
         return 0
     if args.generate_only:
         for label in args.sizes:
@@ -233,10 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(result)
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1))
-    flags = ([f"--sizes {' '.join(args.sizes)}"] if args.sizes != list(SIZES) else []) + ([f"--row-budget {args.row_budget}"] if args.row_budget else [])
-    command = "make bench-scale-data" + (f" SCALE_DATA_ARGS='{' '.join(flags)}'" if flags else "")
-    body = section(results, args.threads, command)
-    subprocess.run([sys.executable, str(REPO / "hack" / "write-section.py"), str(args.out), SECTION], input=body, text=True, check=True)
+    write_section(args.out, SECTION, section(results, args.threads, make_command(args)))
     return 0
 
 

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from trainpipe_bench.scale_data import BARS, SIZES, _search, bench_spec, generate
+from trainpipe_bench.scale_data import BARS, SIZES, _search, add_run_args, bench_spec, generate, make_command, read_results, write_section
 from trainpipe_localcluster.executor import EXIT_LINE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -208,22 +208,15 @@ def _stage_seconds(stage: dict[str, Any] | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainpipe_bench.scale_data_operator", description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES), help="Panel sizes (default: all three).")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--row-budget", type=int, default=None, help="data.rowBudget (default: the spec's default).")
+    add_run_args(parser)
     parser.add_argument("--threads", type=int, default=2, help="CPUs each stage's pods are limited to (their threads).")
     parser.add_argument("--timeout", type=float, default=3600.0, help="Seconds one pipeline may take.")
     parser.add_argument("--cluster-dir", type=Path, default=REPO / ".cache" / "scale-data-cluster",
                         help="Where each size's control plane is started and deleted (take down `make cluster-up`'s first: one local cluster at a time).")
-    parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
-    parser.add_argument("--json", type=Path, default=None, help="Also write the raw results here.")
     parser.add_argument("--no-write", action="store_true", help="Print the section; leave BENCHMARKS.md alone.")
-    parser.add_argument("--from-json", type=Path, nargs="+", default=None, help="Write the section from earlier --json results instead of running.")
     args = parser.parse_args(argv)
     if args.from_json:
-        results = [r for path in args.from_json for r in json.loads(path.read_text())]
-        body = section(results, args.threads, "make bench-scale-data")
-        subprocess.run([sys.executable, str(REPO / "hack" / "write-section.py"), str(args.out), SECTION], input=body, text=True, check=True)
+        write_section(args.out, SECTION, section(read_results(args.from_json), args.threads, "make bench-scale-data"))
         return 0
     state = args.cluster_dir.resolve()
     results = []
@@ -240,13 +233,11 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1))
-    flags = ([f"--sizes {' '.join(args.sizes)}"] if args.sizes != list(SIZES) else []) + ([f"--row-budget {args.row_budget}"] if args.row_budget else [])
-    command = "make bench-scale-data" + (f" SCALE_DATA_ARGS='{' '.join(flags)}'" if flags else "")
-    body = section(results, args.threads, command)
+    body = section(results, args.threads, make_command(args))
     if args.no_write:
         print(body)
         return 0
-    subprocess.run([sys.executable, str(REPO / "hack" / "write-section.py"), str(args.out), SECTION], input=body, text=True, check=True)
+    write_section(args.out, SECTION, body)
     return 0
 
 
