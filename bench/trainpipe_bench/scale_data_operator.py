@@ -46,16 +46,12 @@ def _cluster_script(name: str, state: Path) -> None:
 
 
 def upload(store: Any, label: str, seed: int) -> str:
-    """The panel on the S3 server under scale-data/<rows>-<seed>/ (once: a marker object is written last)."""
+    """The panel on the S3 server under scale-data/<rows>-<seed>/ (each size's server starts empty)."""
     import pyarrow.fs as pafs
 
     local = generate(label, seed)
     key = f"{BUCKET}/scale-data/{local.name}"
-    marker = f"{key}/.uploaded"
-    if store.get_file_info(marker).type != pafs.FileType.File:
-        pafs.copy_files(str(local), key, destination_filesystem=store, use_threads=True)
-        with store.open_output_stream(marker) as out:
-            out.write(b"complete\n")
+    pafs.copy_files(str(local), key, destination_filesystem=store, use_threads=True)
     return f"s3://{key}"
 
 
